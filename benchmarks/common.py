@@ -1,0 +1,50 @@
+"""Shared timing helpers for lowbit benchmarks (CPU).
+
+Every benchmark reports its baseline measured in the same process, the ratio,
+and the fraction of this machine's measured memory-copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
+    """Best wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.cache
+def copy_bandwidth(nbytes: int = 256 << 20) -> float:
+    """Measured host copy bandwidth in bytes/s (read + write counted), numpy copyto."""
+    src = np.ones(nbytes // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    t = best_time(lambda: np.copyto(dst, src), repeat=5)
+    return 2 * src.nbytes / t
+
+
+def row(name: str, size: str, seconds: float, baseline: str, baseline_seconds: float,
+        nbytes: int, elements: int) -> dict[str, Any]:
+    """One result row: ``nbytes`` is the minimum traffic (bytes read + written) of the op."""
+    return {
+        "name": name,
+        "size": size,
+        "seconds": seconds,
+        "baseline": baseline,
+        "baseline_seconds": baseline_seconds,
+        "ratio": baseline_seconds / seconds,
+        "elements_per_s": elements / seconds,
+        "gbps": nbytes / seconds / 1e9,
+        "pct_copy": 100.0 * (nbytes / seconds) / copy_bandwidth(),
+    }

@@ -1,0 +1,243 @@
+"""Array-type detection and zero-copy conversion between numpy, CuPy and PyTorch.
+
+Every public lowbit function follows one rule: *array type in = array type out*.
+A front calls :func:`to_backend` on its inputs, which gives a numpy array (host)
+or a CuPy array (device) that shares memory with the caller's array, plus an
+:class:`Origin` recording how to hand results back; :func:`from_backend` does
+the reverse.  Nothing here ever copies between host and device.
+
+bfloat16 has no numpy/CuPy dtype: a bfloat16 torch tensor is carried as its
+raw bits in a ``uint16`` array, and ``Origin.dtype == "bfloat16"`` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Iterator
+
+import numpy as np
+
+#: Floating dtypes lowbit accepts as input, by name.
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+Array = Any  # numpy.ndarray | cupy.ndarray (kept loose: cupy is optional)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an input came from, so that results can go back there.
+
+    Attributes
+    ----------
+    library : {"numpy", "cupy", "torch"}
+    dtype : {"float16", "bfloat16", "float32", "float64"}
+        The caller's dtype (for bfloat16 the backend array holds uint16 bits).
+    device : str
+        ``"cpu"`` or ``"cuda:N"``.
+    """
+
+    library: str
+    dtype: str
+    device: str
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
+
+
+def _module_of(x: Any) -> str:
+    return type(x).__module__.split(".", 1)[0]
+
+
+def is_torch(x: Any) -> bool:
+    """True for a ``torch.Tensor`` (checked without importing torch)."""
+    return "torch" in sys.modules and isinstance(x, sys.modules["torch"].Tensor)
+
+
+def is_cupy(x: Any) -> bool:
+    """True for a ``cupy.ndarray`` (checked without importing cupy)."""
+    return "cupy" in sys.modules and isinstance(x, sys.modules["cupy"].ndarray)
+
+
+def xp_of(arr: Array) -> ModuleType:
+    """The array module (numpy or cupy) of a backend array."""
+    if is_cupy(arr):
+        return sys.modules["cupy"]
+    return np
+
+
+def backend(arr: Array) -> ModuleType:
+    """The kernel table for a backend array: :mod:`lowbit.cpu` or :mod:`lowbit.cuda`."""
+    if is_cupy(arr):
+        from lowbit import cuda
+
+        return cuda
+    from lowbit import cpu
+
+    return cpu
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def to_backend(x: Any, name: str = "x", *, allow_empty: bool = False) -> tuple[Array, Origin]:
+    """Wrap ``x`` as a numpy or CuPy array without copying.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, cupy.ndarray or torch.Tensor
+        A floating array (float16, bfloat16 [torch only], float32 or float64).
+    name : str
+        The argument's name, used in error messages.
+    allow_empty : bool
+        Accept arrays with no elements.
+
+    Returns
+    -------
+    arr : numpy.ndarray or cupy.ndarray
+        Shares memory with ``x`` (bfloat16 as uint16 bits). May be non-contiguous.
+    origin : Origin
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not an array of a supported library, or its dtype is not floating.
+    ValueError
+        ``x`` is empty and ``allow_empty`` is False.
+    """
+    if isinstance(x, np.ndarray):
+        if type(x) is not np.ndarray:
+            raise TypeError(f"{name} must be a plain numpy.ndarray, got a {type(x).__name__} subclass")
+        arr, origin = x, Origin("numpy", _dtype_name(x.dtype), "cpu")
+    elif is_cupy(x):
+        arr, origin = x, Origin("cupy", _dtype_name(x.dtype), f"cuda:{x.device.id}")
+    elif is_torch(x):
+        arr, origin = _torch_to_backend(x)
+    else:
+        raise TypeError(
+            f"{name} must be a numpy.ndarray, cupy.ndarray or torch.Tensor, got {type(x).__name__}"
+        )
+    if origin.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype {FLOAT_DTYPES}, got {origin.dtype}")
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); lowbit needs at least one element")
+    return arr, origin
+
+
+def _torch_to_backend(t: Any) -> tuple[Array, Origin]:
+    import torch
+
+    t = t.detach()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    dtype = _dtype_name(t.dtype)
+    device = "cpu" if t.device.type == "cpu" else f"cuda:{t.device.index or 0}"
+    if t.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"torch tensors on {t.device} are not supported (cpu and cuda are)")
+    bits = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+    if t.device.type == "cpu":
+        arr = np.from_dlpack(bits)
+    else:
+        import cupy
+
+        with cupy.cuda.Device(t.device.index or 0):
+            arr = cupy.from_dlpack(bits)
+    if t.dtype == torch.bfloat16:
+        arr = arr.view(np.uint16)
+    return arr, Origin("torch", dtype, device)
+
+
+def from_backend(arr: Array, origin: Origin) -> Any:
+    """Hand a backend array back in the caller's library (no copy).
+
+    ``arr`` must already have the backend dtype that matches ``origin.dtype``
+    (uint16 bits for bfloat16); see :func:`to_dtype`.
+    """
+    if origin.library != "torch":
+        return arr
+    import torch
+
+    t = torch.from_dlpack(arr)
+    if origin.dtype == "bfloat16":
+        t = t.view(torch.bfloat16)
+    return t
+
+
+def check_same_device(named: dict[str, Array]) -> None:
+    """Raise ``ValueError`` if the backend arrays live on different devices."""
+    where = {k: (f"cuda:{a.device.id}" if is_cupy(a) else "cpu") for k, a in named.items() if a is not None}
+    if len(set(where.values())) > 1:
+        listing = ", ".join(f"{k} on {v}" for k, v in where.items())
+        raise ValueError(f"arrays live on different devices ({listing}); lowbit never copies silently")
+
+
+def contiguous(arr: Array) -> Array:
+    """C-contiguous version of ``arr`` on the same device (a copy only if needed)."""
+    return xp_of(arr).ascontiguousarray(arr)
+
+
+def to_float(arr: Array, dtype: str, compute: str = "float32") -> Array:
+    """Convert a backend array holding ``dtype`` values to ``compute`` precision.
+
+    float32/float64 inputs are returned as they are when ``compute`` matches;
+    float16 and bfloat16 (uint16 bits) are widened exactly.
+    """
+    xp = xp_of(arr)
+    if dtype == "bfloat16":
+        return (arr.astype(xp.uint32) << 16).view(xp.float32).astype(compute, copy=False)
+    return arr.astype(compute, copy=False)
+
+
+def to_dtype(arr: Array, dtype: str) -> Array:
+    """Round a float32/float64 backend array to ``dtype`` (nearest-even).
+
+    bfloat16 results are returned as uint16 bits; NaN stays NaN (quiet).
+    """
+    xp = xp_of(arr)
+    if dtype != "bfloat16":
+        return arr.astype(dtype, copy=False)
+    f32 = arr.astype(xp.float32, copy=False)
+    u = f32.view(xp.uint32)
+    # round to nearest even on the 16 dropped bits
+    rounded = (u + xp.uint32(0x7FFF) + ((u >> 16) & xp.uint32(1))) >> 16
+    nan = xp.isnan(f32)
+    return xp.where(nan, xp.uint32(0x7FC0), rounded).astype(xp.uint16)
+
+
+def float_dtype_name(arr: Array, origin: Origin) -> str:
+    """The logical dtype of a backend array that came from ``origin``."""
+    return origin.dtype if arr.dtype == np.uint16 else _dtype_name(arr.dtype)
+
+
+@contextlib.contextmanager
+def stream_for(origin: Origin) -> Iterator[None]:
+    """Run CuPy kernels on the caller's stream and device.
+
+    For torch CUDA tensors this is torch's current stream, so that lowbit's
+    kernels are ordered with the caller's own work; otherwise CuPy's current
+    stream on the input's device.
+    """
+    if not origin.on_gpu:
+        yield
+        return
+    import cupy
+
+    dev = int(origin.device.split(":")[1])
+    with cupy.cuda.Device(dev):
+        if origin.library == "torch":
+            import torch
+
+            ts = torch.cuda.current_stream(dev)
+            with cupy.cuda.Stream.from_external(ts):
+                yield
+        else:
+            yield
+
+
+def host_copy(arr: Array) -> np.ndarray:
+    """An explicit device-to-host copy (used only where the user asked for one, e.g. ``save``)."""
+    return arr.get() if is_cupy(arr) else np.asarray(arr)
