@@ -4,3 +4,16 @@ Importing lowbit imports neither cupy, torch nor transformers.
 """
 
 __version__ = "0.1.0"
+
+from lowbit.api import dequantize, quantize
+from lowbit.packing import pack, unpack
+from lowbit.quantized import QuantizedArray, load
+
+__all__ = [
+    "QuantizedArray",
+    "dequantize",
+    "load",
+    "pack",
+    "quantize",
+    "unpack",
+]

@@ -84,7 +84,9 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def to_backend(x: Any, name: str = "x", *, allow_empty: bool = False) -> tuple[Array, Origin]:
+def to_backend(
+    x: Any, name: str = "x", *, allow_empty: bool = False, dtypes: tuple[str, ...] = FLOAT_DTYPES
+) -> tuple[Array, Origin]:
     """Wrap ``x`` as a numpy or CuPy array without copying.
 
     Parameters
@@ -95,6 +97,8 @@ def to_backend(x: Any, name: str = "x", *, allow_empty: bool = False) -> tuple[A
         The argument's name, used in error messages.
     allow_empty : bool
         Accept arrays with no elements.
+    dtypes : tuple of str
+        Accepted dtype names (default: the floating dtypes).
 
     Returns
     -------
@@ -121,8 +125,8 @@ def to_backend(x: Any, name: str = "x", *, allow_empty: bool = False) -> tuple[A
         raise TypeError(
             f"{name} must be a numpy.ndarray, cupy.ndarray or torch.Tensor, got {type(x).__name__}"
         )
-    if origin.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have a floating dtype {FLOAT_DTYPES}, got {origin.dtype}")
+    if origin.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in {dtypes}, got {origin.dtype}")
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); lowbit needs at least one element")
     return arr, origin
@@ -149,6 +153,25 @@ def _torch_to_backend(t: Any) -> tuple[Array, Origin]:
     if t.dtype == torch.bfloat16:
         arr = arr.view(np.uint16)
     return arr, Origin("torch", dtype, device)
+
+
+def kernel_input(arr: Array, dtype: str) -> Array:
+    """The array a kernel reads: C-contiguous; on the CPU, float16/bfloat16 widened to float32.
+
+    Numba cannot read float16 (nor bfloat16 bits), so CPU kernels get float32 (an exact
+    widening); CUDA kernels read float16 and bfloat16 (uint16 bits) natively.
+    """
+    arr = contiguous(arr)
+    if not is_cupy(arr) and dtype in ("float16", "bfloat16"):
+        return to_float(arr, dtype)
+    return arr
+
+
+def kernel_output_dtype(arr: Array, dtype: str) -> Any:
+    """The dtype a kernel writes for a result of logical ``dtype`` (see :func:`kernel_input`)."""
+    if is_cupy(arr):
+        return np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+    return np.float64 if dtype == "float64" else np.float32
 
 
 def from_backend(arr: Array, origin: Origin) -> Any:

@@ -51,7 +51,7 @@ def round_grid(v: float, mode: int, seed: np.uint64, index: np.int64, rbits: int
     if mode == ODD:
         if f == v:
             return v
-        return f if math.fmod(abs(f), 2.0) == 1.0 else f + 1.0
+        return f if math.floor(f * 0.5) != f * 0.5 else f + 1.0  # keep the odd neighbour
     # stochastic: the rbits random bits sit right below the grid's last place
     frac = v - f  # exact in float64
     t = frac * (2.0 ** rbits)  # exact: scaling by a power of two

@@ -1,0 +1,250 @@
+"""Scheme ``rtn``: affine integer quantization per tensor, per axis or per group.
+
+Grids (DESIGN.md section 2), b = ``bits``:
+
+==============  =====================================  ==================================
+symmetric       codes q                                reconstruction
+==============  =====================================  ==================================
+False           0 .. 2^b - 1                            x_hat = q * scale + offset
+True, b >= 2    -(2^(b-1) - 1) .. 2^(b-1) - 1           x_hat = q * scale
+True, b == 1    {-1, +1}                                x_hat = sign(x) * mean|x|
+==============  =====================================  ==================================
+
+with offset = min (rounded down to ``scale_dtype``), scale = (max - offset) / (2^b - 1)
+(asymmetric) or max|x| / (2^(b-1) - 1) (symmetric), rounded up to ``scale_dtype``; a group
+whose values are all equal gets scale 1.  Codes are ``round((x - offset) / scale)`` in
+float64, clipped to the grid, then packed (``docs/packing.md``).  Symmetric codes are stored
+biased by 2^(b-1) - 1; 1-bit symmetric stores (x >= 0).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import (
+    Array,
+    Origin,
+    backend,
+    kernel_input,
+    kernel_output_dtype,
+    xp_of,
+)
+from lowbit.quantized import QuantizedArray
+from lowbit.rounding.modes import mode_code
+from lowbit import scales
+
+
+def check_bits(bits: Any, allowed: range = range(1, 9), name: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in allowed:
+        raise ValueError(f"{name} must be an integer in {allowed.start}..{allowed.stop - 1}, got {bits!r}")
+    return int(bits)
+
+
+def check_axis(axis: Any, ndim: int) -> int | None:
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"axis must be None or an integer in [{-ndim}, {ndim - 1}], got {axis!r}")
+    return int(axis) % ndim
+
+
+def check_group_size(group_size: Any, axis: int | None, length: int) -> int | None:
+    if group_size is None:
+        return None
+    if axis is None:
+        raise ValueError("group_size needs an axis to group along; got axis=None")
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+    if length % group_size:
+        raise ValueError(f"group_size={group_size} does not divide the axis length {length}")
+    return int(group_size)
+
+
+def check_seed(seed: Any, mode: str) -> int | None:
+    """Validate ``seed``; for stochastic rounding with no seed, draw one (recorded in meta)."""
+    if seed is None:
+        return secrets.randbits(63) if mode == "stochastic" else None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def check_rbits(rbits: Any) -> int:
+    return check_bits(rbits, range(1, 33), "rbits")
+
+
+def _layout(shape: tuple[int, ...], axis: int | None, group_size: int | None) -> int:
+    """Elements per group for the flat, axis-last layout."""
+    if axis is None:
+        return math.prod(shape)
+    return group_size if group_size is not None else shape[axis]
+
+
+def quantize(
+    arr: Array,
+    origin: Origin,
+    bits: int = 8,
+    *,
+    axis: int | None = -1,
+    group_size: int | None = None,
+    symmetric: bool = False,
+    rounding: str = "nearest_even",
+    seed: int | None = None,
+    rbits: int = 16,
+    scale_dtype: str = "float32",
+) -> QuantizedArray:
+    """Affine integer quantization (front of ``lowbit.quantize(x, scheme="rtn")``).
+
+    Parameters
+    ----------
+    arr, origin
+        The input as given by :func:`lowbit.arrays.to_backend`.
+    bits : int
+        Code width, 1..8.
+    axis : int or None
+        Axis along which groups are formed (see table); ``None`` means per tensor.
+    group_size : int or None
+        Elements per group along ``axis``; must divide its length.
+    symmetric : bool
+        Symmetric grid around zero (no offset stored).
+    rounding : str
+        A rounding mode name except ``diffuse`` (``lowbit.rounding.modes``).
+    seed, rbits
+        Stochastic rounding key and random bits per element (seed drawn and recorded
+        in ``meta`` when omitted).
+    scale_dtype : {"float32", "float16", "bfloat16"}
+        Storage of scales and offsets.
+
+    ==========  ============  ==============================================
+    axis        group_size    one scale (and offset) per
+    ==========  ============  ==============================================
+    None        None          tensor
+    a           None          fibre along axis a (e.g. per token for a = -1)
+    a           g             g consecutive elements along axis a
+    ==========  ============  ==============================================
+
+    Raises
+    ------
+    ValueError
+        Bad ``bits``/``axis``/``group_size``/``rounding``/``seed``/``rbits``/``scale_dtype``,
+        or NaN/Inf in ``x``.
+    """
+    bits = check_bits(bits)
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be a bool, got {symmetric!r}")
+    symmetric = bool(symmetric)
+    mode = mode_code(rounding, allow_diffuse=False)
+    seed = check_seed(seed, rounding)
+    rbits = check_rbits(rbits)
+    scale_dtype = scales.check_scale_dtype(scale_dtype)
+    shape = tuple(int(s) for s in arr.shape)
+    ax = check_axis(axis, max(len(shape), 1)) if shape else None
+    if ax is not None and not shape:
+        ax = None
+    gs = check_group_size(group_size, ax, shape[ax] if ax is not None else 0)
+
+    xp = xp_of(arr)
+    moved = arr if ax is None else xp.moveaxis(arr, ax, -1)
+    x = kernel_input(moved, origin.dtype).reshape(-1)
+    k = backend(x)
+    g = _layout(shape, ax, gs)
+    n_groups = x.size // g
+
+    lo = xp.empty(n_groups, xp.float64)
+    hi = xp.empty(n_groups, xp.float64)
+    k.group_range(x, g, lo, hi)
+    if not bool(xp.isfinite(lo).all()):
+        raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
+
+    fields: dict[str, Array] = {}
+    if symmetric and bits == 1:
+        mean = xp.empty(n_groups, xp.float64)
+        k.group_abs_mean(x, g, mean)
+        fields["scale"] = scales.store(mean, scale_dtype, "nearest")
+        offset32 = xp.zeros(n_groups, xp.float32)
+    elif symmetric:
+        amax = xp.maximum(xp.abs(lo), xp.abs(hi))
+        step = amax / float(2 ** (bits - 1) - 1)
+        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
+        offset32 = xp.zeros(n_groups, xp.float32)
+    else:
+        fields["offset"] = scales.store(lo, scale_dtype, "down")
+        offset32 = scales.load(fields["offset"], scale_dtype)
+        step = (hi - offset32.astype(xp.float64)) / float(2**bits - 1)
+        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
+    scale32 = scales.load(fields["scale"], scale_dtype)
+
+    packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
+    k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, np.uint64(seed or 0), rbits, packed)
+    meta = {
+        "scheme": "rtn",
+        "shape": list(shape),
+        "dtype": origin.dtype,
+        "bits": bits,
+        "axis": ax,
+        "group_size": gs,
+        "symmetric": symmetric,
+        "scale_dtype": scale_dtype,
+        "rounding": rounding,
+        "seed": seed,
+        "rbits": rbits,
+    }
+    return QuantizedArray(packed, fields, meta, origin)
+
+
+def dequantize(q: QuantizedArray) -> Array:
+    """x_hat in ``q.origin.dtype`` (computed in float64, rounded once to float32 unless float64)."""
+    meta = q.meta
+    shape = tuple(meta["shape"])
+    ax, sd = meta["axis"], meta["scale_dtype"]
+    xp = xp_of(q.codes)
+    scale32 = scales.load(q.fields["scale"], sd)
+    offset32 = (
+        scales.load(q.fields["offset"], sd) if "offset" in q.fields else xp.zeros_like(scale32)
+    )
+    n = math.prod(shape)
+    g = _layout(shape, ax, meta["group_size"])
+    out = xp.empty(n, kernel_output_dtype(q.codes, q.origin.dtype))
+    backend(q.codes).rtn_decode(q.codes, g, scale32, offset32, int(meta["bits"]), bool(meta["symmetric"]), out)
+    from lowbit.arrays import to_dtype
+
+    if out.dtype != np.uint16 and out.dtype != np.dtype(q.origin.dtype):
+        out = to_dtype(out, q.origin.dtype)
+    if ax is None:
+        return out.reshape(shape)
+    moved = list(shape)
+    moved.append(moved.pop(ax))
+    return xp.ascontiguousarray(xp.moveaxis(out.reshape(moved), -1, ax))
+
+
+def validate(q: QuantizedArray) -> None:
+    """Check a loaded ``rtn`` QuantizedArray's metadata and array sizes."""
+    m = q.meta
+    try:
+        shape = tuple(int(s) for s in m["shape"])
+        if any(s < 0 for s in shape):
+            raise ValueError
+        check_bits(m["bits"])
+        ax = check_axis(m["axis"], max(len(shape), 1))
+        gs = check_group_size(m["group_size"], ax, shape[ax] if ax is not None else 0)
+        scales.check_scale_dtype(m["scale_dtype"])
+        if m["dtype"] not in ("float16", "bfloat16", "float32", "float64"):
+            raise ValueError
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"inconsistent rtn metadata {m!r}: {exc}") from None
+    n = math.prod(shape)
+    g = _layout(shape, ax, gs)
+    n_groups = n // g if g else 0
+    want = {"scale"} if m["symmetric"] else {"scale", "offset"}
+    if set(q.fields) != want:
+        raise ValueError(f"rtn fields must be {sorted(want)}, got {sorted(q.fields)}")
+    sdt = np.uint16 if m["scale_dtype"] == "bfloat16" else np.dtype(m["scale_dtype"])
+    for name, f in q.fields.items():
+        if f.dtype != sdt or f.shape != (n_groups,):
+            raise ValueError(f"field {name!r} must have dtype {np.dtype(sdt)} and shape ({n_groups},)")
+    if q.codes.dtype != np.uint8 or q.codes.shape != ((n * int(m["bits"]) + 7) // 8,):
+        raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")

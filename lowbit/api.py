@@ -1,0 +1,87 @@
+"""The headline API: quantize(), dequantize().
+
+``quantize`` validates the array, picks the scheme from the registry below and
+dispatches; schemes live in their own front modules and are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from lowbit.arrays import Array, Origin, to_backend
+from lowbit.quantized import QuantizedArray
+
+
+class Scheme(Protocol):
+    """What a scheme front module provides."""
+
+    def quantize(self, arr: Array, origin: Origin, **kwargs: Any) -> QuantizedArray: ...
+
+    def dequantize(self, q: QuantizedArray) -> Array:
+        """Backend array of dtype ``q.origin.dtype`` (bfloat16 as uint16 bits)."""
+        ...
+
+    def validate(self, q: QuantizedArray) -> None:
+        """Raise ValueError if ``q``'s arrays and metadata are inconsistent (used on load)."""
+        ...
+
+
+#: scheme name -> module implementing :class:`Scheme` (imported on first use).
+SCHEMES: dict[str, str] = {
+    "rtn": "lowbit.affine",
+}
+
+
+def get_scheme(scheme: Any, *, name: str = "scheme") -> Scheme:
+    """The scheme module registered under ``scheme``.
+
+    Raises
+    ------
+    ValueError
+        ``scheme`` is not a registered name.
+    """
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"{name} must be one of {sorted(SCHEMES)}, got {scheme!r}")
+    return importlib.import_module(SCHEMES[scheme])  # type: ignore[return-value]
+
+
+def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any) -> QuantizedArray:
+    """Quantize a numpy, CuPy or torch array.
+
+    Parameters
+    ----------
+    x : array
+        Floating input (float16, bfloat16 [torch], float32, float64); any shape.
+    bits : int, optional
+        Bits per code, where the scheme takes it (``rtn``: 1..8).
+    scheme : str
+        One of ``lowbit.api.SCHEMES`` (``"rtn"``, ``"kvarn"``, minifloat formats, ...).
+    **kwargs
+        Scheme options; see the scheme's documentation (``docs/api.md``).
+
+    Returns
+    -------
+    QuantizedArray
+        Its ``dequantize()`` returns an array of ``x``'s library, device, dtype and shape.
+
+    Examples
+    --------
+    >>> import numpy as np, lowbit
+    >>> x = np.linspace(-1, 1, 8, dtype=np.float32)
+    >>> q = lowbit.quantize(x, bits=4, scheme="rtn")
+    >>> float(abs(q.dequantize() - x).max()) <= 2 / 15 / 2
+    True
+    """
+    impl = get_scheme(scheme)
+    arr, origin = to_backend(x, "x")
+    if bits is not None:
+        kwargs["bits"] = bits
+    return impl.quantize(arr, origin, **kwargs)
+
+
+def dequantize(q: QuantizedArray) -> Any:
+    """Reconstruct ``q`` (same as ``q.dequantize()``)."""
+    if not isinstance(q, QuantizedArray):
+        raise TypeError(f"q must be a QuantizedArray, got {type(q).__name__}")
+    return q.dequantize()

@@ -1,0 +1,167 @@
+"""QuantizedArray: packed codes + per-group fields + metadata, and its .npz format."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import Array, Origin, from_backend, host_copy, is_cupy
+
+#: Version of the .npz layout written by :meth:`QuantizedArray.save`.
+FILE_FORMAT = 1
+
+_META_TYPES = (str, int, float, bool, type(None), list)
+
+
+class QuantizedArray:
+    """A quantized array: packed codes, the fields needed to decode them, and metadata.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray or cupy.ndarray, uint8, 1-D
+        Packed k-bit codes (layout in ``docs/packing.md``).
+    fields : dict of str to array
+        Per-group data of the scheme (e.g. ``scale`` and ``offset`` for ``rtn``), on the
+        same device as ``codes``.
+    meta : dict
+        JSON-serializable metadata; always holds ``scheme``, ``shape``, ``dtype`` and ``bits``.
+    origin : Origin
+        The library, device and dtype results go back to.
+
+    Notes
+    -----
+    ``nbytes`` counts codes and fields (everything needed to reconstruct);
+    ``bits_per_element`` is ``8 * nbytes / size``, scale overhead included.
+    """
+
+    __slots__ = ("codes", "fields", "meta", "origin")
+
+    def __init__(self, codes: Array, fields: dict[str, Array], meta: dict[str, Any], origin: Origin):
+        for key in ("scheme", "shape", "dtype", "bits"):
+            if key not in meta:
+                raise ValueError(f"meta must contain {key!r}")
+        self.codes = codes
+        self.fields = dict(fields)
+        self.meta = dict(meta)
+        self.origin = origin
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return str(self.meta["scheme"])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["shape"])
+
+    @property
+    def dtype(self) -> str:
+        """The dtype that :meth:`dequantize` returns."""
+        return str(self.meta["dtype"])
+
+    @property
+    def bits(self) -> int:
+        return int(self.meta["bits"])
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of codes plus all fields."""
+        return int(self.codes.nbytes + sum(f.nbytes for f in self.fields.values()))
+
+    @property
+    def bits_per_element(self) -> float:
+        """Storage cost per element in bits, including scales and offsets."""
+        return 8.0 * self.nbytes / self.size
+
+    def __repr__(self) -> str:
+        extras = {k: v for k, v in self.meta.items() if k not in ("scheme", "shape", "dtype", "bits")}
+        where = self.origin.library + ("" if self.origin.device == "cpu" else f"@{self.origin.device}")
+        extra = "".join(f", {k}={v!r}" for k, v in sorted(extras.items()))
+        return (
+            f"QuantizedArray(scheme={self.scheme!r}, shape={self.shape}, dtype={self.dtype}, "
+            f"bits={self.bits}{extra}, bits_per_element={self.bits_per_element:.3f}, {where})"
+        )
+
+    # -- decoding -----------------------------------------------------------------------------
+    def dequantize(self) -> Any:
+        """Reconstruct the array in the caller's library, device, dtype and shape."""
+        from lowbit.api import get_scheme
+
+        arr = get_scheme(self.scheme).dequantize(self)
+        return from_backend(arr, self.origin)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write to a single ``.npz`` file (no pickle). Device arrays are copied to the host."""
+        payload = {"codes": host_copy(self.codes)}
+        for k, v in self.fields.items():
+            payload[f"field.{k}"] = host_copy(v)
+        header = {"format": FILE_FORMAT, "meta": self.meta, "fields": sorted(self.fields)}
+        payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        with open(path, "wb") as fh:
+            np.savez(fh, **payload)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "QuantizedArray":
+        """Read a file written by :meth:`save`; results dequantize to numpy arrays.
+
+        Raises
+        ------
+        ValueError
+            The file is not a lowbit file, or its metadata or arrays are inconsistent.
+        """
+        from lowbit.api import get_scheme
+
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                files = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file: {exc}") from None
+        if "header" not in files or "codes" not in files:
+            raise ValueError(f"{os.fspath(path)!r} is not a lowbit file (no header/codes)")
+        try:
+            header = json.loads(files.pop("header").astype(np.uint8).tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{os.fspath(path)!r}: corrupt header ({exc})") from None
+        if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+            raise ValueError(f"{os.fspath(path)!r}: unsupported lowbit file format {header!r:.80}")
+        meta = header.get("meta")
+        if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, _META_TYPES) for k, v in meta.items()
+        ):
+            raise ValueError(f"{os.fspath(path)!r}: metadata must be a flat JSON object")
+        codes = files.pop("codes")
+        fields = {k.removeprefix("field."): v for k, v in files.items() if k.startswith("field.")}
+        if sorted(fields) != header.get("fields"):
+            raise ValueError(f"{os.fspath(path)!r}: fields {sorted(fields)} do not match the header")
+        for key in ("scheme", "shape", "dtype", "bits"):
+            if key not in meta:
+                raise ValueError(f"{os.fspath(path)!r}: metadata lacks {key!r}")
+        scheme = get_scheme(meta["scheme"], name="scheme in file")
+        dtype = meta["dtype"] if meta["dtype"] != "bfloat16" else "float32"
+        q = cls(codes, fields, meta, Origin("numpy", dtype, "cpu"))
+        scheme.validate(q)
+        return q
+
+    def to_host(self) -> "QuantizedArray":
+        """An explicit copy of a device-resident QuantizedArray to the host (numpy results)."""
+        if not is_cupy(self.codes):
+            return self
+        dtype = self.dtype if self.dtype != "bfloat16" else "float32"
+        return QuantizedArray(
+            host_copy(self.codes), {k: host_copy(v) for k, v in self.fields.items()}, self.meta,
+            Origin("numpy", dtype, "cpu"),
+        )
+
+
+def load(path: str | os.PathLike[str]) -> QuantizedArray:
+    """Load a :class:`QuantizedArray` saved with :meth:`QuantizedArray.save`."""
+    return QuantizedArray.load(path)
