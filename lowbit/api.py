@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from lowbit.arrays import Array, Origin, to_backend
+from lowbit.arrays import Array, Origin, stream_for, to_backend
 from lowbit.quantized import QuantizedArray
 
 
@@ -77,7 +77,8 @@ def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any
     arr, origin = to_backend(x, "x")
     if bits is not None:
         kwargs["bits"] = bits
-    return impl.quantize(arr, origin, **kwargs)
+    with stream_for(origin):
+        return impl.quantize(arr, origin, **kwargs)
 
 
 def dequantize(q: QuantizedArray) -> Any:

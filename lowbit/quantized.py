@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, Origin, from_backend, host_copy, is_cupy
+from lowbit.arrays import Array, Origin, from_backend, host_copy, is_cupy, stream_for
 
 #: Version of the .npz layout written by :meth:`QuantizedArray.save`.
 FILE_FORMAT = 1
@@ -95,7 +95,8 @@ class QuantizedArray:
         """Reconstruct the array in the caller's library, device, dtype and shape."""
         from lowbit.api import get_scheme
 
-        arr = get_scheme(self.scheme).dequantize(self)
+        with stream_for(self.origin):
+            arr = get_scheme(self.scheme).dequantize(self)
         return from_backend(arr, self.origin)
 
     # -- persistence ----------------------------------------------------------------------------

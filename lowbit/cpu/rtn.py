@@ -29,19 +29,36 @@ def group_range(x: np.ndarray, group_size: int, lo: np.ndarray, hi: np.ndarray) 
             bad |= not np.isfinite(v)
             mn = min(mn, v)
             mx = max(mx, v)
-        lo[g] = np.nan if bad else mn
-        hi[g] = np.nan if bad else mx
+        # "+ 0.0" turns -0.0 into +0.0, so min/max order never shows in the result
+        lo[g] = np.nan if bad else mn + 0.0
+        hi[g] = np.nan if bad else mx + 0.0
+
+
+#: Lanes of the canonical summation order shared with the CUDA twin (one warp).
+LANES = 32
 
 
 @nb.njit(parallel=True, cache=True)
 def group_abs_mean(x: np.ndarray, group_size: int, out: np.ndarray) -> None:
-    """Per-group mean of |x| (float64 accumulation, sequential within a group)."""
+    """Per-group mean of |x| in float64, in a fixed summation order.
+
+    Element i of a group goes to lane i % 32, each lane sums in order, and the
+    lanes combine by the xor butterfly (offsets 16, 8, 4, 2, 1) -- exactly the
+    order of one CUDA warp, so both backends give the same bits.
+    """
     for g in nb.prange(out.shape[0]):
         base = g * group_size
-        s = 0.0
-        for i in range(base, base + group_size):
-            s += abs(np.float64(x[i]))
-        out[g] = s / group_size
+        lanes = np.zeros(LANES, np.float64)
+        for i in range(group_size):
+            lanes[i % LANES] += abs(np.float64(x[base + i]))
+        step = LANES // 2
+        while step:
+            nxt = np.empty(LANES, np.float64)
+            for lane in range(LANES):
+                nxt[lane] = lanes[lane] + lanes[lane ^ step]
+            lanes = nxt
+            step //= 2
+        out[g] = lanes[0] / group_size
 
 
 @nb.njit(inline="always", cache=True)

@@ -5,10 +5,29 @@ takes CuPy arrays, and launches on the current CuPy stream.  CuPy is imported
 lazily, inside the wrappers, so this table can be inspected without a GPU.
 """
 
-KERNELS: tuple[str, ...] = ()
+from lowbit.cuda.packing import pack_codes, unpack_codes
+from lowbit.cuda.rtn import group_abs_mean, group_range, rtn_decode, rtn_encode
+
+KERNELS: tuple[str, ...] = (
+    "group_abs_mean",
+    "group_range",
+    "pack_codes",
+    "rtn_decode",
+    "rtn_encode",
+    "unpack_codes",
+)
 
 #: CPU kernels that have no CUDA twin yet (a known gap, documented in docs/backends.md).
 #: A CuPy array reaching one of these raises NotImplementedError naming the kernel.
 KNOWN_GAPS: tuple[str, ...] = ()
 
 __all__ = list(KERNELS)
+
+
+def __getattr__(name: str) -> object:
+    if name in KNOWN_GAPS:
+        raise NotImplementedError(
+            f"kernel {name!r} has no CUDA twin yet (a known gap, see docs/backends.md); "
+            "copy the data to the host explicitly (e.g. cupy.asnumpy) to use the CPU kernel"
+        )
+    raise AttributeError(f"module 'lowbit.cuda' has no attribute {name!r}")

@@ -1,0 +1,41 @@
+"""CUDA wrappers for rtn kernels: same names and signatures as :mod:`lowbit.cpu.rtn`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lowbit.cuda._module import THREADS, grid, kernel, suffix
+
+WARPS_PER_BLOCK = THREADS // 32
+
+
+def group_range(x: Any, group_size: int, lo: Any, hi: Any) -> None:
+    n_groups = lo.shape[0]
+    k = kernel("rtn", f"lowbit_group_range_{suffix(x.dtype)}")
+    k(grid(n_groups, WARPS_PER_BLOCK), (THREADS,), (x, np.int64(group_size), lo, hi, np.int64(n_groups)))
+
+
+def group_abs_mean(x: Any, group_size: int, out: Any) -> None:
+    n_groups = out.shape[0]
+    k = kernel("rtn", f"lowbit_group_abs_mean_{suffix(x.dtype)}")
+    k(grid(n_groups, WARPS_PER_BLOCK), (THREADS,), (x, np.int64(group_size), out, np.int64(n_groups)))
+
+
+def rtn_encode(x: Any, group_size: int, scale: Any, offset: Any, bits: int, symmetric: bool,
+               mode: int, seed: np.uint64, rbits: int, packed: Any) -> None:
+    n = x.shape[0]
+    k = kernel("rtn", f"lowbit_rtn_encode_{suffix(x.dtype)}")
+    k(grid((n + 7) // 8), (THREADS,),
+      (x, np.int64(n), np.int64(group_size), scale, offset, np.int32(bits), np.int32(symmetric),
+       np.int32(mode), np.uint64(seed), np.int32(rbits), packed, np.int64(packed.shape[0])))
+
+
+def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int, symmetric: bool,
+               out: Any) -> None:
+    n = out.shape[0]
+    k = kernel("rtn", f"lowbit_rtn_decode_{suffix(out.dtype)}")
+    k(grid((n + 7) // 8), (THREADS,),
+      (packed, np.int64(packed.shape[0]), np.int64(group_size), scale, offset, np.int32(bits),
+       np.int32(symmetric), out, np.int64(n)))
