@@ -28,35 +28,55 @@ def mix64(z: np.uint64) -> np.uint64:
 
 @nb.njit(inline="always", cache=True)
 def random_bits(seed: np.uint64, index: np.int64) -> np.uint64:
-    """64 random bits for (seed, global element index): mix64(mix64(seed) + golden*index+1)."""
+    """64 random bits for (seed, global element index).
+
+    Equals output number ``index`` of splitmix64 started from state mix64(seed):
+    mix64(mix64(seed) + 0x9E3779B97F4A7C15 * (index + 1)), all arithmetic mod 2**64.
+    """
     k = mix64(_U64(seed))
     return mix64(k + _U64(0x9E3779B97F4A7C15) * (_U64(index) + _U64(1)))
 
 
 @nb.njit(inline="always", cache=True)
 def round_grid(v: float, mode: int, seed: np.uint64, index: np.int64, rbits: int) -> float:
-    """Round v (float64, in grid units) to an integer-valued float64 with ``mode``."""
+    """Round v (float64, in grid units) to an integer-valued float64 with ``mode``.
+
+    NaN and +-Inf come back unchanged; the sign of zero results follows v.
+    ``stochastic`` works on |v| (sign-magnitude, so SR(-v) = -SR(v) for the same
+    random bits): with a = |v|, i = floor(a), f = a - i (exact), the fraction is
+    rounded to ``rbits`` bits, F = rint(f * 2**rbits) (nearest-even, exact in
+    float64), and the result is sign(v) * (i + 1) when u < F, else sign(v) * i,
+    where u is the top ``rbits`` bits of ``random_bits(seed, index)``.  So
+    P(away from zero) = F / 2**rbits: exactly f whenever f is a multiple of
+    2**-rbits, and within 2**-(rbits+1) of f otherwise (docs/rounding.md).
+    """
     if mode == NEAREST_EVEN:
         return np.rint(v)
-    f = math.floor(v)
     if mode == DOWN:
-        return f
+        return math.floor(v)
     if mode == UP:
         return math.ceil(v)
     if mode == TOWARD_ZERO:
         return math.trunc(v)
-    if mode == NEAREST_AWAY:
-        r = math.floor(abs(v) + 0.5)
-        return r if v >= 0.0 else -r
     if mode == ODD:
+        f = math.floor(v)
         if f == v:
             return v
-        return f if math.floor(f * 0.5) != f * 0.5 else f + 1.0  # keep the odd neighbour
-    # stochastic: the rbits random bits sit right below the grid's last place
-    frac = v - f  # exact in float64
-    t = frac * (2.0 ** rbits)  # exact: scaling by a power of two
+        half = f * 0.5  # exact; f is odd iff f / 2 is not an integer
+        return f if half != math.floor(half) else f + 1.0
+    a = abs(v)
+    i = math.floor(a)
+    frac = a - i  # exact: i == 0, or a/2 <= i <= a (Sterbenz)
+    if not frac > 0.0:  # integer, +-Inf (frac is NaN) or NaN
+        return v
+    if mode == NEAREST_AWAY:
+        r = i + 1.0 if frac >= 0.5 else i
+        return math.copysign(r, v)
+    # STOCHASTIC
+    threshold = _U64(np.rint(math.ldexp(frac, rbits)))  # 0 .. 2**rbits
     u = random_bits(seed, index) >> _U64(64 - rbits)
-    return f + 1.0 if float(u) < t else f
+    r = i + 1.0 if u < threshold else i
+    return math.copysign(r, v)
 
 
 @nb.njit(inline="always", cache=True)
