@@ -30,6 +30,20 @@ class Scheme(Protocol):
 #: scheme name -> module implementing :class:`Scheme` (imported on first use).
 SCHEMES: dict[str, str] = {
     "rtn": "lowbit.affine",
+    # element formats and block formats (docs/formats.md)
+    "fixed": "lowbit.minifloat:fixed",
+    "fp8_e4m3": "lowbit.minifloat:fp8_e4m3",
+    "fp8_e5m2": "lowbit.minifloat:fp8_e5m2",
+    "fp6_e2m3": "lowbit.minifloat:fp6_e2m3",
+    "fp6_e3m2": "lowbit.minifloat:fp6_e3m2",
+    "fp4_e2m1": "lowbit.minifloat:fp4_e2m1",
+    "mxfp8": "lowbit.blockfmt:mxfp8",
+    "mxfp8_e5m2": "lowbit.blockfmt:mxfp8_e5m2",
+    "mxfp6": "lowbit.blockfmt:mxfp6",
+    "mxfp6_e3m2": "lowbit.blockfmt:mxfp6_e3m2",
+    "mxfp4": "lowbit.blockfmt:mxfp4",
+    "mxint8": "lowbit.blockfmt:mxint8",
+    "nvfp4": "lowbit.blockfmt:nvfp4",
 }
 
 
@@ -43,7 +57,9 @@ def get_scheme(scheme: Any, *, name: str = "scheme") -> Scheme:
     """
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"{name} must be one of {sorted(SCHEMES)}, got {scheme!r}")
-    return importlib.import_module(SCHEMES[scheme])  # type: ignore[return-value]
+    module, _, attr = SCHEMES[scheme].partition(":")  # "module" or "module:object"
+    impl = importlib.import_module(module)
+    return getattr(impl, attr) if attr else impl  # type: ignore[no-any-return]
 
 
 def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any) -> QuantizedArray:

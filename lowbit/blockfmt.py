@@ -1,0 +1,172 @@
+"""Schemes ``mxfp8``, ``mxfp8_e5m2``, ``mxfp6``, ``mxfp6_e3m2``, ``mxfp4``, ``mxint8``, ``nvfp4``.
+
+Block formats (records in :mod:`lowbit.formats`): ``block_size`` consecutive elements along
+``axis`` share one 8-bit scale.  An axis whose length is not a multiple of the block size is
+padded with zeros to the next multiple (the padding is stored, and dropped on decoding).
+
+OCP MX v1.0 (``e8m0`` scale): per block, amax = max |x|; the shared exponent is
+s = floor(log2(amax)) - element.emax, clamped to [-127, 127] (s = -127 when amax = 0), stored as
+the E8M0 code s + 127; elements are x / 2**s rounded into the element format (saturating, as
+OCP prescribes).  A block holding NaN or +-Inf gets the NaN scale 0xFF and decodes to NaN.
+MXINT8 elements are int8 with an implicit 2**-6 (FixedPoint Q1.6), clamped to -127..127.
+
+NVFP4: one float32 tensor scale t = amax(x) / (6 * 448) (1 when amax = 0); per 16-element
+block the e4m3 scale c = e4m3(amax_block / 6 / t) (nearest-even, saturating); elements are
+x / (c * t) rounded to fp4 e2m1 (saturating).  Decoding: e2m1 * c * t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
+from lowbit.formats import (
+    BLOCK_FORMATS,
+    E8M0_BIAS,
+    E8M0_NAN,
+    FP8_E4M3,
+    BlockFormat,
+    FixedPoint,
+)
+from lowbit.minifloat import axis_back, decode, encode, raise_on_counts
+from lowbit.quantized import QuantizedArray
+from lowbit.rounding.modes import mode_code
+from lowbit.validate import check_axis, check_rbits, check_seed
+
+#: NVFP4's tensor-scale denominator: fp4 e2m1 max times fp8 e4m3 max.
+NVFP4_RANGE = 6.0 * 448.0
+
+
+def e8m0_scales(amax: Array, element_emax: int) -> tuple[Array, Array]:
+    """(E8M0 codes uint8, scale values float64) from per-block amax (NaN for non-finite blocks)."""
+    xp = xp_of(amax)
+    finite = xp.isfinite(amax)
+    safe = xp.where(finite & (amax > 0), amax, 1.0)
+    e = xp.frexp(safe)[1].astype(xp.int64) - 1  # floor(log2(amax)), exact
+    s = xp.clip(e - element_emax, -127, 127)
+    s = xp.where(amax > 0, s, -127)
+    codes = xp.where(finite, s + E8M0_BIAS, E8M0_NAN).astype(xp.uint8)
+    return codes, e8m0_values(codes)
+
+
+def e8m0_values(codes: Array) -> Array:
+    """float64 2**(code - 127), NaN for 0xFF."""
+    xp = xp_of(codes)
+    v = xp.ldexp(xp.ones(codes.shape, xp.float64), codes.astype(xp.int32) - E8M0_BIAS)
+    return xp.where(codes == E8M0_NAN, xp.nan, v)
+
+
+class BlockScheme:
+    """Front of one block-format scheme (``lowbit.quantize(x, scheme=name)``)."""
+
+    def __init__(self, fmt: BlockFormat) -> None:
+        self.fmt = fmt
+        self.name = fmt.name
+
+    def quantize(self, arr: Array, origin: Origin, *, axis: int = -1, rounding: str = "nearest_even",
+                 seed: int | None = None, rbits: int = 16) -> QuantizedArray:
+        """Quantize ``arr`` in blocks along ``axis`` (module docstring); ``rounding`` applies to
+        the elements (any mode but ``diffuse``), scales follow the format's rule."""
+        fmt, elem = self.fmt, self.fmt.element
+        mode = mode_code(rounding, allow_diffuse=False)
+        seed = check_seed(seed, rounding)
+        rbits = check_rbits(rbits)
+        shape = tuple(int(s) for s in arr.shape)
+        if axis is None:
+            raise ValueError(f"{self.name} needs an axis to form blocks along; got axis=None")
+        if not shape:
+            raise ValueError(f"{self.name} needs x.ndim >= 1, got a 0-d array")
+        ax = check_axis(axis, len(shape))
+        xp = xp_of(arr)
+        moved = xp.moveaxis(arr, ax, -1)
+        length = moved.shape[-1]
+        padded = -(-length // fmt.block_size) * fmt.block_size
+        x2 = kernel_input(moved, origin.dtype).reshape(-1, length)
+        if padded != length:
+            x2 = xp.concatenate([x2, xp.zeros((x2.shape[0], padded - length), x2.dtype)], axis=1)
+        x = xp.ascontiguousarray(x2).reshape(-1)
+        k = backend(x)
+        amax = xp.empty(x.size // fmt.block_size, xp.float64)
+        k.block_absmax(x, fmt.block_size, amax)
+        fields: dict[str, Array] = {}
+        if fmt.scale == "e8m0":
+            fields["scale"], scale64 = e8m0_scales(amax, elem.emax)
+        else:
+            finite = amax[xp.isfinite(amax)]
+            top = float(finite.max()) if finite.size else 0.0
+            tensor = np.float32(top / NVFP4_RANGE)
+            if not tensor > 0:  # all zeros (or amax so small that the tensor scale underflows)
+                tensor = np.float32(1.0)
+            fields["tensor_scale"] = xp.asarray([tensor], xp.float32)
+            fields["scale"], scale64 = self._e4m3_scales(amax / 6.0 / float(tensor), float(tensor))
+        qmin = -127 if isinstance(elem, FixedPoint) else None
+        packed, n_invalid, n_over = encode(x, elem, fmt.block_size, scale64, mode=mode,
+                                           seed=seed or 0, offset=0, rbits=rbits, overflow=0,
+                                           qmin=qmin)
+        raise_on_counts(elem, n_invalid, n_over)
+        meta: dict[str, Any] = {
+            "scheme": self.name, "shape": list(shape), "dtype": origin.dtype, "bits": elem.bits,
+            "axis": ax, "block_size": fmt.block_size, "padded_length": padded,
+            "rounding": rounding, "seed": seed, "rbits": rbits,
+        }
+        return QuantizedArray(packed, fields, meta, origin)
+
+    @staticmethod
+    def _e4m3_scales(block_scale: Array, tensor: float) -> tuple[Array, Array]:
+        """e4m3 codes of the block scales (nearest-even, saturating; NaN stays NaN), and
+        their float64 values times the tensor scale."""
+        xp = xp_of(block_scale)
+        codes, _, _ = encode(xp.ascontiguousarray(block_scale), FP8_E4M3, block_scale.size,
+                             xp.ones(1, xp.float64), mode=0, seed=0, offset=0, rbits=16, overflow=0)
+        return codes, xp.asarray(FP8_E4M3.decode_table())[codes] * tensor
+
+    def block_scales(self, q: QuantizedArray) -> Array:
+        """float64 scale of every block of ``q`` (NaN for NaN blocks)."""
+        xp = xp_of(q.codes)
+        if self.fmt.scale == "e8m0":
+            return e8m0_values(q.fields["scale"])
+        tensor = float(q.fields["tensor_scale"][0])
+        return xp.asarray(FP8_E4M3.decode_table())[q.fields["scale"]] * tensor
+
+    def dequantize(self, q: QuantizedArray) -> Array:
+        m = q.meta
+        shape = tuple(m["shape"])
+        xp = xp_of(q.codes)
+        length = shape[m["axis"]]
+        n_rows = math.prod(shape) // length if length else 0
+        padded = int(m["padded_length"])
+        flat = decode(q.codes, self.fmt.element, n_rows * padded, self.fmt.block_size,
+                      self.block_scales(q), q.origin.dtype)
+        rows = flat.reshape(n_rows, padded)[:, :length]
+        return axis_back(xp.ascontiguousarray(rows).reshape(-1), shape, m["axis"])
+
+    def validate(self, q: QuantizedArray) -> None:
+        m = q.meta
+        try:
+            shape = tuple(int(s) for s in m["shape"])
+            ax = check_axis(m["axis"], len(shape))
+            length = shape[ax]  # type: ignore[index]
+            padded = int(m["padded_length"])
+            if padded % self.fmt.block_size or not length <= padded < length + self.fmt.block_size:
+                raise ValueError("padded_length")
+            n = math.prod(shape) // length * padded
+            want = {"scale", "tensor_scale"} if self.fmt.tensor_scale else {"scale"}
+            if set(q.fields) != want or q.fields["scale"].shape != (n // self.fmt.block_size,) \
+                    or q.fields["scale"].dtype != np.uint8:
+                raise ValueError("fields")
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"inconsistent {self.name} metadata {m!r}: {exc}") from None
+        if q.codes.dtype != np.uint8 or q.codes.shape != ((n * self.fmt.element.bits + 7) // 8,):
+            raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")
+
+
+mxfp8 = BlockScheme(BLOCK_FORMATS["mxfp8"])
+mxfp8_e5m2 = BlockScheme(BLOCK_FORMATS["mxfp8_e5m2"])
+mxfp6 = BlockScheme(BLOCK_FORMATS["mxfp6"])
+mxfp6_e3m2 = BlockScheme(BLOCK_FORMATS["mxfp6_e3m2"])
+mxfp4 = BlockScheme(BLOCK_FORMATS["mxfp4"])
+mxint8 = BlockScheme(BLOCK_FORMATS["mxint8"])
+nvfp4 = BlockScheme(BLOCK_FORMATS["nvfp4"])

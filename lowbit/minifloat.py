@@ -1,0 +1,269 @@
+"""Schemes ``fixed``, ``fp8_e4m3``, ``fp8_e5m2``, ``fp6_e2m3``, ``fp6_e3m2``, ``fp4_e2m1``.
+
+Element formats (records in :mod:`lowbit.formats`).  With no ``scale`` the values are
+converted directly (``q.dequantize()`` is x rounded into the format); ``scale="absmax"`` adds a
+float32 scale per group, max|x| / format.max, and converts x / scale:
+
+==========  ============  =======================================================
+axis        group_size    one scale per
+==========  ============  =======================================================
+None        None          tensor
+a           None          fibre along axis a (default a = -1)
+a           g             g consecutive elements along axis a (g divides the length)
+==========  ============  =======================================================
+
+Every conversion rounds once, with ``rounding=`` (any :class:`~lowbit.rounding.modes.RoundMode`;
+``diffuse`` for ``fixed`` only), and applies ``overflow=`` to results out of range
+(:data:`lowbit.formats.OVERFLOW_POLICIES`).  Codes are packed at the format's width.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import (
+    Array,
+    Origin,
+    backend,
+    kernel_input,
+    kernel_output_dtype,
+    to_dtype,
+    xp_of,
+)
+from lowbit.formats import (
+    FP4_E2M1,
+    FP6_E2M3,
+    FP6_E3M2,
+    FP8_E4M3,
+    FP8_E5M2,
+    OVERFLOW_POLICIES,
+    ElementFormat,
+    FixedPoint,
+    MiniFloat,
+)
+from lowbit.quantized import QuantizedArray
+from lowbit.rounding.modes import mode_code
+from lowbit.validate import check_axis, check_group_size, check_rbits, check_seed
+
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_overflow(overflow: Any, fmt: ElementFormat) -> int:
+    """Kernel code of an overflow policy valid for ``fmt``."""
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+    if overflow == "wrap" and not isinstance(fmt, FixedPoint):
+        raise ValueError(f"overflow='wrap' applies to fixed point only, not {fmt.name}")
+    if overflow == "nonfinite" and not (isinstance(fmt, MiniFloat) and fmt.has_nan):
+        raise ValueError(f"overflow='nonfinite' needs a format with Inf or NaN; {fmt.name} has neither")
+    return OVERFLOW_POLICIES.index(overflow)
+
+
+def decode_values(fmt: ElementFormat) -> np.ndarray:
+    """float64 value of every code of ``fmt`` (index = code)."""
+    if isinstance(fmt, MiniFloat):
+        return fmt.decode_table()
+    return np.array([float(fmt.value_of(c)) for c in range(1 << fmt.bits)], np.float64)
+
+
+def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode: int, seed: int,
+           offset: int, rbits: int, overflow: int, qmin: int | None = None,
+           qmax: int | None = None) -> tuple[Array, int, int]:
+    """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow)."""
+    xp = xp_of(x)
+    packed = xp.empty((x.size * fmt.bits + 7) // 8, xp.uint8)
+    k = backend(x)
+    if isinstance(fmt, MiniFloat):
+        inf = -1 if fmt.code_of_inf is None else fmt.code_of_inf
+        nan = -1 if fmt.code_of_nan is None else fmt.code_of_nan
+        n_invalid, n_over = k.minifloat_encode(
+            x, block_size, scale, fmt.bits, fmt.man_bits, fmt.emin, fmt.emax, fmt.max,
+            fmt.code_of_max, inf, nan, overflow, mode, np.uint64(seed), offset, rbits, packed)
+    else:
+        lo = fmt.code_min if qmin is None else qmin
+        hi = fmt.code_max if qmax is None else qmax
+        n_invalid, n_over = k.fixed_encode(
+            x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode, np.uint64(seed),
+            offset, rbits, packed)
+    return packed, int(n_invalid), int(n_over)
+
+
+def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:
+    if n_invalid:
+        raise ValueError(f"x holds {n_invalid} NaN/Inf value(s) that {fmt.name} cannot represent")
+    if n_over:
+        raise ValueError(f"{n_over} value(s) of x overflow {fmt.name} (range {fmt.min if isinstance(fmt, FixedPoint) else -fmt.max} .. {fmt.max}) and overflow='error'")
+
+
+def decode(packed: Array, fmt: ElementFormat, n: int, block_size: int, scale: Array,
+           dtype: str) -> Array:
+    """Flat backend array of ``dtype`` (bfloat16 as uint16 bits): table[code] * scale[block]."""
+    xp = xp_of(packed)
+    out = xp.empty(n, kernel_output_dtype(packed, dtype))
+    table = xp.asarray(decode_values(fmt))
+    backend(packed).decode_table(packed, fmt.bits, table, block_size, scale, out)
+    want = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
+    return out if out.dtype == want else to_dtype(out, dtype)
+
+
+def axis_last(arr: Array, ax: int | None) -> Array:
+    return arr if ax is None else xp_of(arr).moveaxis(arr, ax, -1)
+
+
+def axis_back(flat: Array, shape: tuple[int, ...], ax: int | None) -> Array:
+    if ax is None:
+        return flat.reshape(shape)
+    moved = list(shape)
+    moved.append(moved.pop(ax))
+    return xp_of(flat).ascontiguousarray(xp_of(flat).moveaxis(flat.reshape(moved), -1, ax))
+
+
+class ElementScheme:
+    """Front of one element-format scheme (``lowbit.quantize(x, scheme=name)``)."""
+
+    def __init__(self, name: str, fmt: MiniFloat | None) -> None:
+        self.name = name
+        self.fmt = fmt  # None: "fixed", whose format comes from bits / frac_bits / signed
+
+    def format_of(self, bits: Any = 8, frac_bits: Any = 0, signed: Any = True) -> ElementFormat:
+        if self.fmt is not None:
+            return self.fmt
+        return FixedPoint(bits=bits, frac_bits=frac_bits, signed=signed)
+
+    def quantize(self, arr: Array, origin: Origin, *, rounding: str = "nearest_even",
+                 seed: int | None = None, rbits: int = 16, overflow: str = "saturate",
+                 scale: str | None = None, axis: int | None = -1, group_size: int | None = None,
+                 order: int = 1, offset: int = 0, **fixed: Any) -> QuantizedArray:
+        """Convert ``arr`` to the scheme's format (parameters: module docstring).
+
+        ``fixed`` only: ``bits`` (1..8, default 8), ``frac_bits`` (default 0), ``signed``
+        (default True); ``rounding="diffuse"`` diffuses along ``axis`` with ``order`` 1 or 2.
+        ``offset`` is the generator counter of the first element (chunked stochastic rounding).
+        """
+        if self.fmt is not None and fixed:
+            raise TypeError(f"scheme {self.name!r} got unexpected arguments {sorted(fixed)}")
+        unknown = set(fixed) - {"bits", "frac_bits", "signed"}
+        if unknown:
+            raise TypeError(f"scheme {self.name!r} got unexpected arguments {sorted(unknown)}")
+        fmt = self.format_of(**fixed)
+        diffuse = rounding == "diffuse"
+        if diffuse and self.fmt is not None:
+            raise ValueError(f"rounding='diffuse' is available for scheme='fixed' only, not {self.name!r}")
+        mode = mode_code(rounding)
+        seed = check_seed(seed, rounding)
+        rbits = check_rbits(rbits)
+        ovf = check_overflow(overflow, fmt)
+        from lowbit.rounding.core import check_offset
+
+        off = check_offset(offset)
+        if scale not in (None, "absmax"):
+            raise ValueError(f"scale must be None (direct conversion) or 'absmax', got {scale!r}")
+        shape = tuple(int(s) for s in arr.shape)
+        xp = xp_of(arr)
+        if scale is None:
+            if group_size is not None:
+                raise ValueError("group_size needs scale='absmax' (without a scale, values convert directly)")
+            ax = None
+            gs = None
+        else:
+            ax = check_axis(axis, max(len(shape), 1)) if shape else None
+            gs = check_group_size(group_size, ax, shape[ax] if ax is not None else 0)
+        if diffuse:
+            if axis is None:
+                raise ValueError("rounding='diffuse' needs an axis to diffuse along; got axis=None")
+            if scale is not None:
+                raise ValueError("rounding='diffuse' works on unscaled values; use scale=None")
+            if overflow not in ("saturate", "error"):
+                raise ValueError(f"rounding='diffuse' saturates; overflow={overflow!r} is not available")
+        x = kernel_input(axis_last(arr, ax), origin.dtype).reshape(-1)
+        n = x.size
+        block = n if ax is None else (gs or shape[ax])
+        fields: dict[str, Array] = {}
+        if scale == "absmax":
+            amax = xp.empty(n // block, xp.float64)
+            backend(x).block_absmax(x, block, amax)
+            if not bool(xp.isfinite(amax).all()):
+                raise ValueError("x contains NaN or Inf; scale='absmax' needs finite values")
+            s32 = (amax / fmt.max).astype(xp.float32)
+            s32 = xp.where(s32 > 0, s32, xp.float32(1.0))
+            fields["scale"] = s32
+            scale64 = s32.astype(xp.float64)
+        else:
+            scale64 = xp.ones(1, xp.float64)
+        if diffuse:
+            packed, n_invalid, n_over = self._diffuse(arr, origin, fmt, shape, axis, order, ovf)  # type: ignore[arg-type]
+        else:
+            packed, n_invalid, n_over = encode(x, fmt, block, scale64, mode=mode, seed=seed or 0,
+                                               offset=off, rbits=rbits, overflow=ovf)
+        raise_on_counts(fmt, n_invalid, n_over)
+        meta: dict[str, Any] = {
+            "scheme": self.name, "shape": list(shape), "dtype": origin.dtype, "bits": fmt.bits,
+            "rounding": rounding, "seed": seed, "rbits": rbits, "overflow": overflow,
+            "scale": scale, "axis": ax, "group_size": gs, "offset": off,
+        }
+        if isinstance(fmt, FixedPoint):
+            meta.update(frac_bits=fmt.frac_bits, signed=bool(fmt.signed))
+        return QuantizedArray(packed, fields, meta, origin)
+
+    def _diffuse(self, arr: Array, origin: Origin, fmt: FixedPoint, shape: tuple[int, ...],
+                 axis: Any, order: int, ovf: int) -> tuple[Array, int, int]:
+        """Fixed point by error diffusion in grid units, then an exact encode of the integers."""
+        from lowbit.rounding.core import _diffuse
+
+        xp = xp_of(arr)
+        grid = kernel_input(arr, origin.dtype).astype(xp.float64) * math.ldexp(1.0, fmt.frac_bits)
+        if isinstance(order, bool) or order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        y = _diffuse(grid, "float64", shape, axis, order, None, "raster",
+                     float(fmt.code_min), float(fmt.code_max))
+        flat = xp.ascontiguousarray(y).reshape(-1)
+        unit = FixedPoint(bits=fmt.bits, frac_bits=0, signed=fmt.signed)
+        return encode(flat, unit, flat.size, xp.ones(1, xp.float64), mode=0, seed=0, offset=0,
+                      rbits=16, overflow=ovf)
+
+    def dequantize(self, q: QuantizedArray) -> Array:
+        m = q.meta
+        shape = tuple(m["shape"])
+        fmt = self.format_of(m["bits"], m.get("frac_bits", 0), m.get("signed", True))
+        xp = xp_of(q.codes)
+        n = math.prod(shape)
+        ax = m["axis"] if m["scale"] == "absmax" else None
+        if m["scale"] == "absmax":
+            block = n if ax is None else (m["group_size"] or shape[ax])
+            scale64 = q.fields["scale"].astype(xp.float64)
+        else:
+            block, scale64 = max(n, 1), xp.ones(1, xp.float64)
+        return axis_back(decode(q.codes, fmt, n, block, scale64, q.origin.dtype), shape, ax)
+
+    def validate(self, q: QuantizedArray) -> None:
+        m = q.meta
+        try:
+            shape = tuple(int(s) for s in m["shape"])
+            fmt = self.format_of(m["bits"], m.get("frac_bits", 0), m.get("signed", True))
+            if m["dtype"] not in _FLOAT_DTYPES or m["scale"] not in (None, "absmax"):
+                raise ValueError("dtype/scale")
+            n = math.prod(shape)
+            if m["scale"] == "absmax":
+                ax = check_axis(m["axis"], max(len(shape), 1))
+                gs = check_group_size(m["group_size"], ax, shape[ax] if ax is not None else 0)
+                block = n if ax is None else (gs or shape[ax])
+                if set(q.fields) != {"scale"} or q.fields["scale"].shape != (n // block,) \
+                        or q.fields["scale"].dtype != np.float32:
+                    raise ValueError("field 'scale' must be float32, one per group")
+            elif q.fields:
+                raise ValueError(f"unexpected fields {sorted(q.fields)}")
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"inconsistent {self.name} metadata {m!r}: {exc}") from None
+        if q.codes.dtype != np.uint8 or q.codes.shape != ((n * fmt.bits + 7) // 8,):
+            raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")
+
+
+fixed = ElementScheme("fixed", None)
+fp8_e4m3 = ElementScheme("fp8_e4m3", FP8_E4M3)
+fp8_e5m2 = ElementScheme("fp8_e5m2", FP8_E5M2)
+fp6_e2m3 = ElementScheme("fp6_e2m3", FP6_E2M3)
+fp6_e3m2 = ElementScheme("fp6_e3m2", FP6_E3M2)
+fp4_e2m1 = ElementScheme("fp4_e2m1", FP4_E2M1)
