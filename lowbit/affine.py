@@ -20,61 +20,22 @@ biased by 2^(b-1) - 1; 1-bit symmetric stores (x >= 0).
 from __future__ import annotations
 
 import math
-import secrets
-from typing import Any
 
 import numpy as np
 
+from lowbit import scales
 from lowbit.arrays import (
     Array,
     Origin,
     backend,
     kernel_input,
+    kernel_output,
     kernel_output_dtype,
     xp_of,
 )
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
-from lowbit import scales
-
-
-def check_bits(bits: Any, allowed: range = range(1, 9), name: str = "bits") -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in allowed:
-        raise ValueError(f"{name} must be an integer in {allowed.start}..{allowed.stop - 1}, got {bits!r}")
-    return int(bits)
-
-
-def check_axis(axis: Any, ndim: int) -> int | None:
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
-        raise ValueError(f"axis must be None or an integer in [{-ndim}, {ndim - 1}], got {axis!r}")
-    return int(axis) % ndim
-
-
-def check_group_size(group_size: Any, axis: int | None, length: int) -> int | None:
-    if group_size is None:
-        return None
-    if axis is None:
-        raise ValueError("group_size needs an axis to group along; got axis=None")
-    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
-    if length % group_size:
-        raise ValueError(f"group_size={group_size} does not divide the axis length {length}")
-    return int(group_size)
-
-
-def check_seed(seed: Any, mode: str) -> int | None:
-    """Validate ``seed``; for stochastic rounding with no seed, draw one (recorded in meta)."""
-    if seed is None:
-        return secrets.randbits(63) if mode == "stochastic" else None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    return int(seed)
-
-
-def check_rbits(rbits: Any) -> int:
-    return check_bits(rbits, range(1, 33), "rbits")
+from lowbit.validate import check_axis, check_bits, check_group_size, check_rbits, check_seed
 
 
 def _layout(shape: tuple[int, ...], axis: int | None, group_size: int | None) -> int:
@@ -210,10 +171,7 @@ def dequantize(q: QuantizedArray) -> Array:
     g = _layout(shape, ax, meta["group_size"])
     out = xp.empty(n, kernel_output_dtype(q.codes, q.origin.dtype))
     backend(q.codes).rtn_decode(q.codes, g, scale32, offset32, int(meta["bits"]), bool(meta["symmetric"]), out)
-    from lowbit.arrays import to_dtype
-
-    if out.dtype != np.uint16 and out.dtype != np.dtype(q.origin.dtype):
-        out = to_dtype(out, q.origin.dtype)
+    out = kernel_output(out, q.origin.dtype)
     if ax is None:
         return out.reshape(shape)
     moved = list(shape)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -172,6 +173,13 @@ def kernel_output_dtype(arr: Array, dtype: str) -> Any:
     if is_cupy(arr):
         return np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
     return np.float64 if dtype == "float64" else np.float32
+
+
+def kernel_output(out: Array, dtype: str) -> Array:
+    """Turn a kernel's output (dtype from :func:`kernel_output_dtype`) into ``dtype`` storage."""
+    if is_cupy(out) or (dtype != "bfloat16" and out.dtype == np.dtype(dtype)):
+        return out
+    return to_dtype(out, dtype)
 
 
 def from_backend(arr: Array, origin: Origin) -> Any:

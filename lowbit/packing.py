@@ -1,9 +1,9 @@
-"""Pack and unpack k-bit codes, k in {1, 2, 3, 4, 5, 6, 8}.
+"""Pack and unpack k-bit codes, k in 1..8.
 
 Layout (``docs/packing.md``): code c occupies bits [c*k, c*k + k) of a
 little-endian bit stream, least significant bit first.  For k in {1, 2, 4, 8}
 this is "code c lives in byte c // (8/k) at bit shift (c mod (8/k)) * k";
-3-, 5- and 6-bit codes straddle byte boundaries.  n codes take ceil(n*k/8) bytes.
+3-, 5-, 6- and 7-bit codes straddle byte boundaries.  n codes take ceil(n*k/8) bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from lowbit.arrays import backend, contiguous, from_backend, to_backend, xp_of
 
 #: Code widths the packer supports.
-PACK_BITS = (1, 2, 3, 4, 5, 6, 8)
+PACK_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def _check_bits(bits: Any) -> int:
@@ -37,7 +37,7 @@ def pack(codes: Any, bits: int) -> Any:
     codes : uint8 array (numpy, cupy or torch), any shape
         Values in [0, 2**bits); flattened in C order.
     bits : int
-        Code width, one of 1, 2, 3, 4, 5, 6, 8.
+        Code width, 1..8.
 
     Returns
     -------

@@ -111,7 +111,7 @@ class QuantizedArray:
             np.savez(fh, **payload)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "QuantizedArray":
+    def load(cls, path: str | os.PathLike[str]) -> QuantizedArray:
         """Read a file written by :meth:`save`; results dequantize to numpy arrays.
 
         Raises
@@ -152,7 +152,7 @@ class QuantizedArray:
         scheme.validate(q)
         return q
 
-    def to_host(self) -> "QuantizedArray":
+    def to_host(self) -> QuantizedArray:
         """An explicit copy of a device-resident QuantizedArray to the host (numpy results)."""
         if not is_cupy(self.codes):
             return self

@@ -19,6 +19,9 @@ SCALE_DTYPES = ("float32", "float16", "bfloat16")
 
 Direction = Literal["nearest", "up", "down"]
 
+#: Largest finite value of each storage dtype.
+_MAX = {"float32": float(np.finfo(np.float32).max), "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+
 
 def check_scale_dtype(scale_dtype: object) -> str:
     if scale_dtype not in SCALE_DTYPES:
@@ -45,6 +48,12 @@ def store(values: Array, scale_dtype: str, direction: Direction = "nearest") -> 
     """
     xp = xp_of(values)
     v = values.astype(xp.float64)
+    big = float(xp.max(xp.abs(v))) if v.size else 0.0
+    if big > _MAX[scale_dtype]:
+        raise ValueError(
+            f"a scale or offset of magnitude {big:.6g} overflows scale_dtype={scale_dtype!r}; "
+            "use scale_dtype='float32'"
+        )
     if scale_dtype in ("float32", "float16"):
         out = _directed(xp, v, v.astype(scale_dtype), direction)
     else:
@@ -59,11 +68,9 @@ def store(values: Array, scale_dtype: str, direction: Direction = "nearest") -> 
             away = lost & (neg if direction == "down" else ~neg)
             b = trunc + away.astype(xp.uint32)
         out = b.astype(xp.uint16)
-    back = load(out, scale_dtype).astype(xp.float64)
-    if bool(xp.any(xp.isinf(back) & xp.isfinite(v))):
-        worst = float(xp.max(xp.abs(v)))
+    if bool(xp.any(xp.isinf(load(out, scale_dtype)))):  # rounded up past the largest finite
         raise ValueError(
-            f"a scale or offset of magnitude {worst:.6g} overflows scale_dtype={scale_dtype!r}; "
+            f"a scale or offset of magnitude {big:.6g} overflows scale_dtype={scale_dtype!r}; "
             "use scale_dtype='float32'"
         )
     return out

@@ -73,26 +73,27 @@ __device__ __forceinline__ u64 random_bits(u64 seed, long long index) {
     return mix64(k + 0x9E3779B97F4A7C15ull * ((u64)index + 1ull));
 }
 
-// Round v (grid units) to an integer-valued double with `mode`.
+// Round v (grid units) to an integer-valued double with `mode` (see lowbit/cpu/scalar.py).
+// NaN and +-Inf come back unchanged; stochastic works on |v| (sign-magnitude).
 __device__ __forceinline__ double round_grid(double v, int mode, u64 seed, long long index, int rbits) {
     if (mode == LOWBIT_NEAREST_EVEN) return rint(v);
-    double f = floor(v);
-    if (mode == LOWBIT_DOWN) return f;
+    if (mode == LOWBIT_DOWN) return floor(v);
     if (mode == LOWBIT_UP) return ceil(v);
     if (mode == LOWBIT_TOWARD_ZERO) return trunc(v);
-    if (mode == LOWBIT_NEAREST_AWAY) {
-        double r = floor(fabs(v) + 0.5);
-        return v >= 0.0 ? r : -r;
-    }
     if (mode == LOWBIT_ODD) {
+        double f = floor(v);
         if (f == v) return v;
-        return floor(f * 0.5) != f * 0.5 ? f : f + 1.0;  // keep the odd neighbour
+        return fmod(fabs(f), 2.0) == 1.0 ? f : f + 1.0;  // keep the odd neighbour
     }
-    // stochastic: the rbits random bits sit right below the grid's last place
-    double frac = v - f;
-    double t = frac * ldexp(1.0, rbits);
+    double a = fabs(v);
+    double i = floor(a);
+    double frac = a - i;  // exact
+    if (!(frac > 0.0)) return v;  // integer, +-Inf or NaN
+    if (mode == LOWBIT_NEAREST_AWAY) return copysign(frac >= 0.5 ? i + 1.0 : i, v);
+    // stochastic: P(away from zero) = rint(frac * 2^rbits) / 2^rbits
+    u64 threshold = (u64)rint(ldexp(frac, rbits));
     u64 u = random_bits(seed, index) >> (64 - rbits);
-    return (double)u < t ? f + 1.0 : f;
+    return copysign(u < threshold ? i + 1.0 : i, v);
 }
 
 __device__ __forceinline__ double clamp(double v, double lo, double hi) { return fmin(fmax(v, lo), hi); }

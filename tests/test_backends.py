@@ -1,0 +1,45 @@
+"""The CPU and CUDA kernel tables match, and optional dependencies stay optional."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import lowbit.cpu as cpu
+import lowbit.cuda as cuda
+
+
+def _params(fn) -> list[str]:
+    return list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
+
+
+def test_every_cpu_kernel_has_a_cuda_twin_or_is_a_known_gap():
+    assert set(cpu.KERNELS) == set(cuda.KERNELS) | set(cuda.KNOWN_GAPS)
+    assert not set(cuda.KERNELS) & set(cuda.KNOWN_GAPS)
+    assert len(cpu.KERNELS) == len(set(cpu.KERNELS))
+
+
+def test_twins_have_the_same_signature():
+    for name in cuda.KERNELS:
+        assert _params(getattr(cpu, name)) == _params(getattr(cuda, name)), name
+
+
+def test_known_gaps_raise_a_clear_error():
+    for name in cuda.KNOWN_GAPS:
+        try:
+            getattr(cuda, name)
+        except NotImplementedError as exc:
+            assert name in str(exc) and "known gap" in str(exc)
+        else:
+            raise AssertionError(f"{name} is a known gap but resolves to something")
+
+
+def test_import_lowbit_imports_no_optional_dependency():
+    code = (
+        "import sys, lowbit, lowbit.cuda\n"
+        "bad = [m for m in ('cupy', 'torch', 'transformers', 'matplotlib') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
