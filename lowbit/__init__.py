@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from lowbit.api import dequantize, quantize
 from lowbit.packing import pack, unpack
 from lowbit.quantized import QuantizedArray, load
+from lowbit.rounding import round  # noqa: A004 - lowbit.round is the public name
 
 __all__ = [
     "QuantizedArray",
@@ -15,5 +16,6 @@ __all__ = [
     "load",
     "pack",
     "quantize",
+    "round",
     "unpack",
 ]
