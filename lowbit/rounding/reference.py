@@ -133,3 +133,41 @@ def mx_shared_exponent(amax: float, element_emax: int) -> int | None:
         return -127
     e = math.frexp(amax)[1] - 1  # floor(log2(amax)), exact
     return max(-127, min(127, e - element_emax))
+
+
+def diffuse_row(values: list[float], order: int = 1, lo: float = -math.inf,
+                hi: float = math.inf) -> list[float]:
+    """Sigma-delta error diffusion of one sequence (grid units), float64 as the kernel.
+
+    w_i = x_i + e_{i-1} (order 1) or x_i + 2 e_{i-1} - e_{i-2} (order 2); y_i = clip(rne(w_i));
+    e_i = clip(w_i - y_i, -1/2, 1/2).
+    """
+    e1 = e2 = 0.0
+    out = []
+    for x in values:
+        w = x + e1 if order == 1 else x + 2.0 * e1 - e2
+        y = min(max(float(round(w)), lo), hi)  # Python round() on a float is half-to-even
+        e2, e1 = e1, min(max(w - y, -0.5), 0.5)
+        out.append(y)
+    return out
+
+
+def diffuse_image(image: list[list[float]], taps: tuple[tuple[int, int, int], ...], divisor: int,
+                  serpentine: bool = False, lo: float = -math.inf,
+                  hi: float = math.inf) -> list[list[float]]:
+    """2-D error diffusion of one image with ``taps`` (dy, dx, numerator) / ``divisor``."""
+    h, w = len(image), len(image[0])
+    pending = [[0.0] * w for _ in range(h)]  # error diffused into each pixel so far
+    out = [[0.0] * w for _ in range(h)]
+    for i in range(h):
+        reverse = serpentine and i % 2 == 1
+        for j in (range(w - 1, -1, -1) if reverse else range(w)):
+            v = float(image[i][j]) + pending[i][j]
+            y = min(max(float(round(v)), lo), hi)
+            e = min(max(v - y, -0.5), 0.5)
+            out[i][j] = y
+            for dy, dx, num in taps:
+                ti, tj = i + dy, (j - dx if reverse else j + dx)
+                if ti < h and 0 <= tj < w:
+                    pending[ti][tj] += (num / divisor) * e
+    return out
