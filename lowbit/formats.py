@@ -22,6 +22,7 @@ with the reserved Inf/NaN codes described by ``has_inf`` / ``has_nan``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Union
@@ -232,14 +233,14 @@ class MiniFloat:
         return self.has_nan and mag == (1 << (self.bits - 1)) - 1
 
     def value_of(self, code: int) -> Fraction | float:
-        """Exact value of ``code``: a Fraction, or float NaN / +-Inf for reserved codes.
+        """Exact value of ``code``: a Fraction, or float +-NaN / +-Inf for reserved codes.
 
         Zero codes return Fraction(0) for both signs; see :meth:`decode_table` for -0.0.
         """
         sign = -1 if code >> (self.bits - 1) & 1 else 1
         mag = code & ((1 << (self.bits - 1)) - 1)
         if self.is_nan_code(code):
-            return float("nan")
+            return math.copysign(math.nan, sign)
         if self.has_inf and mag == self.code_of_inf:
             return sign * float("inf")
         e = mag >> self.man_bits
