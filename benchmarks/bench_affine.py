@@ -16,7 +16,9 @@ def numpy_quantize_pack(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarra
     g = x.reshape(-1, group)
     lo = g.min(axis=1)
     hi = g.max(axis=1)
-    scale = ((hi.astype(np.float64) - lo) / (2**bits - 1)).astype(np.float32)
+    exact = (hi.astype(np.float64) - lo) / (2**bits - 1)
+    scale = exact.astype(np.float32)
+    scale = np.where(scale < exact, np.nextafter(scale, np.float32(np.inf)), scale)  # round up
     scale[scale == 0] = 1
     q = np.clip(np.rint((g - lo[:, None].astype(np.float64)) / scale[:, None]), 0, 2**bits - 1)
     codes = q.astype(np.uint8).reshape(-1, 8 // bits)

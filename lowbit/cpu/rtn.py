@@ -100,10 +100,17 @@ def rtn_encode(x: np.ndarray, group_size: int, scale: np.ndarray, offset: np.nda
         start = u * 8
         stop = min(start + 8, n)
         acc = _U64(0)
+        g = start // group_size
+        g_end = (g + 1) * group_size
+        s = np.float64(scale[g])
+        o = np.float64(offset[g])
         for i in range(start, stop):
-            g = i // group_size
-            c = encode_one(np.float64(x[i]), np.float64(scale[g]), np.float64(offset[g]),
-                           bits, symmetric, mode, seed, i, rbits)
+            if i >= g_end:  # crossed into the next group
+                g = i // group_size
+                g_end = (g + 1) * group_size
+                s = np.float64(scale[g])
+                o = np.float64(offset[g])
+            c = encode_one(np.float64(x[i]), s, o, bits, symmetric, mode, seed, i, rbits)
             acc |= c << _U64((i - start) * bits)
         store_unit(packed, u, bits, acc, min(bits, packed.shape[0] - u * bits))
 
@@ -119,7 +126,15 @@ def rtn_decode(packed: np.ndarray, group_size: int, scale: np.ndarray, offset: n
         start = u * 8
         stop = min(start + 8, n)
         acc = load_unit(packed, u, bits, min(bits, packed.shape[0] - u * bits))
+        g = start // group_size
+        g_end = (g + 1) * group_size
+        s = np.float64(scale[g])
+        o = np.float64(offset[g])
         for i in range(start, stop):
-            g = i // group_size
+            if i >= g_end:
+                g = i // group_size
+                g_end = (g + 1) * group_size
+                s = np.float64(scale[g])
+                o = np.float64(offset[g])
             c = (acc >> _U64((i - start) * bits)) & mask
-            out[i] = decode_one(c, np.float64(scale[g]), np.float64(offset[g]), bits, symmetric)
+            out[i] = decode_one(c, s, o, bits, symmetric)

@@ -1,0 +1,56 @@
+"""GPU: group-wise rtn quantize+pack of >= 1 GiB fp16 vs torch eager ops doing the same.
+
+Skipped (no rows) without a CUDA device.  Traffic counted: x read once + codes and
+scales written (the minimum any implementation must move).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cuda_common import event_time, gpu_available, gpu_row
+
+import lowbit
+
+
+def torch_quantize_pack(x, bits: int, group: int):
+    import torch
+
+    g = x.view(-1, group)
+    lo = g.amin(dim=1, keepdim=True)
+    hi = g.amax(dim=1, keepdim=True)
+    exact = (hi.double() - lo.double()) / (2**bits - 1)
+    scale = exact.float()
+    scale = torch.where(scale.double() < exact, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round((g.double() - lo.double()) / scale.double()), 0, 2**bits - 1)
+    codes = q.to(torch.uint8).view(-1, 8 // bits)
+    shifts = torch.arange(0, 8, bits, device=x.device, dtype=torch.uint8)
+    packed = (codes << shifts).sum(dim=1, dtype=torch.uint8)
+    return packed, scale, lo
+
+
+def run(quick: bool = False) -> list[dict]:
+    if not gpu_available():
+        print("bench_affine_cuda: skipped (no CUDA device)", file=sys.stderr)
+        return []
+    import torch
+
+    n = (1 << 24) if quick else (1 << 29)  # 1 GiB of fp16
+    group = 128
+    x = torch.randn(n, device="cuda", dtype=torch.float16)
+    rows = []
+    for bits in (2, 4):
+        q = lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group)
+        ref = torch_quantize_pack(x, bits, group)[0]
+        assert torch.equal(torch.from_dlpack(q.codes), ref), "baseline and lowbit disagree"
+        t = event_time(lambda: lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group))
+        tb = event_time(lambda: torch_quantize_pack(x, bits, group), repeat=5)
+        traffic = 2 * n + n * bits // 8 + 8 * (n // group)
+        rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group}", f"{2 * n >> 20} MiB f16",
+                            t, "torch eager", tb, traffic, n))
+        t = event_time(q.dequantize)
+        rows.append(gpu_row(f"cuda rtn unpack+dequantize {bits}-bit", f"{2 * n >> 20} MiB f16",
+                            t, "(same run, no baseline)", t, traffic, n))
+        del q
+    return rows

@@ -1,0 +1,61 @@
+"""GPU timing helpers: CUDA events, device copy bandwidth (shared by bench_*_cuda.py)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+
+def gpu_available() -> bool:
+    try:
+        import cupy
+
+        return bool(cupy.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def event_time(fn: Callable[[], Any], repeat: int = 10, warmup: int = 3) -> float:
+    """Median seconds of ``fn()`` measured with CUDA events on the current stream."""
+    import cupy
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+@functools.cache
+def device_copy_bandwidth(nbytes: int = 2 << 30) -> float:
+    """Measured device-to-device copy bandwidth in bytes/s (read + write counted)."""
+    import cupy
+
+    src = cupy.ones(nbytes // 4, cupy.float32)
+    dst = cupy.empty_like(src)
+    t = event_time(lambda: dst.__setitem__(slice(None), src))
+    del src, dst
+    return 2 * nbytes / t
+
+
+def gpu_row(name: str, size: str, seconds: float, baseline: str, baseline_seconds: float,
+            nbytes: int, elements: int) -> dict[str, Any]:
+    """One result row; ``nbytes`` is the minimum traffic (bytes read + written)."""
+    return {
+        "name": name,
+        "size": size,
+        "seconds": seconds,
+        "baseline": baseline,
+        "baseline_seconds": baseline_seconds,
+        "ratio": baseline_seconds / seconds,
+        "elements_per_s": elements / seconds,
+        "gbps": nbytes / seconds / 1e9,
+        "pct_copy": 100.0 * (nbytes / seconds) / device_copy_bandwidth(),
+    }

@@ -1,0 +1,144 @@
+"""CUDA rtn and packing kernels agree with the CPU bit for bit (needs a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lowbit
+import lowbit.cpu as cpu
+
+pytestmark = pytest.mark.gpu
+
+CASES = [
+    # shape, axis, group_size, bits, symmetric, scale_dtype
+    ((1000,), None, None, 4, False, "float32"),
+    ((37, 129), -1, None, 3, False, "float16"),
+    ((37, 128), -1, 32, 2, False, "float32"),
+    ((37, 128), -1, 16, 4, True, "bfloat16"),
+    ((5, 96, 7), 1, 24, 5, False, "float16"),
+    ((5, 96, 7), 0, None, 8, True, "float32"),
+    ((3, 7, 64), -1, 8, 1, True, "float32"),
+    ((3, 7, 64), -1, 64, 1, False, "float32"),
+    ((4099,), 0, None, 6, False, "bfloat16"),
+    ((2, 1 << 16), -1, 128, 7, False, "float32"),
+]
+
+
+def _host(a):
+    import cupy
+
+    return cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else np.asarray(a)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cupy_codes_scales_and_bytes_match_cpu(cp, case, dtype):
+    shape, axis, group_size, bits, symmetric, scale_dtype = case
+    x = (np.random.default_rng(hash(case) & 0xFFFF).standard_normal(shape) * 3).astype(dtype)
+    kw = dict(bits=bits, scheme="rtn", axis=axis, group_size=group_size, symmetric=symmetric,
+              scale_dtype=scale_dtype)
+    qc = lowbit.quantize(x, **kw)
+    qg = lowbit.quantize(cp.asarray(x), **kw)
+    assert isinstance(qg.codes, cp.ndarray)
+    np.testing.assert_array_equal(_host(qg.codes), qc.codes)
+    for k in qc.fields:
+        np.testing.assert_array_equal(_host(qg.fields[k]), qc.fields[k])
+    yg = qg.dequantize()
+    assert isinstance(yg, cp.ndarray) and yg.dtype == x.dtype and yg.shape == x.shape
+    np.testing.assert_array_equal(_host(yg), qc.dequantize())
+
+
+@pytest.mark.parametrize("mode", ["nearest_away", "toward_zero", "up", "down", "odd", "stochastic"])
+def test_every_rounding_mode_matches_cpu(cp, mode):
+    x = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
+    kw = dict(bits=3, scheme="rtn", group_size=32, rounding=mode, seed=1234, rbits=7)
+    qc = lowbit.quantize(x, **kw)
+    qg = lowbit.quantize(cp.asarray(x), **kw)
+    np.testing.assert_array_equal(_host(qg.codes), qc.codes)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_torch_cuda_matches_cpu_and_stays_torch(dtype):
+    torch = pytest.importorskip("torch")
+    t = torch.randn(33, 256, generator=torch.Generator().manual_seed(3)).to(getattr(torch, dtype))
+    kw = dict(bits=4, scheme="rtn", group_size=64)
+    qc = lowbit.quantize(t, **kw)
+    qg = lowbit.quantize(t.cuda(), **kw)
+    np.testing.assert_array_equal(_host(qg.codes), np.asarray(qc.codes))
+    y = qg.dequantize()
+    assert isinstance(y, torch.Tensor) and y.is_cuda and y.dtype == t.dtype and y.shape == t.shape
+    assert torch.equal(y.cpu(), qc.dequantize())
+
+
+def test_subnormal_and_signed_zero_inputs_match_cpu(cp):
+    tiny = np.array([1e-45, -1e-45, 3e-39, -0.0, 0.0, 1.1754942e-38, 2e-38, -5e-40] * 4, np.float32)
+    for kw in (dict(bits=4), dict(bits=3, symmetric=True), dict(bits=8, scale_dtype="bfloat16")):
+        qc = lowbit.quantize(tiny, scheme="rtn", **kw)
+        qg = lowbit.quantize(cp.asarray(tiny), scheme="rtn", **kw)
+        np.testing.assert_array_equal(_host(qg.codes), qc.codes)
+        for k in qc.fields:
+            np.testing.assert_array_equal(_host(qg.fields[k]).view(np.uint8), qc.fields[k].view(np.uint8))
+        np.testing.assert_array_equal(_host(qg.dequantize()).view(np.uint32), qc.dequantize().view(np.uint32))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1001, 65537])
+def test_kernels_write_every_output_element(cp, bits, n):
+    """Poisoned outputs: CPU poison 0x55, GPU poison 0xAA; any unwritten byte shows."""
+    codes = np.random.default_rng(n).integers(0, 2**bits, n, dtype=np.uint8)
+    size = (n * bits + 7) // 8
+    pc = np.full(size, 0x55, np.uint8)
+    pg = cp.full(size, 0xAA, np.uint8)
+    cpu.pack_codes(codes, bits, pc)
+    lowbit.cuda.pack_codes(cp.asarray(codes), bits, pg)
+    np.testing.assert_array_equal(_host(pg), pc)
+    uc = np.full(n, 0x55, np.uint8)
+    ug = cp.full(n, 0xAA, np.uint8)
+    cpu.unpack_codes(pc, bits, uc)
+    lowbit.cuda.unpack_codes(pg, bits, ug)
+    np.testing.assert_array_equal(_host(ug), uc)
+    np.testing.assert_array_equal(uc, codes)
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    scale = np.full(1, 0.25, np.float32)
+    offset = np.full(1, -1.0, np.float32)
+    ec = np.full(size, 0x55, np.uint8)
+    eg = cp.full(size, 0xAA, np.uint8)
+    cpu.rtn_encode(x, n, scale, offset, bits, False, 0, np.uint64(0), 16, ec)
+    lowbit.cuda.rtn_encode(cp.asarray(x), n, cp.asarray(scale), cp.asarray(offset), bits, False, 0,
+                           np.uint64(0), 16, eg)
+    np.testing.assert_array_equal(_host(eg), ec)
+    dc = np.full(n, np.nan, np.float32)
+    dg = cp.full(n, -np.inf, np.float32)
+    cpu.rtn_decode(ec, n, scale, offset, bits, False, dc)
+    lowbit.cuda.rtn_decode(eg, n, cp.asarray(scale), cp.asarray(offset), bits, False, dg)
+    np.testing.assert_array_equal(_host(dg), dc)
+    assert np.isfinite(dc).all()
+
+
+def test_cupy_noncontiguous_view(cp):
+    base = cp.asarray(np.random.default_rng(5).standard_normal((64, 64)).astype(np.float32))
+    view = base[::2, 1::3]
+    a = lowbit.quantize(view, bits=4, scheme="rtn", axis=0)
+    b = lowbit.quantize(cp.ascontiguousarray(view), bits=4, scheme="rtn", axis=0)
+    np.testing.assert_array_equal(_host(a.codes), _host(b.codes))
+
+
+def test_cupy_pack_stays_on_device(cp):
+    c = cp.asarray(np.array([1, 2, 3, 0, 3], np.uint8))
+    p = lowbit.pack(c, 2)
+    assert isinstance(p, cp.ndarray) and _host(p).tolist() == [0b00111001, 0b11]
+
+
+def test_mixed_devices_raise(cp):
+    from lowbit.arrays import check_same_device
+
+    with pytest.raises(ValueError, match="different devices"):
+        check_same_device({"x": np.zeros(2), "y": cp.zeros(2)})
+
+
+def test_save_of_device_array_is_explicit_host_copy(cp, tmp_path):
+    q = lowbit.quantize(cp.arange(64, dtype=cp.float32), bits=4, scheme="rtn")
+    q.save(tmp_path / "q.npz")
+    r = lowbit.load(tmp_path / "q.npz")
+    np.testing.assert_array_equal(r.dequantize(), _host(q.dequantize()))
