@@ -9,10 +9,15 @@ from lowbit.api import dequantize, quantize
 from lowbit.packing import pack, unpack
 from lowbit.quantized import QuantizedArray, load
 from lowbit.rounding import round  # noqa: A004 - lowbit.round is the public name
+from lowbit.transforms import balance, hadamard, hadamard_matrix, inverse_hadamard
 
 __all__ = [
     "QuantizedArray",
+    "balance",
     "dequantize",
+    "hadamard",
+    "hadamard_matrix",
+    "inverse_hadamard",
     "load",
     "pack",
     "quantize",

@@ -4,13 +4,18 @@ Every name here has a twin with the same signature in :mod:`lowbit.cuda`, or is
 listed in ``lowbit.cuda.KNOWN_GAPS``; ``tests/test_backends.py`` checks it.
 """
 
+from lowbit.cpu.balance import balance_tiles
 from lowbit.cpu.diffusion import diffuse_2d, diffuse_rows
+from lowbit.cpu.hadamard import fwht, hadamard_signs
 from lowbit.cpu.minifloat import block_absmax, decode_table, fixed_encode, minifloat_encode
 from lowbit.cpu.packing import pack_codes, unpack_codes
 from lowbit.cpu.rounding import round_elementwise
 from lowbit.cpu.rtn import group_abs_mean, group_range, rtn_decode, rtn_encode
 
 KERNELS = (
+    "balance_tiles",
+    "fwht",
+    "hadamard_signs",
     "block_absmax",
     "decode_table",
     "diffuse_2d",
