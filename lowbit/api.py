@@ -44,6 +44,13 @@ SCHEMES: dict[str, str] = {
     "mxfp4": "lowbit.blockfmt:mxfp4",
     "mxint8": "lowbit.blockfmt:mxint8",
     "nvfp4": "lowbit.blockfmt:nvfp4",
+    # KV-cache schemes (docs/kv.md): x [..., T, D], kind="key" | "value"
+    "kvarn": "lowbit.kv.schemes:kvarn",
+    "kivi": "lowbit.kv.schemes:kivi",
+    "quarot": "lowbit.kv.schemes:quarot",
+    "fp8": "lowbit.kv.schemes:fp8",
+    **{f"kvarn-k{kb}v{vb}-g{g}": f"lowbit.kv.schemes:kvarn_k{kb}v{vb}_g{g}"
+       for kb, vb in ((2, 2), (4, 2), (4, 4)) for g in (128, 64)},
 }
 
 

@@ -7,6 +7,8 @@ listed in ``lowbit.cuda.KNOWN_GAPS``; ``tests/test_backends.py`` checks it.
 from lowbit.cpu.balance import balance_tiles
 from lowbit.cpu.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cpu.hadamard import fwht, hadamard_signs
+from lowbit.cpu.kv_attend import kv_attend
+from lowbit.cpu.kvarn import kvarn_decode, kvarn_encode
 from lowbit.cpu.minifloat import block_absmax, decode_table, fixed_encode, minifloat_encode
 from lowbit.cpu.packing import pack_codes, unpack_codes
 from lowbit.cpu.rounding import round_elementwise
@@ -29,6 +31,9 @@ KERNELS = (
     "rtn_decode",
     "rtn_encode",
     "unpack_codes",
+    "kv_attend",
+    "kvarn_decode",
+    "kvarn_encode",
 )
 
 __all__ = list(KERNELS)

@@ -1,0 +1,233 @@
+"""Numba kernels: KVarN tile encode / decode (DESIGN.md section 4; layout in docs/kv.md).
+
+A batch of ``n`` blocks of ``T`` tokens x ``D`` channels, already rotated along D, is
+read token-major (``x[i, t, d]``).  ``key=True`` views each block as a K tile [D, T]
+(rows = channels), ``key=False`` as a V tile [T, D] (rows = tokens).  One ``prange``
+iteration does a whole tile: balance -> per-row asymmetric RTN (nearest-even) -> fold
+of the RTN scale/offset into the row scale -> packing.
+
+Stored per tile (``R`` rows, ``C`` columns): ``packed`` (R*C codes of ``bits`` bits,
+element ``r*C + c`` in the little-endian bit stream of :mod:`lowbit.cpu.packing`),
+``row_scale`` A [R], ``row_offset`` Z [R] and ``col_scale`` s_col [C], reconstructing
+``x_hat[r, c] = (code[r, c] * A[r] + Z[r]) * s_col[c]``.
+
+``scale_format``: 0 = A, Z, s_col as float16 bits (uint16); 1 = A and s_col as
+float8 e4m3 codes, Z as float16 bits.  Both are written by :func:`minifloat_code`
+(one nearest-even rounding from float64, saturating at the format's largest finite).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from lowbit.cpu.balance import balance_tile
+from lowbit.cpu.packing import load_unit, store_unit
+
+_U64 = nb.uint64
+_F32 = np.float32
+
+#: scale_format codes
+SCALES_FLOAT16, SCALES_FLOAT8 = 0, 1
+# (exp_bits, man_bits, bias, largest finite) of the two storage formats
+_F16 = (5, 10, 15, 65504.0)
+_E4M3 = (4, 3, 7, 448.0)
+
+
+@nb.njit(cache=True)
+def minifloat_code(v: float, exp_bits: int, man_bits: int, bias: int, max_value: float) -> int:
+    """Code of the finite float ``v`` in a sign/exponent/mantissa format, nearest-even.
+
+    Magnitudes above ``max_value`` saturate to it; subnormals are produced exactly.
+    """
+    sign = 0
+    if v < 0.0:
+        sign = 1 << (exp_bits + man_bits)
+        v = -v
+    emin = 1 - bias
+    if v >= max_value:
+        r = max_value
+    elif v == 0.0:
+        return sign
+    else:
+        e = math.frexp(v)[1] - 1
+        if e < emin:
+            e = emin
+        quantum = math.ldexp(1.0, e - man_bits)
+        r = np.rint(v / quantum) * quantum  # exact: scaling by powers of two
+        if r > max_value:
+            r = max_value
+    if r == 0.0:
+        return sign
+    e = math.frexp(r)[1] - 1
+    if e < emin:  # subnormal: exponent field 0
+        return sign | int(r / math.ldexp(1.0, emin - man_bits))
+    mant = int(r / math.ldexp(1.0, e - man_bits)) - (1 << man_bits)
+    return sign | ((e + bias) << man_bits) | mant
+
+
+@nb.njit(cache=True)
+def minifloat_value(code: int, exp_bits: int, man_bits: int, bias: int) -> float:
+    """Value of a finite code written by :func:`minifloat_code`."""
+    code = int(code)
+    field = (code >> man_bits) & ((1 << exp_bits) - 1)
+    mant = code & ((1 << man_bits) - 1)
+    if field == 0:
+        v = math.ldexp(float(mant), 1 - bias - man_bits)
+    else:
+        v = math.ldexp(float(mant + (1 << man_bits)), field - bias - man_bits)
+    return -v if (code >> (exp_bits + man_bits)) & 1 else v
+
+
+@nb.njit(cache=True)
+def half_value(code: int) -> float:
+    return minifloat_value(code, 5, 10, 15)
+
+
+@nb.njit(cache=True)
+def scale_value(code: int, scale_format: int) -> float:
+    """Value of a stored A / s_col code (float16 bits or e4m3 code)."""
+    if scale_format == 1:
+        return minifloat_value(code, 4, 3, 7)
+    return minifloat_value(code, 5, 10, 15)
+
+
+@nb.njit(cache=True)
+def _scale_code(v: float, scale_format: int) -> int:
+    if scale_format == 1:
+        return minifloat_code(v, 4, 3, 7, 448.0)
+    return minifloat_code(v, 5, 10, 15, 65504.0)
+
+
+# -- tile encode / decode ----------------------------------------------------------------------
+
+@nb.njit(inline="always", cache=True)
+def _load_tile(x: np.ndarray, i: int, key: bool, tile: np.ndarray) -> None:
+    tokens, dim = x.shape[1], x.shape[2]
+    for t in range(tokens):
+        for d in range(dim):
+            if key:
+                tile[d, t] = _F32(x[i, t, d])
+            else:
+                tile[t, d] = _F32(x[i, t, d])
+
+
+@nb.njit(parallel=True, cache=True)
+def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_format: int,
+                 packed: np.ndarray, row_scale: np.ndarray, row_offset: np.ndarray,
+                 col_scale: np.ndarray) -> None:
+    """Encode ``x`` [n, T, D] (rotated, float32) into KVarN tiles.
+
+    packed [n, ceil(T*D*bits/8)] uint8; row_scale [n, R] (uint16 float16 bits, or uint8
+    e4m3 codes when ``scale_format == 1``); row_offset [n, R] uint16 (float16 bits);
+    col_scale [n, C] like row_scale.  R, C = (D, T) for keys, (T, D) for values.
+
+    float16 scales (DESIGN.md literal): b = t / s_col / s_row; lo, hi = row min/max;
+    scale = max((hi - lo) / L, 1e-10); code = clip(rint((b - lo) / scale), 0, L);
+    A = s_row * scale, Z = s_row * lo, L = 2**bits - 1.
+    e4m3 scales: s_col is rounded to e4m3 first and u = t / s_col8 (the row scale folds
+    away); A = e4m3((hi_u - lo_u) / L) (at least the smallest e4m3 subnormal); Z =
+    float16(mid_u - A * L / 2), the grid centred on the row's range; codes are then
+    computed against the stored grid: clip(rint((u - Z) / A), 0, L).
+    """
+    n, tokens, dim = x.shape
+    rows, cols = (dim, tokens) if key else (tokens, dim)
+    levels = (1 << bits) - 1
+    lf = _F32(levels)
+    nel = rows * cols
+    units = (nel + 7) // 8
+    nbytes_tile = packed.shape[1]
+    for i in nb.prange(n):
+        tile = np.empty((rows, cols), np.float32)
+        _load_tile(x, i, key, tile)
+        s_col = np.empty(cols, np.float32)
+        s_row = np.empty(rows, np.float32)
+        if rows >= 2 and cols >= 2:
+            balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),
+                         _F32(1e-8), s_col, s_row)
+        else:  # a 1-token tile has no token std: identity scales
+            s_col[:] = _F32(1.0)
+            s_row[:] = _F32(1.0)
+        scv = np.empty(cols, np.float32)
+        for c in range(cols):
+            code = _scale_code(np.float64(s_col[c]), scale_format)
+            col_scale[i, c] = code
+            scv[c] = s_col[c] if scale_format == 0 else _F32(scale_value(code, 1))
+        codes = np.empty(nel, np.uint8)
+        v = np.empty(cols, np.float32)
+        for r in range(rows):
+            sr = s_row[r]
+            lo = np.inf
+            hi = -np.inf
+            for c in range(cols):
+                if scale_format == 0:
+                    v[c] = tile[r, c] / scv[c] / sr
+                else:
+                    v[c] = tile[r, c] / scv[c]
+                lo = min(lo, v[c])
+                hi = max(hi, v[c])
+            lo32 = _F32(lo)
+            hi32 = _F32(hi)
+            if scale_format == 0:
+                step = max((hi32 - lo32) / lf, _F32(1e-10))
+                base = lo32
+                row_scale[i, r] = minifloat_code(np.float64(sr * step), 5, 10, 15, 65504.0)
+                row_offset[i, r] = minifloat_code(np.float64(sr * lo32), 5, 10, 15, 65504.0)
+            else:
+                acode = minifloat_code(np.float64((hi32 - lo32) / lf), 4, 3, 7, 448.0)
+                if acode == 0:
+                    acode = 1  # smallest positive e4m3 subnormal, 2**-9
+                step = _F32(minifloat_value(acode, 4, 3, 7))
+                mid = (np.float64(lo32) + np.float64(hi32)) * 0.5
+                zcode = minifloat_code(mid - np.float64(step) * levels * 0.5, 5, 10, 15, 65504.0)
+                base = _F32(half_value(zcode))
+                row_scale[i, r] = acode
+                row_offset[i, r] = zcode
+            for c in range(cols):
+                q = np.rint((v[c] - base) / step)
+                codes[r * cols + c] = np.uint8(min(max(q, _F32(0.0)), lf))
+        mask = _U64(levels)
+        for u in range(units):
+            start = u * 8
+            stop = min(start + 8, nel)
+            acc = _U64(0)
+            for e in range(start, stop):
+                acc |= (_U64(codes[e]) & mask) << _U64((e - start) * bits)
+            store_unit(packed[i], u, bits, acc, min(bits, nbytes_tile - u * bits))
+
+
+@nb.njit(parallel=True, cache=True)
+def kvarn_decode(packed: np.ndarray, key: bool, bits: int, scale_format: int,
+                 row_scale: np.ndarray, row_offset: np.ndarray, col_scale: np.ndarray,
+                 out: np.ndarray) -> None:
+    """Reconstruct ``out`` [n, T, D] float32 (rotated frame) from :func:`kvarn_encode` output."""
+    n, tokens, dim = out.shape
+    rows, cols = (dim, tokens) if key else (tokens, dim)
+    nel = rows * cols
+    units = (nel + 7) // 8
+    mask = _U64((1 << bits) - 1)
+    nbytes_tile = packed.shape[1]
+    for i in nb.prange(n):
+        a = np.empty(rows, np.float32)
+        z = np.empty(rows, np.float32)
+        s = np.empty(cols, np.float32)
+        for r in range(rows):
+            a[r] = scale_value(row_scale[i, r], scale_format)
+            z[r] = half_value(row_offset[i, r])
+        for c in range(cols):
+            s[c] = scale_value(col_scale[i, c], scale_format)
+        for u in range(units):
+            start = u * 8
+            stop = min(start + 8, nel)
+            acc = load_unit(packed[i], u, bits, min(bits, nbytes_tile - u * bits))
+            for e in range(start, stop):
+                q = _F32((acc >> _U64((e - start) * bits)) & mask)
+                r = e // cols
+                c = e - r * cols
+                val = (q * a[r] + z[r]) * s[c]
+                if key:
+                    out[i, c, r] = val
+                else:
+                    out[i, r, c] = val

@@ -1,0 +1,319 @@
+"""Tile codecs: how each KV scheme stores one block of tokens (DESIGN.md section 4).
+
+A codec encodes a batch of ``n`` blocks ``x [n, t, D]`` (float32, tokens x head_dim) of
+one kind (``"key"`` or ``"value"``) into packed codes ``[n, code_bytes]`` (uint8) plus a
+dict of per-block fields ``{name: [n, ...]}``, and decodes them back to ``[n, t, D]``
+float32.  Codecs with ``rotated = True`` work in the rotated frame: their callers apply
+the normalized Hadamard transform along D before :meth:`encode` and after :meth:`decode`.
+
+The same codecs serve ``lowbit.quantize(x, scheme=...)`` (:mod:`lowbit.kv.schemes`) and
+the streaming cache (:mod:`lowbit.kv.cache`), so every comparison is like for like.
+
+==========  =======  ========================================================================
+codec       rotated  one block of t tokens
+==========  =======  ========================================================================
+kvarn       yes      K tile [D, t] / V tile [t, D]: balance, per-row RTN, folded scales
+kivi        no       K: per channel over the t tokens; V: per token in groups of 32 channels
+quarot      yes      per token RTN (asymmetric) over the D rotated channels
+rtn         no       per token RTN (asymmetric) over the D channels
+fp8         no       float8 e4m3 codes with one float32 absmax scale per (head, block)
+==========  =======  ========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import Origin, backend
+from lowbit.validate import check_bits
+
+KINDS = ("key", "value")
+#: scale storage of the KVarN codec: A and s_col as float16 bits or float8 e4m3 codes
+KVARN_SCALE_DTYPES = ("float16", "float8_e4m3")
+_HOST_F32 = Origin("numpy", "float32", "cpu")
+
+
+def check_kind(kind: Any) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'key' or 'value', got {kind!r}")
+    return str(kind)
+
+
+def check_group(group: Any, name: str = "group") -> int:
+    if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 8 or group % 8:
+        raise ValueError(f"{name} must be a positive multiple of 8, got {group!r}")
+    return int(group)
+
+
+def check_iterations(iterations: Any) -> int:
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    return int(iterations)
+
+
+def rotate(x: np.ndarray) -> np.ndarray:
+    """Normalized Sylvester Hadamard transform along the last axis (self-inverse), float32.
+
+    Raises
+    ------
+    ValueError
+        The last axis has a length the Hadamard transform does not support.
+    """
+    from lowbit.transforms import hadamard
+
+    return np.ascontiguousarray(hadamard(np.ascontiguousarray(x, dtype=np.float32), axis=-1))
+
+
+class Codec:
+    """Base of the tile codecs (see the module table)."""
+
+    name: str = ""
+    rotated: bool = False
+
+    def bits(self, kind: str) -> int:
+        raise NotImplementedError
+
+    def code_bytes(self, tokens: int, dim: int, kind: str) -> int:
+        """Bytes of packed codes for one block of ``tokens`` x ``dim``."""
+        return (tokens * dim * self.bits(kind) + 7) // 8
+
+    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
+               tokens: int, dim: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (recorded in QuantizedArray metadata)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class KVarNCodec(Codec):
+    """KVarN tiles: balance -> per-row RTN -> fold -> pack (kernels in lowbit/cpu/kvarn.py).
+
+    Fields per block (R, C = (D, t) for keys, (t, D) for values):
+    ``row_scale`` A [R] and ``col_scale`` s_col [C] (float16, or uint8 e4m3 codes with
+    ``scale_dtype="float8_e4m3"``), ``row_offset`` Z [R] (float16);
+    x_hat[r, c] = (code[r, c] * A[r] + Z[r]) * s_col[c] in the rotated frame.
+    """
+
+    key_bits: int = 2
+    value_bits: int = 2
+    iterations: int = 8
+    scale_dtype: str = "float16"
+    name: str = field(default="kvarn", init=False)
+    rotated: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        check_bits(self.key_bits, name="key_bits")
+        check_bits(self.value_bits, name="value_bits")
+        check_iterations(self.iterations)
+        if self.scale_dtype not in KVARN_SCALE_DTYPES:
+            raise ValueError(f"scale_dtype must be one of {KVARN_SCALE_DTYPES}, got {self.scale_dtype!r}")
+
+    @property
+    def scale_format(self) -> int:
+        return KVARN_SCALE_DTYPES.index(self.scale_dtype)
+
+    def bits(self, kind: str) -> int:
+        return self.key_bits if kind == "key" else self.value_bits
+
+    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        n, tokens, dim = x.shape
+        rows, cols = (dim, tokens) if kind == "key" else (tokens, dim)
+        bits = self.bits(kind)
+        packed = np.empty((n, self.code_bytes(tokens, dim, kind)), np.uint8)
+        a = np.empty((n, rows), np.uint16)
+        z = np.empty((n, rows), np.uint16)
+        s = np.empty((n, cols), np.uint16)
+        backend(x).kvarn_encode(np.ascontiguousarray(x, dtype=np.float32), kind == "key", bits,
+                                self.iterations, self.scale_format, packed, a, z, s)
+        return packed, {
+            "row_scale": self._stored(a), "row_offset": z.view(np.float16),
+            "col_scale": self._stored(s),
+        }
+
+    def _stored(self, codes16: np.ndarray) -> np.ndarray:
+        return codes16.view(np.float16) if self.scale_format == 0 else codes16.astype(np.uint8)
+
+    def kernel_fields(self, fields: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """(row_scale, row_offset, col_scale) as the uint16 code arrays the kernels read."""
+        def k(f: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(f.view(np.uint16) if f.dtype == np.float16 else f.astype(np.uint16))
+
+        return k(fields["row_scale"]), k(fields["row_offset"]), k(fields["col_scale"])
+
+    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
+               tokens: int, dim: int) -> np.ndarray:
+        out = np.empty((codes.shape[0], tokens, dim), np.float32)
+        a, z, s = self.kernel_fields(fields)
+        backend(codes).kvarn_decode(np.ascontiguousarray(codes), kind == "key", self.bits(kind),
+                                    self.scale_format, a, z, s, out)
+        return out
+
+    def options(self) -> dict[str, Any]:
+        return {"key_bits": self.key_bits, "value_bits": self.value_bits,
+                "iterations": self.iterations, "scale_dtype": self.scale_dtype}
+
+
+def _rtn_rows(x: np.ndarray, bits: int, group_size: int | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Asymmetric RTN (scheme ``rtn``) along the last axis of ``x [n, r, c]``, float16 scales.
+
+    Reuses :mod:`lowbit.affine`.  Each block's codes start on a byte boundary: in one call
+    when ``r * c * bits`` is a multiple of 8 (the cache's geometries), else block by block.
+    """
+    from lowbit import affine
+
+    n = x.shape[0]
+    per_block = x[0].size
+    if (per_block * bits) % 8 == 0:
+        q = affine.quantize(np.ascontiguousarray(x), _HOST_F32, bits, axis=-1,
+                            group_size=group_size, scale_dtype="float16")
+        codes = q.codes.reshape(n, -1)
+        return codes, {"scale": q.fields["scale"].reshape(n, -1),
+                       "offset": q.fields["offset"].reshape(n, -1)}
+    parts = [_rtn_rows(x[i:i + 1], bits, group_size) for i in range(n)]
+    codes = np.concatenate([p[0] for p in parts])
+    return codes, {k: np.concatenate([p[1][k] for p in parts]) for k in ("scale", "offset")}
+
+
+def _rtn_rows_decode(codes: np.ndarray, fields: dict[str, np.ndarray], bits: int,
+                     shape: tuple[int, int, int], group_size: int | None) -> np.ndarray:
+    from lowbit import affine
+    from lowbit.quantized import QuantizedArray
+
+    n, r, c = shape
+    out = np.empty(shape, np.float32)
+    whole = (r * c * bits) % 8 == 0
+    chunks = [(0, n)] if whole else [(i, i + 1) for i in range(n)]
+    for lo, hi in chunks:
+        meta = {"scheme": "rtn", "shape": [hi - lo, r, c], "dtype": "float32", "bits": bits,
+                "axis": 2, "group_size": group_size, "symmetric": False,
+                "scale_dtype": "float16", "rounding": "nearest_even", "seed": None, "rbits": 16}
+        q = QuantizedArray(np.ascontiguousarray(codes[lo:hi]).reshape(-1),
+                           {k: np.ascontiguousarray(v[lo:hi]).reshape(-1) for k, v in fields.items()},
+                           meta, _HOST_F32)
+        out[lo:hi] = affine.dequantize(q)
+    return out
+
+
+@dataclass(frozen=True)
+class KiviCodec(Codec):
+    """KIVI: keys per channel over the block's tokens, values per token in channel groups.
+
+    Fields: ``scale``, ``offset`` (float16) per (channel) for keys [D], per (token,
+    channel group) for values [t * D / value_group_size].
+    """
+
+    key_bits: int = 2
+    value_bits: int = 2
+    value_group_size: int = 32
+    name: str = field(default="kivi", init=False)
+    rotated: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        check_bits(self.key_bits, name="key_bits")
+        check_bits(self.value_bits, name="value_bits")
+        if isinstance(self.value_group_size, bool) or not isinstance(self.value_group_size, int) \
+                or self.value_group_size < 1:
+            raise ValueError(f"value_group_size must be a positive integer, got {self.value_group_size!r}")
+
+    def bits(self, kind: str) -> int:
+        return self.key_bits if kind == "key" else self.value_bits
+
+    def _value_group(self, dim: int) -> int:
+        if dim % self.value_group_size:
+            raise ValueError(f"value_group_size={self.value_group_size} does not divide head_dim {dim}")
+        return self.value_group_size
+
+    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if kind == "key":
+            return _rtn_rows(np.ascontiguousarray(x.transpose(0, 2, 1)), self.key_bits, None)
+        return _rtn_rows(x, self.value_bits, self._value_group(x.shape[2]))
+
+    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
+               tokens: int, dim: int) -> np.ndarray:
+        n = codes.shape[0]
+        if kind == "key":
+            kt = _rtn_rows_decode(codes, fields, self.key_bits, (n, dim, tokens), None)
+            return np.ascontiguousarray(kt.transpose(0, 2, 1))
+        return _rtn_rows_decode(codes, fields, self.value_bits, (n, tokens, dim), self._value_group(dim))
+
+    def options(self) -> dict[str, Any]:
+        return {"key_bits": self.key_bits, "value_bits": self.value_bits,
+                "value_group_size": self.value_group_size}
+
+
+@dataclass(frozen=True)
+class TokenRTNCodec(Codec):
+    """Per-token asymmetric RTN over head_dim, float16 scale and offset per token.
+
+    ``rotated=True`` is QuaRot's KV quantizer (Hadamard, then per-token RTN); ``False`` is
+    plain per-token RTN.
+    """
+
+    key_bits: int = 2
+    value_bits: int = 2
+    rotated: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        check_bits(self.key_bits, name="key_bits")
+        check_bits(self.value_bits, name="value_bits")
+        object.__setattr__(self, "name", "quarot" if self.rotated else "rtn")
+
+    def bits(self, kind: str) -> int:
+        return self.key_bits if kind == "key" else self.value_bits
+
+    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return _rtn_rows(x, self.bits(kind), None)
+
+    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
+               tokens: int, dim: int) -> np.ndarray:
+        return _rtn_rows_decode(codes, fields, self.bits(kind), (codes.shape[0], tokens, dim), None)
+
+    def options(self) -> dict[str, Any]:
+        return {"key_bits": self.key_bits, "value_bits": self.value_bits}
+
+
+@dataclass(frozen=True)
+class FP8Codec(Codec):
+    """float8 e4m3 codes (scheme ``fp8_e4m3``) with one float32 absmax scale per block.
+
+    In the cache a block is one (batch, head, tile): a per-head scale, refreshed per tile.
+    """
+
+    name: str = field(default="fp8", init=False)
+    rotated: bool = field(default=False, init=False)
+
+    def bits(self, kind: str) -> int:
+        return 8
+
+    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        from lowbit.minifloat import fp8_e4m3
+
+        n = x.shape[0]
+        q = fp8_e4m3.quantize(np.ascontiguousarray(x).reshape(n, -1), _HOST_F32,
+                              scale="absmax", axis=-1)
+        return q.codes.reshape(n, -1), {"scale": q.fields["scale"].reshape(n, 1)}
+
+    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
+               tokens: int, dim: int) -> np.ndarray:
+        from lowbit.minifloat import fp8_e4m3
+        from lowbit.quantized import QuantizedArray
+
+        n = codes.shape[0]
+        meta = {"scheme": "fp8_e4m3", "shape": [n, tokens * dim], "dtype": "float32", "bits": 8,
+                "rounding": "nearest_even", "seed": None, "rbits": 16, "overflow": "saturate",
+                "scale": "absmax", "axis": 1, "group_size": None, "offset": 0}
+        q = QuantizedArray(np.ascontiguousarray(codes).reshape(-1),
+                           {"scale": np.ascontiguousarray(fields["scale"]).reshape(-1)}, meta, _HOST_F32)
+        return np.asarray(fp8_e4m3.dequantize(q), np.float32).reshape(n, tokens, dim)
+
+    def options(self) -> dict[str, Any]:
+        return {}

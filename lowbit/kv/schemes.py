@@ -1,0 +1,254 @@
+"""KV schemes under ``lowbit.quantize(x, scheme=...)``: kvarn (and its presets), kivi, quarot, fp8.
+
+``x`` has shape ``[..., T, D]`` (tokens x head_dim).  Every leading index (e.g. batch and
+head) is quantized on its own, in blocks of ``group`` tokens; when ``T`` is not a multiple
+of ``group`` the last ``T % group`` tokens form one narrower block (a narrower tile for
+KVarN, fewer tokens per KIVI key group).  Schemes without token groups (``quarot``,
+``fp8``) treat all ``T`` tokens as one block: for ``fp8`` that is one scale per leading
+index ("per head").
+
+Storage (``QuantizedArray``): ``codes`` = the full blocks' packed codes (leading index
+major, block minor, each block starting on a byte boundary) followed by the narrower
+blocks' codes (leading index major); each field ``name`` holds the full blocks' values
+(flattened in the same order) and ``tail.name`` the narrower blocks'.  Codecs and their
+fields are described in :mod:`lowbit.kv.codecs`; rotated codecs (kvarn, quarot) store the
+rotated frame and :meth:`dequantize` un-rotates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import Array, Origin, kernel_input, kernel_output, xp_of
+from lowbit.kv import codecs
+from lowbit.kv.codecs import Codec, check_group, check_kind
+from lowbit.quantized import QuantizedArray
+from lowbit.validate import check_bits
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named KV configuration: scheme family, bits per K and V, tokens per tile."""
+
+    name: str
+    family: str
+    key_bits: int
+    value_bits: int
+    group: int | None
+
+    def bits(self, kind: str) -> int:
+        return self.key_bits if kind == "key" else self.value_bits
+
+
+def _kvarn_presets() -> dict[str, Preset]:
+    out = {}
+    for kb, vb in ((2, 2), (4, 2), (4, 4)):
+        for g in (128, 64):
+            name = f"kvarn-k{kb}v{vb}-g{g}"
+            out[name] = Preset(name, "kvarn", kb, vb, g)
+    return out
+
+
+#: KVarN presets (DESIGN.md section 4): k2v2 is the paper's, k4v2 the official release's default.
+PRESETS: dict[str, Preset] = _kvarn_presets()
+
+#: Scheme families and their default tokens per block (None: all tokens in one block).
+FAMILY_GROUP: dict[str, int | None] = {"kvarn": 128, "kivi": 128, "quarot": None, "rtn": None, "fp8": None}
+
+
+def make_codec(family: str, key_bits: int, value_bits: int, **options: Any) -> Codec:
+    """The codec of ``family`` with these bits and options (see :mod:`lowbit.kv.codecs`)."""
+    if family == "kvarn":
+        return codecs.KVarNCodec(key_bits, value_bits, **options)
+    if family == "kivi":
+        return codecs.KiviCodec(key_bits, value_bits, **options)
+    if family in ("quarot", "rtn"):
+        if options:
+            raise TypeError(f"scheme {family!r} got unexpected options {sorted(options)}")
+        return codecs.TokenRTNCodec(key_bits, value_bits, rotated=family == "quarot")
+    if family == "fp8":
+        if options:
+            raise TypeError(f"scheme 'fp8' got unexpected options {sorted(options)}")
+        return codecs.FP8Codec()
+    raise ValueError(f"unknown KV scheme family {family!r}; known: {sorted(FAMILY_GROUP)}")
+
+
+def _check_x(arr: Array) -> tuple[int, int, int]:
+    if arr.ndim < 2:
+        raise ValueError(f"x must have shape [..., T, D] (tokens x head_dim), got shape {tuple(arr.shape)}")
+    t, d = int(arr.shape[-2]), int(arr.shape[-1])
+    return math.prod(arr.shape[:-2]), t, d
+
+
+def _blocks(t: int, group: int | None) -> tuple[int, int, int]:
+    """(full blocks, tokens per full block, tokens in the narrower last block)."""
+    g = t if group is None else group
+    return t // g, g, t % g
+
+
+class KVScheme:
+    """Front of one KV scheme family or preset (registered in :data:`lowbit.api.SCHEMES`)."""
+
+    def __init__(self, family: str, preset: Preset | None = None) -> None:
+        self.family = family
+        self.preset = preset
+        self.name = preset.name if preset is not None else family
+
+    # -- quantize ---------------------------------------------------------------------------
+    def quantize(self, arr: Array, origin: Origin, bits: int | None = None, *, kind: str = "key",
+                 group: int | None = -1, **options: Any) -> QuantizedArray:
+        """Quantize K or V ``x [..., T, D]`` (see the module docstring and docs/kv.md).
+
+        Parameters
+        ----------
+        bits : int, optional
+            Code width 1..8 (fp8: 8).  Presets fix it per kind; default 2 otherwise.
+        kind : {"key", "value"}
+            Tile orientation (KVarN) / grouping (KIVI) of the block.
+        group : int, optional
+            Tokens per block, a multiple of 8 (kvarn, kivi: default 128; presets fix it).
+        **options
+            kvarn: ``iterations`` (8), ``scale_dtype`` ("float16" or "float8_e4m3");
+            kivi: ``value_group_size`` (32).
+
+        Raises
+        ------
+        ValueError
+            Bad shape, bits, kind, group or options, a head_dim the Hadamard transform does
+            not support (kvarn, quarot), or NaN/Inf in ``x``.
+        """
+        kind = check_kind(kind)
+        if xp_of(arr) is not np:
+            raise NotImplementedError(f"scheme {self.name!r} runs on the CPU only (CUDA kernels are a known gap)")
+        lead, t, d = _check_x(arr)
+        if self.preset is not None:
+            want = self.preset.bits(kind)
+            if bits is not None and bits != want:
+                raise ValueError(f"preset {self.name!r} stores {kind}s with {want} bits, got bits={bits!r}")
+            if group not in (-1, self.preset.group):
+                raise ValueError(f"preset {self.name!r} uses group={self.preset.group}, got group={group!r}")
+            bits, group = want, self.preset.group
+        elif self.family == "fp8":
+            if bits not in (None, 8):
+                raise ValueError(f"scheme 'fp8' stores 8-bit e4m3 codes, got bits={bits!r}")
+            bits = 8
+        bits = check_bits(2 if bits is None else bits)
+        if group == -1:
+            group = FAMILY_GROUP[self.family]
+        if FAMILY_GROUP[self.family] is None and group is not None:
+            raise ValueError(f"scheme {self.name!r} has no token groups; got group={group!r}")
+        if group is not None:
+            group = check_group(group)
+        codec = make_codec(self.family, bits, bits, **options)
+
+        x = kernel_input(arr, origin.dtype).astype(np.float32, copy=False).reshape(lead, t, d)
+        if not np.isfinite(x).all():
+            raise ValueError(f"x contains NaN or Inf; scheme {self.name!r} needs finite values")
+        if codec.rotated:
+            x = codecs.rotate(x)
+        n_full, g, tail = _blocks(t, group)
+        parts = []
+        if n_full:
+            parts.append(codec.encode(np.ascontiguousarray(x[:, : n_full * g].reshape(lead * n_full, g, d)), kind))
+        if tail:
+            parts.append(codec.encode(np.ascontiguousarray(x[:, n_full * g:]), kind))
+        codes = np.concatenate([p[0].reshape(-1) for p in parts])
+        fields: dict[str, Array] = {}
+        for i, (_, f) in enumerate(parts):
+            prefix = "tail." if (i == 1 or not n_full) else ""
+            fields.update({prefix + k: v.reshape(-1) for k, v in f.items()})
+        meta = {"scheme": self.name, "shape": [int(s) for s in arr.shape], "dtype": origin.dtype,
+                "bits": bits, "kind": kind, "group": group,
+                **{k: v for k, v in codec.options().items() if k not in ("key_bits", "value_bits")}}
+        return QuantizedArray(codes, fields, meta, origin)
+
+    # -- dequantize ---------------------------------------------------------------------------
+    def _codec_of(self, m: dict[str, Any]) -> Codec:
+        opts = {k: m[k] for k in ("iterations", "scale_dtype", "value_group_size") if k in m}
+        bits = int(m["bits"])
+        return make_codec(self.family, bits, bits, **opts)
+
+    def _split(self, q: QuantizedArray) -> list[tuple[int, int, np.ndarray, dict[str, np.ndarray]]]:
+        """[(blocks, tokens per block, codes [n, bytes], fields {name: [n, ...]})] full, then tail."""
+        m = q.meta
+        codec = self._codec_of(m)
+        shape = tuple(m["shape"])
+        lead, t, d = math.prod(shape[:-2]), shape[-2], shape[-1]
+        n_full, g, tail = _blocks(t, m["group"])
+        out = []
+        offset = 0
+        for n, tok, prefix in ((lead * n_full, g, ""), (lead, tail, "tail.")):
+            if n == 0 or tok == 0:
+                continue
+            nbytes = codec.code_bytes(tok, d, m["kind"])
+            codes = q.codes[offset: offset + n * nbytes].reshape(n, nbytes)
+            offset += n * nbytes
+            names = [k for k in q.fields if k.startswith(prefix) and (prefix or not k.startswith("tail."))]
+            fields = {k[len(prefix):]: q.fields[k].reshape(n, -1) for k in names}
+            out.append((n, tok, codes, fields))
+        if offset != q.codes.size:
+            raise ValueError(f"{self.name}: codes have {q.codes.size} bytes, the layout needs {offset}")
+        return out
+
+    def dequantize(self, q: QuantizedArray) -> Array:
+        m = q.meta
+        codec = self._codec_of(m)
+        shape = tuple(m["shape"])
+        lead, t, d = math.prod(shape[:-2]), shape[-2], shape[-1]
+        n_full = t // (m["group"] or t)
+        x = np.empty((lead, t, d), np.float32)
+        for n, tok, codes, fields in self._split(q):
+            blocks = codec.decode(codes, fields, m["kind"], tok, d)
+            if tok == (m["group"] or t) and n == lead * n_full:
+                x[:, : n_full * tok] = blocks.reshape(lead, n_full * tok, d)
+            else:
+                x[:, n_full * (m["group"] or t):] = blocks
+        if codec.rotated:
+            x = codecs.rotate(x)
+        out = x.astype(np.float64) if q.origin.dtype == "float64" else x
+        return kernel_output(out, q.origin.dtype).reshape(shape)
+
+    def validate(self, q: QuantizedArray) -> None:
+        m = q.meta
+        try:
+            shape = tuple(int(s) for s in m["shape"])
+            if len(shape) < 2 or min(shape) < 1:
+                raise ValueError("shape")
+            check_kind(m["kind"])
+            check_bits(m["bits"])
+            if m["group"] is not None:
+                check_group(m["group"])
+            if m["dtype"] not in ("float16", "bfloat16", "float32", "float64"):
+                raise ValueError("dtype")
+            self._codec_of(m)
+            parts = self._split(q)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"inconsistent {self.name} metadata {m!r}: {exc}") from None
+        if q.codes.dtype != np.uint8:
+            raise ValueError("codes must be uint8")
+        codec = self._codec_of(m)
+        for n, tok, codes, fields in parts:
+            _, want = codec.encode(np.ones((1, tok, shape[-1]), np.float32), m["kind"])
+            if sorted(fields) != sorted(want) or any(
+                    fields[k].shape[1:] != want[k].shape[1:] or fields[k].dtype != want[k].dtype
+                    for k in want):
+                raise ValueError(f"{self.name}: fields {sorted(fields)} do not match the layout")
+
+
+kvarn = KVScheme("kvarn")
+kivi = KVScheme("kivi")
+quarot = KVScheme("quarot")
+fp8 = KVScheme("fp8")
+#: preset schemes by name, e.g. ``lowbit.quantize(x, scheme="kvarn-k4v2-g128", kind="value")``
+preset_schemes = {name: KVScheme(p.family, p) for name, p in PRESETS.items()}
+
+
+def __getattr__(name: str) -> KVScheme:
+    key = name.replace("_", "-")
+    if key in preset_schemes:
+        return preset_schemes[key]
+    raise AttributeError(name)
