@@ -7,6 +7,7 @@ integration lives in :mod:`lowbit.kv.hf` (imports torch and transformers).
 See docs/kv.md.
 """
 
+from lowbit.kv.cache import QuantizedKVCache, reference_attention
 from lowbit.kv.schemes import PRESETS, Preset
 
-__all__ = ["PRESETS", "Preset"]
+__all__ = ["PRESETS", "Preset", "QuantizedKVCache", "reference_attention"]

@@ -1,0 +1,408 @@
+"""Streaming quantized KV cache with exact sink / recent regions and fused decode attention.
+
+Token regions (DESIGN.md section 4; docs/kv.md)::
+
+    [ sink: first S tokens | tiles: G tokens each, quantized once | recent: exact ]
+
+* **sink** — the first ``sink`` tokens (default 128), stored exactly (input dtype) forever.
+* **tiles** — every later run of ``group`` tokens is quantized exactly once, at the moment it
+  leaves the recent region, and never touched again.
+* **recent** — the not yet quantized tokens: the partial last tile (0 .. G-1 tokens) plus,
+  with ``recent=R``, at least the R newest tokens (a tile is quantized once it is complete
+  and R newer tokens exist; the paper's R = 128).  Stored exactly.
+
+Arrays are numpy ``[batch, kv_heads, tokens, head_dim]``.  :meth:`QuantizedKVCache.attend`
+computes decode attention for one query per head (GQA: query head h reads kv head
+h // (Hq / Hk)); for KVarN it runs the fused kernel ``lowbit/cpu/kv_attend.py`` in the
+rotated frame (query rotated once, the tiles' output share un-rotated once), other schemes
+dequantize and run :func:`reference_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import backend
+from lowbit.kv import codecs
+from lowbit.kv.codecs import Codec, KVarNCodec, check_group
+from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
+from lowbit.validate import check_bits
+
+_CACHE_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                        scale: float | None = None) -> np.ndarray:
+    """softmax(q . k^T * scale) @ v for q [B, Hq, D], k and v [B, Hk, T, D] (float64, GQA).
+
+    The straightforward NumPy attention used as the reference (tests, benchmark baseline).
+    """
+    b, hq, d = q.shape
+    hk = k.shape[1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    qg = q.reshape(b, hk, hq // hk, d).astype(np.float64)
+    s = np.einsum("bgmd,bgtd->bgmt", qg, k.astype(np.float64)) * scale
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.einsum("bgmt,bgtd->bgmd", p, v.astype(np.float64)).reshape(b, hq, d)
+
+
+def _check_count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+class _Tiles:
+    """Growing storage of one kind's tiles: codes [B, H, cap, bytes] and fields [B, H, cap, ...]."""
+
+    def __init__(self) -> None:
+        self.codes: np.ndarray | None = None
+        self.fields: dict[str, np.ndarray] = {}
+        self.count = 0
+
+    def append(self, codes: np.ndarray, fields: dict[str, np.ndarray]) -> None:
+        """Add one tile per (batch, head): ``codes [B, H, bytes]``, fields ``[B, H, ...]``."""
+        if self.codes is None:
+            self.codes = np.empty(codes.shape[:2] + (4,) + codes.shape[2:], codes.dtype)
+            self.fields = {k: np.empty(f.shape[:2] + (4,) + f.shape[2:], f.dtype) for k, f in fields.items()}
+        if self.count == self.codes.shape[2]:
+            def grow(a: np.ndarray) -> np.ndarray:
+                out = np.empty(a.shape[:2] + (2 * a.shape[2],) + a.shape[3:], a.dtype)
+                out[:, :, : a.shape[2]] = a
+                return out
+
+            self.codes = grow(self.codes)
+            self.fields = {k: grow(f) for k, f in self.fields.items()}
+        self.codes[:, :, self.count] = codes
+        for k, f in fields.items():
+            self.fields[k][:, :, self.count] = f
+        self.count += 1
+
+    def used(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Views of the filled tiles: codes [B, H, n, bytes], fields [B, H, n, ...]."""
+        assert self.codes is not None
+        n = self.count
+        return self.codes[:, :, :n], {k: f[:, :, :n] for k, f in self.fields.items()}
+
+    def nbytes(self) -> tuple[int, int]:
+        """(code bytes, field bytes) of the filled tiles."""
+        if self.codes is None:
+            return 0, 0
+        codes, fields = self.used()
+        return codes.nbytes, sum(f.nbytes for f in fields.values())
+
+    def select(self, index: np.ndarray) -> None:
+        if self.codes is not None:
+            self.codes = np.ascontiguousarray(self.codes[index])
+            self.fields = {k: np.ascontiguousarray(f[index]) for k, f in self.fields.items()}
+
+
+class QuantizedKVCache:
+    """A streaming KV cache for one attention layer, quantized tile by tile.
+
+    Parameters
+    ----------
+    scheme : str
+        A preset (``"kvarn-k4v2-g128"``, ... see :data:`lowbit.kv.PRESETS`) or a family:
+        ``"kvarn"``, ``"kivi"``, ``"quarot"``, ``"rtn"`` (per token), ``"fp8"`` (e4m3,
+        one scale per head and tile).
+    head_dim : int
+        D, a multiple of 8; rotated schemes (kvarn, quarot) also need a length the
+        Hadamard transform supports (2^k, 12*2^k, 20*2^k).
+    sink : int
+        Exact tokens at the start (default 128).
+    recent : int
+        Minimum number of newest tokens kept exact besides the partial tile (default 0).
+    key_bits, value_bits : int, optional
+        Bits of K and V codes for a family (default 2; presets fix them; fp8 is 8).
+    group : int, optional
+        Tokens per tile G, a multiple of 8 (default 128; presets fix it).
+    **options
+        Codec options: kvarn ``iterations`` (8) and ``scale_dtype`` ("float16" or
+        "float8_e4m3"); kivi ``value_group_size`` (32).
+
+    Raises
+    ------
+    ValueError
+        Unknown scheme, bad bits / group / sink / recent / options, unsupported head_dim.
+    """
+
+    def __init__(self, scheme: str = "kvarn-k4v2-g128", head_dim: int = 128, *, sink: int = 128,
+                 recent: int = 0, key_bits: int | None = None, value_bits: int | None = None,
+                 group: int | None = None, **options: Any) -> None:
+        if not isinstance(scheme, str):
+            raise ValueError(f"scheme must be a preset or scheme name, got {scheme!r}")
+        if scheme in PRESETS:
+            p = PRESETS[scheme]
+            for name, given, fixed in (("key_bits", key_bits, p.key_bits),
+                                       ("value_bits", value_bits, p.value_bits), ("group", group, p.group)):
+                if given is not None and given != fixed:
+                    raise ValueError(f"preset {scheme!r} fixes {name}={fixed}, got {given!r}")
+            family, key_bits, value_bits, group = p.family, p.key_bits, p.value_bits, p.group
+        elif scheme in FAMILY_GROUP:
+            family = scheme
+            default = 8 if family == "fp8" else 2
+            key_bits = default if key_bits is None else key_bits
+            value_bits = default if value_bits is None else value_bits
+            if family == "fp8" and (key_bits, value_bits) != (8, 8):
+                raise ValueError(f"scheme 'fp8' stores 8-bit codes, got key_bits={key_bits!r}, value_bits={value_bits!r}")
+        else:
+            raise ValueError(f"scheme must be one of {sorted(PRESETS) + sorted(FAMILY_GROUP)}, got {scheme!r}")
+        check_bits(key_bits, name="key_bits")
+        check_bits(value_bits, name="value_bits")
+        self.scheme = scheme
+        self.group = check_group(128 if group is None else group)
+        self.sink = _check_count(sink, "sink")
+        self.recent = _check_count(recent, "recent")
+        if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) \
+                or head_dim < 8 or head_dim % 8:
+            raise ValueError(f"head_dim must be a positive multiple of 8, got {head_dim!r}")
+        self.head_dim = int(head_dim)
+        self.codec: Codec = make_codec(family, int(key_bits), int(value_bits), **options)
+        if self.codec.rotated:
+            try:
+                codecs.rotate(np.zeros((1, self.head_dim), np.float32))
+            except ValueError as exc:
+                raise ValueError(f"head_dim={head_dim} is not supported by the Hadamard transform "
+                                 f"that scheme {scheme!r} needs: {exc}") from None
+        if family == "kivi":
+            self.codec._value_group(self.head_dim)  # type: ignore[attr-defined]
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.batch: int | None = None
+        self.kv_heads: int | None = None
+        self.dtype: np.dtype | None = None
+        d = self.head_dim
+        self._sink_k = np.empty((0, 0, 0, d), np.float32)
+        self._sink_v = self._sink_k
+        self._recent_k = self._sink_k
+        self._recent_v = self._sink_k
+        self._k = _Tiles()
+        self._v = _Tiles()
+
+    def reset(self) -> None:
+        """Drop every token (configuration kept)."""
+        self._reset_state()
+
+    # -- sizes ----------------------------------------------------------------------------
+    @property
+    def n_tiles(self) -> int:
+        """Quantized tiles per (batch, head)."""
+        return self._k.count
+
+    def __len__(self) -> int:
+        """Tokens held per (batch, head)."""
+        return self._sink_k.shape[2] + self.n_tiles * self.group + self._recent_k.shape[2]
+
+    def regions(self) -> dict[str, tuple[int, int]]:
+        """Token ranges [start, stop) of the sink, the quantized tiles and the recent region."""
+        s = self._sink_k.shape[2]
+        t = s + self.n_tiles * self.group
+        return {"sink": (0, s), "tiles": (s, t), "recent": (t, len(self))}
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held: exact ``sink`` and ``recent`` tokens, tile ``codes`` and ``scales``
+        (all per-tile fields), and their ``total`` (K and V together; spare capacity excluded)."""
+        kc, kf = self._k.nbytes()
+        vc, vf = self._v.nbytes()
+        out = {
+            "sink": self._sink_k.nbytes + self._sink_v.nbytes,
+            "recent": self._recent_k.nbytes + self._recent_v.nbytes,
+            "codes": kc + vc,
+            "scales": kf + vf,
+        }
+        out["total"] = sum(out.values())
+        return out
+
+    # -- append ---------------------------------------------------------------------------
+    def _check_kv(self, k: Any, v: Any) -> tuple[np.ndarray, np.ndarray]:
+        for name, a in (("k", k), ("v", v)):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+            if a.dtype not in _CACHE_DTYPES:
+                raise TypeError(f"{name} must be float16, float32 or float64, got {a.dtype}")
+            if a.ndim != 4:
+                raise ValueError(f"{name} must have shape [batch, kv_heads, tokens, head_dim], got {a.shape}")
+            if a.shape[3] != self.head_dim:
+                raise ValueError(f"{name} has head_dim {a.shape[3]}, the cache was built for {self.head_dim}")
+        if k.shape != v.shape:
+            raise ValueError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
+        if self.batch is not None and k.shape[:2] != (self.batch, self.kv_heads):
+            raise ValueError(f"k and v have batch, kv_heads = {k.shape[:2]}, the cache holds "
+                             f"{(self.batch, self.kv_heads)}")
+        if k.shape[0] == 0 or k.shape[1] == 0:
+            raise ValueError(f"k and v need batch >= 1 and kv_heads >= 1, got shape {k.shape}")
+        for name, a in (("k", k), ("v", v)):
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} contains NaN or Inf; nothing was appended")
+        dtype = k.dtype if self.dtype is None else self.dtype
+        return k.astype(dtype, copy=False), v.astype(dtype, copy=False)
+
+    def _encode(self, block: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Quantize one tile per (batch, head): block [B, H, G, D] -> codes [B, H, bytes], fields."""
+        b, h, g, d = block.shape
+        x = np.ascontiguousarray(block, dtype=np.float32).reshape(b * h, g, d)
+        if self.codec.rotated:
+            x = codecs.rotate(x)
+        codes, fields = self.codec.encode(x, kind)
+        return (codes.reshape(b, h, -1), {k: f.reshape((b, h) + f.shape[1:]) for k, f in fields.items()})
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+        """Append tokens ``k, v [batch, kv_heads, tokens, head_dim]`` (prefill chunk or one token).
+
+        Tiles that complete are quantized now, once.  The first append fixes batch,
+        kv_heads and the stored dtype (later inputs are cast to it).
+
+        Raises
+        ------
+        TypeError, ValueError
+            Not numpy float arrays, wrong shape or head_dim, k/v shapes differ, batch or
+            kv_heads differ from earlier appends, NaN or Inf.  The cache is then unchanged.
+        """
+        k, v = self._check_kv(k, v)
+        if k.shape[2] == 0:
+            return
+        if self.batch is None:
+            b, h = k.shape[:2]
+            empty = np.empty((b, h, 0, self.head_dim), k.dtype)
+            self._sink_k = self._sink_v = self._recent_k = self._recent_v = empty
+        s_have = self._sink_k.shape[2]
+        take = min(self.sink - s_have, k.shape[2])
+        sink_k = np.concatenate([self._sink_k, k[:, :, :take]], axis=2)
+        sink_v = np.concatenate([self._sink_v, v[:, :, :take]], axis=2)
+        rec_k = np.concatenate([self._recent_k, k[:, :, take:]], axis=2)
+        rec_v = np.concatenate([self._recent_v, v[:, :, take:]], axis=2)
+        g = self.group
+        new_tiles = []
+        start = 0
+        while rec_k.shape[2] - start >= g + self.recent:
+            new_tiles.append((self._encode(rec_k[:, :, start:start + g], "key"),
+                              self._encode(rec_v[:, :, start:start + g], "value")))
+            start += g
+        # commit (everything that could fail is done)
+        if self.batch is None:
+            self.batch, self.kv_heads, self.dtype = k.shape[0], k.shape[1], k.dtype
+        self._sink_k, self._sink_v = sink_k, sink_v
+        self._recent_k = np.ascontiguousarray(rec_k[:, :, start:])
+        self._recent_v = np.ascontiguousarray(rec_v[:, :, start:])
+        for (kc, kf), (vc, vf) in new_tiles:
+            self._k.append(kc, kf)
+            self._v.append(vc, vf)
+
+    # -- inspection -----------------------------------------------------------------------
+    def _dequantized(self, tiles: _Tiles, kind: str, exact: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        if self.batch is None:
+            raise ValueError("the cache is empty")
+        parts = [exact[0].astype(np.float32)]
+        if tiles.count:
+            codes, fields = tiles.used()
+            b, h, n = codes.shape[:3]
+            flat = {k: np.ascontiguousarray(f).reshape((b * h * n,) + f.shape[3:]) for k, f in fields.items()}
+            x = self.codec.decode(np.ascontiguousarray(codes).reshape(b * h * n, -1), flat, kind,
+                                  self.group, self.head_dim)
+            if self.codec.rotated:
+                x = codecs.rotate(x)
+            parts.append(x.reshape(b, h, n * self.group, self.head_dim))
+        parts.append(exact[1].astype(np.float32))
+        return np.concatenate(parts, axis=2)
+
+    def dequantized_keys(self) -> np.ndarray:
+        """All keys as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
+        return self._dequantized(self._k, "key", (self._sink_k, self._recent_k))
+
+    def dequantized_values(self) -> np.ndarray:
+        """All values as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
+        return self._dequantized(self._v, "value", (self._sink_v, self._recent_v))
+
+    def select_batch(self, index: Any) -> None:
+        """Keep / reorder / repeat batch rows: every stored array is indexed by ``index``."""
+        if self.batch is None:
+            return
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < -self.batch or idx.max() >= self.batch:
+            raise ValueError(f"batch index out of range for batch {self.batch}: {idx.tolist()}")
+        self._sink_k, self._sink_v = self._sink_k[idx], self._sink_v[idx]
+        self._recent_k, self._recent_v = self._recent_k[idx], self._recent_v[idx]
+        self._k.select(idx)
+        self._v.select(idx)
+        self.batch = int(idx.size)
+
+    def drop_recent(self, tokens: int) -> None:
+        """Remove the ``tokens`` newest tokens; only exact (not yet quantized) tokens can go."""
+        tokens = _check_count(tokens, "tokens")
+        have = self._recent_k.shape[2]
+        if tokens > have:
+            raise ValueError(f"can drop at most the {have} exact recent tokens, got {tokens}: "
+                             "quantized tiles are never re-opened")
+        if tokens:
+            self._recent_k = self._recent_k[:, :, : have - tokens]
+            self._recent_v = self._recent_v[:, :, : have - tokens]
+
+    # -- attention ------------------------------------------------------------------------
+    def _check_q(self, q: Any) -> np.ndarray:
+        if self.batch is None:
+            raise ValueError("the cache is empty; append keys and values before attend")
+        if not isinstance(q, np.ndarray) or q.dtype not in _CACHE_DTYPES:
+            raise TypeError(f"q must be a float16/32/64 numpy.ndarray, got {type(q).__name__}")
+        if q.ndim != 3 or q.shape[0] != self.batch or q.shape[2] != self.head_dim:
+            raise ValueError(f"q must have shape [batch={self.batch}, query_heads, head_dim={self.head_dim}], "
+                             f"got {q.shape}")
+        assert self.kv_heads is not None
+        if q.shape[1] == 0 or q.shape[1] % self.kv_heads:
+            raise ValueError(f"query heads ({q.shape[1]}) must be a positive multiple of kv_heads ({self.kv_heads})")
+        if not np.isfinite(q).all():
+            raise ValueError("q contains NaN or Inf")
+        return q
+
+    def attend(self, q: np.ndarray, scale: float | None = None, *, fused: bool = True) -> np.ndarray:
+        """Decode attention ``softmax(q . K^T * scale) V`` over every cached token.
+
+        Parameters
+        ----------
+        q : numpy.ndarray, shape (batch, query_heads, head_dim)
+            One query per head; query_heads a multiple of kv_heads (GQA).
+        scale : float, optional
+            Default 1 / sqrt(head_dim).
+        fused : bool
+            KVarN only: the separable kernel (default); False dequantizes then attends.
+
+        Returns
+        -------
+        numpy.ndarray, shape (batch, query_heads, head_dim), float32
+        """
+        q = self._check_q(q)
+        if scale is None:
+            scale = 1.0 / math.sqrt(self.head_dim)
+        if not isinstance(self.codec, KVarNCodec) or not fused or self.n_tiles == 0:
+            return reference_attention(q, self.dequantized_keys(), self.dequantized_values(),
+                                       scale).astype(np.float32)
+        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        q_rot = codecs.rotate(q32)
+        k_exact = np.concatenate([self._sink_k, self._recent_k], axis=2).astype(np.float32)
+        v_exact = np.concatenate([self._sink_v, self._recent_v], axis=2).astype(np.float32)
+        codec = self.codec
+
+        def params(f: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+            return tuple(x if x.dtype == np.uint8 else x.view(np.uint16)
+                         for x in (f["row_scale"], f["row_offset"], f["col_scale"]))
+
+        out_exact = np.empty_like(q32)
+        out_rot = np.empty_like(q32)
+        ka, kz, ks = params(self._k.fields)
+        va, vz, vs = params(self._v.fields)
+        backend(q32).kv_attend(q32, q_rot, k_exact, v_exact, self._k.codes, ka, kz, ks,
+                               self._v.codes, va, vz, vs, self.n_tiles, codec.bits("key"),
+                               codec.bits("value"), codec.scale_format, np.float32(scale),
+                               out_exact, out_rot)
+        return out_exact + codecs.rotate(out_rot)
+
+    def __repr__(self) -> str:
+        return (f"QuantizedKVCache({self.scheme!r}, head_dim={self.head_dim}, sink={self.sink}, "
+                f"recent={self.recent}, group={self.group}, tokens={len(self)}, tiles={self.n_tiles})")
