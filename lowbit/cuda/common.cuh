@@ -13,6 +13,10 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
 
+// NVRTC has no <math.h> macros.
+#define LOWBIT_INF __longlong_as_double(0x7ff0000000000000ll)
+#define LOWBIT_NAN __longlong_as_double(0x7ff8000000000000ll)
+
 #define LOWBIT_NEAREST_EVEN 0
 #define LOWBIT_NEAREST_AWAY 1
 #define LOWBIT_TOWARD_ZERO 2

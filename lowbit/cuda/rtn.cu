@@ -12,7 +12,7 @@ __device__ void group_range_impl(const T* x, long long group_size, double* lo, d
     const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
     for (long long g = warp; g < n_groups; g += warps) {
         const T* row = x + g * group_size;
-        double mn = INFINITY, mx = -INFINITY;
+        double mn = LOWBIT_INF, mx = -LOWBIT_INF;
         int bad = 0;
         for (long long i = lane; i < group_size; i += 32) {
             double v = to_f64(row[i]);
@@ -26,8 +26,8 @@ __device__ void group_range_impl(const T* x, long long group_size, double* lo, d
             bad |= __shfl_xor_sync(0xffffffffu, bad, o);
         }
         if (lane == 0) {
-            lo[g] = bad ? (double)NAN : mn + 0.0;  // "+ 0.0": -0.0 becomes +0.0
-            hi[g] = bad ? (double)NAN : mx + 0.0;
+            lo[g] = bad ? LOWBIT_NAN : mn + 0.0;  // "+ 0.0": -0.0 becomes +0.0
+            hi[g] = bad ? LOWBIT_NAN : mx + 0.0;
         }
     }
 }

@@ -1,0 +1,21 @@
+"""Compile lowbit/cuda/<name>.cu with NVRTC on a machine without a GPU (syntax/semantics check).
+
+Needs cupy-cuda13x and nvidia-cuda-nvrtc installed under /tmp/cupysite (pip --target):
+  PYTHONPATH=$PWD LD_LIBRARY_PATH=/tmp/cupysite/nvidia/cu13/lib python tools/nvrtc_check.py rtn packing
+"""
+import sys, glob
+sys.path.insert(0, "/tmp/cupysite")
+from cupy_backends.cuda.libs import nvrtc
+from lowbit.cuda._module import source, OPTIONS
+import os
+inc = glob.glob("/tmp/cupysite/cupy/_core/include")[0]
+for name in sys.argv[1:]:
+    src = source(name)
+    prog = nvrtc.createProgram(src, name + ".cu", [], [])
+    opts = [o.encode() for o in OPTIONS + ("-arch=compute_90", "-ftz=true", f"-I{inc}", "-I/usr/local/cuda/include")]
+    try:
+        nvrtc.compileProgram(prog, [o.decode() for o in opts])
+        print(name, "ok")
+    except Exception as e:
+        print(name, "FAILED", e)
+        print(nvrtc.getProgramLog(prog))
