@@ -43,7 +43,7 @@ def minifloat_code(v: float, exp_bits: int, man_bits: int, bias: int, max_value:
     Magnitudes above ``max_value`` saturate to it; subnormals are produced exactly.
     """
     sign = 0
-    if v < 0.0:
+    if math.copysign(1.0, v) < 0.0:  # -0.0 keeps its sign bit
         sign = 1 << (exp_bits + man_bits)
         v = -v
     emin = 1 - bias
