@@ -352,7 +352,8 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
 
     xp = xp_of(arr)
     batch_shape = tuple(arr.shape[:-2])
-    work = contiguous(to_float(arr, origin.dtype, "float32")).reshape(-1, nrows, ncols)
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range -> inf, reported below
+        work = contiguous(to_float(arr, origin.dtype, "float32")).reshape(-1, nrows, ncols)
     if check_finite:
         bad = int(xp.count_nonzero(~xp.isfinite(work)))
         if bad:
