@@ -45,6 +45,59 @@ def _layout(shape: tuple[int, ...], axis: int | None, group_size: int | None) ->
     return group_size if group_size is not None else shape[axis]
 
 
+#: Group sizes with a single-pass kernel (one warp per group on the GPU); others take two passes.
+#: Both paths give identical codes and fields.
+FUSED_GROUP_SIZES = (32, 64, 128, 256, 512)
+
+
+def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_dtype: str,
+                    mode: int, seed: np.uint64, rbits: int, packed: Array) -> dict[str, Array]:
+    xp = xp_of(x)
+    n_groups = x.size // g
+    scale32 = xp.empty(n_groups, xp.float32)
+    offset32 = xp.empty(n_groups, xp.float32)
+    fmt = scales.SCALE_FORMATS[scale_dtype].code
+    k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32)
+    if not bool(xp.isfinite(scale32).all()):
+        if bool(xp.isnan(scale32).any()):
+            raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
+        raise scales.overflow_error(scale_dtype)
+    fields = {"scale": scales.from_f32(scale32, scale_dtype)}
+    if not symmetric:
+        fields["offset"] = scales.from_f32(offset32, scale_dtype)
+    return fields
+
+
+def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_dtype: str,
+                       mode: int, seed: np.uint64, rbits: int, packed: Array) -> dict[str, Array]:
+    xp = xp_of(x)
+    n_groups = x.size // g
+    lo = xp.empty(n_groups, xp.float64)
+    hi = xp.empty(n_groups, xp.float64)
+    k.group_range(x, g, lo, hi)
+    if not bool(xp.isfinite(lo).all()):
+        raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
+    fields: dict[str, Array] = {}
+    if symmetric and bits == 1:
+        mean = xp.empty(n_groups, xp.float64)
+        k.group_abs_mean(x, g, mean)
+        fields["scale"] = scales.store(mean, scale_dtype, "nearest")
+        offset32 = xp.zeros(n_groups, xp.float32)
+    elif symmetric:
+        amax = xp.maximum(xp.abs(lo), xp.abs(hi))
+        step = amax / float(2 ** (bits - 1) - 1)
+        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
+        offset32 = xp.zeros(n_groups, xp.float32)
+    else:
+        fields["offset"] = scales.store(lo, scale_dtype, "down")
+        offset32 = scales.load(fields["offset"], scale_dtype)
+        step = (hi - offset32.astype(xp.float64)) / float(2**bits - 1)
+        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
+    scale32 = scales.load(fields["scale"], scale_dtype)
+    k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, seed, rbits, packed)
+    return fields
+
+
 def quantize(
     arr: Array,
     origin: Origin,
@@ -113,34 +166,12 @@ def quantize(
     x = kernel_input(moved, origin.dtype).reshape(-1)
     k = backend(x)
     g = _layout(shape, ax, gs)
-    n_groups = x.size // g
-
-    lo = xp.empty(n_groups, xp.float64)
-    hi = xp.empty(n_groups, xp.float64)
-    k.group_range(x, g, lo, hi)
-    if not bool(xp.isfinite(lo).all()):
-        raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
-
-    fields: dict[str, Array] = {}
-    if symmetric and bits == 1:
-        mean = xp.empty(n_groups, xp.float64)
-        k.group_abs_mean(x, g, mean)
-        fields["scale"] = scales.store(mean, scale_dtype, "nearest")
-        offset32 = xp.zeros(n_groups, xp.float32)
-    elif symmetric:
-        amax = xp.maximum(xp.abs(lo), xp.abs(hi))
-        step = amax / float(2 ** (bits - 1) - 1)
-        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
-        offset32 = xp.zeros(n_groups, xp.float32)
-    else:
-        fields["offset"] = scales.store(lo, scale_dtype, "down")
-        offset32 = scales.load(fields["offset"], scale_dtype)
-        step = (hi - offset32.astype(xp.float64)) / float(2**bits - 1)
-        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
-    scale32 = scales.load(fields["scale"], scale_dtype)
-
     packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
-    k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, np.uint64(seed or 0), rbits, packed)
+    seed_u64 = np.uint64(seed or 0)
+    if g in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
+        fields = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
+    else:
+        fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
     meta = {
         "scheme": "rtn",
         "shape": list(shape),

@@ -12,7 +12,13 @@ from lowbit.cpu.kvarn import kvarn_decode, kvarn_encode
 from lowbit.cpu.minifloat import block_absmax, decode_table, fixed_encode, minifloat_encode
 from lowbit.cpu.packing import pack_codes, unpack_codes
 from lowbit.cpu.rounding import round_elementwise
-from lowbit.cpu.rtn import group_abs_mean, group_range, rtn_decode, rtn_encode
+from lowbit.cpu.rtn import (
+    group_abs_mean,
+    group_range,
+    rtn_decode,
+    rtn_encode,
+    rtn_quantize_groups,
+)
 
 KERNELS = (
     "balance_tiles",
@@ -30,6 +36,7 @@ KERNELS = (
     "pack_codes",
     "rtn_decode",
     "rtn_encode",
+    "rtn_quantize_groups",
     "unpack_codes",
     "kv_attend",
     "kvarn_decode",

@@ -7,6 +7,8 @@ agree bit for bit (CUDA flushes float32 subnormals, never float64 ones).
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
@@ -138,3 +140,66 @@ def rtn_decode(packed: np.ndarray, group_size: int, scale: np.ndarray, offset: n
                 o = np.float64(offset[g])
             c = (acc >> _U64((i - start) * bits)) & mask
             out[i] = decode_one(c, s, o, bits, symmetric)
+
+
+# ---- fused single pass: statistics + scale + encode + pack, one group at a time -------------
+
+#: (precision, emin, max) of the scale storage formats, by kernel code (lowbit/scales.py).
+_FORMATS = ((24, -126, 3.4028234663852886e38), (11, -14, 65504.0), (8, -126, 3.3895313892515355e38))
+
+
+@nb.njit(inline="always", cache=True)
+def round_to_format(v: float, fmt: int, direction: int) -> float:
+    """v rounded to storage format ``fmt``: nearest (0), up (1) or down (-1); as scales.py."""
+    p, emin, _ = _FORMATS[fmt]
+    e = math.frexp(v)[1]
+    ue = max(e - 1, emin) - (p - 1)
+    t = math.ldexp(v, -ue)
+    r = np.rint(t) if direction == 0 else (math.ceil(t) if direction > 0 else math.floor(t))
+    return math.ldexp(r, ue)
+
+
+@nb.njit(parallel=True, cache=True)
+def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool, fmt: int,
+                        mode: int, seed: np.uint64, rbits: int, packed: np.ndarray,
+                        scale: np.ndarray, offset: np.ndarray) -> None:
+    """One pass per group: min/max, stored scale and offset (scales.py rules), codes, packing.
+
+    ``group_size`` must be a multiple of 8 (groups start on byte boundaries).  A group
+    holding NaN/Inf gets scale NaN, one whose scale or offset overflows ``fmt`` gets +Inf;
+    their codes are 0.  Not for 1-bit symmetric (sign x mean|x|; use the unfused path).
+    """
+    n_groups = scale.shape[0]
+    fmax = _FORMATS[fmt][2]
+    for g in nb.prange(n_groups):
+        base = g * group_size
+        mn = np.inf
+        mx = -np.inf
+        bad = False
+        for i in range(base, base + group_size):
+            v = np.float64(x[i])
+            bad |= not np.isfinite(v)
+            mn = min(mn, v)
+            mx = max(mx, v)
+        mn = mn + 0.0
+        mx = mx + 0.0
+        if symmetric:
+            step = max(abs(mn), abs(mx)) / float((1 << (bits - 1)) - 1)
+            off = 0.0
+        else:
+            off = round_to_format(mn, fmt, -1)
+            step = (mx - off) / float((1 << bits) - 1)
+        s = round_to_format(step, fmt, 1) if step > 0.0 else 1.0
+        overflow = s > fmax or abs(off) > fmax
+        skip = bad or overflow
+        unit0 = base // 8
+        for u in range(group_size // 8):
+            acc = _U64(0)
+            if not skip:
+                for j in range(8):
+                    i = base + 8 * u + j
+                    c = encode_one(np.float64(x[i]), s, off, bits, symmetric, mode, seed, i, rbits)
+                    acc |= c << _U64(j * bits)
+            store_unit(packed, unit0 + u, bits, acc, bits)
+        scale[g] = np.nan if bad else (np.inf if overflow else s)
+        offset[g] = 0.0 if skip else off

@@ -6,7 +6,13 @@ lazily, inside the wrappers, so this table can be inspected without a GPU.
 """
 
 from lowbit.cuda.packing import pack_codes, unpack_codes
-from lowbit.cuda.rtn import group_abs_mean, group_range, rtn_decode, rtn_encode
+from lowbit.cuda.rtn import (
+    group_abs_mean,
+    group_range,
+    rtn_decode,
+    rtn_encode,
+    rtn_quantize_groups,
+)
 
 KERNELS: tuple[str, ...] = (
     "group_abs_mean",
@@ -14,6 +20,7 @@ KERNELS: tuple[str, ...] = (
     "pack_codes",
     "rtn_decode",
     "rtn_encode",
+    "rtn_quantize_groups",
     "unpack_codes",
 )
 

@@ -49,6 +49,69 @@ __device__ void group_abs_mean_impl(const T* x, long long group_size, double* ou
     }
 }
 
+// Load K consecutive elements with the widest aligned vector loads.
+template <typename T, int K>
+__device__ __forceinline__ void load_chunk(const T* p, double* v) {
+    constexpr int BYTES = K * (int)sizeof(T);
+    union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; u32 w[(BYTES + 3) / 4]; } buf;
+    const unsigned long long addr = (unsigned long long)p;
+    if (BYTES % 16 == 0 && addr % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 16; ++i) buf.q[i] = reinterpret_cast<const uint4*>(p)[i];
+    } else if (BYTES % 8 == 0 && addr % 8 == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 8; ++i) buf.d[i] = reinterpret_cast<const uint2*>(p)[i];
+    } else {
+#pragma unroll
+        for (int i = 0; i < K; ++i) buf.t[i] = p[i];
+    }
+#pragma unroll
+    for (int i = 0; i < K; ++i) v[i] = to_f64(buf.t[i]);
+}
+
+// Store K consecutive elements with the widest aligned vector stores.
+template <typename T, int K>
+__device__ __forceinline__ void store_chunk(T* p, const double* v) {
+    constexpr int BYTES = K * (int)sizeof(T);
+    union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; } buf;
+#pragma unroll
+    for (int i = 0; i < K; ++i) from_f64(v[i], &buf.t[i]);
+    const unsigned long long addr = (unsigned long long)p;
+    if (BYTES % 16 == 0 && addr % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 16; ++i) reinterpret_cast<uint4*>(p)[i] = buf.q[i];
+    } else if (BYTES % 8 == 0 && addr % 8 == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 8; ++i) reinterpret_cast<uint2*>(p)[i] = buf.d[i];
+    } else {
+#pragma unroll
+        for (int i = 0; i < K; ++i) p[i] = buf.t[i];
+    }
+}
+
+// The `bits` packed bytes of one unit (8 codes), little-endian, with one aligned load when possible.
+__device__ __forceinline__ u64 load_unit(const u8* packed, long long unit, int bits, long long nbytes) {
+    const u8* p = packed + unit * bits;
+    if (nbytes == bits) {
+        if (bits == 8) return *reinterpret_cast<const u64*>(p);
+        if (bits == 4) return *reinterpret_cast<const u32*>(p);
+        if (bits == 2) return *reinterpret_cast<const unsigned short*>(p);
+    }
+    u64 acc = 0;
+    for (long long b = 0; b < nbytes; ++b) acc |= ((u64)p[b]) << (8 * b);
+    return acc;
+}
+
+__device__ __forceinline__ void store_unit(u8* packed, long long unit, int bits, long long nbytes, u64 acc) {
+    u8* p = packed + unit * bits;
+    if (nbytes == bits) {
+        if (bits == 8) { *reinterpret_cast<u64*>(p) = acc; return; }
+        if (bits == 4) { *reinterpret_cast<u32*>(p) = (u32)acc; return; }
+        if (bits == 2) { *reinterpret_cast<unsigned short*>(p) = (unsigned short)acc; return; }
+    }
+    for (long long b = 0; b < nbytes; ++b) p[b] = (u8)((acc >> (8 * b)) & 0xffull);
+}
+
 // ---- encode / decode: one thread per unit of 8 codes (= `bits` packed bytes) -------------
 __device__ __forceinline__ u64 encode_one(double v, double scale, double offset, int bits,
                                           int symmetric, int mode, u64 seed, long long index,
@@ -86,6 +149,12 @@ __device__ void rtn_encode_impl(const T* x, long long n, long long group_size, c
         long long g = start / group_size;
         long long g_end = (g + 1) * group_size;
         double s = f32_to_f64(scale[g]), o = f32_to_f64(offset[g]);
+        double v[8];
+        if (stop - start == 8) {
+            load_chunk<T, 8>(x + start, v);
+        } else {
+            for (long long i = start; i < stop; ++i) v[i - start] = to_f64(x[i]);
+        }
         for (long long i = start; i < stop; ++i) {
             if (i >= g_end) {  // crossed into the next group
                 g = i / group_size;
@@ -93,12 +162,10 @@ __device__ void rtn_encode_impl(const T* x, long long n, long long group_size, c
                 s = f32_to_f64(scale[g]);
                 o = f32_to_f64(offset[g]);
             }
-            u64 c = encode_one(to_f64(x[i]), s, o, bits, symmetric, mode, seed, i, rbits);
+            u64 c = encode_one(v[i - start], s, o, bits, symmetric, mode, seed, i, rbits);
             acc |= c << ((i - start) * bits);
         }
-        const long long base = u * bits;
-        const long long nbytes = min((long long)bits, packed_size - base);
-        for (long long b = 0; b < nbytes; ++b) packed[base + b] = (u8)((acc >> (8 * b)) & 0xffull);
+        store_unit(packed, u, bits, min((long long)bits, packed_size - u * bits), acc);
     }
 }
 
@@ -112,13 +179,11 @@ __device__ void rtn_decode_impl(const u8* packed, long long packed_size, long lo
          u += (long long)gridDim.x * blockDim.x) {
         const long long start = u * 8;
         const long long stop = min(start + 8, n);
-        const long long base = u * bits;
-        const long long nbytes = min((long long)bits, packed_size - base);
-        u64 acc = 0;
-        for (long long b = 0; b < nbytes; ++b) acc |= ((u64)packed[base + b]) << (8 * b);
+        const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
         long long g = start / group_size;
         long long g_end = (g + 1) * group_size;
         double s = f32_to_f64(scale[g]), o = f32_to_f64(offset[g]);
+        double v[8];
         for (long long i = start; i < stop; ++i) {
             if (i >= g_end) {
                 g = i / group_size;
@@ -126,7 +191,12 @@ __device__ void rtn_decode_impl(const u8* packed, long long packed_size, long lo
                 s = f32_to_f64(scale[g]);
                 o = f32_to_f64(offset[g]);
             }
-            from_f64(decode_one((acc >> ((i - start) * bits)) & mask, s, o, bits, symmetric), out + i);
+            v[i - start] = decode_one((acc >> ((i - start) * bits)) & mask, s, o, bits, symmetric);
+        }
+        if (stop - start == 8) {
+            store_chunk<T, 8>(out + start, v);
+        } else {
+            for (long long i = start; i < stop; ++i) from_f64(v[i - start], out + i);
         }
     }
 }
@@ -159,3 +229,108 @@ LOWBIT_RTN_KERNELS(f16, __half)
 LOWBIT_RTN_KERNELS(bf16, u16)
 LOWBIT_RTN_KERNELS(f32, float)
 LOWBIT_RTN_KERNELS(f64, double)
+
+// ---- fused single pass: statistics + scale + encode + pack, one warp per group -------------
+// Group size G = 32 * K (K in 1, 2, 4, 8, 16); lane l holds elements [l*K, l*K + K).
+// Scales follow lowbit/scales.py exactly: offset = min rounded down, scale = (max - offset) /
+// (2^b - 1) rounded up (symmetric: max|x| / (2^(b-1) - 1)), in the storage format `fmt`
+// (0 float32, 1 float16, 2 bfloat16); written as float32 values.  A group holding NaN/Inf
+// gets scale NaN, a scale or offset overflowing `fmt` gets scale +Inf; their codes are 0.
+
+__device__ __forceinline__ double round_to_format(double v, int fmt, int direction) {
+    const int p = fmt == 0 ? 24 : (fmt == 1 ? 11 : 8);
+    const int emin = fmt == 1 ? -14 : -126;
+    int e;
+    frexp(v, &e);
+    const int ue = max(e - 1, emin) - (p - 1);
+    const double t = ldexp(v, -ue);
+    const double r = direction == 0 ? rint(t) : (direction > 0 ? ceil(t) : floor(t));
+    return ldexp(r, ue);
+}
+
+__device__ __forceinline__ double format_max(int fmt) {
+    return fmt == 0 ? 3.4028234663852886e38 : (fmt == 1 ? 65504.0 : 3.3895313892515355e38);
+}
+
+constexpr int FUSED_WARPS = 8;
+
+template <typename T, int K>
+__device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bits, int symmetric,
+                                         int fmt, int mode, u64 seed, int rbits, u8* packed,
+                                         float* scale, float* offset) {
+    constexpr int G = 32 * K;
+    __shared__ u32 words[FUSED_WARPS][G / 4 + 1];
+    const int lane = threadIdx.x & 31;
+    const int w = threadIdx.x >> 5;
+    const long long warps = (long long)gridDim.x * FUSED_WARPS;
+    const int n_words = K * bits;  // G * bits / 32
+    for (long long g = (long long)blockIdx.x * FUSED_WARPS + w; g < n_groups; g += warps) {
+        double v[K];
+        load_chunk<T, K>(x + g * G + lane * K, v);
+        double mn = LOWBIT_INF, mx = -LOWBIT_INF;
+        int bad = 0;
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+            bad |= !isfinite(v[j]);
+            mn = fmin(mn, v[j]);
+            mx = fmax(mx, v[j]);
+        }
+        for (int o = 16; o; o >>= 1) {
+            mn = fmin(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+            mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+        }
+        mn = mn + 0.0;  // -0.0 becomes +0.0, as group_range
+        mx = mx + 0.0;
+        double s, off;
+        if (symmetric) {
+            const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
+            off = 0.0;
+            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+        } else {
+            off = round_to_format(mn, fmt, -1);
+            const double step = (mx - off) / (double)((1 << bits) - 1);
+            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+        }
+        const bool overflow = s > format_max(fmt) || fabs(off) > format_max(fmt);
+        const bool skip = bad || overflow;
+        for (int i = lane; i < n_words; i += 32) words[w][i] = 0u;
+        __syncwarp();
+        if (!skip) {
+#pragma unroll
+            for (int j = 0; j < K; ++j) {
+                const int c_idx = lane * K + j;
+                const u32 c = (u32)encode_one(v[j], s, off, bits, symmetric, mode, seed,
+                                              g * G + c_idx, rbits);
+                const int bit = c_idx * bits;
+                const int sh = bit & 31;
+                atomicOr(&words[w][bit >> 5], c << sh);
+                if (sh + bits > 32) atomicOr(&words[w][(bit >> 5) + 1], c >> (32 - sh));
+            }
+        }
+        __syncwarp();
+        u32* out = reinterpret_cast<u32*>(packed + g * (long long)n_words * 4);
+        for (int i = lane; i < n_words; i += 32) out[i] = words[w][i];
+        if (lane == 0) {
+            scale[g] = bad ? __int_as_float(0x7fc00000) : (overflow ? __int_as_float(0x7f800000) : f64_to_f32(s));
+            offset[g] = skip ? 0.0f : f64_to_f32(off);
+        }
+        __syncwarp();
+    }
+}
+
+#define LOWBIT_FUSED(SUFFIX, T, K)                                                               \
+    extern "C" __global__ void lowbit_rtn_quantize_groups_##SUFFIX##_k##K(                        \
+        const T* x, long long n_groups, int bits, int symmetric, int fmt, int mode, u64 seed,    \
+        int rbits, u8* packed, float* scale, float* offset) {                                    \
+        rtn_quantize_groups_impl<T, K>(x, n_groups, bits, symmetric, fmt, mode, seed, rbits,     \
+                                       packed, scale, offset);                                   \
+    }
+#define LOWBIT_FUSED_ALL_K(SUFFIX, T) \
+    LOWBIT_FUSED(SUFFIX, T, 1) LOWBIT_FUSED(SUFFIX, T, 2) LOWBIT_FUSED(SUFFIX, T, 4) \
+    LOWBIT_FUSED(SUFFIX, T, 8) LOWBIT_FUSED(SUFFIX, T, 16)
+
+LOWBIT_FUSED_ALL_K(f16, __half)
+LOWBIT_FUSED_ALL_K(bf16, u16)
+LOWBIT_FUSED_ALL_K(f32, float)
+LOWBIT_FUSED_ALL_K(f64, double)

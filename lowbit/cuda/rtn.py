@@ -39,3 +39,21 @@ def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int,
     k(grid((n + 7) // 8), (THREADS,),
       (packed, np.int64(packed.shape[0]), np.int64(group_size), scale, offset, np.int32(bits),
        np.int32(symmetric), out, np.int64(n)))
+
+
+#: Group sizes with a fused kernel instantiation (G = 32 * K).
+FUSED_K = {32: 1, 64: 2, 128: 4, 256: 8, 512: 16}
+FUSED_WARPS = 8  # warps per block, as in rtn.cu
+
+
+def rtn_quantize_groups(x: Any, group_size: int, bits: int, symmetric: bool, fmt: int, mode: int,
+                        seed: np.uint64, rbits: int, packed: Any, scale: Any, offset: Any) -> None:
+    n_groups = scale.shape[0]
+    try:
+        K = FUSED_K[group_size]
+    except KeyError:
+        raise ValueError(f"no fused kernel for group_size={group_size}; sizes {tuple(FUSED_K)}") from None
+    k = kernel("rtn", f"lowbit_rtn_quantize_groups_{suffix(x.dtype)}_k{K}")
+    k(grid(n_groups, FUSED_WARPS), (32 * FUSED_WARPS,),
+      (x, np.int64(n_groups), np.int32(bits), np.int32(symmetric), np.int32(fmt), np.int32(mode),
+       np.uint64(seed), np.int32(rbits), packed, scale, offset))
