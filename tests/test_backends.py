@@ -43,3 +43,14 @@ def test_import_lowbit_imports_no_optional_dependency():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_backends_page_is_generated_from_the_tables():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "gen_backends.py"
+    spec = importlib.util.spec_from_file_location("gen_backends", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.PAGE.read_text() == mod.render(), "docs/backends.md is stale: run python docs/gen_backends.py"
