@@ -297,29 +297,43 @@ class QuantizedKVCache:
             self._v.append(vc, vf)
 
     # -- inspection -----------------------------------------------------------------------
-    def _dequantized(self, tiles: _Tiles, kind: str, exact: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def dequantized_tiles(self, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and values of tiles ``first ..`` as reproduced, each ``[B, Hk, tiles * G, D]`` float32."""
         if self.batch is None:
             raise ValueError("the cache is empty")
-        parts = [exact[0].astype(np.float32)]
-        if tiles.count:
+        out = []
+        for tiles, kind in ((self._k, "key"), (self._v, "value")):
+            b, h, n = self.batch, self.kv_heads, tiles.count - first
+            if n <= 0:
+                out.append(np.empty((b, h, 0, self.head_dim), np.float32))
+                continue
             codes, fields = tiles.used()
-            b, h, n = codes.shape[:3]
-            flat = {k: np.ascontiguousarray(f).reshape((b * h * n,) + f.shape[3:]) for k, f in fields.items()}
-            x = self.codec.decode(np.ascontiguousarray(codes).reshape(b * h * n, -1), flat, kind,
-                                  self.group, self.head_dim)
+            flat = {k: np.ascontiguousarray(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
+                    for k, f in fields.items()}
+            x = self.codec.decode(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
+                                  kind, self.group, self.head_dim)
             if self.codec.rotated:
                 x = codecs.rotate(x)
-            parts.append(x.reshape(b, h, n * self.group, self.head_dim))
-        parts.append(exact[1].astype(np.float32))
-        return np.concatenate(parts, axis=2)
+            out.append(x.reshape(b, h, n * self.group, self.head_dim))
+        return out[0], out[1]
+
+    def exact_tokens(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The exact regions as stored: (sink keys, sink values, recent keys, recent values)."""
+        return self._sink_k, self._sink_v, self._recent_k, self._recent_v
 
     def dequantized_keys(self) -> np.ndarray:
         """All keys as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
-        return self._dequantized(self._k, "key", (self._sink_k, self._recent_k))
+        if self.batch is None:
+            raise ValueError("the cache is empty")
+        keys, _ = self.dequantized_tiles()
+        return np.concatenate([self._sink_k.astype(np.float32), keys, self._recent_k.astype(np.float32)], axis=2)
 
     def dequantized_values(self) -> np.ndarray:
         """All values as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
-        return self._dequantized(self._v, "value", (self._sink_v, self._recent_v))
+        if self.batch is None:
+            raise ValueError("the cache is empty")
+        _, values = self.dequantized_tiles()
+        return np.concatenate([self._sink_v.astype(np.float32), values, self._recent_v.astype(np.float32)], axis=2)
 
     def select_batch(self, index: Any) -> None:
         """Keep / reorder / repeat batch rows: every stored array is indexed by ``index``."""

@@ -1,0 +1,257 @@
+"""transformers integration: quantized KV caches for ``model.generate`` (transformers >= 5.17).
+
+    from lowbit.kv.hf import KVarNCache, cache_argument
+    cache = KVarNCache(model.config, preset="kvarn-k4v2-g128")
+    out = model.generate(**inputs, past_key_values=cache)   # transformers < 5.24
+    out = model.generate(**inputs, cache=cache)             # transformers >= 5.24 (renamed)
+    out = model.generate(**inputs, **{cache_argument(): cache})  # either
+
+Every full-attention layer gets a :class:`QuantizedKVLayer`: an append-only layer backed by
+one :class:`lowbit.kv.QuantizedKVCache`.  Each completed tile is quantized once, when it
+completes (unlike transformers' ``QuantizedLayer``, which re-quantizes the whole history at
+every flush); the sink and recent regions stay exact.  ``update`` returns the keys and values
+as the cache reproduces them (sink exact, tiles dequantized and un-rotated, recent exact) in
+the model's dtype; tiles are dequantized once, when they complete, and kept.  Other layer
+types (sliding window, chunked, ...) keep transformers' own unquantized layers.
+
+CPU tensors only for now (the CUDA kernels are a known gap); bfloat16 models keep their exact
+regions in float32 (exact for bfloat16 values).  Importing this module imports torch and
+transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, Cache, DynamicLayer
+
+from lowbit.kv.cache import QuantizedKVCache
+
+
+def cache_argument() -> str:
+    """The name of ``generate``'s cache argument: ``"cache"`` (transformers renamed
+    ``past_key_values`` to it, deprecating the old name) or ``"past_key_values"``."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.contiguous().numpy()
+
+
+class QuantizedKVLayer(DynamicLayer):
+    """One attention layer's cache, quantized tile by tile (arguments: :class:`QuantizedKVCache`)."""
+
+    is_croppable = True
+
+    def __init__(self, scheme: str = "kvarn-k4v2-g128", *, sink: int = 128, recent: int = 0,
+                 **cache_options: Any) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.cache_options = dict(cache_options, sink=sink, recent=recent)
+        self.cache: QuantizedKVCache | None = None
+        self._fixed_k: torch.Tensor | None = None  # sink + dequantized tiles, model dtype
+        self._fixed_v: torch.Tensor | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        if key_states.device.type != "cpu":
+            raise NotImplementedError(
+                f"lowbit KV caches take CPU tensors for now (got {key_states.device}); "
+                "the CUDA kernels are a known gap")
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.cache = QuantizedKVCache(self.scheme, int(key_states.shape[-1]), **self.cache_options)
+        b, h, _, d = key_states.shape
+        self._fixed_k = key_states.new_empty((b, h, 0, d))
+        self._fixed_v = value_states.new_empty((b, h, 0, d))
+        self.keys, self.values = self._fixed_k, self._fixed_v
+        self.is_initialized = True
+
+    def _torch(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.dtype)
+
+    def _refresh(self) -> None:
+        """Extend the fixed part with new sink tokens / tiles; rebuild keys and values."""
+        assert self.cache is not None and self._fixed_k is not None and self._fixed_v is not None
+        sink_k, sink_v, rec_k, rec_v = self.cache.exact_tokens()
+        have = self._fixed_k.shape[-2]
+        s = sink_k.shape[2]
+        fixed_end = self.cache.regions()["tiles"][1]
+        if fixed_end > have:
+            parts_k, parts_v = [self._fixed_k], [self._fixed_v]
+            if have < s:
+                parts_k.append(self._torch(sink_k[:, :, have:]))
+                parts_v.append(self._torch(sink_v[:, :, have:]))
+            first_tile = max(have - s, 0) // self.cache.group
+            if self.cache.n_tiles > first_tile:
+                tk, tv = self.cache.dequantized_tiles(first_tile)
+                parts_k.append(self._torch(tk))
+                parts_v.append(self._torch(tv))
+            self._fixed_k = torch.cat(parts_k, dim=-2)
+            self._fixed_v = torch.cat(parts_v, dim=-2)
+        self.keys = torch.cat([self._fixed_k, self._torch(rec_k)], dim=-2)
+        self.values = torch.cat([self._fixed_v, self._torch(rec_v)], dim=-2)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``[batch, kv_heads, tokens, head_dim]`` states; return all keys and values."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        assert self.cache is not None
+        self.cache.append(_to_numpy(key_states), _to_numpy(value_states))
+        self._refresh()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return 0 if self.cache is None else len(self.cache)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Remove ``-tokens_to_remove`` newest tokens (they must still be exact, see ``drop_recent``)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
+        if tokens_to_remove == 0 or self.cache is None:
+            return
+        self.cache.drop_recent(-tokens_to_remove)
+        self._refresh()
+
+    def _select(self, index: torch.Tensor | np.ndarray) -> None:
+        if self.cache is None or self._fixed_k is None or self._fixed_v is None:
+            return
+        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        self.cache.select_batch(idx)
+        t = torch.from_numpy(idx)
+        self._fixed_k = self._fixed_k.index_select(0, t)
+        self._fixed_v = self._fixed_v.index_select(0, t)
+        self._refresh()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._select(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._select(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.cache is not None and self.cache.batch is not None:
+            self._select(np.repeat(np.arange(self.cache.batch), repeats))
+
+    def reset(self) -> None:
+        super().reset()
+        self.cache = None
+        self._fixed_k = self._fixed_v = None
+
+    def memory_bytes(self) -> dict[str, int]:
+        """The layer's :meth:`QuantizedKVCache.memory_bytes` (zeros before the first update)."""
+        if self.cache is None:
+            return {"sink": 0, "recent": 0, "codes": 0, "scales": 0, "total": 0}
+        return self.cache.memory_bytes()
+
+
+def _layer_types(config: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    cfg = config.get_text_config(decoder=True)
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        return get_layer_types_and_kwargs(cfg)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):  # transformers releases without per-layer configs
+        types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+        return list(types), [{"sliding_window": getattr(cfg, "sliding_window", None)}
+                             if t != "full_attention" else {} for t in types]
+
+
+class LowbitKVCache(Cache):
+    """A transformers ``Cache`` whose full-attention layers are :class:`QuantizedKVLayer`.
+
+    Parameters
+    ----------
+    config : transformers.PretrainedConfig
+        The model's config (``model.config``).
+    scheme : str
+        A preset (``"kvarn-k4v2-g128"``, ...) or a family (``"kvarn"``, ``"kivi"``,
+        ``"quarot"``, ``"rtn"``, ``"fp8"``); see :class:`lowbit.kv.QuantizedKVCache`.
+    sink, recent, **cache_options
+        As for :class:`lowbit.kv.QuantizedKVCache` (``key_bits``, ``value_bits``, ``group``,
+        ``iterations``, ``scale_dtype``, ``value_group_size``).
+    """
+
+    def __init__(self, config: Any, scheme: str = "kvarn-k4v2-g128", *, sink: int = 128,
+                 recent: int = 0, **cache_options: Any) -> None:
+        layer_types, layer_kwargs = _layer_types(config)
+        cfg = config.get_text_config(decoder=True)
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        QuantizedKVCache(scheme, head_dim, sink=sink, recent=recent, **cache_options)  # validates now
+        layers: list[Any] = []
+        for kind, kwargs in zip(layer_types, layer_kwargs):
+            if kind == "full_attention":
+                layers.append(QuantizedKVLayer(scheme, sink=sink, recent=recent, **cache_options))
+            else:
+                layers.append(DYNAMIC_LAYER_TYPE_MAPPING[kind](**kwargs))
+        super().__init__(layers=layers)
+        self.scheme = scheme
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held by the quantized layers, summed (see :meth:`QuantizedKVCache.memory_bytes`)."""
+        total: dict[str, int] = {"sink": 0, "recent": 0, "codes": 0, "scales": 0, "total": 0}
+        for layer in self.layers:
+            if isinstance(layer, QuantizedKVLayer):
+                for k, v in layer.memory_bytes().items():
+                    total[k] += v
+        return total
+
+
+class KVarNCache(LowbitKVCache):
+    """KVarN cache: ``KVarNCache(model.config, preset="kvarn-k4v2-g128", sink=128)``.
+
+    ``preset`` is one of :data:`lowbit.kv.PRESETS`; ``iterations`` (8) and ``scale_dtype``
+    ("float16" or "float8_e4m3") pass through.
+    """
+
+    def __init__(self, config: Any, preset: str = "kvarn-k4v2-g128", *, sink: int = 128,
+                 recent: int = 0, iterations: int = 8, scale_dtype: str = "float16") -> None:
+        super().__init__(config, preset, sink=sink, recent=recent, iterations=iterations,
+                         scale_dtype=scale_dtype)
+
+
+class KiviCache(LowbitKVCache):
+    """KIVI baseline: keys per channel over ``group`` tokens, values per token in groups of 32."""
+
+    def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
+                 value_bits: int | None = None, group: int = 128, value_group_size: int = 32,
+                 sink: int = 128, recent: int = 0) -> None:
+        super().__init__(config, "kivi", sink=sink, recent=recent, group=group,
+                         key_bits=bits if key_bits is None else key_bits,
+                         value_bits=bits if value_bits is None else value_bits,
+                         value_group_size=value_group_size)
+
+
+class QuaRotCache(LowbitKVCache):
+    """QuaRot baseline: Hadamard rotation along head_dim, then per-token RTN."""
+
+    def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
+                 value_bits: int | None = None, group: int = 128, sink: int = 128,
+                 recent: int = 0) -> None:
+        super().__init__(config, "quarot", sink=sink, recent=recent, group=group,
+                         key_bits=bits if key_bits is None else key_bits,
+                         value_bits=bits if value_bits is None else value_bits)
+
+
+class RTNCache(LowbitKVCache):
+    """Per-token RTN baseline (no rotation)."""
+
+    def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
+                 value_bits: int | None = None, group: int = 128, sink: int = 128,
+                 recent: int = 0) -> None:
+        super().__init__(config, "rtn", sink=sink, recent=recent, group=group,
+                         key_bits=bits if key_bits is None else key_bits,
+                         value_bits=bits if value_bits is None else value_bits)
+
+
+class FP8Cache(LowbitKVCache):
+    """float8 e4m3 baseline with one absmax scale per head and tile."""
+
+    def __init__(self, config: Any, *, group: int = 128, sink: int = 128, recent: int = 0) -> None:
+        super().__init__(config, "fp8", sink=sink, recent=recent, group=group)

