@@ -69,26 +69,43 @@ def decode_values(fmt: ElementFormat) -> np.ndarray:
     return np.array([float(fmt.value_of(c)) for c in range(1 << fmt.bits)], np.float64)
 
 
+def needs_status(fmt: ElementFormat, overflow: int) -> bool:
+    """Whether an encode can produce an error: NaN/Inf the format cannot hold, or overflow='error'."""
+    cannot_hold_nan = isinstance(fmt, FixedPoint) or not fmt.has_nan
+    return cannot_hold_nan or OVERFLOW_POLICIES[overflow] == "error"
+
+
 def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode: int, seed: int,
            offset: int, rbits: int, overflow: int, qmin: int | None = None,
            qmax: int | None = None) -> tuple[Array, int, int]:
     """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow)."""
     xp = xp_of(x)
-    packed = xp.empty((x.size * fmt.bits + 7) // 8, xp.uint8)
     k = backend(x)
+    codes = xp.empty(x.size, xp.uint8)
+    status = xp.empty(x.size if needs_status(fmt, overflow) else 0, xp.uint8)
     if isinstance(fmt, MiniFloat):
         inf = -1 if fmt.code_of_inf is None else fmt.code_of_inf
         nan = -1 if fmt.code_of_nan is None else fmt.code_of_nan
-        n_invalid, n_over = k.minifloat_encode(
+        k.minifloat_encode(
             x, block_size, scale, fmt.bits, fmt.man_bits, fmt.emin, fmt.emax, fmt.max,
-            fmt.code_of_max, inf, nan, overflow, mode, np.uint64(seed), offset, rbits, packed)
+            fmt.code_of_max, inf, nan, overflow, mode, np.uint64(seed), offset, rbits, codes, status)
     else:
         lo = fmt.code_min if qmin is None else qmin
         hi = fmt.code_max if qmax is None else qmax
-        n_invalid, n_over = k.fixed_encode(
-            x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode, np.uint64(seed),
-            offset, rbits, packed)
-    return packed, int(n_invalid), int(n_over)
+        k.fixed_encode(x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode,
+                       np.uint64(seed), offset, rbits, codes, status)
+    n_invalid = n_over = 0
+    if status.size and bool(status.any()):
+        n_invalid = int(xp.count_nonzero(status & 1))
+        n_over = int(xp.count_nonzero(status & 2))
+    if fmt.bits == 8:
+        return codes, n_invalid, n_over
+    packed = xp.empty((x.size * fmt.bits + 7) // 8, xp.uint8)
+    if fmt.bits in (1, 2, 4):
+        k.pack_pow2_codes(codes, fmt.bits, packed)
+    else:
+        k.pack_codes(codes, fmt.bits, packed)
+    return packed, n_invalid, n_over
 
 
 def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:

@@ -9,7 +9,13 @@ from lowbit.cpu.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cpu.hadamard import fwht, hadamard_signs
 from lowbit.cpu.kv_attend import kv_attend
 from lowbit.cpu.kvarn import kvarn_decode, kvarn_encode
-from lowbit.cpu.minifloat import block_absmax, decode_table, fixed_encode, minifloat_encode
+from lowbit.cpu.minifloat import (
+    block_absmax,
+    decode_table,
+    fixed_encode,
+    minifloat_encode,
+    pack_pow2_codes,
+)
 from lowbit.cpu.packing import pack_codes, unpack_codes
 from lowbit.cpu.rounding import round_elementwise
 from lowbit.cpu.rtn import (
@@ -30,6 +36,7 @@ KERNELS = (
     "diffuse_rows",
     "fixed_encode",
     "minifloat_encode",
+    "pack_pow2_codes",
     "round_elementwise",
     "group_abs_mean",
     "group_range",

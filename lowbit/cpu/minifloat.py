@@ -21,11 +21,43 @@ import math
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
-from lowbit.cpu.packing import load_unit, store_unit
 from lowbit.cpu.scalar import DOWN, ODD, TOWARD_ZERO, UP, round_grid
 
 _U64 = nb.uint64
+
+
+@intrinsic
+def f64_bits(typingctx, x):  # type: ignore[no-untyped-def]
+    """The IEEE 754 bits of a float64 as int64 (CUDA: __double_as_longlong)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def bits_f64(typingctx, b):  # type: ignore[no-untyped-def]
+    """The float64 with IEEE 754 bits ``b`` (int64) (CUDA: __longlong_as_double)."""
+    if not isinstance(b, types.Integer) or b.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@nb.njit(inline="always", cache=True)
+def pow2(k: int) -> float:
+    """2.0**k for -1022 <= k <= 1023, built from its bits."""
+    return bits_f64(np.int64(k + 1023) << 52)
 
 # overflow policy codes (lowbit.formats.OVERFLOW_POLICIES order)
 SATURATE, NONFINITE, WRAP, ERROR = 0, 1, 2, 3
@@ -37,7 +69,7 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
                          overflow: int, mode: int, seed: np.uint64, index: np.int64,
                          rbits: int) -> tuple[np.uint64, int, int]:
     """One float64 value -> (code, invalid, overflowed).  ``code_of_inf/nan`` < 0: absent."""
-    neg = math.copysign(1.0, x) < 0.0
+    neg = f64_bits(x) < 0  # the sign bit, also of -0.0 and NaN
     sign = (_U64(1) << _U64(bits - 1)) if neg else _U64(0)
     if x != x:
         if code_of_nan < 0:
@@ -53,11 +85,11 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
     if a == 0.0:
         return sign, 0, 0
     # exponent of the grid at x's binade: floor(log2 a), within [emin, emax + 1]
-    e = math.frexp(a)[1] - 1
+    e = np.int64(f64_bits(a) >> 52) - 1023  # float64 subnormals give -1023, below every emin
     e = min(max(e, emin), emax + 1)
-    v = math.ldexp(x, man_bits - e)  # exact: a power-of-two scaling of a float64
+    v = x * pow2(man_bits - e)  # exact: a power-of-two scaling of a float64
     k = abs(round_grid(v, mode, seed, index, rbits))  # 0 .. 2**(man_bits+1) unless e = emax+1
-    if math.ldexp(k, e - man_bits) <= max_value:
+    if k * pow2(e - man_bits) <= max_value:
         return sign | _U64(((e - emin) << man_bits) + np.int64(k)), 0, 0
     if overflow == NONFINITE:
         toward_zero = (mode == TOWARD_ZERO or mode == ODD or (mode == DOWN and not neg)
@@ -70,43 +102,49 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
     return sign | _U64(code_of_max), 0, (1 if overflow == ERROR else 0)
 
 
+@nb.njit(inline="always", cache=True)
+def block_of(i: int, block_size: int, inv_block: float) -> int:
+    """i // block_size without an integer division (inv_block = 1.0 / block_size)."""
+    b = np.int64(i * inv_block)  # off by at most one for i < 2**50
+    if b * block_size > i:
+        b -= 1
+    elif (b + 1) * block_size <= i:
+        b += 1
+    return b
+
+
+@nb.njit(inline="always", cache=True)
+def scaled(x: float, scale: float) -> float:
+    """x / scale; signed zero for a block whose scale is 0 or not finite."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0 or not np.isfinite(scale):
+        return math.copysign(0.0, x) if x == x else 0.0
+    return x / scale
+
+
 @nb.njit(parallel=True, cache=True)
 def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, man_bits: int,
                      emin: int, emax: int, max_value: float, code_of_max: int, code_of_inf: int,
                      code_of_nan: int, overflow: int, mode: int, seed: np.uint64, offset: np.int64,
-                     rbits: int, packed: np.ndarray) -> tuple[int, int]:
-    """Encode x / scale[block] to minifloat codes, packed ``bits`` bits each.
+                     rbits: int, codes: np.ndarray, status: np.ndarray) -> None:
+    """codes[i] = minifloat code of x[i] / scale[i // block_size] (uint8, unpacked).
 
     ``offset`` is the global flat index of x[0] (the random-bit counter, for chunking).
-    A block whose scale is 0 or not finite encodes as signed zeros.
+    If ``status`` has x's length, status[i] = invalid | overflowed << 1; else it is not written.
     """
     n = x.shape[0]
-    units = (n + 7) // 8
-    n_invalid = 0
-    n_over = 0
-    for u in nb.prange(units):
-        start = u * 8
-        stop = min(start + 8, n)
-        acc = _U64(0)
-        bad = 0
-        ovf = 0
-        for i in range(start, stop):
-            s = scale[i // block_size]
-            xi = np.float64(x[i])
-            if s == 0.0 or not np.isfinite(s):
-                xi = math.copysign(0.0, xi) if xi == xi else 0.0
-            elif s != 1.0:
-                xi = xi / s
-            c, b, o = minifloat_encode_one(xi, bits, man_bits, emin, emax, max_value, code_of_max,
-                                           code_of_inf, code_of_nan, overflow, mode, seed,
-                                           offset + i, rbits)
-            bad += b
-            ovf += o
-            acc |= c << _U64((i - start) * bits)
-        store_unit(packed, u, bits, acc, min(bits, packed.shape[0] - u * bits))
-        n_invalid += bad
-        n_over += ovf
-    return n_invalid, n_over
+    single = block_size >= n
+    inv_block = 1.0 / block_size
+    want_status = status.shape[0] == n
+    for i in nb.prange(n):
+        s = scale[0] if single else scale[block_of(i, block_size, inv_block)]
+        c, bad, over = minifloat_encode_one(scaled(np.float64(x[i]), s), bits, man_bits, emin,
+                                            emax, max_value, code_of_max, code_of_inf,
+                                            code_of_nan, overflow, mode, seed, offset + i, rbits)
+        codes[i] = np.uint8(c)
+        if want_status:
+            status[i] = np.uint8(bad | (over << 1))
 
 
 @nb.njit(inline="always", cache=True)
@@ -122,10 +160,10 @@ def fixed_encode_one(x: float, bits: int, frac_bits: int, qmin: int, qmax: int, 
             return _U64(0), 1, 0
         q = qmax if x > 0 else qmin
         return _U64(np.int64(q) & mask), 0, (1 if overflow == ERROR else 0)
-    r = round_grid(math.ldexp(x, frac_bits), mode, seed, index, rbits)
+    r = round_grid(x * pow2(frac_bits), mode, seed, index, rbits)
     if r > qmax or r < qmin:
         if overflow == WRAP:
-            w = r - math.ldexp(math.floor(math.ldexp(r, -bits)), bits)  # r mod 2**bits, exact
+            w = r - np.floor(r * pow2(-bits)) * pow2(bits)  # r mod 2**bits, exact
             return _U64(np.int64(w) & mask), 0, 0
         q = qmax if r > qmax else qmin
         return _U64(np.int64(q) & mask), 0, (1 if overflow == ERROR else 0)
@@ -135,54 +173,67 @@ def fixed_encode_one(x: float, bits: int, frac_bits: int, qmin: int, qmax: int, 
 @nb.njit(parallel=True, cache=True)
 def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, frac_bits: int,
                  qmin: int, qmax: int, overflow: int, mode: int, seed: np.uint64, offset: np.int64,
-                 rbits: int, packed: np.ndarray) -> tuple[int, int]:
-    """Encode x / scale[block] to fixed point q = round(x * 2**frac_bits) in [qmin, qmax].
+                 rbits: int, codes: np.ndarray, status: np.ndarray) -> None:
+    """codes[i] = low ``bits`` bits of q = round(x[i] / scale[block] * 2**frac_bits) in [qmin, qmax].
 
-    Codes are q's low ``bits`` bits (two's complement), packed.  A block whose scale is 0 or
-    not finite encodes as zeros.
+    ``status`` as in :func:`minifloat_encode`.
     """
     n = x.shape[0]
-    units = (n + 7) // 8
-    n_invalid = 0
-    n_over = 0
-    for u in nb.prange(units):
-        start = u * 8
-        stop = min(start + 8, n)
-        acc = _U64(0)
-        bad = 0
-        ovf = 0
-        for i in range(start, stop):
-            s = scale[i // block_size]
-            xi = np.float64(x[i])
-            if s == 0.0 or not np.isfinite(s):
-                xi = 0.0
-            elif s != 1.0:
-                xi = xi / s
-            c, b, o = fixed_encode_one(xi, bits, frac_bits, qmin, qmax, overflow, mode, seed,
-                                       offset + i, rbits)
-            bad += b
-            ovf += o
-            acc |= c << _U64((i - start) * bits)
-        store_unit(packed, u, bits, acc, min(bits, packed.shape[0] - u * bits))
-        n_invalid += bad
-        n_over += ovf
-    return n_invalid, n_over
+    single = block_size >= n
+    inv_block = 1.0 / block_size
+    want_status = status.shape[0] == n
+    for i in nb.prange(n):
+        s = scale[0] if single else scale[block_of(i, block_size, inv_block)]
+        xi = np.float64(x[i])
+        if not (s == 1.0 or (s != 0.0 and np.isfinite(s))):
+            xi = 0.0
+        elif s != 1.0:
+            xi = xi / s
+        c, bad, over = fixed_encode_one(xi, bits, frac_bits, qmin, qmax, overflow, mode, seed,
+                                        offset + i, rbits)
+        codes[i] = np.uint8(c)
+        if want_status:
+            status[i] = np.uint8(bad | (over << 1))
+
+
+@nb.njit(parallel=True, cache=True)
+def pack_pow2_codes(codes: np.ndarray, bits: int, packed: np.ndarray) -> None:
+    """The layout of ``pack_codes`` for bits in {1, 2, 4}, one output byte per iteration."""
+    per_byte = 8 // bits
+    n = codes.shape[0]
+    for j in nb.prange(packed.shape[0]):
+        acc = 0
+        base = j * per_byte
+        for k in range(per_byte):
+            if base + k < n:
+                acc |= np.int64(codes[base + k]) << (k * bits)
+        packed[j] = np.uint8(acc)
 
 
 @nb.njit(parallel=True, cache=True)
 def decode_table(packed: np.ndarray, bits: int, table: np.ndarray, block_size: int,
                  scale: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = table[code_i] * scale[i // block_size] (float64 product, then out's dtype)."""
+    """out[i] = table[code_i] * scale[i // block_size] (float64 product, then out's dtype).
+
+    code_i is read from bits [i*bits, i*bits + bits) of the little-endian stream ``packed``.
+    """
     n = out.shape[0]
-    units = (n + 7) // 8
-    mask = _U64((1 << bits) - 1)
-    for u in nb.prange(units):
-        start = u * 8
-        stop = min(start + 8, n)
-        acc = load_unit(packed, u, bits, min(bits, packed.shape[0] - u * bits))
-        for i in range(start, stop):
-            c = (acc >> _U64((i - start) * bits)) & mask
-            out[i] = table[c] * scale[i // block_size]
+    nbytes = packed.shape[0]
+    single = block_size >= n
+    inv_block = 1.0 / block_size
+    mask = (1 << bits) - 1
+    for i in nb.prange(n):
+        if bits == 8:
+            c = np.int64(packed[i])
+        else:
+            pos = i * bits
+            byte = pos >> 3
+            word = np.int64(packed[byte])
+            if byte + 1 < nbytes:
+                word |= np.int64(packed[byte + 1]) << 8
+            c = (word >> (pos & 7)) & mask
+        s = scale[0] if single else scale[block_of(i, block_size, inv_block)]
+        out[i] = table[c] * s
 
 
 @nb.njit(parallel=True, cache=True)

@@ -53,19 +53,19 @@ def round_grid(v: float, mode: int, seed: np.uint64, index: np.int64, rbits: int
     if mode == NEAREST_EVEN:
         return np.rint(v)
     if mode == DOWN:
-        return math.floor(v)
+        return np.floor(v)
     if mode == UP:
-        return math.ceil(v)
+        return np.ceil(v)
     if mode == TOWARD_ZERO:
-        return math.trunc(v)
+        return np.trunc(v)
     if mode == ODD:
-        f = math.floor(v)
+        f = np.floor(v)
         if f == v:
             return v
         half = f * 0.5  # exact; f is odd iff f / 2 is not an integer
-        return f if half != math.floor(half) else f + 1.0
+        return f if half != np.floor(half) else f + 1.0
     a = abs(v)
-    i = math.floor(a)
+    i = np.floor(a)
     frac = a - i  # exact: i == 0, or a/2 <= i <= a (Sterbenz)
     if not frac > 0.0:  # integer, +-Inf (frac is NaN) or NaN
         return v
@@ -73,9 +73,9 @@ def round_grid(v: float, mode: int, seed: np.uint64, index: np.int64, rbits: int
         r = i + 1.0 if frac >= 0.5 else i
         return math.copysign(r, v)
     # STOCHASTIC
-    threshold = _U64(np.rint(math.ldexp(frac, rbits)))  # 0 .. 2**rbits
-    u = random_bits(seed, index) >> _U64(64 - rbits)
-    r = i + 1.0 if u < threshold else i
+    threshold = np.int64(np.rint(frac * float(np.int64(1) << rbits)))  # 0 .. 2**rbits, exact
+    u = np.int64(random_bits(seed, index) >> _U64(64 - rbits))
+    r = i + np.float64(u < threshold)  # branch-free: the outcome is random
     return math.copysign(r, v)
 
 
