@@ -142,3 +142,15 @@ def test_save_of_device_array_is_explicit_host_copy(cp, tmp_path):
     q.save(tmp_path / "q.npz")
     r = lowbit.load(tmp_path / "q.npz")
     np.testing.assert_array_equal(r.dequantize(), _host(q.dequantize()))
+
+
+@pytest.mark.parametrize("group", [16, 128])
+def test_exact_ties_round_to_even_on_gpu(cp, group):
+    """Quotients exactly on .5 (the GPU's fast-quotient fallback) match the CPU."""
+    base = np.arange(group, dtype=np.float32) * 0.5  # lo = 0, many exact half steps
+    x = np.tile(base, 64).reshape(64, group)
+    x[:, -1] = (2**4 - 1) * 0.5 * 2  # pins scale so quotients hit .5 exactly
+    for kw in (dict(bits=4), dict(bits=4, symmetric=True)):
+        qc = lowbit.quantize(x, scheme="rtn", group_size=group, **kw)
+        qg = lowbit.quantize(cp.asarray(x), scheme="rtn", group_size=group, **kw)
+        np.testing.assert_array_equal(_host(qg.codes), qc.codes)
