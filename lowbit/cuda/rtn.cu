@@ -167,9 +167,13 @@ __device__ void rtn_encode_impl(const T* x, long long n, long long group_size, c
         if (stop - start == 8) {
             load_chunk<T, 8>(x + start, v);
         } else {
-            for (long long i = start; i < stop; ++i) v[i - start] = to_f64(x[i]);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) v[j] = start + j < stop ? to_f64(x[start + j]) : 0.0;
         }
-        for (long long i = start; i < stop; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const long long i = start + j;
+            if (i >= stop) break;
             if (i >= g_end) {  // crossed into the next group
                 g = i / group_size;
                 g_end = (g + 1) * group_size;
@@ -177,8 +181,8 @@ __device__ void rtn_encode_impl(const T* x, long long n, long long group_size, c
                 o = f32_to_f64(offset[g]);
                 inv = 1.0 / s;
             }
-            u64 c = encode_one(v[i - start], s, inv, o, bits, symmetric, mode, seed, i, rbits);
-            acc |= c << ((i - start) * bits);
+            u64 c = encode_one(v[j], s, inv, o, bits, symmetric, mode, seed, i, rbits);
+            acc |= c << (j * bits);
         }
         store_unit(packed, u, bits, min((long long)bits, packed_size - u * bits), acc);
     }
@@ -199,19 +203,25 @@ __device__ void rtn_decode_impl(const u8* packed, long long packed_size, long lo
         long long g_end = (g + 1) * group_size;
         double s = f32_to_f64(scale[g]), o = f32_to_f64(offset[g]);
         double v[8];
-        for (long long i = start; i < stop; ++i) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const long long i = start + j;
+            if (i >= stop) break;
             if (i >= g_end) {
                 g = i / group_size;
                 g_end = (g + 1) * group_size;
                 s = f32_to_f64(scale[g]);
                 o = f32_to_f64(offset[g]);
             }
-            v[i - start] = decode_one((acc >> ((i - start) * bits)) & mask, s, o, bits, symmetric);
+            v[j] = decode_one((acc >> (j * bits)) & mask, s, o, bits, symmetric);
         }
         if (stop - start == 8) {
             store_chunk<T, 8>(out + start, v);
         } else {
-            for (long long i = start; i < stop; ++i) from_f64(v[i - start], out + i);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (start + j < stop) from_f64(v[j], out + start + j);
+            }
         }
     }
 }
@@ -269,66 +279,168 @@ __device__ __forceinline__ double format_max(int fmt) {
 
 constexpr int FUSED_WARPS = 8;
 
+// Raw loads (no conversion) of K consecutive elements with the widest aligned vector loads.
 template <typename T, int K>
-__device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bits, int symmetric,
-                                         int fmt, int mode, u64 seed, int rbits, u8* packed,
-                                         float* scale, float* offset) {
-    constexpr int G = 32 * K;
-    __shared__ __align__(8) u8 staged[FUSED_WARPS][G];
-    const int lane = threadIdx.x & 31;
-    const int w = threadIdx.x >> 5;
-    const long long warps = (long long)gridDim.x * FUSED_WARPS;
-    for (long long g = (long long)blockIdx.x * FUSED_WARPS + w; g < n_groups; g += warps) {
-        double v[K];
-        load_chunk<T, K>(x + g * G + lane * K, v);
-        double mn = LOWBIT_INF, mx = -LOWBIT_INF;
-        int bad = 0;
+__device__ __forceinline__ void load_raw(const T* p, T* out) {
+    constexpr int BYTES = K * (int)sizeof(T);
+    union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; } buf;
+    const unsigned long long addr = (unsigned long long)p;
+    if (BYTES % 16 == 0 && addr % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 16; ++i) buf.q[i] = reinterpret_cast<const uint4*>(p)[i];
+    } else if (BYTES % 8 == 0 && addr % 8 == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 8; ++i) buf.d[i] = reinterpret_cast<const uint2*>(p)[i];
+    } else {
+#pragma unroll
+        for (int i = 0; i < K; ++i) buf.t[i] = p[i];
+    }
+#pragma unroll
+    for (int i = 0; i < K; ++i) out[i] = buf.t[i];
+}
+
+// float32 bits of a 16/32-bit input (exact: half -> float has no subnormal results).
+__device__ __forceinline__ u32 f32_bits(__half v) { return __float_as_uint(__half2float(v)); }
+__device__ __forceinline__ u32 f32_bits(u16 v) { return ((u32)v) << 16; }
+__device__ __forceinline__ u32 f32_bits(float v) { return __float_as_uint(v); }
+
+// Total order on float32 bit patterns as signed integers (exact min/max, no ftz).
+__device__ __forceinline__ int order_key(u32 b) { return (int)(b ^ ((b >> 31) ? 0x7fffffffu : 0u)); }
+__device__ __forceinline__ u32 key_bits(int k) { const u32 b = (u32)k; return b ^ ((b >> 31) ? 0x7fffffffu : 0u); }
+
+// Group statistics: exact min, max (as float64) and a NaN/Inf flag, reduced over the warp.
+template <typename T, int K>
+__device__ __forceinline__ void group_stats(const T* raw, double& mn, double& mx, int& bad) {
+    if constexpr (sizeof(T) == 8) {
+        mn = LOWBIT_INF; mx = -LOWBIT_INF; bad = 0;
 #pragma unroll
         for (int j = 0; j < K; ++j) {
-            bad |= !isfinite(v[j]);
-            mn = fmin(mn, v[j]);
-            mx = fmax(mx, v[j]);
+            const double v = to_f64(raw[j]);
+            bad |= !isfinite(v);
+            mn = fmin(mn, v);
+            mx = fmax(mx, v);
         }
         for (int o = 16; o; o >>= 1) {
             mn = fmin(mn, __shfl_xor_sync(0xffffffffu, mn, o));
             mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
             bad |= __shfl_xor_sync(0xffffffffu, bad, o);
         }
-        mn = mn + 0.0;  // -0.0 becomes +0.0, as group_range
-        mx = mx + 0.0;
-        double s, off;
-        if (symmetric) {
-            const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
-            off = 0.0;
-            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
-        } else {
-            off = round_to_format(mn, fmt, -1);
-            const double step = (mx - off) / (double)((1 << bits) - 1);
-            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
-        }
-        const bool overflow = s > format_max(fmt) || fabs(off) > format_max(fmt);
-        const bool skip = bad || overflow;
-        const double inv = 1.0 / s;
-        // stage the codes as bytes, then pack unit by unit (8 codes -> `bits` bytes)
+    } else {
+        int kmn = 0x7fffffff, kmx = (int)0x80000000;
+        bad = 0;
 #pragma unroll
         for (int j = 0; j < K; ++j) {
-            const int c_idx = lane * K + j;
-            staged[w][c_idx] = skip ? (u8)0 : (u8)encode_one(v[j], s, inv, off, bits, symmetric,
-                                                               mode, seed, g * G + c_idx, rbits);
+            const u32 b = f32_bits(raw[j]);
+            bad |= (b & 0x7f800000u) == 0x7f800000u;
+            const int k = order_key(b);
+            kmn = min(kmn, k);
+            kmx = max(kmx, k);
         }
-        __syncwarp();
-        for (int u = lane; u < G / 8; u += 32) {
-            const u64 eight = *reinterpret_cast<const u64*>(&staged[w][8 * u]);
-            u64 acc = 0;
+        kmn = __reduce_min_sync(0xffffffffu, kmn);
+        kmx = __reduce_max_sync(0xffffffffu, kmx);
+        bad = __reduce_or_sync(0xffffffffu, (u32)bad);
+        mn = f32_to_f64(__uint_as_float(key_bits(kmn)));
+        mx = f32_to_f64(__uint_as_float(key_bits(kmx)));
+    }
+    mn = mn + 0.0;  // -0.0 becomes +0.0, as group_range
+    mx = mx + 0.0;
+}
+
+// Code of one element.  For 16/32-bit inputs with nearest_even the quotient is first taken in
+// float32, (x - offset) * (1 / scale): its error is below 3 * 2^-24 * 255 + 2^-66 < 1e-4
+// (scale in [2^-60, 2^60]; float32 flushing of subnormals only adds the 2^-66), so when it is
+// more than 1e-3 away from a half-integer, its nearest integer is rint((x - offset) / scale).
+// Otherwise, and for every other case, the float64 path of encode_one decides.
+template <typename T>
+__device__ __forceinline__ u32 encode_fused(T raw, double s, double inv, double off, float inv32,
+                                            float off32, bool fast, int bits, int symmetric,
+                                            int mode, u64 seed, long long index, int rbits) {
+    if constexpr (sizeof(T) != 8) {
+        if (fast) {
+            const float xf = __uint_as_float(f32_bits(raw));
+            const float y = __fmul_rn(__fsub_rn(xf, off32), inv32);
+            const float fl = floorf(y);
+            const float fr = __fsub_rn(y, fl);
+            if (fabsf(__fsub_rn(fr, 0.5f)) > 1e-3f) {
+                float q = fr > 0.5f ? __fadd_rn(fl, 1.0f) : fl;
+                if (symmetric) {
+                    const float m = (float)((1 << (bits - 1)) - 1);
+                    q = fminf(fmaxf(q, -m), m);
+                    return (u32)(int)__fadd_rn(q, m);
+                }
+                q = fminf(fmaxf(q, 0.0f), (float)((1 << bits) - 1));
+                return (u32)(int)q;
+            }
+        }
+    }
+    return (u32)encode_one(to_f64(raw), s, inv, off, bits, symmetric, mode, seed, index, rbits);
+}
+
+template <typename T, int K>
+__device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bits, int symmetric,
+                                         int fmt, int mode, u64 seed, int rbits, u8* packed,
+                                         float* scale, float* offset) {
+    constexpr int G = 32 * K;
+    constexpr int U = K >= 8 ? 1 : 8 / K;  // groups in flight per warp (memory parallelism)
+    __shared__ __align__(8) u8 staged[FUSED_WARPS][G];
+    const int lane = threadIdx.x & 31;
+    const int w = threadIdx.x >> 5;
+    const long long warps = (long long)gridDim.x * FUSED_WARPS;
+    for (long long g0 = (long long)blockIdx.x * FUSED_WARPS + w; g0 < n_groups; g0 += warps * U) {
+        T raw[U][K];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) acc |= ((eight >> (8 * j)) & 0xffull) << (j * bits);
-            store_unit(packed, g * (G / 8) + u, bits, bits, acc);
+        for (int u = 0; u < U; ++u) {
+            const long long g = g0 + u * warps;
+            if (g < n_groups) load_raw<T, K>(x + g * G + lane * K, raw[u]);
         }
-        if (lane == 0) {
-            scale[g] = bad ? __int_as_float(0x7fc00000) : (overflow ? __int_as_float(0x7f800000) : f64_to_f32(s));
-            offset[g] = skip ? 0.0f : f64_to_f32(off);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long g = g0 + u * warps;
+            if (g >= n_groups) break;
+            double mn, mx;
+            int bad;
+            group_stats<T, K>(raw[u], mn, mx, bad);
+            double s, off;
+            if (symmetric) {
+                const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
+                off = 0.0;
+                s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+            } else {
+                off = round_to_format(mn, fmt, -1);
+                const double step = (mx - off) / (double)((1 << bits) - 1);
+                s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+            }
+            const bool overflow = s > format_max(fmt) || fabs(off) > format_max(fmt);
+            const bool skip = bad || overflow;
+            const double inv = 1.0 / s;
+            const bool fast = mode == LOWBIT_NEAREST_EVEN && s >= 8.673617379884035e-19 &&
+                              s <= 1.152921504606847e18;  // 2^-60 .. 2^60
+            const float inv32 = fast ? f64_to_f32(inv) : 0.0f;
+            const float off32 = f64_to_f32(off);
+            // stage the codes as bytes, then pack unit by unit (8 codes -> `bits` bytes)
+#pragma unroll
+            for (int j = 0; j < K; ++j) {
+                const int c_idx = lane * K + j;
+                staged[w][c_idx] = skip ? (u8)0
+                                        : (u8)encode_fused<T>(raw[u][j], s, inv, off, inv32, off32,
+                                                              fast, bits, symmetric, mode, seed,
+                                                              g * G + c_idx, rbits);
+            }
+            __syncwarp();
+            for (int v = lane; v < G / 8; v += 32) {
+                const u64 eight = *reinterpret_cast<const u64*>(&staged[w][8 * v]);
+                u64 acc = 0;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc |= ((eight >> (8 * j)) & 0xffull) << (j * bits);
+                store_unit(packed, g * (G / 8) + v, bits, bits, acc);
+            }
+            if (lane == 0) {
+                scale[g] = bad ? __int_as_float(0x7fc00000)
+                               : (overflow ? __int_as_float(0x7f800000) : f64_to_f32(s));
+                offset[g] = skip ? 0.0f : f64_to_f32(off);
+            }
+            __syncwarp();
         }
-        __syncwarp();
     }
 }
 
