@@ -116,8 +116,6 @@ def block_of(i: int, block_size: int, inv_block: float) -> int:
 @nb.njit(inline="always", cache=True)
 def scaled(x: float, scale: float) -> float:
     """x / scale; signed zero for a block whose scale is 0 or not finite."""
-    if scale == 1.0:
-        return x
     if scale == 0.0 or not np.isfinite(scale):
         return math.copysign(0.0, x) if x == x else 0.0
     return x / scale
@@ -134,17 +132,33 @@ def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: in
     If ``status`` has x's length, status[i] = invalid | overflowed << 1; else it is not written.
     """
     n = x.shape[0]
-    single = block_size >= n
-    inv_block = 1.0 / block_size
+    direct = block_size >= n and scale[0] == 1.0
     want_status = status.shape[0] == n
-    for i in nb.prange(n):
-        s = scale[0] if single else scale[block_of(i, block_size, inv_block)]
-        c, bad, over = minifloat_encode_one(scaled(np.float64(x[i]), s), bits, man_bits, emin,
-                                            emax, max_value, code_of_max, code_of_inf,
-                                            code_of_nan, overflow, mode, seed, offset + i, rbits)
-        codes[i] = np.uint8(c)
-        if want_status:
+    # One flat loop per case: a loop-invariant branch inside the loop body costs Numba's
+    # parfor loops up to 2x, so the cases are unswitched here by hand.
+    if direct and not want_status:
+        for i in nb.prange(n):
+            c, bad, over = minifloat_encode_one(
+                np.float64(x[i]), bits, man_bits, emin, emax, max_value, code_of_max,
+                code_of_inf, code_of_nan, overflow, mode, seed, offset + i, rbits)
+            codes[i] = np.uint8(c)
+    elif direct:
+        for i in nb.prange(n):
+            c, bad, over = minifloat_encode_one(
+                np.float64(x[i]), bits, man_bits, emin, emax, max_value, code_of_max,
+                code_of_inf, code_of_nan, overflow, mode, seed, offset + i, rbits)
+            codes[i] = np.uint8(c)
             status[i] = np.uint8(bad | (over << 1))
+    else:
+        inv_block = 1.0 / block_size
+        for i in nb.prange(n):
+            s = scale[block_of(i, block_size, inv_block)]
+            c, bad, over = minifloat_encode_one(
+                scaled(np.float64(x[i]), s), bits, man_bits, emin, emax, max_value, code_of_max,
+                code_of_inf, code_of_nan, overflow, mode, seed, offset + i, rbits)
+            codes[i] = np.uint8(c)
+            if want_status:
+                status[i] = np.uint8(bad | (over << 1))
 
 
 @nb.njit(inline="always", cache=True)
@@ -176,24 +190,33 @@ def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, f
                  rbits: int, codes: np.ndarray, status: np.ndarray) -> None:
     """codes[i] = low ``bits`` bits of q = round(x[i] / scale[block] * 2**frac_bits) in [qmin, qmax].
 
-    ``status`` as in :func:`minifloat_encode`.
+    ``status`` as in :func:`minifloat_encode` (a block whose scale is 0 or not finite encodes 0).
     """
     n = x.shape[0]
-    single = block_size >= n
-    inv_block = 1.0 / block_size
+    direct = block_size >= n and scale[0] == 1.0
     want_status = status.shape[0] == n
-    for i in nb.prange(n):
-        s = scale[0] if single else scale[block_of(i, block_size, inv_block)]
-        xi = np.float64(x[i])
-        if not (s == 1.0 or (s != 0.0 and np.isfinite(s))):
-            xi = 0.0
-        elif s != 1.0:
-            xi = xi / s
-        c, bad, over = fixed_encode_one(xi, bits, frac_bits, qmin, qmax, overflow, mode, seed,
-                                        offset + i, rbits)
-        codes[i] = np.uint8(c)
-        if want_status:
+    if direct and not want_status:
+        for i in nb.prange(n):
+            c, bad, over = fixed_encode_one(np.float64(x[i]), bits, frac_bits, qmin, qmax,
+                                            overflow, mode, seed, offset + i, rbits)
+            codes[i] = np.uint8(c)
+    elif direct:
+        for i in nb.prange(n):
+            c, bad, over = fixed_encode_one(np.float64(x[i]), bits, frac_bits, qmin, qmax,
+                                            overflow, mode, seed, offset + i, rbits)
+            codes[i] = np.uint8(c)
             status[i] = np.uint8(bad | (over << 1))
+    else:
+        inv_block = 1.0 / block_size
+        for i in nb.prange(n):
+            s = scale[block_of(i, block_size, inv_block)]
+            xi = np.float64(x[i])
+            xi = xi / s if (s != 0.0 and np.isfinite(s)) else 0.0
+            c, bad, over = fixed_encode_one(xi, bits, frac_bits, qmin, qmax, overflow, mode, seed,
+                                            offset + i, rbits)
+            codes[i] = np.uint8(c)
+            if want_status:
+                status[i] = np.uint8(bad | (over << 1))
 
 
 @nb.njit(parallel=True, cache=True)
@@ -210,30 +233,35 @@ def pack_pow2_codes(codes: np.ndarray, bits: int, packed: np.ndarray) -> None:
         packed[j] = np.uint8(acc)
 
 
+@nb.njit(inline="always", cache=True)
+def code_at(packed: np.ndarray, i: int, bits: int, mask: int) -> int:
+    """Code i of the little-endian bit stream ``packed`` (bits [i*bits, i*bits + bits))."""
+    pos = i * bits
+    byte = pos >> 3
+    word = np.int64(packed[byte])
+    if byte + 1 < packed.shape[0]:
+        word |= np.int64(packed[byte + 1]) << 8
+    return (word >> (pos & 7)) & mask
+
+
 @nb.njit(parallel=True, cache=True)
 def decode_table(packed: np.ndarray, bits: int, table: np.ndarray, block_size: int,
                  scale: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = table[code_i] * scale[i // block_size] (float64 product, then out's dtype).
-
-    code_i is read from bits [i*bits, i*bits + bits) of the little-endian stream ``packed``.
-    """
+    """out[i] = table[code_i] * scale[i // block_size] (float64 product, then out's dtype)."""
     n = out.shape[0]
-    nbytes = packed.shape[0]
-    single = block_size >= n
-    inv_block = 1.0 / block_size
     mask = (1 << bits) - 1
-    for i in nb.prange(n):
+    if block_size >= n and scale[0] == 1.0:
         if bits == 8:
-            c = np.int64(packed[i])
+            for i in nb.prange(n):
+                out[i] = table[packed[i]]
         else:
-            pos = i * bits
-            byte = pos >> 3
-            word = np.int64(packed[byte])
-            if byte + 1 < nbytes:
-                word |= np.int64(packed[byte + 1]) << 8
-            c = (word >> (pos & 7)) & mask
-        s = scale[0] if single else scale[block_of(i, block_size, inv_block)]
-        out[i] = table[c] * s
+            for i in nb.prange(n):
+                out[i] = table[code_at(packed, i, bits, mask)]
+    else:
+        inv_block = 1.0 / block_size
+        for i in nb.prange(n):
+            s = scale[block_of(i, block_size, inv_block)]
+            out[i] = table[code_at(packed, i, bits, mask)] * s
 
 
 @nb.njit(parallel=True, cache=True)
