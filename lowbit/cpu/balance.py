@@ -2,8 +2,13 @@
 
 ``balance_tile`` is the per-tile algorithm, inlined into its callers: the batch kernel
 ``balance_tiles`` here and the KVarN tile quantizer (``lowbit/cpu/kvarn.py``) call it per tile.
-All arithmetic is float32.  The current iterate ``cur = T / e^Lc / e^Lr`` is never stored: it is
-recomputed on the fly as ``(T[r, c] * inv_col[c]) * inv_row[r]`` with ``inv = exp(-L)``.
+All arithmetic is float32.  The current iterate ``cur = T / e^Lc / e^Lr`` is never stored.
+A std along one axis factors out the other axis's scale: with ``inv = e^-L``,
+``σ_col[c] = inv_col[c] * std_r(T[r, c] * inv_row[r])`` and
+``σ_row[r] = inv_row[r] * std_c(T[r, c] * inv_col[c])``; so one round costs two std sweeps
+(rows after the column update, columns after the row update); the row stds after the row update
+are ``inv_row * (the same row sweep)``, and the column stds of the imbalance are reused by the
+next column update.  Results equal the literal formula up to float32 rounding.
 Column statistics stream over ``T`` (row-major, SIMD across columns) and row statistics over a
 transposed copy ``T.T`` (SIMD across rows), so that no loop is a horizontal reduction (which
 LLVM will not vectorize without reassociation).
@@ -25,32 +30,54 @@ _F32 = nb.float32
 
 
 @nb.njit(inline="always", cache=True)
-def _col_std(t: np.ndarray, inv_col: np.ndarray, inv_row: np.ndarray,
-             acc: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-    """``std[c]`` = unbiased std over rows of ``cur[:, c] = (t[:, c] * inv_col[c]) * inv_row``.
+def _weighted_std(t: np.ndarray, w: np.ndarray, acc: np.ndarray, mean: np.ndarray,
+                  std: np.ndarray) -> None:
+    """``std[j]`` = unbiased std over ``i`` of ``t[i, j] * w[i]`` (``t`` row-major ``[n, m]``).
 
-    ``t`` is ``[R, C]`` row-major; every inner loop runs over columns (contiguous).  Called with
-    ``t = T.T`` and the roles of ``inv_col``/``inv_row`` swapped it gives row stds.
+    Every inner loop runs over ``j`` (contiguous), so LLVM vectorizes it without reassociating;
+    four rows per sweep keep the accumulator traffic at one load/store per four elements.
+    Sums run in a fixed order: ``acc += (v0 + v1) + (v2 + v3)`` per group of four rows.
     """
-    nr, nc = t.shape
-    s0 = inv_row[0]
-    for c in range(nc):
-        mean[c] = (t[0, c] * inv_col[c]) * s0  # shift: the first element of the column
-        acc[c] = _F32(0.0)
-    for r in range(1, nr):
-        sr = inv_row[r]
-        for c in range(nc):
-            acc[c] += (t[r, c] * inv_col[c]) * sr - mean[c]
-    for c in range(nc):
-        mean[c] += acc[c] / _F32(nr)
-        acc[c] = _F32(0.0)
-    for r in range(nr):
-        sr = inv_row[r]
-        for c in range(nc):
-            d = (t[r, c] * inv_col[c]) * sr - mean[c]
-            acc[c] += d * d
-    for c in range(nc):
-        std[c] = math.sqrt(acc[c] / _F32(nr - 1))
+    n, m = t.shape
+    w0 = w[0]
+    for j in range(m):
+        mean[j] = t[0, j] * w0  # shift: the first element
+        acc[j] = _F32(0.0)
+    i = 1
+    while i + 4 <= n:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        for j in range(m):
+            x0 = mean[j]
+            acc[j] += (((t[i, j] * w0 - x0) + (t[i + 1, j] * w1 - x0))
+                       + ((t[i + 2, j] * w2 - x0) + (t[i + 3, j] * w3 - x0)))
+        i += 4
+    while i < n:
+        w0 = w[i]
+        for j in range(m):
+            acc[j] += t[i, j] * w0 - mean[j]
+        i += 1
+    for j in range(m):
+        mean[j] += acc[j] / _F32(n)
+        acc[j] = _F32(0.0)
+    i = 0
+    while i + 4 <= n:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        for j in range(m):
+            mj = mean[j]
+            d0 = t[i, j] * w0 - mj
+            d1 = t[i + 1, j] * w1 - mj
+            d2 = t[i + 2, j] * w2 - mj
+            d3 = t[i + 3, j] * w3 - mj
+            acc[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        i += 4
+    while i < n:
+        w0 = w[i]
+        for j in range(m):
+            d = t[i, j] * w0 - mean[j]
+            acc[j] += d * d
+        i += 1
+    for j in range(m):
+        std[j] = math.sqrt(acc[j] / _F32(n - 1))
 
 
 @nb.njit(inline="always", cache=True)
@@ -96,7 +123,7 @@ def balance_tile(tile: np.ndarray, iterations: int, std_min: float, std_max: flo
     Non-finite tiles give a NaN imbalance, never beat it, and keep the identity scales.
     """
     nr, nc = tile.shape
-    tt = np.ascontiguousarray(tile.T)  # [C, R]: row statistics become column statistics
+    tt = np.ascontiguousarray(tile.T)  # [C, R]: row statistics stream like column statistics
     log_col = np.zeros(nc, dtype=np.float32)
     log_row = np.zeros(nr, dtype=np.float32)
     inv_col = np.ones(nc, dtype=np.float32)
@@ -104,31 +131,41 @@ def balance_tile(tile: np.ndarray, iterations: int, std_min: float, std_max: flo
     n = max(nr, nc)
     acc = np.empty(n, dtype=np.float32)
     mean = np.empty(n, dtype=np.float32)
+    base_col = np.empty(nc, dtype=np.float32)  # std over rows of T * inv_row
+    base_row = np.empty(nr, dtype=np.float32)  # std over columns of T * inv_col
     std_col = np.empty(nc, dtype=np.float32)
     std_row = np.empty(nr, dtype=np.float32)
+    best_log_col = np.zeros(nc, dtype=np.float32)  # the identity is the first candidate
+    best_log_row = np.zeros(nr, dtype=np.float32)
+    identity = True
 
-    for c in range(nc):
-        col_scale[c] = _F32(1.0)
-    for r in range(nr):
-        row_scale[r] = _F32(1.0)
-    _col_std(tile, inv_col, inv_row, acc, mean, std_col)
-    _col_std(tt, inv_row, inv_col, acc, mean, std_row)
+    _weighted_std(tile, inv_row, acc, mean, std_col)
+    _weighted_std(tt, inv_col, acc, mean, std_row)
     best = _spread(std_col, imbalance_floor) + _spread(std_row, imbalance_floor)
 
     for _ in range(iterations):
-        # columns: std_col already holds the column stds of the current iterate
+        # columns: std_col holds the column stds of the current iterate
         _update_log_scale(log_col, std_col, inv_col, std_min, std_max, log_min, log_max)
-        _col_std(tt, inv_row, inv_col, acc, mean, std_row)
+        # rows: std over columns of cur[r, :] = inv_row[r] * std of T[r, :] * inv_col
+        _weighted_std(tt, inv_col, acc, mean, base_row)
+        for r in range(nr):
+            std_row[r] = inv_row[r] * base_row[r]
         _update_log_scale(log_row, std_row, inv_row, std_min, std_max, log_min, log_max)
-        _col_std(tile, inv_col, inv_row, acc, mean, std_col)
-        _col_std(tt, inv_row, inv_col, acc, mean, std_row)
+        for r in range(nr):
+            std_row[r] = inv_row[r] * base_row[r]
+        _weighted_std(tile, inv_row, acc, mean, base_col)
+        for c in range(nc):
+            std_col[c] = inv_col[c] * base_col[c]
         imb = _spread(std_col, imbalance_floor) + _spread(std_row, imbalance_floor)
         if imb <= best:
             best = imb
-            for c in range(nc):
-                col_scale[c] = math.exp(log_col[c])
-            for r in range(nr):
-                row_scale[r] = math.exp(log_row[r])
+            identity = False
+            best_log_col[:] = log_col
+            best_log_row[:] = log_row
+    for c in range(nc):
+        col_scale[c] = _F32(1.0) if identity else math.exp(best_log_col[c])
+    for r in range(nr):
+        row_scale[r] = _F32(1.0) if identity else math.exp(best_log_row[r])
     return best
 
 
