@@ -321,8 +321,11 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
       uniformly: every candidate is the identity or all scales at ``e^log_scale_min``, and their
       imbalances differ only by float32 rounding, so either may be selected.
     * ``iterations=0``: identity scales, ``balanced == tiles`` (in float32), ``Imb(T)``.
-    * The iterate ``cur`` is computed as ``(T * e^-Lc) * e^-Lr`` (not by division), which differs
-      from ``T / e^Lc / e^Lr`` by float32 rounding only.
+    * The iterate ``cur`` is never formed: a std along one axis factors out the other axis's
+      scale (``σ_col = e^-Lc * std_r(T * e^-Lr)``), which differs from the literal formula by
+      float32 rounding only.  Once a tile has converged, candidates tie in float32 while their
+      scales drift by a common factor (columns ×c, rows ×1/c); which one wins is then decided
+      by rounding, and ``balanced`` is the same either way.
     """
     arr, origin = to_backend(tiles, "tiles", allow_empty=True)
     if arr.ndim < 2:
