@@ -18,7 +18,8 @@ deterministic case bit for bit, for the stochastic cases by the mean error).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from common import best_time, row
@@ -76,8 +77,8 @@ def run(quick: bool = False) -> list[dict]:
         else:
             inside = np.abs(x) < 7  # away from saturation: both unbiased
             assert abs(float((y - x)[inside].mean())) < 1e-3 and abs(float((z - x)[inside].mean())) < 1e-3
-        t_codes = best_time(lambda: lowbit.quantize(x, **kw), repeat)
-        t_values = best_time(lambda: lowbit.quantize(x, **kw).dequantize(), repeat)
+        t_codes = best_time(lambda kw=kw: lowbit.quantize(x, **kw), repeat)
+        t_values = best_time(lambda kw=kw: lowbit.quantize(x, **kw).dequantize(), repeat)
         t_chop = best_time(chop, 2, warmup=0)  # pychop is slow; its first call is representative
         t_numpy = best_time(plain, repeat)
         codes_bytes = x.nbytes + n * bits // 8

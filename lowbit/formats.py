@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
 
 import numpy as np
 
@@ -259,7 +258,7 @@ class MiniFloat:
         return out
 
 
-ElementFormat = Union[MiniFloat, FixedPoint]
+ElementFormat = MiniFloat | FixedPoint
 
 
 @dataclass(frozen=True)

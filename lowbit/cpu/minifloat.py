@@ -57,7 +57,7 @@ def bits_f64(typingctx, b):  # type: ignore[no-untyped-def]
 @nb.njit(inline="always", cache=True)
 def pow2(k: int) -> float:
     """2.0**k for -1022 <= k <= 1023, built from its bits."""
-    return bits_f64(np.int64(k + 1023) << 52)
+    return bits_f64(np.int64(k + 1023) << 52)  # type: ignore[call-arg, no-any-return]
 
 # overflow policy codes (lowbit.formats.OVERFLOW_POLICIES order)
 SATURATE, NONFINITE, WRAP, ERROR = 0, 1, 2, 3
@@ -69,7 +69,7 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
                          overflow: int, mode: int, seed: np.uint64, index: np.int64,
                          rbits: int) -> tuple[np.uint64, int, int]:
     """One float64 value -> (code, invalid, overflowed).  ``code_of_inf/nan`` < 0: absent."""
-    neg = f64_bits(x) < 0  # the sign bit, also of -0.0 and NaN
+    neg = f64_bits(x) < 0  # type: ignore[call-arg]  # the sign bit, also of -0.0 and NaN
     sign = (_U64(1) << _U64(bits - 1)) if neg else _U64(0)
     if x != x:
         if code_of_nan < 0:
@@ -85,7 +85,8 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
     if a == 0.0:
         return sign, 0, 0
     # exponent of the grid at x's binade: floor(log2 a), within [emin, emax + 1]
-    e = np.int64(f64_bits(a) >> 52) - 1023  # float64 subnormals give -1023, below every emin
+    # float64 subnormals give -1023, below every emin
+    e = np.int64(f64_bits(a) >> 52) - 1023  # type: ignore[call-arg]
     e = min(max(e, emin), emax + 1)
     v = x * pow2(man_bits - e)  # exact: a power-of-two scaling of a float64
     k = abs(round_grid(v, mode, seed, index, rbits))  # 0 .. 2**(man_bits+1) unless e = emax+1
@@ -103,7 +104,7 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
 
 
 @nb.njit(inline="always", cache=True)
-def block_of(i: int, block_size: int, inv_block: float) -> int:
+def block_of(i: int, block_size: int, inv_block: float) -> np.int64:
     """i // block_size without an integer division (inv_block = 1.0 / block_size)."""
     b = np.int64(i * inv_block)  # off by at most one for i < 2**50
     if b * block_size > i:
@@ -210,8 +211,7 @@ def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, f
         inv_block = 1.0 / block_size
         for i in nb.prange(n):
             s = scale[block_of(i, block_size, inv_block)]
-            xi = np.float64(x[i])
-            xi = xi / s if (s != 0.0 and np.isfinite(s)) else 0.0
+            xi = float(x[i]) / s if (s != 0.0 and np.isfinite(s)) else 0.0
             c, bad, over = fixed_encode_one(xi, bits, frac_bits, qmin, qmax, overflow, mode, seed,
                                             offset + i, rbits)
             codes[i] = np.uint8(c)
@@ -225,7 +225,7 @@ def pack_pow2_codes(codes: np.ndarray, bits: int, packed: np.ndarray) -> None:
     per_byte = 8 // bits
     n = codes.shape[0]
     for j in nb.prange(packed.shape[0]):
-        acc = 0
+        acc = np.int64(0)
         base = j * per_byte
         for k in range(per_byte):
             if base + k < n:
@@ -234,7 +234,7 @@ def pack_pow2_codes(codes: np.ndarray, bits: int, packed: np.ndarray) -> None:
 
 
 @nb.njit(inline="always", cache=True)
-def code_at(packed: np.ndarray, i: int, bits: int, mask: int) -> int:
+def code_at(packed: np.ndarray, i: int, bits: int, mask: int) -> np.int64:
     """Code i of the little-endian bit stream ``packed`` (bits [i*bits, i*bits + bits))."""
     pos = i * bits
     byte = pos >> 3

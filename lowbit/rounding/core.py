@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.validate import check_rbits, check_seed
 from lowbit.arrays import (
     Array,
     backend,
@@ -20,6 +19,7 @@ from lowbit.arrays import (
 )
 from lowbit.rounding.diffusion import ERROR_KERNELS
 from lowbit.rounding.modes import mode_code
+from lowbit.validate import check_rbits, check_seed
 
 #: Scan orders of 2-D error diffusion.
 SCANS = ("raster", "serpentine")
