@@ -94,4 +94,5 @@ if __name__ == "__main__":
 
     for r in run(quick="--quick" in sys.argv):
         print(f"{r['name']:<44} {r['seconds']*1e3:9.1f} ms  vs {r['baseline']:<13} "
-              f"{r['baseline_seconds']*1e3:9.1f} ms  x{r['ratio']:6.1f}  {r['elements_per_s']/1e6:8.1f} Melem/s")
+              f"{r['baseline_seconds']*1e3:9.1f} ms  x{r['ratio']:6.1f}  "
+              f"{r['elements_per_s']/1e6:8.1f} Melem/s  {r['pct_copy']:5.1f}% copy")
