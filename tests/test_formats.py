@@ -370,3 +370,31 @@ def test_format_parameters_out_of_range():
         F.FixedPoint(bits=0, frac_bits=0)
     with pytest.raises(ValueError, match="block_size"):
         F.BlockFormat("x", F.FP4_E2M1, 0, "e8m0")
+
+
+# ties pinned by hand: x -> decoded result per mode
+#                 nearest_even nearest_away toward_zero  up    down   odd
+FP4_TIES = {
+    2.5: (2.0, 3.0, 2.0, 3.0, 2.0, 3.0),
+    -2.5: (-2.0, -3.0, -2.0, -2.0, -3.0, -3.0),
+    5.0: (4.0, 6.0, 4.0, 6.0, 4.0, 6.0),
+    0.25: (0.0, 0.5, 0.0, 0.5, 0.0, 0.5),
+    1.75: (2.0, 2.0, 1.5, 2.0, 1.5, 1.5),
+    7.0: (6.0, 6.0, 6.0, 6.0, 6.0, 6.0),  # saturating
+}
+E4M3_TIES = {
+    17.0: (16.0, 18.0, 16.0, 18.0, 16.0, 18.0),
+    19.0: (20.0, 20.0, 18.0, 20.0, 18.0, 18.0),
+    -2.0**-10: (-0.0, -2.0**-9, -0.0, -0.0, -2.0**-9, -2.0**-9),  # half the smallest subnormal
+    464.0: (448.0, 448.0, 448.0, 448.0, 448.0, 448.0),
+}
+
+
+@pytest.mark.parametrize("scheme, table", [("fp4_e2m1", FP4_TIES), ("fp8_e4m3", E4M3_TIES)])
+def test_format_ties_pinned_by_hand(scheme, table):
+    x = np.array(list(table), np.float32)
+    for k, mode in enumerate(["nearest_even", "nearest_away", "toward_zero", "up", "down", "odd"]):
+        got = lowbit.quantize(x, scheme=scheme, rounding=mode).dequantize()
+        want = np.array([table[v][k] for v in table], np.float32)
+        np.testing.assert_array_equal(got, want, err_msg=mode)
+        assert np.array_equal(np.signbit(got), np.signbit(want)), mode
