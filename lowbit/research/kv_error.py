@@ -96,10 +96,13 @@ def _stack_block(layers: list[Any], attr: str, start: int, stop: int) -> Any:
 
 def _errors(out: Any, ref: Any) -> tuple[float, float]:
     """(relative Frobenius error, mean absolute error) of ``out`` against ``ref``."""
-    diff = (out - ref).double()
-    norm = float(ref.double().norm())
-    rel = float(diff.norm()) / norm if norm > 0 else (0.0 if float(diff.norm()) == 0 else math.inf)
-    return rel, float(diff.abs().mean())
+    import torch
+
+    diff = out - ref
+    err = float(torch.linalg.vector_norm(diff, dtype=torch.float64))
+    norm = float(torch.linalg.vector_norm(ref, dtype=torch.float64))
+    rel = err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
+    return rel, float(diff.abs().mean(dtype=torch.float64))
 
 
 class _Recorder(_hooks.Probe):

