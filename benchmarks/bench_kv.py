@@ -101,7 +101,7 @@ def bench_attend(quick: bool) -> dict:
     rng = np.random.default_rng(1)
     cache = QuantizedKVCache("kvarn-k4v2-g128", d)
     chunk = 4096
-    for start in range(0, tokens, chunk):
+    for _ in range(0, tokens, chunk):
         k = kv_blocks(rng, b * hk, chunk, d).reshape(b, hk, chunk, d)
         v = kv_blocks(rng, b * hk, chunk, d).reshape(b, hk, chunk, d)
         cache.append(k, v)

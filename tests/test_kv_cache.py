@@ -62,11 +62,11 @@ def test_each_tile_is_quantized_once(rng: np.random.Generator) -> None:
     first = snapshot(cache)
     cache.append(k[:, :, -10:], v[:, :, -10:])
     again = snapshot(cache)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b[:, :, : a.shape[2]])
     one_shot = QuantizedKVCache("kvarn-k4v2-g128", 128, sink=128)
     one_shot.append(k, v)
-    for a, b in zip(first, snapshot(one_shot)):
+    for a, b in zip(first, snapshot(one_shot), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

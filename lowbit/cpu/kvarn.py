@@ -145,7 +145,7 @@ def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_for
         s_col = np.empty(cols, np.float32)
         s_row = np.empty(rows, np.float32)
         if rows >= 2 and cols >= 2:
-            balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),
+            balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),  # type: ignore[arg-type]
                          _F32(1e-8), s_col, s_row)
         else:  # a 1-token tile has no token std: identity scales
             s_col[:] = _F32(1.0)

@@ -297,25 +297,26 @@ class QuantizedKVCache:
             self._v.append(vc, vf)
 
     # -- inspection -----------------------------------------------------------------------
+    def _decode_tiles(self, kind: str, first: int) -> np.ndarray:
+        """Tiles ``first ..`` of one kind as reproduced, ``[B, Hk, tiles * G, D]`` float32."""
+        if self.batch is None or self.kv_heads is None:
+            raise ValueError("the cache is empty")
+        tiles = self._k if kind == "key" else self._v
+        b, h, n = self.batch, self.kv_heads, tiles.count - first
+        if n <= 0:
+            return np.empty((b, h, 0, self.head_dim), np.float32)
+        codes, fields = tiles.used()
+        flat = {k: np.ascontiguousarray(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
+                for k, f in fields.items()}
+        x = self.codec.decode(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
+                              kind, self.group, self.head_dim)
+        if self.codec.rotated:
+            x = codecs.rotate(x)
+        return x.reshape(b, h, n * self.group, self.head_dim)
+
     def dequantized_tiles(self, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values of tiles ``first ..`` as reproduced, each ``[B, Hk, tiles * G, D]`` float32."""
-        if self.batch is None:
-            raise ValueError("the cache is empty")
-        out = []
-        for tiles, kind in ((self._k, "key"), (self._v, "value")):
-            b, h, n = self.batch, self.kv_heads, tiles.count - first
-            if n <= 0:
-                out.append(np.empty((b, h, 0, self.head_dim), np.float32))
-                continue
-            codes, fields = tiles.used()
-            flat = {k: np.ascontiguousarray(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
-                    for k, f in fields.items()}
-            x = self.codec.decode(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
-                                  kind, self.group, self.head_dim)
-            if self.codec.rotated:
-                x = codecs.rotate(x)
-            out.append(x.reshape(b, h, n * self.group, self.head_dim))
-        return out[0], out[1]
+        return self._decode_tiles("key", first), self._decode_tiles("value", first)
 
     def exact_tokens(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The exact regions as stored: (sink keys, sink values, recent keys, recent values)."""
@@ -323,16 +324,12 @@ class QuantizedKVCache:
 
     def dequantized_keys(self) -> np.ndarray:
         """All keys as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
-        if self.batch is None:
-            raise ValueError("the cache is empty")
-        keys, _ = self.dequantized_tiles()
+        keys = self._decode_tiles("key", 0)
         return np.concatenate([self._sink_k.astype(np.float32), keys, self._recent_k.astype(np.float32)], axis=2)
 
     def dequantized_values(self) -> np.ndarray:
         """All values as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
-        if self.batch is None:
-            raise ValueError("the cache is empty")
-        _, values = self.dequantized_tiles()
+        values = self._decode_tiles("value", 0)
         return np.concatenate([self._sink_v.astype(np.float32), values, self._recent_v.astype(np.float32)], axis=2)
 
     def select_batch(self, index: Any) -> None:

@@ -105,6 +105,7 @@ class QuantizedKVLayer(DynamicLayer):
         assert self.cache is not None
         self.cache.append(_to_numpy(key_states), _to_numpy(value_states))
         self._refresh()
+        assert self.keys is not None and self.values is not None
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -185,7 +186,7 @@ class LowbitKVCache(Cache):
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         QuantizedKVCache(scheme, head_dim, sink=sink, recent=recent, **cache_options)  # validates now
         layers: list[Any] = []
-        for kind, kwargs in zip(layer_types, layer_kwargs):
+        for kind, kwargs in zip(layer_types, layer_kwargs, strict=True):
             if kind == "full_attention":
                 layers.append(QuantizedKVLayer(scheme, sink=sink, recent=recent, **cache_options))
             else:

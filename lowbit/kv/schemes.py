@@ -231,7 +231,7 @@ class KVScheme:
         if q.codes.dtype != np.uint8:
             raise ValueError("codes must be uint8")
         codec = self._codec_of(m)
-        for n, tok, codes, fields in parts:
+        for _, tok, _, fields in parts:
             _, want = codec.encode(np.ones((1, tok, shape[-1]), np.float32), m["kind"])
             if sorted(fields) != sorted(want) or any(
                     fields[k].shape[1:] != want[k].shape[1:] or fields[k].dtype != want[k].dtype
