@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 PROBE_NAME = "lowbit_probe"
 _registered = False

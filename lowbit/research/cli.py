@@ -6,8 +6,9 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lowbit.research.schemes import (
     DEFAULT_KV_SCHEMES,

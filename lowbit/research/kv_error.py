@@ -31,8 +31,9 @@ all three runs execute the same operations on bit-identical tensors.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,10 @@ class _SplitAccumulator:
         k = max(1, int(round(TOP_FRACTION * err.size)))
         top = np.argpartition(err, err.size - k)[err.size - k:]
         top_total = float(err[top].sum())
-        share = (lambda a, b: a / b if b > 0 else 0.0)
+
+        def share(a: float, b: float) -> float:
+            return a / b if b > 0 else 0.0
+
         return KVErrorSplit(
             relative_error=share(total, self.norm2),
             magnitude_share=share(float(mag.sum()), total),

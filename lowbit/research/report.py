@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -245,7 +246,7 @@ def write_kv_report(
             "## Summary",
             "",
         ]
-        rows = []
+        rows: list[list[Any]] = []
         for r in results:
             s, bpe = summaries[r.scheme], r.bits_per_element
             rows.append([

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 #: The K/V schemes the full ``lowbit eval kv`` run compares (about 2.3–3.4 bits/element).
 DEFAULT_KV_SCHEMES = (

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,11 +114,18 @@ def _train(params: list[Any], x: Any, y: Any, *, epochs: int, lr: float, seed: i
             if forward_weights is not None:
                 shadow = [params[0], params[2]]
                 rounded = forward_weights([w.detach() for w in shadow])
-                weights = [w + (r - w).detach() for w, r in zip(shadow, rounded)]
+                weights = [w + (r - w).detach() for w, r in zip(shadow, rounded, strict=True)]
             loss = torch.nn.functional.cross_entropy(_logits(params, x[idx], weights), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+
+def _rounder(bits: int) -> Callable[[list[Any]], list[Any]]:
+    def rounded(ws: list[Any]) -> list[Any]:
+        return [round_weights(w, bits, "nearest_even") for w in ws]
+
+    return rounded
 
 
 def round_weights(w: Any, bits: int, rounding: str, seed: int | None = None) -> Any:
@@ -245,7 +253,7 @@ def _study(bits: Sequence[int], widths: list[int], budget: int, xtr: Any, ytr: A
     spread: dict[str, list[float]] = {m: [] for m in METHODS}
     unavailable: dict[str, str] = {}
     torch.manual_seed(seed)
-    bar = tqdm(list(zip(bits, widths)), desc="weight study", unit="width",
+    bar = tqdm(list(zip(bits, widths, strict=True)), desc="weight study", unit="width",
                disable=None if progress is None else not progress)
     for b, h in bar:
         params = _mlp(h, seed)
@@ -267,7 +275,7 @@ def _study(bits: Sequence[int], widths: list[int], budget: int, xtr: Any, ytr: A
             spread[method].append(float(np.std(runs)) if len(runs) > 1 else 0.0)
         shadow = [p.detach().clone().requires_grad_(True) for p in params]
         _train(shadow, xtr, ytr, epochs=ste_epochs, lr=3e-3, seed=seed + 1,
-               forward_weights=lambda w, b=b: [round_weights(x, b, "nearest_even") for x in w])
+               forward_weights=_rounder(b))
         rounded = [round_weights(shadow[0].detach(), b, "nearest_even"),
                    round_weights(shadow[2].detach(), b, "nearest_even")]
         acc["shadow_ste"].append(_accuracy(shadow, xte, yte, rounded))
