@@ -398,3 +398,47 @@ def test_format_ties_pinned_by_hand(scheme, table):
         want = np.array([table[v][k] for v in table], np.float32)
         np.testing.assert_array_equal(got, want, err_msg=mode)
         assert np.array_equal(np.signbit(got), np.signbit(want)), mode
+
+
+# -- stochastic rounding into formats: statistics -----------------------------------------------
+
+def _sr_cases():
+    e4, e5, f4 = F.FP8_E4M3, F.FP8_E5M2, F.FP4_E2M1
+    return [
+        # (format, value): across binades, just below / above powers of two, subnormals
+        (e4, 0.3), (e4, 3.3), (e4, 100.7), (e4, 300.1),
+        (e4, 2.0**4 * (1 - 2.0**-6)), (e4, 2.0**4 * (1 + 2.0**-6)), (e4, 1 - 2.0**-7),
+        (e4, 0.3 * e4.smallest_subnormal), (e4, 2.7 * e4.smallest_subnormal),
+        (e4, e4.smallest_normal * (1 - 2.0**-5)),
+        (e5, 1e-5), (e5, 2.0**-14 * 0.99), (e5, 1000.3), (e5, -2.0**10 * (1 - 2.0**-9)),
+        (f4, 0.2), (f4, 2.2), (f4, 5.9), (f4, -0.7), (f4, 3.999),
+    ]
+
+
+@pytest.mark.parametrize("rbits", [1, 2, 3, 16])
+@pytest.mark.parametrize("fmt, value", _sr_cases(), ids=lambda v: v.name if hasattr(v, "name") else f"{v:.6g}")
+def test_stochastic_mean_into_formats(fmt, value, rbits):
+    from fractions import Fraction
+
+    n = 100_000
+    lo = ref.decode_minifloat(ref.encode_minifloat(value, fmt, "down"), fmt)
+    hi = ref.decode_minifloat(ref.encode_minifloat(value, fmt, "up"), fmt)
+    a, b = (lo, hi) if value >= 0 else (hi, lo)  # toward zero, away from zero
+    frac = Fraction(abs(value) - abs(a)) / Fraction(abs(b) - abs(a))
+    p = float(round(frac * (1 << rbits)) / (1 << rbits))  # docs/rounding.md: P(away)
+    expect = a + p * (b - a)
+    x = np.full(n, value, np.float64)
+    y = lowbit.quantize(x, scheme=fmt.name, rounding="stochastic", seed=123, rbits=rbits).dequantize()
+    assert set(np.unique(y)) <= {a, b}
+    bound = 5 * abs(b - a) * math.sqrt(p * (1 - p) / n)
+    assert abs(y.mean() - expect) <= bound + 1e-15 * abs(value)
+    if rbits == 16:  # the 16-bit probability is within 2**-17 of exact
+        assert abs(expect - value) <= abs(b - a) * 2.0**-17
+
+
+def test_format_chunking_invariance(rng):
+    x = (rng.standard_normal(5000) * 10).astype(np.float32)
+    whole = codes_of(lowbit.quantize(x, scheme="fp8_e4m3", rounding="stochastic", seed=9))
+    part = codes_of(lowbit.quantize(x[1234:], scheme="fp8_e4m3", rounding="stochastic", seed=9,
+                                    offset=1234))
+    np.testing.assert_array_equal(part, whole[1234:])
