@@ -375,11 +375,11 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
                                     imbalance)
     out_balanced = from_backend(to_dtype(balanced.reshape(arr.shape), origin.dtype), origin)
     scale_origin = type(origin)(origin.library, "float32", origin.device)
-    out = (
+    out = [
         out_balanced,
         from_backend(col_scale.reshape(*batch_shape, 1, ncols), scale_origin),
         from_backend(row_scale.reshape(*batch_shape, nrows, 1), scale_origin),
-    )
+    ]
     if return_imbalance:
-        out += (from_backend(imbalance.reshape(batch_shape), scale_origin),)
-    return out
+        out.append(from_backend(imbalance.reshape(batch_shape), scale_origin))
+    return tuple(out)

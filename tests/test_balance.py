@@ -215,7 +215,7 @@ def test_thread_count_does_not_change_results() -> None:
     finally:
         nb.set_num_threads(before)
     many = lowbit.balance(tiles, return_imbalance=True)
-    for a, b in zip(one, many):
+    for a, b in zip(one, many, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -331,7 +331,7 @@ def test_torch_inputs() -> None:
     assert all(isinstance(a, torch.Tensor) for a in (bal, cs, rs, imb))
     assert bal.dtype == torch.float32 and cs.shape == (2, 1, 8) and rs.shape == (2, 16, 1)
     ref = lowbit.balance(tiles.numpy(), return_imbalance=True)
-    for a, b in zip((bal, cs, rs, imb), ref):
+    for a, b in zip((bal, cs, rs, imb), ref, strict=True):
         np.testing.assert_array_equal(a.numpy(), b)
     bf = tiles.to(torch.bfloat16)
     bal_bf, cs_bf, _ = lowbit.balance(bf)

@@ -81,7 +81,7 @@ def _weighted_std(t: np.ndarray, w: np.ndarray, acc: np.ndarray, mean: np.ndarra
 
 
 @nb.njit(inline="always", cache=True)
-def _spread(std: np.ndarray, floor: float) -> float:
+def _spread(std: np.ndarray, floor: np.float32) -> np.float32:
     """``max(std) / max(min(std), floor)``; NaN if any std is NaN."""
     lo = std[0]
     hi = std[0]
@@ -97,8 +97,8 @@ def _spread(std: np.ndarray, floor: float) -> float:
 
 
 @nb.njit(inline="always", cache=True)
-def _update_log_scale(log_scale: np.ndarray, std: np.ndarray, inv: np.ndarray,
-                      std_min: float, std_max: float, log_min: float, log_max: float) -> None:
+def _update_log_scale(log_scale: np.ndarray, std: np.ndarray, inv: np.ndarray, std_min: np.float32,
+                      std_max: np.float32, log_min: np.float32, log_max: np.float32) -> None:
     """``L = clip(L + ln(clip(std, std_min, std_max)), log_min, log_max)``; ``inv = exp(-L)``."""
     for i in range(log_scale.shape[0]):
         s = min(max(std[i], std_min), std_max)
@@ -108,9 +108,9 @@ def _update_log_scale(log_scale: np.ndarray, std: np.ndarray, inv: np.ndarray,
 
 
 @nb.njit(inline="always", cache=True)
-def balance_tile(tile: np.ndarray, iterations: int, std_min: float, std_max: float,
-                 log_min: float, log_max: float, imbalance_floor: float,
-                 col_scale: np.ndarray, row_scale: np.ndarray) -> float:
+def balance_tile(tile: np.ndarray, iterations: int, std_min: np.float32, std_max: np.float32,
+                 log_min: np.float32, log_max: np.float32, imbalance_floor: np.float32,
+                 col_scale: np.ndarray, row_scale: np.ndarray) -> np.float32:
     """Balance one float32 tile ``[R, C]``; write the best scales, return the best imbalance.
 
     Exactly DESIGN.md §4 step 2 in float32 (all scalar arguments float32): ``Imb(X) = max σ_col /
@@ -181,8 +181,8 @@ def divide_scales(tile: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray
 
 
 @nb.njit(parallel=True, cache=True)
-def balance_tiles(tiles: np.ndarray, iterations: int, std_min: float, std_max: float,
-                  log_min: float, log_max: float, imbalance_floor: float,
+def balance_tiles(tiles: np.ndarray, iterations: int, std_min: np.float32, std_max: np.float32,
+                  log_min: np.float32, log_max: np.float32, imbalance_floor: np.float32,
                   balanced: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray,
                   imbalance: np.ndarray) -> None:
     """``balance_tile`` on every tile of ``tiles [B, R, C]`` (float32, C-contiguous), in parallel.

@@ -84,7 +84,7 @@ def _butterflies(buf: np.ndarray, tmp: np.ndarray, core: np.ndarray, lanes: int)
 
 @nb.njit(parallel=True, cache=True)
 def fwht(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first: bool,
-         scale: float, out: np.ndarray) -> None:
+         scale: np.floating, out: np.ndarray) -> None:
     """``out[i] = scale * (H_{2**k} ⊗ core) @ (signs * x[i])`` for every row ``i`` of ``x [rows, n]``.
 
     ``signs`` has length ``n`` or 0 (no signs).  With ``signs_first`` False the signs multiply
