@@ -154,3 +154,25 @@ def test_exact_ties_round_to_even_on_gpu(cp, group):
         qc = lowbit.quantize(x, scheme="rtn", group_size=group, **kw)
         qg = lowbit.quantize(cp.asarray(x), scheme="rtn", group_size=group, **kw)
         np.testing.assert_array_equal(_host(qg.codes), qc.codes)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("group", [64, 128])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_single_pass_variants_match_cpu(cp, bits, group, dtype, symmetric):
+    """Covers the thread-per-group and warp-per-group single-pass kernels, ties included."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(bits * group)
+    x = rng.standard_normal((257, group)).astype(np.float32)
+    x[::7] = np.round(x[::7] * 4) / 4  # exact ties on coarse grids
+    x[3, :5] = [1e-45, -0.0, 0.0, 3e-39, -2e-40]
+    t = torch.from_numpy(x).to(getattr(torch, dtype))
+    for sd in ("float32", "float16", "bfloat16"):
+        kw = dict(bits=bits, scheme="rtn", group_size=group, symmetric=symmetric, scale_dtype=sd)
+        qc = lowbit.quantize(t, **kw)
+        qg = lowbit.quantize(t.cuda(), **kw)
+        np.testing.assert_array_equal(_host(qg.codes), np.asarray(qc.codes))
+        for k in qc.fields:
+            np.testing.assert_array_equal(_host(qg.fields[k]).view(np.uint8),
+                                          np.asarray(qc.fields[k]).view(np.uint8))

@@ -351,6 +351,13 @@ __device__ __forceinline__ void group_stats(const T* raw, double& mn, double& mx
 // (scale in [2^-60, 2^60]; float32 flushing of subnormals only adds the 2^-66), so when it is
 // more than 1e-3 away from a half-integer, its nearest integer is rint((x - offset) / scale).
 // Otherwise, and for every other case, the float64 path of encode_one decides.
+// The exact float64 path, kept out of line: unrolled callers stay small.
+__device__ __noinline__ u32 encode_slow(double v, double s, double inv, double off, int bits,
+                                        int symmetric, int mode, u64 seed, long long index,
+                                        int rbits) {
+    return (u32)encode_one(v, s, inv, off, bits, symmetric, mode, seed, index, rbits);
+}
+
 template <typename T>
 __device__ __forceinline__ u32 encode_fused(T raw, double s, double inv, double off, float inv32,
                                             float off32, bool fast, int bits, int symmetric,
@@ -373,7 +380,7 @@ __device__ __forceinline__ u32 encode_fused(T raw, double s, double inv, double 
             }
         }
     }
-    return (u32)encode_one(to_f64(raw), s, inv, off, bits, symmetric, mode, seed, index, rbits);
+    return encode_slow(to_f64(raw), s, inv, off, bits, symmetric, mode, seed, index, rbits);
 }
 
 template <typename T, int K>
@@ -443,6 +450,91 @@ __device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bit
         }
     }
 }
+
+// Thread-per-group variant for groups of at most 256 bytes of 16/32-bit inputs: a thread keeps
+// its whole group in registers (up to 16 x 16-byte loads in flight), so that enough bytes are
+// in flight to run at memory speed.  Same results as rtn_quantize_groups_impl.
+template <typename T, int G, int BITS>
+__device__ void rtn_quantize_groups_thread_impl(const T* x, long long n_groups, int symmetric,
+                                                int fmt, int mode, u64 seed, int rbits, u8* packed,
+                                                float* scale, float* offset) {
+    constexpr int bits = BITS;
+    constexpr int BYTES = G * (int)sizeof(T);
+    static_assert(BYTES % 16 == 0 && BYTES <= 256, "group must be whole 16-byte vectors, <= 256 B");
+    constexpr int NV = BYTES / 16;
+    for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < n_groups;
+         g += (long long)gridDim.x * blockDim.x) {
+        union { uint4 q[NV]; T t[G]; } buf;
+        const uint4* src = reinterpret_cast<const uint4*>(x + g * G);
+#pragma unroll
+        for (int i = 0; i < NV; ++i) buf.q[i] = src[i];
+        int kmn = 0x7fffffff, kmx = (int)0x80000000;
+        u32 bad = 0;
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            const u32 b = f32_bits(buf.t[j]);
+            bad |= (b & 0x7f800000u) == 0x7f800000u;
+            const int k = order_key(b);
+            kmn = min(kmn, k);
+            kmx = max(kmx, k);
+        }
+        const double mn = f32_to_f64(__uint_as_float(key_bits(kmn))) + 0.0;
+        const double mx = f32_to_f64(__uint_as_float(key_bits(kmx))) + 0.0;
+        double s, off;
+        if (symmetric) {
+            const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
+            off = 0.0;
+            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+        } else {
+            off = round_to_format(mn, fmt, -1);
+            const double step = (mx - off) / (double)((1 << bits) - 1);
+            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+        }
+        const bool overflow = s > format_max(fmt) || fabs(off) > format_max(fmt);
+        const bool skip = bad || overflow;
+        const double inv = 1.0 / s;
+        const bool fast = mode == LOWBIT_NEAREST_EVEN && s >= 8.673617379884035e-19 &&
+                          s <= 1.152921504606847e18;  // 2^-60 .. 2^60
+        const float inv32 = fast ? f64_to_f32(inv) : 0.0f;
+        const float off32 = f64_to_f32(off);
+        constexpr int N_WORDS = G * BITS / 32;
+        union { u32 w[N_WORDS]; uint4 q[N_WORDS / 4]; } words;
+#pragma unroll
+        for (int i = 0; i < N_WORDS; ++i) words.w[i] = 0u;
+        if (!skip) {
+#pragma unroll
+            for (int j = 0; j < G; ++j) {
+                const u32 c = encode_fused<T>(buf.t[j], s, inv, off, inv32, off32, fast, BITS,
+                                              symmetric, mode, seed, g * G + j, rbits);
+                        const int bit = j * BITS;  // compile-time after unrolling
+                words.w[bit >> 5] |= c << (bit & 31);
+                if ((bit & 31) + BITS > 32) words.w[(bit >> 5) + 1] |= c >> (32 - (bit & 31));
+            }
+        }
+        uint4* out = reinterpret_cast<uint4*>(packed + g * (long long)(G * BITS / 8));
+#pragma unroll
+        for (int i = 0; i < N_WORDS / 4; ++i) out[i] = words.q[i];
+        scale[g] = bad ? __int_as_float(0x7fc00000)
+                       : (overflow ? __int_as_float(0x7f800000) : f64_to_f32(s));
+        offset[g] = skip ? 0.0f : f64_to_f32(off);
+    }
+}
+
+#define LOWBIT_FUSED_THREAD(SUFFIX, T, G, BITS)                                                 \
+    extern "C" __global__ void lowbit_rtn_quantize_groups_thread_##SUFFIX##_g##G##_b##BITS(       \
+        const T* x, long long n_groups, int symmetric, int fmt, int mode, u64 seed, int rbits,   \
+        u8* packed, float* scale, float* offset) {                                               \
+        rtn_quantize_groups_thread_impl<T, G, BITS>(x, n_groups, symmetric, fmt, mode, seed,     \
+                                                    rbits, packed, scale, offset);               \
+    }
+#define LOWBIT_FUSED_THREAD_BITS(SUFFIX, T, G) \
+    LOWBIT_FUSED_THREAD(SUFFIX, T, G, 2) LOWBIT_FUSED_THREAD(SUFFIX, T, G, 4) \
+    LOWBIT_FUSED_THREAD(SUFFIX, T, G, 8)
+LOWBIT_FUSED_THREAD_BITS(f16, __half, 64)
+LOWBIT_FUSED_THREAD_BITS(f16, __half, 128)
+LOWBIT_FUSED_THREAD_BITS(bf16, u16, 64)
+LOWBIT_FUSED_THREAD_BITS(bf16, u16, 128)
+LOWBIT_FUSED_THREAD_BITS(f32, float, 64)
 
 #define LOWBIT_FUSED(SUFFIX, T, K)                                                               \
     extern "C" __global__ void lowbit_rtn_quantize_groups_##SUFFIX##_k##K(                        \
