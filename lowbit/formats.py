@@ -60,17 +60,17 @@ class IntFormat:
 
     @property
     def name(self) -> str:
-        #: "int8", "uint4", ...
+        """"int8", "uint4", ..."""
         return f"{'' if self.signed else 'u'}int{self.bits}"
 
     @property
     def min(self) -> int:
-        #: The smallest code value: -2**(bits-1) (signed) or 0.
+        """The smallest code value: -2**(bits-1) (signed) or 0."""
         return -(1 << (self.bits - 1)) if self.signed else 0
 
     @property
     def max(self) -> int:
-        #: The largest code value: 2**(bits-1) - 1 (signed) or 2**bits - 1.
+        """The largest code value: 2**(bits-1) - 1 (signed) or 2**bits - 1."""
         return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
 
 
@@ -95,38 +95,38 @@ class FixedPoint:
 
     @property
     def name(self) -> str:
-        #: "q3.4" (signed) or "uq4.4" (unsigned): Qm.n with m = bits - frac_bits - signed.
+        """"q3.4" (signed) or "uq4.4" (unsigned): Qm.n with m = bits - frac_bits - signed."""
         m = self.bits - self.frac_bits - int(self.signed)
         return f"{'' if self.signed else 'u'}q{m}.{self.frac_bits}"
 
     @property
     def step(self) -> float:
-        #: The value of one code step, 2**-frac_bits.
+        """The value of one code step, 2**-frac_bits."""
         return 2.0 ** -self.frac_bits
 
     @property
     def code_min(self) -> int:
-        #: The smallest integer q.
+        """The smallest integer q."""
         return IntFormat(self.bits, self.signed).min
 
     @property
     def code_max(self) -> int:
-        #: The largest integer q.
+        """The largest integer q."""
         return IntFormat(self.bits, self.signed).max
 
     @property
     def min(self) -> float:
-        #: The smallest value, code_min * step.
+        """The smallest value, code_min * step."""
         return self.code_min * self.step
 
     @property
     def max(self) -> float:
-        #: The largest value, code_max * step.
+        """The largest value, code_max * step."""
         return self.code_max * self.step
 
     @property
     def emax(self) -> int:
-        #: floor(log2(max)): the exponent an OCP MX shared scale aligns to (MXINT8: 0).
+        """floor(log2(max)): the exponent an OCP MX shared scale aligns to (MXINT8: 0)."""
         return int(np.frexp(self.max)[1]) - 1
 
     def value_of(self, code: int) -> Fraction:
@@ -163,59 +163,59 @@ class MiniFloat:
 
     @property
     def bits(self) -> int:
-        #: Code width: sign + exponent + mantissa.
+        """Code width: sign + exponent + mantissa."""
         return 1 + self.exp_bits + self.man_bits
 
     @property
     def emin(self) -> int:
-        #: Exponent of the smallest normal, 1 - bias (also the exponent of the subnormals).
+        """Exponent of the smallest normal, 1 - bias (also the exponent of the subnormals)."""
         return 1 - self.bias
 
     @property
     def emax(self) -> int:
-        #: Exponent of the largest finite value.
+        """Exponent of the largest finite value."""
         top = (1 << self.exp_bits) - 1
         return (top - 1 if self.has_inf else top) - self.bias
 
     @property
     def max_mantissa(self) -> int:
-        #: Mantissa field of the largest finite value (all ones, less one for "fn" formats).
+        """Mantissa field of the largest finite value (all ones, less one for "fn" formats)."""
         full = (1 << self.man_bits) - 1
         return full - 1 if (self.has_nan and not self.has_inf) else full
 
     @property
     def code_of_max(self) -> int:
-        #: Code of +max (sign bit clear).
+        """Code of +max (sign bit clear)."""
         return ((self.emax + self.bias) << self.man_bits) | self.max_mantissa
 
     @property
     def max(self) -> float:
-        #: The largest finite value.
+        """The largest finite value."""
         return float(2.0**self.emax * (1 + self.max_mantissa / 2**self.man_bits))
 
     @property
     def smallest_normal(self) -> float:
-        #: 2**emin.
+        """2**emin."""
         return float(2.0**self.emin)
 
     @property
     def smallest_subnormal(self) -> float:
-        #: 2**(emin - man_bits), or smallest_normal when man_bits == 0.
+        """2**(emin - man_bits), or smallest_normal when man_bits == 0."""
         return float(2.0 ** (self.emin - self.man_bits))
 
     @property
     def eps(self) -> float:
-        #: Distance from 1 to the next larger value, 2**-man_bits (finfo-style).
+        """Distance from 1 to the next larger value, 2**-man_bits (finfo-style)."""
         return float(2.0**-self.man_bits)
 
     @property
     def code_of_inf(self) -> int | None:
-        #: Code of +Inf, or None.
+        """Code of +Inf, or None."""
         return ((1 << self.exp_bits) - 1) << self.man_bits if self.has_inf else None
 
     @property
     def code_of_nan(self) -> int | None:
-        #: Code of the (positive, quiet) NaN, or None: S.11..1.10..0 with Inf, S.11..1.11..1 without.
+        """Code of the (positive, quiet) NaN, or None: S.11..1.10..0 with Inf, S.11..1.11..1 without."""
         if not self.has_nan:
             return None
         top = ((1 << self.exp_bits) - 1) << self.man_bits
@@ -284,7 +284,7 @@ class BlockFormat:
 
     @property
     def bits_per_element(self) -> float:
-        #: Storage per element: element bits + 8 scale bits per block (tensor scale not counted).
+        """Storage per element: element bits + 8 scale bits per block (tensor scale not counted)."""
         return self.element.bits + 8 / self.block_size
 
 
