@@ -109,7 +109,8 @@ def _float32_sweep(fmt: F.MiniFloat) -> np.ndarray:
     mant = rng.integers(0, 1 << 23, (binades.size, 64))
     randoms = np.ldexp((1 + mant / 2.0**23), binades[:, None]).astype(np.float32).ravel()
     tiny = np.array([1e-45, 1e-40, 2.0**-126, 2.0**-127], np.float32)
-    special = np.array([0.0, np.inf, np.float32(fmt.max), np.float32(3.4e38)], np.float32)
+    special = np.array([0.0, np.inf, np.float32(fmt.max), np.float32(3.4e38)]
+                       + ([np.nan] if fmt.has_nan else []), np.float32)
     x = np.concatenate([near, randoms, tiny, special])
     return np.concatenate([x, -x])
 
