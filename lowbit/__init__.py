@@ -9,12 +9,14 @@ from lowbit.api import dequantize, quantize
 from lowbit.packing import pack, unpack
 from lowbit.quantized import QuantizedArray, load
 from lowbit.rounding import round  # noqa: A004 - lowbit.round is the public name
+from lowbit import formats  # number-format records (lowbit.formats.FP8_E4M3, ...)
 from lowbit.transforms import balance, hadamard, hadamard_matrix, inverse_hadamard
 
 __all__ = [
     "QuantizedArray",
     "balance",
     "dequantize",
+    "formats",
     "hadamard",
     "hadamard_matrix",
     "inverse_hadamard",
