@@ -404,3 +404,26 @@ def test_rel_error_formula_is_scale_invariant(rng: np.random.Generator) -> None:
         yh = lowbit.quantize(y, bits=4, scheme="kvarn", kind="key").dequantize()
         errs.append(float(np.linalg.norm(yh - y) / np.linalg.norm(y)))
     assert max(errs) - min(errs) < 0.01 and math.isclose(errs[1], 0.10, abs_tol=0.02)
+
+
+@pytest.mark.parametrize(("scheme", "kwargs"), [
+    ("kvarn", {"bits": 3, "group": 8}),
+    ("kvarn", {"bits": 5, "scale_dtype": "float8_e4m3"}),
+    ("kivi", {"bits": 3, "group": 8, "value_group_size": 4}),
+    ("quarot", {"bits": 3}),
+    ("fp8", {}),
+])
+def test_odd_geometries_round_trip(rng: np.random.Generator, tmp_path: object, scheme: str,
+                                   kwargs: dict) -> None:
+    """head_dim 12 (a Paley length), 7 tokens, 3/5-bit codes: tiles not byte aligned."""
+    import pathlib
+
+    x = rng.standard_normal((3, 7, 12)).astype(np.float32)
+    path = pathlib.Path(str(tmp_path)) / "odd.npz"
+    for kind in ("key", "value"):
+        q = lowbit.quantize(x, scheme=scheme, kind=kind, **kwargs)
+        xh = q.dequantize()
+        assert xh.shape == x.shape and np.isfinite(xh).all()
+        assert np.linalg.norm(xh - x) / np.linalg.norm(x) < 0.2
+        q.save(path)
+        np.testing.assert_array_equal(lowbit.load(path).dequantize(), xh)

@@ -170,14 +170,14 @@ def _rtn_rows(x: np.ndarray, bits: int, group_size: int | None) -> tuple[np.ndar
     from lowbit import affine
 
     n = x.shape[0]
-    per_block = x[0].size
-    if (per_block * bits) % 8 == 0:
-        q = affine.quantize(np.ascontiguousarray(x), _HOST_F32, bits, axis=-1,
+    chunks = [x] if (x[0].size * bits) % 8 == 0 else [x[i:i + 1] for i in range(n)]
+    parts = []
+    for c in chunks:
+        q = affine.quantize(np.ascontiguousarray(c), _HOST_F32, bits, axis=-1,
                             group_size=group_size, scale_dtype="float16")
-        codes = q.codes.reshape(n, -1)
-        return codes, {"scale": q.fields["scale"].reshape(n, -1),
-                       "offset": q.fields["offset"].reshape(n, -1)}
-    parts = [_rtn_rows(x[i:i + 1], bits, group_size) for i in range(n)]
+        parts.append((q.codes.reshape(c.shape[0], -1),
+                      {"scale": q.fields["scale"].reshape(c.shape[0], -1),
+                       "offset": q.fields["offset"].reshape(c.shape[0], -1)}))
     codes = np.concatenate([p[0] for p in parts])
     return codes, {k: np.concatenate([p[1][k] for p in parts]) for k in ("scale", "offset")}
 
