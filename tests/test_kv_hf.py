@@ -53,6 +53,23 @@ def test_layer_matches_the_numpy_cache(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(keys[:, :, :32].numpy(), k[:, :, :32])  # sink exact
 
 
+@pytest.mark.parametrize("exact_within_call", [True, False])
+def test_tokens_of_one_call_see_each_other_exactly(rng: np.random.Generator,
+                                                   exact_within_call: bool) -> None:
+    """A prefill that completes tiles: exact within the call (default), quantized afterwards."""
+    layer = QuantizedKVLayer("kvarn-k2v2-g64", sink=0, exact_within_call=exact_within_call)
+    k = rng.standard_normal((1, 2, 150, 64)).astype(np.float32)
+    keys, values = layer.update(torch.from_numpy(k[:, :, :140]), torch.from_numpy(k[:, :, :140]))
+    ref = QuantizedKVCache("kvarn-k2v2-g64", 64, sink=0)
+    ref.append(k[:, :, :140], k[:, :, :140])
+    np.testing.assert_array_equal(keys.numpy(), k[:, :, :140] if exact_within_call else ref.dequantized_keys())
+    np.testing.assert_array_equal(values.numpy(), k[:, :, :140] if exact_within_call else ref.dequantized_values())
+    np.testing.assert_array_equal(layer.keys.numpy(), ref.dequantized_keys())  # stored state
+    keys, _ = layer.update(torch.from_numpy(k[:, :, 140:141]), torch.from_numpy(k[:, :, 140:141]))
+    ref.append(k[:, :, 140:141], k[:, :, 140:141])
+    np.testing.assert_array_equal(keys.numpy(), ref.dequantized_keys())  # later calls: quantized
+
+
 def test_layer_bfloat16_and_crop(rng: np.random.Generator) -> None:
     layer = QuantizedKVLayer("kvarn-k4v4-g64", sink=0)
     k = torch.tensor(rng.standard_normal((2, 1, 100, 64)), dtype=torch.bfloat16)

@@ -11,7 +11,11 @@ one :class:`lowbit.kv.QuantizedKVCache`.  Each completed tile is quantized once,
 completes (unlike transformers' ``QuantizedLayer``, which re-quantizes the whole history at
 every flush); the sink and recent regions stay exact.  ``update`` returns the keys and values
 as the cache reproduces them (sink exact, tiles dequantized and un-rotated, recent exact) in
-the model's dtype; tiles are dequantized once, when they complete, and kept.  Other layer
+the model's dtype; tiles are dequantized once, when they complete, and kept.  With
+``exact_within_call=True`` (default) the tokens passed to one ``update`` see each other exactly
+in that call (as the official release's first prefill chunk and the paper's block-wise
+pseudo-decode do) and only later calls see them quantized; ``False`` returns the cache's
+reproduction of them at once.  Other layer
 types (sliding window, chunked, ...) keep transformers' own unquantized layers.
 
 CPU tensors only for now (the CUDA kernels are a known gap); bfloat16 models keep their exact
@@ -51,9 +55,10 @@ class QuantizedKVLayer(DynamicLayer):
     is_croppable = True
 
     def __init__(self, scheme: str = "kvarn-k4v2-g128", *, sink: int = 128, recent: int = 0,
-                 **cache_options: Any) -> None:
+                 exact_within_call: bool = True, **cache_options: Any) -> None:
         super().__init__()
         self.scheme = scheme
+        self.exact_within_call = bool(exact_within_call)
         self.cache_options = dict(cache_options, sink=sink, recent=recent)
         self.cache: QuantizedKVCache | None = None
         self._fixed_k: torch.Tensor | None = None  # sink + dequantized tiles, model dtype
@@ -103,9 +108,15 @@ class QuantizedKVLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         assert self.cache is not None
+        before = (self.keys, self.values, self.cache.n_tiles)
         self.cache.append(_to_numpy(key_states), _to_numpy(value_states))
         self._refresh()
         assert self.keys is not None and self.values is not None
+        if self.exact_within_call and self.cache.n_tiles > before[2]:
+            # the new tokens completed tiles: this call still sees them exactly
+            assert before[0] is not None and before[1] is not None
+            return (torch.cat([before[0], key_states.to(self.dtype)], dim=-2),
+                    torch.cat([before[1], value_states.to(self.dtype)], dim=-2))
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -177,10 +188,13 @@ class LowbitKVCache(Cache):
     sink, recent, **cache_options
         As for :class:`lowbit.kv.QuantizedKVCache` (``key_bits``, ``value_bits``, ``group``,
         ``iterations``, ``scale_dtype``, ``value_group_size``).
+    exact_within_call : bool
+        Tokens of one ``update`` see each other exactly in that call (default; see the
+        module docstring).
     """
 
     def __init__(self, config: Any, scheme: str = "kvarn-k4v2-g128", *, sink: int = 128,
-                 recent: int = 0, **cache_options: Any) -> None:
+                 recent: int = 0, exact_within_call: bool = True, **cache_options: Any) -> None:
         layer_types, layer_kwargs = _layer_types(config)
         cfg = config.get_text_config(decoder=True)
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -188,7 +202,8 @@ class LowbitKVCache(Cache):
         layers: list[Any] = []
         for kind, kwargs in zip(layer_types, layer_kwargs, strict=True):
             if kind == "full_attention":
-                layers.append(QuantizedKVLayer(scheme, sink=sink, recent=recent, **cache_options))
+                layers.append(QuantizedKVLayer(scheme, sink=sink, recent=recent,
+                                               exact_within_call=exact_within_call, **cache_options))
             else:
                 layers.append(DYNAMIC_LAYER_TYPE_MAPPING[kind](**kwargs))
         super().__init__(layers=layers)
@@ -212,9 +227,10 @@ class KVarNCache(LowbitKVCache):
     """
 
     def __init__(self, config: Any, preset: str = "kvarn-k4v2-g128", *, sink: int = 128,
-                 recent: int = 0, iterations: int = 8, scale_dtype: str = "float16") -> None:
+                 recent: int = 0, iterations: int = 8, scale_dtype: str = "float16",
+                 exact_within_call: bool = True) -> None:
         super().__init__(config, preset, sink=sink, recent=recent, iterations=iterations,
-                         scale_dtype=scale_dtype)
+                         scale_dtype=scale_dtype, exact_within_call=exact_within_call)
 
 
 class KiviCache(LowbitKVCache):
