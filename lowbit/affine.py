@@ -94,7 +94,18 @@ def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, sca
         step = (hi - offset32.astype(xp.float64)) / float(2**bits - 1)
         fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
     scale32 = scales.load(fields["scale"], scale_dtype)
-    k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, seed, rbits, packed)
+    if mode >= 0:
+        k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, seed, rbits, packed)
+        return fields
+    # error diffusion (first order) along each group, on the same grid
+    grid = (x.reshape(n_groups, g).astype(xp.float64) - offset32.astype(xp.float64)[:, None]) / scale32.astype(
+        xp.float64
+    )[:, None]
+    m = float(2 ** (bits - 1) - 1) if symmetric else 0.0
+    top = m if symmetric else float(2**bits - 1)
+    out = xp.empty_like(grid)
+    k.diffuse_rows(grid, 1, -m, top, out)
+    k.pack_codes((out + m).astype(xp.uint8).reshape(-1), bits, packed)
     return fields
 
 
@@ -126,7 +137,9 @@ def quantize(
     symmetric : bool
         Symmetric grid around zero (no offset stored).
     rounding : str
-        A rounding mode name except ``diffuse`` (``lowbit.rounding.modes``).
+        A rounding mode name (``lowbit.rounding.modes``).  ``diffuse`` is first-order error
+        diffusion along ``axis`` within each group (the residual of each code is carried to
+        the next element; partial sums of x_hat track those of x within half a step).
     seed, rbits
         Stochastic rounding key and random bits per element (seed drawn and recorded
         in ``meta`` when omitted).
@@ -151,7 +164,9 @@ def quantize(
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be a bool, got {symmetric!r}")
     symmetric = bool(symmetric)
-    mode = mode_code(rounding, allow_diffuse=False)
+    mode = mode_code(rounding)
+    if rounding == "diffuse" and symmetric and bits == 1:
+        raise ValueError("rounding='diffuse' needs a uniform grid; 1-bit symmetric (sign) has none")
     seed = check_seed(seed, rounding)
     rbits = check_rbits(rbits)
     scale_dtype = scales.check_scale_dtype(scale_dtype)
@@ -168,7 +183,9 @@ def quantize(
     g = _layout(shape, ax, gs)
     packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
     seed_u64 = np.uint64(seed or 0)
-    if g in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
+    if rounding == "diffuse":
+        fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, -1, seed_u64, rbits, packed)
+    elif g in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
         fields = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
     else:
         fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)

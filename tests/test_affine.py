@@ -361,3 +361,27 @@ def test_nearest_scale_storage_equals_a_plain_cast(dtype, rng):
         exact32 = v.astype(np.float32).astype(np.float64) == v
         got, want = got[exact32], want[exact32]
     np.testing.assert_array_equal(got.view(np.uint8), np.asarray(want).view(np.uint8))
+
+
+# --- error diffusion ----------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from([2, 3, 4]), st.booleans(), st.sampled_from([16, 50]))
+def test_diffuse_partial_sums_track_the_input(seed, bits, symmetric, group):
+    """First-order diffusion: |sum_{i<=k} (x_hat - x)| <= scale / 2 for every prefix of a group
+    (away from saturation, which the grid's own min/max never reach)."""
+    x = np.random.default_rng(seed).standard_normal((4, group)).astype(np.float64)
+    q = lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group, symmetric=symmetric, rounding="diffuse")
+    err = np.cumsum(q.dequantize() - x, axis=-1)
+    step = per_element(q.fields["scale"], q)
+    assert (np.abs(err) <= step / 2 * (1 + 1e-9)).all()
+    plain = lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group, symmetric=symmetric)
+    assert np.abs(np.cumsum(plain.dequantize() - x, axis=-1)).max() >= np.abs(err).max()
+
+
+def test_diffuse_pinned_by_hand():
+    # lo = 0, scale = 1: 0 -> 0; .4 -> 0 (e .4); .8 -> 1 (e -.2); .2 -> 0 (e .2); 3.2 -> 3
+    x = np.array([0.0, 0.4, 0.4, 0.4, 3.0])
+    q = lowbit.quantize(x, bits=2, scheme="rtn", rounding="diffuse")
+    np.testing.assert_array_equal(codes_of(q), [0, 0, 1, 0, 3])
