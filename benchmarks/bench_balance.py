@@ -68,8 +68,8 @@ def run(quick: bool = False) -> list[dict]:
 
     t = best_time(lambda: lowbit.balance(tiles, iterations), 5 if quick else 3)
     tb = best_time(lambda: numpy_balance(tiles, iterations), 3 if quick else 1, warmup=1 if quick else 0)
-    out = row(f"balance {r}x{c}, {iterations} it ({t / tiles_n * 1e6:.1f} us/tile)",
-              f"{tiles_n} tiles f32", t, "numpy vectorized", tb, 2 * tiles.nbytes, tiles.size)
+    out = row(f"balance {r}x{c} f32, {iterations} it", f"{tiles_n} t, {t / tiles_n * 1e6:.0f} us/tile",
+              t, "numpy vectorized", tb, 2 * tiles.nbytes, tiles.size)
     out["us_per_tile"] = t / tiles_n * 1e6
     out["baseline_us_per_tile"] = tb / tiles_n * 1e6
     return [out]
