@@ -357,12 +357,6 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
     batch_shape = tuple(arr.shape[:-2])
     with np.errstate(over="ignore"):  # float64 beyond the float32 range -> inf, reported below
         work = contiguous(to_float(arr, origin.dtype, "float32")).reshape(-1, nrows, ncols)
-    if check_finite:
-        bad = int(xp.count_nonzero(~xp.isfinite(work)))
-        if bad:
-            raise ValueError(f"tiles holds {bad} non-finite value(s) (NaN or ±Inf, or beyond the "
-                             f"float32 range); pass check_finite=False to keep identity scales "
-                             f"for such tiles instead")
     nt = work.shape[0]
     balanced = xp.empty_like(work)
     col_scale = xp.empty((nt, ncols), dtype=xp.float32)
@@ -373,6 +367,16 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
         backend(work).balance_tiles(work, int(iterations), f32(lo_std), f32(hi_std), f32(lo_log),
                                     f32(hi_log), f32(floor), balanced, col_scale, row_scale,
                                     imbalance)
+    if check_finite and nt:
+        # A NaN or ±Inf anywhere in a tile makes its imbalance NaN (and nothing else can, except
+        # float32 overflow of huge finite values), so only those tiles need to be scanned.
+        suspect = xp.isnan(imbalance)
+        if bool(suspect.any()):
+            bad = int(xp.count_nonzero(~xp.isfinite(work[suspect])))
+            if bad:
+                raise ValueError(f"tiles holds {bad} non-finite value(s) (NaN or ±Inf, or beyond "
+                                 f"the float32 range); pass check_finite=False to keep identity "
+                                 f"scales for such tiles instead")
     out_balanced = from_backend(to_dtype(balanced.reshape(arr.shape), origin.dtype), origin)
     scale_origin = type(origin)(origin.library, "float32", origin.device)
     out = [

@@ -303,6 +303,15 @@ def test_non_finite_raises_by_default_and_keeps_identity_when_allowed(bad: float
     np.testing.assert_array_equal(imb[[0, 2]], ok[3])
 
 
+def test_huge_finite_values_do_not_raise() -> None:
+    """float32 squares overflow (σ = inf): such candidates never win; no error, no NaN output."""
+    tile = (1e20 * np.random.default_rng(16).standard_normal((8, 8))).astype(np.float32)
+    bal, cs, rs = lowbit.balance(tile)
+    assert np.isfinite(bal).all() and np.isfinite(cs).all() and np.isfinite(rs).all()
+    for s in (cs, rs):
+        assert ((s == 1.0) | ((s >= LOW) & (s <= HIGH))).all()
+
+
 def test_float64_beyond_float32_range_raises() -> None:
     tile = np.ones((4, 4))
     tile[0, 0] = 1e39
