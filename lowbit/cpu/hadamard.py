@@ -106,15 +106,15 @@ def fwht(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first: bool,
         for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
             r0 = blk * lanes
             nr = min(lanes, rows - r0)
-            # load_block: rows become SIMD lanes
-            for r in range(nr):
-                for j in range(n):
-                    buf[j, r] = x[r0 + r, j]
+            # load_block: rows become SIMD lanes (with the signs of a forward randomized transform)
             if has_signs and signs_first:
-                for j in range(n):
-                    s = signs[j]
-                    for r in range(nr):
-                        buf[j, r] *= s
+                for r in range(nr):
+                    for j in range(n):
+                        buf[j, r] = signs[j] * x[r0 + r, j]
+            else:
+                for r in range(nr):
+                    for j in range(n):
+                        buf[j, r] = x[r0 + r, j]
             _butterflies(buf, tmp, core, nr)
             # store_block
             if has_signs and not signs_first:
