@@ -79,11 +79,12 @@ def encode_one(v: float, scale: float, offset: float, bits: int, symmetric: bool
 
 @nb.njit(inline="always", cache=True)
 def decode_one(code: np.uint64, scale: float, offset: float, bits: int, symmetric: bool) -> float:
+    c = float(np.int64(code))  # via int64: uint64 -> float64 is a slow sequence on x86-64
     if symmetric:
         if bits == 1:
             return scale if code == _U64(1) else -scale
-        return (float(code) - float((1 << (bits - 1)) - 1)) * scale
-    return float(code) * scale + offset
+        return (c - float((1 << (bits - 1)) - 1)) * scale
+    return c * scale + offset
 
 
 @nb.njit(parallel=True, cache=True)
@@ -121,6 +122,9 @@ def rtn_encode(x: np.ndarray, group_size: int, scale: np.ndarray, offset: np.nda
 def rtn_decode(packed: np.ndarray, group_size: int, scale: np.ndarray, offset: np.ndarray,
                bits: int, symmetric: bool, out: np.ndarray) -> None:
     """Unpack codes and reconstruct x_hat = code * scale + offset (float64, then out's dtype)."""
+    if group_size % 8 == 0:
+        _decode_whole_units(packed, group_size, scale, offset, bits, symmetric, out)
+        return
     n = out.shape[0]
     units = (n + 7) // 8
     mask = _U64((1 << bits) - 1)
@@ -140,6 +144,32 @@ def rtn_decode(packed: np.ndarray, group_size: int, scale: np.ndarray, offset: n
                 o = np.float64(offset[g])
             c = (acc >> _U64((i - start) * bits)) & mask
             out[i] = decode_one(c, s, o, bits, symmetric)
+
+
+@nb.njit(parallel=True, cache=True)
+def _decode_whole_units(packed: np.ndarray, group_size: int, scale: np.ndarray,
+                        offset: np.ndarray, bits: int, symmetric: bool, out: np.ndarray) -> None:
+    """rtn_decode for groups of whole units (group_size % 8 == 0): same arithmetic as
+    decode_one, with the group's scale and the grid's branches hoisted out of the loop."""
+    mask = np.int64((1 << bits) - 1)
+    m = float((1 << (bits - 1)) - 1)
+    sign = symmetric and bits == 1
+    units = group_size // 8
+    for g in nb.prange(scale.shape[0]):
+        s = np.float64(scale[g])
+        o = np.float64(offset[g])
+        base = g * group_size
+        for u in range(units):
+            acc = np.int64(load_unit(packed, g * units + u, bits, bits))
+            for j in range(8):
+                c = float((acc >> (j * bits)) & mask)
+                if sign:
+                    v = s if c == 1.0 else -s
+                elif symmetric:
+                    v = (c - m) * s
+                else:
+                    v = c * s + o
+                out[base + 8 * u + j] = v
 
 
 # ---- fused single pass: statistics + scale + encode + pack, one group at a time -------------
@@ -193,13 +223,25 @@ def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bo
         overflow = s > fmax or abs(off) > fmax
         skip = bad or overflow
         unit0 = base // 8
+        inv = 1.0 / s
+        lo_q = -float((1 << (bits - 1)) - 1) if symmetric else 0.0
+        hi_q = float((1 << (bits - 1)) - 1) if symmetric else float((1 << bits) - 1)
         for u in range(group_size // 8):
-            acc = _U64(0)
+            acc = np.int64(0)
             if not skip:
                 for j in range(8):
                     i = base + 8 * u + j
-                    c = encode_one(np.float64(x[i]), s, off, bits, symmetric, mode, seed, i, rbits)
-                    acc |= c << _U64(j * bits)
-            store_unit(packed, unit0 + u, bits, acc, bits)
+                    if mode == 0:  # nearest_even, as encode_one with the branches hoisted
+                        d = np.float64(x[i]) - off
+                        y = d * inv  # within 2^-50 |y| of d / s; divide only near a tie
+                        r = np.rint(y)
+                        if abs(abs(y - r) - 0.5) < 1e-9:
+                            r = np.rint(d / s)
+                        c = np.int64(min(max(r, lo_q), hi_q) - lo_q)
+                    else:
+                        c = np.int64(encode_one(np.float64(x[i]), s, off, bits, symmetric, mode,
+                                                seed, i, rbits))
+                    acc |= c << (j * bits)
+            store_unit(packed, unit0 + u, bits, _U64(acc), bits)
         scale[g] = np.nan if bad else (np.inf if overflow else s)
         offset[g] = 0.0 if skip else off
