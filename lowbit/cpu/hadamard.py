@@ -2,8 +2,9 @@
 
 The transform of a row of length ``n = 2**k * m`` is ``(H_{2**k} ⊗ core) @ x``: the ``m × m``
 ``core`` matrix (``[[1]]``, or a symmetric Paley-type Hadamard matrix of order 12 or 20 built by
-the front) is applied to each of the ``2**k`` consecutive chunks of ``m`` elements, then a radix-2
-butterfly network runs across chunks (strides ``m, 2m, 4m, ...``).
+the front) is applied to each of the ``2**k`` consecutive chunks of ``m`` elements, then the
+Sylvester butterflies run across chunks (strides ``m, 2m, 4m, ...``): radix-4 sweeps (two levels
+each), plus one radix-2 sweep when ``k`` is odd.
 
 SIMD lanes run across rows: each thread copies a block of ``lanes`` rows into a transposed
 scratch buffer ``[n, lanes]``, so every butterfly is an add/sub of two contiguous ``lanes``-long
