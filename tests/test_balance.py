@@ -386,3 +386,10 @@ def test_bad_arrays() -> None:
 def test_empty_batch() -> None:
     bal, cs, rs, imb = lowbit.balance(np.ones((0, 4, 6), np.float32), return_imbalance=True)
     assert bal.shape == (0, 4, 6) and cs.shape == (0, 1, 6) and rs.shape == (0, 4, 1) and imb.shape == (0,)
+
+
+@pytest.mark.gpu
+def test_cupy_input_is_a_known_gap(cp) -> None:  # type: ignore[no-untyped-def]
+    """No CUDA twin yet: a CuPy array raises NotImplementedError naming the kernel (no host copy)."""
+    with pytest.raises(NotImplementedError, match="balance_tiles"):
+        lowbit.balance(cp.ones((2, 8, 8), dtype=cp.float32))

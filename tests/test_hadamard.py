@@ -306,3 +306,10 @@ def test_bad_arrays() -> None:
         lowbit.hadamard(np.ones((), dtype=np.float32))
     with pytest.raises(TypeError, match="integer"):
         lowbit.hadamard_matrix(8.0)
+
+
+@pytest.mark.gpu
+def test_cupy_input_is_a_known_gap(cp) -> None:  # type: ignore[no-untyped-def]
+    """No CUDA twin yet: a CuPy array raises NotImplementedError naming the kernel (no host copy)."""
+    with pytest.raises(NotImplementedError, match="fwht"):
+        lowbit.hadamard(cp.ones((4, 128), dtype=cp.float32))
