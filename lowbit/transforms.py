@@ -203,7 +203,8 @@ def hadamard(x: Any, axis: int = -1, normalize: bool = True, seed: int | None = 
     -----
     The normalized transform preserves norms and dot products: ``hadamard(q) @ hadamard(k) ==
     q @ k``.  NaN or Inf in a vector spreads to every output of that vector (no error is
-    raised).  Empty arrays are returned empty.  Lengths ``12 * 2**k`` and ``20 * 2**k`` apply the
+    raised).  float16 / bfloat16 outputs beyond their range round to ±inf (the unnormalized
+    transform grows norms by ``sqrt(n)``).  Empty arrays are returned empty.  Lengths ``12 * 2**k`` and ``20 * 2**k`` apply the
     dense ``P_12`` / ``P_20`` core to chunks of 12 / 20 consecutive elements (O(n * 12) or
     O(n * 20) extra work), then the radix-2 butterflies.
 
