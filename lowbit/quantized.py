@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, Origin, from_backend, host_copy, is_cupy, stream_for
+from lowbit.arrays import (
+    Array,
+    Origin,
+    check_same_device,
+    from_backend,
+    host_copy,
+    is_cupy,
+    stream_for,
+)
 
 #: Version of the .npz layout written by :meth:`QuantizedArray.save`.
 FILE_FORMAT = 1
@@ -44,6 +52,7 @@ class QuantizedArray:
         for key in ("scheme", "shape", "dtype", "bits"):
             if key not in meta:
                 raise ValueError(f"meta must contain {key!r}")
+        check_same_device({"codes": codes, **{f"fields[{k!r}]": v for k, v in fields.items()}})
         self.codes = codes
         self.fields = dict(fields)
         self.meta = dict(meta)

@@ -131,10 +131,10 @@ def test_cupy_pack_stays_on_device(cp):
 
 
 def test_mixed_devices_raise(cp):
-    from lowbit.arrays import check_same_device
-
-    with pytest.raises(ValueError, match="different devices"):
-        check_same_device({"x": np.zeros(2), "y": cp.zeros(2)})
+    q = lowbit.quantize(cp.arange(64, dtype=cp.float32), bits=4, scheme="rtn")
+    with pytest.raises(ValueError, match=r"codes on cuda:0, fields\['scale'\] on cpu"):
+        lowbit.QuantizedArray(q.codes, {"scale": cp.asnumpy(q.fields["scale"]),
+                                        "offset": q.fields["offset"]}, q.meta, q.origin)
 
 
 def test_save_of_device_array_is_explicit_host_copy(cp, tmp_path):
