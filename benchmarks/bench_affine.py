@@ -6,6 +6,8 @@ arithmetic, nearest-even, clip, pack little-endian) with whole-array operations.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from common import best_time, row
 
@@ -43,13 +45,13 @@ def run(quick: bool = False) -> list[dict]:
         ref_packed, ref_scale, ref_lo = numpy_quantize_pack(x, bits, group)
         assert np.array_equal(q.codes, ref_packed), "baseline and lowbit disagree"
         repeat = 3 if quick else 2
-        t = best_time(lambda: lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group), repeat)
-        tb = best_time(lambda: numpy_quantize_pack(x, bits, group), repeat)
+        t = best_time(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group), repeat)
+        tb = best_time(functools.partial(numpy_quantize_pack, x, bits, group), repeat)
         # minimum traffic: read x twice (stats, encode) + write codes
         rows.append(row(f"rtn quantize+pack {bits}-bit g{group}", f"{n >> 20} Mi f32", t,
                         "numpy vectorized", tb, 2 * x.nbytes + n * bits // 8, n))
         t = best_time(q.dequantize, repeat)
-        tb = best_time(lambda: numpy_unpack_dequantize(ref_packed, ref_scale, ref_lo, bits, group), repeat)
+        tb = best_time(functools.partial(numpy_unpack_dequantize, ref_packed, ref_scale, ref_lo, bits, group), repeat)
         rows.append(row(f"rtn unpack+dequantize {bits}-bit g{group}", f"{n >> 20} Mi f32", t,
                         "numpy vectorized", tb, x.nbytes + n * bits // 8, n))
     return rows

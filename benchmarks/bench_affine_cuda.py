@@ -6,6 +6,7 @@ scales written (the minimum any implementation must move).
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from cuda_common import event_time, gpu_available, gpu_row
@@ -44,8 +45,8 @@ def run(quick: bool = False) -> list[dict]:
         q = lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group)
         ref = torch_quantize_pack(x, bits, group)[0]
         assert torch.equal(torch.from_dlpack(q.codes), ref), "baseline and lowbit disagree"
-        t = event_time(lambda: lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group))
-        tb = event_time(lambda: torch_quantize_pack(x, bits, group), repeat=5)
+        t = event_time(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group))
+        tb = event_time(functools.partial(torch_quantize_pack, x, bits, group), repeat=5)
         traffic = 2 * n + n * bits // 8 + 8 * (n // group)
         rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group}", f"{2 * n >> 20} MiB f16",
                             t, "torch eager", tb, traffic, n))

@@ -20,6 +20,7 @@ biased by 2^(b-1) - 1; 1-bit symmetric stores (x >= 0).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 

@@ -21,7 +21,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"lowbit     {lowbit.__version__}")
     print(f"python     {platform.python_version()} ({platform.machine()})")
     print(f"numpy      {np.__version__}")
-    print(f"numba      {numba.__version__} (CPU backend: usable, {numba.config.NUMBA_NUM_THREADS} threads)")
+    print(f"numba      {numba.__version__} (CPU backend: usable, {numba.get_num_threads()} threads)")
     for mod in ("torch", "cupy", "transformers"):
         spec = importlib.util.find_spec(mod)
         if spec is None:

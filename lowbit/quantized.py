@@ -117,7 +117,7 @@ class QuantizedArray:
         header = {"format": FILE_FORMAT, "meta": self.meta, "fields": sorted(self.fields)}
         payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with open(path, "wb") as fh:
-            np.savez(fh, **payload)
+            np.savez(fh, **payload)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> QuantizedArray:

@@ -3,11 +3,14 @@
 Needs cupy-cuda13x and nvidia-cuda-nvrtc installed under /tmp/cupysite (pip --target):
   PYTHONPATH=$PWD LD_LIBRARY_PATH=/tmp/cupysite/nvidia/cu13/lib python tools/nvrtc_check.py rtn packing
 """
-import sys, glob
+import glob
+import sys
+
 sys.path.insert(0, "/tmp/cupysite")
-from cupy_backends.cuda.libs import nvrtc
-from lowbit.cuda._module import source, OPTIONS
-import os
+from cupy_backends.cuda.libs import nvrtc  # noqa: E402
+
+from lowbit.cuda._module import OPTIONS, source  # noqa: E402
+
 inc = glob.glob("/tmp/cupysite/cupy/_core/include")[0]
 for name in sys.argv[1:]:
     src = source(name)

@@ -65,15 +65,15 @@ def group_abs_mean(x: np.ndarray, group_size: int, out: np.ndarray) -> None:
 
 @nb.njit(inline="always", cache=True)
 def encode_one(v: float, scale: float, offset: float, bits: int, symmetric: bool,
-               mode: int, seed: np.uint64, index: np.int64, rbits: int) -> np.uint64:
+               mode: int, seed: np.uint64, index: int, rbits: int) -> np.uint64:
     if symmetric:
         if bits == 1:
             return _U64(1) if v >= 0.0 else _U64(0)
         m = float((1 << (bits - 1)) - 1)
-        q = clamp(round_grid(v / scale, mode, seed, index, rbits), -m, m)
+        q = clamp(round_grid(v / scale, mode, seed, np.int64(index), rbits), -m, m)
         return _U64(np.int64(q + m))
     levels = float((1 << bits) - 1)
-    q = clamp(round_grid((v - offset) / scale, mode, seed, index, rbits), 0.0, levels)
+    q = clamp(round_grid((v - offset) / scale, mode, seed, np.int64(index), rbits), 0.0, levels)
     return _U64(np.int64(q))
 
 
