@@ -145,7 +145,8 @@ def _greedy(model: object, inputs: object, cache: object, n: int) -> list[int]:
 def test_smollm2_kvarn_k4v4_same_greedy_tokens(smollm: object) -> None:
     """k4v4-g128 reproduces the unquantized greedy answer: a short factual prompt with the
     default sink (nothing quantized before the answer), and the same question after a
-    ~230-token passage with sink=0 so that the prompt's first tile is quantized."""
+    ~230-token passage with sink=0, so that every generated token attends over the prompt's
+    quantized first tile."""
     model, tok = smollm.model, smollm.tokenizer
     short = _chat(tok, "What is the capital of France?")
     want = _greedy(model, short, transformers.DynamicCache(config=model.config), 12)
