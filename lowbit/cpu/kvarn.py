@@ -101,6 +101,17 @@ def _scale_code(v: float, scale_format: int) -> int:
     return minifloat_code(v, 5, 10, 15, 65504.0)
 
 
+@nb.njit(cache=True)
+def _balance(tile: np.ndarray, iterations: int, s_col: np.ndarray, s_row: np.ndarray) -> None:
+    """DESIGN.md's constants around :func:`lowbit.cpu.balance.balance_tile`.
+
+    A plain (not inlined) call: inlining the balance into the ``prange`` body of
+    :func:`kvarn_encode` multiplied its compile time (about 90 s instead of 15 s).
+    """
+    balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),  # type: ignore[arg-type]
+                 _F32(1e-8), s_col, s_row)
+
+
 # -- tile encode / decode ----------------------------------------------------------------------
 
 @nb.njit(inline="always", cache=True)
@@ -145,8 +156,7 @@ def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_for
         s_col = np.empty(cols, np.float32)
         s_row = np.empty(rows, np.float32)
         if rows >= 2 and cols >= 2:
-            balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),  # type: ignore[arg-type]
-                         _F32(1e-8), s_col, s_row)
+            _balance(tile, iterations, s_col, s_row)
         else:  # a 1-token tile has no token std: identity scales
             s_col[:] = _F32(1.0)
             s_row[:] = _F32(1.0)
