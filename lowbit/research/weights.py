@@ -185,6 +185,7 @@ class WeightStudyResult:
     unavailable: dict[str, str] = field(default_factory=dict)
     seeds: int = 0
     epochs: int = 0
+    test_size: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -281,7 +282,8 @@ def _study(bits: Sequence[int], widths: list[int], budget: int, xtr: Any, ytr: A
         acc["shadow_ste"].append(_accuracy(shadow, xte, yte, rounded))
         spread["shadow_ste"].append(0.0)
     return WeightStudyResult(bits=list(bits), widths=widths, budget_bits=budget, accuracy=acc,
-                             spread=spread, unavailable=unavailable, seeds=seeds, epochs=epochs)
+                             spread=spread, unavailable=unavailable, seeds=seeds, epochs=epochs,
+                             test_size=int(yte.shape[0]))
 
 
 def write_weight_report(out: Any, result: WeightStudyResult, meta: dict[str, Any]) -> Any:
@@ -331,6 +333,12 @@ def write_weight_report(out: Any, result: WeightStudyResult, meta: dict[str, Any
         rows.append(row)
     L += _table(["bits", "hidden", "weights"] + list(METHODS), rows)
     L += ["", "## Findings (computed from the table)", ""] + _weight_findings(result)
+    if 1 in result.bits:
+        L += ["", "At 1 bit the grid is sign quantization ±mean|w| per neuron: every weight "
+              "has one representable value of its sign, so stochastic rounding has no choice to "
+              "make and equals nearest_even; error diffusion uses the pair ±mean|w| as its grid.",
+              f"The test set has {result.test_size} images: one image is "
+              f"{100 / max(result.test_size, 1):.2f} % of accuracy."]
     if result.unavailable:
         L += ["", "Methods that could not run in this lowbit build:", ""]
         L += [f"- {m}: {why}" for m, why in result.unavailable.items()]
@@ -352,13 +360,13 @@ def _weight_findings(r: WeightStudyResult) -> list[str]:
         if np.all(np.isnan(a)):
             continue
         i = int(np.nanargmax(a))
-        lines.append(f"- {m}: best at {r.bits[i]} bits (width {r.widths[i]}), "
-                     f"{_fmt(100 * a[i], 4)} %; at {r.bits[0]} bits {_fmt(100 * a[0], 4)} %.")
+        lines.append(f"- {m}: best at {r.bits[i]} bit(s) (width {r.widths[i]}), "
+                     f"{_fmt(100 * a[i], 4)} %; at {r.bits[0]} bit(s) {_fmt(100 * a[0], 4)} %.")
     post = [m for m in ("nearest_even", "stochastic", "diffuse")
             if not np.all(np.isnan(r.accuracy[m]))]
     for i, b in enumerate(r.bits):
         vals = {m: r.accuracy[m][i] for m in post + ["shadow_ste"]}
         best = max(vals, key=lambda m: -1 if math.isnan(vals[m]) else vals[m])
-        lines.append(f"- {b} bits: best method {best} ({_fmt(100 * vals[best], 4)} %), "
+        lines.append(f"- {b} bit(s): best method {best} ({_fmt(100 * vals[best], 4)} %), "
                      f"float network of that width {_fmt(100 * r.accuracy['float'][i], 4)} %.")
     return lines
