@@ -36,8 +36,10 @@ def copy_bandwidth(nbytes: int = 256 << 20) -> float:
 
 
 def row(name: str, size: str, seconds: float, baseline: str, baseline_seconds: float,
-        nbytes: int, elements: int) -> dict[str, Any]:
-    """One result row: ``nbytes`` is the minimum traffic (bytes read + written) of the op."""
+        nbytes: int, elements: int, copy_bytes_per_s: float | None = None) -> dict[str, Any]:
+    """One result row: ``nbytes`` is the minimum traffic (bytes read + written) of the op;
+    ``copy_bytes_per_s`` defaults to the host's measured copy bandwidth."""
+    bandwidth = copy_bytes_per_s if copy_bytes_per_s is not None else copy_bandwidth()
     return {
         "name": name,
         "size": size,
@@ -47,5 +49,5 @@ def row(name: str, size: str, seconds: float, baseline: str, baseline_seconds: f
         "ratio": baseline_seconds / seconds,
         "elements_per_s": elements / seconds,
         "gbps": nbytes / seconds / 1e9,
-        "pct_copy": 100.0 * (nbytes / seconds) / copy_bandwidth(),
+        "pct_copy": 100.0 * (nbytes / seconds) / bandwidth,
     }

@@ -6,6 +6,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from common import row
+
 
 def gpu_available() -> bool:
     try:
@@ -47,15 +49,6 @@ def device_copy_bandwidth(nbytes: int = 2 << 30) -> float:
 
 def gpu_row(name: str, size: str, seconds: float, baseline: str, baseline_seconds: float,
             nbytes: int, elements: int) -> dict[str, Any]:
-    """One result row; ``nbytes`` is the minimum traffic (bytes read + written)."""
-    return {
-        "name": name,
-        "size": size,
-        "seconds": seconds,
-        "baseline": baseline,
-        "baseline_seconds": baseline_seconds,
-        "ratio": baseline_seconds / seconds,
-        "elements_per_s": elements / seconds,
-        "gbps": nbytes / seconds / 1e9,
-        "pct_copy": 100.0 * (nbytes / seconds) / device_copy_bandwidth(),
-    }
+    """One result row against the device's measured copy bandwidth."""
+    return row(name, size, seconds, baseline, baseline_seconds, nbytes, elements,
+               device_copy_bandwidth())

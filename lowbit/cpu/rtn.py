@@ -18,22 +18,28 @@ from lowbit.cpu.scalar import clamp, round_grid
 _U64 = nb.uint64
 
 
+@nb.njit(inline="always", cache=True)
+def minmax(x: np.ndarray, base: int, size: int) -> tuple[float, float, bool]:
+    """min, max (float64) of x[base:base+size] and whether it holds NaN/Inf."""
+    mn = np.inf
+    mx = -np.inf
+    bad = False
+    for i in range(base, base + size):
+        v = np.float64(x[i])
+        bad |= not np.isfinite(v)
+        mn = min(mn, v)
+        mx = max(mx, v)
+    # "+ 0.0" turns -0.0 into +0.0, so min/max order never shows in the result
+    return mn + 0.0, mx + 0.0, bad
+
+
 @nb.njit(parallel=True, cache=True)
 def group_range(x: np.ndarray, group_size: int, lo: np.ndarray, hi: np.ndarray) -> None:
     """Per-group min and max (float64); NaN for groups holding NaN or +-Inf."""
     for g in nb.prange(lo.shape[0]):
-        base = g * group_size
-        mn = np.inf
-        mx = -np.inf
-        bad = False
-        for i in range(base, base + group_size):
-            v = np.float64(x[i])
-            bad |= not np.isfinite(v)
-            mn = min(mn, v)
-            mx = max(mx, v)
-        # "+ 0.0" turns -0.0 into +0.0, so min/max order never shows in the result
-        lo[g] = np.nan if bad else mn + 0.0
-        hi[g] = np.nan if bad else mx + 0.0
+        mn, mx, bad = minmax(x, g * group_size, group_size)
+        lo[g] = np.nan if bad else mn
+        hi[g] = np.nan if bad else mx
 
 
 #: Lanes of the canonical summation order shared with the CUDA twin (one warp).
@@ -203,16 +209,7 @@ def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bo
     fmax = _FORMATS[fmt][2]
     for g in nb.prange(n_groups):
         base = g * group_size
-        mn = np.inf
-        mx = -np.inf
-        bad = False
-        for i in range(base, base + group_size):
-            v = np.float64(x[i])
-            bad |= not np.isfinite(v)
-            mn = min(mn, v)
-            mx = max(mx, v)
-        mn = mn + 0.0
-        mx = mx + 0.0
+        mn, mx, bad = minmax(x, base, group_size)
         if symmetric:
             step = max(abs(mn), abs(mx)) / float((1 << (bits - 1)) - 1)
             off = 0.0

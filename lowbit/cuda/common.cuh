@@ -101,3 +101,28 @@ __device__ __forceinline__ double round_grid(double v, int mode, u64 seed, long 
 }
 
 __device__ __forceinline__ double clamp(double v, double lo, double hi) { return fmin(fmax(v, lo), hi); }
+
+// ---- packed units: 8 codes of `bits` bits = `bits` bytes (layout in docs/packing.md) ----
+// The `bits` packed bytes of one unit (8 codes), little-endian, with one aligned load when possible.
+__device__ __forceinline__ u64 load_unit(const u8* packed, long long unit, int bits, long long nbytes) {
+    const u8* p = packed + unit * bits;
+    if (nbytes == bits && (unsigned long long)p % bits == 0) {  // aligned: one load
+        if (bits == 8) return *reinterpret_cast<const u64*>(p);
+        if (bits == 4) return *reinterpret_cast<const u32*>(p);
+        if (bits == 2) return *reinterpret_cast<const unsigned short*>(p);
+    }
+    u64 acc = 0;
+    for (long long b = 0; b < nbytes; ++b) acc |= ((u64)p[b]) << (8 * b);
+    return acc;
+}
+
+__device__ __forceinline__ void store_unit(u8* packed, long long unit, int bits, long long nbytes, u64 acc) {
+    u8* p = packed + unit * bits;
+    if (nbytes == bits && (unsigned long long)p % bits == 0) {  // aligned: one store
+        if (bits == 8) { *reinterpret_cast<u64*>(p) = acc; return; }
+        if (bits == 4) { *reinterpret_cast<u32*>(p) = (u32)acc; return; }
+        if (bits == 2) { *reinterpret_cast<unsigned short*>(p) = (unsigned short)acc; return; }
+    }
+    for (long long b = 0; b < nbytes; ++b) p[b] = (u8)((acc >> (8 * b)) & 0xffull);
+}
+

@@ -12,9 +12,7 @@ extern "C" __global__ void lowbit_pack_codes(const u8* codes, long long n, int b
         const long long stop = min(start + 8, n);
         u64 acc = 0;
         for (long long i = start; i < stop; ++i) acc |= ((u64)codes[i] & mask) << ((i - start) * bits);
-        const long long base = u * bits;
-        const long long nbytes = min((long long)bits, packed_size - base);
-        for (long long b = 0; b < nbytes; ++b) packed[base + b] = (u8)((acc >> (8 * b)) & 0xffull);
+        store_unit(packed, u, bits, min((long long)bits, packed_size - u * bits), acc);
     }
 }
 
@@ -26,10 +24,7 @@ extern "C" __global__ void lowbit_unpack_codes(const u8* packed, long long packe
          u += (long long)gridDim.x * blockDim.x) {
         const long long start = u * 8;
         const long long stop = min(start + 8, n);
-        const long long base = u * bits;
-        const long long nbytes = min((long long)bits, packed_size - base);
-        u64 acc = 0;
-        for (long long b = 0; b < nbytes; ++b) acc |= ((u64)packed[base + b]) << (8 * b);
+        const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
         for (long long i = start; i < stop; ++i) codes[i] = (u8)((acc >> ((i - start) * bits)) & mask);
     }
 }

@@ -89,29 +89,6 @@ __device__ __forceinline__ void store_chunk(T* p, const double* v) {
     }
 }
 
-// The `bits` packed bytes of one unit (8 codes), little-endian, with one aligned load when possible.
-__device__ __forceinline__ u64 load_unit(const u8* packed, long long unit, int bits, long long nbytes) {
-    const u8* p = packed + unit * bits;
-    if (nbytes == bits) {
-        if (bits == 8) return *reinterpret_cast<const u64*>(p);
-        if (bits == 4) return *reinterpret_cast<const u32*>(p);
-        if (bits == 2) return *reinterpret_cast<const unsigned short*>(p);
-    }
-    u64 acc = 0;
-    for (long long b = 0; b < nbytes; ++b) acc |= ((u64)p[b]) << (8 * b);
-    return acc;
-}
-
-__device__ __forceinline__ void store_unit(u8* packed, long long unit, int bits, long long nbytes, u64 acc) {
-    u8* p = packed + unit * bits;
-    if (nbytes == bits) {
-        if (bits == 8) { *reinterpret_cast<u64*>(p) = acc; return; }
-        if (bits == 4) { *reinterpret_cast<u32*>(p) = (u32)acc; return; }
-        if (bits == 2) { *reinterpret_cast<unsigned short*>(p) = (unsigned short)acc; return; }
-    }
-    for (long long b = 0; b < nbytes; ++b) p[b] = (u8)((acc >> (8 * b)) & 0xffull);
-}
-
 // ---- encode / decode: one thread per unit of 8 codes (= `bits` packed bytes) -------------
 // round(num / den) with `mode`.  For nearest_even the quotient is taken as num * (1 / den),
 // which is within 2^-50 |q| of num / den; only when that lands within 1e-9 of a half-integer
@@ -383,6 +360,34 @@ __device__ __forceinline__ u32 encode_fused(T raw, double s, double inv, double 
     return encode_slow(to_f64(raw), s, inv, off, bits, symmetric, mode, seed, index, rbits);
 }
 
+// A group's stored scale and offset (scales.py rules) and what encoding them needs.
+struct GroupParams {
+    double s, off, inv;
+    float inv32, off32;
+    bool overflow, fast;
+};
+
+__device__ __forceinline__ GroupParams group_params(double mn, double mx, int bits, int symmetric,
+                                                    int fmt, int mode) {
+    GroupParams p;
+    if (symmetric) {
+        const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
+        p.off = 0.0;
+        p.s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+    } else {
+        p.off = round_to_format(mn, fmt, -1);
+        const double step = (mx - p.off) / (double)((1 << bits) - 1);
+        p.s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
+    }
+    p.overflow = p.s > format_max(fmt) || fabs(p.off) > format_max(fmt);
+    p.inv = 1.0 / p.s;
+    // float32 quotient allowed for nearest_even with scale in 2^-60 .. 2^60 (see encode_fused)
+    p.fast = mode == LOWBIT_NEAREST_EVEN && p.s >= 8.673617379884035e-19 && p.s <= 1.152921504606847e18;
+    p.inv32 = p.fast ? f64_to_f32(p.inv) : 0.0f;
+    p.off32 = f64_to_f32(p.off);
+    return p;
+}
+
 template <typename T, int K>
 __device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bits, int symmetric,
                                          int fmt, int mode, u64 seed, int rbits, u8* packed,
@@ -407,23 +412,11 @@ __device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bit
             double mn, mx;
             int bad;
             group_stats<T, K>(raw[u], mn, mx, bad);
-            double s, off;
-            if (symmetric) {
-                const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
-                off = 0.0;
-                s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
-            } else {
-                off = round_to_format(mn, fmt, -1);
-                const double step = (mx - off) / (double)((1 << bits) - 1);
-                s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
-            }
-            const bool overflow = s > format_max(fmt) || fabs(off) > format_max(fmt);
-            const bool skip = bad || overflow;
-            const double inv = 1.0 / s;
-            const bool fast = mode == LOWBIT_NEAREST_EVEN && s >= 8.673617379884035e-19 &&
-                              s <= 1.152921504606847e18;  // 2^-60 .. 2^60
-            const float inv32 = fast ? f64_to_f32(inv) : 0.0f;
-            const float off32 = f64_to_f32(off);
+            const GroupParams p = group_params(mn, mx, bits, symmetric, fmt, mode);
+            const bool overflow = p.overflow, skip = bad || p.overflow;
+            const double s = p.s, off = p.off, inv = p.inv;
+            const bool fast = p.fast;
+            const float inv32 = p.inv32, off32 = p.off32;
             // stage the codes as bytes, then pack unit by unit (8 codes -> `bits` bytes)
 #pragma unroll
             for (int j = 0; j < K; ++j) {
@@ -480,23 +473,11 @@ __device__ void rtn_quantize_groups_thread_impl(const T* x, long long n_groups, 
         }
         const double mn = f32_to_f64(__uint_as_float(key_bits(kmn))) + 0.0;
         const double mx = f32_to_f64(__uint_as_float(key_bits(kmx))) + 0.0;
-        double s, off;
-        if (symmetric) {
-            const double step = fmax(fabs(mn), fabs(mx)) / (double)((1 << (bits - 1)) - 1);
-            off = 0.0;
-            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
-        } else {
-            off = round_to_format(mn, fmt, -1);
-            const double step = (mx - off) / (double)((1 << bits) - 1);
-            s = step > 0.0 ? round_to_format(step, fmt, 1) : 1.0;
-        }
-        const bool overflow = s > format_max(fmt) || fabs(off) > format_max(fmt);
-        const bool skip = bad || overflow;
-        const double inv = 1.0 / s;
-        const bool fast = mode == LOWBIT_NEAREST_EVEN && s >= 8.673617379884035e-19 &&
-                          s <= 1.152921504606847e18;  // 2^-60 .. 2^60
-        const float inv32 = fast ? f64_to_f32(inv) : 0.0f;
-        const float off32 = f64_to_f32(off);
+        const GroupParams p = group_params(mn, mx, bits, symmetric, fmt, mode);
+        const bool overflow = p.overflow, skip = bad || p.overflow;
+        const double s = p.s, off = p.off, inv = p.inv;
+        const bool fast = p.fast;
+        const float inv32 = p.inv32, off32 = p.off32;
         constexpr int N_WORDS = G * BITS / 32;
         union { u32 w[N_WORDS]; uint4 q[N_WORDS / 4]; } words;
 #pragma unroll
