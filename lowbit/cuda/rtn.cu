@@ -49,11 +49,11 @@ __device__ void group_abs_mean_impl(const T* x, long long group_size, double* ou
     }
 }
 
-// Load K consecutive elements with the widest aligned vector loads.
+// Raw loads (no conversion) of K consecutive elements with the widest aligned vector loads.
 template <typename T, int K>
-__device__ __forceinline__ void load_chunk(const T* p, double* v) {
+__device__ __forceinline__ void load_raw(const T* p, T* out) {
     constexpr int BYTES = K * (int)sizeof(T);
-    union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; u32 w[(BYTES + 3) / 4]; } buf;
+    union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; } buf;
     const unsigned long long addr = (unsigned long long)p;
     if (BYTES % 16 == 0 && addr % 16 == 0) {
 #pragma unroll
@@ -66,7 +66,16 @@ __device__ __forceinline__ void load_chunk(const T* p, double* v) {
         for (int i = 0; i < K; ++i) buf.t[i] = p[i];
     }
 #pragma unroll
-    for (int i = 0; i < K; ++i) v[i] = to_f64(buf.t[i]);
+    for (int i = 0; i < K; ++i) out[i] = buf.t[i];
+}
+
+// Load K consecutive elements as float64.
+template <typename T, int K>
+__device__ __forceinline__ void load_chunk(const T* p, double* v) {
+    T raw[K];
+    load_raw<T, K>(p, raw);
+#pragma unroll
+    for (int i = 0; i < K; ++i) v[i] = to_f64(raw[i]);
 }
 
 // Store K consecutive elements with the widest aligned vector stores.
@@ -255,26 +264,6 @@ __device__ __forceinline__ double format_max(int fmt) {
 }
 
 constexpr int FUSED_WARPS = 8;
-
-// Raw loads (no conversion) of K consecutive elements with the widest aligned vector loads.
-template <typename T, int K>
-__device__ __forceinline__ void load_raw(const T* p, T* out) {
-    constexpr int BYTES = K * (int)sizeof(T);
-    union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; } buf;
-    const unsigned long long addr = (unsigned long long)p;
-    if (BYTES % 16 == 0 && addr % 16 == 0) {
-#pragma unroll
-        for (int i = 0; i < BYTES / 16; ++i) buf.q[i] = reinterpret_cast<const uint4*>(p)[i];
-    } else if (BYTES % 8 == 0 && addr % 8 == 0) {
-#pragma unroll
-        for (int i = 0; i < BYTES / 8; ++i) buf.d[i] = reinterpret_cast<const uint2*>(p)[i];
-    } else {
-#pragma unroll
-        for (int i = 0; i < K; ++i) buf.t[i] = p[i];
-    }
-#pragma unroll
-    for (int i = 0; i < K; ++i) out[i] = buf.t[i];
-}
 
 // float32 bits of a 16/32-bit input (exact: half -> float has no subnormal results).
 __device__ __forceinline__ u32 f32_bits(__half v) { return __float_as_uint(__half2float(v)); }
