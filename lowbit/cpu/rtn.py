@@ -223,22 +223,26 @@ def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bo
         inv = 1.0 / s
         lo_q = -float((1 << (bits - 1)) - 1) if symmetric else 0.0
         hi_q = float((1 << (bits - 1)) - 1) if symmetric else float((1 << bits) - 1)
+        codes = np.empty(8, np.float64)
         for u in range(group_size // 8):
             acc = np.int64(0)
             if not skip:
+                # nearest_even without branches: y = (x - off) * (1 / s) is within 2^-50 |y| of
+                # (x - off) / s, so its rint is the same unless y is within 1e-9 of a tie;
+                # such a unit (and any other mode) is redone exactly by encode_one.
+                near = False
                 for j in range(8):
-                    i = base + 8 * u + j
-                    if mode == 0:  # nearest_even, as encode_one with the branches hoisted
-                        d = np.float64(x[i]) - off
-                        y = d * inv  # within 2^-50 |y| of d / s; divide only near a tie
-                        r = np.rint(y)
-                        if abs(abs(y - r) - 0.5) < 1e-9:
-                            r = np.rint(d / s)
-                        c = np.int64(min(max(r, lo_q), hi_q) - lo_q)
-                    else:
-                        c = np.int64(encode_one(np.float64(x[i]), s, off, bits, symmetric, mode,
-                                                seed, i, rbits))
-                    acc |= c << (j * bits)
+                    y = (np.float64(x[base + 8 * u + j]) - off) * inv
+                    r = np.rint(y)
+                    near |= abs(abs(y - r) - 0.5) < 1e-9
+                    codes[j] = min(max(r, lo_q), hi_q) - lo_q
+                if near or mode != 0:
+                    for j in range(8):
+                        i = base + 8 * u + j
+                        codes[j] = float(encode_one(np.float64(x[i]), s, off, bits, symmetric,
+                                                    mode, seed, i, rbits))
+                for j in range(8):
+                    acc |= np.int64(codes[j]) << (j * bits)
             store_unit(packed, unit0 + u, bits, _U64(acc), bits)
         scale[g] = np.nan if bad else (np.inf if overflow else s)
         offset[g] = 0.0 if skip else off
