@@ -132,10 +132,10 @@ def round_weights(w: Any, bits: int, rounding: str, seed: int | None = None) -> 
     """``w`` rounded to ``bits`` per weight, one grid per row (output neuron).
 
     Uses ``lowbit.quantize(w, bits=bits, scheme="rtn", axis=-1, symmetric=(bits == 1),
-    rounding=rounding)``. When the rtn scheme does not take ``rounding="diffuse"``, the same
-    asymmetric grid is built here (lo = row min, step = (row max − lo)/(2^b − 1)) and the grid
-    units are rounded with ``lowbit.round(u, mode="diffuse", axis=-1, clip=(0, 2^b − 1))``
-    (at 1 bit the grid is the sign-quantization pair ±mean|w|).
+    rounding=rounding)``; rtn diffuses along the row for bits >= 2. At 1 bit (sign
+    quantization has no uniform grid, so rtn refuses ``diffuse``) the pair ±mean|w| is used as
+    a two-level grid and its units are rounded with ``lowbit.round(u, mode="diffuse", axis=-1,
+    clip=(0, 1))``.
 
     Raises
     ------
