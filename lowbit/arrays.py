@@ -239,11 +239,6 @@ def to_dtype(arr: Array, dtype: str) -> Array:
     return xp.where(nan, xp.uint32(0x7FC0), rounded).astype(xp.uint16)
 
 
-def float_dtype_name(arr: Array, origin: Origin) -> str:
-    """The logical dtype of a backend array that came from ``origin``."""
-    return origin.dtype if arr.dtype == np.uint16 else _dtype_name(arr.dtype)
-
-
 @contextlib.contextmanager
 def stream_for(origin: Origin) -> Iterator[None]:
     """Run CuPy kernels on the caller's stream and device.

@@ -15,7 +15,6 @@ from lowbit.arrays import (
     check_same_device,
     from_backend,
     host_copy,
-    is_cupy,
     stream_for,
 )
 
@@ -160,16 +159,6 @@ class QuantizedArray:
         q = cls(codes, fields, meta, Origin("numpy", dtype, "cpu"))
         scheme.validate(q)
         return q
-
-    def to_host(self) -> QuantizedArray:
-        """An explicit copy of a device-resident QuantizedArray to the host (numpy results)."""
-        if not is_cupy(self.codes):
-            return self
-        dtype = self.dtype if self.dtype != "bfloat16" else "float32"
-        return QuantizedArray(
-            host_copy(self.codes), {k: host_copy(v) for k, v in self.fields.items()}, self.meta,
-            Origin("numpy", dtype, "cpu"),
-        )
 
 
 def load(path: str | os.PathLike[str]) -> QuantizedArray:
