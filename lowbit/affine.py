@@ -57,11 +57,13 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
     n_groups = x.size // g
     scale32 = xp.empty(n_groups, xp.float32)
     offset32 = xp.empty(n_groups, xp.float32)
+    status = xp.zeros(1, xp.int32)  # the kernel flags NaN/Inf groups (1) and overflows (2)
     fmt = scales.SCALE_FORMATS[scale_dtype].code
-    k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32)
-    if not bool(xp.isfinite(scale32).all()):
-        if bool(xp.isnan(scale32).any()):
-            raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
+    k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32, status)
+    flags = int(status[0])
+    if flags & 1:
+        raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
+    if flags & 2:
         raise scales.overflow_error(scale_dtype)
     fields = {"scale": scales.from_f32(scale32, scale_dtype)}
     if not symmetric:

@@ -195,18 +195,33 @@ def round_to_format(v: float, fmt: int, direction: int) -> float:
     return math.ldexp(r, ue)
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool, fmt: int,
                         mode: int, seed: np.uint64, rbits: int, packed: np.ndarray,
-                        scale: np.ndarray, offset: np.ndarray) -> None:
+                        scale: np.ndarray, offset: np.ndarray, status: np.ndarray) -> None:
     """One pass per group: min/max, stored scale and offset (scales.py rules), codes, packing.
 
     ``group_size`` must be a multiple of 8 (groups start on byte boundaries).  A group
     holding NaN/Inf gets scale NaN, one whose scale or offset overflows ``fmt`` gets +Inf;
-    their codes are 0.  Not for 1-bit symmetric (sign x mean|x|; use the unfused path).
+    their codes are 0.  ``status[0]`` (int32, zeroed by the caller) gets bit 0 set when some
+    group held NaN/Inf and bit 1 when some group overflowed, so callers need not scan the
+    scales.  Not for 1-bit symmetric (sign x mean|x|; use the unfused path).
     """
     n_groups = scale.shape[0]
     fmax = _FORMATS[fmt][2]
+    _quantize_groups(x, group_size, bits, symmetric, fmt, mode, seed, rbits, packed, scale, offset, fmax)
+    flags = 0
+    for g in range(n_groups):  # serial: a data race on status would lose bits
+        if not scale[g] <= fmax:  # NaN marks NaN/Inf input, +Inf an overflow
+            flags |= 1 if np.isnan(scale[g]) else 2
+    status[0] |= flags
+
+
+@nb.njit(parallel=True, cache=True)
+def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool, fmt: int,
+                     mode: int, seed: np.uint64, rbits: int, packed: np.ndarray,
+                     scale: np.ndarray, offset: np.ndarray, fmax: float) -> None:
+    n_groups = scale.shape[0]
     for g in nb.prange(n_groups):
         base = g * group_size
         mn, mx, bad = minmax(x, base, group_size)

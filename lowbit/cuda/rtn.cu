@@ -236,10 +236,12 @@ __device__ void rtn_decode_impl(const u8* packed, long long packed_size, long lo
                            n);                                                                    \
     }
 
+#ifndef LOWBIT_LANE_BITS
 LOWBIT_RTN_KERNELS(f16, __half)
 LOWBIT_RTN_KERNELS(bf16, u16)
 LOWBIT_RTN_KERNELS(f32, float)
 LOWBIT_RTN_KERNELS(f64, double)
+#endif
 
 // ---- fused single pass: statistics + scale + encode + pack, one warp per group -------------
 // Group size G = 32 * K (K in 1, 2, 4, 8, 16); lane l holds elements [l*K, l*K + K).
@@ -380,7 +382,7 @@ __device__ __forceinline__ GroupParams group_params(double mn, double mx, int bi
 template <typename T, int K>
 __device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bits, int symmetric,
                                          int fmt, int mode, u64 seed, int rbits, u8* packed,
-                                         float* scale, float* offset) {
+                                         float* scale, float* offset, int* status) {
     constexpr int G = 32 * K;
     constexpr int U = K >= 8 ? 1 : 8 / K;  // groups in flight per warp (memory parallelism)
     __shared__ __align__(8) u8 staged[FUSED_WARPS][G];
@@ -427,97 +429,525 @@ __device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bit
                 scale[g] = bad ? __int_as_float(0x7fc00000)
                                : (overflow ? __int_as_float(0x7f800000) : f64_to_f32(s));
                 offset[g] = skip ? 0.0f : f64_to_f32(off);
+                if (skip) atomicOr(status, bad ? 1 : 2);
             }
             __syncwarp();
         }
     }
 }
 
-// Thread-per-group variant for groups of at most 256 bytes of 16/32-bit inputs: a thread keeps
-// its whole group in registers (up to 16 x 16-byte loads in flight), so that enough bytes are
-// in flight to run at memory speed.  Same results as rtn_quantize_groups_impl.
-template <typename T, int G, int BITS>
-__device__ void rtn_quantize_groups_thread_impl(const T* x, long long n_groups, int symmetric,
-                                                int fmt, int mode, u64 seed, int rbits, u8* packed,
-                                                float* scale, float* offset) {
-    constexpr int bits = BITS;
-    constexpr int BYTES = G * (int)sizeof(T);
-    static_assert(BYTES % 16 == 0 && BYTES <= 256, "group must be whole 16-byte vectors, <= 256 B");
-    constexpr int NV = BYTES / 16;
-    for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < n_groups;
-         g += (long long)gridDim.x * blockDim.x) {
-        union { uint4 q[NV]; T t[G]; } buf;
-        const uint4* src = reinterpret_cast<const uint4*>(x + g * G);
+// ---- lane kernels: 16/32-bit data, 32 consecutive elements per lane ----------------------
+// An "item" is 32 consecutive elements (64 B of float16/bfloat16, 128 B of float32) handled by
+// one lane with 16-byte vector accesses; its 32 codes are BITS 32-bit words (4 * BITS packed
+// bytes).  A group of G = 32 * LPG elements (LPG = 1, 2, 4, ..., 32) spans LPG neighbouring
+// lanes, whose min/max is reduced with xor shuffles.  Arithmetic is float32 with exactness
+// proofs below; anything outside their preconditions takes the float64 path above, so the
+// results stay bit-identical to lowbit/cpu/rtn.py.
+
+template <typename T>
+union Item {
+    static constexpr int NQ = 32 * (int)sizeof(T) / 16;
+    uint4 q[NQ];
+    u32 w[NQ * 4];
+    T t[32];
+};
+
+// NaN-propagating min/max (PTX without .ftz: subnormals are compared exactly).
+__device__ __forceinline__ float min_nan(float a, float b) {
+    float r;
+    asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float max_nan(float a, float b) {
+    float r;
+    asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+
+// Element j of an item as float32 (exact; float16 and bfloat16 -> float32 never round).
+__device__ __forceinline__ float item_f32(const Item<__half>& it, int j) { return __half2float(it.t[j]); }
+__device__ __forceinline__ float item_f32(const Item<u16>& it, int j) {
+    const u32 w = it.w[j >> 1];
+    return __uint_as_float((j & 1) ? (w & 0xffff0000u) : (w << 16));
+}
+__device__ __forceinline__ float item_f32(const Item<float>& it, int j) { return it.t[j]; }
+
+// min and max over an item, NaN if it holds a NaN (16-bit types: packed pairs, one
+// instruction per two elements).
+__device__ __forceinline__ void item_minmax(const Item<__half>& it, float& mn, float& mx) {
+    __half2 a = *reinterpret_cast<const __half2*>(&it.w[0]), b = a;
 #pragma unroll
-        for (int i = 0; i < NV; ++i) buf.q[i] = src[i];
-        int kmn = 0x7fffffff, kmx = (int)0x80000000;
-        u32 bad = 0;
+    for (int i = 1; i < 16; ++i) {
+        const __half2 v = *reinterpret_cast<const __half2*>(&it.w[i]);
+        a = __hmin2_nan(a, v);
+        b = __hmax2_nan(b, v);
+    }
+    mn = min_nan(__low2float(a), __high2float(a));
+    mx = max_nan(__low2float(b), __high2float(b));
+}
+__device__ __forceinline__ void item_minmax(const Item<u16>& it, float& mn, float& mx) {
+    __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&it.w[0]), b = a;
 #pragma unroll
-        for (int j = 0; j < G; ++j) {
-            const u32 b = f32_bits(buf.t[j]);
-            bad |= (b & 0x7f800000u) == 0x7f800000u;
-            const int k = order_key(b);
-            kmn = min(kmn, k);
-            kmx = max(kmx, k);
-        }
-        const double mn = f32_to_f64(__uint_as_float(key_bits(kmn))) + 0.0;
-        const double mx = f32_to_f64(__uint_as_float(key_bits(kmx))) + 0.0;
-        const GroupParams p = group_params(mn, mx, bits, symmetric, fmt, mode);
-        const bool overflow = p.overflow, skip = bad || p.overflow;
-        const double s = p.s, off = p.off, inv = p.inv;
-        const bool fast = p.fast;
-        const float inv32 = p.inv32, off32 = p.off32;
-        constexpr int N_WORDS = G * BITS / 32;
-        union { u32 w[N_WORDS]; uint4 q[N_WORDS / 4]; } words;
+    for (int i = 1; i < 16; ++i) {
+        const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&it.w[i]);
+        a = __hmin2_nan(a, v);
+        b = __hmax2_nan(b, v);
+    }
+    // bfloat16 -> float32 by bits: exact, also for subnormals
+    mn = min_nan(__uint_as_float(__bfloat16_as_ushort(a.x) << 16), __uint_as_float(__bfloat16_as_ushort(a.y) << 16));
+    mx = max_nan(__uint_as_float(__bfloat16_as_ushort(b.x) << 16), __uint_as_float(__bfloat16_as_ushort(b.y) << 16));
+}
+__device__ __forceinline__ void item_minmax(const Item<float>& it, float& mn, float& mx) {
+    mn = it.t[0];
+    mx = it.t[0];
 #pragma unroll
-        for (int i = 0; i < N_WORDS; ++i) words.w[i] = 0u;
-        if (!skip) {
-#pragma unroll
-            for (int j = 0; j < G; ++j) {
-                const u32 c = encode_fused<T>(buf.t[j], s, inv, off, inv32, off32, fast, BITS,
-                                              symmetric, mode, seed, g * G + j, rbits);
-                        const int bit = j * BITS;  // compile-time after unrolling
-                words.w[bit >> 5] |= c << (bit & 31);
-                if ((bit & 31) + BITS > 32) words.w[(bit >> 5) + 1] |= c >> (32 - (bit & 31));
-            }
-        }
-        uint4* out = reinterpret_cast<uint4*>(packed + g * (long long)(G * BITS / 8));
-#pragma unroll
-        for (int i = 0; i < N_WORDS / 4; ++i) out[i] = words.q[i];
-        scale[g] = bad ? __int_as_float(0x7fc00000)
-                       : (overflow ? __int_as_float(0x7f800000) : f64_to_f32(s));
-        offset[g] = skip ? 0.0f : f64_to_f32(off);
+    for (int j = 1; j < 32; ++j) {
+        mn = min_nan(mn, it.t[j]);
+        mx = max_nan(mx, it.t[j]);
     }
 }
 
-#define LOWBIT_FUSED_THREAD(SUFFIX, T, G, BITS)                                                 \
-    extern "C" __global__ void lowbit_rtn_quantize_groups_thread_##SUFFIX##_g##G##_b##BITS(       \
-        const T* x, long long n_groups, int symmetric, int fmt, int mode, u64 seed, int rbits,   \
-        u8* packed, float* scale, float* offset) {                                               \
-        rtn_quantize_groups_thread_impl<T, G, BITS>(x, n_groups, symmetric, fmt, mode, seed,     \
-                                                    rbits, packed, scale, offset);               \
+__device__ __forceinline__ bool f32_nonfinite(float v) {
+    return (__float_as_uint(v) & 0x7f800000u) == 0x7f800000u;
+}
+// 0 or 2^-100 <= |v| <= 2^100: no float32 step of the fast paths can be subnormal or overflow.
+__device__ __forceinline__ bool f32_tame(float v) {
+    const u32 a = __float_as_uint(v) & 0x7fffffffu;
+    return a == 0u || (a >= 0x0d800000u && a <= 0x71800000u);
+}
+__device__ __forceinline__ int f32_exponent(float v) { return (int)((__float_as_uint(v) >> 23) & 0xffu) - 127; }
+
+// Storage-format rounding of a tame, positive-or-negative float32 (scales.py rules).
+// float16 via the hardware's directed conversions (f16's grid, subnormals included, lies in
+// float32's, so rounding float64 -> float32 -> float16 in one direction is one rounding);
+// bfloat16 by clearing the low 16 bits toward the chosen direction.
+__device__ __forceinline__ float floor_fmt(float v, int fmt) {
+    if (fmt == 1) return __half2float(__float2half_rd(v));
+    if (fmt == 2) {
+        u32 b = __float_as_uint(v);
+        if ((b >> 31) && (b & 0xffffu)) b += 0x10000u;  // negative: away from zero
+        return __uint_as_float(b & 0xffff0000u);
     }
-#define LOWBIT_FUSED_THREAD_BITS(SUFFIX, T, G) \
-    LOWBIT_FUSED_THREAD(SUFFIX, T, G, 2) LOWBIT_FUSED_THREAD(SUFFIX, T, G, 4) \
-    LOWBIT_FUSED_THREAD(SUFFIX, T, G, 8)
-LOWBIT_FUSED_THREAD_BITS(f16, __half, 64)
-LOWBIT_FUSED_THREAD_BITS(f16, __half, 128)
-LOWBIT_FUSED_THREAD_BITS(bf16, u16, 64)
-LOWBIT_FUSED_THREAD_BITS(bf16, u16, 128)
-LOWBIT_FUSED_THREAD_BITS(f32, float, 64)
+    return v;
+}
+__device__ __forceinline__ float ceil_fmt(float v, int fmt) {  // v > 0
+    if (fmt == 1) return __half2float(__float2half_ru(v));
+    if (fmt == 2) {
+        u32 b = __float_as_uint(v);
+        if (b & 0xffffu) b += 0x10000u;
+        return __uint_as_float(b & 0xffff0000u);
+    }
+    return v;
+}
+
+// Smallest float32 c with c >= d / den, for d in [2^-60, 2^102] and an integer den in 1..255.
+// This equals ceil_f32(fl64(d / den)), what the CPU computes: if d / den exceeds a float32 v,
+// then d - v * den is a nonzero multiple of ulp(d), so d / den - v > ulp(d) / den >
+// ulp64(v) / 2 and fl64(d / den) > v as well.  d * fl(1/den) rounded up is within one float32
+// step of c; fma(c, den, -d) has the sign of the exact c * den - d (one rounding, and no
+// flush to zero: that difference is a multiple of ulp(c) >= 2^-91).
+__device__ __forceinline__ float ceil_div_f32(float d, float den, float inv_den) {
+    float c = __fmul_ru(d, inv_den);
+    if (__fmaf_rn(c, den, -d) < 0.0f) {
+        c = __uint_as_float(__float_as_uint(c) + 1u);
+    } else {
+        const float prev = __uint_as_float(__float_as_uint(c) - 1u);
+        if (__fmaf_rn(prev, den, -d) >= 0.0f) c = prev;
+    }
+    return c;
+}
+
+// a - b, and whether it is exact (TwoSum error 0; a, b tame so nothing is flushed).
+__device__ __forceinline__ float sub_exact(float a, float b, bool& exact) {
+    const float s = __fsub_rn(a, b);
+    const float a1 = __fadd_rn(s, b);   // the part of s from a
+    const float b1 = __fsub_rn(s, a1);  // the part of s from -b
+    exact = __fsub_rn(a, a1) == 0.0f && __fadd_rn(b, b1) == 0.0f;
+    return s;
+}
+
+// A group's stored scale and offset and what its codes need.  Fast quotient (nearest_even):
+// y = fma(x, inv32, c32) approximates Y = (x - off) / s (+ m, symmetric: codes are biased).
+// With inv32 = fl(1/s), c32 = fl(-off * inv32) and one rounding in the fma,
+// |y - Y| <= 2^-24 (|x|/s + 2.001 |off|/s + levels + 1) < err (below, a factor 2 larger), so
+// when |y - rint(y)| < lim = 0.5 - err, rint(y) = rint(Y) = the CPU's rint(fl64(fl64(x - off)
+// / s)) (whose float64 errors are far below err).  Exact ties and everything else go to the
+// float64 path (encode_slow).  Y lies in [0, levels] by construction of s and off, so the
+// fast code needs no clamp.
+struct LaneParams {
+    float s, off, inv32, c32, lim;
+    bool bad, overflow, fast;
+};
+
+struct SlowParams {
+    float s, off;
+    int overflow;
+};
+
+// Groups outside the float32 preconditions: the float64 rules of group_params.
+__device__ __noinline__ SlowParams lane_params_slow(float mn, float mx, int bits, int symmetric, int fmt) {
+    const GroupParams g = group_params(f32_to_f64(mn) + 0.0, f32_to_f64(mx) + 0.0, bits, symmetric,
+                                       fmt, -1);
+    return SlowParams{f64_to_f32(g.s), f64_to_f32(g.off), (int)g.overflow};
+}
+
+template <int BITS>
+__device__ __forceinline__ LaneParams lane_params(float mn, float mx, int symmetric, int fmt, int mode) {
+    LaneParams p;
+    p.bad = f32_nonfinite(mn) || f32_nonfinite(mx);
+    p.overflow = false;
+    p.fast = false;
+    p.s = 1.0f;
+    p.off = 0.0f;
+    p.inv32 = 1.0f;
+    p.c32 = 0.0f;
+    p.lim = 0.0f;
+    if (p.bad) return p;
+    if (__float_as_uint(mn) == 0x80000000u) mn = 0.0f;  // -0.0 -> +0.0, as group_range
+    if (__float_as_uint(mx) == 0x80000000u) mx = 0.0f;
+    constexpr double L = (double)((1 << BITS) - 1);
+    constexpr double M = (double)((1 << (BITS - 1)) - 1);
+    const float amax = fmaxf(__uint_as_float(__float_as_uint(mn) & 0x7fffffffu),
+                             __uint_as_float(__float_as_uint(mx) & 0x7fffffffu));
+    // float32 rules where exact (see ceil_div_f32); groups outside them take float64
+    bool exact = f32_tame(mn) && f32_tame(mx);
+    float d = amax;
+    if (exact && !symmetric) {
+        p.off = floor_fmt(mn, fmt);
+        p.overflow = fmt == 1 && mn >= 65536.0f;  // scales.py's float16 grid goes past 65504
+        bool diff_exact;
+        d = sub_exact(mx, p.off, diff_exact);  // fl64(mx - off) = mx - off when this is exact
+        exact = diff_exact && f32_tame(p.off);
+    }
+    if (!exact || (d != 0.0f && (d < 8.673617379884035e-19f || d > 5.070602400912918e30f))) {
+        const SlowParams q = lane_params_slow(mn, mx, BITS, symmetric, fmt);  // float64 rules
+        p.s = q.s;
+        p.off = q.off;
+        p.overflow = q.overflow != 0;
+        return p;  // p.fast stays false: codes by the float64 path too
+    }
+    if (d > 0.0f) {
+        p.s = symmetric ? ceil_fmt(ceil_div_f32(d, (float)M, (float)(1.0 / M)), fmt)
+                        : ceil_fmt(ceil_div_f32(d, (float)L, (float)(1.0 / L)), fmt);
+    }
+    const float fmax = fmt == 0 ? 3.4028234663852886e38f : (fmt == 1 ? 65504.0f : 3.3895313892515355e38f);
+    p.overflow = p.overflow || p.s > fmax || fabsf(p.off) > fmax;
+    p.fast = mode == LOWBIT_NEAREST_EVEN && !p.overflow && p.s >= 8.673617379884035e-19f &&
+             p.s <= 1.152921504606847e18f;  // 2^-60 .. 2^60
+    if (p.fast) {
+        p.inv32 = __frcp_rn(p.s);
+        p.c32 = symmetric ? (float)M : __fmul_rn(-p.off, p.inv32);
+        const float levels = symmetric ? (float)(2.0 * M) : (float)L;
+        const float err = (amax * p.inv32 + fabsf(p.off) * p.inv32 + levels + 2.0f) * 2.384185791015625e-07f;  // 2^-22
+        p.fast = err < 0.125f;
+        p.lim = 0.5f - err;
+    }
+    return p;
+}
+
+// sum over the codes of one word of (MAGIC bits << shift), mod 2^32 (see rtn_quantize_lanes)
+template <int BITS>
+__host__ __device__ constexpr u32 magic_sum() {
+    u32 s = 0u;
+    for (int i = 0; i < 32 / BITS; ++i) s += 0x4B400000u << (i * BITS);
+    return s;
+}
+
+constexpr int LANE_THREADS = 256;
+// Quantize blocks per SM (register budget): for 16-bit data 3 (<= 85 registers) measured
+// fastest on an H200, ahead of 2 (101 registers, too few warps to hide latency) and 4 (64,
+// recomputation); float32 items are twice as large and need 2 (more would spill).
+#define LANE_MIN_BLOCKS_16 3
+#define LANE_MIN_BLOCKS_32 2
+
+template <typename T>
+__device__ __forceinline__ void load_item(const T* x, long long item, Item<T>& it) {
+    const uint4* src = reinterpret_cast<const uint4*>(x + item * 32);
+#pragma unroll
+    for (int i = 0; i < Item<T>::NQ; ++i) it.q[i] = src[i];
+}
+
+// Code (biased, 0 .. levels) of an element whose fast quotient y lies within err of a tie
+// h_y = r +- 0.5.  If d = x - off is exact in float32, the exact Y = d / s is on the side of
+// h_y given by the sign of fma(s, -h, d) (one rounding; h = h_y - M the tie without the code
+// bias): exact d and s * h are multiples of 2^(es - 25), so Y != h_y means |Y - h_y| >= 2^-25,
+// far beyond float64's rounding of the CPU's quotient, which therefore rounds the same way;
+// Y == h_y is a tie, kept even (of the unbiased code).  Otherwise the float64 path decides.
+template <int BITS>
+__device__ __noinline__ u32 tie_code(float xf, float y, float r, const LaneParams& p, int symmetric,
+                                     int mode, u64 seed, long long index, int rbits) {
+    constexpr int M = (1 << (BITS - 1)) - 1;
+    if (p.fast) {
+        bool exact = true;
+        const float d = symmetric ? xf : sub_exact(xf, p.off, exact);
+        if (exact && f32_tame(xf)) {
+            const float h_y = __fadd_rn(r, y > r ? 0.5f : -0.5f);
+            const float e = __fmaf_rn(p.s, -__fsub_rn(h_y, symmetric ? (float)M : 0.0f), d);
+            const int lo = (int)__fsub_rn(h_y, 0.5f);
+            int c = e > 0.0f ? lo + 1 : (e < 0.0f ? lo : lo + ((lo - (symmetric ? M : 0)) & 1));
+            const int top = symmetric ? 2 * M : (1 << BITS) - 1;
+            return (u32)min(max(c, 0), top);
+        }
+    }
+    return encode_slow(f32_to_f64(xf), f32_to_f64(p.s), 1.0 / f32_to_f64(p.s), f32_to_f64(p.off), BITS,
+                       symmetric, mode, seed, index, rbits);
+}
+
+// One item: group min/max over the group's lanes, the group's parameters, codes, packing.
+// Called by every lane of the warp (the shuffles need them); `valid` lanes store.
+template <typename T, int BITS>
+__device__ __forceinline__ void quantize_item(const Item<T>& it, long long item, bool valid, int lpg,
+                                              int symmetric, int fmt, int mode, u64 seed, int rbits,
+                                              u8* packed, float* scale, float* offset, int* status) {
+    float mn, mx;
+    item_minmax(it, mn, mx);
+    for (int o = 1; o < lpg; o <<= 1) {  // lanes of a group: xor within aligned blocks
+        mn = min_nan(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+        mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    }
+    if (!valid) return;
+    const LaneParams p = lane_params<BITS>(mn, mx, symmetric, fmt, mode);
+    u32 words[BITS];
+#pragma unroll
+    for (int k = 0; k < BITS; ++k) words[k] = 0u;
+    if (!(p.bad || p.overflow)) {
+        bool near = !p.fast;
+        if (p.fast) {
+            // y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low
+            // bits: bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.
+#pragma unroll
+            for (int j = 0; j < 32; ++j) {
+                const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
+                const float t = __fadd_rn(y, 12582912.0f);
+                near |= !(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim);
+                const int bit = j * BITS;
+                if constexpr (32 % BITS == 0) {
+                    words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
+                } else {
+                    const u32 q = __float_as_uint(t) - 0x4B400000u;
+                    words[bit >> 5] |= q << (bit & 31);
+                    if ((bit & 31) + BITS > 32) words[(bit >> 5) + 1] |= q >> (32 - (bit & 31));
+                }
+            }
+            if constexpr (32 % BITS == 0) {
+#pragma unroll
+                for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
+            }
+        }
+        if (near) {  // again element by element, near-ties (and other modes) decided exactly
+#pragma unroll
+            for (int k = 0; k < BITS; ++k) words[k] = 0u;
+#pragma unroll
+            for (int j = 0; j < 32; ++j) {
+                const float xf = item_f32(it, j);
+                const float y = __fmaf_rn(xf, p.inv32, p.c32);
+                const float t = __fadd_rn(y, 12582912.0f);
+                const float r = __fsub_rn(t, 12582912.0f);
+                const u32 q = p.fast && fabsf(__fsub_rn(y, r)) < p.lim
+                                  ? __float_as_uint(t) - 0x4B400000u
+                                  : tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, item * 32 + j, rbits);
+                const int bit = j * BITS;
+                words[bit >> 5] |= q << (bit & 31);
+                if ((bit & 31) + BITS > 32) words[(bit >> 5) + 1] |= q >> (32 - (bit & 31));
+            }
+        }
+    }
+    u32* dst = reinterpret_cast<u32*>(packed) + item * BITS;
+    if constexpr (BITS % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < BITS; k += 4)
+            *reinterpret_cast<uint4*>(dst + k) = make_uint4(words[k], words[k + 1], words[k + 2], words[k + 3]);
+    } else if constexpr (BITS == 2) {
+        *reinterpret_cast<uint2*>(dst) = make_uint2(words[0], words[1]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) dst[k] = words[k];
+    }
+    if ((threadIdx.x & (lpg - 1)) == 0) {
+        const long long g = item / lpg;
+        scale[g] = p.bad ? __int_as_float(0x7fc00000) : (p.overflow ? __int_as_float(0x7f800000) : p.s);
+        offset[g] = (p.bad || p.overflow) ? 0.0f : p.off;
+        if (p.bad || p.overflow) atomicOr(status, p.bad ? 1 : 2);
+    }
+}
+
+// Single pass (statistics, scale, codes, packing) over n_items items, grid-stride: while a
+// warp works on one item it already loads its next one (two buffers, so memory stays busy).
+// The 32 items of a warp are consecutive, so a group's lanes are in one warp.
+template <typename T, int BITS>
+__device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, int symmetric, int fmt,
+                                        int mode, u64 seed, int rbits, u8* packed, float* scale,
+                                        float* offset, int* status) {
+    const long long stride = (long long)gridDim.x * LANE_THREADS;
+    const long long lane = threadIdx.x & 31;
+    long long item = (long long)blockIdx.x * LANE_THREADS + threadIdx.x;
+    Item<T> a, b;
+    if (item < n_items) load_item(x, item, a);
+    while (item - lane < n_items) {  // uniform over the warp
+        if (item + stride < n_items) load_item(x, item + stride, b);
+        quantize_item<T, BITS>(a, item, item < n_items, lpg, symmetric, fmt, mode, seed, rbits, packed,
+                               scale, offset, status);
+        item += stride;
+        if (item - lane >= n_items) break;
+        if (item + stride < n_items) load_item(x, item + stride, a);
+        quantize_item<T, BITS>(b, item, item < n_items, lpg, symmetric, fmt, mode, seed, rbits, packed,
+                               scale, offset, status);
+        item += stride;
+    }
+}
+
+// Two float32 values as a pair of 16-bit outputs, rounded to nearest even (as from_f64).
+__device__ __forceinline__ u32 pack_pair(float a, float b, const __half*) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const u32*>(&h);
+}
+__device__ __forceinline__ u32 pack_pair(float a, float b, const u16*) {
+    return (u32)f32_to_bf16_bits(a) | ((u32)f32_to_bf16_bits(b) << 16);
+}
+
+template <int BITS>
+__device__ __forceinline__ void load_words(const u8* packed, long long item, u32* words) {
+    const u32* src = reinterpret_cast<const u32*>(packed) + item * BITS;
+    if constexpr (BITS % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < BITS; k += 4) {
+            const uint4 v = *reinterpret_cast<const uint4*>(src + k);
+            words[k] = v.x; words[k + 1] = v.y; words[k + 2] = v.z; words[k + 3] = v.w;
+        }
+    } else if constexpr (BITS == 2) {
+        const uint2 v = *reinterpret_cast<const uint2*>(src);
+        words[0] = v.x; words[1] = v.y;
+    } else {
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) words[k] = src[k];
+    }
+}
+
+// Decode: lane = item.  x_hat = q * s + o in float32 with one fma equals the CPU's
+// fl32(fl64(q * s + o)) when q * s + o is exact in float64: all terms are multiples of
+// 2^(min(es, eo) - 23) and the sum is below 2^(max(eo, es + BITS) + 2), so a span of at most
+// 28 exponents suffices; tame s and o keep every nonzero result a normal float32.  Otherwise
+// float64.
+template <typename T, int BITS>
+__device__ __forceinline__ void decode_item(const u32* words, float s, float o, int symmetric,
+                                            Item<T>& res) {
+    constexpr u32 MASK = (1u << BITS) - 1u;
+    constexpr float M = (float)((1 << (BITS - 1)) - 1);
+    bool fast = f32_tame(s) && s != 0.0f && f32_tame(o) && !(__float_as_uint(s) >> 31);
+    if (fast && o != 0.0f) {
+        const int es = f32_exponent(s), eo = f32_exponent(o);
+        fast = max(eo, es + BITS) - min(es, eo) <= 28;
+    }
+    if (fast) {
+        float v[32];
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const int bit = j * BITS;
+            u32 c = words[bit >> 5] >> (bit & 31);
+            if ((bit & 31) + BITS > 32) c |= words[(bit >> 5) + 1] << (32 - (bit & 31));
+            const float q = __fsub_rn(__uint_as_float(0x4B000000u | (c & MASK)), 8388608.0f);
+            if (symmetric) {
+                v[j] = BITS == 1 ? (q != 0.0f ? s : -s) : __fmul_rn(__fsub_rn(q, M), s);
+            } else {
+                v[j] = __fmaf_rn(q, s, o);
+            }
+        }
+        if constexpr (sizeof(T) == 2) {
+#pragma unroll
+            for (int j = 0; j < 32; j += 2) res.w[j >> 1] = pack_pair(v[j], v[j + 1], res.t);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 32; ++j) res.t[j] = v[j];
+        }
+    } else {
+        const double s64 = f32_to_f64(s), o64 = f32_to_f64(o);
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const int bit = j * BITS;
+            u32 c = words[bit >> 5] >> (bit & 31);
+            if ((bit & 31) + BITS > 32) c |= words[(bit >> 5) + 1] << (32 - (bit & 31));
+            from_f64(decode_one(c & MASK, s64, o64, BITS, symmetric), &res.t[j]);
+        }
+    }
+}
+
+// Slot of 16-byte vector i of lane l's item in its warp's staging area: NQ vectors per lane,
+// xor-swizzled so that neither the lanes' writes nor the coalesced reads conflict on banks.
+template <int NQ>
+__device__ __forceinline__ int stage_slot(int l, int i) {
+    return l * NQ + (i ^ (NQ == 4 ? (l >> 1) & 3 : l & 7));
+}
+
+// One warp decodes 32 consecutive items, stages them in shared memory and writes them back
+// with 512-byte coalesced stores (each lane's 64-128 contiguous output bytes would otherwise
+// split every store instruction over 32 half-written sectors).
+template <typename T, int BITS>
+__device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int lpg_shift,
+                                      const float* scale, const float* offset, int symmetric, T* out) {
+    constexpr int NQ = Item<T>::NQ;
+    __shared__ uint4 stage[LANE_THREADS / 32][32 * NQ];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    for (long long base = (long long)blockIdx.x * LANE_THREADS + (threadIdx.x & ~31); base < n_items;
+         base += (long long)gridDim.x * LANE_THREADS) {  // uniform over the warp
+        const long long item = base + lane;
+        Item<T> res;
+        if (item < n_items) {
+            u32 words[BITS];
+            load_words<BITS>(packed, item, words);
+            const float s = scale[item >> lpg_shift];
+            const float o = symmetric ? 0.0f : offset[item >> lpg_shift];
+            decode_item<T, BITS>(words, s, o, symmetric, res);
+        }
+#pragma unroll
+        for (int i = 0; i < NQ; ++i) stage[w][stage_slot<NQ>(lane, i)] = res.q[i];
+        __syncwarp();
+        uint4* dst = reinterpret_cast<uint4*>(out + base * 32);
+#pragma unroll
+        for (int k = 0; k < NQ; ++k) {
+            const int m = k * 32 + lane;  // vector m of the warp's output
+            if (base + m / NQ < n_items) dst[m] = stage[w][stage_slot<NQ>(m / NQ, m % NQ)];
+        }
+        __syncwarp();
+    }
+}
+
+#define LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)                                               \
+    extern "C" __global__ void __launch_bounds__(LANE_THREADS, MIN_BLOCKS)                      \
+        lowbit_rtn_quantize_lanes_##SUFFIX##_b##BITS(                                           \
+            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
+            int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
+        rtn_quantize_lanes_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, \
+                                            packed, scale, offset, status);                             \
+    }                                                                                           \
+    extern "C" __global__ void lowbit_rtn_decode_lanes_##SUFFIX##_b##BITS(                      \
+        const u8* packed, long long n_items, int lpg_shift, const float* scale,                 \
+        const float* offset, int symmetric, T* out) {                                           \
+        rtn_decode_lanes_impl<T, BITS>(packed, n_items, lpg_shift, scale, offset, symmetric,    \
+                                       out);                                                    \
+    }
+// Compiled as a separate module per bit width (-DLOWBIT_LANE_BITS=b, lowbit/cuda/rtn.py), so
+// that a first call compiles only what it uses.
+#define LOWBIT_LANES_EXPANDED(SUFFIX, T, BITS, MIN_BLOCKS) LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)
+#ifdef LOWBIT_LANE_BITS
+LOWBIT_LANES_EXPANDED(f16, __half, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
+LOWBIT_LANES_EXPANDED(bf16, u16, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
+LOWBIT_LANES_EXPANDED(f32, float, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_32)
+#endif
 
 #define LOWBIT_FUSED(SUFFIX, T, K)                                                               \
     extern "C" __global__ void lowbit_rtn_quantize_groups_##SUFFIX##_k##K(                        \
         const T* x, long long n_groups, int bits, int symmetric, int fmt, int mode, u64 seed,    \
-        int rbits, u8* packed, float* scale, float* offset) {                                    \
+        int rbits, u8* packed, float* scale, float* offset, int* status) {                       \
         rtn_quantize_groups_impl<T, K>(x, n_groups, bits, symmetric, fmt, mode, seed, rbits,     \
-                                       packed, scale, offset);                                   \
+                                       packed, scale, offset, status);                           \
     }
 #define LOWBIT_FUSED_ALL_K(SUFFIX, T) \
     LOWBIT_FUSED(SUFFIX, T, 1) LOWBIT_FUSED(SUFFIX, T, 2) LOWBIT_FUSED(SUFFIX, T, 4) \
     LOWBIT_FUSED(SUFFIX, T, 8) LOWBIT_FUSED(SUFFIX, T, 16)
 
+#ifndef LOWBIT_LANE_BITS
 LOWBIT_FUSED_ALL_K(f16, __half)
 LOWBIT_FUSED_ALL_K(bf16, u16)
 LOWBIT_FUSED_ALL_K(f32, float)
 LOWBIT_FUSED_ALL_K(f64, double)
+#endif

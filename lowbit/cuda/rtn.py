@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,13 @@ def rtn_encode(x: Any, group_size: int, scale: Any, offset: Any, bits: int, symm
 def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int, symmetric: bool,
                out: Any) -> None:
     n = out.shape[0]
+    if _lanes_ok(out, packed, group_size) and packed.shape[0] == n * bits // 8:
+        items = n // 32
+        k = kernel("rtn", f"lowbit_rtn_decode_lanes_{suffix(out.dtype)}_b{bits}", _lane_defines(bits))
+        k(grid(items, LANE_THREADS), (LANE_THREADS,),
+          (packed, np.int64(items), np.int32((group_size // 32).bit_length() - 1), scale, offset,
+           np.int32(symmetric), out))
+        return
     k = kernel("rtn", f"lowbit_rtn_decode_{suffix(out.dtype)}")
     k(grid((n + 7) // 8), (THREADS,),
       (packed, np.int64(packed.shape[0]), np.int64(group_size), scale, offset, np.int32(bits),
@@ -44,23 +52,54 @@ def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int,
 #: Group sizes with a fused kernel instantiation (G = 32 * K).
 FUSED_K = {32: 1, 64: 2, 128: 4, 256: 8, 512: 16}
 FUSED_WARPS = 8  # warps per block, as in rtn.cu
-#: (dtype suffix, group size) with a thread-per-group instantiation (bits 2, 4, 8), see rtn.cu.
-THREAD_VARIANTS = {("f16", 64), ("f16", 128), ("bf16", 64), ("bf16", 128), ("f32", 64)}
+#: Lane kernels (rtn.cu): 16/32-bit data, 32 elements per thread, groups of 32 * 2^k elements.
+LANE_THREADS = 256
+LANE_SUFFIXES = ("f16", "bf16", "f32")
+
+
+def _lane_defines(bits: int) -> tuple[str, ...]:
+    return (f"-DLOWBIT_LANE_BITS={bits}",)
+
+
+def lane_grid(k: Any, items: int) -> tuple[int]:
+    """Blocks for a grid-stride lane kernel: as many as fit on the device at once (registers
+    bound them), so that each thread loops with its next item already loading."""
+    import cupy
+
+    regs = -(-k.num_regs // 8) * 8  # allocated per thread in units of 8
+    per_sm = max(1, min(2048 // LANE_THREADS, 65536 // (regs * LANE_THREADS)))
+    return (max(1, min(-(-items // LANE_THREADS), _sm_count(cupy.cuda.Device().id) * per_sm)),)
+
+
+@functools.cache
+def _sm_count(device: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"])
+
+
+def _lanes_ok(x: Any, packed: Any, group_size: int) -> bool:
+    """Whether the lane kernels apply: their dtypes, power-of-two groups of >= 32 elements,
+    16-byte aligned data and codes (each thread uses 16-byte vector accesses)."""
+    lpg = group_size // 32
+    return (suffix(x.dtype) in LANE_SUFFIXES and group_size % 32 == 0 and 1 <= lpg <= 32
+            and lpg & (lpg - 1) == 0 and x.data.ptr % 16 == 0 and packed.data.ptr % 16 == 0)
 
 
 def rtn_quantize_groups(x: Any, group_size: int, bits: int, symmetric: bool, fmt: int, mode: int,
-                        seed: np.uint64, rbits: int, packed: Any, scale: Any, offset: Any) -> None:
+                        seed: np.uint64, rbits: int, packed: Any, scale: Any, offset: Any,
+                        status: Any) -> None:
     n_groups = scale.shape[0]
     try:
         K = FUSED_K[group_size]
     except KeyError:
         raise ValueError(f"no fused kernel for group_size={group_size}; sizes {tuple(FUSED_K)}") from None
     tail = (np.int32(symmetric), np.int32(fmt), np.int32(mode), np.uint64(seed), np.int32(rbits),
-            packed, scale, offset)
-    if (suffix(x.dtype), group_size) in THREAD_VARIANTS and bits in (2, 4, 8) and x.data.ptr % 16 == 0:
-        # whole group in one thread's registers: enough loads in flight for memory speed
-        name = f"lowbit_rtn_quantize_groups_thread_{suffix(x.dtype)}_g{group_size}_b{bits}"
-        kernel("rtn", name)(grid(n_groups, 128), (128,), (x, np.int64(n_groups), *tail))
+            packed, scale, offset, status)
+    if _lanes_ok(x, packed, group_size):
+        items = n_groups * group_size // 32
+        k = kernel("rtn", f"lowbit_rtn_quantize_lanes_{suffix(x.dtype)}_b{bits}", _lane_defines(bits))
+        k(lane_grid(k, items), (LANE_THREADS,), (x, np.int64(items), np.int32(group_size // 32), *tail))
         return
     k = kernel("rtn", f"lowbit_rtn_quantize_groups_{suffix(x.dtype)}_k{K}")
     k(grid(n_groups, FUSED_WARPS), (32 * FUSED_WARPS,), (x, np.int64(n_groups), np.int32(bits), *tail))
