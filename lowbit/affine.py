@@ -60,7 +60,7 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
     status = xp.zeros(1, xp.int32)  # the kernel flags NaN/Inf groups (1) and overflows (2)
     fmt = scales.SCALE_FORMATS[scale_dtype].code
     k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32, status)
-    flags = int(status[0])
+    flags = int(status.get()[0]) if hasattr(status, "get") else int(status[0])  # one 4-byte copy
     if flags & 1:
         raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
     if flags & 2:

@@ -161,7 +161,7 @@ def test_exact_ties_round_to_even_on_gpu(cp, group):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_single_pass_variants_match_cpu(cp, bits, group, dtype, symmetric):
-    """Covers the thread-per-group and warp-per-group single-pass kernels, ties included."""
+    """Covers the lane kernels (torch CUDA float16/bfloat16/float32), ties included."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(bits * group)
     x = rng.standard_normal((257, group)).astype(np.float32)

@@ -73,6 +73,15 @@ def main() -> None:
     variants = {"shipped": base}
     for blocks in (2, 4):
         variants[f"min {blocks} blocks/SM"] = base.replace("#define LANE_MIN_BLOCKS_16 3", f"#define LANE_MIN_BLOCKS_16 {blocks}")
+    load = "for (int i = 0; i < Item<T>::NQ; ++i) it.q[i] = src[i];"
+    assert load in base
+    variants["__ldg loads"] = base.replace(load, "for (int i = 0; i < Item<T>::NQ; ++i) it.q[i] = __ldg(src + i);")
+    variants["L2::256B prefetch loads"] = base.replace(load, (
+        "for (int i = 0; i < Item<T>::NQ; ++i) asm volatile(\"ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\" "
+        ": \"=r\"(it.q[i].x), \"=r\"(it.q[i].y), \"=r\"(it.q[i].z), \"=r\"(it.q[i].w) : \"l\"(src + i));"))
+    variants["L1 no-allocate loads"] = base.replace(load, (
+        "for (int i = 0; i < Item<T>::NQ; ++i) asm volatile(\"ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\" "
+        ": \"=r\"(it.q[i].x), \"=r\"(it.q[i].y), \"=r\"(it.q[i].z), \"=r\"(it.q[i].w) : \"l\"(src + i));"))
     for bits in (2, 4):
         packed = cp.empty(n * bits // 8, cp.uint8)
         s = cp.empty(ng, cp.float32)
