@@ -653,6 +653,21 @@ __host__ __device__ constexpr u32 magic_sum() {
     return s;
 }
 
+// Code j of a lane's 32 packed codes (BITS words, little-endian bit stream): OR it in, read it.
+template <int BITS>
+__device__ __forceinline__ void put_code(u32* words, int j, u32 q) {
+    const int bit = j * BITS;  // compile-time after unrolling
+    words[bit >> 5] |= q << (bit & 31);
+    if ((bit & 31) + BITS > 32) words[(bit >> 5) + 1] |= q >> (32 - (bit & 31));
+}
+template <int BITS>
+__device__ __forceinline__ u32 get_code(const u32* words, int j) {
+    const int bit = j * BITS;
+    u32 c = words[bit >> 5] >> (bit & 31);
+    if ((bit & 31) + BITS > 32) c |= words[(bit >> 5) + 1] << (32 - (bit & 31));
+    return c & ((1u << BITS) - 1u);
+}
+
 constexpr int LANE_THREADS = 256;
 // Quantize blocks per SM (register budget): for 16-bit data 3 (<= 85 registers) measured
 // fastest on an H200, ahead of 2 (101 registers, too few warps to hide latency) and 4 (64,
@@ -720,13 +735,11 @@ __device__ __forceinline__ void quantize_item(const Item<T>& it, long long item,
                 const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
                 const float t = __fadd_rn(y, 12582912.0f);
                 near |= !(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim);
-                const int bit = j * BITS;
                 if constexpr (32 % BITS == 0) {
+                    const int bit = j * BITS;
                     words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
                 } else {
-                    const u32 q = __float_as_uint(t) - 0x4B400000u;
-                    words[bit >> 5] |= q << (bit & 31);
-                    if ((bit & 31) + BITS > 32) words[(bit >> 5) + 1] |= q >> (32 - (bit & 31));
+                    put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
                 }
             }
             if constexpr (32 % BITS == 0) {
@@ -746,9 +759,7 @@ __device__ __forceinline__ void quantize_item(const Item<T>& it, long long item,
                 const u32 q = p.fast && fabsf(__fsub_rn(y, r)) < p.lim
                                   ? __float_as_uint(t) - 0x4B400000u
                                   : tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, item * 32 + j, rbits);
-                const int bit = j * BITS;
-                words[bit >> 5] |= q << (bit & 31);
-                if ((bit & 31) + BITS > 32) words[(bit >> 5) + 1] |= q >> (32 - (bit & 31));
+                put_code<BITS>(words, j, q);
             }
         }
     }
@@ -831,7 +842,6 @@ __device__ __forceinline__ void load_words(const u8* packed, long long item, u32
 template <typename T, int BITS>
 __device__ __forceinline__ void decode_item(const u32* words, float s, float o, int symmetric,
                                             Item<T>& res) {
-    constexpr u32 MASK = (1u << BITS) - 1u;
     constexpr float M = (float)((1 << (BITS - 1)) - 1);
     bool fast = f32_tame(s) && s != 0.0f && f32_tame(o) && !(__float_as_uint(s) >> 31);
     if (fast && o != 0.0f) {
@@ -842,10 +852,7 @@ __device__ __forceinline__ void decode_item(const u32* words, float s, float o, 
         float v[32];
 #pragma unroll
         for (int j = 0; j < 32; ++j) {
-            const int bit = j * BITS;
-            u32 c = words[bit >> 5] >> (bit & 31);
-            if ((bit & 31) + BITS > 32) c |= words[(bit >> 5) + 1] << (32 - (bit & 31));
-            const float q = __fsub_rn(__uint_as_float(0x4B000000u | (c & MASK)), 8388608.0f);
+            const float q = __fsub_rn(__uint_as_float(0x4B000000u | get_code<BITS>(words, j)), 8388608.0f);
             if (symmetric) {
                 v[j] = BITS == 1 ? (q != 0.0f ? s : -s) : __fmul_rn(__fsub_rn(q, M), s);
             } else {
@@ -863,10 +870,7 @@ __device__ __forceinline__ void decode_item(const u32* words, float s, float o, 
         const double s64 = f32_to_f64(s), o64 = f32_to_f64(o);
 #pragma unroll
         for (int j = 0; j < 32; ++j) {
-            const int bit = j * BITS;
-            u32 c = words[bit >> 5] >> (bit & 31);
-            if ((bit & 31) + BITS > 32) c |= words[(bit >> 5) + 1] << (32 - (bit & 31));
-            from_f64(decode_one(c & MASK, s64, o64, BITS, symmetric), &res.t[j]);
+            from_f64(decode_one(get_code<BITS>(words, j), s64, o64, BITS, symmetric), &res.t[j]);
         }
     }
 }
