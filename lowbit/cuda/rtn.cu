@@ -3,6 +3,15 @@
 // Kernels are instantiated per input/output type: _f16 (__half), _bf16 (bfloat16 bits),
 // _f32, _f64.
 
+// Reduce float64 min, max and a NaN/Inf flag over the 32 lanes of a warp (xor butterfly).
+__device__ __forceinline__ void warp_minmax(double& mn, double& mx, int& bad) {
+    for (int o = 16; o; o >>= 1) {
+        mn = fmin(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+        mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+    }
+}
+
 // ---- group statistics: one warp per group ------------------------------------------------
 template <typename T>
 __device__ void group_range_impl(const T* x, long long group_size, double* lo, double* hi,
@@ -20,11 +29,7 @@ __device__ void group_range_impl(const T* x, long long group_size, double* lo, d
             mn = fmin(mn, v);
             mx = fmax(mx, v);
         }
-        for (int o = 16; o; o >>= 1) {
-            mn = fmin(mn, __shfl_xor_sync(0xffffffffu, mn, o));
-            mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            bad |= __shfl_xor_sync(0xffffffffu, bad, o);
-        }
+        warp_minmax(mn, mx, bad);
         if (lane == 0) {
             lo[g] = bad ? LOWBIT_NAN : mn + 0.0;  // "+ 0.0": -0.0 becomes +0.0
             hi[g] = bad ? LOWBIT_NAN : mx + 0.0;
@@ -288,11 +293,7 @@ __device__ __forceinline__ void group_stats(const T* raw, double& mn, double& mx
             mn = fmin(mn, v);
             mx = fmax(mx, v);
         }
-        for (int o = 16; o; o >>= 1) {
-            mn = fmin(mn, __shfl_xor_sync(0xffffffffu, mn, o));
-            mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            bad |= __shfl_xor_sync(0xffffffffu, bad, o);
-        }
+        warp_minmax(mn, mx, bad);
     } else {
         int kmn = 0x7fffffff, kmx = (int)0x80000000;
         bad = 0;
