@@ -808,6 +808,73 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
     }
 }
 
+// Pipelined variant: the next PIPE_STAGES - 1 items of each lane are in flight as cp.async
+// copies into shared memory (no registers held), so more bytes are in flight per SM than a
+// register double buffer allows.  Each lane copies and reads only its own item, placed with
+// the xor swizzle of stage_slot so that the 16-byte shared loads do not conflict on banks.
+#ifndef PIPE_THREADS
+#define PIPE_THREADS 128
+#endif
+#ifndef PIPE_STAGES_16
+#define PIPE_STAGES_16 4
+#endif
+#ifndef PIPE_STAGES_32
+#define PIPE_STAGES_32 3
+#endif
+#ifndef PIPE_MIN_BLOCKS_16
+#define PIPE_MIN_BLOCKS_16 6
+#endif
+#ifndef PIPE_MIN_BLOCKS_32
+#define PIPE_MIN_BLOCKS_32 4
+#endif
+template <int NQ>
+__device__ __forceinline__ int stage_slot(int l, int i);
+
+__device__ __forceinline__ void cp_async16(u32 smem, const void* gmem, bool valid) {
+    // src-size 0 fills with zeros and reads nothing (lanes past the end)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
+                 "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <typename T, int BITS, int STAGES>
+__device__ void rtn_quantize_pipe_impl(const T* x, long long n_items, int lpg, int symmetric, int fmt,
+                                       int mode, u64 seed, int rbits, u8* packed, float* scale,
+                                       float* offset, int* status) {
+    constexpr int NQ = Item<T>::NQ;
+    __shared__ uint4 ring[STAGES][PIPE_THREADS / 32][32 * NQ];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const long long stride = (long long)gridDim.x * PIPE_THREADS;
+    const long long first = (long long)blockIdx.x * PIPE_THREADS + threadIdx.x;
+    u32 slot[NQ];  // shared addresses of this lane's vectors in stage 0
+#pragma unroll
+    for (int i = 0; i < NQ; ++i) slot[i] = (u32)__cvta_generic_to_shared(&ring[0][w][stage_slot<NQ>(lane, i)]);
+    constexpr u32 STAGE_BYTES = (PIPE_THREADS / 32) * 32 * NQ * 16;
+    auto issue = [&](long long item, int stage) {
+        const bool ok = item < n_items;
+        const uint4* src = reinterpret_cast<const uint4*>(x + (ok ? item : 0) * 32);
+#pragma unroll
+        for (int i = 0; i < NQ; ++i) cp_async16(slot[i] + stage * STAGE_BYTES, src + i, ok);
+        cp_async_commit();  // one group per item, also when empty: wait counts stay uniform
+    };
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) issue(first + s * stride, s);
+    int stage = 0;
+    for (long long item = first; item - lane < n_items; item += stride) {  // uniform over the warp
+        issue(item + (STAGES - 1) * stride, stage == 0 ? STAGES - 1 : stage - 1);
+        cp_async_wait<STAGES - 1>();  // this item's group is complete
+        Item<T> it;
+#pragma unroll
+        for (int i = 0; i < NQ; ++i) it.q[i] = ring[stage][w][stage_slot<NQ>(lane, i)];
+        quantize_item<T, BITS>(it, item, item < n_items, lpg, symmetric, fmt, mode, seed, rbits, packed,
+                               scale, offset, status);
+        stage = stage == STAGES - 1 ? 0 : stage + 1;
+    }
+    cp_async_wait<0>();
+}
+
 // Two float32 values as a pair of 16-bit outputs, rounded to nearest even (as from_f64).
 __device__ __forceinline__ u32 pack_pair(float a, float b, const __half*) {
     const __half2 h = __floats2half2_rn(a, b);
@@ -916,7 +983,7 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
     }
 }
 
-#define LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)                                               \
+#define LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS, W)                                               \
     extern "C" __global__ void __launch_bounds__(LANE_THREADS, MIN_BLOCKS)                      \
         lowbit_rtn_quantize_lanes_##SUFFIX##_b##BITS(                                           \
             const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
@@ -929,14 +996,21 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
         const float* offset, int symmetric, T* out) {                                           \
         rtn_decode_lanes_impl<T, BITS>(packed, n_items, lpg_shift, scale, offset, symmetric,    \
                                        out);                                                    \
+    }                                                                                           \
+    extern "C" __global__ void __launch_bounds__(PIPE_THREADS, PIPE_MIN_BLOCKS_##W)           \
+        lowbit_rtn_quantize_pipe_##SUFFIX##_b##BITS(                                            \
+            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
+            int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
+        rtn_quantize_pipe_impl<T, BITS, PIPE_STAGES_##W>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, \
+                                            packed, scale, offset, status);                             \
     }
 // Compiled as a separate module per bit width (-DLOWBIT_LANE_BITS=b, lowbit/cuda/rtn.py), so
 // that a first call compiles only what it uses.
-#define LOWBIT_LANES_EXPANDED(SUFFIX, T, BITS, MIN_BLOCKS) LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)
+#define LOWBIT_LANES_EXPANDED(SUFFIX, T, BITS, MIN_BLOCKS, W) LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS, W)
 #ifdef LOWBIT_LANE_BITS
-LOWBIT_LANES_EXPANDED(f16, __half, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
-LOWBIT_LANES_EXPANDED(bf16, u16, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
-LOWBIT_LANES_EXPANDED(f32, float, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_32)
+LOWBIT_LANES_EXPANDED(f16, __half, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16, 16)
+LOWBIT_LANES_EXPANDED(bf16, u16, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16, 16)
+LOWBIT_LANES_EXPANDED(f32, float, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_32, 32)
 #endif
 
 #define LOWBIT_FUSED(SUFFIX, T, K)                                                               \

@@ -71,6 +71,16 @@ def lane_grid(k: Any, items: int) -> tuple[int]:
     return (max(1, min(-(-items // LANE_THREADS), _sm_count(cupy.cuda.Device().id) * per_sm)),)
 
 
+def resident_grid(k: Any, threads: int, items: int) -> tuple[int]:
+    """Blocks for a grid-stride kernel: as many as are resident on the device at once
+    (registers and shared memory bound them, per the driver's occupancy calculator)."""
+    import cupy
+    from cupy_backends.cuda.api import driver
+
+    per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, 0)
+    return (max(1, min(-(-items // threads), _sm_count(cupy.cuda.Device().id) * max(1, per_sm))),)
+
+
 @functools.cache
 def _sm_count(device: int) -> int:
     import cupy
