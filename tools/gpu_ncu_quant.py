@@ -15,9 +15,9 @@ items, ng = n // 32, n // g
 packed, s, o, st = cp.empty(n * bits // 8, cp.uint8), cp.empty(ng, cp.float32), cp.empty(ng, cp.float32), cp.zeros(1, cp.int32)
 args = (x, np.int64(items), np.int32(g // 32), np.int32(0), np.int32(0), np.int32(0), np.uint64(0), np.int32(16),
         packed, s, o, st)
-for kind, threads in (("lanes", 256), ("pipe", 128)):
+for kind, threads in (("lanes", 256), ("seg", 64)):
     k = kernel("rtn", f"lowbit_rtn_quantize_{kind}_f16_b{bits}", _lane_defines(bits))
-    blocks = lane_grid(k, items) if kind == "lanes" else resident_grid(k, threads, items)
+    blocks = lane_grid(k, items) if kind == "lanes" else resident_grid(k, threads, items // 4)
     k(blocks, (threads,), args)
     cp.cuda.Device().synchronize()
     print(kind, blocks, k.num_regs)

@@ -709,6 +709,75 @@ __device__ __noinline__ u32 tie_code(float xf, float y, float r, const LaneParam
                        symmetric, mode, seed, index, rbits);
 }
 
+// The 32 codes of one item (BITS packed words) under the group parameters p.
+template <typename T, int BITS>
+__device__ __forceinline__ void item_codes(const Item<T>& it, const LaneParams& p, long long item, int symmetric,
+                                           int mode, u64 seed, int rbits, u32* words) {
+#pragma unroll
+    for (int k = 0; k < BITS; ++k) words[k] = 0u;
+    if (p.bad || p.overflow) return;
+    bool near = !p.fast;
+    if (p.fast) {
+        // y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low
+        // bits: bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
+            const float t = __fadd_rn(y, 12582912.0f);
+            near |= !(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim);
+            if constexpr (32 % BITS == 0) {
+                const int bit = j * BITS;
+                words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
+            } else {
+                put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
+            }
+        }
+        if constexpr (32 % BITS == 0) {
+#pragma unroll
+            for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
+        }
+    }
+    if (near) {  // again element by element, near-ties (and other modes) decided exactly
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) words[k] = 0u;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const float xf = item_f32(it, j);
+            const float y = __fmaf_rn(xf, p.inv32, p.c32);
+            const float t = __fadd_rn(y, 12582912.0f);
+            const float r = __fsub_rn(t, 12582912.0f);
+            const u32 q = p.fast && fabsf(__fsub_rn(y, r)) < p.lim
+                              ? __float_as_uint(t) - 0x4B400000u
+                              : tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, item * 32 + j, rbits);
+            put_code<BITS>(words, j, q);
+        }
+    }
+}
+
+template <int BITS>
+__device__ __forceinline__ void store_words(u8* packed, long long item, const u32* words) {
+    u32* dst = reinterpret_cast<u32*>(packed) + item * BITS;
+    if constexpr (BITS % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < BITS; k += 4)
+            *reinterpret_cast<uint4*>(dst + k) = make_uint4(words[k], words[k + 1], words[k + 2], words[k + 3]);
+    } else if constexpr (BITS == 2) {
+        *reinterpret_cast<uint2*>(dst) = make_uint2(words[0], words[1]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) dst[k] = words[k];
+    }
+}
+
+// Group g's stored scale and offset (NaN scale: NaN/Inf in the group; +Inf: overflow) and
+// its status flag.
+__device__ __forceinline__ void store_params(long long g, const LaneParams& p, float* scale, float* offset,
+                                             int* status) {
+    scale[g] = p.bad ? __int_as_float(0x7fc00000) : (p.overflow ? __int_as_float(0x7f800000) : p.s);
+    offset[g] = (p.bad || p.overflow) ? 0.0f : p.off;
+    if (p.bad || p.overflow) atomicOr(status, p.bad ? 1 : 2);
+}
+
 // One item: group min/max over the group's lanes, the group's parameters, codes, packing.
 // Called by every lane of the warp (the shuffles need them); `valid` lanes store.
 template <typename T, int BITS>
@@ -724,63 +793,9 @@ __device__ __forceinline__ void quantize_item(const Item<T>& it, long long item,
     if (!valid) return;
     const LaneParams p = lane_params<BITS>(mn, mx, symmetric, fmt, mode);
     u32 words[BITS];
-#pragma unroll
-    for (int k = 0; k < BITS; ++k) words[k] = 0u;
-    if (!(p.bad || p.overflow)) {
-        bool near = !p.fast;
-        if (p.fast) {
-            // y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low
-            // bits: bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.
-#pragma unroll
-            for (int j = 0; j < 32; ++j) {
-                const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
-                const float t = __fadd_rn(y, 12582912.0f);
-                near |= !(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim);
-                if constexpr (32 % BITS == 0) {
-                    const int bit = j * BITS;
-                    words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
-                } else {
-                    put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
-                }
-            }
-            if constexpr (32 % BITS == 0) {
-#pragma unroll
-                for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
-            }
-        }
-        if (near) {  // again element by element, near-ties (and other modes) decided exactly
-#pragma unroll
-            for (int k = 0; k < BITS; ++k) words[k] = 0u;
-#pragma unroll
-            for (int j = 0; j < 32; ++j) {
-                const float xf = item_f32(it, j);
-                const float y = __fmaf_rn(xf, p.inv32, p.c32);
-                const float t = __fadd_rn(y, 12582912.0f);
-                const float r = __fsub_rn(t, 12582912.0f);
-                const u32 q = p.fast && fabsf(__fsub_rn(y, r)) < p.lim
-                                  ? __float_as_uint(t) - 0x4B400000u
-                                  : tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, item * 32 + j, rbits);
-                put_code<BITS>(words, j, q);
-            }
-        }
-    }
-    u32* dst = reinterpret_cast<u32*>(packed) + item * BITS;
-    if constexpr (BITS % 4 == 0) {
-#pragma unroll
-        for (int k = 0; k < BITS; k += 4)
-            *reinterpret_cast<uint4*>(dst + k) = make_uint4(words[k], words[k + 1], words[k + 2], words[k + 3]);
-    } else if constexpr (BITS == 2) {
-        *reinterpret_cast<uint2*>(dst) = make_uint2(words[0], words[1]);
-    } else {
-#pragma unroll
-        for (int k = 0; k < BITS; ++k) dst[k] = words[k];
-    }
-    if ((threadIdx.x & (lpg - 1)) == 0) {
-        const long long g = item / lpg;
-        scale[g] = p.bad ? __int_as_float(0x7fc00000) : (p.overflow ? __int_as_float(0x7f800000) : p.s);
-        offset[g] = (p.bad || p.overflow) ? 0.0f : p.off;
-        if (p.bad || p.overflow) atomicOr(status, p.bad ? 1 : 2);
-    }
+    item_codes<T, BITS>(it, p, item, symmetric, mode, seed, rbits, words);
+    store_words<BITS>(packed, item, words);
+    if ((threadIdx.x & (lpg - 1)) == 0) store_params(item / lpg, p, scale, offset, status);
 }
 
 // Single pass (statistics, scale, codes, packing) over n_items items, grid-stride: while a
@@ -808,69 +823,115 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
     }
 }
 
-// Pipelined variant: the next PIPE_STAGES - 1 items of each lane are in flight as cp.async
-// copies into shared memory (no registers held), so more bytes are in flight per SM than a
-// register double buffer allows.  Each lane copies and reads only its own item, placed with
-// the xor swizzle of stage_slot so that the 16-byte shared loads do not conflict on banks.
-#ifndef PIPE_THREADS
-#define PIPE_THREADS 128
+// ---- segment kernels: 16-bit data, 128 consecutive elements per lane ----------------------
+// Each lane owns a segment of four items, so that a group of 128 elements has its parameters
+// computed once (by one lane) rather than on each of four lanes: the parameters cost more
+// instructions than the codes of 32 elements.  Groups of 32 or 64 elements are 4 or 2 groups
+// of a segment; larger groups span G / 128 neighbouring lanes (xor shuffles).  A warp's tile
+// of 32 segments (8 KiB) travels by cp.async into shared memory with coalesced 512-byte
+// copies, the next tile already in flight (SEG_STAGES - 1 tiles ahead); each lane's 16
+// vectors are xor-swizzled so that its 16-byte shared loads do not conflict on banks.
+#ifndef SEG_WARPS
+#define SEG_WARPS 2
 #endif
-#ifndef PIPE_STAGES_16
-#define PIPE_STAGES_16 4
+#ifndef SEG_STAGES
+#define SEG_STAGES 2
 #endif
-#ifndef PIPE_STAGES_32
-#define PIPE_STAGES_32 3
+#ifndef SEG_MIN_BLOCKS
+#define SEG_MIN_BLOCKS 6
 #endif
-#ifndef PIPE_MIN_BLOCKS_16
-#define PIPE_MIN_BLOCKS_16 6
-#endif
-#ifndef PIPE_MIN_BLOCKS_32
-#define PIPE_MIN_BLOCKS_32 4
-#endif
-template <int NQ>
-__device__ __forceinline__ int stage_slot(int l, int i);
+constexpr int SEG_THREADS = 32 * SEG_WARPS;
 
 __device__ __forceinline__ void cp_async16(u32 smem, const void* gmem, bool valid) {
-    // src-size 0 fills with zeros and reads nothing (lanes past the end)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
-                 "r"(valid ? 16 : 0) : "memory");
+    // src-size 0 reads nothing and fills with zeros (vectors past the end)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0)
+                 : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-template <typename T, int BITS, int STAGES>
-__device__ void rtn_quantize_pipe_impl(const T* x, long long n_items, int lpg, int symmetric, int fmt,
-                                       int mode, u64 seed, int rbits, u8* packed, float* scale,
-                                       float* offset, int* status) {
-    constexpr int NQ = Item<T>::NQ;
-    __shared__ uint4 ring[STAGES][PIPE_THREADS / 32][32 * NQ];
+// 16-byte unit of vector v (0..15) of lane o's segment within its warp's tile buffer.
+__device__ __forceinline__ int seg_unit(int o, int v) { return o * 16 + (v ^ (o & 7)); }
+
+template <typename T>
+__device__ __forceinline__ void seg_item(const uint4* buf, int lane, int it, Item<T>& d) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d.q[i] = buf[seg_unit(lane, it * 4 + i)];
+}
+
+template <typename T, int BITS>
+__device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode,
+                                      u64 seed, int rbits, u8* packed, float* scale, float* offset,
+                                      int* status) {
+    static_assert(sizeof(T) == 2, "segment kernels take 16-bit data");
+    __shared__ uint4 ring[SEG_STAGES][SEG_WARPS][32 * 16];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const long long stride = (long long)gridDim.x * PIPE_THREADS;
-    const long long first = (long long)blockIdx.x * PIPE_THREADS + threadIdx.x;
-    u32 slot[NQ];  // shared addresses of this lane's vectors in stage 0
+    const long long n_tiles = (n_items + 127) / 128;
+    const long long tstride = (long long)gridDim.x * SEG_WARPS;
+    const u32 buf0 = (u32)__cvta_generic_to_shared(&ring[0][w][0]);
+    constexpr u32 STAGE_BYTES = SEG_WARPS * 32 * 16 * 16;
+    // Copy vector i * 32 + lane of the tile (512 contiguous bytes per i over the warp).
+    auto issue = [&](long long tile, int stage) {
+        const uint4* src = reinterpret_cast<const uint4*>(x) + tile * 512 + lane;
 #pragma unroll
-    for (int i = 0; i < NQ; ++i) slot[i] = (u32)__cvta_generic_to_shared(&ring[0][w][stage_slot<NQ>(lane, i)]);
-    constexpr u32 STAGE_BYTES = (PIPE_THREADS / 32) * 32 * NQ * 16;
-    auto issue = [&](long long item, int stage) {
-        const bool ok = item < n_items;
-        const uint4* src = reinterpret_cast<const uint4*>(x + (ok ? item : 0) * 32);
-#pragma unroll
-        for (int i = 0; i < NQ; ++i) cp_async16(slot[i] + stage * STAGE_BYTES, src + i, ok);
-        cp_async_commit();  // one group per item, also when empty: wait counts stay uniform
+        for (int i = 0; i < 16; ++i) {
+            const int vi = i * 32 + lane, o = vi >> 4;
+            const bool ok = tile * 128 + (vi >> 2) < n_items;
+            cp_async16(buf0 + stage * STAGE_BYTES + 16 * seg_unit(o, vi & 15),
+                       ok ? src + i * 32 : reinterpret_cast<const uint4*>(x), ok);
+        }
+        cp_async_commit();  // one group per tile, also when empty: wait counts stay uniform
     };
+    long long tile = (long long)blockIdx.x * SEG_WARPS + w;
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) issue(first + s * stride, s);
+    for (int st = 0; st < SEG_STAGES - 1; ++st) issue(tile + st * tstride, st);
+    const int gi = lpg < 4 ? lpg : 4;          // items per group within a segment
+    const int lps = lpg > 4 ? lpg >> 2 : 1;    // lanes per group
     int stage = 0;
-    for (long long item = first; item - lane < n_items; item += stride) {  // uniform over the warp
-        issue(item + (STAGES - 1) * stride, stage == 0 ? STAGES - 1 : stage - 1);
-        cp_async_wait<STAGES - 1>();  // this item's group is complete
-        Item<T> it;
+    for (; tile < n_tiles; tile += tstride) {  // uniform over the warp
+        issue(tile + (SEG_STAGES - 1) * tstride, stage == 0 ? SEG_STAGES - 1 : stage - 1);
+        cp_async_wait<SEG_STAGES - 1>();
+        __syncwarp();  // every lane's copies of this tile have landed
+        const uint4* buf = &ring[stage][w][0];
+        const long long item0 = tile * 128 + lane * 4;
+        float mn[4], mx[4];
 #pragma unroll
-        for (int i = 0; i < NQ; ++i) it.q[i] = ring[stage][w][stage_slot<NQ>(lane, i)];
-        quantize_item<T, BITS>(it, item, item < n_items, lpg, symmetric, fmt, mode, seed, rbits, packed,
-                               scale, offset, status);
-        stage = stage == STAGES - 1 ? 0 : stage + 1;
+        for (int it = 0; it < 4; ++it) {
+            Item<T> d;
+            seg_item(buf, lane, it, d);
+            item_minmax(d, mn[it], mx[it]);
+        }
+        if (gi >= 2) {
+            mn[0] = mn[1] = min_nan(mn[0], mn[1]);
+            mx[0] = mx[1] = max_nan(mx[0], mx[1]);
+            mn[2] = mn[3] = min_nan(mn[2], mn[3]);
+            mx[2] = mx[3] = max_nan(mx[2], mx[3]);
+        }
+        if (gi == 4) {
+            mn[0] = min_nan(mn[0], mn[2]);
+            mx[0] = max_nan(mx[0], mx[2]);
+            for (int o = 1; o < lps; o <<= 1) {
+                mn[0] = min_nan(mn[0], __shfl_xor_sync(0xffffffffu, mn[0], o));
+                mx[0] = max_nan(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], o));
+            }
+        }
+        for (int g0 = 0; g0 < 4; g0 += gi) {  // the segment's groups (or its part of one)
+            const float gmn = g0 == 0 ? mn[0] : (g0 == 1 ? mn[1] : (g0 == 2 ? mn[2] : mn[3]));
+            const float gmx = g0 == 0 ? mx[0] : (g0 == 1 ? mx[1] : (g0 == 2 ? mx[2] : mx[3]));
+            if (item0 + g0 >= n_items) break;  // groups are whole: a valid first item means a valid group
+            const LaneParams p = lane_params<BITS>(gmn, gmx, symmetric, fmt, mode);
+            if ((lane & (lps - 1)) == 0) store_params((item0 + g0) / lpg, p, scale, offset, status);
+            for (int it = g0; it < g0 + gi; ++it) {
+                Item<T> d;
+                seg_item(buf, lane, it, d);
+                u32 words[BITS];
+                item_codes<T, BITS>(d, p, item0 + it, symmetric, mode, seed, rbits, words);
+                store_words<BITS>(packed, item0 + it, words);
+            }
+        }
+        __syncwarp();  // all lanes are done with this stage before it is refilled
+        stage = stage == SEG_STAGES - 1 ? 0 : stage + 1;
     }
     cp_async_wait<0>();
 }
@@ -983,7 +1044,7 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
     }
 }
 
-#define LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS, W)                                               \
+#define LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)                                               \
     extern "C" __global__ void __launch_bounds__(LANE_THREADS, MIN_BLOCKS)                      \
         lowbit_rtn_quantize_lanes_##SUFFIX##_b##BITS(                                           \
             const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
@@ -997,20 +1058,25 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
         rtn_decode_lanes_impl<T, BITS>(packed, n_items, lpg_shift, scale, offset, symmetric,    \
                                        out);                                                    \
     }                                                                                           \
-    extern "C" __global__ void __launch_bounds__(PIPE_THREADS, PIPE_MIN_BLOCKS_##W)           \
-        lowbit_rtn_quantize_pipe_##SUFFIX##_b##BITS(                                            \
-            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
-            int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
-        rtn_quantize_pipe_impl<T, BITS, PIPE_STAGES_##W>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, \
-                                            packed, scale, offset, status);                             \
+
+#define LOWBIT_SEG(SUFFIX, T, BITS)                                                              \
+    extern "C" __global__ void __launch_bounds__(SEG_THREADS, SEG_MIN_BLOCKS)                    \
+        lowbit_rtn_quantize_seg_##SUFFIX##_b##BITS(                                              \
+            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed,  \
+            int rbits, u8* packed, float* scale, float* offset, int* status) {                    \
+        rtn_quantize_seg_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, packed, \
+                                       scale, offset, status);                                    \
     }
+#define LOWBIT_SEG_EXPANDED(SUFFIX, T, BITS) LOWBIT_SEG(SUFFIX, T, BITS)
 // Compiled as a separate module per bit width (-DLOWBIT_LANE_BITS=b, lowbit/cuda/rtn.py), so
 // that a first call compiles only what it uses.
-#define LOWBIT_LANES_EXPANDED(SUFFIX, T, BITS, MIN_BLOCKS, W) LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS, W)
+#define LOWBIT_LANES_EXPANDED(SUFFIX, T, BITS, MIN_BLOCKS) LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)
 #ifdef LOWBIT_LANE_BITS
-LOWBIT_LANES_EXPANDED(f16, __half, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16, 16)
-LOWBIT_LANES_EXPANDED(bf16, u16, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16, 16)
-LOWBIT_LANES_EXPANDED(f32, float, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_32, 32)
+LOWBIT_LANES_EXPANDED(f16, __half, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
+LOWBIT_SEG_EXPANDED(f16, __half, LOWBIT_LANE_BITS)
+LOWBIT_LANES_EXPANDED(bf16, u16, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
+LOWBIT_SEG_EXPANDED(bf16, u16, LOWBIT_LANE_BITS)
+LOWBIT_LANES_EXPANDED(f32, float, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_32)
 #endif
 
 #define LOWBIT_FUSED(SUFFIX, T, K)                                                               \

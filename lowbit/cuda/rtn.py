@@ -55,6 +55,8 @@ FUSED_WARPS = 8  # warps per block, as in rtn.cu
 #: Lane kernels (rtn.cu): 16/32-bit data, 32 elements per thread, groups of 32 * 2^k elements.
 LANE_THREADS = 256
 LANE_SUFFIXES = ("f16", "bf16", "f32")
+#: Segment kernels (rtn.cu, 16-bit data, 128 elements per lane): threads per block (SEG_WARPS).
+SEG_THREADS = 64
 
 
 def _lane_defines(bits: int) -> tuple[str, ...]:
@@ -108,6 +110,11 @@ def rtn_quantize_groups(x: Any, group_size: int, bits: int, symmetric: bool, fmt
             packed, scale, offset, status)
     if _lanes_ok(x, packed, group_size):
         items = n_groups * group_size // 32
+        if x.dtype.itemsize == 2:  # segment kernel: 128 elements per lane, cp.async-fed
+            k = kernel("rtn", f"lowbit_rtn_quantize_seg_{suffix(x.dtype)}_b{bits}", _lane_defines(bits))
+            k(resident_grid(k, SEG_THREADS, -(-items // 4)), (SEG_THREADS,),
+              (x, np.int64(items), np.int32(group_size // 32), *tail))
+            return
         k = kernel("rtn", f"lowbit_rtn_quantize_lanes_{suffix(x.dtype)}_b{bits}", _lane_defines(bits))
         k(lane_grid(k, items), (LANE_THREADS,), (x, np.int64(items), np.int32(group_size // 32), *tail))
         return
