@@ -53,7 +53,7 @@ def _device_input(cp, x32: np.ndarray, dtype: str):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
-@pytest.mark.parametrize("group", [32, 64, 128, 256, 512])
+@pytest.mark.parametrize("group", [32, 64, 128, 256, 512, 1024])
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_lane_quantize_matches_cpu_kernel(cp, dtype, group, symmetric):
     """Codes, scales (NaN and +Inf markers included) and offsets, every bit width and scale
@@ -87,6 +87,45 @@ def test_lane_quantize_matches_cpu_kernel(cp, dtype, group, symmetric):
                                               sc.view(np.uint32), err_msg=where)
                 np.testing.assert_array_equal(cp.asnumpy(og).view(np.uint32), oc.view(np.uint32),
                                               err_msg=where)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("group", [32, 128, 512])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_segment_kernel_many_tiles_per_warp(cp, dtype, group, blocks):
+    """The 16-bit segment kernel launched on a tiny grid: each warp loops over many tiles, so
+    its cp.async stages rotate and refill (the wrapper's full-device grid gives small inputs
+    one tile per warp); data with many exact ties exercise the warp-cooperative exact path,
+    and a partial last tile the tail stores."""
+    from lowbit.cuda._module import kernel, suffix
+    from lowbit.cuda.rtn import SEG_THREADS, _lane_defines
+
+    rng = np.random.default_rng(group + blocks)
+    n_groups = 40 * 4096 // group + 3
+    z = rng.standard_normal((n_groups, group)).astype(np.float32)
+    x32 = np.where(rng.random((n_groups, 1)) < 0.5, np.round(z * 4) / 4, z * 3).astype(np.float32)
+    xg, xc = _device_input(cp, x32, dtype)
+    items = xc.size // 32
+    for bits in (1, 2, 3, 4, 8):
+        for symmetric in ((False, True) if bits > 1 else (False,)):
+            size = xc.size * bits // 8
+            pc = np.zeros(size, np.uint8)
+            sc = np.zeros(n_groups, np.float32)
+            oc = np.zeros(n_groups, np.float32)
+            stc = np.zeros(1, np.int32)
+            cpu.rtn_quantize_groups(xc, group, bits, symmetric, 0, 0, np.uint64(0), 9, pc, sc, oc, stc)
+            pg = cp.full(size, 0xAA, np.uint8)
+            sg = cp.full(n_groups, -7.0, np.float32)
+            og = cp.full(n_groups, -7.0, np.float32)
+            stg = cp.zeros(1, np.int32)
+            k = kernel("rtn", f"lowbit_rtn_quantize_seg_{suffix(xg.dtype)}_b{bits}", _lane_defines(bits))
+            k((blocks,), (SEG_THREADS,), (xg, np.int64(items), np.int32(group // 32), np.int32(symmetric),
+                                          np.int32(0), np.int32(0), np.uint64(0), np.int32(9), pg, sg, og, stg))
+            where = f"bits={bits} symmetric={symmetric}"
+            np.testing.assert_array_equal(cp.asnumpy(pg), pc, err_msg=where)
+            np.testing.assert_array_equal(cp.asnumpy(sg).view(np.uint32), sc.view(np.uint32), err_msg=where)
+            np.testing.assert_array_equal(cp.asnumpy(og).view(np.uint32), oc.view(np.uint32), err_msg=where)
+            assert int(stg[0]) == int(stc[0]) == 0, where
 
 
 def test_lane_quantize_markers_are_as_documented(cp):

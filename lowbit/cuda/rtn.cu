@@ -611,7 +611,8 @@ __device__ __forceinline__ LaneParams lane_params(float mn, float mx, int symmet
     const float amax = fmaxf(__uint_as_float(__float_as_uint(mn) & 0x7fffffffu),
                              __uint_as_float(__float_as_uint(mx) & 0x7fffffffu));
     // float32 rules where exact (see ceil_div_f32); groups outside them take float64
-    bool exact = f32_tame(mn) && f32_tame(mx);
+    const bool tame = f32_tame(mn) && f32_tame(mx);
+    bool exact = tame;
     float d = amax;
     if (exact && !symmetric) {
         p.off = floor_fmt(mn, fmt);
@@ -625,9 +626,10 @@ __device__ __forceinline__ LaneParams lane_params(float mn, float mx, int symmet
         p.s = q.s;
         p.off = q.off;
         p.overflow = q.overflow != 0;
-        return p;  // p.fast stays false: codes by the float64 path too
-    }
-    if (d > 0.0f) {
+        // The codes may still take the fast quotient: its error bound needs only tame
+        // inputs and parameters (float32 data with mx - off inexact land here).
+        if (!(tame && f32_tame(p.off))) return p;  // p.fast stays false: float64 codes
+    } else if (d > 0.0f) {
         p.s = symmetric ? ceil_fmt(ceil_div_f32(d, (float)M, (float)(1.0 / M)), fmt)
                         : ceil_fmt(ceil_div_f32(d, (float)L, (float)(1.0 / L)), fmt);
     }
@@ -709,48 +711,60 @@ __device__ __noinline__ u32 tie_code(float xf, float y, float r, const LaneParam
                        symmetric, mode, seed, index, rbits);
 }
 
-// The 32 codes of one item (BITS packed words) under the group parameters p.
+// The 32 codes of one item (BITS packed words) by the fast float32 quotient; returns whether
+// they need the exact path instead (a near-tie, or parameters outside the fast path's
+// preconditions).  Groups with NaN/Inf or overflow get codes 0 and need nothing more.
+template <typename T, int BITS>
+__device__ __forceinline__ bool fast_codes(const Item<T>& it, const LaneParams& p, u32* words) {
+#pragma unroll
+    for (int k = 0; k < BITS; ++k) words[k] = 0u;
+    if (p.bad || p.overflow) return false;
+    if (!p.fast) return true;
+    // y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low bits:
+    // bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.  The largest |y - rint(y)| decides
+    // whether any element is a near-tie (four running maxima, one instruction per element).
+    float emax[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+        const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
+        const float t = __fadd_rn(y, 12582912.0f);
+        emax[j & 3] = fmaxf(emax[j & 3], fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))));
+        if constexpr (32 % BITS == 0) {
+            const int bit = j * BITS;
+            words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
+        } else {
+            put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
+        }
+    }
+    if constexpr (32 % BITS == 0) {
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
+    }
+    return !(fmaxf(fmaxf(emax[0], emax[1]), fmaxf(emax[2], emax[3])) < p.lim);
+}
+
+// Code of element xf (index `index` of the array) on the exact path when needed.
+template <int BITS>
+__device__ __forceinline__ u32 exact_code(float xf, const LaneParams& p, int symmetric, int mode, u64 seed,
+                                          long long index, int rbits) {
+    const float y = __fmaf_rn(xf, p.inv32, p.c32);
+    const float t = __fadd_rn(y, 12582912.0f);
+    const float r = __fsub_rn(t, 12582912.0f);
+    return p.fast && fabsf(__fsub_rn(y, r)) < p.lim ? __float_as_uint(t) - 0x4B400000u
+                                                    : tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, index, rbits);
+}
+
+// The 32 codes of one item under the group parameters p: fast path, and the item again
+// element by element when it holds a near-tie (or for other modes).
 template <typename T, int BITS>
 __device__ __forceinline__ void item_codes(const Item<T>& it, const LaneParams& p, long long item, int symmetric,
                                            int mode, u64 seed, int rbits, u32* words) {
-#pragma unroll
-    for (int k = 0; k < BITS; ++k) words[k] = 0u;
-    if (p.bad || p.overflow) return;
-    bool near = !p.fast;
-    if (p.fast) {
-        // y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low
-        // bits: bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.
-#pragma unroll
-        for (int j = 0; j < 32; ++j) {
-            const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
-            const float t = __fadd_rn(y, 12582912.0f);
-            near |= !(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim);
-            if constexpr (32 % BITS == 0) {
-                const int bit = j * BITS;
-                words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
-            } else {
-                put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
-            }
-        }
-        if constexpr (32 % BITS == 0) {
-#pragma unroll
-            for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
-        }
-    }
-    if (near) {  // again element by element, near-ties (and other modes) decided exactly
+    if (fast_codes<T, BITS>(it, p, words)) {
 #pragma unroll
         for (int k = 0; k < BITS; ++k) words[k] = 0u;
 #pragma unroll
-        for (int j = 0; j < 32; ++j) {
-            const float xf = item_f32(it, j);
-            const float y = __fmaf_rn(xf, p.inv32, p.c32);
-            const float t = __fadd_rn(y, 12582912.0f);
-            const float r = __fsub_rn(t, 12582912.0f);
-            const u32 q = p.fast && fabsf(__fsub_rn(y, r)) < p.lim
-                              ? __float_as_uint(t) - 0x4B400000u
-                              : tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, item * 32 + j, rbits);
-            put_code<BITS>(words, j, q);
-        }
+        for (int j = 0; j < 32; ++j)
+            put_code<BITS>(words, j, exact_code<BITS>(item_f32(it, j), p, symmetric, mode, seed, item * 32 + j, rbits));
     }
 }
 
@@ -854,6 +868,13 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // 16-byte unit of vector v (0..15) of lane o's segment within its warp's tile buffer.
 __device__ __forceinline__ int seg_unit(int o, int v) { return o * 16 + (v ^ (o & 7)); }
 
+// Word i of a warp's staged codes, its 16-byte units xor-swizzled: lanes writing their items'
+// words, and the coalesced read-out, hit distinct banks (up to 4-way for the writes).
+__device__ __forceinline__ int obuf_index(int i) {
+    const int u = i >> 2;
+    return ((u ^ ((u >> 3) & 7)) << 2) | (i & 3);
+}
+
 template <typename T>
 __device__ __forceinline__ void seg_item(const uint4* buf, int lane, int it, Item<T>& d) {
 #pragma unroll
@@ -866,6 +887,7 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                                       int* status) {
     static_assert(sizeof(T) == 2, "segment kernels take 16-bit data");
     __shared__ uint4 ring[SEG_STAGES][SEG_WARPS][32 * 16];
+    __shared__ __align__(16) u32 obuf[SEG_WARPS][128 * BITS];  // a tile's codes
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const long long n_tiles = (n_items + 127) / 128;
     const long long tstride = (long long)gridDim.x * SEG_WARPS;
@@ -916,18 +938,64 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                 mx[0] = max_nan(mx[0], __shfl_xor_sync(0xffffffffu, mx[0], o));
             }
         }
-        for (int g0 = 0; g0 < 4; g0 += gi) {  // the segment's groups (or its part of one)
+        u32* out = &obuf[w][0];
+        for (int g0 = 0; g0 < 4; g0 += gi) {  // the segment's groups (or its part of one); uniform
             const float gmn = g0 == 0 ? mn[0] : (g0 == 1 ? mn[1] : (g0 == 2 ? mn[2] : mn[3]));
             const float gmx = g0 == 0 ? mx[0] : (g0 == 1 ? mx[1] : (g0 == 2 ? mx[2] : mx[3]));
-            if (item0 + g0 >= n_items) break;  // groups are whole: a valid first item means a valid group
+            const bool valid = item0 + g0 < n_items;  // groups are whole
             const LaneParams p = lane_params<BITS>(gmn, gmx, symmetric, fmt, mode);
-            if ((lane & (lps - 1)) == 0) store_params((item0 + g0) / lpg, p, scale, offset, status);
+            if (valid && (lane & (lps - 1)) == 0) store_params((item0 + g0) / lpg, p, scale, offset, status);
             for (int it = g0; it < g0 + gi; ++it) {
                 Item<T> d;
                 seg_item(buf, lane, it, d);
                 u32 words[BITS];
-                item_codes<T, BITS>(d, p, item0 + it, symmetric, mode, seed, rbits, words);
-                store_words<BITS>(packed, item0 + it, words);
+                const bool near = fast_codes<T, BITS>(d, p, words) && valid;
+                // Items with a near-tie are redone by the whole warp, one element per lane.
+                for (u32 todo = __ballot_sync(0xffffffffu, near); todo; todo &= todo - 1) {
+                    const int src = __ffs(todo) - 1;
+                    LaneParams q;
+                    q.s = __shfl_sync(0xffffffffu, p.s, src);
+                    q.off = __shfl_sync(0xffffffffu, p.off, src);
+                    q.inv32 = __shfl_sync(0xffffffffu, p.inv32, src);
+                    q.c32 = __shfl_sync(0xffffffffu, p.c32, src);
+                    q.lim = __shfl_sync(0xffffffffu, p.lim, src);
+                    q.fast = __shfl_sync(0xffffffffu, (int)p.fast, src) != 0;
+                    q.bad = q.overflow = false;
+                    const T v = reinterpret_cast<const T*>(&buf[seg_unit(src, it * 4 + (lane >> 3))])[lane & 7];
+                    const long long sitem = tile * 128 + src * 4 + it;
+                    const u32 c = exact_code<BITS>(__uint_as_float(f32_bits(v)), q, symmetric, mode, seed,
+                                                   sitem * 32 + lane, rbits);
+                    const int bit = lane * BITS;
+#pragma unroll
+                    for (int k = 0; k < BITS; ++k) {  // word k of the item: its lanes' codes
+                        u32 part = (bit >> 5) == k ? c << (bit & 31) : 0u;
+                        if ((bit & 31) + BITS > 32 && (bit >> 5) + 1 == k) part = c >> (32 - (bit & 31));
+                        const u32 wk = __reduce_or_sync(0xffffffffu, part);
+                        if (lane == src) words[k] = wk;
+                    }
+                }
+#pragma unroll
+                for (int k = 0; k < BITS; ++k) out[obuf_index((lane * 4 + it) * BITS + k)] = words[k];
+            }
+        }
+        __syncwarp();
+        // the tile's codes: 512 * BITS contiguous bytes, written with coalesced 16-byte stores
+        {
+            const long long first = tile * 128 * BITS;  // in 32-bit words
+            const long long end = n_items * BITS;
+            uint4* dst = reinterpret_cast<uint4*>(reinterpret_cast<u32*>(packed) + first);
+#pragma unroll
+            for (int i = 0; i < BITS; ++i) {
+                const int v = i * 32 + lane;  // 16-byte vector of the tile's codes
+                const uint4 q = reinterpret_cast<const uint4*>(out)[obuf_index(v * 4) >> 2];
+                if (first + v * 4 + 4 <= end) {
+                    dst[v] = q;
+                } else if (first + v * 4 < end) {  // the array's last words
+                    u32* d32 = reinterpret_cast<u32*>(dst + v);
+                    d32[0] = q.x;
+                    if (first + v * 4 + 1 < end) d32[1] = q.y;
+                    if (first + v * 4 + 2 < end) d32[2] = q.z;
+                }
             }
         }
         __syncwarp();  // all lanes are done with this stage before it is refilled
