@@ -19,6 +19,7 @@ from cuda_common import device_copy_bandwidth, event_time  # noqa: E402
 from lowbit.cuda._module import OPTIONS, source  # noqa: E402
 from lowbit.cuda.rtn import lane_grid, resident_grid  # noqa: E402
 
+
 def main() -> None:
     quick = "--quick" in sys.argv
     bw = device_copy_bandwidth()
