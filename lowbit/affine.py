@@ -52,7 +52,7 @@ FUSED_GROUP_SIZES = (32, 64, 128, 256, 512)
 
 
 def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_dtype: str,
-                    mode: int, seed: np.uint64, rbits: int, packed: Array) -> dict[str, Array]:
+                    mode: int, seed: np.uint64, rbits: int, packed: Array) -> tuple[dict[str, Array], Array]:
     xp = xp_of(x)
     n_groups = x.size // g
     scale32 = xp.empty(n_groups, xp.float32)
@@ -60,15 +60,20 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
     status = xp.zeros(1, xp.int32)  # the kernel flags NaN/Inf groups (1) and overflows (2)
     fmt = scales.SCALE_FORMATS[scale_dtype].code
     k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32, status)
+    fields = {"scale": scales.from_f32(scale32, scale_dtype)}
+    if not symmetric:
+        fields["offset"] = scales.from_f32(offset32, scale_dtype)
+    return fields, status
+
+
+def _check_status(status: Array, scale_dtype: str) -> None:
+    """Raise for the fused kernel's flags (read last, so that the caller's host work overlaps
+    the kernel on a GPU: the read waits for it)."""
     flags = int(status.get()[0]) if hasattr(status, "get") else int(status[0])  # one 4-byte copy
     if flags & 1:
         raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
     if flags & 2:
         raise scales.overflow_error(scale_dtype)
-    fields = {"scale": scales.from_f32(scale32, scale_dtype)}
-    if not symmetric:
-        fields["offset"] = scales.from_f32(offset32, scale_dtype)
-    return fields
 
 
 def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_dtype: str,
@@ -186,10 +191,11 @@ def quantize(
     g = _layout(shape, ax, gs)
     packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
     seed_u64 = np.uint64(seed or 0)
+    status = None
     if rounding == "diffuse":
         fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, -1, seed_u64, rbits, packed)
     elif g in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
-        fields = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
+        fields, status = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
     else:
         fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
     meta = {
@@ -205,7 +211,10 @@ def quantize(
         "seed": seed,
         "rbits": rbits,
     }
-    return QuantizedArray(packed, fields, meta, origin)
+    q = QuantizedArray(packed, fields, meta, origin)
+    if status is not None:
+        _check_status(status, scale_dtype)
+    return q
 
 
 def dequantize(q: QuantizedArray) -> Array:

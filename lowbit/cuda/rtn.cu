@@ -846,13 +846,13 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 // copies, the next tile already in flight (SEG_STAGES - 1 tiles ahead); each lane's 16
 // vectors are xor-swizzled so that its 16-byte shared loads do not conflict on banks.
 #ifndef SEG_WARPS
-#define SEG_WARPS 2
+#define SEG_WARPS 1
 #endif
 #ifndef SEG_STAGES
 #define SEG_STAGES 2
 #endif
 #ifndef SEG_MIN_BLOCKS
-#define SEG_MIN_BLOCKS 6
+#define SEG_MIN_BLOCKS 12
 #endif
 constexpr int SEG_THREADS = 32 * SEG_WARPS;
 

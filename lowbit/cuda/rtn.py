@@ -56,7 +56,7 @@ FUSED_WARPS = 8  # warps per block, as in rtn.cu
 LANE_THREADS = 256
 LANE_SUFFIXES = ("f16", "bf16", "f32")
 #: Segment kernels (rtn.cu, 16-bit data, 128 elements per lane): threads per block (SEG_WARPS).
-SEG_THREADS = 64
+SEG_THREADS = 32
 
 
 def _lane_defines(bits: int) -> tuple[str, ...]:
@@ -64,23 +64,26 @@ def _lane_defines(bits: int) -> tuple[str, ...]:
 
 
 def lane_grid(k: Any, items: int) -> tuple[int]:
-    """Blocks for a grid-stride lane kernel: as many as fit on the device at once (registers
-    bound them), so that each thread loops with its next item already loading."""
-    import cupy
-
-    regs = -(-k.num_regs // 8) * 8  # allocated per thread in units of 8
-    per_sm = max(1, min(2048 // LANE_THREADS, 65536 // (regs * LANE_THREADS)))
-    return (max(1, min(-(-items // LANE_THREADS), _sm_count(cupy.cuda.Device().id) * per_sm)),)
+    """Blocks for a grid-stride lane kernel: as many as fit on the device at once, so that
+    each thread loops with its next item already loading."""
+    return resident_grid(k, LANE_THREADS, items)
 
 
 def resident_grid(k: Any, threads: int, items: int) -> tuple[int]:
     """Blocks for a grid-stride kernel: as many as are resident on the device at once
     (registers and shared memory bound them, per the driver's occupancy calculator)."""
+    return (max(1, min(-(-items // threads), _resident_blocks(k.kernel.ptr, threads))),)
+
+
+@functools.cache
+def _resident_blocks(function: int, threads: int) -> int:
+    """Blocks of ``threads`` resident on the current device at once (per kernel function:
+    each device has its own function handles)."""
     import cupy
     from cupy_backends.cuda.api import driver
 
-    per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, 0)
-    return (max(1, min(-(-items // threads), _sm_count(cupy.cuda.Device().id) * max(1, per_sm))),)
+    per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(function, threads, 0)
+    return _sm_count(cupy.cuda.Device().id) * max(1, per_sm)
 
 
 @functools.cache
