@@ -54,4 +54,37 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(gpu_row(f"cuda rtn unpack+dequantize {bits}-bit", f"{2 * n >> 20} MiB f16",
                             t, "(same run, no baseline)", t, traffic, n))
         del q
+    rows.extend(_kernel_rows(x, group))
+    return rows
+
+
+def _kernel_rows(x, group: int) -> list[dict]:
+    """The CUDA kernels alone (outputs preallocated): the operation without the Python front's
+    per-call host time (argument checks, allocations, launch, the status read), which CUDA
+    events around a front call also count while the GPU waits."""
+    import cupy as cp
+    import numpy as np
+    import torch
+
+    import lowbit.cuda as cuda
+
+    rows = []
+    n = x.numel()
+    for label, xc in (("f16", cp.from_dlpack(x)),
+                      ("bf16", cp.from_dlpack(x.to(torch.bfloat16).view(torch.int16)).view(cp.uint16))):
+        ng = n // group
+        for bits in (2, 4):
+            packed = cp.empty(n * bits // 8, cp.uint8)
+            scale, offset = cp.empty(ng, cp.float32), cp.empty(ng, cp.float32)
+            status = cp.zeros(1, cp.int32)
+            args = (xc, group, bits, False, 0, 0, np.uint64(0), 16, packed, scale, offset, status)
+            t = event_time(functools.partial(cuda.rtn_quantize_groups, *args))
+            traffic = 2 * n + n * bits // 8 + 8 * ng
+            rows.append(gpu_row(f"cuda rtn quantize+pack kernel {bits}-bit g{group}", f"{2 * n >> 20} MiB {label}",
+                                t, "(same run, no baseline)", t, traffic, n))
+            if label == "f16":
+                out = cp.empty(n, cp.float16)
+                t = event_time(functools.partial(cuda.rtn_decode, packed, group, scale, offset, bits, False, out))
+                rows.append(gpu_row(f"cuda rtn unpack+dequantize kernel {bits}-bit", f"{2 * n >> 20} MiB f16",
+                                    t, "(same run, no baseline)", t, traffic, n))
     return rows

@@ -24,7 +24,7 @@ ng = n // g
 bw = device_copy_bandwidth()
 print(f"copy bandwidth {bw / 1e12:.2f} TB/s")
 for bits in (2, 4):
-    for name in (f"lowbit_rtn_quantize_lanes_f16_b{bits}", f"lowbit_rtn_decode_lanes_f16_b{bits}"):
+    for name in (f"lowbit_rtn_quantize_seg_f16_b{bits}", f"lowbit_rtn_decode_lanes_f16_b{bits}"):
         k = kernel("rtn", name, crtn._lane_defines(bits))
         print(name, "regs", k.num_regs, "local", k.local_size_bytes)
 for bits in (2, 4):
@@ -38,12 +38,12 @@ for bits in (2, 4):
         return f"{t * 1e3:.3f} ms, {traffic / t / bw * 100:.1f}% of copy"
 
     t = event_time(lambda: crtn.rtn_quantize_groups(x, g, bits, False, 0, 0, np.uint64(0), 16, packed, s, o, st))
-    print(f"lane quantize kernel {bits}-bit: {pct(t)}")
+    print(f"segment quantize kernel {bits}-bit: {pct(t)}")
     sym = (cp.empty(ng, cp.float32), cp.empty(ng, cp.float32))
     t = event_time(lambda: crtn.rtn_quantize_groups(x, g, bits, True, 0, 0, np.uint64(0), 16, packed, *sym, st))
-    print(f"lane quantize kernel {bits}-bit symmetric: {pct(t)}")
+    print(f"segment quantize kernel {bits}-bit symmetric: {pct(t)}")
     t = event_time(lambda: crtn.rtn_quantize_groups(x, g, bits, False, 1, 0, np.uint64(0), 16, packed, s, o, st))
-    print(f"lane quantize kernel {bits}-bit float16 scales: {pct(t)}")
+    print(f"segment quantize kernel {bits}-bit float16 scales: {pct(t)}")
     k = kernel("rtn", "lowbit_rtn_quantize_groups_f16_k4")  # the general warp-per-group kernel
     t = event_time(lambda: k((ng // 8,), (256,), (x, np.int64(ng), np.int32(bits), np.int32(0), np.int32(0),
                                                   np.int32(0), np.uint64(0), np.int32(16), packed, s, o, st)))

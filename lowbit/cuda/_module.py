@@ -31,7 +31,13 @@ def kernel(source_name: str, symbol: str, defines: tuple[str, ...] = ()) -> Any:
     """The compiled kernel ``symbol`` from ``source_name``.cu on the current device."""
     import cupy
 
-    return _module(source_name, cupy.cuda.Device().id, defines).get_function(symbol)
+    return _function(source_name, cupy.cuda.Device().id, defines, symbol)
+
+
+@functools.cache
+def _function(name: str, device: int, defines: tuple[str, ...], symbol: str) -> Any:
+    # one kernel object per device and symbol: a fresh get_function per launch costs host time
+    return _module(name, device, defines).get_function(symbol)
 
 
 def suffix(dtype: Any) -> str:

@@ -437,7 +437,9 @@ __device__ void rtn_quantize_groups_impl(const T* x, long long n_groups, int bit
     }
 }
 
-// ---- lane kernels: 16/32-bit data, 32 consecutive elements per lane ----------------------
+// ---- lane kernels: 32 consecutive elements per lane ---------------------------------------
+// (quantize: float32 data; 16-bit data use the segment kernel below, built from the same
+// pieces; decode: all three types.)
 // An "item" is 32 consecutive elements (64 B of float16/bfloat16, 128 B of float32) handled by
 // one lane with 16-byte vector accesses; its 32 codes are BITS 32-bit words (4 * BITS packed
 // bytes).  A group of G = 32 * LPG elements (LPG = 1, 2, 4, ..., 32) spans LPG neighbouring
@@ -672,11 +674,9 @@ __device__ __forceinline__ u32 get_code(const u32* words, int j) {
 }
 
 constexpr int LANE_THREADS = 256;
-// Quantize blocks per SM (register budget): for 16-bit data 3 (<= 85 registers) measured
-// fastest on an H200, ahead of 2 (101 registers, too few warps to hide latency) and 4 (64,
-// recomputation); float32 items are twice as large and need 2 (more would spill).
-#define LANE_MIN_BLOCKS_16 3
-#define LANE_MIN_BLOCKS_32 2
+// Quantize blocks per SM (register budget) of the lane kernel, which takes float32 data:
+// items of 128 bytes need 2 (128 registers; more blocks would spill).
+#define LANE_MIN_BLOCKS 2
 
 template <typename T>
 __device__ __forceinline__ void load_item(const T* x, long long item, Item<T>& it) {
@@ -1112,39 +1112,42 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
     }
 }
 
-#define LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)                                               \
-    extern "C" __global__ void __launch_bounds__(LANE_THREADS, MIN_BLOCKS)                      \
+// Quantize: float32 data by the lane kernel, 16-bit data by the segment kernel; decode: lanes.
+#define LOWBIT_QUANT_LANES(SUFFIX, T, BITS)                                                     \
+    extern "C" __global__ void __launch_bounds__(LANE_THREADS, LANE_MIN_BLOCKS)                 \
         lowbit_rtn_quantize_lanes_##SUFFIX##_b##BITS(                                           \
             const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
             int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
-        rtn_quantize_lanes_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, \
-                                            packed, scale, offset, status);                             \
-    }                                                                                           \
+        rtn_quantize_lanes_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits,    \
+                                         packed, scale, offset, status);                        \
+    }
+#define LOWBIT_QUANT_SEG(SUFFIX, T, BITS)                                                       \
+    extern "C" __global__ void __launch_bounds__(SEG_THREADS, SEG_MIN_BLOCKS)                   \
+        lowbit_rtn_quantize_seg_##SUFFIX##_b##BITS(                                             \
+            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
+            int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
+        rtn_quantize_seg_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits,      \
+                                       packed, scale, offset, status);                          \
+    }
+#define LOWBIT_DECODE_LANES(SUFFIX, T, BITS)                                                    \
     extern "C" __global__ void lowbit_rtn_decode_lanes_##SUFFIX##_b##BITS(                      \
         const u8* packed, long long n_items, int lpg_shift, const float* scale,                 \
         const float* offset, int symmetric, T* out) {                                           \
         rtn_decode_lanes_impl<T, BITS>(packed, n_items, lpg_shift, scale, offset, symmetric,    \
                                        out);                                                    \
-    }                                                                                           \
-
-#define LOWBIT_SEG(SUFFIX, T, BITS)                                                              \
-    extern "C" __global__ void __launch_bounds__(SEG_THREADS, SEG_MIN_BLOCKS)                    \
-        lowbit_rtn_quantize_seg_##SUFFIX##_b##BITS(                                              \
-            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed,  \
-            int rbits, u8* packed, float* scale, float* offset, int* status) {                    \
-        rtn_quantize_seg_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, packed, \
-                                       scale, offset, status);                                    \
     }
-#define LOWBIT_SEG_EXPANDED(SUFFIX, T, BITS) LOWBIT_SEG(SUFFIX, T, BITS)
 // Compiled as a separate module per bit width (-DLOWBIT_LANE_BITS=b, lowbit/cuda/rtn.py), so
-// that a first call compiles only what it uses.
-#define LOWBIT_LANES_EXPANDED(SUFFIX, T, BITS, MIN_BLOCKS) LOWBIT_LANES(SUFFIX, T, BITS, MIN_BLOCKS)
+// that a first call compiles only what it uses.  (The _X forms expand LOWBIT_LANE_BITS first.)
+#define LOWBIT_QUANT_LANES_X(SUFFIX, T, BITS) LOWBIT_QUANT_LANES(SUFFIX, T, BITS)
+#define LOWBIT_QUANT_SEG_X(SUFFIX, T, BITS) LOWBIT_QUANT_SEG(SUFFIX, T, BITS)
+#define LOWBIT_DECODE_LANES_X(SUFFIX, T, BITS) LOWBIT_DECODE_LANES(SUFFIX, T, BITS)
 #ifdef LOWBIT_LANE_BITS
-LOWBIT_LANES_EXPANDED(f16, __half, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
-LOWBIT_SEG_EXPANDED(f16, __half, LOWBIT_LANE_BITS)
-LOWBIT_LANES_EXPANDED(bf16, u16, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_16)
-LOWBIT_SEG_EXPANDED(bf16, u16, LOWBIT_LANE_BITS)
-LOWBIT_LANES_EXPANDED(f32, float, LOWBIT_LANE_BITS, LANE_MIN_BLOCKS_32)
+LOWBIT_QUANT_SEG_X(f16, __half, LOWBIT_LANE_BITS)
+LOWBIT_QUANT_SEG_X(bf16, u16, LOWBIT_LANE_BITS)
+LOWBIT_QUANT_LANES_X(f32, float, LOWBIT_LANE_BITS)
+LOWBIT_DECODE_LANES_X(f16, __half, LOWBIT_LANE_BITS)
+LOWBIT_DECODE_LANES_X(bf16, u16, LOWBIT_LANE_BITS)
+LOWBIT_DECODE_LANES_X(f32, float, LOWBIT_LANE_BITS)
 #endif
 
 #define LOWBIT_FUSED(SUFFIX, T, K)                                                               \
