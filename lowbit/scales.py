@@ -119,8 +119,9 @@ def store(values: Array, scale_dtype: str, direction: Direction = "nearest") -> 
 
 
 def load(stored: Array, scale_dtype: str) -> Array:
-    """Stored scales as float32 (exact for every storage dtype)."""
+    """Stored scales as float32 (exact for every storage dtype); float32 storage is returned
+    as is, not copied (callers only read it)."""
     xp = xp_of(stored)
     if scale_dtype == "bfloat16":
         return (stored.astype(xp.uint32) << 16).view(xp.float32)
-    return stored.astype(xp.float32)
+    return stored.astype(xp.float32, copy=False)
