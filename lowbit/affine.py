@@ -33,6 +33,7 @@ from lowbit.arrays import (
     kernel_output,
     kernel_output_dtype,
     xp_of,
+    zero,
 )
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
@@ -60,7 +61,7 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
     buf = xp.empty(2 * n_groups + 1, xp.float32)
     scale32, offset32 = buf[:n_groups], buf[n_groups:2 * n_groups]
     status = buf[2 * n_groups:].view(xp.int32)
-    status[...] = 0
+    zero(status)
     fmt = scales.SCALE_FORMATS[scale_dtype].code
     k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32, status)
     fields = {"scale": scales.from_f32(scale32, scale_dtype)}
@@ -188,7 +189,7 @@ def quantize(
     gs = check_group_size(group_size, ax, shape[ax] if ax is not None else 0)
 
     xp = xp_of(arr)
-    moved = arr if ax is None else xp.moveaxis(arr, ax, -1)
+    moved = arr if ax is None or ax == len(shape) - 1 else xp.moveaxis(arr, ax, -1)
     x = kernel_input(moved, origin.dtype).reshape(-1)
     k = backend(x)
     g = _layout(shape, ax, gs)

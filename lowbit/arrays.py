@@ -13,6 +13,7 @@ raw bits in a ``uint16`` array, and ``Origin.dtype == "bfloat16"`` says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -261,11 +262,27 @@ def stream_for(origin: Origin) -> Iterator[None]:
         if origin.library == "torch":
             import torch
 
-            ts = torch.cuda.current_stream(dev)
-            with cupy.cuda.Stream.from_external(ts):
+            with _external_stream(dev, torch.cuda.current_stream(dev).cuda_stream):
                 yield
         else:
             yield
+
+
+@functools.cache
+def _external_stream(device: int, handle: int) -> Any:
+    """CuPy's view of a torch stream (cached: wrapping it anew costs host time per call; the
+    wrapper does not own the stream, so a reused handle is still the right stream)."""
+    import cupy
+
+    return cupy.cuda.ExternalStream(handle, device)
+
+
+def zero(arr: Array) -> None:
+    """Set ``arr`` (C-contiguous) to zero; on a GPU by one asynchronous memset, not a kernel."""
+    if is_cupy(arr):
+        arr.data.memset_async(0, arr.nbytes)
+    else:
+        arr[...] = 0
 
 
 def host_copy(arr: Array) -> np.ndarray:
