@@ -13,7 +13,6 @@ raw bits in a ``uint16`` array, and ``Origin.dtype == "bfloat16"`` says so.
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -262,19 +261,26 @@ def stream_for(origin: Origin) -> Iterator[None]:
         if origin.library == "torch":
             import torch
 
-            with _external_stream(dev, torch.cuda.current_stream(dev).cuda_stream):
+            with _external_stream(torch.cuda.current_stream(dev)):
                 yield
         else:
             yield
 
 
-@functools.cache
-def _external_stream(device: int, handle: int) -> Any:
-    """CuPy's view of a torch stream (cached: wrapping it anew costs host time per call; the
-    wrapper does not own the stream, so a reused handle is still the right stream)."""
-    import cupy
+_EXTERNAL_STREAMS: dict[tuple[int, int], Any] = {}
 
-    return cupy.cuda.ExternalStream(handle, device)
+
+def _external_stream(ts: Any) -> Any:
+    """CuPy's view of torch stream ``ts``, cached by device and handle: wrapping it anew costs
+    host time on every call, and the view does not own the stream, so a handle that torch
+    reuses still names the right stream."""
+    key = (ts.device.index or 0, ts.cuda_stream)
+    stream = _EXTERNAL_STREAMS.get(key)
+    if stream is None:
+        import cupy
+
+        stream = _EXTERNAL_STREAMS[key] = cupy.cuda.Stream.from_external(ts)
+    return stream
 
 
 def zero(arr: Array) -> None:
