@@ -64,9 +64,15 @@ def get_scheme(scheme: Any, *, name: str = "scheme") -> Scheme:
     """
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise ValueError(f"{name} must be one of {sorted(SCHEMES)}, got {scheme!r}")
-    module, _, attr = SCHEMES[scheme].partition(":")  # "module" or "module:object"
-    impl = importlib.import_module(module)
-    return getattr(impl, attr) if attr else impl  # type: ignore[no-any-return]
+    impl = _LOADED.get(scheme)
+    if impl is None:
+        module, _, attr = SCHEMES[scheme].partition(":")  # "module" or "module:object"
+        mod = importlib.import_module(module)
+        impl = _LOADED[scheme] = getattr(mod, attr) if attr else mod
+    return impl  # type: ignore[no-any-return]
+
+
+_LOADED: dict[str, Any] = {}  # scheme name -> implementation, once imported
 
 
 def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any) -> QuantizedArray:

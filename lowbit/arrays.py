@@ -13,6 +13,7 @@ raw bits in a ``uint16`` array, and ``Origin.dtype == "bfloat16"`` says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,7 +82,9 @@ def backend(arr: Array) -> ModuleType:
     return cpu
 
 
+@functools.lru_cache(maxsize=64)
 def _dtype_name(dtype: Any) -> str:
+    # cached: str() of a numpy dtype costs microseconds on every call
     return str(dtype).replace("torch.", "")
 
 
