@@ -843,8 +843,9 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 // instructions than the codes of 32 elements.  Groups of 32 or 64 elements are 4 or 2 groups
 // of a segment; larger groups span G / 128 neighbouring lanes (xor shuffles).  A warp's tile
 // of 32 segments (8 KiB) travels by cp.async into shared memory with coalesced 512-byte
-// copies, the next tile already in flight (SEG_STAGES - 1 tiles ahead); each lane's 16
-// vectors are xor-swizzled so that its 16-byte shared loads do not conflict on banks.
+// copies, the next tile already in flight (SEG_STAGES - 1 tiles ahead); each lane's row of 16
+// vectors is padded to 17, so that neither the copies nor the lanes' 16-byte shared loads
+// conflict on banks.
 #ifndef SEG_WARPS
 #define SEG_WARPS 1
 #endif
@@ -855,8 +856,12 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 #define SEG_MIN_BLOCKS 12
 #endif
 constexpr int SEG_THREADS = 32 * SEG_WARPS;
+constexpr int SEG_PITCH = 17;  // 16-byte units per lane row in a tile buffer (16 + 1 pad)
 
-__device__ __forceinline__ void cp_async16(u32 smem, const void* gmem, bool valid) {
+__device__ __forceinline__ void cp_async16(u32 smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async16_zfill(u32 smem, const void* gmem, bool valid) {
     // src-size 0 reads nothing and fills with zeros (vectors past the end)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0)
                  : "memory");
@@ -865,8 +870,10 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-// 16-byte unit of vector v (0..15) of lane o's segment within its warp's tile buffer.
-__device__ __forceinline__ int seg_unit(int o, int v) { return o * 16 + (v ^ (o & 7)); }
+// 16-byte unit of vector v (0..15) of lane o's segment within its warp's tile buffer.  Rows of
+// 17 units: eight lanes reading their vector v hit eight different bank groups, and the
+// addresses are a lane base plus a constant.
+__device__ __forceinline__ int seg_unit(int o, int v) { return o * SEG_PITCH + v; }
 
 // Word i of a warp's staged codes, its 16-byte units xor-swizzled: lanes writing their items'
 // words, and the coalesced read-out, hit distinct banks (up to 4-way for the writes).
@@ -886,22 +893,29 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                                       u64 seed, int rbits, u8* packed, float* scale, float* offset,
                                       int* status) {
     static_assert(sizeof(T) == 2, "segment kernels take 16-bit data");
-    __shared__ uint4 ring[SEG_STAGES][SEG_WARPS][32 * 16];
+    __shared__ uint4 ring[SEG_STAGES][SEG_WARPS][32 * SEG_PITCH];
     __shared__ __align__(16) u32 obuf[SEG_WARPS][128 * BITS];  // a tile's codes
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const long long n_tiles = (n_items + 127) / 128;
     const long long tstride = (long long)gridDim.x * SEG_WARPS;
     const u32 buf0 = (u32)__cvta_generic_to_shared(&ring[0][w][0]);
-    constexpr u32 STAGE_BYTES = SEG_WARPS * 32 * 16 * 16;
-    // Copy vector i * 32 + lane of the tile (512 contiguous bytes per i over the warp).
+    constexpr u32 STAGE_BYTES = SEG_WARPS * 32 * SEG_PITCH * 16;
+    // Copy vector i * 32 + lane of the tile (512 contiguous bytes per i over the warp).  It
+    // belongs to lane 2i + (lane >> 4) as its vector lane & 15: 34 i units past vector 0's.
+    const u32 dst0 = 16 * seg_unit(lane >> 4, lane & 15);
     auto issue = [&](long long tile, int stage) {
+        const u32 base = buf0 + stage * STAGE_BYTES;
         const uint4* src = reinterpret_cast<const uint4*>(x) + tile * 512 + lane;
+        if ((tile + 1) * 128 <= n_items) {  // a whole tile
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-            const int vi = i * 32 + lane, o = vi >> 4;
-            const bool ok = tile * 128 + (vi >> 2) < n_items;
-            cp_async16(buf0 + stage * STAGE_BYTES + 16 * seg_unit(o, vi & 15),
-                       ok ? src + i * 32 : reinterpret_cast<const uint4*>(x), ok);
+            for (int i = 0; i < 16; ++i) cp_async16(base + dst0 + i * 34 * 16, src + i * 32);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) {
+                const bool ok = tile * 128 + ((i * 32 + lane) >> 2) < n_items;
+                cp_async16_zfill(base + dst0 + i * 34 * 16,
+                                 ok ? src + i * 32 : reinterpret_cast<const uint4*>(x), ok);
+            }
         }
         cp_async_commit();  // one group per tile, also when empty: wait counts stay uniform
     };
