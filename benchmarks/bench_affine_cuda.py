@@ -55,6 +55,24 @@ def run(quick: bool = False) -> list[dict]:
                             t, "(same run, no baseline)", t, traffic, n))
         del q
     rows.extend(_kernel_rows(x, group))
+    if not quick:
+        rows.extend(_large_front_rows(group))
+    return rows
+
+
+def _large_front_rows(group: int) -> list[dict]:
+    """The front on 4 GiB of fp16: its fixed per-call host time (~0.1 ms) against a 4x longer
+    kernel (no baseline: the torch composition's float64 temporaries would need ~40 GiB)."""
+    import torch
+
+    n = 1 << 31
+    x = torch.randn(n, device="cuda", dtype=torch.float16)
+    rows = []
+    for bits in (2, 4):
+        t = event_time(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group), repeat=5)
+        traffic = 2 * n + n * bits // 8 + 8 * (n // group)
+        rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group}", f"{2 * n >> 20} MiB f16",
+                            t, "(same run, no baseline)", t, traffic, n))
     return rows
 
 
