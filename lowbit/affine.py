@@ -56,11 +56,13 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
                     mode: int, seed: np.uint64, rbits: int, packed: Array) -> tuple[dict[str, Array], Array]:
     xp = xp_of(x)
     n_groups = x.size // g
-    # one allocation: scales, offsets, and the status word in which the kernel flags NaN/Inf
-    # groups (1) and overflows (2)
-    buf = xp.empty(2 * n_groups + 1, xp.float32)
-    scale32, offset32 = buf[:n_groups], buf[n_groups:2 * n_groups]
-    status = buf[2 * n_groups:].view(xp.int32)
+    # one allocation for what is kept (scales, offsets unless symmetric) and the status word in
+    # which the kernel flags NaN/Inf groups (1) and overflows (2)
+    kept = n_groups if symmetric else 2 * n_groups
+    buf = xp.empty(kept + 1, xp.float32)
+    scale32 = buf[:n_groups]
+    offset32 = xp.empty(n_groups, xp.float32) if symmetric else buf[n_groups:kept]  # zeros, dropped
+    status = buf[kept:].view(xp.int32)
     zero(status)
     fmt = scales.SCALE_FORMATS[scale_dtype].code
     k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32, status)

@@ -839,8 +839,8 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 
 // ---- segment kernels: 16-bit data, 128 consecutive elements per lane ----------------------
 // Each lane owns a segment of four items, so that a group of 128 elements has its parameters
-// computed once (by one lane) rather than on each of four lanes: the parameters cost more
-// instructions than the codes of 32 elements.  Groups of 32 or 64 elements are 4 or 2 groups
+// computed once (by one lane) rather than on each of four lanes: the parameters cost about as
+// many instructions as the codes of 32 elements.  Groups of 32 or 64 elements are 4 or 2 groups
 // of a segment; larger groups span G / 128 neighbouring lanes (xor shuffles).  A warp's tile
 // of 32 segments (8 KiB) travels by cp.async into shared memory with coalesced 512-byte
 // copies, the next tile already in flight (SEG_STAGES - 1 tiles ahead); each lane's row of 16

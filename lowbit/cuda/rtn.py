@@ -52,7 +52,8 @@ def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int,
 #: Group sizes with a fused kernel instantiation (G = 32 * K).
 FUSED_K = {32: 1, 64: 2, 128: 4, 256: 8, 512: 16}
 FUSED_WARPS = 8  # warps per block, as in rtn.cu
-#: Lane kernels (rtn.cu): 16/32-bit data, 32 elements per thread, groups of 32 * 2^k elements.
+#: Lane kernels (rtn.cu), 32 elements per thread, groups of 32 * 2^k elements: decode of
+#: 16/32-bit data, quantize of float32 data (16-bit data quantize by the segment kernels).
 LANE_THREADS = 256
 LANE_SUFFIXES = ("f16", "bf16", "f32")
 #: Segment kernels (rtn.cu, 16-bit data, 128 elements per lane): threads per block (SEG_WARPS).
