@@ -1127,21 +1127,14 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
 }
 
 // Quantize: float32 data by the lane kernel, 16-bit data by the segment kernel; decode: lanes.
-#define LOWBIT_QUANT_LANES(SUFFIX, T, BITS)                                                     \
-    extern "C" __global__ void __launch_bounds__(LANE_THREADS, LANE_MIN_BLOCKS)                 \
-        lowbit_rtn_quantize_lanes_##SUFFIX##_b##BITS(                                           \
+// KIND: lanes or seg (its rtn_quantize_<KIND>_impl), with its block size and blocks per SM.
+#define LOWBIT_QUANT(KIND, THREADS_, MIN_BLOCKS_, SUFFIX, T, BITS)                              \
+    extern "C" __global__ void __launch_bounds__(THREADS_, MIN_BLOCKS_)                         \
+        lowbit_rtn_quantize_##KIND##_##SUFFIX##_b##BITS(                                        \
             const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
             int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
-        rtn_quantize_lanes_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits,    \
-                                         packed, scale, offset, status);                        \
-    }
-#define LOWBIT_QUANT_SEG(SUFFIX, T, BITS)                                                       \
-    extern "C" __global__ void __launch_bounds__(SEG_THREADS, SEG_MIN_BLOCKS)                   \
-        lowbit_rtn_quantize_seg_##SUFFIX##_b##BITS(                                             \
-            const T* x, long long n_items, int lpg, int symmetric, int fmt, int mode, u64 seed, \
-            int rbits, u8* packed, float* scale, float* offset, int* status) {                   \
-        rtn_quantize_seg_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits,      \
-                                       packed, scale, offset, status);                          \
+        rtn_quantize_##KIND##_impl<T, BITS>(x, n_items, lpg, symmetric, fmt, mode, seed, rbits, \
+                                            packed, scale, offset, status);                     \
     }
 #define LOWBIT_DECODE_LANES(SUFFIX, T, BITS)                                                    \
     extern "C" __global__ void lowbit_rtn_decode_lanes_##SUFFIX##_b##BITS(                      \
@@ -1152,13 +1145,13 @@ __device__ void rtn_decode_lanes_impl(const u8* packed, long long n_items, int l
     }
 // Compiled as a separate module per bit width (-DLOWBIT_LANE_BITS=b, lowbit/cuda/rtn.py), so
 // that a first call compiles only what it uses.  (The _X forms expand LOWBIT_LANE_BITS first.)
-#define LOWBIT_QUANT_LANES_X(SUFFIX, T, BITS) LOWBIT_QUANT_LANES(SUFFIX, T, BITS)
-#define LOWBIT_QUANT_SEG_X(SUFFIX, T, BITS) LOWBIT_QUANT_SEG(SUFFIX, T, BITS)
+#define LOWBIT_QUANT_X(KIND, THREADS_, MIN_BLOCKS_, SUFFIX, T, BITS) \
+    LOWBIT_QUANT(KIND, THREADS_, MIN_BLOCKS_, SUFFIX, T, BITS)
 #define LOWBIT_DECODE_LANES_X(SUFFIX, T, BITS) LOWBIT_DECODE_LANES(SUFFIX, T, BITS)
 #ifdef LOWBIT_LANE_BITS
-LOWBIT_QUANT_SEG_X(f16, __half, LOWBIT_LANE_BITS)
-LOWBIT_QUANT_SEG_X(bf16, u16, LOWBIT_LANE_BITS)
-LOWBIT_QUANT_LANES_X(f32, float, LOWBIT_LANE_BITS)
+LOWBIT_QUANT_X(seg, SEG_THREADS, SEG_MIN_BLOCKS, f16, __half, LOWBIT_LANE_BITS)
+LOWBIT_QUANT_X(seg, SEG_THREADS, SEG_MIN_BLOCKS, bf16, u16, LOWBIT_LANE_BITS)
+LOWBIT_QUANT_X(lanes, LANE_THREADS, LANE_MIN_BLOCKS, f32, float, LOWBIT_LANE_BITS)
 LOWBIT_DECODE_LANES_X(f16, __half, LOWBIT_LANE_BITS)
 LOWBIT_DECODE_LANES_X(bf16, u16, LOWBIT_LANE_BITS)
 LOWBIT_DECODE_LANES_X(f32, float, LOWBIT_LANE_BITS)
