@@ -477,25 +477,27 @@ __device__ __forceinline__ float item_f32(const Item<float>& it, int j) { return
 
 // min and max over an item, NaN if it holds a NaN (16-bit types: packed pairs, one
 // instruction per two elements).
-__device__ __forceinline__ void item_minmax(const Item<__half>& it, float& mn, float& mx) {
-    __half2 a = *reinterpret_cast<const __half2*>(&it.w[0]), b = a;
+// Packed-pair min and max over the 16 pairs of a 16-bit item (P: __half2 or __nv_bfloat162).
+template <typename P, typename T>
+__device__ __forceinline__ void pair_minmax(const Item<T>& it, P& a, P& b) {
+    a = *reinterpret_cast<const P*>(&it.w[0]);
+    b = a;
 #pragma unroll
     for (int i = 1; i < 16; ++i) {
-        const __half2 v = *reinterpret_cast<const __half2*>(&it.w[i]);
+        const P v = *reinterpret_cast<const P*>(&it.w[i]);
         a = __hmin2_nan(a, v);
         b = __hmax2_nan(b, v);
     }
+}
+__device__ __forceinline__ void item_minmax(const Item<__half>& it, float& mn, float& mx) {
+    __half2 a, b;
+    pair_minmax(it, a, b);
     mn = min_nan(__low2float(a), __high2float(a));
     mx = max_nan(__low2float(b), __high2float(b));
 }
 __device__ __forceinline__ void item_minmax(const Item<u16>& it, float& mn, float& mx) {
-    __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&it.w[0]), b = a;
-#pragma unroll
-    for (int i = 1; i < 16; ++i) {
-        const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&it.w[i]);
-        a = __hmin2_nan(a, v);
-        b = __hmax2_nan(b, v);
-    }
+    __nv_bfloat162 a, b;
+    pair_minmax(it, a, b);
     // bfloat16 -> float32 by bits: exact, also for subnormals
     mn = min_nan(__uint_as_float(__bfloat16_as_ushort(a.x) << 16), __uint_as_float(__bfloat16_as_ushort(a.y) << 16));
     mx = max_nan(__uint_as_float(__bfloat16_as_ushort(b.x) << 16), __uint_as_float(__bfloat16_as_ushort(b.y) << 16));
