@@ -19,6 +19,7 @@ biased by 2^(b-1) - 1; 1-bit symmetric stores (x >= 0).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,6 +30,7 @@ from lowbit.arrays import (
     Array,
     Origin,
     backend,
+    done_event,
     kernel_input,
     kernel_output,
     kernel_output_dtype,
@@ -72,9 +74,12 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
     return fields, status
 
 
-def _check_status(status: Array, scale_dtype: str) -> None:
+def _check_status(status: Array, scale_dtype: str, done: Any = None) -> None:
     """Raise for the fused kernel's flags (read last, so that the caller's host work overlaps
-    the kernel on a GPU: the read waits for it)."""
+    the kernel on a GPU: the read waits for it).  ``done``: an event recorded after the kernel,
+    for a deferred check that may run under another stream."""
+    if done is not None:
+        done.synchronize()
     flags = int(status.get()[0]) if hasattr(status, "get") else int(status[0])  # one 4-byte copy
     if flags & 1:
         raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
@@ -135,6 +140,7 @@ def quantize(
     seed: int | None = None,
     rbits: int = 16,
     scale_dtype: str = "float32",
+    check_finite: bool = True,
 ) -> QuantizedArray:
     """Affine integer quantization (front of ``lowbit.quantize(x, scheme="rtn")``).
 
@@ -159,6 +165,14 @@ def quantize(
         in ``meta`` when omitted).
     scale_dtype : {"float32", "float16", "bfloat16"}
         Storage of scales and offsets.
+    check_finite : bool, default True
+        Raise at once if ``x`` holds NaN/Inf or a scale or offset overflows ``scale_dtype``.
+        On a GPU that means waiting for the kernel (one synchronization per call).  With
+        False, the single-pass path (group sizes in ``FUSED_GROUP_SIZES``) returns without
+        waiting and leaves the check to :meth:`QuantizedArray.check` (also run by ``save``);
+        until then a flawed group decodes to non-finite values (NaN; -Inf for a symmetric
+        overflow), as its scale is NaN (NaN/Inf input) or +Inf (overflow), and no other group
+        is affected.  The two-pass paths check at once either way.
 
     ==========  ============  ==============================================
     axis        group_size    one scale (and offset) per
@@ -172,7 +186,10 @@ def quantize(
     ------
     ValueError
         Bad ``bits``/``axis``/``group_size``/``rounding``/``seed``/``rbits``/``scale_dtype``,
-        or NaN/Inf in ``x``.
+        or NaN/Inf in ``x`` or a scale overflowing ``scale_dtype`` (unless deferred by
+        ``check_finite=False``).
+    TypeError
+        ``symmetric`` or ``check_finite`` is not a bool.
     """
     bits = check_bits(bits)
     if not isinstance(symmetric, (bool, np.bool_)):
@@ -184,6 +201,8 @@ def quantize(
     seed = check_seed(seed, rounding)
     rbits = check_rbits(rbits)
     scale_dtype = scales.check_scale_dtype(scale_dtype)
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite must be a bool, got {check_finite!r}")
     shape = tuple(int(s) for s in arr.shape)
     ax = check_axis(axis, max(len(shape), 1)) if shape else None
     if ax is not None and not shape:
@@ -219,7 +238,10 @@ def quantize(
     }
     q = QuantizedArray(packed, fields, meta, origin)
     if status is not None:
-        _check_status(status, scale_dtype)
+        if check_finite:
+            _check_status(status, scale_dtype)
+        else:
+            q._pending = functools.partial(_check_status, status, scale_dtype, done_event(status))
     return q
 
 

@@ -286,6 +286,18 @@ def _external_stream(ts: Any) -> Any:
     return stream
 
 
+def done_event(arr: Array) -> Any:
+    """For a device array: an event recorded now on the current stream, so that a later
+    wait for the work queued so far holds whatever stream is current then; None on the host."""
+    if not is_cupy(arr):
+        return None
+    import cupy
+
+    event = cupy.cuda.Event(disable_timing=True)
+    event.record()
+    return event
+
+
 def zero(arr: Array) -> None:
     """Set ``arr`` (C-contiguous) to zero; on a GPU by one asynchronous memset, not a kernel."""
     if is_cupy(arr):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,12 @@ class QuantizedArray:
     -----
     ``nbytes`` counts codes and fields (everything needed to reconstruct);
     ``bits_per_element`` is ``8 * nbytes / size``, scale overhead included.
+
+    A front that was asked not to wait for its input check (``rtn`` with
+    ``check_finite=False``) leaves the check pending; :meth:`check` performs it.
     """
 
-    __slots__ = ("codes", "fields", "meta", "origin")
+    __slots__ = ("codes", "fields", "meta", "origin", "_pending")
 
     def __init__(self, codes: Array, fields: dict[str, Array], meta: dict[str, Any], origin: Origin):
         for key in ("scheme", "shape", "dtype", "bits"):
@@ -56,6 +60,7 @@ class QuantizedArray:
         self.fields = dict(fields)
         self.meta = dict(meta)
         self.origin = origin
+        self._pending: Callable[[], None] | None = None
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -98,6 +103,28 @@ class QuantizedArray:
             f"bits={self.bits}{extra}, bits_per_element={self.bits_per_element:.3f}, {where})"
         )
 
+    # -- checking -----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise for problems the quantizer found but was told not to wait for.
+
+        ``lowbit.quantize(..., scheme="rtn", check_finite=False)`` returns before its kernel's
+        flags are read (no host/device synchronization); this reads them (waiting for the
+        kernel on a GPU) and raises as ``check_finite=True`` would have.  Afterwards, and for
+        every other QuantizedArray, it does nothing.
+
+        Raises
+        ------
+        ValueError
+            The input held NaN or Inf, or a scale or offset overflowed ``scale_dtype``.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending()
+            except ValueError:
+                self._pending = pending  # still unchecked: a later check raises again
+                raise
+
     # -- decoding -----------------------------------------------------------------------------
     def dequantize(self) -> Any:
         """Reconstruct the array in the caller's library, device, dtype and shape."""
@@ -109,7 +136,14 @@ class QuantizedArray:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to a single ``.npz`` file (no pickle). Device arrays are copied to the host."""
+        """Write to a single ``.npz`` file (no pickle). Device arrays are copied to the host.
+
+        Raises
+        ------
+        ValueError
+            A pending check fails (see :meth:`check`): flawed results are never written.
+        """
+        self.check()
         payload = {"codes": host_copy(self.codes)}
         for k, v in self.fields.items():
             payload[f"field.{k}"] = host_copy(v)

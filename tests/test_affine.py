@@ -347,6 +347,60 @@ def test_fused_path_reports_nan_and_overflow():
                         group_size=32, scale_dtype="float16")
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_check_finite_false_defers_the_error_to_check(tmp_path, rng, symmetric):
+    """check_finite=False: quantize returns; the flawed groups (NaN input, scale overflow)
+    decode to non-finite values, the others exactly as with the check; check() and save()
+    raise, and keep raising."""
+    x = rng.standard_normal(512).astype(np.float32)
+    clean = lowbit.quantize(x, bits=2, scheme="rtn", group_size=128, symmetric=symmetric, scale_dtype="float16")
+    x[5] = np.nan  # group 0
+    x[256:384] += 1e5  # group 2: offset (or the 2-bit symmetric scale 1e5) overflows float16
+    q = lowbit.quantize(x, bits=2, scheme="rtn", group_size=128, symmetric=symmetric, scale_dtype="float16",
+                        check_finite=False)
+    d, ref = q.dequantize(), clean.dequantize()
+    assert not np.isfinite(d[:128]).any() and not np.isfinite(d[256:384]).any()
+    np.testing.assert_array_equal(d[128:256], ref[128:256])
+    np.testing.assert_array_equal(d[384:], ref[384:])
+    for _ in range(2):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            q.check()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        q.save(tmp_path / "q.npz")
+    assert not (tmp_path / "q.npz").exists()
+    x[5] = 0.0
+    q = lowbit.quantize(x, bits=2, scheme="rtn", group_size=128, symmetric=symmetric, scale_dtype="float16",
+                        check_finite=False)
+    with pytest.raises(ValueError, match="overflows scale_dtype='float16'"):
+        q.check()
+
+
+def test_check_finite_false_on_clean_input_is_the_same_result(tmp_path, rng):
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    a = lowbit.quantize(x, bits=3, scheme="rtn", group_size=64)
+    b = lowbit.quantize(x, bits=3, scheme="rtn", group_size=64, check_finite=False)
+    b.check()
+    b.check()
+    np.testing.assert_array_equal(a.codes, b.codes)
+    for k in a.fields:
+        np.testing.assert_array_equal(a.fields[k], b.fields[k])
+    b.save(tmp_path / "b.npz")
+    np.testing.assert_array_equal(lowbit.load(tmp_path / "b.npz").dequantize(), a.dequantize())
+
+
+def test_check_finite_false_two_pass_path_checks_at_once():
+    x = np.ones(96, np.float32)
+    x[5] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):  # group 96: no single-pass kernel
+        lowbit.quantize(x, bits=4, scheme="rtn", group_size=96, check_finite=False)
+
+
+@pytest.mark.parametrize("value", [0, 1, "no", None])
+def test_check_finite_must_be_a_bool(value):
+    with pytest.raises(TypeError, match="check_finite must be a bool"):
+        lowbit.quantize(np.ones(32, np.float32), bits=4, scheme="rtn", check_finite=value)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_nearest_scale_storage_equals_a_plain_cast(dtype, rng):
     from lowbit.arrays import to_dtype

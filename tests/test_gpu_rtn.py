@@ -176,3 +176,68 @@ def test_single_pass_variants_match_cpu(cp, bits, group, dtype, symmetric):
         for k in qc.fields:
             np.testing.assert_array_equal(_host(qg.fields[k]).view(np.uint8),
                                           np.asarray(qc.fields[k]).view(np.uint8))
+
+
+@pytest.mark.parametrize("library,dtype", [("cupy", "float16"), ("torch", "bfloat16"), ("cupy", "float32")])
+def test_check_finite_false_defers_and_matches_cpu(cp, library, dtype):
+    """check_finite=False on the GPU: same codes and fields as the CPU (NaN/+Inf scale markers
+    included); check() raises for the NaN group, then for the overflow once that is gone."""
+    x = np.random.default_rng(7).standard_normal((64, 256)).astype(np.float32)
+    x[3, 17] = np.nan
+    x[40, 128:] += 1e5  # float16 offset overflow
+    kw = dict(bits=2, scheme="rtn", group_size=128, scale_dtype="float16", check_finite=False)
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        host = torch.from_numpy(x).to(torch.bfloat16)
+        dev = host.cuda()
+    else:
+        host = x.astype(dtype)
+        dev = cp.asarray(host)
+    qc, qg = lowbit.quantize(host, **kw), lowbit.quantize(dev, **kw)
+    np.testing.assert_array_equal(_host(qg.codes), np.asarray(qc.codes))
+    for k in qc.fields:
+        np.testing.assert_array_equal(_host(qg.fields[k]), np.asarray(qc.fields[k]))
+    for q in (qc, qg):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            q.check()
+    x[3, 17] = 0.0
+    dev = torch.from_numpy(x).to(torch.bfloat16).cuda() if library == "torch" else cp.asarray(x.astype(dtype))
+    q = lowbit.quantize(dev, **kw)
+    with pytest.raises(ValueError, match="overflows scale_dtype='float16'"):
+        q.check()
+
+
+def test_check_finite_false_does_not_wait_for_the_gpu():
+    """With check_finite=False the call returns while its kernel is still queued behind a long
+    one on the caller's stream; with the default it returns only once the stream is idle."""
+    torch = pytest.importorskip("torch")
+    x = torch.randn(1 << 16, device="cuda", dtype=torch.float16)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        lowbit.quantize(x, bits=4, scheme="rtn", group_size=128)  # compile and cache
+        torch.cuda.synchronize()
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU cycles
+        q = lowbit.quantize(x, bits=4, scheme="rtn", group_size=128, check_finite=False)
+        assert not stream.query()
+        q.check()
+        assert stream.query()
+        torch.cuda._sleep(200_000_000)
+        lowbit.quantize(x, bits=4, scheme="rtn", group_size=128)
+        assert stream.query()
+
+
+def test_deferred_check_from_another_stream_still_sees_the_flag():
+    """The pending check waits for the quantize kernel even when called under another stream
+    (here while that kernel still waits behind a long one)."""
+    torch = pytest.importorskip("torch")
+    x = torch.randn(1 << 16, device="cuda", dtype=torch.float16)
+    x[12345] = float("nan")
+    stream = torch.cuda.Stream()
+    lowbit.quantize(x[:128].nan_to_num(), bits=4, scheme="rtn", group_size=128)  # compile and cache
+    torch.cuda.synchronize()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(200_000_000)
+        q = lowbit.quantize(x, bits=4, scheme="rtn", group_size=128, check_finite=False)
+    assert not stream.query()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        q.check()  # under the default stream
