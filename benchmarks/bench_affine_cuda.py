@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from cuda_common import event_time, gpu_available, gpu_row
+from cuda_common import event_time, event_time_stream, gpu_available, gpu_row
 
 import lowbit
 
@@ -50,6 +50,11 @@ def run(quick: bool = False) -> list[dict]:
         traffic = 2 * n + n * bits // 8 + 8 * (n // group)
         rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group}", f"{2 * n >> 20} MiB f16",
                             t, "torch eager", tb, traffic, n))
+        # without the synchronizing NaN/overflow check, calls queue back to back as torch's do
+        t = event_time_stream(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group,
+                                                check_finite=False))
+        rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group} check_finite=False",
+                            f"{2 * n >> 20} MiB f16", t, "torch eager", tb, traffic, n))
         t = event_time(q.dequantize)
         rows.append(gpu_row(f"cuda rtn unpack+dequantize {bits}-bit", f"{2 * n >> 20} MiB f16",
                             t, "(same run, no baseline)", t, traffic, n))
@@ -69,10 +74,12 @@ def _large_front_rows(group: int) -> list[dict]:
     x = torch.randn(n, device="cuda", dtype=torch.float16)
     rows = []
     for bits in (2, 4):
-        t = event_time(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group), repeat=5)
         traffic = 2 * n + n * bits // 8 + 8 * (n // group)
-        rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group}", f"{2 * n >> 20} MiB f16",
-                            t, "(same run, no baseline)", t, traffic, n))
+        for check in (True, False):
+            t = event_time_stream(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group,
+                                                    check_finite=check), calls=3)
+            rows.append(gpu_row(f"cuda rtn quantize+pack {bits}-bit g{group}" + ("" if check else " check_finite=False"),
+                                f"{2 * n >> 20} MiB f16", t, "(same run, no baseline)", t, traffic, n))
     return rows
 
 
