@@ -9,6 +9,7 @@ cost of each primitive the front uses.  Usage: python tools/gpu_front_timeline.p
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -20,7 +21,7 @@ import torch
 import torch.utils.dlpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from cuda_common import device_copy_bandwidth, event_time  # noqa: E402
+from cuda_common import device_copy_bandwidth, event_time, event_time_stream  # noqa: E402
 
 import lowbit  # noqa: E402
 import lowbit.affine as affine  # noqa: E402
@@ -139,19 +140,22 @@ def main() -> None:
     xc = cp.from_dlpack(xt)
     for label, x in (("torch", xt), ("cupy", xc)):
         for bits in (2, 4):
+            traffic = 2 * n + n * bits // 8 + 8 * (n // 128)
             print(f"{label} 1 GiB fp16, {bits}-bit g128:")
             timeline(x, bits)
-            t = event_time(lambda: lowbit.quantize(x, bits=bits, scheme="rtn", group_size=128), repeat=20)
-            traffic = 2 * n + n * bits // 8 + 8 * (n // 128)
-            print(f"  events: {t * 1e3:.3f} ms, {traffic / t / bw * 100:.1f}% of copy")
-        if label == "cupy":
-            for bits in (2, 4):
-                packed = cp.empty(n * bits // 8, cp.uint8)
-                sc, off, st = cp.empty(n // 128, cp.float32), cp.empty(n // 128, cp.float32), cp.zeros(1, cp.int32)
-                t = event_time(lambda: cuda.rtn_quantize_groups(xc, 128, bits, False, 0, 0, np.uint64(0), 16,
-                                                                packed, sc, off, st), repeat=20)
-                traffic = 2 * n + n * bits // 8 + 8 * (n // 128)
-                print(f"kernel only {bits}-bit: {t * 1e3:.3f} ms, {traffic / t / bw * 100:.1f}% of copy")
+            front = functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=128)
+            t = event_time(front, repeat=20)
+            print(f"  events, one call: {t * 1e3:.3f} ms, {traffic / t / bw * 100:.1f}% of copy")
+            t = event_time_stream(functools.partial(front, check_finite=False), calls=10)
+            print(f"  events, check_finite=False, 10 back to back: {t * 1e3:.3f} ms per call, "
+                  f"{traffic / t / bw * 100:.1f}% of copy")
+    for bits in (2, 4):
+        packed = cp.empty(n * bits // 8, cp.uint8)
+        sc, off, st = cp.empty(n // 128, cp.float32), cp.empty(n // 128, cp.float32), cp.zeros(1, cp.int32)
+        args = (xc, 128, bits, False, 0, 0, np.uint64(0), 16, packed, sc, off, st)
+        t = event_time(functools.partial(cuda.rtn_quantize_groups, *args), repeat=20)
+        traffic = 2 * n + n * bits // 8 + 8 * (n // 128)
+        print(f"kernel only {bits}-bit: {t * 1e3:.3f} ms, {traffic / t / bw * 100:.1f}% of copy")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,14 @@ def _module(name: str, device: int, defines: tuple[str, ...]) -> Any:
 
 def kernel(source_name: str, symbol: str, defines: tuple[str, ...] = ()) -> Any:
     """The compiled kernel ``symbol`` from ``source_name``.cu on the current device."""
+    return _function(source_name, cupy_device(), defines, symbol)
+
+
+def cupy_device() -> int:
+    """CuPy's current device id."""
     import cupy
 
-    return _function(source_name, cupy.cuda.Device().id, defines, symbol)
+    return int(cupy.cuda.runtime.getDevice())
 
 
 @functools.cache
@@ -42,14 +47,26 @@ def _function(name: str, device: int, defines: tuple[str, ...], symbol: str) -> 
 
 def suffix(dtype: Any) -> str:
     """Kernel-name suffix for an input/output dtype (uint16 = bfloat16 bits)."""
+    try:
+        return _SUFFIXES[dtype]
+    except (KeyError, TypeError):
+        import numpy as np
+
+        try:
+            return _SUFFIXES[np.dtype(dtype)]
+        except (KeyError, TypeError):
+            raise TypeError(f"no CUDA kernel for dtype {dtype}") from None
+
+
+def _suffixes() -> dict[Any, str]:
     import numpy as np
 
-    names = {np.dtype(np.float16): "f16", np.dtype(np.uint16): "bf16",
-             np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-    try:
-        return names[np.dtype(dtype)]
-    except KeyError:
-        raise TypeError(f"no CUDA kernel for dtype {dtype}") from None
+    return {np.dtype(np.float16): "f16", np.dtype(np.uint16): "bf16",
+            np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+#: dtype -> suffix, built once: a dict of four np.dtype() calls per lookup cost microseconds
+_SUFFIXES = _suffixes()
 
 
 def grid(work_items: int, per_block: int = THREADS, max_blocks: int = 65535 * 16) -> tuple[int]:

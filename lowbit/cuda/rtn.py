@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.cuda._module import THREADS, grid, kernel, suffix
+from lowbit.cuda._module import THREADS, cupy_device, grid, kernel, suffix
 
 WARPS_PER_BLOCK = THREADS // 32
 
@@ -106,21 +106,29 @@ def rtn_quantize_groups(x: Any, group_size: int, bits: int, symmetric: bool, fmt
                         seed: np.uint64, rbits: int, packed: Any, scale: Any, offset: Any,
                         status: Any) -> None:
     n_groups = scale.shape[0]
-    try:
-        K = FUSED_K[group_size]
-    except KeyError:
-        raise ValueError(f"no fused kernel for group_size={group_size}; sizes {tuple(FUSED_K)}") from None
+    if group_size not in FUSED_K:
+        raise ValueError(f"no fused kernel for group_size={group_size}; sizes {tuple(FUSED_K)}")
     tail = (np.int32(symmetric), np.int32(fmt), np.int32(mode), np.uint64(seed), np.int32(rbits),
             packed, scale, offset, status)
-    if _lanes_ok(x, packed, group_size):
-        items = n_groups * group_size // 32
-        if x.dtype.itemsize == 2:  # segment kernel: 128 elements per lane, cp.async-fed
-            k = kernel("rtn", f"lowbit_rtn_quantize_seg_{suffix(x.dtype)}_b{bits}", _lane_defines(bits))
-            k(resident_grid(k, SEG_THREADS, -(-items // 4)), (SEG_THREADS,),
-              (x, np.int64(items), np.int32(group_size // 32), *tail))
-            return
-        k = kernel("rtn", f"lowbit_rtn_quantize_lanes_{suffix(x.dtype)}_b{bits}", _lane_defines(bits))
-        k(lane_grid(k, items), (LANE_THREADS,), (x, np.int64(items), np.int32(group_size // 32), *tail))
+    kind, k, threads = _quantize_kernel(x.dtype, bits, group_size, cupy_device(),
+                                        x.data.ptr % 16 == 0 and packed.data.ptr % 16 == 0)
+    if kind == "groups":
+        k(grid(n_groups, FUSED_WARPS), (threads,), (x, np.int64(n_groups), np.int32(bits), *tail))
         return
-    k = kernel("rtn", f"lowbit_rtn_quantize_groups_{suffix(x.dtype)}_k{K}")
-    k(grid(n_groups, FUSED_WARPS), (32 * FUSED_WARPS,), (x, np.int64(n_groups), np.int32(bits), *tail))
+    items = n_groups * group_size // 32
+    per_thread = 4 if kind == "seg" else 1  # the segment kernel's lanes own 4 items each
+    k(resident_grid(k, threads, -(-items // per_thread)), (threads,),
+      (x, np.int64(items), np.int32(group_size // 32), *tail))
+
+
+@functools.cache
+def _quantize_kernel(dtype: Any, bits: int, group_size: int, device: int, aligned: bool) -> tuple[str, Any, int]:
+    """(kind, kernel, threads per block) of the fused quantizer for these parameters, looked up
+    once: "seg" (16-bit data), "lanes" (float32) or "groups" (the rest, and unaligned data)."""
+    sfx = suffix(dtype)
+    lpg = group_size // 32
+    if aligned and sfx in LANE_SUFFIXES and group_size % 32 == 0 and 1 <= lpg <= 32 and lpg & (lpg - 1) == 0:
+        if np.dtype(dtype).itemsize == 2:  # segment kernel: 128 elements per lane, cp.async-fed
+            return "seg", kernel("rtn", f"lowbit_rtn_quantize_seg_{sfx}_b{bits}", _lane_defines(bits)), SEG_THREADS
+        return "lanes", kernel("rtn", f"lowbit_rtn_quantize_lanes_{sfx}_b{bits}", _lane_defines(bits)), LANE_THREADS
+    return "groups", kernel("rtn", f"lowbit_rtn_quantize_groups_{sfx}_k{FUSED_K[group_size]}"), 32 * FUSED_WARPS
