@@ -184,8 +184,8 @@ def test_check_finite_false_defers_and_matches_cpu(cp, library, dtype):
     included); check() raises for the NaN group, then for the overflow once that is gone."""
     x = np.random.default_rng(7).standard_normal((64, 256)).astype(np.float32)
     x[3, 17] = np.nan
-    x[40, 128:] += 1e5  # float16 offset overflow
-    kw = dict(bits=2, scheme="rtn", group_size=128, scale_dtype="float16", check_finite=False)
+    x[40, 128], x[40, 129] = -6e4, 6e4  # 1-bit scale 1.2e5 overflows float16
+    kw = dict(bits=1, scheme="rtn", group_size=128, scale_dtype="float16", check_finite=False)
     if library == "torch":
         torch = pytest.importorskip("torch")
         host = torch.from_numpy(x).to(torch.bfloat16)
