@@ -30,7 +30,9 @@ def main() -> None:
                                                                    ("f32", cp.float32, 1 << 28)])
     for sfx, dt, n in dtypes:
         x32 = cp.random.standard_normal(n, dtype=cp.float32)
-        x = (x32.view(cp.uint32) >> 16).astype(cp.uint16) if sfx == "bf16" else x32.astype(dt)
+        # bfloat16 by rounding to nearest even, as torch's .to(torch.bfloat16) does
+        x = (((x32.view(cp.uint32) + 0x7FFF + ((x32.view(cp.uint32) >> 16) & 1)) >> 16).astype(cp.uint16)
+             if sfx == "bf16" else x32.astype(dt))
         del x32
         items, ng = n // 32, n // g
         for bits in ((2, 4) if not quick else (2,)):
@@ -45,16 +47,15 @@ def main() -> None:
                 ref = None
                 cases = [] if x.itemsize == 2 else [("lanes", base, (), "lanes", True)]
                 if x.itemsize == 2:
-                    for warps, stages, mb in ((2, 2, 6), (1, 2, 12), (2, 2, 5)):
-                        defs = (f"-DSEG_WARPS={warps}", f"-DSEG_STAGES={stages}", f"-DSEG_MIN_BLOCKS={mb}")
-                        cases.append((f"seg warps={warps} stages={stages} minblocks={mb}", base, defs, "seg", True))
+                    for coop in (32, 0, 2, 6):  # near-ties: warp passes up to this many items, then lanes
+                        cases.append((f"seg coop_max={coop}", base, (f"-DSEG_COOP_MAX={coop}",), "seg", True))
                 for name, text, defs, kind, exact in cases:
                     m = cp.RawModule(code=text, options=OPTIONS + (f"-DLOWBIT_LANE_BITS={bits}",) + defs)
                     k = m.get_function(f"lowbit_rtn_quantize_{kind}_{sfx}_b{bits}")
                     if kind == "lanes":
                         threads, blocks = 256, lane_grid(k, items)
                     else:
-                        threads = 32 * int(dict(d[2:].split("=") for d in defs).get("SEG_WARPS", 2))
+                        threads = 32 * int(dict(d[2:].split("=") for d in defs).get("SEG_WARPS", 1))
                         blocks = resident_grid(k, threads, items // 4)
                     packed.fill(0xAB)
                     s.fill(-1.0)

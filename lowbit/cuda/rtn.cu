@@ -745,6 +745,33 @@ __device__ __forceinline__ bool fast_codes(const Item<T>& it, const LaneParams& 
     return !(fmaxf(fmaxf(emax[0], emax[1]), fmaxf(emax[2], emax[3])) < p.lim);
 }
 
+// Replace code j of a lane's packed words by q.
+template <int BITS>
+__device__ __forceinline__ void set_code(u32* words, int j, u32 q) {
+    constexpr u32 M = (1u << BITS) - 1u;
+    const int bit = j * BITS, w = bit >> 5, sh = bit & 31;
+#pragma unroll
+    for (int k = 0; k < BITS; ++k) {  // registers, not a local array: select the word
+        if (k == w) words[k] = (words[k] & ~(M << sh)) | (q << sh);
+        if (sh + BITS > 32 && k == w + 1) words[k] = (words[k] & ~(M >> (32 - sh))) | (q >> (32 - sh));
+    }
+}
+
+// An item that fast_codes found near a tie, under fast parameters, redone by its own lane:
+// each element's quotient again, and the codes of those near a tie by tie_code.
+template <typename T, int BITS>
+__device__ __forceinline__ void fix_near_codes(const Item<T>& it, const LaneParams& p, u32* words, int symmetric,
+                                            int mode, u64 seed, long long index0, int rbits) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+        const float xf = item_f32(it, j);
+        const float y = __fmaf_rn(xf, p.inv32, p.c32);
+        const float r = __fsub_rn(__fadd_rn(y, 12582912.0f), 12582912.0f);
+        if (!(fabsf(__fsub_rn(y, r)) < p.lim))
+            set_code<BITS>(words, j, tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, index0 + j, rbits));
+    }
+}
+
 // Code of element xf (index `index` of the array) on the exact path when needed.
 template <int BITS>
 __device__ __forceinline__ u32 exact_code(float xf, const LaneParams& p, int symmetric, int mode, u64 seed,
@@ -857,6 +884,12 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 #ifndef SEG_MIN_BLOCKS
 #define SEG_MIN_BLOCKS 12
 #endif
+// Near-ties: when more than SEG_COOP_MAX of a warp's items at one position hold one, the lanes
+// redo their own (fix_near_codes, in parallel); otherwise the warp redoes each such item, one
+// element per lane (items whose parameters are not fast always go that way).
+#ifndef SEG_COOP_MAX
+#define SEG_COOP_MAX 32
+#endif
 constexpr int SEG_THREADS = 32 * SEG_WARPS;
 constexpr int SEG_PITCH = 17;  // 16-byte units per lane row in a tile buffer (16 + 1 pad)
 
@@ -965,9 +998,18 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                 Item<T> d;
                 seg_item(buf, lane, it, d);
                 u32 words[BITS];
-                const bool near = fast_codes<T, BITS>(d, p, words) && valid;
+                bool near = fast_codes<T, BITS>(d, p, words) && valid;
+                u32 todo = __ballot_sync(0xffffffffu, near);
+                if (__popc(todo) > SEG_COOP_MAX) {
+                    if (near && p.fast) {
+                        fix_near_codes<T, BITS>(d, p, words, symmetric, mode, seed, (tile * 128 + lane * 4 + it) * 32,
+                                                rbits);
+                        near = false;
+                    }
+                    todo = __ballot_sync(0xffffffffu, near);
+                }
                 // Items with a near-tie are redone by the whole warp, one element per lane.
-                for (u32 todo = __ballot_sync(0xffffffffu, near); todo; todo &= todo - 1) {
+                for (; todo; todo &= todo - 1) {
                     const int src = __ffs(todo) - 1;
                     LaneParams q;
                     q.s = __shfl_sync(0xffffffffu, p.s, src);
