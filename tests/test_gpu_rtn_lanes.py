@@ -92,13 +92,13 @@ def test_lane_quantize_matches_cpu_kernel(cp, dtype, group, symmetric):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("group", [32, 128, 512])
 @pytest.mark.parametrize("blocks", [1, 3])
-@pytest.mark.parametrize("coop", [None, 0, 32])
-def test_segment_kernel_many_tiles_per_warp(cp, dtype, group, blocks, coop):
+@pytest.mark.parametrize("mask", [None, 0, 1])
+def test_segment_kernel_many_tiles_per_warp(cp, dtype, group, blocks, mask):
     """The 16-bit segment kernel launched on a tiny grid: each warp loops over many tiles, so
     its cp.async stages rotate and refill (the wrapper's full-device grid gives small inputs
     one tile per warp); data with many exact ties exercise both exact paths for near-ties
-    (coop: the built-in choice, each lane its own items (0), the warp item by item (32)),
-    and a partial last tile the tail stores."""
+    (mask: the built-in choice per dtype, the warp item by item (0), each lane its own near
+    elements (1)), and a partial last tile the tail stores."""
     from lowbit.cuda._module import kernel, suffix
     from lowbit.cuda.rtn import SEG_THREADS, _lane_defines
 
@@ -120,11 +120,12 @@ def test_segment_kernel_many_tiles_per_warp(cp, dtype, group, blocks, coop):
             sg = cp.full(n_groups, -7.0, np.float32)
             og = cp.full(n_groups, -7.0, np.float32)
             stg = cp.zeros(1, np.int32)
-            defines = _lane_defines(bits) + (() if coop is None else (f"-DSEG_COOP_MAX={coop}",))
+            defines = _lane_defines(bits) + (() if mask is None else
+                                             (f"-DSEG_NEAR_MASK_F16={mask}", f"-DSEG_NEAR_MASK_BF16={mask}"))
             k = kernel("rtn", f"lowbit_rtn_quantize_seg_{suffix(xg.dtype)}_b{bits}", defines)
             k((blocks,), (SEG_THREADS,), (xg, np.int64(items), np.int32(group // 32), np.int32(symmetric),
                                           np.int32(0), np.int32(0), np.uint64(0), np.int32(9), pg, sg, og, stg))
-            where = f"bits={bits} symmetric={symmetric} coop={coop}"
+            where = f"bits={bits} symmetric={symmetric} mask={mask}"
             np.testing.assert_array_equal(cp.asnumpy(pg), pc, err_msg=where)
             np.testing.assert_array_equal(cp.asnumpy(sg).view(np.uint32), sc.view(np.uint32), err_msg=where)
             np.testing.assert_array_equal(cp.asnumpy(og).view(np.uint32), oc.view(np.uint32), err_msg=where)

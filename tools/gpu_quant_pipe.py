@@ -47,8 +47,9 @@ def main() -> None:
                 ref = None
                 cases = [] if x.itemsize == 2 else [("lanes", base, (), "lanes", True)]
                 if x.itemsize == 2:
-                    for coop in (32, 0, 2, 6):  # near-ties: warp passes up to this many items, then lanes
-                        cases.append((f"seg coop_max={coop}", base, (f"-DSEG_COOP_MAX={coop}",), "seg", True))
+                    for mask in (0, 1):  # near-ties: the warp item by item, or each lane its own elements
+                        defs = (f"-DSEG_NEAR_MASK_F16={mask}", f"-DSEG_NEAR_MASK_BF16={mask}")
+                        cases.append((f"seg near_mask={mask}", base, defs, "seg", True))
                 for name, text, defs, kind, exact in cases:
                     m = cp.RawModule(code=text, options=OPTIONS + (f"-DLOWBIT_LANE_BITS={bits}",) + defs)
                     k = m.get_function(f"lowbit_rtn_quantize_{kind}_{sfx}_b{bits}")

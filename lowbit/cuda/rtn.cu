@@ -745,7 +745,7 @@ __device__ __forceinline__ bool fast_codes(const Item<T>& it, const LaneParams& 
     return !(fmaxf(fmaxf(emax[0], emax[1]), fmaxf(emax[2], emax[3])) < p.lim);
 }
 
-// Replace code j of a lane's packed words by q.
+// Replace code j (a run-time index) of a lane's packed words by q.
 template <int BITS>
 __device__ __forceinline__ void set_code(u32* words, int j, u32 q) {
     constexpr u32 M = (1u << BITS) - 1u;
@@ -757,19 +757,30 @@ __device__ __forceinline__ void set_code(u32* words, int j, u32 q) {
     }
 }
 
-// An item that fast_codes found near a tie, under fast parameters, redone by its own lane:
-// each element's quotient again, and the codes of those near a tie by tie_code.
+// fast_codes for parameters with p.fast: the same words, and a mask of the elements that are
+// near a tie (bit j: |y_j - rint(y_j)| >= lim), whose codes the caller replaces (tie_code).
 template <typename T, int BITS>
-__device__ __forceinline__ void fix_near_codes(const Item<T>& it, const LaneParams& p, u32* words, int symmetric,
-                                            int mode, u64 seed, long long index0, int rbits) {
+__device__ __forceinline__ u32 fast_codes_mask(const Item<T>& it, const LaneParams& p, u32* words) {
+#pragma unroll
+    for (int k = 0; k < BITS; ++k) words[k] = 0u;
+    u32 mask = 0u;
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
-        const float xf = item_f32(it, j);
-        const float y = __fmaf_rn(xf, p.inv32, p.c32);
-        const float r = __fsub_rn(__fadd_rn(y, 12582912.0f), 12582912.0f);
-        if (!(fabsf(__fsub_rn(y, r)) < p.lim))
-            set_code<BITS>(words, j, tie_code<BITS>(xf, y, r, p, symmetric, mode, seed, index0 + j, rbits));
+        const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
+        const float t = __fadd_rn(y, 12582912.0f);
+        if (!(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim)) mask |= 1u << j;
+        if constexpr (32 % BITS == 0) {
+            const int bit = j * BITS;
+            words[bit >> 5] += __float_as_uint(t) << (bit & 31);
+        } else {
+            put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
+        }
     }
+    if constexpr (32 % BITS == 0) {
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
+    }
+    return mask;
 }
 
 // Code of element xf (index `index` of the array) on the exact path when needed.
@@ -884,13 +895,19 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 #ifndef SEG_MIN_BLOCKS
 #define SEG_MIN_BLOCKS 12
 #endif
-// Near-ties: when more than SEG_COOP_MAX of a warp's items at one position hold one, the lanes
-// redo their own (fix_near_codes, in parallel); otherwise the warp redoes each such item, one
-// element per lane (items whose parameters are not fast always go that way).
-#ifndef SEG_COOP_MAX
-#define SEG_COOP_MAX 32
+// Near-ties of groups with fast parameters: 1 = each lane redoes its own near elements (a mask
+// from fast_codes_mask, one bit per element, at one more instruction per element), 0 = the
+// warp redoes each item holding one, one element per lane.  bfloat16 data have exact ties about
+// ten times as often as float16 (8-bit significands), so the mask pays for itself there only.
+#ifndef SEG_NEAR_MASK_F16
+#define SEG_NEAR_MASK_F16 0
+#endif
+#ifndef SEG_NEAR_MASK_BF16
+#define SEG_NEAR_MASK_BF16 1
 #endif
 constexpr int SEG_THREADS = 32 * SEG_WARPS;
+__device__ constexpr bool seg_near_mask(const __half*) { return SEG_NEAR_MASK_F16 != 0; }
+__device__ constexpr bool seg_near_mask(const u16*) { return SEG_NEAR_MASK_BF16 != 0; }
 constexpr int SEG_PITCH = 17;  // 16-byte units per lane row in a tile buffer (16 + 1 pad)
 
 __device__ __forceinline__ void cp_async16(u32 smem, const void* gmem) {
@@ -998,18 +1015,25 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                 Item<T> d;
                 seg_item(buf, lane, it, d);
                 u32 words[BITS];
-                bool near = fast_codes<T, BITS>(d, p, words) && valid;
-                u32 todo = __ballot_sync(0xffffffffu, near);
-                if (__popc(todo) > SEG_COOP_MAX) {
-                    if (near && p.fast) {
-                        fix_near_codes<T, BITS>(d, p, words, symmetric, mode, seed, (tile * 128 + lane * 4 + it) * 32,
-                                                rbits);
-                        near = false;
+                bool near;
+                if (seg_near_mask((const T*)nullptr) && p.fast) {
+                    // each lane fixes its own near elements (their values from the tile buffer)
+                    u32 m = fast_codes_mask<T, BITS>(d, p, words);
+                    for (m = valid ? m : 0u; m; m &= m - 1) {
+                        const int j = __ffs(m) - 1;
+                        const T v = reinterpret_cast<const T*>(&buf[seg_unit(lane, it * 4 + (j >> 3))])[j & 7];
+                        const float xf = __uint_as_float(f32_bits(v));
+                        const float y = __fmaf_rn(xf, p.inv32, p.c32);
+                        const float r = __fsub_rn(__fadd_rn(y, 12582912.0f), 12582912.0f);
+                        set_code<BITS>(words, j, tie_code<BITS>(xf, y, r, p, symmetric, mode, seed,
+                                                                (tile * 128 + lane * 4 + it) * 32 + j, rbits));
                     }
-                    todo = __ballot_sync(0xffffffffu, near);
+                    near = false;
+                } else {
+                    near = fast_codes<T, BITS>(d, p, words) && valid;
                 }
                 // Items with a near-tie are redone by the whole warp, one element per lane.
-                for (; todo; todo &= todo - 1) {
+                for (u32 todo = __ballot_sync(0xffffffffu, near); todo; todo &= todo - 1) {
                     const int src = __ffs(todo) - 1;
                     LaneParams q;
                     q.s = __shfl_sync(0xffffffffu, p.s, src);
