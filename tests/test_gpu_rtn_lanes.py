@@ -92,13 +92,13 @@ def test_lane_quantize_matches_cpu_kernel(cp, dtype, group, symmetric):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("group", [32, 128, 512])
 @pytest.mark.parametrize("blocks", [1, 3])
-@pytest.mark.parametrize("mask", [None, 0, 2])
+@pytest.mark.parametrize("mask", [None, 0, 1])
 def test_segment_kernel_many_tiles_per_warp(cp, dtype, group, blocks, mask):
     """The 16-bit segment kernel launched on a tiny grid: each warp loops over many tiles, so
     its cp.async stages rotate and refill (the wrapper's full-device grid gives small inputs
     one tile per warp); data with many exact ties exercise both exact paths for near-ties
     (mask: the built-in choice per dtype, the warp item by item (0), each lane its own near
-    elements (2)), and a partial last tile the tail stores."""
+    elements (1)), and a partial last tile the tail stores."""
     from lowbit.cuda._module import kernel, suffix
     from lowbit.cuda.rtn import SEG_THREADS, _lane_defines
 

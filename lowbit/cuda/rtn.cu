@@ -895,12 +895,10 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 #ifndef SEG_MIN_BLOCKS
 #define SEG_MIN_BLOCKS 12
 #endif
-// Near-ties of groups with fast parameters: each lane redoes its own near elements (a mask from
-// fast_codes_mask, one bit per element, at one more instruction per element), or the warp
-// redoes each item holding one, one element per lane.  0: the warp always; 2: the lanes always;
-// 1: the lanes for grids of more than 4 codes or symmetric ones.  bfloat16 data have exact ties
-// about ten times as often as float16 (8-bit significands), and finer or symmetric grids more
-// than 2-bit asymmetric ones: the mask pays for itself only there (tools/gpu_quant_pipe.py).
+// Near-ties of groups with fast parameters: 1 = each lane redoes its own near elements (a mask
+// from fast_codes_mask, one bit per element, at one more instruction per element), 0 = the
+// warp redoes each item holding one, one element per lane.  bfloat16 data have exact ties about
+// ten times as often as float16 (8-bit significands), so the mask pays for itself there only.
 #ifndef SEG_NEAR_MASK_F16
 #define SEG_NEAR_MASK_F16 0
 #endif
@@ -908,8 +906,8 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 #define SEG_NEAR_MASK_BF16 1
 #endif
 constexpr int SEG_THREADS = 32 * SEG_WARPS;
-__device__ constexpr int seg_near_mask(const __half*) { return SEG_NEAR_MASK_F16; }
-__device__ constexpr int seg_near_mask(const u16*) { return SEG_NEAR_MASK_BF16; }
+__device__ constexpr bool seg_near_mask(const __half*) { return SEG_NEAR_MASK_F16 != 0; }
+__device__ constexpr bool seg_near_mask(const u16*) { return SEG_NEAR_MASK_BF16 != 0; }
 constexpr int SEG_PITCH = 17;  // 16-byte units per lane row in a tile buffer (16 + 1 pad)
 
 __device__ __forceinline__ void cp_async16(u32 smem, const void* gmem) {
@@ -1018,8 +1016,7 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                 seg_item(buf, lane, it, d);
                 u32 words[BITS];
                 bool near;
-                constexpr int kMask = seg_near_mask((const T*)nullptr);
-                if (kMask != 0 && (kMask == 2 || BITS > 2 || symmetric) && p.fast) {
+                if (seg_near_mask((const T*)nullptr) && p.fast) {
                     // each lane fixes its own near elements (their values from the tile buffer)
                     u32 m = fast_codes_mask<T, BITS>(d, p, words);
                     for (m = valid ? m : 0u; m; m &= m - 1) {
