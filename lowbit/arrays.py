@@ -287,8 +287,8 @@ def _external_stream(ts: Any) -> Any:
 
 
 def done_event(arr: Array) -> Any:
-    """For a device array: an event recorded now on the current stream, so that a later
-    wait for the work queued so far holds whatever stream is current then; None on the host."""
+    """An event recorded now on the current stream (None for a host array): waiting on it
+    later waits for the work queued so far, whichever stream is current by then."""
     if not is_cupy(arr):
         return None
     import cupy

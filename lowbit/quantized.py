@@ -109,8 +109,8 @@ class QuantizedArray:
 
         ``lowbit.quantize(..., scheme="rtn", check_finite=False)`` returns before its kernel's
         flags are read (no host/device synchronization); this reads them (waiting for the
-        kernel on a GPU) and raises as ``check_finite=True`` would have.  Afterwards, and for
-        every other QuantizedArray, it does nothing.
+        kernel on a GPU) and raises as ``check_finite=True`` would have, on every call until
+        it passes.  Once it has passed, and for every other QuantizedArray, it does nothing.
 
         Raises
         ------
