@@ -20,20 +20,7 @@ def gpu_available() -> bool:
 
 def event_time(fn: Callable[[], Any], repeat: int = 10, warmup: int = 3) -> float:
     """Median seconds of ``fn()`` measured with CUDA events on the current stream."""
-    import cupy
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return event_time_stream(fn, calls=1, repeat=repeat, warmup=warmup)
 
 
 def event_time_stream(fn: Callable[[], Any], calls: int = 10, repeat: int = 5, warmup: int = 3) -> float:

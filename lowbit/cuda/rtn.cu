@@ -713,24 +713,27 @@ __device__ __noinline__ u32 tie_code(float xf, float y, float r, const LaneParam
                        symmetric, mode, seed, index, rbits);
 }
 
-// The 32 codes of one item (BITS packed words) by the fast float32 quotient; returns whether
-// they need the exact path instead (a near-tie, or parameters outside the fast path's
-// preconditions).  Groups with NaN/Inf or overflow get codes 0 and need nothing more.
-template <typename T, int BITS>
-__device__ __forceinline__ bool fast_codes(const Item<T>& it, const LaneParams& p, u32* words) {
+// The 32 codes of one item (BITS packed words) by the fast float32 quotient under fast
+// parameters, and which are near a tie (|y - rint(y)| >= lim): MASK, a bit per element;
+// otherwise whether any is, from four running maxima (one instruction per element).
+// y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low bits:
+// bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.
+template <typename T, int BITS, bool MASK>
+__device__ __forceinline__ u32 fast_loop(const Item<T>& it, const LaneParams& p, u32* words) {
 #pragma unroll
     for (int k = 0; k < BITS; ++k) words[k] = 0u;
-    if (p.bad || p.overflow) return false;
-    if (!p.fast) return true;
-    // y + 1.5 * 2^23 rounds y to an integer (nearest even), which sits in the low bits:
-    // bits(t) = 0x4B400000 + rint(y) for |y| < 2^22.  The largest |y - rint(y)| decides
-    // whether any element is a near-tie (four running maxima, one instruction per element).
+    u32 mask = 0u;
     float emax[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
         const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
         const float t = __fadd_rn(y, 12582912.0f);
-        emax[j & 3] = fmaxf(emax[j & 3], fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))));
+        const float e = fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f)));
+        if constexpr (MASK) {
+            if (!(e < p.lim)) mask |= 1u << j;
+        } else {
+            emax[j & 3] = fmaxf(emax[j & 3], e);
+        }
         if constexpr (32 % BITS == 0) {
             const int bit = j * BITS;
             words[bit >> 5] += __float_as_uint(t) << (bit & 31);  // magic removed below
@@ -742,7 +745,21 @@ __device__ __forceinline__ bool fast_codes(const Item<T>& it, const LaneParams& 
 #pragma unroll
         for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
     }
+    if constexpr (MASK) return mask;
     return !(fmaxf(fmaxf(emax[0], emax[1]), fmaxf(emax[2], emax[3])) < p.lim);
+}
+
+// The 32 codes of one item by the fast quotient; returns whether they need the exact path
+// instead (a near-tie, or parameters outside the fast path's preconditions).  Groups with
+// NaN/Inf or overflow get codes 0 and need nothing more.
+template <typename T, int BITS>
+__device__ __forceinline__ bool fast_codes(const Item<T>& it, const LaneParams& p, u32* words) {
+    if (p.bad || p.overflow || !p.fast) {
+#pragma unroll
+        for (int k = 0; k < BITS; ++k) words[k] = 0u;
+        return !(p.bad || p.overflow);
+    }
+    return fast_loop<T, BITS, false>(it, p, words) != 0u;
 }
 
 // Replace code j (a run-time index) of a lane's packed words by q.
@@ -755,32 +772,6 @@ __device__ __forceinline__ void set_code(u32* words, int j, u32 q) {
         if (k == w) words[k] = (words[k] & ~(M << sh)) | (q << sh);
         if (sh + BITS > 32 && k == w + 1) words[k] = (words[k] & ~(M >> (32 - sh))) | (q >> (32 - sh));
     }
-}
-
-// fast_codes for parameters with p.fast: the same words, and a mask of the elements that are
-// near a tie (bit j: |y_j - rint(y_j)| >= lim), whose codes the caller replaces (tie_code).
-template <typename T, int BITS>
-__device__ __forceinline__ u32 fast_codes_mask(const Item<T>& it, const LaneParams& p, u32* words) {
-#pragma unroll
-    for (int k = 0; k < BITS; ++k) words[k] = 0u;
-    u32 mask = 0u;
-#pragma unroll
-    for (int j = 0; j < 32; ++j) {
-        const float y = __fmaf_rn(item_f32(it, j), p.inv32, p.c32);
-        const float t = __fadd_rn(y, 12582912.0f);
-        if (!(fabsf(__fsub_rn(y, __fsub_rn(t, 12582912.0f))) < p.lim)) mask |= 1u << j;
-        if constexpr (32 % BITS == 0) {
-            const int bit = j * BITS;
-            words[bit >> 5] += __float_as_uint(t) << (bit & 31);
-        } else {
-            put_code<BITS>(words, j, __float_as_uint(t) - 0x4B400000u);
-        }
-    }
-    if constexpr (32 % BITS == 0) {
-#pragma unroll
-        for (int k = 0; k < BITS; ++k) words[k] -= magic_sum<BITS>();
-    }
-    return mask;
 }
 
 // Code of element xf (index `index` of the array) on the exact path when needed.
@@ -896,7 +887,7 @@ __device__ void rtn_quantize_lanes_impl(const T* x, long long n_items, int lpg, 
 #define SEG_MIN_BLOCKS 12
 #endif
 // Near-ties of groups with fast parameters: 1 = each lane redoes its own near elements (a mask
-// from fast_codes_mask, one bit per element, at one more instruction per element), 0 = the
+// from fast_loop, one bit per element, at one more instruction per element), 0 = the
 // warp redoes each item holding one, one element per lane.  bfloat16 data have exact ties about
 // ten times as often as float16 (8-bit significands), so the mask pays for itself there only.
 #ifndef SEG_NEAR_MASK_F16
@@ -1018,15 +1009,12 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                 bool near;
                 if (seg_near_mask((const T*)nullptr) && p.fast) {
                     // each lane fixes its own near elements (their values from the tile buffer)
-                    u32 m = fast_codes_mask<T, BITS>(d, p, words);
+                    u32 m = fast_loop<T, BITS, true>(d, p, words);
                     for (m = valid ? m : 0u; m; m &= m - 1) {
                         const int j = __ffs(m) - 1;
                         const T v = reinterpret_cast<const T*>(&buf[seg_unit(lane, it * 4 + (j >> 3))])[j & 7];
-                        const float xf = __uint_as_float(f32_bits(v));
-                        const float y = __fmaf_rn(xf, p.inv32, p.c32);
-                        const float r = __fsub_rn(__fadd_rn(y, 12582912.0f), 12582912.0f);
-                        set_code<BITS>(words, j, tie_code<BITS>(xf, y, r, p, symmetric, mode, seed,
-                                                                (tile * 128 + lane * 4 + it) * 32 + j, rbits));
+                        set_code<BITS>(words, j, exact_code<BITS>(__uint_as_float(f32_bits(v)), p, symmetric, mode,
+                                                                  seed, (tile * 128 + lane * 4 + it) * 32 + j, rbits));
                     }
                     near = false;
                 } else {
