@@ -1013,8 +1013,12 @@ __device__ void rtn_quantize_seg_impl(const T* x, long long n_items, int lpg, in
                     for (m = valid ? m : 0u; m; m &= m - 1) {
                         const int j = __ffs(m) - 1;
                         const T v = reinterpret_cast<const T*>(&buf[seg_unit(lane, it * 4 + (j >> 3))])[j & 7];
-                        set_code<BITS>(words, j, exact_code<BITS>(__uint_as_float(f32_bits(v)), p, symmetric, mode,
-                                                                  seed, (tile * 128 + lane * 4 + it) * 32 + j, rbits));
+                        // tie_code directly: exact_code's fast-path test again is measurably slower
+                        const float xf = __uint_as_float(f32_bits(v));
+                        const float y = __fmaf_rn(xf, p.inv32, p.c32);
+                        const float r = __fsub_rn(__fadd_rn(y, 12582912.0f), 12582912.0f);
+                        set_code<BITS>(words, j, tie_code<BITS>(xf, y, r, p, symmetric, mode, seed,
+                                                                (tile * 128 + lane * 4 + it) * 32 + j, rbits));
                     }
                     near = false;
                 } else {
