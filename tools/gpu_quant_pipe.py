@@ -17,7 +17,7 @@ sys.path.insert(0, "benchmarks")
 from cuda_common import device_copy_bandwidth, event_time  # noqa: E402
 
 from lowbit.cuda._module import OPTIONS, source  # noqa: E402
-from lowbit.cuda.rtn import lane_grid, resident_grid  # noqa: E402
+from lowbit.cuda.rtn import LANE_THREADS, resident_grid  # noqa: E402
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
                     m = cp.RawModule(code=text, options=OPTIONS + (f"-DLOWBIT_LANE_BITS={bits}",) + defs)
                     k = m.get_function(f"lowbit_rtn_quantize_{kind}_{sfx}_b{bits}")
                     if kind == "lanes":
-                        threads, blocks = 256, lane_grid(k, items)
+                        threads, blocks = LANE_THREADS, resident_grid(k, LANE_THREADS, items)
                     else:
                         threads = 32 * int(dict(d[2:].split("=") for d in defs).get("SEG_WARPS", 1))
                         blocks = resident_grid(k, threads, items // 4)

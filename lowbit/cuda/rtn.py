@@ -64,12 +64,6 @@ def _lane_defines(bits: int) -> tuple[str, ...]:
     return (f"-DLOWBIT_LANE_BITS={bits}",)
 
 
-def lane_grid(k: Any, items: int) -> tuple[int]:
-    """Blocks for a grid-stride lane kernel: as many as fit on the device at once, so that
-    each thread loops with its next item already loading."""
-    return resident_grid(k, LANE_THREADS, items)
-
-
 def resident_grid(k: Any, threads: int, items: int) -> tuple[int]:
     """Blocks for a grid-stride kernel: as many as are resident on the device at once
     (registers and shared memory bound them, per the driver's occupancy calculator)."""
@@ -94,12 +88,21 @@ def _sm_count(device: int) -> int:
     return int(cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"])
 
 
-def _lanes_ok(x: Any, packed: Any, group_size: int) -> bool:
-    """Whether the lane kernels apply: their dtypes, power-of-two groups of >= 32 elements,
-    16-byte aligned data and codes (each thread uses 16-byte vector accesses)."""
+def _lane_layout(dtype: Any, group_size: int) -> bool:
+    """Whether the lane kernels take this dtype and group size: power-of-two groups of
+    32..1024 elements."""
     lpg = group_size // 32
-    return (suffix(x.dtype) in LANE_SUFFIXES and group_size % 32 == 0 and 1 <= lpg <= 32
-            and lpg & (lpg - 1) == 0 and x.data.ptr % 16 == 0 and packed.data.ptr % 16 == 0)
+    return suffix(dtype) in LANE_SUFFIXES and group_size % 32 == 0 and 1 <= lpg <= 32 and lpg & (lpg - 1) == 0
+
+
+def _aligned(x: Any, packed: Any) -> bool:
+    """16-byte aligned data and codes (lane kernels use 16-byte vector accesses)."""
+    return x.data.ptr % 16 == 0 and packed.data.ptr % 16 == 0
+
+
+def _lanes_ok(x: Any, packed: Any, group_size: int) -> bool:
+    """Whether the lane kernels apply to these arrays (layout and alignment)."""
+    return _lane_layout(x.dtype, group_size) and _aligned(x, packed)
 
 
 def rtn_quantize_groups(x: Any, group_size: int, bits: int, symmetric: bool, fmt: int, mode: int,
@@ -110,8 +113,7 @@ def rtn_quantize_groups(x: Any, group_size: int, bits: int, symmetric: bool, fmt
         raise ValueError(f"no fused kernel for group_size={group_size}; sizes {tuple(FUSED_K)}")
     tail = (np.int32(symmetric), np.int32(fmt), np.int32(mode), np.uint64(seed), np.int32(rbits),
             packed, scale, offset, status)
-    kind, k, threads = _quantize_kernel(x.dtype, bits, group_size, cupy_device(),
-                                        x.data.ptr % 16 == 0 and packed.data.ptr % 16 == 0)
+    kind, k, threads = _quantize_kernel(x.dtype, bits, group_size, cupy_device(), _aligned(x, packed))
     if kind == "groups":
         k(grid(n_groups, FUSED_WARPS), (threads,), (x, np.int64(n_groups), np.int32(bits), *tail))
         return
@@ -126,8 +128,7 @@ def _quantize_kernel(dtype: Any, bits: int, group_size: int, device: int, aligne
     """(kind, kernel, threads per block) of the fused quantizer for these parameters, looked up
     once: "seg" (16-bit data), "lanes" (float32) or "groups" (the rest, and unaligned data)."""
     sfx = suffix(dtype)
-    lpg = group_size // 32
-    if aligned and sfx in LANE_SUFFIXES and group_size % 32 == 0 and 1 <= lpg <= 32 and lpg & (lpg - 1) == 0:
+    if aligned and _lane_layout(dtype, group_size):
         if np.dtype(dtype).itemsize == 2:  # segment kernel: 128 elements per lane, cp.async-fed
             return "seg", kernel("rtn", f"lowbit_rtn_quantize_seg_{sfx}_b{bits}", _lane_defines(bits)), SEG_THREADS
         return "lanes", kernel("rtn", f"lowbit_rtn_quantize_lanes_{sfx}_b{bits}", _lane_defines(bits)), LANE_THREADS
