@@ -5,6 +5,7 @@ fixed point, MX / NVFP4 block formats, packing, errors."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import ml_dtypes
 import numpy as np
@@ -138,12 +139,48 @@ def test_every_mode_and_policy_matches_the_reference(fmt, mode, overflow):
     np.testing.assert_array_equal(codes_of(q), np.array(want))
 
 
-def test_float64_input_rounds_once():
-    # ml_dtypes narrows float64 to float32 first: -431.99999999999994 -> -432 (a tie) -> -448.
-    x = np.array([-431.99999999999994, 431.99999999999994, 432.0], np.float64)
-    got = lowbit.quantize(x, scheme="fp8_e4m3").dequantize()
-    np.testing.assert_array_equal(got, [-416.0, 416.0, 448.0])
-    assert x.astype(ml_dtypes.float8_e4m3fn).astype(np.float64)[0] == -448.0  # the documented difference
+def exact_nearest_even(v: float, fmt: F.MiniFloat) -> float:
+    """The finite value of ``fmt`` nearest to ``v`` (ties to the even code), by brute force over
+    ml_dtypes' decoding of every code with exact fractions: an oracle independent of lowbit."""
+    codes = np.arange(1 << fmt.bits, dtype=np.uint8)
+    vals = codes.view(ML[fmt.name]).astype(np.float64)  # sub-byte types: one code per byte
+    finite = [(Fraction(float(a)), int(c)) for a, c in zip(vals, codes, strict=True)
+              if np.isfinite(a)]
+    target = Fraction(v)
+    best = min(finite, key=lambda ac: (abs(ac[0] - target), ac[1] & 1))
+    return float(best[0])
+
+
+@pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
+def test_float64_input_rounds_once(fmt):
+    # One float64 ulp either side of every midpoint between neighbouring finite values: a
+    # double rounding through float32 turns both into the midpoint (a tie) and can round the
+    # wrong way; a single rounding from the float64 bits must match the exact nearest value.
+    table = np.sort(np.unique(np.abs(fmt.decode_table()[np.isfinite(fmt.decode_table())])))
+    mids = (table[:-1] + table[1:]) / 2
+    x = np.concatenate([np.nextafter(mids, 0), np.nextafter(mids, np.inf)])
+    x = np.concatenate([x, -x])
+    got = lowbit.quantize(x, scheme=fmt.name).dequantize()
+    want = [exact_nearest_even(float(v), fmt) for v in x]
+    np.testing.assert_array_equal(got, want)
+    # The hand-computed case: -431.99999999999994 lies below the midpoint 432 of 416 and 448.
+    if fmt.name == "fp8_e4m3":
+        one = lowbit.quantize(np.array([-431.99999999999994]), scheme=fmt.name).dequantize()
+        np.testing.assert_array_equal(one, [-416.0])
+
+
+@pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
+def test_float32_exact_float64_input_agrees_with_ml_dtypes(fmt):
+    # Where a float64 value is exactly a float32, both libraries perform the same single
+    # rounding, so ml_dtypes is a valid oracle (elsewhere its float64 path may round twice,
+    # depending on its version: docs/formats.md, item 3).
+    table = np.sort(np.unique(np.abs(fmt.decode_table()[np.isfinite(fmt.decode_table())])))
+    mids = ((table[:-1] + table[1:]) / 2).astype(np.float32)
+    x32 = np.concatenate([mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(np.inf))])
+    x32 = np.concatenate([x32, -x32])
+    got = lowbit.quantize(x32.astype(np.float64), scheme=fmt.name).dequantize()
+    want = x32.astype(ML[fmt.name]).astype(np.float64)
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float64"])
