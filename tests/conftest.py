@@ -41,3 +41,72 @@ def cp():
     import cupy
 
     return cupy
+
+
+class Backend:
+    """One array library a test body runs on (STYLE.md §7): ``numpy`` (the CPU kernels),
+    ``cupy`` and ``torch_cuda`` (the CUDA kernels; GPU only).
+
+    ``asarray`` moves a numpy test input onto the backend explicitly (the test's own copy, never
+    lowbit's); ``to_numpy`` brings a result back for comparison; ``is_native`` checks the
+    array type-in = array type-out rule.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.name != "numpy"
+
+    def asarray(self, a: np.ndarray):
+        if self.name == "numpy":
+            return np.asarray(a)
+        if self.name == "cupy":
+            import cupy
+
+            return cupy.asarray(a)
+        import torch
+
+        if a.dtype == np.dtype("uint16"):  # the tests' bfloat16 bits
+            return torch.from_numpy(a.copy()).view(torch.bfloat16).cuda()
+        return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+    def to_numpy(self, a) -> np.ndarray:
+        if isinstance(a, np.ndarray):
+            return a
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy.asnumpy(a)
+        import torch
+
+        if a.dtype == torch.bfloat16:
+            return a.detach().cpu().view(torch.uint16).numpy().view(np.uint16)
+        return a.detach().cpu().numpy()
+
+    def is_native(self, a) -> bool:
+        if self.name == "numpy":
+            return isinstance(a, np.ndarray)
+        if self.name == "cupy":
+            return type(a).__module__.startswith("cupy")
+        import torch
+
+        return isinstance(a, torch.Tensor) and a.is_cuda
+
+
+@pytest.fixture(params=[
+    "numpy",
+    pytest.param("cupy", marks=pytest.mark.gpu),
+    pytest.param("torch_cuda", marks=pytest.mark.gpu),
+])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Run the test body on numpy, CuPy and torch CUDA arrays (the last two marked ``gpu``)."""
+    if request.param == "torch_cuda":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device for torch")
+    return Backend(request.param)
