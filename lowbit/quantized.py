@@ -23,6 +23,8 @@ from lowbit.arrays import (
 FILE_FORMAT = 1
 
 _META_TYPES = (str, int, float, bool, type(None), list)
+#: Largest JSON header :meth:`QuantizedArray.load` reads.
+MAX_HEADER_BYTES = 1 << 16
 
 
 class QuantizedArray:
@@ -162,29 +164,34 @@ class QuantizedArray:
             The file is not a lowbit file, or its metadata or arrays are inconsistent.
         """
         from lowbit.api import get_scheme
+        from lowbit.archive import Archive
 
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                files = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file: {exc}") from None
-        if "header" not in files or "codes" not in files:
-            raise ValueError(f"{os.fspath(path)!r} is not a lowbit file (no header/codes)")
-        try:
-            header = json.loads(files.pop("header").astype(np.uint8).tobytes().decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{os.fspath(path)!r}: corrupt header ({exc})") from None
-        if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
-            raise ValueError(f"{os.fspath(path)!r}: unsupported lowbit file format {header!r:.80}")
-        meta = header.get("meta")
-        if not isinstance(meta, dict) or not all(
-            isinstance(k, str) and isinstance(v, _META_TYPES) for k, v in meta.items()
-        ):
-            raise ValueError(f"{os.fspath(path)!r}: metadata must be a flat JSON object")
-        codes = files.pop("codes")
-        fields = {k.removeprefix("field."): v for k, v in files.items() if k.startswith("field.")}
-        if sorted(fields) != header.get("fields"):
-            raise ValueError(f"{os.fspath(path)!r}: fields {sorted(fields)} do not match the header")
+        with Archive(path) as ar:
+            if "header" not in ar.members or "codes" not in ar.members:
+                raise ar.error("not a lowbit file (no header/codes members)")
+            raw = ar.read("header", dtype=np.uint8, max_bytes=MAX_HEADER_BYTES)
+            try:
+                header = json.loads(raw.tobytes().decode())
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise ar.error(f"corrupt header ({exc})") from None
+            if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+                raise ar.error(f"unsupported lowbit file format {header!r:.80}")
+            meta = header.get("meta")
+            if not isinstance(meta, dict) or not all(
+                isinstance(k, str) and isinstance(v, _META_TYPES) for k, v in meta.items()
+            ):
+                raise ar.error("metadata must be a flat JSON object")
+            names = header.get("fields")
+            if not isinstance(names, list) or not all(isinstance(f, str) for f in names) \
+                    or len(set(names)) != len(names):
+                raise ar.error(f"the header's field list must be distinct names, got {names!r:.80}")
+            expected = {"header", "codes"} | {f"field.{f}" for f in names}
+            unknown = sorted(ar.members - expected)
+            if unknown:
+                raise ar.error(f"unknown member {unknown[0] + '.npy'!r} (the header names "
+                               f"fields {sorted(names)})")
+            codes = ar.read("codes")
+            fields = {f: ar.read(f"field.{f}") for f in names}
         for key in ("scheme", "shape", "dtype", "bits"):
             if key not in meta:
                 raise ValueError(f"{os.fspath(path)!r}: metadata lacks {key!r}")

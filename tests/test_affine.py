@@ -253,7 +253,7 @@ def test_hostile_files_give_clear_errors(tmp_path, rng, change, match):
 def test_pickled_payload_is_refused(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, header=np.array([{"format": 1}], dtype=object), codes=np.zeros(1, np.uint8))
-    with pytest.raises(ValueError, match="not a readable .npz|not a lowbit file"):
+    with pytest.raises(ValueError, match="holds Python objects"):
         lowbit.load(path)
 
 
