@@ -7,7 +7,6 @@ scales written (the minimum any implementation must move).
 from __future__ import annotations
 
 import functools
-import sys
 
 from cuda_common import event_time, event_time_stream, gpu_available, gpu_row
 
@@ -33,7 +32,7 @@ def torch_quantize_pack(x, bits: int, group: int):
 
 def run(quick: bool = False) -> list[dict]:
     if not gpu_available():
-        print("bench_affine_cuda: skipped (no CUDA device)", file=sys.stderr)
+        print("note: bench_affine_cuda skipped (no CUDA device)")
         return []
     import torch
 

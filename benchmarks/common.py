@@ -7,11 +7,27 @@ and the fraction of this machine's measured memory-copy bandwidth.
 from __future__ import annotations
 
 import functools
+import importlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+
+def optional_baseline(module: str) -> Any:
+    """Import ``module`` for a baseline, or print a one-line note and return None.
+
+    A baseline that needs a package lowbit does not install (e.g. pychop) is skipped when the
+    package is absent; the benchmark keeps its other rows.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        why = "not installed" if isinstance(exc, ModuleNotFoundError) and exc.name == module else f"fails to import: {exc}"
+        print(f"note: {module} baseline skipped ({module} {why}; `pip install {module}` adds it)",
+              flush=True)
+        return None
 
 
 def best_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:

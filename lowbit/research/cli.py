@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 from lowbit.research.schemes import (
     DEFAULT_KV_SCHEMES,
     QUICK_KV_SCHEMES,
-    SchemeUnavailableError,
     kv_scheme,
     resolve_kv_schemes,
 )
@@ -70,6 +68,7 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def _eval_kv_command(args: argparse.Namespace) -> int:
+    from lowbit.cli import UsageError
     from lowbit.research.model import ModelNotAvailableError
 
     try:
@@ -79,20 +78,20 @@ def _eval_kv_command(args: argparse.Namespace) -> int:
             block_size=args.block_size, sink_tokens=args.sink, prompts=args.prompts,
             steps=args.steps, progress=_progress(args),
         )
-    except (ModelNotAvailableError, SchemeUnavailableError, FileNotFoundError, ValueError) as exc:
-        print(f"lowbit eval kv: {exc}", file=sys.stderr)
-        return 2
+    except ModelNotAvailableError as exc:  # a missing install: the user's to fix
+        raise UsageError(str(exc)) from exc
     print(f"report: {report}")
     return 0
 
 
 def _eval_weights_command(args: argparse.Namespace) -> int:
+    from lowbit.cli import UsageError
+
     try:
         report = eval_weights(quick=args.quick, out=args.out, seeds=args.seeds,
                               progress=_progress(args))
-    except (RuntimeError, ValueError) as exc:
-        print(f"lowbit eval weights: {exc}", file=sys.stderr)
-        return 2
+    except RuntimeError as exc:  # RoundingUnavailableError, or scikit-learn is not installed
+        raise UsageError(str(exc)) from exc
     print(f"report: {report}")
     return 0
 
