@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
+from lowbit.codec import decode, encode, raise_on_counts
 from lowbit.formats import (
     BLOCK_FORMATS,
     E8M0_BIAS,
@@ -31,7 +32,7 @@ from lowbit.formats import (
     BlockFormat,
     FixedPoint,
 )
-from lowbit.minifloat import axis_back, decode, encode, raise_on_counts
+from lowbit.minifloat import axis_back
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
 from lowbit.validate import check_axis, check_rbits, check_seed

@@ -3,7 +3,9 @@
 Element formats
     :class:`IntFormat`   plain integers (``bits``, ``signed``).
     :class:`FixedPoint`  Qm.n fixed point: a ``bits``-bit integer code q, value q * 2**-frac_bits.
-    :class:`MiniFloat`   small binary floating point (OCP fp8 / fp6 / fp4 and friends).
+    :class:`MiniFloat`   binary floating point up to 32 bits: OCP fp8 / fp6 / fp4, and the
+                         IEEE 754 storage formats float16, bfloat16 and float32 that scales,
+                         offsets and outputs are stored in (one codec serves all of them).
 Block formats
     :class:`BlockFormat` ``block_size`` consecutive elements share one scale (OCP MX, NVFP4).
 
@@ -152,9 +154,9 @@ class MiniFloat:
     has_nan: bool
 
     def __post_init__(self) -> None:
-        _check_int(self.exp_bits, "exp_bits", 1, 5)
-        _check_int(self.man_bits, "man_bits", 0, 6)
-        _check_int(self.bits, "exp_bits + man_bits + 1", 2, 8)
+        _check_int(self.exp_bits, "exp_bits", 1, 8)
+        _check_int(self.man_bits, "man_bits", 0, 23)
+        _check_int(self.bits, "exp_bits + man_bits + 1", 2, 32)
         _check_int(self.bias, "bias", 0, (1 << self.exp_bits) - 1)
         if self.has_inf and not self.has_nan:
             raise ValueError(f"{self.name}: a format with Inf must also have NaN")
@@ -249,7 +251,15 @@ class MiniFloat:
         return sign * Fraction(2) ** (e - self.bias) * (1 + Fraction(m, 1 << self.man_bits))
 
     def decode_table(self) -> np.ndarray:
-        """float64 value of every code 0 .. 2**bits - 1 (index = code), -0.0 for the negative zero."""
+        """float64 value of every code 0 .. 2**bits - 1 (index = code), -0.0 for the negative zero.
+
+        Raises
+        ------
+        ValueError
+            The format has more than 16 bits (the table would have more than 65536 entries).
+        """
+        if self.bits > 16:
+            raise ValueError(f"{self.name} has {self.bits}-bit codes; decode_table() covers up to 16")
         out = np.empty(1 << self.bits, np.float64)
         for c in range(1 << self.bits):
             v = self.value_of(c)
@@ -303,6 +313,16 @@ FP4_E2M1 = MiniFloat("fp4_e2m1", exp_bits=2, man_bits=1, bias=1, has_inf=False, 
 INT8_Q1_6 = FixedPoint(bits=8, frac_bits=6, signed=True)
 
 MINIFLOATS: dict[str, MiniFloat] = {f.name: f for f in (FP8_E4M3, FP8_E5M2, FP6_E2M3, FP6_E3M2, FP4_E2M1)}
+
+#: IEEE 754 binary16: max 65504, +-Inf, quiet NaN 0x7E00.
+FLOAT16 = MiniFloat("float16", exp_bits=5, man_bits=10, bias=15, has_inf=True, has_nan=True)
+#: bfloat16 (the top half of a float32): max 3.3895e38, +-Inf, quiet NaN 0x7FC0.
+BFLOAT16 = MiniFloat("bfloat16", exp_bits=8, man_bits=7, bias=127, has_inf=True, has_nan=True)
+#: IEEE 754 binary32: max 3.4028e38, +-Inf, quiet NaN 0x7FC00000.
+FLOAT32 = MiniFloat("float32", exp_bits=8, man_bits=23, bias=127, has_inf=True, has_nan=True)
+
+#: The storage formats of scales, offsets and 16/32-bit outputs, by dtype name.
+IEEE_FLOATS: dict[str, MiniFloat] = {f.name: f for f in (FLOAT16, BFLOAT16, FLOAT32)}
 
 #: OCP MX v1.0 formats (32-element blocks, E8M0 scale) and NVIDIA NVFP4.
 MXFP8 = BlockFormat("mxfp8", FP8_E4M3, 32, "e8m0")

@@ -24,22 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import (
-    Array,
-    Origin,
-    backend,
-    kernel_input,
-    kernel_output_dtype,
-    to_dtype,
-    xp_of,
-)
+from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
+from lowbit.codec import check_overflow, decode, encode, raise_on_counts
 from lowbit.formats import (
     FP4_E2M1,
     FP6_E2M3,
     FP6_E3M2,
     FP8_E4M3,
     FP8_E5M2,
-    OVERFLOW_POLICIES,
     ElementFormat,
     FixedPoint,
     MiniFloat,
@@ -49,81 +41,6 @@ from lowbit.rounding.modes import mode_code
 from lowbit.validate import check_axis, check_group_size, check_rbits, check_seed
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
-def check_overflow(overflow: Any, fmt: ElementFormat) -> int:
-    """Kernel code of an overflow policy valid for ``fmt``."""
-    if overflow not in OVERFLOW_POLICIES:
-        raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
-    if overflow == "wrap" and not isinstance(fmt, FixedPoint):
-        raise ValueError(f"overflow='wrap' applies to fixed point only, not {fmt.name}")
-    if overflow == "nonfinite" and not (isinstance(fmt, MiniFloat) and fmt.has_nan):
-        raise ValueError(f"overflow='nonfinite' needs a format with Inf or NaN; {fmt.name} has neither")
-    return OVERFLOW_POLICIES.index(overflow)
-
-
-def decode_values(fmt: ElementFormat) -> np.ndarray:
-    """float64 value of every code of ``fmt`` (index = code)."""
-    if isinstance(fmt, MiniFloat):
-        return fmt.decode_table()
-    return np.array([float(fmt.value_of(c)) for c in range(1 << fmt.bits)], np.float64)
-
-
-def needs_status(fmt: ElementFormat, overflow: int) -> bool:
-    """Whether an encode can produce an error: NaN/Inf the format cannot hold, or overflow='error'."""
-    cannot_hold_nan = isinstance(fmt, FixedPoint) or not fmt.has_nan
-    return cannot_hold_nan or OVERFLOW_POLICIES[overflow] == "error"
-
-
-def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode: int, seed: int,
-           offset: int, rbits: int, overflow: int, qmin: int | None = None,
-           qmax: int | None = None) -> tuple[Array, int, int]:
-    """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow)."""
-    xp = xp_of(x)
-    k = backend(x)
-    codes = xp.empty(x.size, xp.uint8)
-    status = xp.empty(x.size if needs_status(fmt, overflow) else 0, xp.uint8)
-    if isinstance(fmt, MiniFloat):
-        inf = -1 if fmt.code_of_inf is None else fmt.code_of_inf
-        nan = -1 if fmt.code_of_nan is None else fmt.code_of_nan
-        k.minifloat_encode(
-            x, block_size, scale, fmt.bits, fmt.man_bits, fmt.emin, fmt.emax, fmt.max,
-            fmt.code_of_max, inf, nan, overflow, mode, np.uint64(seed), offset, rbits, codes, status)
-    else:
-        lo = fmt.code_min if qmin is None else qmin
-        hi = fmt.code_max if qmax is None else qmax
-        k.fixed_encode(x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode,
-                       np.uint64(seed), offset, rbits, codes, status)
-    n_invalid = n_over = 0
-    if status.size and bool(status.any()):
-        n_invalid = int(xp.count_nonzero(status & 1))
-        n_over = int(xp.count_nonzero(status & 2))
-    if fmt.bits == 8:
-        return codes, n_invalid, n_over
-    packed = xp.empty((x.size * fmt.bits + 7) // 8, xp.uint8)
-    if fmt.bits in (1, 2, 4):
-        k.pack_pow2_codes(codes, fmt.bits, packed)
-    else:
-        k.pack_codes(codes, fmt.bits, packed)
-    return packed, n_invalid, n_over
-
-
-def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:
-    if n_invalid:
-        raise ValueError(f"x holds {n_invalid} NaN/Inf value(s) that {fmt.name} cannot represent")
-    if n_over:
-        raise ValueError(f"{n_over} value(s) of x overflow {fmt.name} (range {fmt.min if isinstance(fmt, FixedPoint) else -fmt.max} .. {fmt.max}) and overflow='error'")
-
-
-def decode(packed: Array, fmt: ElementFormat, n: int, block_size: int, scale: Array,
-           dtype: str) -> Array:
-    """Flat backend array of ``dtype`` (bfloat16 as uint16 bits): table[code] * scale[block]."""
-    xp = xp_of(packed)
-    out = xp.empty(n, kernel_output_dtype(packed, dtype))
-    table = xp.asarray(decode_values(fmt))
-    backend(packed).decode_table(packed, fmt.bits, table, block_size, scale, out)
-    want = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
-    return out if out.dtype == want else to_dtype(out, dtype)
 
 
 def axis_last(arr: Array, ax: int | None) -> Array:

@@ -5,17 +5,18 @@ listed in ``lowbit.cuda.KNOWN_GAPS``; ``tests/test_backends.py`` checks it.
 """
 
 from lowbit.cpu.balance import balance_tiles
+from lowbit.cpu.codec import (
+    block_absmax,
+    decode_table,
+    fixed_encode,
+    minifloat_decode,
+    minifloat_encode,
+    pack_pow2_codes,
+)
 from lowbit.cpu.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cpu.hadamard import fwht, hadamard_signs
 from lowbit.cpu.kv_attend import kv_attend
 from lowbit.cpu.kvarn import kvarn_decode, kvarn_encode
-from lowbit.cpu.minifloat import (
-    block_absmax,
-    decode_table,
-    fixed_encode,
-    minifloat_encode,
-    pack_pow2_codes,
-)
 from lowbit.cpu.packing import pack_codes, unpack_codes
 from lowbit.cpu.rounding import round_elementwise
 from lowbit.cpu.rtn import (
@@ -35,6 +36,7 @@ KERNELS = (
     "diffuse_2d",
     "diffuse_rows",
     "fixed_encode",
+    "minifloat_decode",
     "minifloat_encode",
     "pack_pow2_codes",
     "round_elementwise",

@@ -1,4 +1,12 @@
-"""Numba kernels: encode to / decode from minifloat and fixed-point codes, with block scales.
+"""Numba kernels of the format codec: encode to / decode from MiniFloat and FixedPoint codes.
+
+A :class:`~lowbit.formats.MiniFloat` record reaches the kernels as its *spec*, the tuple
+``(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf, code_of_nan)`` made by
+:func:`lowbit.codec.spec` (``code_of_inf`` / ``code_of_nan`` are -1 where the format has
+none).  One compiled encoder and one decoder serve every format, from fp4 e2m1 to float32,
+and every kernel that stores a value in a format calls them: element formats and block
+formats here, rtn's scale storage (``lowbit/cpu/rtn.py``), KVarN's scale codes
+(``lowbit/cpu/kvarn.py``), 16-bit conversions of whole arrays (``lowbit/codec.py``).
 
 Layout shared by every kernel here: ``x`` is flat and C-contiguous, split into consecutive
 blocks of ``block_size`` elements; block b is divided by ``scale[b]`` before rounding
@@ -63,12 +71,15 @@ def pow2(k: int) -> float:
 SATURATE, NONFINITE, WRAP, ERROR = 0, 1, 2, 3
 
 
+#: The spec of a format without Inf/NaN handling, for type declarations and tests.
+Spec = tuple[int, int, int, int, float, int, int, int]
+
+
 @nb.njit(inline="always", cache=True)
-def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: int,
-                         max_value: float, code_of_max: int, code_of_inf: int, code_of_nan: int,
-                         overflow: int, mode: int, seed: np.uint64, index: np.int64,
-                         rbits: int) -> tuple[np.uint64, int, int]:
-    """One float64 value -> (code, invalid, overflowed).  ``code_of_inf/nan`` < 0: absent."""
+def minifloat_encode_one(x: float, spec: Spec, overflow: int, mode: int, seed: np.uint64,
+                         index: np.int64, rbits: int) -> tuple[np.uint64, int, int]:
+    """One float64 value -> (code, invalid, overflowed) in the format ``spec``."""
+    bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf, code_of_nan = spec
     neg = f64_bits(x) < 0  # type: ignore[call-arg]  # the sign bit, also of -0.0 and NaN
     sign = (_U64(1) << _U64(bits - 1)) if neg else _U64(0)
     if x != x:
@@ -104,6 +115,38 @@ def minifloat_encode_one(x: float, bits: int, man_bits: int, emin: int, emax: in
 
 
 @nb.njit(inline="always", cache=True)
+def minifloat_decode_one(code: np.uint64, spec: Spec) -> float:
+    """The float64 value of ``code`` in the format ``spec`` (exact; NaN keeps its sign)."""
+    bits, man_bits, emin, _, _, _, code_of_inf, code_of_nan = spec
+    c = np.int64(code)
+    mag = c & ((np.int64(1) << (bits - 1)) - 1)
+    neg = (c >> (bits - 1)) & 1
+    if (code_of_inf >= 0 and mag > code_of_inf) or (code_of_inf < 0 and mag == code_of_nan):
+        v = np.nan
+    elif mag == code_of_inf:
+        v = np.inf
+    else:
+        field = mag >> man_bits
+        m = mag & ((np.int64(1) << man_bits) - 1)
+        if field == 0:  # subnormal (or zero)
+            v = float(m) * pow2(emin - man_bits)
+        else:
+            v = float(m + (np.int64(1) << man_bits)) * pow2(field + emin - 1 - man_bits)
+    return -v if neg else v
+
+
+@nb.njit(inline="always", cache=True)
+def minifloat_round(v: float, spec: Spec, mode: int) -> float:
+    """v rounded into the format ``spec`` with a deterministic ``mode``, as a float64 value.
+
+    Beyond the format's range the result is +-Inf or +-max as IEEE 754 overflow gives it
+    (``overflow="nonfinite"``): callers compare it with the format's max to detect overflow.
+    """
+    code = minifloat_encode_one(v, spec, NONFINITE, mode, _U64(0), np.int64(0), 16)[0]
+    return minifloat_decode_one(code, spec)
+
+
+@nb.njit(inline="always", cache=True)
 def block_of(i: int, block_size: int, inv_block: float) -> np.int64:
     """i // block_size without an integer division (inv_block = 1.0 / block_size)."""
     b = np.int64(i * inv_block)  # off by at most one for i < 2**50
@@ -123,11 +166,11 @@ def scaled(x: float, scale: float) -> float:
 
 
 @nb.njit(parallel=True, cache=True)
-def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, man_bits: int,
-                     emin: int, emax: int, max_value: float, code_of_max: int, code_of_inf: int,
-                     code_of_nan: int, overflow: int, mode: int, seed: np.uint64, offset: np.int64,
-                     rbits: int, codes: np.ndarray, status: np.ndarray) -> None:
-    """codes[i] = minifloat code of x[i] / scale[i // block_size] (uint8, unpacked).
+def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, spec: Spec, overflow: int,
+                     mode: int, seed: np.uint64, offset: np.int64, rbits: int, codes: np.ndarray,
+                     status: np.ndarray) -> None:
+    """codes[i] = code of x[i] / scale[i // block_size] in the format ``spec`` (unpacked; codes
+    of uint8, uint16 or uint32 as the format's width needs).
 
     ``offset`` is the global flat index of x[0] (the random-bit counter, for chunking).
     If ``status`` has x's length, status[i] = invalid | overflowed << 1; else it is not written.
@@ -139,27 +182,32 @@ def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: in
     # parfor loops up to 2x, so the cases are unswitched here by hand.
     if direct and not want_status:
         for i in nb.prange(n):
-            c, bad, over = minifloat_encode_one(
-                np.float64(x[i]), bits, man_bits, emin, emax, max_value, code_of_max,
-                code_of_inf, code_of_nan, overflow, mode, seed, offset + i, rbits)
-            codes[i] = np.uint8(c)
+            c, bad, over = minifloat_encode_one(np.float64(x[i]), spec, overflow, mode, seed,
+                                                offset + i, rbits)
+            codes[i] = c
     elif direct:
         for i in nb.prange(n):
-            c, bad, over = minifloat_encode_one(
-                np.float64(x[i]), bits, man_bits, emin, emax, max_value, code_of_max,
-                code_of_inf, code_of_nan, overflow, mode, seed, offset + i, rbits)
-            codes[i] = np.uint8(c)
+            c, bad, over = minifloat_encode_one(np.float64(x[i]), spec, overflow, mode, seed,
+                                                offset + i, rbits)
+            codes[i] = c
             status[i] = np.uint8(bad | (over << 1))
     else:
         inv_block = 1.0 / block_size
         for i in nb.prange(n):
             s = scale[block_of(i, block_size, inv_block)]
-            c, bad, over = minifloat_encode_one(
-                scaled(np.float64(x[i]), s), bits, man_bits, emin, emax, max_value, code_of_max,
-                code_of_inf, code_of_nan, overflow, mode, seed, offset + i, rbits)
-            codes[i] = np.uint8(c)
+            c, bad, over = minifloat_encode_one(scaled(np.float64(x[i]), s), spec, overflow, mode,
+                                                seed, offset + i, rbits)
+            codes[i] = c
             if want_status:
                 status[i] = np.uint8(bad | (over << 1))
+
+
+@nb.njit(parallel=True, cache=True)
+def minifloat_decode(codes: np.ndarray, spec: Spec, out: np.ndarray) -> None:
+    """out[i] = value of codes[i] in the format ``spec`` (float64, then out's dtype: exact for
+    a float32 ``out`` when the format is no wider than float32)."""
+    for i in nb.prange(codes.shape[0]):
+        out[i] = minifloat_decode_one(_U64(codes[i]), spec)
 
 
 @nb.njit(inline="always", cache=True)

@@ -1,0 +1,259 @@
+"""The format codec: one encoder and one decoder for every format record, on every array type.
+
+Every conversion of a value into a format of :mod:`lowbit.formats` goes through here or
+through the scalar kernels it wraps (``lowbit/cpu/codec.py``):
+
+======================================  ===================================================
+function                                what
+======================================  ===================================================
+:func:`encode` / :func:`decode`         element formats (MiniFloat up to 8 bits, FixedPoint)
+                                        with block scales, codes packed (element and block
+                                        schemes, NVFP4 block scales)
+:func:`to_codes` / :func:`from_codes`   a whole array to / from codes of any MiniFloat, up
+                                        to float32 (scale storage, bfloat16 conversion)
+:func:`round_to_format`                 values rounded into a MiniFloat, as float64 (scale
+                                        and offset rounding up / down / to nearest)
+======================================  ===================================================
+
+Host arrays run the Numba kernels.  Device (CuPy) arrays take :func:`to_codes` /
+:func:`from_codes` in an array form of the same algorithm, written with CuPy's elementwise
+operations on float64 and integers (the raw-CUDA twins of ``minifloat_encode`` /
+``minifloat_decode`` are a known gap, docs/backends.md); ``tests/test_codec.py`` holds the
+array form bit-identical to the kernels.  The other functions need the CPU kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from lowbit.arrays import Array, backend, is_cupy, xp_of
+from lowbit.formats import OVERFLOW_POLICIES, ElementFormat, FixedPoint, MiniFloat
+from lowbit.rounding.modes import mode_code
+
+#: Rounding modes of :func:`to_codes` / :func:`round_to_format` on device arrays (the array
+#: form; host arrays take every mode but ``diffuse``).
+ARRAY_FORM_MODES = ("nearest_even", "toward_zero", "up", "down")
+
+_SATURATE, _NONFINITE = OVERFLOW_POLICIES.index("saturate"), OVERFLOW_POLICIES.index("nonfinite")
+
+
+@functools.cache
+def spec(fmt: MiniFloat) -> tuple[int, int, int, int, float, int, int, int]:
+    """The kernels' description of ``fmt``: (bits, man_bits, emin, emax, max, code_of_max,
+    code_of_inf, code_of_nan), -1 for an absent Inf / NaN code (lowbit/cpu/codec.py)."""
+    inf = -1 if fmt.code_of_inf is None else fmt.code_of_inf
+    nan = -1 if fmt.code_of_nan is None else fmt.code_of_nan
+    return (fmt.bits, fmt.man_bits, fmt.emin, fmt.emax, fmt.max, fmt.code_of_max, inf, nan)
+
+
+def code_dtype(fmt: MiniFloat | FixedPoint) -> np.dtype[Any]:
+    """The unsigned dtype that holds one unpacked code of ``fmt``."""
+    return np.dtype(np.uint8 if fmt.bits <= 8 else np.uint16 if fmt.bits <= 16 else np.uint32)
+
+
+# -- element formats: packed codes with block scales -------------------------------------------
+
+def check_overflow(overflow: Any, fmt: ElementFormat) -> int:
+    """Kernel code of an overflow policy valid for ``fmt``."""
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+    if overflow == "wrap" and not isinstance(fmt, FixedPoint):
+        raise ValueError(f"overflow='wrap' applies to fixed point only, not {fmt.name}")
+    if overflow == "nonfinite" and not (isinstance(fmt, MiniFloat) and fmt.has_nan):
+        raise ValueError(f"overflow='nonfinite' needs a format with Inf or NaN; {fmt.name} has neither")
+    return OVERFLOW_POLICIES.index(overflow)
+
+
+@functools.cache
+def decode_values(fmt: ElementFormat) -> np.ndarray:
+    """float64 value of every code of ``fmt`` (index = code), at most 2**16 codes."""
+    if isinstance(fmt, MiniFloat):
+        return fmt.decode_table()
+    return np.array([float(fmt.value_of(c)) for c in range(1 << fmt.bits)], np.float64)
+
+
+def needs_status(fmt: ElementFormat, overflow: int) -> bool:
+    """Whether an encode can produce an error: NaN/Inf the format cannot hold, or overflow='error'."""
+    cannot_hold_nan = isinstance(fmt, FixedPoint) or not fmt.has_nan
+    return cannot_hold_nan or OVERFLOW_POLICIES[overflow] == "error"
+
+
+def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode: int, seed: int,
+           offset: int, rbits: int, overflow: int, qmin: int | None = None,
+           qmax: int | None = None) -> tuple[Array, int, int]:
+    """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow)."""
+    xp = xp_of(x)
+    k = backend(x)
+    codes = xp.empty(x.size, code_dtype(fmt))
+    status = xp.empty(x.size if needs_status(fmt, overflow) else 0, xp.uint8)
+    if isinstance(fmt, MiniFloat):
+        k.minifloat_encode(x, block_size, scale, spec(fmt), overflow, mode, np.uint64(seed), offset,
+                           rbits, codes, status)
+    else:
+        lo = fmt.code_min if qmin is None else qmin
+        hi = fmt.code_max if qmax is None else qmax
+        k.fixed_encode(x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode,
+                       np.uint64(seed), offset, rbits, codes, status)
+    n_invalid = n_over = 0
+    if status.size and bool(status.any()):
+        n_invalid = int(xp.count_nonzero(status & 1))
+        n_over = int(xp.count_nonzero(status & 2))
+    if fmt.bits == 8:
+        return codes, n_invalid, n_over
+    packed = xp.empty((x.size * fmt.bits + 7) // 8, xp.uint8)
+    if fmt.bits in (1, 2, 4):
+        k.pack_pow2_codes(codes, fmt.bits, packed)
+    else:
+        k.pack_codes(codes, fmt.bits, packed)
+    return packed, n_invalid, n_over
+
+
+def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:
+    """Raise for the NaN/Inf values and overflows an :func:`encode` counted."""
+    if n_invalid:
+        raise ValueError(f"x holds {n_invalid} NaN/Inf value(s) that {fmt.name} cannot represent")
+    if n_over:
+        lo = fmt.min if isinstance(fmt, FixedPoint) else -fmt.max
+        raise ValueError(f"{n_over} value(s) of x overflow {fmt.name} (range {lo} .. {fmt.max}) "
+                         "and overflow='error'")
+
+
+def decode(packed: Array, fmt: ElementFormat, n: int, block_size: int, scale: Array,
+           dtype: str) -> Array:
+    """Flat backend array of ``dtype`` (bfloat16 as uint16 bits): table[code] * scale[block]."""
+    from lowbit.arrays import kernel_output_dtype, to_dtype
+
+    xp = xp_of(packed)
+    out = xp.empty(n, kernel_output_dtype(packed, dtype))
+    table = xp.asarray(decode_values(fmt))
+    backend(packed).decode_table(packed, fmt.bits, table, block_size, scale, out)
+    want = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
+    return out if out.dtype == want else to_dtype(out, dtype)
+
+
+# -- whole arrays to / from codes of any MiniFloat ---------------------------------------------
+
+def to_codes(values: Array, fmt: MiniFloat, mode: str = "nearest_even",
+             overflow: str = "nonfinite") -> Array:
+    """Codes of ``values`` (float16, float32 or float64, any shape) in ``fmt``, one rounding.
+
+    Parameters
+    ----------
+    values : numpy or cupy array
+    fmt : MiniFloat
+        Any record, e.g. :data:`~lowbit.formats.BFLOAT16` or :data:`~lowbit.formats.FP8_E4M3`.
+    mode : str
+        A rounding mode; on device arrays one of :data:`ARRAY_FORM_MODES`.
+    overflow : {"nonfinite", "saturate"}
+        IEEE 754 overflow (+-Inf, or NaN for formats without Inf; +-max where the mode rounds
+        toward zero), or +-max.  NaN becomes the format's quiet NaN with its sign (0 for a
+        format without NaN).
+
+    Returns
+    -------
+    array of uint8 / uint16 / uint32 (the format's width), ``values``' shape and library.
+    """
+    pol = check_overflow(overflow, fmt)
+    if pol not in (_SATURATE, _NONFINITE):
+        raise ValueError(f"overflow must be 'nonfinite' or 'saturate', got {overflow!r}")
+    code = mode_code(mode, allow_diffuse=False)
+    xp = xp_of(values)
+    flat = xp.ascontiguousarray(values).reshape(-1)
+    if is_cupy(values):
+        if mode not in ARRAY_FORM_MODES:
+            raise ValueError(f"mode must be one of {ARRAY_FORM_MODES} for device arrays, got {mode!r}")
+        return _to_codes_xp(flat, fmt, mode, pol).reshape(values.shape)
+    codes = np.empty(flat.size, code_dtype(fmt))
+    if flat.dtype == np.float16:
+        flat = flat.astype(np.float32)  # exact; Numba reads no float16
+    backend(flat).minifloat_encode(flat, max(flat.size, 1), np.ones(1), spec(fmt), pol, code,
+                                   np.uint64(0), 0, 16, codes, np.empty(0, np.uint8))
+    return codes.reshape(values.shape)
+
+
+def from_codes(codes: Array, fmt: MiniFloat, dtype: str = "float64") -> Array:
+    """Values of ``codes`` (unsigned integers, any shape) in ``fmt``, as ``dtype``.
+
+    Exact for ``dtype="float64"``, and for ``"float32"`` when ``fmt`` is no wider than
+    float32 in range and precision (every record of lowbit.formats).  NaN codes give NaN of
+    the same sign (payloads are not kept).
+    """
+    xp = xp_of(codes)
+    flat = xp.ascontiguousarray(codes).reshape(-1)
+    if is_cupy(codes):
+        return _from_codes_xp(flat, fmt).astype(dtype, copy=False).reshape(codes.shape)
+    out = np.empty(flat.size, dtype)
+    backend(flat).minifloat_decode(flat, spec(fmt), out)
+    return out.reshape(codes.shape)
+
+
+def round_to_format(values: Array, fmt: MiniFloat, mode: str = "nearest_even") -> Array:
+    """float64 ``values`` rounded into ``fmt`` (a format with Inf) with ``mode``, as exact
+    float64 values.
+
+    Results beyond the format's range are +-Inf (or +-max where ``mode`` rounds toward
+    zero), so that ``abs(result) > fmt.max`` detects overflow.
+    """
+    return from_codes(to_codes(values, fmt, mode, "nonfinite"), fmt, "float64")
+
+
+# -- the array form for device arrays (same algorithm as minifloat_encode_one / _decode_one) ---
+
+def _widen_exact(flat: Array) -> Array:
+    """float64 copy of a float16 / float32 / float64 array, assembled from the bits (CuPy's
+    float32 arithmetic flushes subnormals; integer operations and float64 do not)."""
+    from lowbit.formats import FLOAT16, FLOAT32
+
+    if flat.dtype == np.float64:
+        return flat
+    if flat.dtype == np.float32:
+        return _from_codes_xp(flat.view(xp_of(flat).uint32), FLOAT32)
+    return _from_codes_xp(flat.view(xp_of(flat).uint16), FLOAT16)
+
+
+def _to_codes_xp(flat: Array, fmt: MiniFloat, mode: str, overflow: int) -> Array:
+    xp = xp_of(flat)
+    v = _widen_exact(flat)
+    neg = xp.signbit(v)
+    a = xp.abs(v)
+    finite = xp.isfinite(a)
+    safe = xp.where(finite & (a > 0), a, 1.0)
+    e = xp.clip(xp.frexp(safe)[1].astype(xp.int32) - 1, fmt.emin, fmt.emax + 1)
+    grid = xp.ldexp(xp.where(neg, -safe, safe), fmt.man_bits - e)  # exact, signed
+    r = {"nearest_even": xp.rint, "toward_zero": xp.trunc, "up": xp.ceil, "down": xp.floor}[mode](grid)
+    k = xp.abs(r)
+    over = xp.ldexp(k, e - fmt.man_bits) > fmt.max
+    code = ((e - fmt.emin).astype(xp.int64) << fmt.man_bits) + k.astype(xp.int64)
+    code = xp.where(a == 0, 0, code)
+    c_max, c_inf, c_nan = fmt.code_of_max, fmt.code_of_inf, fmt.code_of_nan
+    c_big = c_max if c_nan is None else (c_inf if c_inf is not None else c_nan)
+    if overflow == _NONFINITE:  # IEEE 754: +-max where the mode rounds toward zero
+        toward_zero = {"toward_zero": xp.ones_like(neg), "down": ~neg, "up": neg}.get(mode, xp.zeros_like(neg))
+        code = xp.where(over, xp.where(toward_zero, c_max, c_big), code)
+        code = xp.where(xp.isinf(a), c_big, code)
+    else:
+        code = xp.where(over | xp.isinf(a), c_max, code)
+    code = xp.where(xp.isnan(a), 0 if c_nan is None else c_nan, code)
+    code = code | (neg.astype(xp.int64) << (fmt.bits - 1))
+    return code.astype(code_dtype(fmt))
+
+
+def _from_codes_xp(flat: Array, fmt: MiniFloat) -> Array:
+    xp = xp_of(flat)
+    c = flat.astype(xp.int64)
+    mag = c & ((1 << (fmt.bits - 1)) - 1)
+    neg = ((c >> (fmt.bits - 1)) & 1).astype(bool)
+    field = (mag >> fmt.man_bits).astype(xp.int32)
+    m = (mag & ((1 << fmt.man_bits) - 1)).astype(xp.float64)
+    normal = field > 0
+    sig = xp.where(normal, m + float(1 << fmt.man_bits), m)
+    v = xp.ldexp(sig, xp.where(normal, field, 1) + (fmt.emin - 1 - fmt.man_bits))
+    if fmt.code_of_inf is not None:
+        v = xp.where(mag == fmt.code_of_inf, xp.inf, v)
+        v = xp.where(mag > fmt.code_of_inf, xp.nan, v)
+    elif fmt.code_of_nan is not None:
+        v = xp.where(mag == fmt.code_of_nan, xp.nan, v)
+    return xp.where(neg, -v, v)
