@@ -66,7 +66,7 @@ def _quantize_fused(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_
     offset32 = xp.empty(n_groups, xp.float32) if symmetric else buf[n_groups:kept]  # zeros, dropped
     status = buf[kept:].view(xp.int32)
     zero(status)
-    fmt = scales.SCALE_FORMATS[scale_dtype].code
+    fmt = scales.kernel_code(scale_dtype)
     k.rtn_quantize_groups(x, g, bits, symmetric, fmt, mode, seed, rbits, packed, scale32, offset32, status)
     fields = {"scale": scales.from_f32(scale32, scale_dtype)}
     if not symmetric:

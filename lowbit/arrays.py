@@ -222,28 +222,28 @@ def to_float(arr: Array, dtype: str, compute: str = "float32") -> Array:
     """Convert a backend array holding ``dtype`` values to ``compute`` precision.
 
     float32/float64 inputs are returned as they are when ``compute`` matches;
-    float16 and bfloat16 (uint16 bits) are widened exactly.
+    float16 and bfloat16 (uint16 bits) are widened exactly (:func:`lowbit.codec.widen_exact`).
     """
-    xp = xp_of(arr)
     if dtype == "bfloat16":
-        return (arr.astype(xp.uint32) << 16).view(xp.float32).astype(compute, copy=False)
+        from lowbit.codec import widen_exact
+        from lowbit.formats import BFLOAT16
+
+        return widen_exact(arr, BFLOAT16).astype(compute, copy=False)
     return arr.astype(compute, copy=False)
 
 
 def to_dtype(arr: Array, dtype: str) -> Array:
-    """Round a float32/float64 backend array to ``dtype`` (nearest-even).
+    """Round a float32/float64 backend array to ``dtype`` (nearest-even, one rounding).
 
-    bfloat16 results are returned as uint16 bits; NaN stays NaN (quiet).
+    bfloat16 results are returned as uint16 bits, rounded by the shared codec
+    (:func:`lowbit.codec.to_codes`; overflow to +-Inf, NaN stays NaN with its sign).
     """
-    xp = xp_of(arr)
     if dtype != "bfloat16":
         return arr.astype(dtype, copy=False)
-    f32 = arr.astype(xp.float32, copy=False)
-    u = f32.view(xp.uint32)
-    # round to nearest even on the 16 dropped bits
-    rounded = (u + xp.uint32(0x7FFF) + ((u >> 16) & xp.uint32(1))) >> 16
-    nan = xp.isnan(f32)
-    return xp.where(nan, xp.uint32(0x7FC0), rounded).astype(xp.uint16)
+    from lowbit.codec import to_codes
+    from lowbit.formats import BFLOAT16
+
+    return to_codes(arr, BFLOAT16, "nearest_even", "nonfinite")
 
 
 @contextlib.contextmanager

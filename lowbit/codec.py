@@ -13,6 +13,8 @@ function                                what
                                         to float32 (scale storage, bfloat16 conversion)
 :func:`round_to_format`                 values rounded into a MiniFloat, as float64 (scale
                                         and offset rounding up / down / to nearest)
+:func:`widen_exact` / :func:`narrow_exact`  float32 to / from float16 and bfloat16 codes of
+                                        values both hold exactly (no rounding)
 ======================================  ===================================================
 
 Host arrays run the Numba kernels.  Device (CuPy) arrays take :func:`to_codes` /
@@ -30,23 +32,22 @@ from typing import Any
 import numpy as np
 
 from lowbit.arrays import Array, backend, is_cupy, xp_of
-from lowbit.formats import OVERFLOW_POLICIES, ElementFormat, FixedPoint, MiniFloat
+from lowbit.formats import (
+    BFLOAT16,
+    FLOAT16,
+    FLOAT32,
+    OVERFLOW_POLICIES,
+    ElementFormat,
+    FixedPoint,
+    MiniFloat,
+)
 from lowbit.rounding.modes import mode_code
 
 #: Rounding modes of :func:`to_codes` / :func:`round_to_format` on device arrays (the array
 #: form; host arrays take every mode but ``diffuse``).
 ARRAY_FORM_MODES = ("nearest_even", "toward_zero", "up", "down")
 
-_SATURATE, _NONFINITE = OVERFLOW_POLICIES.index("saturate"), OVERFLOW_POLICIES.index("nonfinite")
-
-
-@functools.cache
-def spec(fmt: MiniFloat) -> tuple[int, int, int, int, float, int, int, int]:
-    """The kernels' description of ``fmt``: (bits, man_bits, emin, emax, max, code_of_max,
-    code_of_inf, code_of_nan), -1 for an absent Inf / NaN code (lowbit/cpu/codec.py)."""
-    inf = -1 if fmt.code_of_inf is None else fmt.code_of_inf
-    nan = -1 if fmt.code_of_nan is None else fmt.code_of_nan
-    return (fmt.bits, fmt.man_bits, fmt.emin, fmt.emax, fmt.max, fmt.code_of_max, inf, nan)
+_SATURATE, _NONFINITE, _ERROR = (OVERFLOW_POLICIES.index(p) for p in ("saturate", "nonfinite", "error"))
 
 
 def code_dtype(fmt: MiniFloat | FixedPoint) -> np.dtype[Any]:
@@ -90,7 +91,7 @@ def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode:
     codes = xp.empty(x.size, code_dtype(fmt))
     status = xp.empty(x.size if needs_status(fmt, overflow) else 0, xp.uint8)
     if isinstance(fmt, MiniFloat):
-        k.minifloat_encode(x, block_size, scale, spec(fmt), overflow, mode, np.uint64(seed), offset,
+        k.minifloat_encode(x, block_size, scale, fmt.spec, overflow, mode, np.uint64(seed), offset,
                            rbits, codes, status)
     else:
         lo = fmt.code_min if qmin is None else qmin
@@ -137,7 +138,7 @@ def decode(packed: Array, fmt: ElementFormat, n: int, block_size: int, scale: Ar
 # -- whole arrays to / from codes of any MiniFloat ---------------------------------------------
 
 def to_codes(values: Array, fmt: MiniFloat, mode: str = "nearest_even",
-             overflow: str = "nonfinite") -> Array:
+             overflow: str = "nonfinite", *, return_overflow: bool = False) -> Any:
     """Codes of ``values`` (float16, float32 or float64, any shape) in ``fmt``, one rounding.
 
     Parameters
@@ -151,10 +152,14 @@ def to_codes(values: Array, fmt: MiniFloat, mode: str = "nearest_even",
         IEEE 754 overflow (+-Inf, or NaN for formats without Inf; +-max where the mode rounds
         toward zero), or +-max.  NaN becomes the format's quiet NaN with its sign (0 for a
         format without NaN).
+    return_overflow : bool
+        Also return a bool array marking the elements that overflowed: the rounded value
+        (unbounded exponent) lies beyond +-max, or the input is +-Inf.
 
     Returns
     -------
-    array of uint8 / uint16 / uint32 (the format's width), ``values``' shape and library.
+    codes : array of uint8 / uint16 / uint32 (the format's width), ``values``' shape and library
+    overflowed : bool array (with ``return_overflow``)
     """
     pol = check_overflow(overflow, fmt)
     if pol not in (_SATURATE, _NONFINITE):
@@ -165,13 +170,27 @@ def to_codes(values: Array, fmt: MiniFloat, mode: str = "nearest_even",
     if is_cupy(values):
         if mode not in ARRAY_FORM_MODES:
             raise ValueError(f"mode must be one of {ARRAY_FORM_MODES} for device arrays, got {mode!r}")
-        return _to_codes_xp(flat, fmt, mode, pol).reshape(values.shape)
-    codes = np.empty(flat.size, code_dtype(fmt))
-    if flat.dtype == np.float16:
-        flat = flat.astype(np.float32)  # exact; Numba reads no float16
-    backend(flat).minifloat_encode(flat, max(flat.size, 1), np.ones(1), spec(fmt), pol, code,
-                                   np.uint64(0), 0, 16, codes, np.empty(0, np.uint8))
-    return codes.reshape(values.shape)
+        codes, over = _to_codes_xp(flat, fmt, mode, pol)
+    else:
+        codes = np.empty(flat.size, code_dtype(fmt))
+        if flat.dtype == np.float16:
+            flat = flat.astype(np.float32)  # exact; Numba reads no float16
+        status = np.empty(flat.size if return_overflow else 0, np.uint8)
+        # with status wanted, the kernel's "error" policy flags overflows (written saturated);
+        # nonfinite codes are put back below
+        kpol = _ERROR if return_overflow else pol
+        backend(flat).minifloat_encode(flat, max(flat.size, 1), np.ones(1), fmt.spec, kpol, code,
+                                       np.uint64(0), 0, 16, codes, status)
+        over = (status & 2).astype(bool)
+        if return_overflow and pol == _NONFINITE and over.any():
+            redo = np.flatnonzero(over)
+            part = np.empty(redo.size, codes.dtype)
+            backend(flat).minifloat_encode(np.ascontiguousarray(flat[redo]), max(redo.size, 1),
+                                           np.ones(1), fmt.spec, pol, code, np.uint64(0), 0, 16,
+                                           part, np.empty(0, np.uint8))
+            codes[redo] = part
+    codes = codes.reshape(values.shape)
+    return (codes, over.reshape(values.shape)) if return_overflow else codes
 
 
 def from_codes(codes: Array, fmt: MiniFloat, dtype: str = "float64") -> Array:
@@ -186,18 +205,52 @@ def from_codes(codes: Array, fmt: MiniFloat, dtype: str = "float64") -> Array:
     if is_cupy(codes):
         return _from_codes_xp(flat, fmt).astype(dtype, copy=False).reshape(codes.shape)
     out = np.empty(flat.size, dtype)
-    backend(flat).minifloat_decode(flat, spec(fmt), out)
+    backend(flat).minifloat_decode(flat, fmt.spec, out)
     return out.reshape(codes.shape)
 
 
 def round_to_format(values: Array, fmt: MiniFloat, mode: str = "nearest_even") -> Array:
-    """float64 ``values`` rounded into ``fmt`` (a format with Inf) with ``mode``, as exact
-    float64 values.
+    """float64 ``values`` rounded into ``fmt`` with ``mode``, as exact float64 values.
 
-    Results beyond the format's range are +-Inf (or +-max where ``mode`` rounds toward
-    zero), so that ``abs(result) > fmt.max`` detects overflow.
+    A result beyond +-max after rounding with an unbounded exponent (and +-Inf input) is
+    +-Inf, whatever the mode, so that ``abs(result) > fmt.max`` detects overflow.  NaN stays
+    NaN.
     """
-    return from_codes(to_codes(values, fmt, mode, "nonfinite"), fmt, "float64")
+    xp = xp_of(values)
+    codes, over = to_codes(values, fmt, mode, "saturate", return_overflow=True)
+    out = from_codes(codes, fmt, "float64")
+    return xp.where(over, xp.copysign(xp.inf, values), out)
+
+
+def widen_exact(codes: Array, fmt: MiniFloat) -> Array:
+    """float32 values of ``codes`` of a format that float32 holds exactly (every record).
+
+    float32, bfloat16 (the top half of a float32's bits) and float16 (IEEE binary16, which numpy
+    and CuPy convert exactly) are bit operations or one native cast; other formats decode
+    through :func:`from_codes`.
+    """
+    xp = xp_of(codes)
+    if fmt == FLOAT32:
+        return codes.view(xp.float32)
+    if fmt == BFLOAT16:
+        return (codes.astype(xp.uint32) << 16).view(xp.float32)
+    if fmt == FLOAT16:
+        return codes.view(xp.float16).astype(xp.float32)
+    return from_codes(codes, fmt, "float32")
+
+
+def narrow_exact(values: Array, fmt: MiniFloat) -> Array:
+    """Codes of float32 ``values`` that ``fmt`` represents exactly (the inverse of
+    :func:`widen_exact`; values that ``fmt`` cannot hold exactly take :func:`to_codes`'s
+    nearest-even rounding for float16 and other formats, and are truncated for bfloat16)."""
+    xp = xp_of(values)
+    if fmt == FLOAT32:
+        return values.view(xp.uint32)
+    if fmt == BFLOAT16:
+        return (values.view(xp.uint32) >> 16).astype(xp.uint16)
+    if fmt == FLOAT16:
+        return values.astype(xp.float16).view(xp.uint16)
+    return to_codes(values, fmt)
 
 
 # -- the array form for device arrays (same algorithm as minifloat_encode_one / _decode_one) ---
@@ -205,8 +258,6 @@ def round_to_format(values: Array, fmt: MiniFloat, mode: str = "nearest_even") -
 def _widen_exact(flat: Array) -> Array:
     """float64 copy of a float16 / float32 / float64 array, assembled from the bits (CuPy's
     float32 arithmetic flushes subnormals; integer operations and float64 do not)."""
-    from lowbit.formats import FLOAT16, FLOAT32
-
     if flat.dtype == np.float64:
         return flat
     if flat.dtype == np.float32:
@@ -214,7 +265,7 @@ def _widen_exact(flat: Array) -> Array:
     return _from_codes_xp(flat.view(xp_of(flat).uint16), FLOAT16)
 
 
-def _to_codes_xp(flat: Array, fmt: MiniFloat, mode: str, overflow: int) -> Array:
+def _to_codes_xp(flat: Array, fmt: MiniFloat, mode: str, overflow: int) -> tuple[Array, Array]:
     xp = xp_of(flat)
     v = _widen_exact(flat)
     neg = xp.signbit(v)
@@ -226,6 +277,7 @@ def _to_codes_xp(flat: Array, fmt: MiniFloat, mode: str, overflow: int) -> Array
     r = {"nearest_even": xp.rint, "toward_zero": xp.trunc, "up": xp.ceil, "down": xp.floor}[mode](grid)
     k = xp.abs(r)
     over = xp.ldexp(k, e - fmt.man_bits) > fmt.max
+    k = xp.minimum(k, float(1 << (fmt.man_bits + 1)))  # beyond: overflow, replaced below
     code = ((e - fmt.emin).astype(xp.int64) << fmt.man_bits) + k.astype(xp.int64)
     code = xp.where(a == 0, 0, code)
     c_max, c_inf, c_nan = fmt.code_of_max, fmt.code_of_inf, fmt.code_of_nan
@@ -238,7 +290,7 @@ def _to_codes_xp(flat: Array, fmt: MiniFloat, mode: str, overflow: int) -> Array
         code = xp.where(over | xp.isinf(a), c_max, code)
     code = xp.where(xp.isnan(a), 0 if c_nan is None else c_nan, code)
     code = code | (neg.astype(xp.int64) << (fmt.bits - 1))
-    return code.astype(code_dtype(fmt))
+    return code.astype(code_dtype(fmt)), over | xp.isinf(a)
 
 
 def _from_codes_xp(flat: Array, fmt: MiniFloat) -> Array:

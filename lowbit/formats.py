@@ -225,6 +225,14 @@ class MiniFloat:
             return top | (1 << (self.man_bits - 1)) if self.man_bits else None
         return top | ((1 << self.man_bits) - 1)
 
+    @property
+    def spec(self) -> tuple[int, int, int, int, float, int, int, int]:
+        """What the codec kernels take (lowbit/cpu/codec.py): (bits, man_bits, emin, emax, max,
+        code_of_max, code_of_inf, code_of_nan), -1 for an absent Inf or NaN code."""
+        inf = -1 if self.code_of_inf is None else self.code_of_inf
+        nan = -1 if self.code_of_nan is None else self.code_of_nan
+        return (self.bits, self.man_bits, self.emin, self.emax, self.max, self.code_of_max, inf, nan)
+
     def is_nan_code(self, code: int) -> bool:
         """Whether ``code`` (with or without the sign bit) encodes NaN."""
         mag = code & ((1 << (self.bits - 1)) - 1)

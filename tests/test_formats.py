@@ -22,6 +22,9 @@ ML = {
     "fp6_e2m3": ml_dtypes.float6_e2m3fn,
     "fp6_e3m2": ml_dtypes.float6_e3m2fn,
     "fp4_e2m1": ml_dtypes.float4_e2m1fn,
+    "float16": np.float16,
+    "bfloat16": ml_dtypes.bfloat16,
+    "float32": np.float32,
 }
 FMTS = list(F.MINIFLOATS.values())
 
@@ -44,7 +47,7 @@ def policy(fmt: F.MiniFloat) -> str:
 
 # -- records -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", FMTS + list(F.IEEE_FLOATS.values()), ids=lambda f: f.name)
 def test_presets_match_ml_dtypes_finfo(fmt):
     fi = ml_dtypes.finfo(ML[fmt.name])
     assert fmt.bits == fi.bits

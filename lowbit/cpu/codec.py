@@ -1,9 +1,9 @@
 """Numba kernels of the format codec: encode to / decode from MiniFloat and FixedPoint codes.
 
 A :class:`~lowbit.formats.MiniFloat` record reaches the kernels as its *spec*, the tuple
-``(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf, code_of_nan)`` made by
-:func:`lowbit.codec.spec` (``code_of_inf`` / ``code_of_nan`` are -1 where the format has
-none).  One compiled encoder and one decoder serve every format, from fp4 e2m1 to float32,
+``(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf, code_of_nan)``
+(:attr:`MiniFloat.spec <lowbit.formats.MiniFloat.spec>`; ``code_of_inf`` / ``code_of_nan`` are
+-1 where the format has none).  One compiled encoder and one decoder serve every format, from fp4 e2m1 to float32,
 and every kernel that stores a value in a format calls them: element formats and block
 formats here, rtn's scale storage (``lowbit/cpu/rtn.py``), KVarN's scale codes
 (``lowbit/cpu/kvarn.py``), 16-bit conversions of whole arrays (``lowbit/codec.py``).
@@ -63,7 +63,7 @@ def bits_f64(typingctx, b):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(inline="always", cache=True)
-def pow2(k: int) -> float:
+def pow2(k: int | np.integer) -> float:
     """2.0**k for -1022 <= k <= 1023, built from its bits."""
     return bits_f64(np.int64(k + 1023) << 52)  # type: ignore[call-arg, no-any-return]
 
@@ -139,10 +139,13 @@ def minifloat_decode_one(code: np.uint64, spec: Spec) -> float:
 def minifloat_round(v: float, spec: Spec, mode: int) -> float:
     """v rounded into the format ``spec`` with a deterministic ``mode``, as a float64 value.
 
-    Beyond the format's range the result is +-Inf or +-max as IEEE 754 overflow gives it
-    (``overflow="nonfinite"``): callers compare it with the format's max to detect overflow.
+    A result beyond +-max after rounding with an unbounded exponent (and +-Inf input) is
+    +-Inf, whatever the mode: callers compare the result with the format's max to detect
+    overflow.  NaN stays NaN.
     """
-    code = minifloat_encode_one(v, spec, NONFINITE, mode, _U64(0), np.int64(0), 16)[0]
+    code, _, over = minifloat_encode_one(v, spec, ERROR, mode, _U64(0), np.int64(0), 16)
+    if over:
+        return math.copysign(np.inf, v)
     return minifloat_decode_one(code, spec)
 
 

@@ -12,93 +12,48 @@ element ``r*C + c`` in the little-endian bit stream of :mod:`lowbit.cpu.packing`
 ``x_hat[r, c] = (code[r, c] * A[r] + Z[r]) * s_col[c]``.
 
 ``scale_format``: 0 = A, Z, s_col as float16 bits (uint16); 1 = A and s_col as
-float8 e4m3 codes, Z as float16 bits.  Both are written by :func:`minifloat_code`
-(one nearest-even rounding from float64, saturating at the format's largest finite).
+float8 e4m3 codes, Z as float16 bits.  Both are written by the shared codec
+(``lowbit/cpu/codec.py``: one nearest-even rounding from float64, saturating at the format's
+largest finite).
 """
 
 from __future__ import annotations
-
-import math
 
 import numba as nb
 import numpy as np
 
 from lowbit.cpu.balance import balance_tile
+from lowbit.cpu.codec import SATURATE, Spec, minifloat_decode_one, minifloat_encode_one
 from lowbit.cpu.packing import load_unit, store_unit
+from lowbit.cpu.scalar import NEAREST_EVEN
+from lowbit.formats import FLOAT16, FP8_E4M3
 
 _U64 = nb.uint64
 _F32 = np.float32
 
 #: scale_format codes
 SCALES_FLOAT16, SCALES_FLOAT8 = 0, 1
-# (exp_bits, man_bits, bias, largest finite) of the two storage formats
-_F16 = (5, 10, 15, 65504.0)
-_E4M3 = (4, 3, 7, 448.0)
+#: codec specs of the A / s_col storage by scale_format, and of Z (always float16)
+_SCALE_SPECS = (FLOAT16.spec, FP8_E4M3.spec)
+_F16 = FLOAT16.spec
+
+
+@nb.njit(inline="always", cache=True)
+def _code(v: float, spec: Spec) -> np.int64:
+    """Code of the finite ``v``: nearest-even, saturating (the shared codec)."""
+    return np.int64(minifloat_encode_one(v, spec, SATURATE, NEAREST_EVEN, _U64(0), np.int64(0), 16)[0])
 
 
 @nb.njit(cache=True)
-def minifloat_code(v: float, exp_bits: int, man_bits: int, bias: int, max_value: float) -> int:
-    """Code of the finite float ``v`` in a sign/exponent/mantissa format, nearest-even.
-
-    Magnitudes above ``max_value`` saturate to it; subnormals are produced exactly.
-    """
-    sign = 0
-    if math.copysign(1.0, v) < 0.0:  # -0.0 keeps its sign bit
-        sign = 1 << (exp_bits + man_bits)
-        v = -v
-    emin = 1 - bias
-    if v >= max_value:
-        r = max_value
-    elif v == 0.0:
-        return sign
-    else:
-        e = math.frexp(v)[1] - 1
-        if e < emin:
-            e = emin
-        quantum = math.ldexp(1.0, e - man_bits)
-        r = np.rint(v / quantum) * quantum  # exact: scaling by powers of two
-        if r > max_value:
-            r = max_value
-    if r == 0.0:
-        return sign
-    e = math.frexp(r)[1] - 1
-    if e < emin:  # subnormal: exponent field 0
-        return sign | int(r / math.ldexp(1.0, emin - man_bits))
-    mant = int(r / math.ldexp(1.0, e - man_bits)) - (1 << man_bits)
-    return sign | ((e + bias) << man_bits) | mant
+def half_value(code: int | np.integer) -> float:
+    """Value of a stored Z (float16 bits)."""
+    return minifloat_decode_one(_U64(code), _F16)
 
 
 @nb.njit(cache=True)
-def minifloat_value(code: int, exp_bits: int, man_bits: int, bias: int) -> float:
-    """Value of a finite code written by :func:`minifloat_code`."""
-    code = int(code)
-    field = (code >> man_bits) & ((1 << exp_bits) - 1)
-    mant = code & ((1 << man_bits) - 1)
-    if field == 0:
-        v = math.ldexp(float(mant), 1 - bias - man_bits)
-    else:
-        v = math.ldexp(float(mant + (1 << man_bits)), field - bias - man_bits)
-    return -v if (code >> (exp_bits + man_bits)) & 1 else v
-
-
-@nb.njit(cache=True)
-def half_value(code: int) -> float:
-    return minifloat_value(code, 5, 10, 15)
-
-
-@nb.njit(cache=True)
-def scale_value(code: int, scale_format: int) -> float:
+def scale_value(code: int | np.integer, scale_format: int) -> float:
     """Value of a stored A / s_col code (float16 bits or e4m3 code)."""
-    if scale_format == 1:
-        return minifloat_value(code, 4, 3, 7)
-    return minifloat_value(code, 5, 10, 15)
-
-
-@nb.njit(cache=True)
-def _scale_code(v: float, scale_format: int) -> int:
-    if scale_format == 1:
-        return minifloat_code(v, 4, 3, 7, 448.0)
-    return minifloat_code(v, 5, 10, 15, 65504.0)
+    return minifloat_decode_one(_U64(code), _SCALE_SPECS[scale_format])
 
 
 @nb.njit(cache=True)
@@ -162,7 +117,7 @@ def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_for
             s_row[:] = _F32(1.0)
         scv = np.empty(cols, np.float32)
         for c in range(cols):
-            code = _scale_code(np.float64(s_col[c]), scale_format)
+            code = _code(np.float64(s_col[c]), _SCALE_SPECS[scale_format])
             col_scale[i, c] = code
             scv[c] = s_col[c] if scale_format == 0 else _F32(scale_value(code, 1))
         codes = np.empty(nel, np.uint8)
@@ -183,15 +138,15 @@ def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_for
             if scale_format == 0:
                 step = max((hi32 - lo32) / lf, _F32(1e-10))
                 base = lo32
-                row_scale[i, r] = minifloat_code(np.float64(sr * step), 5, 10, 15, 65504.0)
-                row_offset[i, r] = minifloat_code(np.float64(sr * lo32), 5, 10, 15, 65504.0)
+                row_scale[i, r] = _code(np.float64(sr * step), _F16)
+                row_offset[i, r] = _code(np.float64(sr * lo32), _F16)
             else:
-                acode = minifloat_code(np.float64((hi32 - lo32) / lf), 4, 3, 7, 448.0)
+                acode = _code(np.float64((hi32 - lo32) / lf), _SCALE_SPECS[SCALES_FLOAT8])
                 if acode == 0:
-                    acode = 1  # smallest positive e4m3 subnormal, 2**-9
-                step = _F32(minifloat_value(acode, 4, 3, 7))
+                    acode = np.int64(1)  # smallest positive e4m3 subnormal, 2**-9
+                step = _F32(scale_value(acode, SCALES_FLOAT8))
                 mid = (np.float64(lo32) + np.float64(hi32)) * 0.5
-                zcode = minifloat_code(mid - np.float64(step) * levels * 0.5, 5, 10, 15, 65504.0)
+                zcode = _code(mid - np.float64(step) * levels * 0.5, _F16)
                 base = _F32(half_value(zcode))
                 row_scale[i, r] = acode
                 row_offset[i, r] = zcode

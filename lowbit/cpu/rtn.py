@@ -7,13 +7,13 @@ agree bit for bit (CUDA flushes float32 subnormals, never float64 ones).
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
 
+from lowbit.cpu.codec import minifloat_round
 from lowbit.cpu.packing import load_unit, store_unit
-from lowbit.cpu.scalar import clamp, round_grid
+from lowbit.cpu.scalar import DOWN, UP, clamp, round_grid
+from lowbit.formats import BFLOAT16, FLOAT16, FLOAT32
 
 _U64 = nb.uint64
 
@@ -180,26 +180,16 @@ def _decode_whole_units(packed: np.ndarray, group_size: int, scale: np.ndarray,
 
 # ---- fused single pass: statistics + scale + encode + pack, one group at a time -------------
 
-#: (precision, emin, max) of the scale storage formats, by kernel code (lowbit/scales.py).
-_FORMATS = ((24, -126, 3.4028234663852886e38), (11, -14, 65504.0), (8, -126, 3.3895313892515355e38))
-
-
-@nb.njit(inline="always", cache=True)
-def round_to_format(v: float, fmt: int, direction: int) -> float:
-    """v rounded to storage format ``fmt``: nearest (0), up (1) or down (-1); as scales.py."""
-    p, emin, _ = _FORMATS[fmt]
-    e = math.frexp(v)[1]
-    ue = max(e - 1, emin) - (p - 1)
-    t = math.ldexp(v, -ue)
-    r = np.rint(t) if direction == 0 else (math.ceil(t) if direction > 0 else math.floor(t))
-    return math.ldexp(r, ue)
+#: Codec specs of the scale storage formats, by kernel code (lowbit/scales.py SCALE_DTYPES).
+_SCALE_SPECS = (FLOAT32.spec, FLOAT16.spec, BFLOAT16.spec)
 
 
 @nb.njit(cache=True)
 def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool, fmt: int,
                         mode: int, seed: np.uint64, rbits: int, packed: np.ndarray,
                         scale: np.ndarray, offset: np.ndarray, status: np.ndarray) -> None:
-    """One pass per group: min/max, stored scale and offset (scales.py rules), codes, packing.
+    """One pass per group: min/max, stored scale and offset (scales.py rules, rounded by the
+    shared codec), codes, packing.
 
     ``group_size`` must be a multiple of 8 (groups start on byte boundaries).  A group
     holding NaN/Inf gets scale NaN, one whose scale or offset overflows ``fmt`` gets +Inf;
@@ -208,7 +198,7 @@ def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bo
     scales.  Not for 1-bit symmetric (sign x mean|x|; use the unfused path).
     """
     n_groups = scale.shape[0]
-    fmax = _FORMATS[fmt][2]
+    fmax = _SCALE_SPECS[fmt][4]
     _quantize_groups(x, group_size, bits, symmetric, fmt, mode, seed, rbits, packed, scale, offset, fmax)
     flags = 0
     for g in range(n_groups):  # serial: a data race on status would lose bits
@@ -229,9 +219,9 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
             step = max(abs(mn), abs(mx)) / float((1 << (bits - 1)) - 1)
             off = 0.0
         else:
-            off = round_to_format(mn, fmt, -1)
+            off = minifloat_round(mn, _SCALE_SPECS[fmt], DOWN)
             step = (mx - off) / float((1 << bits) - 1)
-        s = round_to_format(step, fmt, 1) if step > 0.0 else 1.0
+        s = minifloat_round(step, _SCALE_SPECS[fmt], UP) if step > 0.0 else 1.0
         overflow = s > fmax or abs(off) > fmax
         skip = bad or overflow
         unit0 = base // 8
