@@ -13,7 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import backend, contiguous, from_backend, to_backend, to_dtype, to_float, xp_of
+from lowbit.arrays import (
+    backend,
+    contiguous,
+    from_backend,
+    kernel_input,
+    kernel_output,
+    kernel_output_dtype,
+    stream_for,
+    to_backend,
+    to_dtype,
+    to_float,
+    xp_of,
+)
 
 #: Orders of the non-power-of-two core factors (Paley construction from quadratic residues).
 CORE_ORDERS = (12, 20)
@@ -123,6 +135,23 @@ def _check_axis(axis: Any, ndim: int) -> int:
     return int(axis) % ndim
 
 
+def _core_for(xp: Any, m: int, dtype: np.dtype) -> Any:
+    """The core factor ``P_m`` (``[[1]]`` for m = 1) in ``dtype`` on xp's current device."""
+    if xp is np:
+        return (_core_matrix(m) if m > 1 else np.ones((1, 1))).astype(dtype)
+    return _device_core(m, dtype.name, int(xp.cuda.runtime.getDevice()))
+
+
+@functools.cache
+def _device_core(m: int, dtype: str, device: int) -> Any:
+    # a constant of the algorithm (not user data), uploaded once per device and dtype
+    import cupy
+
+    core = cupy.asarray(_core_matrix(m) if m > 1 else np.ones((1, 1)), dtype=dtype)
+    cupy.cuda.get_current_stream().synchronize()  # complete before any other stream reads it
+    return core
+
+
 def _transform(x: Any, axis: Any, normalize: Any, seed: Any, inverse: bool) -> Any:
     arr, origin = to_backend(x, "x", allow_empty=True)
     if arr.ndim == 0:
@@ -133,31 +162,31 @@ def _transform(x: Any, axis: Any, normalize: Any, seed: Any, inverse: bool) -> A
     seed = _check_seed(seed)
     n = arr.shape[ax]
     m, _ = _check_length(n, f"x along axis {axis}")
-    compute = "float64" if origin.dtype == "float64" else "float32"
+    dtype = np.dtype("float64" if origin.dtype == "float64" else "float32")  # compute precision
     xp = xp_of(arr)
     kernels = backend(arr)
-
-    work = to_float(arr, origin.dtype, compute)
-    rows = xp.moveaxis(work, ax, -1)
-    moved_shape = rows.shape
-    rows = contiguous(rows).reshape(-1, n)
-    out = xp.empty_like(rows)
-    if rows.shape[0]:
-        dtype = np.dtype(compute)
-        core = xp.asarray(_core_matrix(m) if m > 1 else np.ones((1, 1)), dtype=dtype)
-        signs = xp.empty(n if seed is not None else 0, dtype=dtype)
-        if seed is not None:
-            kernels.hadamard_signs(np.uint64(seed), signs)
-        if normalize:
-            scale = 1.0 / math.sqrt(n)
-        else:
-            scale = 1.0 / n if inverse else 1.0
-        # forward: H (D x); inverse: D (H y), because D and H/sqrt(n) are their own inverses
-        kernels.fwht(rows, core, signs, not inverse, dtype.type(scale), out)
-    result = xp.moveaxis(out.reshape(moved_shape), -1, ax)
-    if ax != arr.ndim - 1:
-        result = contiguous(result)
-    return from_backend(to_dtype(result, origin.dtype), origin)
+    with stream_for(origin):
+        # a non-last axis is moved last by one copy in and one copy out (on the array's device)
+        rows = xp.moveaxis(arr, ax, -1)
+        moved_shape = rows.shape
+        rows = kernel_input(rows, origin.dtype).reshape(-1, n)
+        out = xp.empty(rows.shape, kernel_output_dtype(rows, origin.dtype))
+        if rows.shape[0]:
+            core = _core_for(xp, m, dtype)
+            signs = xp.empty(n if seed is not None else 0, dtype=dtype)
+            if seed is not None:
+                kernels.hadamard_signs(np.uint64(seed), signs)
+            if normalize:
+                scale = 1.0 / math.sqrt(n)
+            else:
+                scale = 1.0 / n if inverse else 1.0
+            # forward: H (D x); inverse: D (H y), because D and H/sqrt(n) are their own inverses
+            kernels.fwht(rows, core, signs, not inverse, dtype.type(scale), out)
+        result = xp.moveaxis(out.reshape(moved_shape), -1, ax)
+        if ax != arr.ndim - 1:
+            result = contiguous(result)
+        result = kernel_output(result, origin.dtype)
+    return from_backend(result, origin)
 
 
 _HADAMARD_PARAMS = """
@@ -356,29 +385,41 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
 
     xp = xp_of(arr)
     batch_shape = tuple(arr.shape[:-2])
-    with np.errstate(over="ignore"):  # float64 beyond the float32 range -> inf, reported below
-        work = contiguous(to_float(arr, origin.dtype, "float32")).reshape(-1, nrows, ncols)
-    nt = work.shape[0]
-    balanced = xp.empty_like(work)
-    col_scale = xp.empty((nt, ncols), dtype=xp.float32)
-    row_scale = xp.empty((nt, nrows), dtype=xp.float32)
-    imbalance = xp.empty(nt, dtype=xp.float32)
-    if nt:
-        f32 = np.float32
-        backend(work).balance_tiles(work, int(iterations), f32(lo_std), f32(hi_std), f32(lo_log),
-                                    f32(hi_log), f32(floor), balanced, col_scale, row_scale,
-                                    imbalance)
-    if check_finite and nt:
-        # A NaN or ±Inf anywhere in a tile makes its imbalance NaN (and nothing else can, except
-        # float32 overflow of huge finite values), so only those tiles need to be scanned.
-        suspect = xp.isnan(imbalance)
-        if bool(suspect.any()):
-            bad = int(xp.count_nonzero(~xp.isfinite(work[suspect])))
-            if bad:
-                raise ValueError(f"tiles holds {bad} non-finite value(s) (NaN or ±Inf, or beyond "
-                                 f"the float32 range); pass check_finite=False to keep identity "
-                                 f"scales for such tiles instead")
-    out_balanced = from_backend(to_dtype(balanced.reshape(arr.shape), origin.dtype), origin)
+    with stream_for(origin):
+        if origin.dtype == "float64":
+            with np.errstate(over="ignore"):  # beyond the float32 range -> inf, reported below
+                work = contiguous(to_float(arr, "float64", "float32"))
+            work_dtype = "float32"
+        else:  # the CPU kernel reads float32, the CUDA kernel float16/bfloat16/float32 natively
+            work = kernel_input(arr, origin.dtype)
+            work_dtype = "bfloat16" if work.dtype == np.uint16 else work.dtype.name
+        work = work.reshape(-1, nrows, ncols)
+        nt = work.shape[0]
+        balanced = xp.empty_like(work)
+        col_scale = xp.empty((nt, ncols), dtype=xp.float32)
+        row_scale = xp.empty((nt, nrows), dtype=xp.float32)
+        imbalance = xp.empty(nt, dtype=xp.float32)
+        if nt:
+            f32 = np.float32
+            backend(work).balance_tiles(work, int(iterations), f32(lo_std), f32(hi_std), f32(lo_log),
+                                        f32(hi_log), f32(floor), balanced, col_scale, row_scale,
+                                        imbalance)
+        if check_finite and nt:
+            # A NaN or ±Inf anywhere in a tile makes its imbalance NaN (and nothing else can,
+            # except float32 overflow of huge finite values), so only those tiles are scanned.
+            suspect = xp.isnan(imbalance)
+            if bool(suspect.any()):
+                bad = int(xp.count_nonzero(~xp.isfinite(to_float(work[suspect], work_dtype))))
+                if bad:
+                    raise ValueError(f"tiles holds {bad} non-finite value(s) (NaN or ±Inf, or beyond "
+                                     f"the float32 range); pass check_finite=False to keep identity "
+                                     f"scales for such tiles instead")
+        balanced = balanced.reshape(arr.shape)
+        if origin.dtype == "float64":
+            balanced = to_dtype(balanced, "float64")
+        else:
+            balanced = kernel_output(balanced, origin.dtype)
+    out_balanced = from_backend(balanced, origin)
     scale_origin = type(origin)(origin.library, "float32", origin.device)
     out = [
         out_balanced,

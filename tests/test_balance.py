@@ -1,4 +1,9 @@
-"""lowbit.balance against an independent, slow float64 reference of KVarN's normalization."""
+"""lowbit.balance against an independent, slow float64 reference of KVarN's normalization.
+
+Tests of the front take the ``backend`` fixture (tests/conftest.py): numpy (the Numba kernel),
+CuPy and torch CUDA (the CUDA kernel, marked gpu).  Bit-for-bit agreement of the CUDA kernel with
+the CPU is tested in tests/test_gpu_balance.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import numba as nb
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lowbit
@@ -84,13 +89,22 @@ def outlier_tile(rng: np.random.Generator, rows: int = 128, cols: int = 128) -> 
 IMB_RESOLUTION = 4e-6
 
 
-def assert_matches_reference(tile: np.ndarray, iterations: int = 8, rtol: float = 1e-5) -> None:
+def run(backend, tiles: np.ndarray, *args, **kwargs) -> tuple:  # type: ignore[no-untyped-def]
+    """``lowbit.balance`` on the backend's copy of ``tiles``; results as numpy arrays, after
+    checking that each is of the backend's array type."""
+    out = lowbit.balance(backend.asarray(tiles), *args, **kwargs)
+    assert all(backend.is_native(a) for a in out)
+    return tuple(backend.to_numpy(a) for a in out)
+
+
+def assert_matches_reference(backend, tile: np.ndarray, iterations: int = 8,  # type: ignore[no-untyped-def]
+                             rtol: float = 1e-5) -> None:
     """balanced, imbalance and scales within ``rtol`` of the reference.
 
     The scales must be those of the reference's selected candidate, or of a candidate whose
     imbalance is a float32 tie with the best (``IMB_RESOLUTION``).
     """
-    bal, cs, rs, imb = lowbit.balance(tile, iterations, return_imbalance=True)
+    bal, cs, rs, imb = run(backend, tile, iterations, return_imbalance=True)
     _, _, _, rimb, candidates = reference_balance(tile, iterations)
     assert math.isclose(float(imb), rimb, rel_tol=rtol), (float(imb), rimb)
     matching = [(c_imb, c_cs, c_rs) for c_imb, c_cs, c_rs in candidates
@@ -107,78 +121,78 @@ def assert_matches_reference(tile: np.ndarray, iterations: int = 8, rtol: float 
 
 @pytest.mark.parametrize("shape", [(128, 128), (64, 128), (128, 64), (16, 8), (3, 5), (2, 2)])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_random_tiles_match_reference(shape: tuple[int, int], seed: int) -> None:
+def test_random_tiles_match_reference(backend, shape: tuple[int, int], seed: int) -> None:
     tile = (3.0 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
-    assert_matches_reference(tile)
+    assert_matches_reference(backend, tile)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_separable_tiles_match_reference_and_imbalance_drops_10x(seed: int) -> None:
+def test_separable_tiles_match_reference_and_imbalance_drops_10x(backend, seed: int) -> None:
     tile = separable_tile(np.random.default_rng(seed))
-    assert_matches_reference(tile)
-    _, _, _, imb = lowbit.balance(tile, 8, return_imbalance=True)
+    assert_matches_reference(backend, tile)
+    _, _, _, imb = run(backend, tile, 8, return_imbalance=True)
     before = imbalance(tile)
     assert before / float(imb) > 10.0, (before, float(imb))
 
 
 @pytest.mark.parametrize("iterations", [1, 4, 8, 16])
-def test_outlier_tiles_match_reference(iterations: int) -> None:
+def test_outlier_tiles_match_reference(backend, iterations: int) -> None:
     tile = outlier_tile(np.random.default_rng(3))
-    assert_matches_reference(tile, iterations)
-    _, cs, _ = lowbit.balance(tile, iterations)
+    assert_matches_reference(backend, tile, iterations)
+    _, cs, _ = run(backend, tile, iterations)
     assert np.argmax(cs[0]) == 17  # the outlier token gets the largest column scale
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.integers(8, 48), cols=st.integers(8, 48), sigma=st.floats(1.0, 100.0),
        iterations=st.integers(0, 12), seed=st.integers(0, 2**32 - 1))
-def test_matches_reference_property(rows: int, cols: int, sigma: float, iterations: int,
+def test_matches_reference_property(backend, rows: int, cols: int, sigma: float, iterations: int,
                                     seed: int) -> None:
     # Few rows or columns make some std a difference of nearly equal values, whose float32
     # relative error exceeds 1e-5 (conditioning, not the algorithm): sizes start at 8.
     rng = np.random.default_rng(seed)
     tile = (sigma * rng.standard_normal((rows, cols)) * np.exp(rng.standard_normal(cols))).astype(np.float32)
-    assert_matches_reference(tile, iterations)
+    assert_matches_reference(backend, tile, iterations)
 
 
-def test_batch_equals_tile_by_tile() -> None:
+def test_batch_equals_tile_by_tile(backend) -> None:
     rng = np.random.default_rng(5)
     tiles = rng.standard_normal((2, 3, 16, 24)).astype(np.float32) * np.exp(rng.standard_normal((2, 3, 1, 24)))
-    bal, cs, rs, imb = lowbit.balance(tiles, return_imbalance=True)
+    bal, cs, rs, imb = run(backend, tiles, return_imbalance=True)
     assert bal.shape == tiles.shape and cs.shape == (2, 3, 1, 24) and rs.shape == (2, 3, 16, 1)
     assert imb.shape == (2, 3) and cs.dtype == rs.dtype == imb.dtype == np.float32
     for i in range(2):
         for j in range(3):
-            b1, c1, r1, m1 = lowbit.balance(tiles[i, j], return_imbalance=True)
+            b1, c1, r1, m1 = run(backend, tiles[i, j], return_imbalance=True)
             np.testing.assert_array_equal(bal[i, j], b1)
             np.testing.assert_array_equal(cs[i, j], c1)
             np.testing.assert_array_equal(rs[i, j], r1)
             assert imb[i, j] == m1
 
 
-def test_balanced_is_exactly_tiles_over_scales() -> None:
+def test_balanced_is_exactly_tiles_over_scales(backend) -> None:
     tiles = separable_tile(np.random.default_rng(6), 32, 48)[None]
-    bal, cs, rs = lowbit.balance(tiles)
+    bal, cs, rs = run(backend, tiles)
     np.testing.assert_array_equal(bal, tiles / cs / rs)
 
 
 # -- properties -------------------------------------------------------------------------------
 
-def test_best_imbalance_never_increases_with_iterations() -> None:
+def test_best_imbalance_never_increases_with_iterations(backend) -> None:
     rng = np.random.default_rng(7)
     tiles = np.stack([separable_tile(rng, 64, 64), outlier_tile(rng, 64, 64),
                       rng.standard_normal((64, 64)).astype(np.float32)])
-    imbs = np.stack([lowbit.balance(tiles, k, return_imbalance=True)[3] for k in range(17)])
+    imbs = np.stack([run(backend, tiles, k, return_imbalance=True)[3] for k in range(17)])
     assert np.all(np.diff(imbs, axis=0) <= 0)
     assert np.all(imbs[-1] < imbs[0])
 
 
 @pytest.mark.parametrize("make", [separable_tile, outlier_tile])
-def test_scales_are_one_or_within_clip(make) -> None:  # type: ignore[no-untyped-def]
+def test_scales_are_one_or_within_clip(backend, make) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(8)
     tiles = np.stack([make(rng, 32, 32) for _ in range(6)])
     for k in (0, 1, 3, 8):
-        _, cs, rs = lowbit.balance(tiles, k)
+        _, cs, rs = run(backend, tiles, k)
         for s in (cs, rs):
             ok = (s == 1.0) | ((s >= LOW) & (s <= HIGH))
             assert ok.all()
@@ -188,20 +202,20 @@ def test_scales_are_one_or_within_clip(make) -> None:  # type: ignore[no-untyped
             assert (cs != 1).any()
 
 
-def test_balanced_tile_has_near_equal_stds() -> None:
+def test_balanced_tile_has_near_equal_stds(backend) -> None:
     tile = np.random.default_rng(9).standard_normal((128, 128)).astype(np.float32) * 5
-    bal, _, _, imb = lowbit.balance(tile, return_imbalance=True)
+    bal, _, _, imb = run(backend, tile, return_imbalance=True)
     assert 2.0 <= float(imb) < 2.01
     assert abs(imbalance(bal) - float(imb)) < 1e-4
 
 
-def test_custom_constants_are_used() -> None:
+def test_custom_constants_are_used(backend) -> None:
     tile = separable_tile(np.random.default_rng(10), 32, 32)
-    _, cs, rs = lowbit.balance(tile, log_scale_min=0.0, log_scale_max=1.0)
+    _, cs, rs = run(backend, tile, log_scale_min=0.0, log_scale_max=1.0)
     assert cs.min() >= 1.0 and rs.max() <= float(np.float32(math.e))
-    _, cs2, _ = lowbit.balance(tile)
+    _, cs2, _ = run(backend, tile)
     assert not np.array_equal(cs, cs2)
-    _, _, _, imb = lowbit.balance(np.zeros((4, 4), np.float32), imbalance_floor=1.0,
+    _, _, _, imb = run(backend, np.zeros((4, 4), np.float32), imbalance_floor=1.0,
                                   iterations=0, return_imbalance=True)
     assert imb == 0.0
 
@@ -241,9 +255,9 @@ def test_balance_tile_is_callable_from_another_kernel() -> None:
 # -- edge cases (documented in the docstring and docs/transforms.md) --------------------------
 
 @pytest.mark.parametrize("value", [0.0, 1.1, -3.7, 1e-20])
-def test_constant_and_zero_tiles(value: float) -> None:
+def test_constant_and_zero_tiles(backend, value: float) -> None:
     tile = np.full((16, 8), value, dtype=np.float32)
-    bal, cs, rs, imb = lowbit.balance(tile, return_imbalance=True)
+    bal, cs, rs, imb = run(backend, tile, return_imbalance=True)
     assert imb == 0.0  # every candidate has imbalance exactly 0 ...
     np.testing.assert_array_equal(cs, np.float32(math.exp(-0.3)) * np.ones((1, 8), np.float32))
     np.testing.assert_array_equal(rs, np.float32(math.exp(-0.3)) * np.ones((16, 1), np.float32))
@@ -257,77 +271,77 @@ def test_constant_and_zero_tiles(value: float) -> None:
 
 
 @pytest.mark.parametrize("axis", [0, 1])
-def test_zero_row_or_column(axis: int) -> None:
+def test_zero_row_or_column(backend, axis: int) -> None:
     tile = np.random.default_rng(11).standard_normal((32, 32)).astype(np.float32) * 4
     if axis == 0:
         tile[5, :] = 0.0
     else:
         tile[:, 5] = 0.0
-    bal, cs, rs, imb = lowbit.balance(tile, return_imbalance=True)
+    bal, cs, rs, imb = run(backend, tile, return_imbalance=True)
     assert np.isfinite(bal).all() and np.isfinite(cs).all() and np.isfinite(rs).all()
     assert (bal[5, :] == 0).all() if axis == 0 else (bal[:, 5] == 0).all()
     held = rs[5, 0] if axis == 0 else cs[0, 5]
     assert held == np.float32(math.exp(-0.3))
     assert 1e6 < float(imb) < 1e10  # max std / 1e-8: huge but finite
-    assert_matches_reference(tile)
+    assert_matches_reference(backend, tile)
 
 
-def test_tiny_magnitude_tile_is_only_rescaled_uniformly() -> None:
+def test_tiny_magnitude_tile_is_only_rescaled_uniformly(backend) -> None:
     tile = (0.01 * np.random.default_rng(12).standard_normal((64, 64))).astype(np.float32)
-    bal, cs, rs, imb = lowbit.balance(tile, return_imbalance=True)
+    bal, cs, rs, imb = run(backend, tile, return_imbalance=True)
     for s in (cs, rs):
         assert (s == 1.0).all() or (s == np.float32(math.exp(-0.3))).all()
     assert math.isclose(float(imb), imbalance(tile), rel_tol=1e-5)
     np.testing.assert_array_equal(bal, tile / cs / rs)
 
 
-def test_iterations_zero_is_identity() -> None:
+def test_iterations_zero_is_identity(backend) -> None:
     tile = separable_tile(np.random.default_rng(13), 16, 16)
-    bal, cs, rs, imb = lowbit.balance(tile, 0, return_imbalance=True)
+    bal, cs, rs, imb = run(backend, tile, 0, return_imbalance=True)
     np.testing.assert_array_equal(bal, tile)
     assert (cs == 1).all() and (rs == 1).all()
     assert math.isclose(float(imb), imbalance(tile), rel_tol=1e-5)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_raises_by_default_and_keeps_identity_when_allowed(bad: float) -> None:
+def test_non_finite_raises_by_default_and_keeps_identity_when_allowed(backend, bad: float) -> None:
     tiles = np.random.default_rng(14).standard_normal((3, 8, 8)).astype(np.float32)
     tiles[1, 2, 3] = bad
     with pytest.raises(ValueError, match="non-finite"):
-        lowbit.balance(tiles)
-    bal, cs, rs, imb = lowbit.balance(tiles, check_finite=False, return_imbalance=True)
+        run(backend, tiles)
+    bal, cs, rs, imb = run(backend, tiles, check_finite=False, return_imbalance=True)
     assert np.isnan(imb[1]) and (cs[1] == 1).all() and (rs[1] == 1).all()
     np.testing.assert_array_equal(bal[1], tiles[1])
-    ok = lowbit.balance(tiles[[0, 2]], return_imbalance=True)
+    ok = run(backend, tiles[[0, 2]], return_imbalance=True)
     np.testing.assert_array_equal(bal[[0, 2]], ok[0])
     np.testing.assert_array_equal(imb[[0, 2]], ok[3])
 
 
-def test_huge_finite_values_do_not_raise() -> None:
+def test_huge_finite_values_do_not_raise(backend) -> None:
     """float32 squares overflow (σ = inf): such candidates never win; no error, no NaN output."""
     tile = (1e20 * np.random.default_rng(16).standard_normal((8, 8))).astype(np.float32)
-    bal, cs, rs = lowbit.balance(tile)
+    bal, cs, rs = run(backend, tile)
     assert np.isfinite(bal).all() and np.isfinite(cs).all() and np.isfinite(rs).all()
     for s in (cs, rs):
         assert ((s == 1.0) | ((s >= LOW) & (s <= HIGH))).all()
 
 
-def test_float64_beyond_float32_range_raises() -> None:
+def test_float64_beyond_float32_range_raises(backend) -> None:
     tile = np.ones((4, 4))
     tile[0, 0] = 1e39
     with pytest.raises(ValueError, match="float32 range"):
-        lowbit.balance(tile)
+        run(backend, tile)
 
 
 # -- dtypes and libraries ---------------------------------------------------------------------
 
-def test_float16_and_float64_inputs() -> None:
+def test_float16_and_float64_inputs(backend) -> None:
     tile = separable_tile(np.random.default_rng(15), 16, 16)
-    bal32, cs32, rs32 = lowbit.balance(tile)
-    bal16, cs16, rs16 = lowbit.balance(tile.astype(np.float16))
+    bal32, cs32, rs32 = run(backend, tile)
+    bal16, cs16, rs16 = run(backend, tile.astype(np.float16))
     assert bal16.dtype == np.float16 and cs16.dtype == np.float32
-    np.testing.assert_array_equal(bal16, lowbit.balance(tile.astype(np.float16).astype(np.float32))[0].astype(np.float16))
-    bal64, cs64, _ = lowbit.balance(tile.astype(np.float64))
+    np.testing.assert_array_equal(bal16, run(backend, tile.astype(np.float16).astype(np.float32))[0].astype(np.float16))
+    bal64, cs64, _ = run(backend, tile.astype(np.float64))
     assert bal64.dtype == np.float64
     np.testing.assert_array_equal(bal64, bal32.astype(np.float64))
     np.testing.assert_array_equal(cs64, cs32)
@@ -353,9 +367,9 @@ def test_torch_inputs() -> None:
 
 @pytest.mark.parametrize("shape,pattern", [((8,), "at least 2 dimensions"), ((1, 8), "R=1"),
                                            ((3, 8, 1), "C=1"), ((0, 4), "R=0")])
-def test_bad_shapes(shape: tuple[int, ...], pattern: str) -> None:
+def test_bad_shapes(backend, shape: tuple[int, ...], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
-        lowbit.balance(np.ones(shape, np.float32))
+        run(backend, np.ones(shape, np.float32))
 
 
 @pytest.mark.parametrize("kwargs,exc,pattern", [
@@ -371,25 +385,18 @@ def test_bad_shapes(shape: tuple[int, ...], pattern: str) -> None:
     ({"check_finite": 1}, TypeError, "check_finite"),
     ({"return_imbalance": None}, TypeError, "return_imbalance"),
 ])
-def test_bad_arguments(kwargs: dict, exc: type, pattern: str) -> None:
+def test_bad_arguments(backend, kwargs: dict, exc: type, pattern: str) -> None:
     with pytest.raises(exc, match=pattern):
-        lowbit.balance(np.ones((4, 4), np.float32), **kwargs)
+        run(backend, np.ones((4, 4), np.float32), **kwargs)
 
 
-def test_bad_arrays() -> None:
+def test_bad_arrays(backend) -> None:
     with pytest.raises(TypeError, match="int64"):
-        lowbit.balance(np.ones((4, 4), dtype=np.int64))
+        run(backend, np.ones((4, 4), dtype=np.int64))
     with pytest.raises(TypeError):
         lowbit.balance([[1.0, 2.0], [3.0, 4.0]])
 
 
-def test_empty_batch() -> None:
-    bal, cs, rs, imb = lowbit.balance(np.ones((0, 4, 6), np.float32), return_imbalance=True)
+def test_empty_batch(backend) -> None:
+    bal, cs, rs, imb = run(backend, np.ones((0, 4, 6), np.float32), return_imbalance=True)
     assert bal.shape == (0, 4, 6) and cs.shape == (0, 1, 6) and rs.shape == (0, 4, 1) and imb.shape == (0,)
-
-
-@pytest.mark.gpu
-def test_cupy_input_is_a_known_gap(cp) -> None:  # type: ignore[no-untyped-def]
-    """No CUDA twin yet: a CuPy array raises NotImplementedError naming the kernel (no host copy)."""
-    with pytest.raises(NotImplementedError, match="balance_tiles"):
-        lowbit.balance(cp.ones((2, 8, 8), dtype=cp.float32))

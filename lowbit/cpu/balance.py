@@ -13,6 +13,10 @@ Column statistics stream over ``T`` (row-major, SIMD across columns) and row sta
 transposed copy ``T.T`` (SIMD across rows), so that no loop is a horizontal reduction (which
 LLVM will not vectorize without reassociation).
 
+The CUDA twin (``lowbit/cuda/balance.cuh``) performs the same float32 operations in the same
+order, so both give the same bits; ``exp``/``log`` are ``lowbit.cpu.scalar.exp_f32``/``log_f32``
+(IEEE float64 operations only, rounded once), because libm's differ between glibc and CUDA.
+
 Standard deviations are unbiased and two-pass, with the mean computed around the first element
 of the column/row: ``m = x0 + sum(x - x0) / n``, ``var = sum((x - m)**2) / (n - 1)``.  The shift
 makes the std of a constant column *exactly* 0 (so constant and all-zero tiles have an exact
@@ -25,6 +29,8 @@ import math
 
 import numba as nb
 import numpy as np
+
+from lowbit.cpu.scalar import clip_f32, exp_f32, log_f32
 
 _F32 = nb.float32
 
@@ -99,12 +105,16 @@ def _spread(std: np.ndarray, floor: np.float32) -> np.float32:
 @nb.njit(inline="always", cache=True)
 def _update_log_scale(log_scale: np.ndarray, std: np.ndarray, inv: np.ndarray, std_min: np.float32,
                       std_max: np.float32, log_min: np.float32, log_max: np.float32) -> None:
-    """``L = clip(L + ln(clip(std, std_min, std_max)), log_min, log_max)``; ``inv = exp(-L)``."""
+    """``L = clip(L + ln(clip(std, std_min, std_max)), log_min, log_max)``; ``inv = exp(-L)``.
+
+    ``ln`` and ``exp`` are lowbit's own (``log_f32``, ``exp_f32``), evaluated identically by the
+    CUDA twin, so scales agree bit for bit across backends.
+    """
     for i in range(log_scale.shape[0]):
-        s = min(max(std[i], std_min), std_max)
-        v = min(max(log_scale[i] + math.log(s), log_min), log_max)
+        s = clip_f32(std[i], std_min, std_max)
+        v = clip_f32(log_scale[i] + log_f32(s), log_min, log_max)
         log_scale[i] = v
-        inv[i] = math.exp(-v)
+        inv[i] = exp_f32(-v)
 
 
 @nb.njit(inline="always", cache=True)
@@ -163,9 +173,9 @@ def balance_tile(tile: np.ndarray, iterations: int, std_min: np.float32, std_max
             best_log_col[:] = log_col
             best_log_row[:] = log_row
     for c in range(nc):
-        col_scale[c] = _F32(1.0) if identity else math.exp(best_log_col[c])
+        col_scale[c] = _F32(1.0) if identity else exp_f32(best_log_col[c])
     for r in range(nr):
-        row_scale[r] = _F32(1.0) if identity else math.exp(best_log_row[r])
+        row_scale[r] = _F32(1.0) if identity else exp_f32(best_log_row[r])
     return best
 
 

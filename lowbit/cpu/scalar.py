@@ -82,3 +82,116 @@ def round_grid(v: float, mode: int, seed: np.uint64, index: np.int64, rbits: int
 @nb.njit(inline="always", cache=True)
 def clamp(v: float, lo: float, hi: float) -> float:
     return min(max(v, lo), hi)
+
+
+# -- exp and log in float64 from IEEE basic operations only ------------------------------------
+# libm's exp/log differ between glibc (Numba) and CUDA, so kernels that must agree bit for bit
+# across backends (the KVarN balance) use these instead: every step is an IEEE add, subtract,
+# multiply or divide in float64 (no fused multiply-add on either side), frexp/ldexp (exact) or
+# rint, in the same order as the twins in lowbit/cuda/common.cuh.  Relative error is a few
+# float64 ulp, so the float32 results (exp_f32, log_f32) are correctly rounded except within
+# ~2^-29 relative of a float32 rounding midpoint -- and identical on both backends always.
+
+#: ln 2 = LN2_HI + LN2_LO, with LN2_HI's low 21 bits zero so that k * LN2_HI is exact for |k| < 2**21.
+LN2_HI = float.fromhex("0x1.62e42fee00000p-1")
+LN2_LO = float.fromhex("0x1.a39ef35793c76p-33")
+INV_LN2 = float.fromhex("0x1.71547652b82fep+0")
+SQRT_HALF = float.fromhex("0x1.6a09e667f3bcdp-1")
+#: Largest and smallest arguments whose exp is finite / nonzero in float64.
+EXP_MAX = 709.782712893384
+EXP_MIN = -745.1332191019412
+#: 1/k! for k = 0..13 (Taylor series of exp on |r| <= ln2/2: truncation error < 4e-18).
+_E = tuple(float.fromhex(h) for h in (
+    "0x1.0000000000000p+0", "0x1.0000000000000p+0", "0x1.0000000000000p-1", "0x1.5555555555555p-3",
+    "0x1.5555555555555p-5", "0x1.1111111111111p-7", "0x1.6c16c16c16c17p-10", "0x1.a01a01a01a01ap-13",
+    "0x1.a01a01a01a01ap-16", "0x1.71de3a556c734p-19", "0x1.27e4fb7789f5cp-22", "0x1.ae64567f544e4p-26",
+    "0x1.1eed8eff8d898p-29", "0x1.6124613a86d09p-33"))
+#: 1/(2k+1) for k = 0..11 (log m = 2 atanh f, |f| <= 0.1716: truncation error < 1e-18).
+_L = tuple(float.fromhex(h) for h in (
+    "0x1.0000000000000p+0", "0x1.5555555555555p-2", "0x1.999999999999ap-3", "0x1.2492492492492p-3",
+    "0x1.c71c71c71c71cp-4", "0x1.745d1745d1746p-4", "0x1.3b13b13b13b14p-4", "0x1.1111111111111p-4",
+    "0x1.e1e1e1e1e1e1ep-5", "0x1.af286bca1af28p-5", "0x1.8618618618618p-5", "0x1.642c8590b2164p-5"))
+E0, E1, E2, E3, E4, E5, E6, E7, E8, E9, E10, E11, E12, E13 = _E
+L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11 = _L
+
+
+@nb.njit(inline="always", cache=True)
+def exp_f64(x: float) -> float:
+    """e**x: x = k ln2 + r (|r| <= ln2/2), e**r by its Taylor polynomial (Horner), times 2**k."""
+    if x != x:
+        return x
+    if x > EXP_MAX:
+        return math.inf
+    if x < EXP_MIN:
+        return 0.0
+    k = np.rint(x * INV_LN2)
+    r = (x - k * LN2_HI) - k * LN2_LO
+    p = E13
+    p = p * r + E12
+    p = p * r + E11
+    p = p * r + E10
+    p = p * r + E9
+    p = p * r + E8
+    p = p * r + E7
+    p = p * r + E6
+    p = p * r + E5
+    p = p * r + E4
+    p = p * r + E3
+    p = p * r + E2
+    p = p * r + E1
+    p = p * r + E0
+    return math.ldexp(p, int(k))
+
+
+@nb.njit(inline="always", cache=True)
+def log_f64(x: float) -> float:
+    """ln x: x = m 2**e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1)) by its
+    series, plus e ln2.  NaN or negative -> NaN, 0 -> -inf, inf -> inf."""
+    if not x > 0.0:
+        return -math.inf if x == 0.0 else math.nan
+    if x == math.inf:
+        return x
+    m, e = math.frexp(x)
+    if m < SQRT_HALF:
+        m = m + m
+        e -= 1
+    f = (m - 1.0) / (m + 1.0)
+    s = f * f
+    p = L11
+    p = p * s + L10
+    p = p * s + L9
+    p = p * s + L8
+    p = p * s + L7
+    p = p * s + L6
+    p = p * s + L5
+    p = p * s + L4
+    p = p * s + L3
+    p = p * s + L2
+    p = p * s + L1
+    p = p * s + L0
+    t = f * p
+    t = t + t
+    k = np.float64(e)
+    return k * LN2_HI + (k * LN2_LO + t)
+
+
+@nb.njit(inline="always", cache=True)
+def exp_f32(x: np.float32) -> np.float32:
+    """e**x for float32 x, rounded once to float32 (from :func:`exp_f64`)."""
+    return nb.float32(exp_f64(np.float64(x)))
+
+
+@nb.njit(inline="always", cache=True)
+def log_f32(x: np.float32) -> np.float32:
+    """ln x for float32 x, rounded once to float32 (from :func:`log_f64`)."""
+    return nb.float32(log_f64(np.float64(x)))
+
+
+@nb.njit(inline="always", cache=True)
+def clip_f32(v: np.float32, lo: np.float32, hi: np.float32) -> np.float32:
+    """``lo`` if v < lo, ``hi`` if v > hi, else v (NaN passes through), as common.cuh's clip_f32."""
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v

@@ -5,6 +5,8 @@ takes CuPy arrays, and launches on the current CuPy stream.  CuPy is imported
 lazily, inside the wrappers, so this table can be inspected without a GPU.
 """
 
+from lowbit.cuda.balance import balance_tiles
+from lowbit.cuda.hadamard import fwht, hadamard_signs
 from lowbit.cuda.packing import pack_codes, unpack_codes
 from lowbit.cuda.rtn import (
     group_abs_mean,
@@ -15,8 +17,11 @@ from lowbit.cuda.rtn import (
 )
 
 KERNELS: tuple[str, ...] = (
+    "balance_tiles",
+    "fwht",
     "group_abs_mean",
     "group_range",
+    "hadamard_signs",
     "pack_codes",
     "rtn_decode",
     "rtn_encode",
@@ -37,10 +42,6 @@ KNOWN_GAPS: tuple[str, ...] = (
     "minifloat_encode",
     "pack_pow2_codes",
     "round_elementwise",
-    # transforms (issue 4)
-    "balance_tiles",
-    "fwht",
-    "hadamard_signs",
     # KV cache (issue 5)
     "kv_attend",
     "kvarn_decode",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from typing import Any
 
@@ -14,10 +15,25 @@ OPTIONS = ("-std=c++17", "--fmad=false")
 THREADS = 256
 
 
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([A-Za-z0-9_]+\.cuh)"[ \t]*$', re.MULTILINE)
+
+
 def source(name: str) -> str:
-    """The text of ``lowbit/cuda/<name>.cu`` with ``common.cuh`` prepended (hashed by CuPy)."""
+    """The text of ``lowbit/cuda/<name>.cu`` with ``common.cuh`` prepended and every
+    ``#include "x.cuh"`` of a lowbit header replaced by the header's text (once per source),
+    so that CuPy's compile cache, which hashes the source text, sees header changes too."""
     pkg = resources.files("lowbit.cuda")
-    return pkg.joinpath("common.cuh").read_text() + "\n" + pkg.joinpath(f"{name}.cu").read_text()
+    seen = {"common.cuh"}
+
+    def inline(match: re.Match[str]) -> str:
+        header = match.group(1)
+        if header in seen:
+            return f"// {header}: already included"
+        seen.add(header)
+        return _INCLUDE.sub(inline, pkg.joinpath(header).read_text())
+
+    body = _INCLUDE.sub(inline, pkg.joinpath(f"{name}.cu").read_text())
+    return pkg.joinpath("common.cuh").read_text() + "\n" + body
 
 
 @functools.cache
@@ -72,3 +88,23 @@ _SUFFIXES = _suffixes()
 def grid(work_items: int, per_block: int = THREADS, max_blocks: int = 65535 * 16) -> tuple[int]:
     """Blocks for a grid-stride loop over ``work_items`` items of one thread each."""
     return (max(1, min((work_items + per_block - 1) // per_block, max_blocks)),)
+
+
+def check_operands(**arrays: Any) -> None:
+    """Raise unless every array is a C-contiguous CuPy array on the current device.
+
+    Kernel wrappers call this before a launch: a host array, another device's array or a
+    strided view would otherwise be read (or written) out of bounds.  ``TypeError`` for a
+    non-CuPy array, ``ValueError`` for the wrong device or a non-contiguous one.
+    """
+    import cupy
+
+    device = cupy_device()
+    for name, a in arrays.items():
+        if not isinstance(a, cupy.ndarray):
+            raise TypeError(f"{name} must be a cupy.ndarray on cuda:{device}, got {type(a).__module__}."
+                            f"{type(a).__name__}")
+        if a.device.id != device:
+            raise ValueError(f"{name} lives on cuda:{a.device.id}, but the kernel runs on cuda:{device}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (strides {a.strides} for shape {a.shape})")

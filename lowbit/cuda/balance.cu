@@ -1,0 +1,76 @@
+// lowbit/cuda/balance.cu -- KVarN dual-axis variance normalization of a batch of tiles; twin of
+// lowbit/cpu/balance.py (balance_tiles).  One tile per thread block (grid-stride over tiles);
+// the algorithm is balance.cuh's balance_tile.
+//
+//   lowbit_balance_tiles_*         the tile held in shared memory as float32 (pitch R x P, P odd)
+//   lowbit_balance_tiles_global_*  tiles too large for shared memory, read from global memory
+//
+// Suffixes name the storage of `tiles` and `balanced` (f16, bf16 = bfloat16 bits, f32); scales
+// and imbalance are float32.  Dynamic shared memory: see lowbit/cuda/balance.py (_smem_floats).
+
+#include "balance.cuh"
+
+__host__ __device__ constexpr int tile_pitch(int cols) { return (cols % 2) ? cols : cols + 1; }
+
+template <typename T, bool ON_CHIP>
+__device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_tiles, int rows, int cols,
+                                                   int iterations, float std_min, float std_max, float log_min,
+                                                   float log_max, float imbalance_floor, T* balanced,
+                                                   float* col_scale, float* row_scale, float* imbalance) {
+    extern __shared__ __align__(16) float smem[];
+    const int pitch = tile_pitch(cols);
+    float* tile_s = smem;
+    float* scales = smem + (ON_CHIP ? rows * pitch : 0);  // col_scale [C], row_scale [R]
+    float* cs = scales;
+    float* rs = scales + cols;
+    const BalanceScratch s = balance_scratch(rs + rows, rows, cols);
+    const BalanceParams p{iterations, f32(std_min), f32(std_max), f32(log_min), f32(log_max), f32(imbalance_floor)};
+    const long long size = (long long)rows * cols;
+    for (long long b = blockIdx.x; b < n_tiles; b += gridDim.x) {
+        const T* src = tiles + b * size;
+        T* dst = balanced + b * size;
+        if (ON_CHIP) {  // load_tile: coalesced along rows, widened once
+            for (int r = 0; r < rows; ++r)
+                for (int c = threadIdx.x; c < cols; c += blockDim.x) tile_s[r * pitch + c] = widen(src[(long long)r * cols + c]).v;
+            __syncthreads();
+        }
+        f32 imb;
+        if (ON_CHIP) {
+            const SharedTile view{tile_s, pitch};
+            imb = balance_tile(view, rows, cols, p, s, cs, rs);
+            for (int r = 0; r < rows; ++r)
+                for (int c = threadIdx.x; c < cols; c += blockDim.x)
+                    narrow(divide_scales(view, r, c, cs, rs), dst + (long long)r * cols + c);
+        } else {
+            const GlobalTile<T> view{src, cols};
+            imb = balance_tile(view, rows, cols, p, s, cs, rs);
+            for (int r = 0; r < rows; ++r)
+                for (int c = threadIdx.x; c < cols; c += blockDim.x)
+                    narrow(divide_scales(view, r, c, cs, rs), dst + (long long)r * cols + c);
+        }
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) col_scale[b * cols + c] = cs[c];
+        for (int r = threadIdx.x; r < rows; r += blockDim.x) row_scale[b * rows + r] = rs[r];
+        if (threadIdx.x == 0) imbalance[b] = imb.v;
+        __syncthreads();  // the next tile overwrites shared memory
+    }
+}
+
+#define LOWBIT_BALANCE_TILES(SUFFIX, T)                                                                     \
+    extern "C" __global__ void lowbit_balance_tiles_##SUFFIX(                                               \
+        const T* tiles, long long n_tiles, int rows, int cols, int iterations, float std_min, float std_max, \
+        float log_min, float log_max, float imbalance_floor, T* balanced, float* col_scale, float* row_scale,  \
+        float* imbalance) {                                                                                  \
+        balance_tiles_impl<T, true>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,       \
+                                    log_max, imbalance_floor, balanced, col_scale, row_scale, imbalance);    \
+    }                                                                                                         \
+    extern "C" __global__ void lowbit_balance_tiles_global_##SUFFIX(                                        \
+        const T* tiles, long long n_tiles, int rows, int cols, int iterations, float std_min, float std_max, \
+        float log_min, float log_max, float imbalance_floor, T* balanced, float* col_scale, float* row_scale,  \
+        float* imbalance) {                                                                                  \
+        balance_tiles_impl<T, false>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,      \
+                                     log_max, imbalance_floor, balanced, col_scale, row_scale, imbalance);   \
+    }
+
+LOWBIT_BALANCE_TILES(f16, __half)
+LOWBIT_BALANCE_TILES(bf16, u16)
+LOWBIT_BALANCE_TILES(f32, float)

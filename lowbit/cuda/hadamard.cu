@@ -1,0 +1,250 @@
+// lowbit/cuda/hadamard.cu -- fast Walsh-Hadamard transform; twins of lowbit/cpu/hadamard.py
+// (fwht, hadamard_signs).  Stages in hadamard.cuh.  Data is flat and C-contiguous, rows of
+// `row_len` = M 2^k elements; a pass transforms consecutive segments of M 2^seg_log elements
+// (core factor + the strides below the segment length), a column pass the next strides.
+//
+//   lowbit_fwht_warp_*    segments within a warp: each thread E consecutive elements, VEC
+//                         independent tiles in flight; the hot path (k <= log2(E/M) + 5)
+//   lowbit_fwht_block_*   one segment per block: the strides beyond a warp through shared memory
+//   lowbit_fwht_columns_* strides of rows longer than a block holds: F elements at stride S
+//
+// Suffixes name input and output storage (f16, bf16 = bfloat16 bits, f32, f64); a first pass of
+// a 16-bit row that needs more passes writes float32, exact, for the next one.  The last pass
+// multiplies by `scale`, then by the output signs.
+
+// Overridden by the Python wrapper:
+#ifndef LOWBIT_CORE  // M: order of the core factor (1, 12 or 20)
+#define LOWBIT_CORE 1
+#endif
+#ifndef LOWBIT_STAGE  // 0: the warp and block kernels; 1: the column kernels
+#define LOWBIT_STAGE 0
+#endif
+#ifndef LOWBIT_THREAD_BYTES_16  // bytes per thread and tile of 16-bit data (M = 1)
+#define LOWBIT_THREAD_BYTES_16 16
+#endif
+#ifndef LOWBIT_THREAD_BYTES_32  // ... of float32 data
+#define LOWBIT_THREAD_BYTES_32 32
+#endif
+#ifndef LOWBIT_THREAD_BYTES_64  // ... of float64 data
+#define LOWBIT_THREAD_BYTES_64 32
+#endif
+#ifndef LOWBIT_BYTES_IN_FLIGHT  // warp kernel: bytes each thread loads before it computes
+#define LOWBIT_BYTES_IN_FLIGHT 64
+#endif
+#ifndef LOWBIT_COLUMN_LOG  // column kernels: log2 of the factor F
+#define LOWBIT_COLUMN_LOG 1
+#endif
+
+#include "hadamard.cuh"
+
+// Elements per thread and tile, and log2 of the Sylvester levels they cover.
+template <typename T>
+__host__ __device__ constexpr int thread_elems() {
+    return LOWBIT_CORE > 1 ? LOWBIT_CORE
+           : sizeof(T) == 2 ? LOWBIT_THREAD_BYTES_16 / 2
+           : sizeof(T) == 4 ? LOWBIT_THREAD_BYTES_32 / 4
+                            : LOWBIT_THREAD_BYTES_64 / 8;
+}
+__host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v / 2); }
+// Levels per shared-memory round: log2 of the largest power of two dividing E.
+__host__ __device__ constexpr int round_levels(int e) { return (e & 1) ? 0 : 1 + round_levels(e / 2); }
+
+// Sign of element j of a row: signs[j] * v (exact, as the CPU's multiply).
+template <typename C>
+__device__ __forceinline__ C signed_by(const typename storage_of<C>::type* signs, long long j, C v) {
+    return widen(signs[j]) * v;
+}
+
+#if LOWBIT_STAGE == 0
+template <typename Tin, typename Tout>
+__device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_elems, int seg_log, int row_len,
+                                          const typename storage_of<typename compute_of<Tin>::type>::type* core,
+                                          const typename storage_of<typename compute_of<Tin>::type>::type* signs_in,
+                                          const typename storage_of<typename compute_of<Tin>::type>::type* signs_out,
+                                          typename compute_of<Tin>::type scale, int final_pass) {
+    typedef typename compute_of<Tin>::type C;
+    constexpr int M = LOWBIT_CORE;
+    constexpr int E = thread_elems<Tin>();
+    constexpr int LOG = ilog2(E / M);
+    constexpr int VEC = LOWBIT_BYTES_IN_FLIGHT / (E * (int)sizeof(Tin)) > 0 ? LOWBIT_BYTES_IN_FLIGHT / (E * (int)sizeof(Tin)) : 1;
+    static_assert((M << LOG) == E, "E = M 2^LOG");
+    __shared__ C core_s[M * M];
+    if (M > 1) {
+        for (int i = threadIdx.x; i < M * M; i += blockDim.x) core_s[i] = widen(core[i]);
+        __syncthreads();
+    }
+    const int lane = threadIdx.x & 31;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int levels_thread = seg_log < LOG ? seg_log : LOG;
+    const int levels_lane = seg_log - levels_thread;
+    C v[VEC][E];
+#pragma unroll
+    for (int u = 0; u < VEC; ++u) {  // load_tile: VEC tiles in flight per thread
+        const long long start = ((warp * VEC + u) * 32 + lane) * E;
+        const long long left = n_elems - start;
+        if (left > 0) {
+            load_tile<Tin, C, E>(x + start, v[u], left < E ? (int)left : E);
+        } else {
+#pragma unroll
+            for (int i = 0; i < E; ++i) v[u][i] = C(0.0f);
+        }
+        if (signs_in != nullptr && left > 0) {
+            const int j0 = (int)(start % row_len);
+#pragma unroll
+            for (int i = 0; i < E; ++i) v[u][i] = signed_by<C>(signs_in, (j0 + i) % row_len, v[u][i]);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < VEC; ++u) {
+        butterfly_in_thread<M, LOG, C>(v[u], core_s, levels_thread);
+        butterfly_across_warp<C, E>(v[u], levels_lane);
+    }
+#pragma unroll
+    for (int u = 0; u < VEC; ++u) {  // store_tile
+        const long long start = ((warp * VEC + u) * 32 + lane) * E;
+        const long long left = n_elems - start;
+        if (left <= 0) continue;
+        if (final_pass) {
+#pragma unroll
+            for (int i = 0; i < E; ++i) v[u][i] = scale * v[u][i];
+            if (signs_out != nullptr) {
+                const int j0 = (int)(start % row_len);
+#pragma unroll
+                for (int i = 0; i < E; ++i) v[u][i] = signed_by<C>(signs_out, (j0 + i) % row_len, v[u][i]);
+            }
+        }
+        store_tile<Tout, C, E>(out + start, v[u], left < E ? (int)left : E);
+    }
+}
+
+// One segment of n = M 2^seg_log elements per block, n / E threads (dynamic shared memory:
+// n compute values).
+template <typename Tin, typename Tout>
+__device__ __forceinline__ void fwht_block(const Tin* x, Tout* out, int seg_log, int row_len,
+                                           const typename storage_of<typename compute_of<Tin>::type>::type* core,
+                                           const typename storage_of<typename compute_of<Tin>::type>::type* signs_in,
+                                           const typename storage_of<typename compute_of<Tin>::type>::type* signs_out,
+                                           typename compute_of<Tin>::type scale, int final_pass) {
+    typedef typename compute_of<Tin>::type C;
+    constexpr int M = LOWBIT_CORE;
+    constexpr int E = thread_elems<Tin>();
+    constexpr int LOG = ilog2(E / M);
+    constexpr int G = round_levels(E) < 4 ? round_levels(E) : 4;
+    static_assert(G >= 1, "a shared-memory round needs an even number of elements per thread");
+    extern __shared__ __align__(16) unsigned char smem_bytes[];
+    C* buf = reinterpret_cast<C*>(smem_bytes);
+    __shared__ C core_s[M * M];
+    if (M > 1) {
+        for (int i = threadIdx.x; i < M * M; i += blockDim.x) core_s[i] = widen(core[i]);
+        __syncthreads();
+    }
+    const int n = M << seg_log;
+    const long long start = (long long)blockIdx.x * n + (long long)threadIdx.x * E;
+    const int j0 = (int)(start % row_len);  // segments lie within a row
+    C v[E];
+    load_tile<Tin, C, E>(x + start, v);
+    if (signs_in != nullptr) {
+#pragma unroll
+        for (int i = 0; i < E; ++i) v[i] = signed_by<C>(signs_in, j0 + i, v[i]);
+    }
+    butterfly_in_thread<M, LOG, C>(v, core_s, LOG);
+    butterfly_across_warp<C, E>(v, 5);
+#pragma unroll
+    for (int i = 0; i < E; ++i) buf[threadIdx.x * E + i] = v[i];
+    butterfly_across_block<G, C>(buf, n, 32 * E, seg_log - LOG - 5);
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = buf[threadIdx.x * E + i];
+    if (final_pass) {
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+            v[i] = scale * v[i];
+            if (signs_out != nullptr) v[i] = signed_by<C>(signs_out, j0 + i, v[i]);
+        }
+    }
+    store_tile<Tout, C, E>(out + start, v);
+}
+
+#define LOWBIT_FWHT_ROWS(SIN, SOUT, TIN, TOUT, S)                                                            \
+    extern "C" __global__ void lowbit_fwht_warp_##SIN##_##SOUT(                                               \
+        const TIN* x, TOUT* out, long long n_elems, int seg_log, int row_len, const S* core, const S* signs_in, \
+        const S* signs_out, S scale, int final_pass) {                                                        \
+        fwht_warp<TIN, TOUT>(x, out, n_elems, seg_log, row_len, core, signs_in, signs_out,                    \
+                             compute_of<TIN>::type(scale), final_pass);                                       \
+    }                                                                                                          \
+    extern "C" __global__ void lowbit_fwht_block_##SIN##_##SOUT(                                              \
+        const TIN* x, TOUT* out, int seg_log, int row_len, const S* core, const S* signs_in,                  \
+        const S* signs_out, S scale, int final_pass) {                                                        \
+        fwht_block<TIN, TOUT>(x, out, seg_log, row_len, core, signs_in, signs_out,                            \
+                              compute_of<TIN>::type(scale), final_pass);                                      \
+    }
+
+LOWBIT_FWHT_ROWS(f16, f16, __half, __half, float)
+LOWBIT_FWHT_ROWS(bf16, bf16, u16, u16, float)
+LOWBIT_FWHT_ROWS(f32, f32, float, float, float)
+LOWBIT_FWHT_ROWS(f64, f64, double, double, double)
+LOWBIT_FWHT_ROWS(f16, f32, __half, float, float)
+LOWBIT_FWHT_ROWS(bf16, f32, u16, float, float)
+#endif  // LOWBIT_STAGE == 0
+
+#if LOWBIT_STAGE == 1
+// Strides S, 2S, ..., S F/2 of flat data: thread t owns the F elements base + f S, with
+// base = (t / S) F S + t % S (consecutive threads, consecutive addresses).
+template <typename Tin, typename Tout>
+__device__ __forceinline__ void fwht_columns(const Tin* x, Tout* out, long long n_elems, long long stride,
+                                             int row_len,
+                                             const typename storage_of<typename compute_of<Tin>::type>::type* signs_out,
+                                             typename compute_of<Tin>::type scale, int final_pass) {
+    typedef typename compute_of<Tin>::type C;
+    constexpr int LOGF = LOWBIT_COLUMN_LOG;
+    constexpr int F = 1 << LOGF;
+    static_assert(LOGF >= 1 && LOGF <= 6, "column factor 2..64");
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n_elems / F) return;
+    const long long base = (t / stride) * stride * F + t % stride;
+    C v[F];
+#pragma unroll
+    for (int f = 0; f < F; ++f) v[f] = widen(x[base + f * stride]);
+#pragma unroll
+    for (int l = 0; l < LOGF; ++l) {
+#pragma unroll
+        for (int f = 0; f < F; ++f) {
+            if (((f >> l) & 1) == 0) {
+                const C a = v[f], b = v[f + (1 << l)];
+                v[f] = a + b;
+                v[f + (1 << l)] = a - b;
+            }
+        }
+    }
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+        if (final_pass) {
+            v[f] = scale * v[f];
+            if (signs_out != nullptr) v[f] = signed_by<C>(signs_out, (base + f * stride) % row_len, v[f]);
+        }
+        narrow(v[f], out + base + f * stride);
+    }
+}
+
+#define LOWBIT_FWHT_COLUMNS(SIN, SOUT, TIN, TOUT, S)                                                       \
+    extern "C" __global__ void lowbit_fwht_columns_##SIN##_##SOUT(                                          \
+        const TIN* x, TOUT* out, long long n_elems, long long stride, int row_len, const S* signs_out,      \
+        S scale, int final_pass) {                                                                          \
+        fwht_columns<TIN, TOUT>(x, out, n_elems, stride, row_len, signs_out, compute_of<TIN>::type(scale),  \
+                                final_pass);                                                                \
+    }
+
+LOWBIT_FWHT_COLUMNS(f32, f32, float, float, float)
+LOWBIT_FWHT_COLUMNS(f64, f64, double, double, double)
+LOWBIT_FWHT_COLUMNS(f32, f16, float, __half, float)
+LOWBIT_FWHT_COLUMNS(f32, bf16, float, u16, float)
+#endif  // LOWBIT_STAGE == 1
+
+// Random signs of a randomized Hadamard: out[j] = 1 - 2 (random_bits(seed, j) >> 63).
+#define LOWBIT_HADAMARD_SIGNS(SUFFIX, T)                                                              \
+    extern "C" __global__ void lowbit_hadamard_signs_##SUFFIX(u64 seed, T* out, long long n) {         \
+        for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < n;                   \
+             j += (long long)gridDim.x * blockDim.x)                                                   \
+            out[j] = (T)(1.0 - 2.0 * (double)(random_bits(seed, j) >> 63));                           \
+    }
+LOWBIT_HADAMARD_SIGNS(f32, float)
+LOWBIT_HADAMARD_SIGNS(f64, double)
