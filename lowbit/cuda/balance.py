@@ -35,7 +35,10 @@ def smem_floats(rows: int, cols: int, threads: int, on_chip: bool) -> int:
 def _smem_limit(device: int) -> int:
     import cupy
 
-    return int(cupy.cuda.runtime.getDeviceProperties(device)["sharedMemPerBlockOptin"])
+    props = cupy.cuda.runtime.getDeviceProperties(device)
+    if "sharedMemPerBlockOptin" in props:
+        return int(props["sharedMemPerBlockOptin"])
+    return int(cupy.cuda.runtime.deviceGetAttribute(97, device))  # cudaDevAttrMaxSharedMemoryPerBlockOptin
 
 
 def balance_tiles(tiles: Any, iterations: int, std_min: np.float32, std_max: np.float32,
