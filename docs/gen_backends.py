@@ -26,8 +26,8 @@ def render() -> str:
         "no policy. A kernel without a CUDA twin is a *known gap*: calling it on a device array raises",
         "`NotImplementedError` naming it (lowbit never copies to the host silently).",
         "",
-        "| kernel | CPU (`lowbit/cpu/`) | CUDA (`lowbit/cuda/`) | signature |",
-        "| --- | --- | --- | --- |",
+        "| kernel | CPU (`lowbit/cpu/`) | CUDA (`lowbit/cuda/`) | CUDA vs CPU results | signature |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name in sorted(cpu.KERNELS):
         fn = getattr(cpu, name)
@@ -35,9 +35,16 @@ def render() -> str:
         sig = inspect.signature(getattr(fn, "py_func", fn))
         params = ", ".join(sig.parameters)
         gpu = f"`{module}.cu`" if name in cuda.KERNELS else "known gap"
-        lines.append(f"| `{name}` | `{module}.py` | {gpu} | `({params})` |")
+        agreement = cuda.AGREEMENT.get(name, "—")
+        lines.append(f"| `{name}` | `{module}.py` | {gpu} | {agreement} | `({params})` |")
     gaps = sorted(cuda.KNOWN_GAPS)
-    lines += ["", f"{len(cpu.KERNELS) - len(gaps)} of {len(cpu.KERNELS)} kernels have a CUDA twin.", ""]
+    lines += ["", f"{len(cpu.KERNELS) - len(gaps)} of {len(cpu.KERNELS)} kernels have a CUDA twin.", "",
+              "\"Bit-identical\" means every output byte equals the CPU twin's on the same input (NaN",
+              "payloads aside), whatever the launch geometry. CuPy compiles with `-ftz=true`, so the CUDA",
+              "kernels compute in float64 (rtn) or with float32 operations that keep subnormals",
+              "(`f32` in lowbit/cuda/common.cuh: fwht, balance_tiles), and",
+              "`balance_tiles` uses lowbit's own float64 `exp`/`log` on both backends",
+              "(`lowbit.cpu.scalar.exp_f64` / `log_f64`), because libm's differ between glibc and CUDA.", ""]
     return "\n".join(lines)
 
 

@@ -29,6 +29,22 @@ KERNELS: tuple[str, ...] = (
     "unpack_codes",
 )
 
+#: How each CUDA kernel's results relate to its CPU twin's, and the test that checks it
+#: (docs/backends.md is generated from this).
+AGREEMENT: dict[str, str] = {
+    "balance_tiles": "bit-identical (same float32 operations in the same order; lowbit's own exp/log) "
+                     "- tests/test_gpu_balance.py",
+    "fwht": "bit-identical (same butterflies in the same order) - tests/test_gpu_hadamard.py",
+    "group_abs_mean": "bit-identical - tests/test_gpu_rtn.py",
+    "group_range": "bit-identical - tests/test_gpu_rtn.py",
+    "hadamard_signs": "bit-identical (one counter-based generator) - tests/test_gpu_hadamard.py",
+    "pack_codes": "bit-identical - tests/test_gpu_rtn.py",
+    "rtn_decode": "bit-identical - tests/test_gpu_rtn.py",
+    "rtn_encode": "bit-identical - tests/test_gpu_rtn.py",
+    "rtn_quantize_groups": "bit-identical - tests/test_gpu_rtn.py, tests/test_gpu_rtn_lanes.py",
+    "unpack_codes": "bit-identical - tests/test_gpu_rtn.py",
+}
+
 #: CPU kernels that have no CUDA twin yet (a known gap, documented in docs/backends.md).
 #: A CuPy array reaching one of these raises NotImplementedError naming the kernel.
 KNOWN_GAPS: tuple[str, ...] = (
