@@ -138,7 +138,7 @@ def _check_axis(axis: Any, ndim: int) -> int:
 def _core_for(xp: Any, m: int, dtype: np.dtype) -> Any:
     """The core factor ``P_m`` (``[[1]]`` for m = 1) in ``dtype`` on xp's current device."""
     if xp is np:
-        return (_core_matrix(m) if m > 1 else np.ones((1, 1))).astype(dtype)
+        return np.ascontiguousarray(_core_matrix(m) if m > 1 else np.ones((1, 1)), dtype=dtype)
     return _device_core(m, dtype.name, int(xp.cuda.runtime.getDevice()))
 
 
@@ -147,7 +147,8 @@ def _device_core(m: int, dtype: str, device: int) -> Any:
     # a constant of the algorithm (not user data), uploaded once per device and dtype
     import cupy
 
-    core = cupy.asarray(_core_matrix(m) if m > 1 else np.ones((1, 1)), dtype=dtype)
+    # C order: the column permutation in _core_matrix leaves the host matrix Fortran-ordered
+    core = cupy.asarray(np.ascontiguousarray(_core_matrix(m) if m > 1 else np.ones((1, 1)), dtype=dtype))
     cupy.cuda.get_current_stream().synchronize()  # complete before any other stream reads it
     return core
 

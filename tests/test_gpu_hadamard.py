@@ -14,7 +14,6 @@ import pytest
 
 import lowbit
 import lowbit.cpu as cpu
-from lowbit.cuda import hadamard as cuda_hadamard
 from lowbit.transforms import MAX_LOG2
 
 pytestmark = pytest.mark.gpu
@@ -175,17 +174,3 @@ def test_torch_runs_on_the_current_stream() -> None:
     stream.synchronize()
     assert torch.equal(y.cpu(), expect)
     assert torch.equal(z.cpu(), lowbit.balance(src.cpu().view(32, 128, 128))[0])
-
-
-def test_plans_cover_every_length() -> None:
-    """Rows up to the warp kernel's reach take one pass; longer ones within 40 KiB one block pass."""
-    assert cuda_hadamard.plan(128, 1, 2) == (("warp", 7, 0),)
-    assert cuda_hadamard.plan(256, 1, 4) == (("warp", 8, 0),)
-    assert cuda_hadamard.plan(8192, 1, 2) == (("block", 13, 0),)
-    assert cuda_hadamard.plan(32768, 1, 4) == (("block", 13, 0), ("columns", 8192, 2))
-    for n in SUPPORTED:
-        m = 20 if n % 20 == 0 else 12 if n % 12 == 0 else 1
-        for itemsize in (2, 4, 8):
-            passes = cuda_hadamard.plan(n, m, itemsize)
-            levels = passes[0][1] + sum(p[2] for p in passes[1:])
-            assert m << levels == n

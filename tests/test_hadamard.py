@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lowbit
+from lowbit.cuda import hadamard as cuda_hadamard
 from lowbit.transforms import MAX_LOG2
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -321,3 +322,19 @@ def test_bad_arrays(backend) -> None:
         lowbit.hadamard(backend.asarray(np.ones((), dtype=np.float32)))
     with pytest.raises(TypeError, match="integer"):
         lowbit.hadamard_matrix(8.0)
+
+
+def test_plans_cover_every_length() -> None:
+    """The CUDA pass plan (no GPU needed): rows within a warp's reach take one warp pass, rows whose
+    segment fits a block one block pass, longer rows column passes for the remaining strides."""
+    assert cuda_hadamard.plan(128, 1, 2) == (("warp", 7, 0),)
+    assert cuda_hadamard.plan(1024, 1, 2) == (("block", 10, 0),)
+    assert cuda_hadamard.plan(256, 1, 4) == (("warp", 8, 0),)
+    assert cuda_hadamard.plan(8192, 1, 2) == (("block", 13, 0),)
+    assert cuda_hadamard.plan(32768, 1, 4) == (("block", 13, 0), ("columns", 8192, 2))
+    for n in SUPPORTED:
+        m = 20 if n % 20 == 0 else 12 if n % 12 == 0 else 1
+        for itemsize in (2, 4, 8):
+            passes = cuda_hadamard.plan(n, m, itemsize)
+            levels = passes[0][1] + sum(p[2] for p in passes[1:])
+            assert m << levels == n

@@ -8,10 +8,14 @@ balance on chip and from global memory), each checked against the CPU twin:
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cupy as cp
 import numpy as np
 
-import lowbit
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's lowbit
+import lowbit  # noqa: E402
 
 
 def main() -> None:

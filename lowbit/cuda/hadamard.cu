@@ -20,7 +20,7 @@
 #define LOWBIT_STAGE 0
 #endif
 #ifndef LOWBIT_THREAD_BYTES_16  // bytes per thread and tile of 16-bit data (M = 1)
-#define LOWBIT_THREAD_BYTES_16 16
+#define LOWBIT_THREAD_BYTES_16 32
 #endif
 #ifndef LOWBIT_THREAD_BYTES_32  // ... of float32 data
 #define LOWBIT_THREAD_BYTES_32 32
@@ -49,10 +49,31 @@ __host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v
 // Levels per shared-memory round: log2 of the largest power of two dividing E.
 __host__ __device__ constexpr int round_levels(int e) { return (e & 1) ? 0 : 1 + round_levels(e / 2); }
 
-// Sign of element j of a row: signs[j] * v (exact, as the CPU's multiply).
-template <typename C>
-__device__ __forceinline__ C signed_by(const typename storage_of<C>::type* signs, long long j, C v) {
-    return widen(signs[j]) * v;
+// Position of flat element i within its row (a mask for power-of-two rows).
+__device__ __forceinline__ int row_pos(long long i, int row_len) {
+    return (row_len & (row_len - 1)) == 0 ? (int)(i & (row_len - 1)) : (int)(i % row_len);
+}
+
+// v[i] = signs[j] * v[i] (exact, as the CPU's multiply) for the tile of E elements starting at
+// flat element `start` (a multiple of E): E consecutive signs by vector loads when the tile lies
+// within one row, else position by position (rows shorter than a tile).
+template <typename C, int E>
+__device__ __forceinline__ void apply_signs(const typename storage_of<C>::type* signs, long long start, int row_len,
+                                            C (&v)[E]) {
+    typedef typename storage_of<C>::type S;
+    int j = row_pos(start, row_len);
+    if (row_len >= E) {
+        S s[E];
+        load_vector<S, E, false>(signs + j, s);
+#pragma unroll
+        for (int i = 0; i < E; ++i) v[i] = widen(s[i]) * v[i];
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+        v[i] = widen(signs[j]) * v[i];
+        j = j + 1 == row_len ? 0 : j + 1;
+    }
 }
 
 #if LOWBIT_STAGE == 0
@@ -88,11 +109,7 @@ __device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_e
 #pragma unroll
             for (int i = 0; i < E; ++i) v[u][i] = C(0.0f);
         }
-        if (signs_in != nullptr && left > 0) {
-            const int j0 = (int)(start % row_len);
-#pragma unroll
-            for (int i = 0; i < E; ++i) v[u][i] = signed_by<C>(signs_in, (j0 + i) % row_len, v[u][i]);
-        }
+        if (signs_in != nullptr && left > 0) apply_signs<C, E>(signs_in, start, row_len, v[u]);
     }
 #pragma unroll
     for (int u = 0; u < VEC; ++u) {
@@ -107,11 +124,7 @@ __device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_e
         if (final_pass) {
 #pragma unroll
             for (int i = 0; i < E; ++i) v[u][i] = scale * v[u][i];
-            if (signs_out != nullptr) {
-                const int j0 = (int)(start % row_len);
-#pragma unroll
-                for (int i = 0; i < E; ++i) v[u][i] = signed_by<C>(signs_out, (j0 + i) % row_len, v[u][i]);
-            }
+            if (signs_out != nullptr) apply_signs<C, E>(signs_out, start, row_len, v[u]);
         }
         store_tile<Tout, C, E>(out + start, v[u], left < E ? (int)left : E);
     }
@@ -140,13 +153,9 @@ __device__ __forceinline__ void fwht_block(const Tin* x, Tout* out, int seg_log,
     }
     const int n = M << seg_log;
     const long long start = (long long)blockIdx.x * n + (long long)threadIdx.x * E;
-    const int j0 = (int)(start % row_len);  // segments lie within a row
     C v[E];
     load_tile<Tin, C, E>(x + start, v);
-    if (signs_in != nullptr) {
-#pragma unroll
-        for (int i = 0; i < E; ++i) v[i] = signed_by<C>(signs_in, j0 + i, v[i]);
-    }
+    if (signs_in != nullptr) apply_signs<C, E>(signs_in, start, row_len, v);
     butterfly_in_thread<M, LOG, C>(v, core_s, LOG);
     butterfly_across_warp<C, E>(v, 5);
 #pragma unroll
@@ -156,10 +165,8 @@ __device__ __forceinline__ void fwht_block(const Tin* x, Tout* out, int seg_log,
     for (int i = 0; i < E; ++i) v[i] = buf[threadIdx.x * E + i];
     if (final_pass) {
 #pragma unroll
-        for (int i = 0; i < E; ++i) {
-            v[i] = scale * v[i];
-            if (signs_out != nullptr) v[i] = signed_by<C>(signs_out, j0 + i, v[i]);
-        }
+        for (int i = 0; i < E; ++i) v[i] = scale * v[i];
+        if (signs_out != nullptr) apply_signs<C, E>(signs_out, start, row_len, v);
     }
     store_tile<Tout, C, E>(out + start, v);
 }
@@ -219,7 +226,7 @@ __device__ __forceinline__ void fwht_columns(const Tin* x, Tout* out, long long 
     for (int f = 0; f < F; ++f) {
         if (final_pass) {
             v[f] = scale * v[f];
-            if (signs_out != nullptr) v[f] = signed_by<C>(signs_out, (base + f * stride) % row_len, v[f]);
+            if (signs_out != nullptr) v[f] = widen(signs_out[row_pos(base + f * stride, row_len)]) * v[f];
         }
         narrow(v[f], out + base + f * stride);
     }

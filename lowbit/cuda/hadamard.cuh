@@ -27,7 +27,7 @@ __device__ __forceinline__ double shfl_xor(double v, int m) { return __shfl_xor_
 #define LOWBIT_STREAMING 1
 #endif
 
-template <typename T, int K>
+template <typename T, int K, bool STREAM = (LOWBIT_STREAMING != 0)>
 __device__ __forceinline__ void load_vector(const T* p, T (&raw)[K]) {
     constexpr int BYTES = K * (int)sizeof(T);
     union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; unsigned w[(BYTES + 3) / 4]; } buf;
@@ -35,7 +35,7 @@ __device__ __forceinline__ void load_vector(const T* p, T (&raw)[K]) {
     if (BYTES % 16 == 0 && addr % 16 == 0) {
 #pragma unroll
         for (int i = 0; i < BYTES / 16; ++i)
-            buf.q[i] = LOWBIT_STREAMING ? __ldcs(reinterpret_cast<const uint4*>(p) + i) : reinterpret_cast<const uint4*>(p)[i];
+            buf.q[i] = STREAM ? __ldcs(reinterpret_cast<const uint4*>(p) + i) : reinterpret_cast<const uint4*>(p)[i];
     } else if (BYTES % 8 == 0 && addr % 8 == 0) {
 #pragma unroll
         for (int i = 0; i < BYTES / 8; ++i) buf.d[i] = reinterpret_cast<const uint2*>(p)[i];
