@@ -12,6 +12,17 @@
 
 __host__ __device__ constexpr int tile_pitch(int cols) { return (cols % 2) ? cols : cols + 1; }
 
+// balance_tile on one tile view, then dst = tile / col_scale / row_scale (row-major, coalesced).
+template <class V, typename T>
+__device__ __forceinline__ f32 balance_and_divide(const V& view, int rows, int cols, const BalanceParams& p,
+                                                  const BalanceScratch& s, float* cs, float* rs, T* dst) {
+    const f32 imb = balance_tile(view, rows, cols, p, s, cs, rs);
+    for (int r = 0; r < rows; ++r)
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            narrow(divide_scales(view, r, c, cs, rs), dst + (long long)r * cols + c);
+    return imb;
+}
+
 template <typename T, bool ON_CHIP>
 __device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_tiles, int rows, int cols,
                                                    int iterations, float std_min, float std_max, float log_min,
@@ -34,20 +45,8 @@ __device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_t
                 for (int c = threadIdx.x; c < cols; c += blockDim.x) tile_s[r * pitch + c] = widen(src[(long long)r * cols + c]).v;
             __syncthreads();
         }
-        f32 imb;
-        if (ON_CHIP) {
-            const SharedTile view{tile_s, pitch};
-            imb = balance_tile(view, rows, cols, p, s, cs, rs);
-            for (int r = 0; r < rows; ++r)
-                for (int c = threadIdx.x; c < cols; c += blockDim.x)
-                    narrow(divide_scales(view, r, c, cs, rs), dst + (long long)r * cols + c);
-        } else {
-            const GlobalTile<T> view{src, cols};
-            imb = balance_tile(view, rows, cols, p, s, cs, rs);
-            for (int r = 0; r < rows; ++r)
-                for (int c = threadIdx.x; c < cols; c += blockDim.x)
-                    narrow(divide_scales(view, r, c, cs, rs), dst + (long long)r * cols + c);
-        }
+        const f32 imb = ON_CHIP ? balance_and_divide(SharedTile{tile_s, pitch}, rows, cols, p, s, cs, rs, dst)
+                                : balance_and_divide(GlobalTile<T>{src, cols}, rows, cols, p, s, cs, rs, dst);
         for (int c = threadIdx.x; c < cols; c += blockDim.x) col_scale[b * cols + c] = cs[c];
         for (int r = threadIdx.x; r < rows; r += blockDim.x) row_scale[b * rows + r] = rs[r];
         if (threadIdx.x == 0) imbalance[b] = imb.v;
@@ -55,22 +54,18 @@ __device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_t
     }
 }
 
-#define LOWBIT_BALANCE_TILES(SUFFIX, T)                                                                     \
-    extern "C" __global__ void lowbit_balance_tiles_##SUFFIX(                                               \
-        const T* tiles, long long n_tiles, int rows, int cols, int iterations, float std_min, float std_max, \
-        float log_min, float log_max, float imbalance_floor, T* balanced, float* col_scale, float* row_scale,  \
-        float* imbalance) {                                                                                  \
-        balance_tiles_impl<T, true>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,       \
-                                    log_max, imbalance_floor, balanced, col_scale, row_scale, imbalance);    \
-    }                                                                                                         \
-    extern "C" __global__ void lowbit_balance_tiles_global_##SUFFIX(                                        \
-        const T* tiles, long long n_tiles, int rows, int cols, int iterations, float std_min, float std_max, \
-        float log_min, float log_max, float imbalance_floor, T* balanced, float* col_scale, float* row_scale,  \
-        float* imbalance) {                                                                                  \
-        balance_tiles_impl<T, false>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,      \
-                                     log_max, imbalance_floor, balanced, col_scale, row_scale, imbalance);   \
+#define LOWBIT_BALANCE_TILES(NAME, T, ON_CHIP)                                                        \
+    extern "C" __global__ void NAME(const T* tiles, long long n_tiles, int rows, int cols, int iterations,   \
+                                    float std_min, float std_max, float log_min, float log_max,              \
+                                    float imbalance_floor, T* balanced, float* col_scale, float* row_scale,  \
+                                    float* imbalance) {                                                      \
+        balance_tiles_impl<T, ON_CHIP>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,    \
+                                       log_max, imbalance_floor, balanced, col_scale, row_scale, imbalance); \
     }
 
-LOWBIT_BALANCE_TILES(f16, __half)
-LOWBIT_BALANCE_TILES(bf16, u16)
-LOWBIT_BALANCE_TILES(f32, float)
+LOWBIT_BALANCE_TILES(lowbit_balance_tiles_f16, __half, true)
+LOWBIT_BALANCE_TILES(lowbit_balance_tiles_bf16, u16, true)
+LOWBIT_BALANCE_TILES(lowbit_balance_tiles_f32, float, true)
+LOWBIT_BALANCE_TILES(lowbit_balance_tiles_global_f16, __half, false)
+LOWBIT_BALANCE_TILES(lowbit_balance_tiles_global_bf16, u16, false)
+LOWBIT_BALANCE_TILES(lowbit_balance_tiles_global_f32, float, false)

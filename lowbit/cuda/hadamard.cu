@@ -49,6 +49,12 @@ __host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v
 // Levels per shared-memory round: log2 of the largest power of two dividing E.
 __host__ __device__ constexpr int round_levels(int e) { return (e & 1) ? 0 : 1 + round_levels(e / 2); }
 
+// Compute type of data of storage type T, and the storage type of its core, signs and scale.
+template <typename T>
+using compute_t = typename compute_of<T>::type;
+template <typename T>
+using scalar_t = typename storage_of<compute_t<T>>::type;
+
 // Position of flat element i within its row (a mask for power-of-two rows).
 __device__ __forceinline__ int row_pos(long long i, int row_len) {
     return (row_len & (row_len - 1)) == 0 ? (int)(i & (row_len - 1)) : (int)(i % row_len);
@@ -79,11 +85,9 @@ __device__ __forceinline__ void apply_signs(const typename storage_of<C>::type* 
 #if LOWBIT_STAGE == 0
 template <typename Tin, typename Tout>
 __device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_elems, int seg_log, int row_len,
-                                          const typename storage_of<typename compute_of<Tin>::type>::type* core,
-                                          const typename storage_of<typename compute_of<Tin>::type>::type* signs_in,
-                                          const typename storage_of<typename compute_of<Tin>::type>::type* signs_out,
-                                          typename compute_of<Tin>::type scale, int final_pass) {
-    typedef typename compute_of<Tin>::type C;
+                                          const scalar_t<Tin>* core, const scalar_t<Tin>* signs_in,
+                                          const scalar_t<Tin>* signs_out, compute_t<Tin> scale, int final_pass) {
+    typedef compute_t<Tin> C;
     constexpr int M = LOWBIT_CORE;
     constexpr int E = thread_elems<Tin>();
     constexpr int LOG = ilog2(E / M);
@@ -133,12 +137,10 @@ __device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_e
 // One segment of n = M 2^seg_log elements per block, n / E threads (dynamic shared memory:
 // n compute values).
 template <typename Tin, typename Tout>
-__device__ __forceinline__ void fwht_block(const Tin* x, Tout* out, int seg_log, int row_len,
-                                           const typename storage_of<typename compute_of<Tin>::type>::type* core,
-                                           const typename storage_of<typename compute_of<Tin>::type>::type* signs_in,
-                                           const typename storage_of<typename compute_of<Tin>::type>::type* signs_out,
-                                           typename compute_of<Tin>::type scale, int final_pass) {
-    typedef typename compute_of<Tin>::type C;
+__device__ __forceinline__ void fwht_block(const Tin* x, Tout* out, int seg_log, int row_len, const scalar_t<Tin>* core,
+                                           const scalar_t<Tin>* signs_in, const scalar_t<Tin>* signs_out,
+                                           compute_t<Tin> scale, int final_pass) {
+    typedef compute_t<Tin> C;
     constexpr int M = LOWBIT_CORE;
     constexpr int E = thread_elems<Tin>();
     constexpr int LOG = ilog2(E / M);
@@ -199,9 +201,8 @@ LOWBIT_FWHT_ROWS(bf16, f32, u16, float, float)
 template <typename Tin, typename Tout>
 __device__ __forceinline__ void fwht_columns(const Tin* x, Tout* out, long long n_elems, long long stride,
                                              int row_len,
-                                             const typename storage_of<typename compute_of<Tin>::type>::type* signs_out,
-                                             typename compute_of<Tin>::type scale, int final_pass) {
-    typedef typename compute_of<Tin>::type C;
+                                             const scalar_t<Tin>* signs_out, compute_t<Tin> scale, int final_pass) {
+    typedef compute_t<Tin> C;
     constexpr int LOGF = LOWBIT_COLUMN_LOG;
     constexpr int F = 1 << LOGF;
     static_assert(LOGF >= 1 && LOGF <= 6, "column factor 2..64");
