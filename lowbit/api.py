@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from lowbit.arrays import Array, Origin, stream_for, to_backend
+from lowbit.arrays import Array, Origin, is_dask, stream_for, to_backend
 from lowbit.quantized import QuantizedArray
 
 
@@ -81,7 +81,8 @@ def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any
     Parameters
     ----------
     x : array
-        Floating input (float16, bfloat16 [torch], float32, float64); any shape.
+        Floating input (float16, bfloat16 [torch], float32, float64); any shape.  A
+        ``dask.array.Array`` (numpy or CuPy chunks) gives a lazy result (docs/dask.md).
     bits : int, optional
         Bits per code, where the scheme takes it (``rtn``: 1..8).
     scheme : str
@@ -103,6 +104,10 @@ def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any
     True
     """
     impl = get_scheme(scheme)
+    if is_dask(x):  # lazy, chunk by chunk (docs/dask.md)
+        from lowbit import dask
+
+        return dask.quantize(x, bits, scheme, **kwargs)
     arr, origin = to_backend(x, "x")
     if bits is not None:
         kwargs["bits"] = bits

@@ -64,6 +64,11 @@ def is_cupy(x: Any) -> bool:
     return "cupy" in sys.modules and isinstance(x, sys.modules["cupy"].ndarray)
 
 
+def is_dask(x: Any) -> bool:
+    """True for a ``dask.array.Array`` (checked without importing dask): lowbit.dask's input."""
+    return "dask.array" in sys.modules and isinstance(x, sys.modules["dask.array"].Array)
+
+
 def xp_of(arr: Array) -> ModuleType:
     """The array module (numpy or cupy) of a backend array."""
     if is_cupy(arr):

@@ -68,36 +68,30 @@ class BlockScheme:
         self.name = fmt.name
 
     def quantize(self, arr: Array, origin: Origin, *, axis: int = -1, rounding: str = "nearest_even",
-                 seed: int | None = None, rbits: int = 16) -> QuantizedArray:
+                 seed: int | None = None, rbits: int = 16,
+                 tensor_amax: float | None = None) -> QuantizedArray:
         """Quantize ``arr`` in blocks along ``axis`` (module docstring); ``rounding`` applies to
-        the elements (any mode but ``diffuse``), scales follow the format's rule."""
+        the elements (any mode but ``diffuse``), scales follow the format's rule.
+
+        ``tensor_amax`` (NVFP4 only): :meth:`tensor_amax` of the whole tensor when ``arr`` is
+        one part of it (chunked quantization, :mod:`lowbit.dask`); by default, of ``arr``.
+        """
         fmt, elem = self.fmt, self.fmt.element
         mode = mode_code(rounding, allow_diffuse=False)
         seed = check_seed(seed, rounding)
         rbits = check_rbits(rbits)
-        shape = tuple(int(s) for s in arr.shape)
-        if axis is None:
-            raise ValueError(f"{self.name} needs an axis to form blocks along; got axis=None")
-        if not shape:
-            raise ValueError(f"{self.name} needs x.ndim >= 1, got a 0-d array")
-        ax = check_axis(axis, len(shape))
-        xp = xp_of(arr)
-        moved = xp.moveaxis(arr, ax, -1)
-        length = moved.shape[-1]
-        padded = -(-length // fmt.block_size) * fmt.block_size
-        x2 = kernel_input(moved, origin.dtype).reshape(-1, length)
-        if padded != length:
-            x2 = xp.concatenate([x2, xp.zeros((x2.shape[0], padded - length), x2.dtype)], axis=1)
-        x = xp.ascontiguousarray(x2).reshape(-1)
-        k = backend(x)
-        amax = xp.empty(x.size // fmt.block_size, xp.float64)
-        k.block_absmax(x, fmt.block_size, amax)
+        if tensor_amax is not None and not fmt.tensor_scale:
+            raise ValueError(f"tensor_amax applies to formats with a tensor scale (nvfp4), not {self.name}")
+        if tensor_amax is not None and not (isinstance(tensor_amax, (int, float, np.floating))
+                                            and 0 <= tensor_amax < math.inf):
+            raise ValueError(f"tensor_amax must be a finite number >= 0, got {tensor_amax!r}")
+        x, amax, shape, ax, padded = self._blocks(arr, origin, axis)
+        xp = xp_of(x)
         fields: dict[str, Array] = {}
         if fmt.scale == "e8m0":
             fields["scale"], scale64 = e8m0_scales(amax, elem.emax)
         else:
-            finite = amax[xp.isfinite(amax)]
-            top = float(finite.max()) if finite.size else 0.0
+            top = self._finite_max(amax) if tensor_amax is None else float(tensor_amax)
             tensor = np.float32(top / NVFP4_RANGE)
             if not tensor > 0:  # all zeros (or amax so small that the tensor scale underflows)
                 tensor = np.float32(1.0)
@@ -114,6 +108,40 @@ class BlockScheme:
             "rounding": rounding, "seed": seed, "rbits": rbits,
         }
         return QuantizedArray(packed, fields, meta, origin)
+
+    def tensor_amax(self, arr: Array, origin: Origin, axis: int = -1) -> float:
+        """The largest max|x| over the blocks of ``arr`` that hold no NaN or Inf (0.0 if none):
+        NVFP4's tensor scale is ``float32(tensor_amax / (6 * 448))``.  The tensor amax of a
+        whole is the max of its parts' (block-aligned parts)."""
+        return self._finite_max(self._blocks(arr, origin, axis)[1])
+
+    @staticmethod
+    def _finite_max(amax: Array) -> float:
+        xp = xp_of(amax)
+        finite = amax[xp.isfinite(amax)]
+        return float(finite.max()) if finite.size else 0.0
+
+    def _blocks(self, arr: Array, origin: Origin, axis: Any) -> tuple[Array, Array, tuple[int, ...], int, int]:
+        """(flat padded x, per-block max|x| float64, shape, axis, padded length)."""
+        fmt = self.fmt
+        shape = tuple(int(s) for s in arr.shape)
+        if axis is None:
+            raise ValueError(f"{self.name} needs an axis to form blocks along; got axis=None")
+        if not shape:
+            raise ValueError(f"{self.name} needs x.ndim >= 1, got a 0-d array")
+        check_axis(axis, len(shape))
+        ax = int(axis) % len(shape)
+        xp = xp_of(arr)
+        moved = xp.moveaxis(arr, ax, -1)
+        length = moved.shape[-1]
+        padded = -(-length // fmt.block_size) * fmt.block_size
+        x2 = kernel_input(moved, origin.dtype).reshape(-1, length)
+        if padded != length:
+            x2 = xp.concatenate([x2, xp.zeros((x2.shape[0], padded - length), x2.dtype)], axis=1)
+        x = xp.ascontiguousarray(x2).reshape(-1)
+        amax = xp.empty(x.size // fmt.block_size, xp.float64)
+        backend(x).block_absmax(x, fmt.block_size, amax)
+        return x, amax, shape, ax, padded
 
     @staticmethod
     def _e4m3_scales(block_scale: Array, tensor: float) -> tuple[Array, Array]:

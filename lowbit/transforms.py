@@ -17,6 +17,7 @@ from lowbit.arrays import (
     backend,
     contiguous,
     from_backend,
+    is_dask,
     kernel_input,
     kernel_output,
     kernel_output_dtype,
@@ -154,6 +155,10 @@ def _device_core(m: int, dtype: str, device: int) -> Any:
 
 
 def _transform(x: Any, axis: Any, normalize: Any, seed: Any, inverse: bool) -> Any:
+    if is_dask(x):  # lazy, chunk by chunk (docs/dask.md)
+        from lowbit import dask
+
+        return dask.hadamard(x, axis, normalize, seed, inverse=inverse)
     arr, origin = to_backend(x, "x", allow_empty=True)
     if arr.ndim == 0:
         raise ValueError("x must have at least one dimension, got a 0-d array")
@@ -193,8 +198,8 @@ def _transform(x: Any, axis: Any, normalize: Any, seed: Any, inverse: bool) -> A
 _HADAMARD_PARAMS = """
     Parameters
     ----------
-    x : numpy.ndarray, cupy.ndarray or torch.Tensor, shape (..., n, ...)
-        float16, bfloat16 (torch), float32 or float64.  float16 and bfloat16 are computed in
+    x : numpy.ndarray, cupy.ndarray, torch.Tensor or dask.array.Array, shape (..., n, ...)
+        float16, bfloat16 (torch), float32 or float64 (dask: lazy, docs/dask.md).  float16 and bfloat16 are computed in
         float32 and rounded back once; float32 and float64 are computed in their own precision.
     axis : int, default -1
         The axis of length ``n`` to transform; ``n`` must be ``2**k``, ``12 * 2**k`` or

@@ -11,6 +11,7 @@ from lowbit.arrays import (
     Array,
     backend,
     from_backend,
+    is_dask,
     kernel_input,
     kernel_output_dtype,
     to_backend,
@@ -86,7 +87,8 @@ def round(  # noqa: A001 - the public name is lowbit.round
     Parameters
     ----------
     x : array (numpy, cupy or torch), float16 / bfloat16 / float32 / float64, any shape
-        Values in grid units (one unit = one step of the target grid).
+        Values in grid units (one unit = one step of the target grid).  A ``dask.array.Array``
+        gives a lazy result, bit-identical to rounding the whole in memory (docs/dask.md).
     mode : str
         A :class:`lowbit.rounding.modes.RoundMode` name:
 
@@ -140,6 +142,11 @@ def round(  # noqa: A001 - the public name is lowbit.round
     --------
     numpy.rint : the ``nearest_even`` mode.
     """
+    if is_dask(x):  # lazy, chunk by chunk (docs/dask.md)
+        from lowbit import dask
+
+        return dask.round(x, mode, seed=seed, rbits=rbits, axis=axis, order=order, kernel=kernel,
+                          scan=scan, clip=clip, offset=offset, return_seed=return_seed)
     code = mode_code(mode, "mode")
     rbits = check_rbits(rbits)
     used_seed = check_seed(seed, mode)
