@@ -55,9 +55,7 @@ def is_flat(shape: Sequence[int], chunks: Chunks, steps: Sequence[int], byte_uni
     if ndim == 0:
         return True
     split = [d for d in range(ndim) if len(chunks[d]) > 1]
-    j = split[0] if split else 0
-    if any(len(chunks[d]) > 1 for d in range(j + 1, ndim)):
-        return False
+    j = split[-1] if split else 0  # the innermost split dimension; outer ones must be in 1s
     if any(shape[d] > 1 and len(chunks[d]) != shape[d] for d in range(j)):
         return False
     return _split_ok(shape, j, chunks[j], steps, byte_unit)
@@ -68,14 +66,17 @@ def _sizes(length: int, c: int) -> tuple[int, ...]:
     return (c,) * full + ((rem,) if rem else ())
 
 
-def _candidates(length: int, unit: int, want: float) -> Iterator[int]:
-    """Chunk lengths to try along one dimension: multiples of ``unit`` near ``want``, the
-    divisors of ``length`` that are multiples of ``unit``, and ``length`` itself."""
+def _candidates(length: int, unit: int, want: float, divisors: bool) -> Iterator[int]:
+    """Chunk lengths to try along one dimension: multiples of ``unit`` near ``want``,
+    ``length`` itself and, with ``divisors``, the divisors of ``length`` that are multiples of
+    ``unit`` (for a split repeated in every row, where the row's last chunk must align too)."""
     yield length
     k = max(1, int(want // unit))
     for m in (k - 1, k, k + 1, k + 2):
         if 1 <= m * unit < length:
             yield m * unit
+    if not divisors:
+        return
     d = 1
     while d * d <= length:
         if length % d == 0:
@@ -113,7 +114,8 @@ def flat_chunks(shape: Sequence[int], target: int, steps: Sequence[int], byte_un
     for j in range(ndim):
         inner = math.prod(shape[j + 1:])
         unit = steps[j] * (byte_unit // math.gcd(byte_unit, inner * steps[j]))
-        for c in set(_candidates(shape[j], unit, target / max(inner, 1))):
+        rows = math.prod(shape[:j])
+        for c in set(_candidates(shape[j], unit, target / max(inner, 1), rows > 1)):
             sizes = _sizes(shape[j], c)
             if not _split_ok(shape, j, sizes, steps, byte_unit):
                 continue

@@ -149,10 +149,14 @@ class QuantizedArray:
         payload = {"codes": host_copy(self.codes)}
         for k, v in self.fields.items():
             payload[f"field.{k}"] = host_copy(v)
-        header = {"format": FILE_FORMAT, "meta": self.meta, "fields": sorted(self.fields)}
-        payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        payload["header"] = np.frombuffer(json.dumps(self.header()).encode(), dtype=np.uint8)
         with open(path, "wb") as fh:
             np.savez(fh, **payload)  # type: ignore[arg-type]
+
+    def header(self) -> dict[str, Any]:
+        """The JSON object stored with the arrays (``.npz`` member ``header``, Zarr attribute
+        ``lowbit``): file format, metadata and field names."""
+        return {"format": FILE_FORMAT, "meta": self.meta, "fields": sorted(self.fields)}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> QuantizedArray:
@@ -163,7 +167,6 @@ class QuantizedArray:
         ValueError
             The file is not a lowbit file, or its metadata or arrays are inconsistent.
         """
-        from lowbit.api import get_scheme
         from lowbit.archive import Archive
 
         with Archive(path) as ar:
@@ -174,17 +177,7 @@ class QuantizedArray:
                 header = json.loads(raw.tobytes().decode())
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:
                 raise ar.error(f"corrupt header ({exc})") from None
-            if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
-                raise ar.error(f"unsupported lowbit file format {header!r:.80}")
-            meta = header.get("meta")
-            if not isinstance(meta, dict) or not all(
-                isinstance(k, str) and isinstance(v, _META_TYPES) for k, v in meta.items()
-            ):
-                raise ar.error("metadata must be a flat JSON object")
-            names = header.get("fields")
-            if not isinstance(names, list) or not all(isinstance(f, str) for f in names) \
-                    or len(set(names)) != len(names):
-                raise ar.error(f"the header's field list must be distinct names, got {names!r:.80}")
+            meta, names = check_header(header, ar.error)
             expected = {"header", "codes"} | {f"field.{f}" for f in names}
             unknown = sorted(ar.members - expected)
             if unknown:
@@ -192,16 +185,65 @@ class QuantizedArray:
                                f"fields {sorted(names)})")
             codes = ar.read("codes")
             fields = {f: ar.read(f"field.{f}") for f in names}
-        for key in ("scheme", "shape", "dtype", "bits"):
-            if key not in meta:
-                raise ValueError(f"{os.fspath(path)!r}: metadata lacks {key!r}")
-        scheme = get_scheme(meta["scheme"], name="scheme in file")
-        dtype = meta["dtype"] if meta["dtype"] != "bfloat16" else "float32"
-        q = cls(codes, fields, meta, Origin("numpy", dtype, "cpu"))
-        scheme.validate(q)
-        return q
+        return from_checked(codes, fields, meta)
+
+    def to_zarr(self, store: Any, *, overwrite: bool = False, compute: bool = True) -> Any:
+        """Write to a Zarr store (a directory path or a zarr store), chunk by chunk in parallel.
+
+        Same header as :meth:`save` (the ``lowbit`` attribute of the store's group); device
+        arrays are copied to the host.  ``lowbit.load(store)`` reads it back lazily.  With
+        ``compute=False``, returns a ``dask.delayed`` that writes the store.  Needs the
+        ``lowbit[dask]`` extra (docs/dask.md).
+        """
+        from lowbit.zarrstore import to_zarr
+
+        return to_zarr(self, store, overwrite=overwrite, compute=compute)
 
 
-def load(path: str | os.PathLike[str]) -> QuantizedArray:
-    """Load a :class:`QuantizedArray` saved with :meth:`QuantizedArray.save`."""
+def check_header(header: Any, error: Callable[[str], ValueError]) -> tuple[dict[str, Any], list[str]]:
+    """(meta, field names) of a lowbit header, the JSON object that ``.npz`` files and Zarr
+    stores hold; ``error(problem)`` builds the exception for a bad one."""
+    if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+        raise error(f"unsupported lowbit file format {header!r:.80}")
+    meta = header.get("meta")
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, _META_TYPES) for k, v in meta.items()
+    ):
+        raise error("metadata must be a flat JSON object")
+    names = header.get("fields")
+    if not isinstance(names, list) or not all(isinstance(f, str) for f in names) \
+            or len(set(names)) != len(names):
+        raise error(f"the header's field list must be distinct names, got {names!r:.80}")
+    for key in ("scheme", "shape", "dtype", "bits"):
+        if key not in meta:
+            raise error(f"metadata lacks {key!r}")
+    return meta, names
+
+
+def from_checked(codes: Any, fields: dict[str, Any], meta: dict[str, Any]) -> QuantizedArray:
+    """A loaded QuantizedArray (results dequantize to numpy), after its scheme's validation
+    of the metadata against the arrays' dtypes and shapes (no array data is read)."""
+    from lowbit.api import get_scheme
+
+    scheme = get_scheme(meta["scheme"], name="scheme in file")
+    dtype = meta["dtype"] if meta["dtype"] != "bfloat16" else "float32"
+    q = QuantizedArray(codes, fields, meta, Origin("numpy", dtype, "cpu"))
+    scheme.validate(q)
+    return q
+
+
+def load(path: Any) -> QuantizedArray:
+    """Load a :class:`QuantizedArray` saved with :meth:`QuantizedArray.save` (a ``.npz`` file),
+    or, lazily, one written with :meth:`QuantizedArray.to_zarr` (a Zarr store: a directory or
+    a zarr store object; its arrays are dask arrays, docs/dask.md).
+
+    Raises
+    ------
+    ValueError
+        The file or store is not a lowbit one, or its metadata or arrays are inconsistent.
+    """
+    if not isinstance(path, (str, os.PathLike)) or os.path.isdir(path):
+        from lowbit.zarrstore import load_zarr
+
+        return load_zarr(path)
     return QuantizedArray.load(path)
