@@ -49,8 +49,12 @@ def _lazy(arr: Any) -> Any:
             arr = arr.get()
         return da.from_array(np.asarray(arr), chunks=(max(1, min(arr.size, READ_CHUNK)),))
     if not isinstance(arr._meta, np.ndarray):
-        arr = arr.map_blocks(lambda b: b.get(), dtype=arr.dtype, meta=np.empty((0,), arr.dtype))
+        arr = da.map_blocks(_to_host, arr, dtype=arr.dtype, meta=np.empty((0,), arr.dtype))
     return arr
+
+
+def _to_host(block: Any) -> np.ndarray:
+    return block.get()  # type: ignore[no-any-return]
 
 
 def to_zarr(q: QuantizedArray, store: Any, *, overwrite: bool = False, compute: bool = True) -> Any:
@@ -72,7 +76,8 @@ def to_zarr(q: QuantizedArray, store: Any, *, overwrite: bool = False, compute: 
         group = zarr.open_group(store, mode="w" if overwrite else "w-")
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
         raise ValueError(f"{_where(store)!r} exists; pass overwrite=True to replace it ({exc})") from None
-    sources, targets = [], []
+    sources: list[Any] = []
+    targets: list[Any] = []
     for name, arr in {"codes": q.codes, **{f"field.{k}": v for k, v in q.fields.items()}}.items():
         lazy = _regular(_lazy(arr))
         target = group.create_array(name, shape=lazy.shape, dtype=lazy.dtype,
