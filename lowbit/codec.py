@@ -105,10 +105,7 @@ def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode:
     if fmt.bits == 8:
         return codes, n_invalid, n_over
     packed = xp.empty((x.size * fmt.bits + 7) // 8, xp.uint8)
-    if fmt.bits in (1, 2, 4):
-        k.pack_pow2_codes(codes, fmt.bits, packed)
-    else:
-        k.pack_codes(codes, fmt.bits, packed)
+    k.pack_codes(codes, fmt.bits, packed)
     return packed, n_invalid, n_over
 
 

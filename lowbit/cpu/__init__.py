@@ -11,7 +11,6 @@ from lowbit.cpu.codec import (
     fixed_encode,
     minifloat_decode,
     minifloat_encode,
-    pack_pow2_codes,
 )
 from lowbit.cpu.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cpu.hadamard import fwht, hadamard_signs
@@ -38,7 +37,6 @@ KERNELS = (
     "fixed_encode",
     "minifloat_decode",
     "minifloat_encode",
-    "pack_pow2_codes",
     "round_elementwise",
     "group_abs_mean",
     "group_range",

@@ -10,8 +10,9 @@ formats here, rtn's scale storage (``lowbit/cpu/rtn.py``), KVarN's scale codes
 
 Layout shared by every kernel here: ``x`` is flat and C-contiguous, split into consecutive
 blocks of ``block_size`` elements; block b is divided by ``scale[b]`` before rounding
-(``scale = [1.0]`` with ``block_size = x.size`` is a direct conversion).  Codes are packed
-on the fly (docs/packing.md), 8 codes = ``bits`` bytes per unit.
+(``scale = [1.0]`` with ``block_size = x.size`` is a direct conversion).  Encoders write
+unpacked codes (the front packs them with ``pack_codes``); :func:`decode_table` reads packed
+codes unit by unit (``lowbit/cpu/packing.py``).
 
 Every value is rounded exactly once: x (float32 or float64) is widened to float64 exactly,
 divided by a power-of-two scale exactly, and brought to grid units at its own binade by an
@@ -33,6 +34,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
+from lowbit.cpu.packing import get_code, load_unit, unit_bytes
 from lowbit.cpu.scalar import DOWN, ODD, TOWARD_ZERO, UP, round_grid
 
 _U64 = nb.uint64
@@ -271,48 +273,22 @@ def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, f
 
 
 @nb.njit(parallel=True, cache=True)
-def pack_pow2_codes(codes: np.ndarray, bits: int, packed: np.ndarray) -> None:
-    """The layout of ``pack_codes`` for bits in {1, 2, 4}, one output byte per iteration."""
-    per_byte = 8 // bits
-    n = codes.shape[0]
-    for j in nb.prange(packed.shape[0]):
-        acc = np.int64(0)
-        base = j * per_byte
-        for k in range(per_byte):
-            if base + k < n:
-                acc |= np.int64(codes[base + k]) << (k * bits)
-        packed[j] = np.uint8(acc)
-
-
-@nb.njit(inline="always", cache=True)
-def code_at(packed: np.ndarray, i: int, bits: int, mask: int) -> np.int64:
-    """Code i of the little-endian bit stream ``packed`` (bits [i*bits, i*bits + bits))."""
-    pos = i * bits
-    byte = pos >> 3
-    word = np.int64(packed[byte])
-    if byte + 1 < packed.shape[0]:
-        word |= np.int64(packed[byte + 1]) << 8
-    return (word >> (pos & 7)) & mask
-
-
-@nb.njit(parallel=True, cache=True)
 def decode_table(packed: np.ndarray, bits: int, table: np.ndarray, block_size: int,
                  scale: np.ndarray, out: np.ndarray) -> None:
     """out[i] = table[code_i] * scale[i // block_size] (float64 product, then out's dtype)."""
     n = out.shape[0]
-    mask = (1 << bits) - 1
-    if block_size >= n and scale[0] == 1.0:
-        if bits == 8:
-            for i in nb.prange(n):
-                out[i] = table[packed[i]]
-        else:
-            for i in nb.prange(n):
-                out[i] = table[code_at(packed, i, bits, mask)]
+    inv_block = 1.0 / block_size
+    if block_size >= n and scale[0] == 1.0:  # unswitched by hand, as in minifloat_encode
+        for u in nb.prange((n + 7) // 8):
+            acc = load_unit(packed, u, bits, unit_bytes(packed, u, bits))
+            for i in range(u * 8, min(u * 8 + 8, n)):
+                out[i] = table[get_code(acc, i - u * 8, bits)]
     else:
-        inv_block = 1.0 / block_size
-        for i in nb.prange(n):
-            s = scale[block_of(i, block_size, inv_block)]
-            out[i] = table[code_at(packed, i, bits, mask)] * s
+        for u in nb.prange((n + 7) // 8):
+            acc = load_unit(packed, u, bits, unit_bytes(packed, u, bits))
+            for i in range(u * 8, min(u * 8 + 8, n)):
+                s = scale[block_of(i, block_size, inv_block)]
+                out[i] = table[get_code(acc, i - u * 8, bits)] * s
 
 
 @nb.njit(parallel=True, cache=True)

@@ -19,7 +19,7 @@ import numba as nb
 import numpy as np
 
 from lowbit.cpu.kvarn import half_value, scale_value
-from lowbit.cpu.packing import load_unit
+from lowbit.cpu.packing import get_code, load_unit
 
 _U64 = nb.uint64
 _F32 = np.float32
@@ -28,12 +28,11 @@ _F32 = np.float32
 @nb.njit(inline="always", cache=True)
 def _unpack_row(packed: np.ndarray, start: int, count: int, bits: int, row: np.ndarray) -> None:
     """row[:count] = codes start .. start+count-1 (start and count multiples of 8)."""
-    mask = _U64((1 << bits) - 1)
     u0 = start // 8
     for u in range(count // 8):
         acc = load_unit(packed, u0 + u, bits, bits)
         for j in range(8):
-            row[u * 8 + j] = _F32((acc >> _U64(j * bits)) & mask)
+            row[u * 8 + j] = _F32(get_code(acc, j, bits))
 
 
 @nb.njit(parallel=True, cache=True)

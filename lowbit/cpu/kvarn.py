@@ -24,7 +24,7 @@ import numpy as np
 
 from lowbit.cpu.balance import balance_tile
 from lowbit.cpu.codec import SATURATE, Spec, minifloat_decode_one, minifloat_encode_one
-from lowbit.cpu.packing import load_unit, store_unit
+from lowbit.cpu.packing import get_code, load_unit, pack_unit, unit_bytes
 from lowbit.cpu.scalar import NEAREST_EVEN
 from lowbit.formats import FLOAT16, FP8_E4M3
 
@@ -104,7 +104,6 @@ def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_for
     lf = _F32(levels)
     nel = rows * cols
     units = (nel + 7) // 8
-    nbytes_tile = packed.shape[1]
     for i in nb.prange(n):
         tile = np.empty((rows, cols), np.float32)
         _load_tile(x, i, key, tile)
@@ -153,14 +152,8 @@ def kvarn_encode(x: np.ndarray, key: bool, bits: int, iterations: int, scale_for
             for c in range(cols):
                 q = np.rint((v[c] - base) / step)
                 codes[r * cols + c] = np.uint8(min(max(q, _F32(0.0)), lf))
-        mask = _U64(levels)
         for u in range(units):
-            start = u * 8
-            stop = min(start + 8, nel)
-            acc = _U64(0)
-            for e in range(start, stop):
-                acc |= (_U64(codes[e]) & mask) << _U64((e - start) * bits)
-            store_unit(packed[i], u, bits, acc, min(bits, nbytes_tile - u * bits))
+            pack_unit(codes, u, bits, packed[i])
 
 
 @nb.njit(parallel=True, cache=True)
@@ -172,8 +165,6 @@ def kvarn_decode(packed: np.ndarray, key: bool, bits: int, scale_format: int,
     rows, cols = (dim, tokens) if key else (tokens, dim)
     nel = rows * cols
     units = (nel + 7) // 8
-    mask = _U64((1 << bits) - 1)
-    nbytes_tile = packed.shape[1]
     for i in nb.prange(n):
         a = np.empty(rows, np.float32)
         z = np.empty(rows, np.float32)
@@ -186,9 +177,9 @@ def kvarn_decode(packed: np.ndarray, key: bool, bits: int, scale_format: int,
         for u in range(units):
             start = u * 8
             stop = min(start + 8, nel)
-            acc = load_unit(packed[i], u, bits, min(bits, nbytes_tile - u * bits))
+            acc = load_unit(packed[i], u, bits, unit_bytes(packed[i], u, bits))
             for e in range(start, stop):
-                q = _F32((acc >> _U64((e - start) * bits)) & mask)
+                q = _F32(get_code(acc, e - start, bits))
                 r = e // cols
                 c = e - r * cols
                 val = (q * a[r] + z[r]) * s[c]

@@ -11,7 +11,7 @@ import numba as nb
 import numpy as np
 
 from lowbit.cpu.codec import minifloat_round
-from lowbit.cpu.packing import load_unit, store_unit
+from lowbit.cpu.packing import get_code, load_unit, put_code, store_unit, unit_bytes
 from lowbit.cpu.scalar import DOWN, UP, clamp, round_grid
 from lowbit.formats import BFLOAT16, FLOAT16, FLOAT32
 
@@ -84,11 +84,11 @@ def encode_one(v: float, scale: float, offset: float, bits: int, symmetric: bool
 
 
 @nb.njit(inline="always", cache=True)
-def decode_one(code: np.uint64, scale: float, offset: float, bits: int, symmetric: bool) -> float:
-    c = float(np.int64(code))  # via int64: uint64 -> float64 is a slow sequence on x86-64
+def decode_one(code: np.int64, scale: float, offset: float, bits: int, symmetric: bool) -> float:
+    c = float(code)  # int64 (get_code): uint64 -> float64 is a slow sequence on x86-64
     if symmetric:
         if bits == 1:
-            return scale if code == _U64(1) else -scale
+            return scale if code == 1 else -scale
         return (c - float((1 << (bits - 1)) - 1)) * scale
     return c * scale + offset
 
@@ -120,8 +120,8 @@ def rtn_encode(x: np.ndarray, group_size: int, scale: np.ndarray, offset: np.nda
                 s = np.float64(scale[g])
                 o = np.float64(offset[g])
             c = encode_one(np.float64(x[i]), s, o, bits, symmetric, mode, seed, i, rbits)
-            acc |= c << _U64((i - start) * bits)
-        store_unit(packed, u, bits, acc, min(bits, packed.shape[0] - u * bits))
+            acc = put_code(acc, i - start, bits, c)
+        store_unit(packed, u, bits, acc, unit_bytes(packed, u, bits))
 
 
 @nb.njit(parallel=True, cache=True)
@@ -133,11 +133,10 @@ def rtn_decode(packed: np.ndarray, group_size: int, scale: np.ndarray, offset: n
         return
     n = out.shape[0]
     units = (n + 7) // 8
-    mask = _U64((1 << bits) - 1)
     for u in nb.prange(units):
         start = u * 8
         stop = min(start + 8, n)
-        acc = load_unit(packed, u, bits, min(bits, packed.shape[0] - u * bits))
+        acc = load_unit(packed, u, bits, unit_bytes(packed, u, bits))
         g = start // group_size
         g_end = (g + 1) * group_size
         s = np.float64(scale[g])
@@ -148,8 +147,7 @@ def rtn_decode(packed: np.ndarray, group_size: int, scale: np.ndarray, offset: n
                 g_end = (g + 1) * group_size
                 s = np.float64(scale[g])
                 o = np.float64(offset[g])
-            c = (acc >> _U64((i - start) * bits)) & mask
-            out[i] = decode_one(c, s, o, bits, symmetric)
+            out[i] = decode_one(get_code(acc, i - start, bits), s, o, bits, symmetric)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -157,7 +155,6 @@ def _decode_whole_units(packed: np.ndarray, group_size: int, scale: np.ndarray,
                         offset: np.ndarray, bits: int, symmetric: bool, out: np.ndarray) -> None:
     """rtn_decode for groups of whole units (group_size % 8 == 0): same arithmetic as
     decode_one, with the group's scale and the grid's branches hoisted out of the loop."""
-    mask = np.int64((1 << bits) - 1)
     m = float((1 << (bits - 1)) - 1)
     sign = symmetric and bits == 1
     units = group_size // 8
@@ -166,9 +163,9 @@ def _decode_whole_units(packed: np.ndarray, group_size: int, scale: np.ndarray,
         o = np.float64(offset[g])
         base = g * group_size
         for u in range(units):
-            acc = np.int64(load_unit(packed, g * units + u, bits, bits))
+            acc = load_unit(packed, g * units + u, bits, bits)
             for j in range(8):
-                c = float((acc >> (j * bits)) & mask)
+                c = float(get_code(acc, j, bits))
                 if sign:
                     v = s if c == 1.0 else -s
                 elif symmetric:
@@ -230,7 +227,7 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
         hi_q = float((1 << (bits - 1)) - 1) if symmetric else float((1 << bits) - 1)
         codes = np.empty(8, np.float64)
         for u in range(group_size // 8):
-            acc = np.int64(0)
+            acc = _U64(0)
             if not skip:
                 # nearest_even without branches: y = (x - off) * (1 / s) is within 2^-50 |y| of
                 # (x - off) / s, so its rint is the same unless y is within 1e-9 of a tie;
@@ -247,7 +244,7 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
                         codes[j] = float(encode_one(np.float64(x[i]), s, off, bits, symmetric,
                                                     mode, seed, i, rbits))
                 for j in range(8):
-                    acc |= np.int64(codes[j]) << (j * bits)
-            store_unit(packed, unit0 + u, bits, _U64(acc), bits)
+                    acc = put_code(acc, j, bits, np.int64(codes[j]))
+            store_unit(packed, unit0 + u, bits, acc, bits)
         scale[g] = np.nan if bad else (np.inf if overflow else s)
         offset[g] = 0.0 if skip else off

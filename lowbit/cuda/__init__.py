@@ -56,7 +56,6 @@ KNOWN_GAPS: tuple[str, ...] = (
     "fixed_encode",
     "minifloat_decode",
     "minifloat_encode",
-    "pack_pow2_codes",
     "round_elementwise",
     # KV cache (issue 5)
     "kv_attend",
