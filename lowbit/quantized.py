@@ -187,17 +187,19 @@ class QuantizedArray:
             fields = {f: ar.read(f"field.{f}") for f in names}
         return from_checked(codes, fields, meta)
 
-    def to_zarr(self, store: Any, *, overwrite: bool = False, compute: bool = True) -> Any:
+    def to_zarr(self, store: Any, *, overwrite: bool = False, compute: bool = True,
+                compressors: Any = "auto") -> Any:
         """Write to a Zarr store (a directory path or a zarr store), chunk by chunk in parallel.
 
         Same header as :meth:`save` (the ``lowbit`` attribute of the store's group); device
         arrays are copied to the host.  ``lowbit.load(store)`` reads it back lazily.  With
-        ``compute=False``, returns a ``dask.delayed`` that writes the store.  Needs the
+        ``compute=False``, returns a ``dask.delayed`` that writes the store.  ``compressors``:
+        as ``zarr.create_array`` (default zstd; ``None`` stores raw).  Needs the
         ``lowbit[dask]`` extra (docs/dask.md).
         """
         from lowbit.zarrstore import to_zarr
 
-        return to_zarr(self, store, overwrite=overwrite, compute=compute)
+        return to_zarr(self, store, overwrite=overwrite, compute=compute, compressors=compressors)
 
 
 def check_header(header: Any, error: Callable[[str], ValueError]) -> tuple[dict[str, Any], list[str]]:

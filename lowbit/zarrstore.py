@@ -57,9 +57,12 @@ def _to_host(block: Any) -> np.ndarray:
     return block.get()  # type: ignore[no-any-return]
 
 
-def to_zarr(q: QuantizedArray, store: Any, *, overwrite: bool = False, compute: bool = True) -> Any:
+def to_zarr(q: QuantizedArray, store: Any, *, overwrite: bool = False, compute: bool = True,
+            compressors: Any = "auto") -> Any:
     """Write ``q`` (in memory or lazy) to ``store``; lazy arrays are computed chunk by chunk in
-    parallel on the current dask scheduler (e.g. a ``distributed.Client``).
+    parallel on the current dask scheduler (e.g. a ``distributed.Client``).  ``compressors``
+    goes to ``zarr.create_array`` (default: zarr's, zstd; ``None``: stored raw, faster to write
+    for codes, which compress little).
 
     Returns
     -------
@@ -81,7 +84,7 @@ def to_zarr(q: QuantizedArray, store: Any, *, overwrite: bool = False, compute: 
     for name, arr in {"codes": q.codes, **{f"field.{k}": v for k, v in q.fields.items()}}.items():
         lazy = _regular(_lazy(arr))
         target = group.create_array(name, shape=lazy.shape, dtype=lazy.dtype,
-                                    chunks=(max(1, lazy.chunks[0][0]),))
+                                    chunks=(max(1, lazy.chunks[0][0]),), compressors=compressors)
         sources.append(lazy)
         targets.append(target)
     stored = da.store(sources, targets, lock=False, compute=False)
