@@ -39,6 +39,7 @@ from lowbit.arrays import (
 )
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
+from lowbit.schema import RtnMeta
 from lowbit.validate import check_axis, check_bits, check_group_size, check_rbits, check_seed
 
 
@@ -223,19 +224,9 @@ def quantize(
         fields, status = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
     else:
         fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
-    meta = {
-        "scheme": "rtn",
-        "shape": list(shape),
-        "dtype": origin.dtype,
-        "bits": bits,
-        "axis": ax,
-        "group_size": gs,
-        "symmetric": symmetric,
-        "scale_dtype": scale_dtype,
-        "rounding": rounding,
-        "seed": seed,
-        "rbits": rbits,
-    }
+    meta = RtnMeta(shape=shape, dtype=origin.dtype, bits=bits, axis=ax, group_size=gs,
+                   symmetric=symmetric, scale_dtype=scale_dtype, rounding=rounding, seed=seed,
+                   rbits=rbits).to_meta()
     q = QuantizedArray(packed, fields, meta, origin)
     if status is not None:
         if check_finite:
@@ -265,32 +256,3 @@ def dequantize(q: QuantizedArray) -> Array:
     moved = list(shape)
     moved.append(moved.pop(ax))
     return xp.ascontiguousarray(xp.moveaxis(out.reshape(moved), -1, ax))
-
-
-def validate(q: QuantizedArray) -> None:
-    """Check a loaded ``rtn`` QuantizedArray's metadata and array sizes."""
-    m = q.meta
-    try:
-        shape = tuple(int(s) for s in m["shape"])
-        if any(s < 0 for s in shape):
-            raise ValueError
-        check_bits(m["bits"])
-        ax = check_axis(m["axis"], max(len(shape), 1))
-        gs = check_group_size(m["group_size"], ax, shape[ax] if ax is not None else 0)
-        scales.check_scale_dtype(m["scale_dtype"])
-        if m["dtype"] not in ("float16", "bfloat16", "float32", "float64"):
-            raise ValueError
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ValueError(f"inconsistent rtn metadata {m!r}: {exc}") from None
-    n = math.prod(shape)
-    g = _layout(shape, ax, gs)
-    n_groups = n // g if g else 0
-    want = {"scale"} if m["symmetric"] else {"scale", "offset"}
-    if set(q.fields) != want:
-        raise ValueError(f"rtn fields must be {sorted(want)}, got {sorted(q.fields)}")
-    sdt = np.uint16 if m["scale_dtype"] == "bfloat16" else np.dtype(m["scale_dtype"])
-    for name, f in q.fields.items():
-        if f.dtype != sdt or f.shape != (n_groups,):
-            raise ValueError(f"field {name!r} must have dtype {np.dtype(sdt)} and shape ({n_groups},)")
-    if q.codes.dtype != np.uint8 or q.codes.shape != ((n * int(m["bits"]) + 7) // 8,):
-        raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")

@@ -22,10 +22,6 @@ class Scheme(Protocol):
         """Backend array of dtype ``q.origin.dtype`` (bfloat16 as uint16 bits)."""
         ...
 
-    def validate(self, q: QuantizedArray) -> None:
-        """Raise ValueError if ``q``'s arrays and metadata are inconsistent (used on load)."""
-        ...
-
 
 #: scheme name -> module implementing :class:`Scheme` (imported on first use).
 SCHEMES: dict[str, str] = {

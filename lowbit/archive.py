@@ -4,8 +4,9 @@ A lowbit file is a zip archive of ``.npy`` members, written by :meth:`QuantizedA
 (``numpy.savez``: members stored uncompressed).  :class:`Archive` reads it without trusting it:
 
 - the zip directory is bounded (:data:`MAX_MEMBERS` entries) before it is parsed;
-- a member is read only when asked for by name, and only if it is stored uncompressed, so that
-  no member can expand beyond the bytes it occupies in the file;
+- a member is read only when asked for by name, and only if it is stored uncompressed and
+  within the file, so that no member can expand beyond the bytes it occupies: what a load
+  allocates is bounded by the file's size;
 - a member's ``.npy`` header (dtype, shape) is read and checked -- against what the caller
   expects, and against the bytes the member holds -- before any of its data is read;
 - object arrays (pickles), structured dtypes and Fortran-ordered arrays are refused;
@@ -77,6 +78,7 @@ class Archive:
         if problem is not None:
             self.close()
             raise self.unreadable(problem)
+        self._size = os.fstat(self._fh.fileno()).st_size
         try:
             self._zip = zipfile.ZipFile(self._fh)
             infos = self._zip.infolist()
@@ -167,6 +169,9 @@ class Archive:
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             raise self.error(f"member {name!r} is compressed; lowbit files store members "
                              "uncompressed (QuantizedArray.save)")
+        if info.header_offset + info.compress_size > self._size:
+            raise self.unreadable(f"member {name!r} claims {info.compress_size} bytes, more than "
+                                  "the file holds (truncated)")
         assert self._zip is not None
         try:
             return self._zip.open(info)

@@ -35,6 +35,7 @@ from lowbit.formats import (
 from lowbit.minifloat import axis_back
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
+from lowbit.schema import BlockMeta
 from lowbit.validate import check_axis, check_rbits, check_seed
 
 #: NVFP4's tensor-scale denominator: fp4 e2m1 max times fp8 e4m3 max.
@@ -102,11 +103,9 @@ class BlockScheme:
                                            seed=seed or 0, offset=0, rbits=rbits, overflow=0,
                                            qmin=qmin)
         raise_on_counts(elem, n_invalid, n_over)
-        meta: dict[str, Any] = {
-            "scheme": self.name, "shape": list(shape), "dtype": origin.dtype, "bits": elem.bits,
-            "axis": ax, "block_size": fmt.block_size, "padded_length": padded,
-            "rounding": rounding, "seed": seed, "rbits": rbits,
-        }
+        meta = BlockMeta(scheme=self.name, shape=shape, dtype=origin.dtype, bits=elem.bits, axis=ax,
+                         block_size=fmt.block_size, padded_length=padded, rounding=rounding,
+                         seed=seed, rbits=rbits).to_meta()
         return QuantizedArray(packed, fields, meta, origin)
 
     def tensor_amax(self, arr: Array, origin: Origin, axis: int = -1) -> float:
@@ -171,25 +170,6 @@ class BlockScheme:
                       self.block_scales(q), q.origin.dtype)
         rows = flat.reshape(n_rows, padded)[:, :length]
         return axis_back(xp.ascontiguousarray(rows).reshape(-1), shape, m["axis"])
-
-    def validate(self, q: QuantizedArray) -> None:
-        m = q.meta
-        try:
-            shape = tuple(int(s) for s in m["shape"])
-            ax = check_axis(m["axis"], len(shape))
-            length = shape[ax]  # type: ignore[index]
-            padded = int(m["padded_length"])
-            if padded % self.fmt.block_size or not length <= padded < length + self.fmt.block_size:
-                raise ValueError("padded_length")
-            n = math.prod(shape) // length * padded
-            want = {"scale", "tensor_scale"} if self.fmt.tensor_scale else {"scale"}
-            if set(q.fields) != want or q.fields["scale"].shape != (n // self.fmt.block_size,) \
-                    or q.fields["scale"].dtype != np.uint8:
-                raise ValueError("fields")
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"inconsistent {self.name} metadata {m!r}: {exc}") from None
-        if q.codes.dtype != np.uint8 or q.codes.shape != ((n * self.fmt.element.bits + 7) // 8,):
-            raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")
 
 
 mxfp8 = BlockScheme(BLOCK_FORMATS["mxfp8"])

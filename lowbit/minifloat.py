@@ -22,8 +22,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
 from lowbit.codec import check_overflow, decode, encode, raise_on_counts
 from lowbit.formats import (
@@ -38,6 +36,7 @@ from lowbit.formats import (
 )
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
+from lowbit.schema import ElementMeta, FixedMeta
 from lowbit.validate import check_axis, check_group_size, check_rbits, check_seed
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -133,13 +132,13 @@ class ElementScheme:
             packed, n_invalid, n_over = encode(x, fmt, block, scale64, mode=mode, seed=seed or 0,
                                                offset=off, rbits=rbits, overflow=ovf)
         raise_on_counts(fmt, n_invalid, n_over)
-        meta: dict[str, Any] = {
-            "scheme": self.name, "shape": list(shape), "dtype": origin.dtype, "bits": fmt.bits,
-            "rounding": rounding, "seed": seed, "rbits": rbits, "overflow": overflow,
-            "scale": scale, "axis": ax, "group_size": gs, "offset": off,
-        }
+        common: dict[str, Any] = dict(scheme=self.name, shape=shape, dtype=origin.dtype, bits=fmt.bits,
+                      rounding=rounding, seed=seed, rbits=rbits, overflow=overflow, scale=scale,
+                      axis=ax, group_size=gs, offset=off)
         if isinstance(fmt, FixedPoint):
-            meta.update(frac_bits=fmt.frac_bits, signed=bool(fmt.signed))
+            meta = FixedMeta(**common, frac_bits=fmt.frac_bits, signed=bool(fmt.signed)).to_meta()
+        else:
+            meta = ElementMeta(**common).to_meta()
         return QuantizedArray(packed, fields, meta, origin)
 
     def _diffuse(self, arr: Array, origin: Origin, fmt: FixedPoint, shape: tuple[int, ...],
@@ -171,29 +170,6 @@ class ElementScheme:
         else:
             block, scale64 = max(n, 1), xp.ones(1, xp.float64)
         return axis_back(decode(q.codes, fmt, n, block, scale64, q.origin.dtype), shape, ax)
-
-    def validate(self, q: QuantizedArray) -> None:
-        m = q.meta
-        try:
-            shape = tuple(int(s) for s in m["shape"])
-            fmt = self.format_of(m["bits"], m.get("frac_bits", 0), m.get("signed", True))
-            if m["dtype"] not in _FLOAT_DTYPES or m["scale"] not in (None, "absmax"):
-                raise ValueError("dtype/scale")
-            n = math.prod(shape)
-            if m["scale"] == "absmax":
-                ax = check_axis(m["axis"], max(len(shape), 1))
-                gs = check_group_size(m["group_size"], ax, shape[ax] if ax is not None else 0)
-                block = n if ax is None else (gs or shape[ax])
-                if set(q.fields) != {"scale"} or q.fields["scale"].shape != (n // block,) \
-                        or q.fields["scale"].dtype != np.float32:
-                    raise ValueError("field 'scale' must be float32, one per group")
-            elif q.fields:
-                raise ValueError(f"unexpected fields {sorted(q.fields)}")
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"inconsistent {self.name} metadata {m!r}: {exc}") from None
-        if q.codes.dtype != np.uint8 or q.codes.shape != ((n * fmt.bits + 7) // 8,):
-            raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")
-
 
 fixed = ElementScheme("fixed", None)
 fp8_e4m3 = ElementScheme("fp8_e4m3", FP8_E4M3)

@@ -162,10 +162,16 @@ class QuantizedArray:
     def load(cls, path: str | os.PathLike[str]) -> QuantizedArray:
         """Read a file written by :meth:`save`; results dequantize to numpy arrays.
 
+        The metadata is checked against its scheme's record (:mod:`lowbit.schema`) first; then
+        only the members it implies are read, each after its ``.npy`` header matched the dtype
+        and shape the metadata gives (:mod:`lowbit.archive`).
+
         Raises
         ------
         ValueError
-            The file is not a lowbit file, or its metadata or arrays are inconsistent.
+            The file is not a readable lowbit file (not a zip, truncated, a bad CRC, a pickle,
+            a compressed or unknown member), or its metadata or arrays are inconsistent; the
+            message names the file and the problem.
         """
         from lowbit.archive import Archive
 
@@ -178,14 +184,15 @@ class QuantizedArray:
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:
                 raise ar.error(f"corrupt header ({exc})") from None
             meta, names = check_header(header, ar.error)
-            expected = {"header", "codes"} | {f"field.{f}" for f in names}
-            unknown = sorted(ar.members - expected)
+            want = expected_arrays(meta)
+            unknown = sorted(ar.members - {"header", *want})
             if unknown:
-                raise ar.error(f"unknown member {unknown[0] + '.npy'!r} (the header names "
-                               f"fields {sorted(names)})")
-            codes = ar.read("codes")
-            fields = {f: ar.read(f"field.{f}") for f in names}
-        return from_checked(codes, fields, meta)
+                raise ar.error(f"unknown member {unknown[0] + '.npy'!r} ({meta['scheme']} files "
+                               f"hold {sorted(want)})")
+            # each member's .npy header is checked against the metadata before its data is read
+            arrays = {name: ar.read(name, dtype, shape) for name, (dtype, shape) in want.items()}
+        return from_checked(arrays.pop("codes"), {f: arrays[f"field.{f}"] for f in names}, meta,
+                            ar.error)
 
     def to_zarr(self, store: Any, *, overwrite: bool = False, compute: bool = True,
                 compressors: Any = "auto") -> Any:
@@ -204,34 +211,62 @@ class QuantizedArray:
 
 def check_header(header: Any, error: Callable[[str], ValueError]) -> tuple[dict[str, Any], list[str]]:
     """(meta, field names) of a lowbit header, the JSON object that ``.npz`` files and Zarr
-    stores hold; ``error(problem)`` builds the exception for a bad one."""
+    stores hold, after the metadata passed its scheme's record (:func:`lowbit.schema.parse`)
+    and the field names matched what the metadata implies; ``error(problem)`` builds the
+    exception for a bad one.  ``meta`` comes back normalized (:meth:`Meta.to_meta`)."""
+    from lowbit import schema
+
     if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
         raise error(f"unsupported lowbit file format {header!r:.80}")
-    meta = header.get("meta")
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, _META_TYPES) for k, v in meta.items()
-    ):
-        raise error("metadata must be a flat JSON object")
-    names = header.get("fields")
+    if set(header) != {"format", "meta", "fields"}:
+        raise error(f"the header must hold format, meta and fields, got {sorted(header, key=str)}")
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise error(f"metadata must be a flat JSON object, got {type(meta).__name__}")
+    for k, v in meta.items():
+        if not isinstance(v, _META_TYPES):
+            raise error(f"metadata {k!r} must be a string, number, boolean, null or list (metadata "
+                        f"must be a flat JSON object), got {type(v).__name__}")
+    try:
+        record = schema.parse(meta)
+        want = sorted(k.removeprefix("field.") for k in record.arrays() if k != "codes")
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    names = header["fields"]
     if not isinstance(names, list) or not all(isinstance(f, str) for f in names) \
-            or len(set(names)) != len(names):
-        raise error(f"the header's field list must be distinct names, got {names!r:.80}")
-    for key in ("scheme", "shape", "dtype", "bits"):
-        if key not in meta:
-            raise error(f"metadata lacks {key!r}")
-    return meta, names
+            or sorted(names) != want:
+        raise error(f"the header lists fields {names!r:.200}; {record.scheme} metadata implies {want}")
+    return record.to_meta(), names
 
 
-def from_checked(codes: Any, fields: dict[str, Any], meta: dict[str, Any]) -> QuantizedArray:
-    """A loaded QuantizedArray (results dequantize to numpy), after its scheme's validation
-    of the metadata against the arrays' dtypes and shapes (no array data is read)."""
-    from lowbit.api import get_scheme
+def expected_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+    """{member: (dtype, shape)} that the (checked) metadata implies: ``codes`` and
+    ``field.<name>`` (:meth:`lowbit.schema.Meta.arrays`)."""
+    from lowbit import schema
 
-    scheme = get_scheme(meta["scheme"], name="scheme in file")
-    dtype = meta["dtype"] if meta["dtype"] != "bfloat16" else "float32"
-    q = QuantizedArray(codes, fields, meta, Origin("numpy", dtype, "cpu"))
-    scheme.validate(q)
-    return q
+    return schema.parse(meta).arrays()
+
+
+def from_checked(codes: Any, fields: dict[str, Any], meta: dict[str, Any],
+                 error: Callable[[str], ValueError] = ValueError) -> QuantizedArray:
+    """A loaded QuantizedArray (results dequantize to numpy) from arrays whose metadata passed
+    :func:`check_header`: each array's dtype and shape must be what the metadata implies (no
+    array data is read for that), and the few field values the schema constrains are checked
+    (NVFP4's tensor scale)."""
+    from lowbit import schema
+
+    record = schema.parse(meta)
+    for name, (dtype, shape) in record.arrays().items():
+        arr = codes if name == "codes" else fields[name.removeprefix("field.")]
+        if np.dtype(arr.dtype) != dtype or tuple(arr.shape) != shape:
+            raise error(f"member {name!r} has dtype {np.dtype(arr.dtype)} and shape "
+                        f"{tuple(arr.shape)}; the metadata implies {dtype} and {shape}")
+    try:
+        record.check_arrays(fields)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    out_dtype = record.dtype if record.dtype != "bfloat16" else "float32"
+    return QuantizedArray(codes, fields, meta, Origin("numpy", out_dtype, "cpu"))
 
 
 def load(path: Any) -> QuantizedArray:

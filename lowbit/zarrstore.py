@@ -5,8 +5,8 @@ names and contents) and the group attribute ``lowbit``, the same header as the `
 member (:meth:`QuantizedArray.header`).  The header is written last, so an interrupted write
 leaves a store that :func:`load_zarr` refuses.  Reading trusts nothing: the header goes
 through the ``.npz`` checks (:func:`lowbit.quantized.check_header`), unknown members are
-refused, and the scheme validates every array's dtype and shape from the store's metadata
-before any data is read; a chunk that fails to decode later raises ``ValueError`` naming it.
+refused, and every array's dtype and shape must be what the store's metadata implies
+(:mod:`lowbit.schema`) before any data is read; a chunk that fails to decode later raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -165,13 +165,13 @@ def load_zarr(store: Any) -> QuantizedArray:
         specs[name] = member
     # the scheme validates dtypes and shapes on one-chunk views (no data read, O(1) graphs)
     whole = {k: _read(m, where, k, int(m.shape[0]) or 1) for k, m in specs.items()}
-    from_checked(whole["codes"], {f: whole[f"field.{f}"] for f in names}, meta)
+    from_checked(whole["codes"], {f: whole[f"field.{f}"] for f in names}, meta, error)
     arrays = {}
     for k, m in specs.items():
         chunk = max(1, int(m.chunks[0]) if m.chunks else 1)
         step = chunk * max(1, READ_CHUNK // chunk)
         arrays[k] = _read(m, where, k, max(1, min(int(m.shape[0]), step)))
-    q = from_checked(arrays["codes"], {f: arrays[f"field.{f}"] for f in names}, meta)
+    q = from_checked(arrays["codes"], {f: arrays[f"field.{f}"] for f in names}, meta, error)
     return LazyQuantizedArray(q.codes, q.fields, q.meta, q.origin)
 
 

@@ -232,14 +232,14 @@ def _rewrite(path, **changes):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(meta={"scheme": "os.system"}), "scheme in file must be one of"),
-        (dict(meta={"bits": 99}), "inconsistent rtn metadata"),
-        (dict(meta={"shape": [7, 7]}), "field '(scale|offset)' must have"),
-        (dict(meta={"axis": 5}), "inconsistent rtn metadata"),
-        (dict(meta={"dtype": "object"}), "inconsistent rtn metadata"),
+        (dict(meta={"scheme": "os.system"}), "metadata 'scheme' must be one of"),
+        (dict(meta={"bits": 99}), "metadata 'bits' must be an integer in 1..8, got 99"),
+        (dict(meta={"shape": [7, 7]}), r"member 'codes' has shape \(16,\), expected \(25,\)"),
+        (dict(meta={"axis": 5}), "metadata 'axis' must be null or in 0..1"),
+        (dict(meta={"dtype": "object"}), "metadata 'dtype' must be one of"),
         (dict(meta={"extra": {"nested": 1}}), "flat JSON object"),
-        (dict(drop="field.offset"), "fields must be"),
-        (dict(codes=np.zeros(3, np.uint8)), "codes must be uint8"),
+        (dict(drop="field.offset"), r"the header lists fields \['scale'\]; rtn metadata implies"),
+        (dict(codes=np.zeros(3, np.uint8)), r"member 'codes' has shape \(3,\), expected \(16,\)"),
     ],
 )
 def test_hostile_files_give_clear_errors(tmp_path, rng, change, match):

@@ -80,6 +80,11 @@ class Codec:
         """Bytes of packed codes for one block of ``tokens`` x ``dim``."""
         return (tokens * dim * self.bits(kind) + 7) // 8
 
+    def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
+        """{name: (dtype, values per block)} of the fields :meth:`encode` writes for blocks of
+        ``tokens`` x ``dim`` (the layout lowbit.schema checks saved files against)."""
+        raise NotImplementedError
+
     def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         raise NotImplementedError
 
@@ -122,6 +127,11 @@ class KVarNCodec(Codec):
 
     def bits(self, kind: str) -> int:
         return self.key_bits if kind == "key" else self.value_bits
+
+    def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
+        rows, cols = (dim, tokens) if kind == "key" else (tokens, dim)
+        scale = np.float16 if self.scale_format == 0 else np.uint8
+        return {"row_scale": (scale, rows), "row_offset": (np.float16, rows), "col_scale": (scale, cols)}
 
     def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         n, tokens, dim = x.shape
@@ -186,20 +196,25 @@ def _rtn_rows_decode(codes: np.ndarray, fields: dict[str, np.ndarray], bits: int
                      shape: tuple[int, int, int], group_size: int | None) -> np.ndarray:
     from lowbit import affine
     from lowbit.quantized import QuantizedArray
+    from lowbit.schema import RtnMeta
 
     n, r, c = shape
     out = np.empty(shape, np.float32)
     whole = (r * c * bits) % 8 == 0
     chunks = [(0, n)] if whole else [(i, i + 1) for i in range(n)]
     for lo, hi in chunks:
-        meta = {"scheme": "rtn", "shape": [hi - lo, r, c], "dtype": "float32", "bits": bits,
-                "axis": 2, "group_size": group_size, "symmetric": False,
-                "scale_dtype": "float16", "rounding": "nearest_even", "seed": None, "rbits": 16}
+        meta = RtnMeta(shape=(hi - lo, r, c), dtype="float32", bits=bits, axis=2,
+                       group_size=group_size, symmetric=False, scale_dtype="float16")
         q = QuantizedArray(np.ascontiguousarray(codes[lo:hi]).reshape(-1),
                            {k: np.ascontiguousarray(v[lo:hi]).reshape(-1) for k, v in fields.items()},
-                           meta, _HOST_F32)
+                           meta.to_meta(), _HOST_F32)
         out[lo:hi] = affine.dequantize(q)
     return out
+
+
+def _rtn_row_fields(rows: int, per_row: int) -> dict[str, tuple[Any, int]]:
+    """Fields of _rtn_rows for one block: float16 scale and offset, ``per_row`` per row."""
+    return {"scale": (np.float16, rows * per_row), "offset": (np.float16, rows * per_row)}
 
 
 @dataclass(frozen=True)
@@ -225,6 +240,11 @@ class KiviCodec(Codec):
 
     def bits(self, kind: str) -> int:
         return self.key_bits if kind == "key" else self.value_bits
+
+    def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
+        if kind == "key":
+            return _rtn_row_fields(dim, 1)
+        return _rtn_row_fields(tokens, dim // self._value_group(dim))
 
     def _value_group(self, dim: int) -> int:
         if dim % self.value_group_size:
@@ -270,6 +290,9 @@ class TokenRTNCodec(Codec):
     def bits(self, kind: str) -> int:
         return self.key_bits if kind == "key" else self.value_bits
 
+    def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
+        return _rtn_row_fields(tokens, 1)
+
     def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return _rtn_rows(x, self.bits(kind), None)
 
@@ -294,6 +317,9 @@ class FP8Codec(Codec):
     def bits(self, kind: str) -> int:
         return 8
 
+    def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
+        return {"scale": (np.float32, 1)}
+
     def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         from lowbit.minifloat import fp8_e4m3
 
@@ -306,13 +332,14 @@ class FP8Codec(Codec):
                tokens: int, dim: int) -> np.ndarray:
         from lowbit.minifloat import fp8_e4m3
         from lowbit.quantized import QuantizedArray
+        from lowbit.schema import ElementMeta
 
         n = codes.shape[0]
-        meta = {"scheme": "fp8_e4m3", "shape": [n, tokens * dim], "dtype": "float32", "bits": 8,
-                "rounding": "nearest_even", "seed": None, "rbits": 16, "overflow": "saturate",
-                "scale": "absmax", "axis": 1, "group_size": None, "offset": 0}
+        meta = ElementMeta(scheme="fp8_e4m3", shape=(n, tokens * dim), dtype="float32", bits=8,
+                           scale="absmax", axis=1)
         q = QuantizedArray(np.ascontiguousarray(codes).reshape(-1),
-                           {"scale": np.ascontiguousarray(fields["scale"]).reshape(-1)}, meta, _HOST_F32)
+                           {"scale": np.ascontiguousarray(fields["scale"]).reshape(-1)},
+                           meta.to_meta(), _HOST_F32)
         return np.asarray(fp8_e4m3.dequantize(q), np.float32).reshape(n, tokens, dim)
 
     def options(self) -> dict[str, Any]:

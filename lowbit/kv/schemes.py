@@ -27,6 +27,7 @@ from lowbit.arrays import Array, Origin, kernel_input, kernel_output, xp_of
 from lowbit.kv import codecs
 from lowbit.kv.codecs import Codec, check_group, check_kind
 from lowbit.quantized import QuantizedArray
+from lowbit.schema import KVMeta
 from lowbit.validate import check_bits
 
 
@@ -161,9 +162,10 @@ class KVScheme:
         for i, (_, f) in enumerate(parts):
             prefix = "tail." if (i == 1 or not n_full) else ""
             fields.update({prefix + k: v.reshape(-1) for k, v in f.items()})
-        meta = {"scheme": self.name, "shape": [int(s) for s in arr.shape], "dtype": origin.dtype,
-                "bits": bits, "kind": kind, "group": group,
-                **{k: v for k, v in codec.options().items() if k not in ("key_bits", "value_bits")}}
+        meta = KVMeta(scheme=self.name, shape=tuple(int(s) for s in arr.shape), dtype=origin.dtype,
+                      bits=bits, kind=kind, group=group,
+                      **{k: v for k, v in codec.options().items() if k not in ("key_bits", "value_bits")}
+                      ).to_meta()
         return QuantizedArray(codes, fields, meta, origin)
 
     # -- dequantize ---------------------------------------------------------------------------
@@ -211,33 +213,6 @@ class KVScheme:
             x = codecs.rotate(x)
         out = x.astype(np.float64) if q.origin.dtype == "float64" else x
         return kernel_output(out, q.origin.dtype).reshape(shape)
-
-    def validate(self, q: QuantizedArray) -> None:
-        m = q.meta
-        try:
-            shape = tuple(int(s) for s in m["shape"])
-            if len(shape) < 2 or min(shape) < 1:
-                raise ValueError("shape")
-            check_kind(m["kind"])
-            check_bits(m["bits"])
-            if m["group"] is not None:
-                check_group(m["group"])
-            if m["dtype"] not in ("float16", "bfloat16", "float32", "float64"):
-                raise ValueError("dtype")
-            self._codec_of(m)
-            parts = self._split(q)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"inconsistent {self.name} metadata {m!r}: {exc}") from None
-        if q.codes.dtype != np.uint8:
-            raise ValueError("codes must be uint8")
-        codec = self._codec_of(m)
-        for _, tok, _, fields in parts:
-            _, want = codec.encode(np.ones((1, tok, shape[-1]), np.float32), m["kind"])
-            if sorted(fields) != sorted(want) or any(
-                    fields[k].shape[1:] != want[k].shape[1:] or fields[k].dtype != want[k].dtype
-                    for k in want):
-                raise ValueError(f"{self.name}: fields {sorted(fields)} do not match the layout")
-
 
 kvarn = KVScheme("kvarn")
 kivi = KVScheme("kivi")
