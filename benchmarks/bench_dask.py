@@ -132,7 +132,7 @@ def run(quick: bool = False) -> list[dict]:
         t_read = best_time(functools.partial(read_all, path), repeat=1, warmup=0)
         drop_cache(path)
         with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                          memory_limit=WORKER_MEMORY, dashboard_address=None) as cluster, \
+                          memory_limit=WORKER_MEMORY, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             before = sorted(client.scheduler_info()["workers"])
             client.run(_warm_up)

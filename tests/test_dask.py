@@ -30,7 +30,7 @@ MODES = ["nearest_even", "nearest_away", "toward_zero", "up", "down", "odd", "st
 def cluster_client():
     """A LocalCluster of 2 single-threaded worker processes, shared by the module."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, memory_limit="1GiB") as cluster, \
+                                  dashboard_address=":0", memory_limit="1GiB") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
 
