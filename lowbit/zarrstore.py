@@ -163,7 +163,8 @@ def load_zarr(store: Any) -> QuantizedArray:
         if dtype.hasobject or dtype.fields is not None or dtype.kind not in "uif":
             raise error(f"member {name!r} has dtype {dtype}; lowbit stores numbers only")
         specs[name] = member
-    # the scheme validates dtypes and shapes on one-chunk views (no data read, O(1) graphs)
+    # dtypes and shapes checked against the metadata (lowbit.schema) on one-chunk views: no
+    # data is read and the graphs are O(1), whatever shape a store declares
     whole = {k: _read(m, where, k, int(m.shape[0]) or 1) for k, m in specs.items()}
     from_checked(whole["codes"], {f: whole[f"field.{f}"] for f in names}, meta, error)
     arrays = {}
