@@ -2,7 +2,8 @@
 
 Element formats (records in :mod:`lowbit.formats`).  With no ``scale`` the values are
 converted directly (``q.dequantize()`` is x rounded into the format); ``scale="absmax"`` adds a
-float32 scale per group, max|x| / format.max, and converts x / scale:
+float32 scale per group, max|x| / format.max rounded *up* to float32 (so that no x / scale
+exceeds the format's max), and converts x / scale:
 
 ==========  ============  =======================================================
 axis        group_size    one scale per
@@ -22,9 +23,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lowbit import codec
 from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
 from lowbit.codec import check_overflow, decode, encode, raise_on_counts
 from lowbit.formats import (
+    FLOAT32,
     FP4_E2M1,
     FP6_E2M3,
     FP6_E3M2,
@@ -40,6 +43,33 @@ from lowbit.schema import ElementMeta, FixedMeta
 from lowbit.validate import check_axis, check_group_size, check_rbits, check_seed
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def absmax_scale(amax: Array, fmt: ElementFormat) -> Array:
+    """Per-group scale for ``scale="absmax"``: the smallest float32 s with amax / s <= fmt.max.
+
+    Rounded *up* (as rtn's scales), so that no x / s of the group exceeds the format's max
+    and ``overflow="error"`` never raises on finite data, whatever the rounding mode; 1 for
+    an all-zero group.  Returned as float64 values that float32 represents exactly.
+
+    Raises
+    ------
+    ValueError
+        A scale would exceed float32's range (float64 input beyond ~1.5e41 for fp8 e4m3).
+    """
+    xp = xp_of(amax)
+    s = codec.round_to_format(amax / fmt.max, FLOAT32, "up")
+    # amax / max was rounded once in float64 and may sit just below the exact quotient; s * max
+    # is exact (24 + at most 8 significant bits), so this comparison is exact, and the next
+    # float32 up is then the answer (s * (1 + 2**-30) lies strictly between s and it).
+    low = s * fmt.max < amax
+    if bool(low.any()):
+        s = xp.where(low, codec.round_to_format(s * (1.0 + 2.0**-30), FLOAT32, "up"), s)
+    s = xp.where(amax > 0, s, 1.0)
+    if not bool((s <= FLOAT32.max).all()):
+        raise ValueError(f"scale='absmax' stores float32 scales; max|x| = {float(amax.max()):.6g} "
+                         f"needs max|x| / {fmt.max:g} beyond float32's range")
+    return s
 
 
 def axis_last(arr: Array, ax: int | None) -> Array:
@@ -120,10 +150,8 @@ class ElementScheme:
             backend(x).block_absmax(x, block, amax)
             if not bool(xp.isfinite(amax).all()):
                 raise ValueError("x contains NaN or Inf; scale='absmax' needs finite values")
-            s32 = (amax / fmt.max).astype(xp.float32)
-            s32 = xp.where(s32 > 0, s32, xp.float32(1.0))
-            fields["scale"] = s32
-            scale64 = s32.astype(xp.float64)
+            scale64 = absmax_scale(amax, fmt)
+            fields["scale"] = codec.to_codes(scale64, FLOAT32).view(xp.float32)  # exact
         else:
             scale64 = xp.ones(1, xp.float64)
         if diffuse:
