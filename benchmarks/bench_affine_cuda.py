@@ -106,9 +106,25 @@ def _kernel_rows(x, group: int) -> list[dict]:
             traffic = 2 * n + n * bits // 8 + 8 * ng
             rows.append(gpu_row(f"cuda rtn quantize+pack kernel {bits}-bit g{group}", f"{2 * n >> 20} MiB {label}",
                                 t, "(same run, no baseline)", t, traffic, n))
-            if label == "f16":
-                out = cp.empty(n, cp.float16)
-                t = event_time(functools.partial(cuda.rtn_decode, packed, group, scale, offset, bits, False, out))
-                rows.append(gpu_row(f"cuda rtn unpack+dequantize kernel {bits}-bit", f"{2 * n >> 20} MiB f16",
-                                    t, "(same run, no baseline)", t, traffic, n))
+            out = cp.empty(n, cp.float16 if label == "f16" else cp.uint16)
+            t = event_time(functools.partial(cuda.rtn_decode, packed, group, scale, offset, bits, False, out))
+            rows.append(gpu_row(f"cuda rtn unpack+dequantize kernel {bits}-bit", f"{2 * n >> 20} MiB {label}",
+                                t, "(same run, no baseline)", t, traffic, n))
+            if bits == 2:
+                rows.append(_midpoint_decode_row(cuda, packed, group, ng, out, label, traffic, n))
     return rows
+
+
+def _midpoint_decode_row(cuda, packed, group: int, ng: int, out, label: str, traffic: int, n: int) -> dict:
+    """The decode's worst case: offsets on 16-bit midpoints and scales far below them, so that
+    every lane's float32 results hit midpoints and take the round-to-odd redo (rtn.cu,
+    decode_item); real data needs it in about 1 of 8,000 float16 outputs."""
+    import cupy as cp
+
+    man = 10 if label == "f16" else 7
+    k = cp.random.randint(1 << man, 2 << man, ng).astype(cp.float64)
+    offset = cp.ldexp(k + 0.5, 12 - man).astype(cp.float32)  # midpoints in [2^12, 2^13)
+    scale = cp.full(ng, 2.0 ** (12 - 26), cp.float32)  # 3 * scale < half a float32 ulp
+    t = event_time(functools.partial(cuda.rtn_decode, packed, group, scale, offset, 2, False, out))
+    return gpu_row("cuda rtn unpack+dequantize kernel 2-bit, every lane at a 16-bit midpoint",
+                   f"{2 * n >> 20} MiB {label}", t, "(same run, no baseline)", t, traffic, n)

@@ -30,10 +30,10 @@ from lowbit.arrays import (
     Array,
     Origin,
     backend,
+    decode_output_dtype,
     done_event,
     kernel_input,
     kernel_output,
-    kernel_output_dtype,
     xp_of,
     zero,
 )
@@ -237,7 +237,10 @@ def quantize(
 
 
 def dequantize(q: QuantizedArray) -> Array:
-    """x_hat in ``q.origin.dtype`` (computed in float64, rounded once to float32 unless float64)."""
+    """x_hat in ``q.origin.dtype``: code * scale + offset, exact in float64 (scales stored by
+    :func:`quantize` keep it within 53 bits), rounded once to the output dtype (CPU: the kernel
+    writes float64 for 16-bit outputs and :func:`lowbit.arrays.to_dtype` rounds it; CUDA: the
+    kernel rounds itself, bit-identically)."""
     meta = q.meta
     shape = tuple(meta["shape"])
     ax, sd = meta["axis"], meta["scale_dtype"]
@@ -248,7 +251,7 @@ def dequantize(q: QuantizedArray) -> Array:
     )
     n = math.prod(shape)
     g = _layout(shape, ax, meta["group_size"])
-    out = xp.empty(n, kernel_output_dtype(q.codes, q.origin.dtype))
+    out = xp.empty(n, decode_output_dtype(q.codes, q.origin.dtype))
     backend(q.codes).rtn_decode(q.codes, g, scale32, offset32, int(meta["bits"]), bool(meta["symmetric"]), out)
     out = kernel_output(out, q.origin.dtype)
     if ax is None:

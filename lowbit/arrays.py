@@ -181,10 +181,27 @@ def kernel_input(arr: Array, dtype: str) -> Array:
 
 
 def kernel_output_dtype(arr: Array, dtype: str) -> Any:
-    """The dtype a kernel writes for a result of logical ``dtype`` (see :func:`kernel_input`)."""
+    """The dtype a kernel writes for a result of logical ``dtype`` (see :func:`kernel_input`):
+    CUDA kernels ``dtype`` itself (bfloat16 as uint16 bits), CPU kernels float32 (or float64)
+    -- the precision they compute 16-bit results in.  Decoders use
+    :func:`decode_output_dtype`."""
     if is_cupy(arr):
         return np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
     return np.float64 if dtype == "float64" else np.float32
+
+
+def decode_output_dtype(arr: Array, dtype: str) -> Any:
+    """The dtype a *decoder* kernel writes for a result of logical ``dtype``.
+
+    Decoded values (code * scale + offset, table value * scale) are exact in float64 for the
+    scales lowbit stores, and a 16-bit result must be rounded once, from that exact value.
+    CUDA decoders write ``dtype`` itself, rounding once.  Numba cannot write float16 (nor
+    bfloat16), so CPU decoders write float64 for 16-bit results and :func:`to_dtype` rounds
+    them once; through float32 they would round twice (issue 12, item 4).
+    """
+    if is_cupy(arr):
+        return np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+    return np.float32 if dtype == "float32" else np.float64
 
 
 def kernel_output(out: Array, dtype: str) -> Array:
@@ -238,13 +255,19 @@ def to_float(arr: Array, dtype: str, compute: str = "float32") -> Array:
 
 
 def to_dtype(arr: Array, dtype: str) -> Array:
-    """Round a float32/float64 backend array to ``dtype`` (nearest-even, one rounding).
+    """Round a float32/float64 backend array to ``dtype`` (nearest-even), **once**.
 
-    bfloat16 results are returned as uint16 bits, rounded by the shared codec
-    (:func:`lowbit.codec.to_codes`; overflow to +-Inf, NaN stays NaN with its sign).
+    The output conversion of every front: each result is the ``dtype`` value nearest to the
+    input value (ties to even; beyond the range +-Inf), never a rounding of a rounding, so a
+    float64 input holding an exact result (the CPU decoders' 16-bit outputs,
+    :func:`kernel_output_dtype`) is rounded correctly.  float16 comes from the IEEE conversion
+    (numpy converts float64 to float16 directly); bfloat16 results are returned as uint16
+    bits, rounded by the shared codec (:func:`lowbit.codec.to_codes`, from float64 too;
+    overflow to +-Inf, NaN stays NaN with its sign).
     """
     if dtype != "bfloat16":
-        return arr.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # beyond the range: +-Inf, as documented
+            return arr.astype(dtype, copy=False)
     from lowbit.codec import to_codes
     from lowbit.formats import BFLOAT16
 

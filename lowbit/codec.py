@@ -122,10 +122,10 @@ def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:
 def decode(packed: Array, fmt: ElementFormat, n: int, block_size: int, scale: Array,
            dtype: str) -> Array:
     """Flat backend array of ``dtype`` (bfloat16 as uint16 bits): table[code] * scale[block]."""
-    from lowbit.arrays import kernel_output_dtype, to_dtype
+    from lowbit.arrays import decode_output_dtype, to_dtype
 
     xp = xp_of(packed)
-    out = xp.empty(n, kernel_output_dtype(packed, dtype))
+    out = xp.empty(n, decode_output_dtype(packed, dtype))
     table = xp.asarray(decode_values(fmt))
     backend(packed).decode_table(packed, fmt.bits, table, block_size, scale, out)
     want = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)

@@ -58,9 +58,15 @@ __device__ __forceinline__ double to_f64(u16 v) { return f32_to_f64(__uint_as_fl
 __device__ __forceinline__ double to_f64(float v) { return f32_to_f64(v); }
 __device__ __forceinline__ double to_f64(double v) { return v; }
 
-// Writing results: float64 -> float32 (nearest even) -> storage type, as the CPU path.
-__device__ __forceinline__ void from_f64(double d, __half* p) { *p = __float2half_rn(f64_to_f32(d)); }
-__device__ __forceinline__ void from_f64(double d, u16* p) { *p = f32_to_bf16_bits(f64_to_f32(d)); }
+// Writing results: float64 -> storage type, rounded once (nearest even, +-Inf beyond the
+// range), as the CPU path (lowbit.arrays.to_dtype of the float64 value).  Never through
+// float32: a float32 rounding landing on a 16-bit midpoint would round a second time.
+// __double2half is one cvt.rn.f16.f64; __double2bfloat16 one cvt.rn.bf16.f64 on sm_90 (a
+// round-to-odd sequence before); neither is affected by -ftz.  NaN: bfloat16 0x7fc0.
+__device__ __forceinline__ void from_f64(double d, __half* p) { *p = __double2half(d); }
+__device__ __forceinline__ void from_f64(double d, u16* p) {
+    *p = d != d ? (u16)0x7fc0 : __bfloat16_as_ushort(__double2bfloat16(d));
+}
 __device__ __forceinline__ void from_f64(double d, float* p) { *p = f64_to_f32(d); }
 __device__ __forceinline__ void from_f64(double d, double* p) { *p = d; }
 
