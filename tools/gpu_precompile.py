@@ -1,0 +1,47 @@
+"""Compile lowbit's CUDA modules in parallel into CuPy's on-disk kernel cache (on a GPU box).
+
+A fresh machine compiles each module on first use, one after another (NVRTC is single-threaded;
+rtn.cu takes seconds per bit width).  Run this first, and the tests and benchmarks that follow
+in the same machine load the cached modules instead.
+
+Usage: python tools/gpu_precompile.py [source ...]   (default: rtn packing)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's lowbit
+
+#: (source, defines) of every module the wrappers build (lowbit/cuda/rtn.py: one lane module
+#: per bit width besides the main one).
+MODULES = {
+    "rtn": [(), *[(f"-DLOWBIT_LANE_BITS={b}",) for b in range(1, 9)]],
+    "packing": [()],
+}
+
+
+def _compile(job: tuple[str, tuple[str, ...]]) -> tuple[str, tuple[str, ...], float]:
+    from lowbit.cuda._module import _module
+
+    t = time.perf_counter()
+    _module(job[0], 0, job[1]).compile()  # RawModule compiles lazily otherwise
+    return job[0], job[1], time.perf_counter() - t
+
+
+def main() -> int:
+    names = sys.argv[1:] or list(MODULES)
+    jobs = [(name, d) for name in names for d in MODULES[name]]
+    t = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=len(jobs)) as pool:
+        for name, defines, seconds in pool.map(_compile, jobs):
+            print(f"{name} {' '.join(defines) or '(main)'}: {seconds:.1f} s", flush=True)
+    print(f"{len(jobs)} modules in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
