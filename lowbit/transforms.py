@@ -27,6 +27,7 @@ from lowbit.arrays import (
     to_float,
     xp_of,
 )
+from lowbit.validate import check_iterations
 
 #: Orders of the non-power-of-two core factors (Paley construction from quadratic residues).
 CORE_ORDERS = (12, 20)
@@ -229,7 +230,7 @@ def hadamard(x: Any, axis: int = -1, normalize: bool = True, seed: int | None = 
     Raises
     ------
     ValueError
-        Unsupported length along ``axis`` (the message lists the supported ones), bad ``axis``,
+        Unsupported length along ``axis``, 0 included (the message lists the supported ones), bad ``axis``,
         bad ``seed``, or a 0-d ``x``.
     TypeError
         ``x`` is not a floating numpy/CuPy/torch array, or ``normalize`` is not a bool.
@@ -239,7 +240,9 @@ def hadamard(x: Any, axis: int = -1, normalize: bool = True, seed: int | None = 
     The normalized transform preserves norms and dot products: ``hadamard(q) @ hadamard(k) ==
     q @ k``.  NaN or Inf in a vector spreads to every output of that vector (no error is
     raised).  float16 / bfloat16 outputs beyond their range round to ±inf (the unnormalized
-    transform grows norms by ``sqrt(n)``).  Empty arrays are returned empty.  Lengths ``12 * 2**k`` and ``20 * 2**k`` apply the
+    transform grows norms by ``sqrt(n)``).  An empty array whose ``axis`` has a supported length
+    (no vectors, e.g. shape (0, 128)) is returned empty; a zero-length ``axis`` raises
+    ``ValueError``, as ``numpy.fft.fft`` does (0 is not a supported length).  Lengths ``12 * 2**k`` and ``20 * 2**k`` apply the
     dense ``P_12`` / ``P_20`` core to chunks of 12 / 20 consecutive elements (O(n * 12) or
     O(n * 20) extra work), then the radix-2 butterflies.
 
@@ -308,7 +311,8 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
     tiles : numpy.ndarray, cupy.ndarray or torch.Tensor, shape (..., R, C)
         R >= 2 and C >= 2; float16, bfloat16 (torch), float32 or float64, converted to float32.
     iterations : int, default 8
-        Number of column+row rounds, >= 0.  0 returns the identity scales.
+        Number of column+row rounds, 0..1024 (:data:`lowbit.validate.MAX_ITERATIONS`; the
+        iteration settles within a few dozen rounds).  0 returns the identity scales.
     std_min, std_max : float, default 1e-3, 1e3
         Clip applied to each std before its logarithm.
     log_scale_min, log_scale_max : float, default -0.3, 10.0
@@ -337,7 +341,7 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
     Raises
     ------
     ValueError
-        ``tiles.ndim < 2``, R < 2 or C < 2, ``iterations < 0``, inconsistent constants
+        ``tiles.ndim < 2``, R < 2 or C < 2, ``iterations`` outside 0..1024, inconsistent constants
         (``0 < std_min <= std_max``, ``log_scale_min <= log_scale_max``, ``imbalance_floor > 0``),
         or non-finite values with ``check_finite=True``.
     TypeError
@@ -371,10 +375,7 @@ def balance(tiles: Any, iterations: int = 8, *, std_min: float = 1e-3, std_max: 
     if nrows < 2 or ncols < 2:
         raise ValueError(f"tiles need R >= 2 rows and C >= 2 columns for an unbiased std, "
                          f"got R={nrows}, C={ncols} (shape {tuple(arr.shape)})")
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)):
-        raise TypeError(f"iterations must be an integer, got {iterations!r}")
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    iterations = check_iterations(iterations)
     lo_std, hi_std = _check_real(std_min, "std_min"), _check_real(std_max, "std_max")
     if not 0.0 < lo_std <= hi_std:
         raise ValueError(f"need 0 < std_min <= std_max, got std_min={std_min!r}, std_max={std_max!r}")

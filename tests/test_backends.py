@@ -54,3 +54,32 @@ def test_backends_page_is_generated_from_the_tables():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.PAGE.read_text() == mod.render(), "docs/backends.md is stale: run python docs/gen_backends.py"
+
+
+#: The CUDA kernels each README-named entry point needs (its CPU kernels' twins).
+GPU_NEEDS = {
+    "rtn": ("rtn_quantize_groups", "rtn_encode", "rtn_decode", "group_range"),
+    "lowbit.hadamard": ("fwht", "hadamard_signs"),
+    "lowbit.balance": ("balance_tiles",),
+    "lowbit.pack": ("pack_codes",),
+    "lowbit.unpack": ("unpack_codes",),
+    "lowbit.round": ("round_elementwise",),
+    "kvarn": ("kvarn_encode", "kvarn_decode"),
+    "fp8_e4m3": ("minifloat_encode", "decode_table", "block_absmax"),
+    "mxfp4": ("minifloat_encode", "decode_table", "block_absmax"),
+}
+
+
+def test_readme_says_what_runs_on_the_gpu():
+    # The headline example's note lists, in backticks, exactly the entry points whose CUDA
+    # kernels all exist: whoever lands a CUDA twin (or names a new entry point) updates it.
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    note = re.search(r"\*\*On the GPU today\*\*(.*?)\.\s", readme, re.S)
+    assert note, "README.md lost its 'On the GPU today' note under the headline example"
+    listed = set(re.findall(r"`([\w.]+)`", note.group(1)))
+    runs = {name for name, needs in GPU_NEEDS.items() if set(needs) <= set(cuda.KERNELS)}
+    assert listed == runs, (listed, runs)
+    assert "docs/backends.md" in readme[note.end(): note.end() + 600]

@@ -376,6 +376,8 @@ def test_bad_shapes(backend, shape: tuple[int, ...], pattern: str) -> None:
     ({"iterations": -1}, ValueError, "iterations"),
     ({"iterations": 1.5}, TypeError, "iterations"),
     ({"iterations": True}, TypeError, "iterations"),
+    ({"iterations": 1025}, ValueError, r"0\.\.1024"),  # above MAX_ITERATIONS (issue 12 item 7)
+    ({"iterations": 2**40}, ValueError, "MAX_ITERATIONS"),
     ({"std_min": 0.0}, ValueError, "std_min"),
     ({"std_min": 10.0, "std_max": 1.0}, ValueError, "std_min <= std_max"),
     ({"std_max": float("nan")}, ValueError, "std_max"),
@@ -400,3 +402,12 @@ def test_bad_arrays(backend) -> None:
 def test_empty_batch(backend) -> None:
     bal, cs, rs, imb = run(backend, np.ones((0, 4, 6), np.float32), return_imbalance=True)
     assert bal.shape == (0, 4, 6) and cs.shape == (0, 1, 6) and rs.shape == (0, 4, 1) and imb.shape == (0,)
+
+
+def test_iterations_up_to_the_documented_maximum(backend) -> None:
+    from lowbit.validate import MAX_ITERATIONS
+
+    tile = np.random.default_rng(2).standard_normal((1, 4, 6)).astype(np.float32)
+    *_, imb = run(backend, tile, MAX_ITERATIONS, return_imbalance=True)
+    *_, imb32 = run(backend, tile, 32, return_imbalance=True)
+    assert float(backend.to_numpy(imb)[0]) <= float(backend.to_numpy(imb32)[0])  # best so far

@@ -288,6 +288,17 @@ def test_torch_inputs() -> None:
 
 # -- bad input --------------------------------------------------------------------------------
 
+def test_zero_length_axis_raises_as_documented(backend) -> None:
+    # like numpy.fft.fft, a zero-length transform axis is an error, and the docstring says so
+    # (it used to promise an empty result); an empty batch of a supported length is fine
+    x = backend.asarray(np.zeros((0, 4), dtype=np.float32))
+    for fn in (lowbit.hadamard, lowbit.inverse_hadamard):
+        with pytest.raises(ValueError, match="length 0"):
+            fn(x, axis=0)
+        assert tuple(fn(x, axis=1).shape) == (0, 4)
+    assert "zero-length ``axis`` raises" in " ".join((lowbit.hadamard.__doc__ or "").split())
+
+
 @pytest.mark.parametrize("n", [0, 3, 6, 7, 10, 36, 2**16, 12 * 2**16, 28])
 def test_unsupported_length_lists_supported(backend, n: int) -> None:
     x = backend.asarray(np.zeros((2, n), dtype=np.float32))

@@ -340,6 +340,7 @@ def test_fp8_scale_per_head(rng: np.random.Generator) -> None:
         ({"bits": 9}, "bits"),
         ({"group": 12}, "group"),
         ({"iterations": -1}, "iterations"),
+        ({"iterations": 1025}, "MAX_ITERATIONS"),  # bounded (issue 12 item 7)
         ({"scale_dtype": "bfloat16"}, "scale_dtype"),
     ],
 )

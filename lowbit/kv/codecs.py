@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.arrays import Origin, backend
-from lowbit.validate import check_bits
+from lowbit.validate import check_bits, check_iterations
 
 KINDS = ("key", "value")
 #: scale storage of the KVarN codec: A and s_col as float16 bits or float8 e4m3 codes
@@ -48,10 +48,6 @@ def check_group(group: Any, name: str = "group") -> int:
     return int(group)
 
 
-def check_iterations(iterations: Any) -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    return int(iterations)
 
 
 def rotate(x: np.ndarray) -> np.ndarray:
