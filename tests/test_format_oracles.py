@@ -8,18 +8,11 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from test_formats import FMTS, ML  # the ml_dtypes types of the element formats
 
 import lowbit
 from lowbit import formats as F
 
-ML = {
-    "fp8_e4m3": ml_dtypes.float8_e4m3fn,
-    "fp8_e5m2": ml_dtypes.float8_e5m2,
-    "fp6_e2m3": ml_dtypes.float6_e2m3fn,
-    "fp6_e3m2": ml_dtypes.float6_e3m2fn,
-    "fp4_e2m1": ml_dtypes.float4_e2m1fn,
-}
-FMTS = list(F.MINIFLOATS.values())
 #: the deterministic modes (stochastic has its own statistical tests)
 MODES = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd")
 
@@ -27,8 +20,7 @@ MODES = ("nearest_even", "nearest_away", "toward_zero", "up", "down", "odd")
 def representable(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(values ascending, their codes) of every finite code of ``name``, decoded by ml_dtypes;
     -0 left out (it equals +0, code 0)."""
-    width = {"fp8_e4m3": 8, "fp8_e5m2": 8, "fp6_e2m3": 6, "fp6_e3m2": 6, "fp4_e2m1": 4}[name]
-    codes = np.arange(1 << width, dtype=np.uint8)
+    codes = np.arange(1 << F.MINIFLOATS[name].bits, dtype=np.uint8)
     vals = codes.view(ML[name]).astype(np.float64)  # sub-byte types: one code per byte
     keep = np.isfinite(vals) & ~((vals == 0) & (codes != 0))
     order = np.argsort(vals[keep], kind="stable")
