@@ -10,11 +10,13 @@ from lowbit.packing import pack, unpack
 from lowbit.quantized import QuantizedArray, load
 from lowbit.rounding import round  # noqa: A004 - lowbit.round is the public name
 from lowbit import formats  # number-format records (lowbit.formats.FP8_E4M3, ...)
+from lowbit import codebooks  # codebook designs (lowbit.codebooks.lloyd_max, normal_float)
 from lowbit.transforms import balance, hadamard, hadamard_matrix, inverse_hadamard
 
 __all__ = [
     "QuantizedArray",
     "balance",
+    "codebooks",
     "dequantize",
     "formats",
     "hadamard",

@@ -40,6 +40,8 @@ SCHEMES: dict[str, str] = {
     "mxfp4": "lowbit.blockfmt:mxfp4",
     "mxint8": "lowbit.blockfmt:mxint8",
     "nvfp4": "lowbit.blockfmt:nvfp4",
+    # codebooks (Lloyd-Max, NormalFloat; docs/formats.md)
+    "codebook": "lowbit.codebook_scheme:codebook",
     # KV-cache schemes (docs/kv.md): x [..., T, D], kind="key" | "value"
     "kvarn": "lowbit.kv.schemes:kvarn",
     "kivi": "lowbit.kv.schemes:kivi",

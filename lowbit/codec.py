@@ -8,7 +8,11 @@ function                                what
 ======================================  ===================================================
 :func:`encode` / :func:`decode`         element formats (MiniFloat up to 8 bits, FixedPoint)
                                         with block scales, codes packed (element and block
-                                        schemes, NVFP4 block scales)
+                                        schemes, NVFP4 block scales); :func:`decode` also
+                                        decodes codebooks
+:func:`encode_levels`                   codebooks (:class:`~lowbit.formats.Codebook`) with
+                                        block scales, codes packed (scheme ``codebook``,
+                                        TurboQuant)
 :func:`to_codes` / :func:`from_codes`   a whole array to / from codes of any MiniFloat, up
                                         to float32 (scale storage, bfloat16 conversion)
 :func:`round_to_format`                 values rounded into a MiniFloat, as float64 (scale
@@ -37,6 +41,7 @@ from lowbit.formats import (
     FLOAT16,
     FLOAT32,
     OVERFLOW_POLICIES,
+    Codebook,
     ElementFormat,
     FixedPoint,
     MiniFloat,
@@ -69,9 +74,9 @@ def check_overflow(overflow: Any, fmt: ElementFormat) -> int:
 
 
 @functools.cache
-def decode_values(fmt: ElementFormat) -> np.ndarray:
+def decode_values(fmt: ElementFormat | Codebook) -> np.ndarray:
     """float64 value of every code of ``fmt`` (index = code), at most 2**16 codes."""
-    if isinstance(fmt, MiniFloat):
+    if isinstance(fmt, (MiniFloat, Codebook)):
         return fmt.decode_table()
     return np.array([float(fmt.value_of(c)) for c in range(1 << fmt.bits)], np.float64)
 
@@ -109,6 +114,25 @@ def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode:
     return packed, n_invalid, n_over
 
 
+def encode_levels(x: Array, cb: Codebook, block_size: int, scale: Array, *, mode: int, seed: int,
+                  offset: int, rbits: int) -> Array:
+    """Packed codes of flat ``x`` / scale[block] in codebook ``cb``: the nearest level (``mode``
+    0, ties to the even code) or stochastic rounding between the two neighbouring levels
+    (``mode`` 6; ``seed``, ``rbits``, counter ``offset`` + i), lowbit/cpu/codebook.py."""
+    xp = xp_of(x)
+    k = backend(x)
+    codes = xp.empty(x.size, xp.uint8)
+    levels = xp.asarray(np.array(cb.levels, np.float64))
+    thresholds = xp.asarray(np.array(cb.thresholds, np.float64))
+    k.codebook_encode(x, block_size, scale, levels, thresholds, mode, np.uint64(seed), offset, rbits,
+                      codes)
+    if cb.bits == 8:
+        return codes
+    packed = xp.empty((x.size * cb.bits + 7) // 8, xp.uint8)
+    k.pack_codes(codes, cb.bits, packed)
+    return packed
+
+
 def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:
     """Raise for the NaN/Inf values and overflows an :func:`encode` counted."""
     if n_invalid:
@@ -119,7 +143,7 @@ def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:
                          "and overflow='error'")
 
 
-def decode(packed: Array, fmt: ElementFormat, n: int, block_size: int, scale: Array,
+def decode(packed: Array, fmt: ElementFormat | Codebook, n: int, block_size: int, scale: Array,
            dtype: str) -> Array:
     """Flat backend array of ``dtype`` (bfloat16 as uint16 bits): table[code] * scale[block]."""
     from lowbit.arrays import decode_output_dtype, to_dtype

@@ -8,6 +8,9 @@ Element formats
                          offsets and outputs are stored in (one codec serves all of them).
 Block formats
     :class:`BlockFormat` ``block_size`` consecutive elements share one scale (OCP MX, NVFP4).
+Codebooks
+    :class:`Codebook`    a sorted table of levels indexed by a ``bits``-bit code (Lloyd-Max,
+                         NormalFloat; designs in :mod:`lowbit.codebooks`).
 
 Suffix conventions, defined once here (they follow OCP and ml_dtypes):
 ``fn`` ("finite, NaN") means the format has no infinities and reserves only the all-ones
@@ -277,6 +280,100 @@ class MiniFloat:
 
 
 ElementFormat = MiniFloat | FixedPoint
+
+
+def _real(value: object, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Codebook:
+    """A scalar codebook: code c (``bits`` bits) stands for ``levels[c]``, levels strictly increasing.
+
+    ``levels`` are stored as float32 values (each given value rounded to the nearest float32),
+    so that a level times a float32 or 16-bit scale is exact in float64 and a dequantized value
+    is rounded once, to the output dtype.  2 to 2**bits levels; codes at or above
+    ``len(levels)`` never occur in valid data (:meth:`decode_table` maps them to the top level).
+
+    Nearest-level encoding of a value v (``nearest_even``): the level nearest to v; a v exactly
+    on a :attr:`thresholds` entry (the midpoint of two neighbouring levels) goes to the even
+    code of the two; v below the lowest or above the highest level takes that level.
+    Stochastic encoding: the neighbouring level above with probability (v - lo) / (hi - lo),
+    else the one below (lowbit/cpu/codebook.py).
+
+    ``distribution`` says what the levels were designed for (free text, e.g. "N(0, 1)").
+
+    Raises
+    ------
+    ValueError
+        ``bits`` outside 1..8, fewer than 2 or more than 2**bits levels, a non-finite level,
+        levels not strictly increasing (also after rounding to float32), or two neighbouring
+        levels so far apart in magnitude that their midpoint is not exact in float64.
+    TypeError
+        A level is not a real number.
+    """
+
+    name: str
+    bits: int
+    levels: tuple[float, ...]
+    distribution: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        _check_int(self.bits, "bits", 1, 8)
+        if isinstance(self.levels, (str, bytes)) or not hasattr(self.levels, "__len__"):
+            raise TypeError(f"levels must be a sequence of numbers, got {self.levels!r:.80}")
+        raw = [_real(v, f"levels[{i}]") for i, v in enumerate(self.levels)]
+        if not 2 <= len(raw) <= 1 << self.bits:
+            raise ValueError(f"a {self.bits}-bit codebook holds 2..{1 << self.bits} levels, got {len(raw)}")
+        for i in range(len(raw) - 1):
+            if not raw[i] < raw[i + 1]:
+                raise ValueError(f"levels must be sorted strictly increasing; levels[{i}] = {raw[i]!r} "
+                                 f">= levels[{i + 1}] = {raw[i + 1]!r}")
+        stored = tuple(float(np.float32(v)) for v in raw)
+        for i in range(len(stored) - 1):
+            a, b = stored[i], stored[i + 1]
+            if not a < b:
+                raise ValueError(f"levels[{i}] = {raw[i]!r} and levels[{i + 1}] = {raw[i + 1]!r} "
+                                 "round to the same float32 value")
+            if Fraction(a) + Fraction(b) != 2 * Fraction((a + b) / 2):
+                raise ValueError(f"levels[{i}] = {a!r} and levels[{i + 1}] = {b!r} are too far apart "
+                                 "in magnitude for an exact float64 midpoint")
+        object.__setattr__(self, "levels", stored)
+        if not isinstance(self.distribution, str):
+            raise TypeError(f"distribution must be a string, got {self.distribution!r}")
+
+    @property
+    def size(self) -> int:
+        """Number of levels."""
+        return len(self.levels)
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Decision thresholds: the midpoint of each pair of neighbouring levels (exact in float64)."""
+        lv = self.levels
+        return tuple((lv[i] + lv[i + 1]) / 2 for i in range(len(lv) - 1))
+
+    @property
+    def max_abs(self) -> float:
+        """max |level|: a group scaled by absmax maps its largest magnitude onto this level."""
+        return max(-self.levels[0], self.levels[-1])
+
+    def value_of(self, code: int) -> float:
+        """The level of ``code``."""
+        return self.levels[code]
+
+    def decode_table(self) -> np.ndarray:
+        """float64 value of every code 0 .. 2**bits - 1 (codes past the last level repeat it)."""
+        out = np.full(1 << self.bits, self.levels[-1], np.float64)
+        out[: self.size] = self.levels
+        return out
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ listed in ``lowbit.cuda.KNOWN_GAPS``; ``tests/test_backends.py`` checks it.
 """
 
 from lowbit.cpu.balance import balance_tiles
+from lowbit.cpu.codebook import block_norm, codebook_encode
 from lowbit.cpu.codec import (
     block_absmax,
     decode_table,
@@ -31,6 +32,8 @@ KERNELS = (
     "fwht",
     "hadamard_signs",
     "block_absmax",
+    "block_norm",
+    "codebook_encode",
     "decode_table",
     "diffuse_2d",
     "diffuse_rows",
