@@ -42,9 +42,7 @@ rounded once to the output dtype.  Codes are packed at the codebook's width
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import numpy as np
+from typing import Any, cast
 
 from lowbit import codebooks, scales
 from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
@@ -53,13 +51,13 @@ from lowbit.formats import Codebook
 from lowbit.minifloat import axis_back, axis_last
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
+from lowbit.schema import CodebookMeta, parse
 from lowbit.validate import check_axis, check_group_size, check_rbits, check_seed
 
 #: ``scale=`` choices (None: no scale).
 SCALES = ("absmax", "norm", "rms")
 #: Rounding modes a codebook encodes with.
 ROUNDINGS = ("nearest_even", "stochastic")
-_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def _layout(shape: tuple[int, ...], scale: str | None, axis: Any, group_size: Any) -> tuple[int | None, int | None, int]:
@@ -151,65 +149,21 @@ class CodebookScheme:
             fields["scale"] = group_scales(x, block, scale, cb, scale_dtype)
             scale64 = scales.load(fields["scale"], scale_dtype).astype(xp.float64)
         packed = encode_levels(x, cb, block, scale64, mode=mode, seed=seed or 0, offset=off, rbits=rbits)
-        meta: dict[str, Any] = {
-            "scheme": self.name, "shape": list(shape), "dtype": origin.dtype, "bits": cb.bits,
-            "codebook": cb.name, "levels": list(cb.levels), "distribution": cb.distribution,
-            "scale": scale, "axis": ax, "group_size": gs, "scale_dtype": scale_dtype,
-            "rounding": rounding, "seed": seed, "rbits": rbits, "offset": off,
-        }
+        meta = CodebookMeta(
+            shape=shape, dtype=origin.dtype, bits=cb.bits, codebook=cb.name, levels=cb.levels,
+            distribution=cb.distribution, scale=scale, axis=ax, group_size=gs, scale_dtype=scale_dtype,
+            rounding=rounding, seed=seed, rbits=rbits, offset=off).to_meta()
         return QuantizedArray(packed, fields, meta, origin)
 
-    @staticmethod
-    def codebook_of(meta: dict[str, Any]) -> Codebook:
-        """The Codebook a QuantizedArray's metadata describes."""
-        return Codebook(meta["codebook"], meta["bits"], tuple(meta["levels"]), meta["distribution"])
-
     def dequantize(self, q: QuantizedArray) -> Array:
-        m = q.meta
-        shape = tuple(m["shape"])
-        cb = self.codebook_of(m)
-        ax, _, block = _layout(shape, m["scale"], m["axis"], m["group_size"])
+        m = cast(CodebookMeta, parse(q.meta))
+        ax, _, block = _layout(m.shape, m.scale, m.axis, m.group_size)
         xp = xp_of(q.codes)
-        if m["scale"] is None:
+        if m.scale is None:
             scale64 = xp.ones(1, xp.float64)
         else:
-            scale64 = scales.load(q.fields["scale"], m["scale_dtype"]).astype(xp.float64)
-        return axis_back(decode(q.codes, cb, math.prod(shape), block, scale64, q.origin.dtype), shape, ax)
-
-    def validate(self, q: QuantizedArray) -> None:
-        m = q.meta
-        try:
-            shape = tuple(int(s) for s in m["shape"])
-            if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in m["shape"]):
-                raise ValueError("shape must be positive integers")
-            cb = self.codebook_of(m)
-            if m["dtype"] not in _FLOAT_DTYPES:
-                raise ValueError("dtype")
-            if m["scale"] is not None and m["scale"] not in SCALES:
-                raise ValueError("scale")
-            if m["rounding"] not in ROUNDINGS:
-                raise ValueError("rounding")
-            scale_dtype = scales.check_scale_dtype(m["scale_dtype"])
-            _, _, block = _layout(shape, m["scale"], m["axis"], m["group_size"])
-            n = math.prod(shape)
-            if m["scale"] is None:
-                if q.fields:
-                    raise ValueError(f"unexpected fields {sorted(q.fields)}")
-            else:
-                want = np.dtype(np.uint16) if scale_dtype == "bfloat16" else np.dtype(scale_dtype)
-                f = q.fields.get("scale")
-                if set(q.fields) != {"scale"} or f is None or f.shape != (n // block,) or f.dtype != want:
-                    raise ValueError(f"field 'scale' must be {want}, one per group")
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"inconsistent codebook metadata {m!r:.300}: {exc}") from None
-        if q.codes.dtype != np.uint8 or q.codes.shape != ((n * cb.bits + 7) // 8,):
-            raise ValueError("codes must be uint8 of length ceil(size * bits / 8)")
-        if cb.size < 1 << cb.bits:  # codes past the last level would be invalid
-            from lowbit.packing import unpack
-
-            top = int(unpack(q.codes, cb.bits, n).max())
-            if top >= cb.size:
-                raise ValueError(f"code {top} has no level (codebook {cb.name!r} has {cb.size})")
+            scale64 = scales.load(q.fields["scale"], m.scale_dtype).astype(xp.float64)
+        return axis_back(decode(q.codes, m.format, m.size, block, scale64, q.origin.dtype), m.shape, ax)
 
 
 codebook = CodebookScheme()

@@ -10,6 +10,7 @@ record           schemes                                       arrays
 :class:`RtnMeta`      ``rtn``                                  ``scale`` [+ ``offset``] per group
 :class:`ElementMeta`  ``fixed``, ``fp8_e4m3``, ... ``fp4_e2m1``  ``scale`` per group (absmax)
 :class:`BlockMeta`    ``mxfp8`` ... ``mxint8``, ``nvfp4``      ``scale`` per block [+ tensor]
+:class:`CodebookMeta` ``codebook``                            ``scale`` per group (unless none)
 :class:`KVMeta`       ``kvarn`` (+ presets), ``kivi``,         the codec's per-block fields,
                       ``quarot``, ``fp8``                      full blocks then ``tail.*``
 ===============  ============================================  ==================================
@@ -57,6 +58,8 @@ def _describe(md: dict[str, Any]) -> str:
     kind = md["kind"]
     if kind == "shape":
         text = f"a list of at most {MAX_NDIM} positive integers"
+    elif kind == "floats":
+        text = f"a list of {md['lo']}..{md['hi']} finite numbers"
     elif md["choices"] is not None:
         text = f"one of {list(md['choices'])}"
     elif kind is int:
@@ -76,6 +79,10 @@ def _value_ok(value: Any, md: dict[str, Any]) -> bool:
         return (isinstance(value, (list, tuple)) and len(value) <= MAX_NDIM
                 and all(_is_int(s) and 1 <= s <= MAX_SIZE for s in value)
                 and math.prod(value) <= MAX_SIZE)
+    if kind == "floats":
+        return (isinstance(value, (list, tuple)) and md["lo"] <= len(value) <= md["hi"]
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in value))
     if kind is int:
         if not _is_int(value):
             return False
@@ -170,7 +177,7 @@ def _groups(shape: tuple[int, ...], axis: int | None, group_size: int | None) ->
     return n // (group_size if group_size is not None else shape[axis])
 
 
-def _check_grouping(m: RtnMeta | ElementMeta) -> None:
+def _check_grouping(m: RtnMeta | ElementMeta | CodebookMeta) -> None:
     m._axis_in_shape(m.axis)
     if m.group_size is not None:
         if m.axis is None:
@@ -309,6 +316,58 @@ class BlockMeta(Meta):
                 raise ValueError(f"field 'tensor_scale' must be positive and finite, got {t!r}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CodebookMeta(Meta):
+    """Scheme ``codebook`` (lowbit/codebook_scheme.py): codes into a Codebook's levels, a scale
+    per group (absmax, norm or rms) or none.  The levels must form a valid
+    :class:`~lowbit.formats.Codebook` of ``bits`` bits (sorted, float32 values)."""
+
+    SCHEMES: ClassVar[tuple[str, ...]] = ("codebook",)
+
+    scheme: str = _key(str, default="codebook")
+    codebook: str = _key(str)
+    levels: tuple[float, ...] = _key("floats", lo=2, hi=256)
+    distribution: str = _key(str)
+    scale: str | None = _key(str, choices=("absmax", "norm", "rms"), nullable=True)
+    axis: int | None = _key(int, lo=0, nullable=True)
+    group_size: int | None = _key(int, lo=1, nullable=True)
+    scale_dtype: str = _key(str, choices=("float32", "float16", "bfloat16"))
+    rounding: str = _key(str, choices=("nearest_even", "stochastic"), default="nearest_even")
+    seed: int | None = _key(int, lo=0, hi=(1 << 64) - 1, nullable=True, default=None)
+    rbits: int = _key(int, lo=1, hi=32, default=16)
+    offset: int = _key(int, lo=0, hi=(1 << 62) - 1, default=0)
+
+    def check(self) -> None:
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+        try:
+            cb = self.format
+        except (TypeError, ValueError) as exc:
+            raise bad("levels", f"do not form a codebook: {exc}") from None
+        if cb.levels != self.levels:
+            raise bad("levels", "must be float32 values (as a Codebook stores them)")
+        if self.scale is None and (self.axis is not None or self.group_size is not None):
+            raise bad("axis", "and 'group_size' must be null without a scale (direct encoding)")
+        _check_grouping(self)
+
+    @property
+    def format(self) -> Any:
+        """The :class:`~lowbit.formats.Codebook` the metadata describes."""
+        from lowbit.formats import Codebook
+
+        return Codebook(self.codebook, self.bits, self.levels, self.distribution)
+
+    def to_meta(self) -> dict[str, Any]:
+        out = super().to_meta()
+        out["levels"] = list(self.levels)
+        return out
+
+    def field_specs(self) -> dict[str, ArraySpec]:
+        if self.scale is None:
+            return {}
+        dt = np.dtype(np.uint16 if self.scale_dtype == "bfloat16" else self.scale_dtype)
+        return {"scale": (dt, (_groups(self.shape, self.axis, self.group_size),))}
+
+
 def _kv_schemes() -> tuple[str, ...]:
     from lowbit.kv.schemes import FAMILY_GROUP, PRESETS
 
@@ -425,7 +484,7 @@ class KVMeta(Meta):
 
 
 #: Record of each family, looked up by scheme name.
-RECORDS: tuple[type[Meta], ...] = (RtnMeta, FixedMeta, ElementMeta, BlockMeta, KVMeta)
+RECORDS: tuple[type[Meta], ...] = (RtnMeta, FixedMeta, ElementMeta, BlockMeta, CodebookMeta, KVMeta)
 
 
 def record_class(scheme: Any) -> type[Meta]:
@@ -447,6 +506,8 @@ def record_class(scheme: Any) -> type[Meta]:
         return ElementMeta
     if scheme in BLOCK_FORMATS:
         return BlockMeta
+    if scheme == "codebook":
+        return CodebookMeta
     return KVMeta
 
 

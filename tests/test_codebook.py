@@ -282,26 +282,37 @@ def test_save_load_round_trip(tmp_path, rng):
     assert r.meta == q.meta
 
 
-def test_load_refuses_codes_without_a_level(tmp_path):
+def test_codes_past_the_last_level_decode_to_it(tmp_path):
+    # a 3-bit code has 8 values and TIES 6 levels: codes 6 and 7 never occur in valid data, and
+    # the decoder's table maps them to the top level (no read past the table)
     q = lowbit.quantize(np.linspace(-3, 3, 64), scheme="codebook", codebook=TIES, scale=None)
     codes = codes_of(q)
-    codes[5] = 7  # TIES has 6 levels: codes 6 and 7 mean nothing
-    bad = lowbit.QuantizedArray(lowbit.pack(codes, 3), q.fields, q.meta, q.origin)
-    bad.save(tmp_path / "bad.npz")
-    with pytest.raises(ValueError, match="code 7 has no level"):
-        lowbit.load(tmp_path / "bad.npz")
+    codes[5], codes[6] = 6, 7
+    lowbit.QuantizedArray(lowbit.pack(codes, 3), q.fields, q.meta, q.origin).save(tmp_path / "q.npz")
+    y = lowbit.load(tmp_path / "q.npz").dequantize()
+    assert y[5] == y[6] == TIES.levels[-1]
 
 
 @pytest.mark.parametrize("field, value", [
-    ("levels", [1.0, 0.5, 2.0]), ("levels", [0.0, float("nan")]), ("bits", 9), ("scale", "max"),
+    ("levels", [1.0, 0.5, 2.0]), ("levels", [0.0, float("nan")]), ("levels", [0.0, 0.1]),
+    ("levels", [0.0] * 300), ("levels", "abc"), ("bits", 9), ("scale", "max"),
     ("scale_dtype", "int8"), ("rounding", "up"), ("group_size", 7), ("shape", [3, 0]),
+    ("codebook", 3), ("seed", -1),
 ])
 def test_load_refuses_tampered_metadata(tmp_path, field, value):
     q = lowbit.quantize(np.ones((3, 8), np.float32), bits=2, scheme="codebook",
                         codebook="lloyd-max-gaussian", scale="rms", group_size=4)
     bad = lowbit.QuantizedArray(q.codes, q.fields, {**q.meta, field: value}, q.origin)
     bad.save(tmp_path / "bad.npz")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"metadata {field!r}"):
+        lowbit.load(tmp_path / "bad.npz")
+
+
+def test_load_refuses_bits_the_levels_do_not_fit(tmp_path):
+    q = lowbit.quantize(np.ones((3, 8), np.float32), bits=2, scheme="codebook",
+                        codebook="lloyd-max-gaussian", scale="rms", group_size=4)
+    lowbit.QuantizedArray(q.codes, q.fields, {**q.meta, "bits": 1}, q.origin).save(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="metadata 'levels' do not form a codebook.*holds 2..2 levels"):
         lowbit.load(tmp_path / "bad.npz")
 
 

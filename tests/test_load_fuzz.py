@@ -45,6 +45,9 @@ CASES = {
     "kivi": (KV, dict(bits=2, scheme="kivi", kind="value", group=16, value_group_size=8)),
     "quarot": (KV, dict(bits=3, scheme="quarot", kind="key")),
     "fp8": (KV, dict(scheme="fp8", kind="value")),
+    "codebook": (X, dict(scheme="codebook", codebook="nf4", group_size=20, scale_dtype="float16")),
+    "codebook_direct": (X, dict(scheme="codebook", bits=2, codebook="lloyd-max-gaussian", scale=None,
+                                rounding="stochastic", seed=4)),
 }
 
 #: Headroom for the load's own objects (zipfile's directory, JSON, the schema) beyond the data.
@@ -111,6 +114,9 @@ def _bad_values(md: dict) -> list:
         out += [0, 1, "true"]
     elif kind is str:
         out += [7, False, "not-a-choice"]
+    elif kind == "floats":
+        out += [[0.5], [1.0, 0.5], [0.0, float("nan")], [0.0, float("inf")], [True, 1.0], "0,1",
+                [0.0, 0.1], list(range(300))]
     else:  # shape
         out += [[4.5, 64], [4, 0], [-1], [2**70], [True, 2], "4,4", [1] * 40, [2**31, 2**31, 2**31]]
     return out
@@ -120,8 +126,13 @@ def _field_mutations(name: str) -> list[tuple[str, object]]:
     """(key, value) pairs that make the metadata of ``name`` invalid, for every key."""
     x, kwargs = CASES[name]
     record = schema.parse(lowbit.quantize(x, **kwargs).meta)
+    def refused(key: str, md: dict, value: object) -> bool:
+        # a free-text key (a codebook's name or distribution) takes any string
+        return not (isinstance(value, str) and md["kind"] is str and md["choices"] is None
+                    and key != "scheme")
+
     return [(f.name, v) for f in dataclasses.fields(record) for v in _bad_values(dict(f.metadata))
-            if f.name in record.to_meta()]
+            if f.name in record.to_meta() and refused(f.name, dict(f.metadata), v)]
 
 
 def _is_type_ok(key: str, value: object, name: str) -> bool:
