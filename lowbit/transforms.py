@@ -84,7 +84,7 @@ def _core_matrix(m: int) -> np.ndarray:
     paley[1:, 0] -= 1.0
     paley[1:, 1:] += jacobsthal
     perm = np.array([0] + [1 + (-a) % q for a in range(q)])
-    sym = paley[:, perm]
+    sym = np.ascontiguousarray(paley[:, perm])  # fancy column indexing leaves Fortran order
     sym[:, 0] *= -1.0
     sym.setflags(write=False)
     return sym
@@ -120,7 +120,7 @@ def hadamard_matrix(n: int) -> np.ndarray:
     while sylvester.shape[0] < p:
         sylvester = np.block([[sylvester, sylvester], [sylvester, -sylvester]])
     core = _core_matrix(m) if m > 1 else np.ones((1, 1))
-    return np.kron(sylvester, core)
+    return np.ascontiguousarray(np.kron(sylvester, core))
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -149,7 +149,7 @@ def _device_core(m: int, dtype: str, device: int) -> Any:
     # a constant of the algorithm (not user data), uploaded once per device and dtype
     import cupy
 
-    # C order: the column permutation in _core_matrix leaves the host matrix Fortran-ordered
+    # C order, as the kernel requires (and a new array: _core_matrix is cached, read-only)
     core = cupy.asarray(np.ascontiguousarray(_core_matrix(m) if m > 1 else np.ones((1, 1)), dtype=dtype))
     cupy.cuda.get_current_stream().synchronize()  # complete before any other stream reads it
     return core

@@ -73,7 +73,7 @@ class Backend:
 
         if a.dtype == np.dtype("uint16"):  # the tests' bfloat16 bits
             return torch.from_numpy(a.copy()).view(torch.bfloat16).cuda()
-        return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+        return torch.from_numpy(a.copy(order="C")).cuda()  # ascontiguousarray makes 0-d 1-d
 
     def to_numpy(self, a) -> np.ndarray:
         if isinstance(a, np.ndarray):

@@ -188,7 +188,11 @@ def test_lane_decode_matches_cpu_kernel(cp, dtype, group, symmetric):
         got = cp.asnumpy(out)
         where = f"bits={bits}"
         if dtype == "bfloat16":
-            np.testing.assert_array_equal(got, expect, err_msg=where)
+            # bits equal, except that a NaN's sign and payload are outside the bit-identical
+            # claim (docs/backends.md): the CPU's float64 NaN keeps numpy's sign bit
+            nan_got, nan_exp = (got & 0x7FFF) > 0x7F80, (expect & 0x7FFF) > 0x7F80
+            np.testing.assert_array_equal(nan_got, nan_exp, err_msg=where)
+            np.testing.assert_array_equal(got[~nan_exp], expect[~nan_exp], err_msg=where)
         else:
             np.testing.assert_array_equal(got, expect, err_msg=where)  # NaN == NaN here
             same_sign = np.signbit(got) == np.signbit(expect)

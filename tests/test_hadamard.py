@@ -89,6 +89,7 @@ def rng_rows(rows: int, n: int, seed: int = 0, dtype: type = np.float32) -> np.n
 def test_hadamard_matrix_is_symmetric_hadamard(n: int) -> None:
     h = lowbit.hadamard_matrix(n)
     assert h.shape == (n, n) and h.dtype == np.float64
+    assert h.flags.c_contiguous  # the CUDA kernel's core operand must be C-ordered
     assert set(np.unique(h)) <= {-1.0, 1.0}
     np.testing.assert_array_equal(h, h.T)
     np.testing.assert_array_equal(h @ h, n * np.eye(n))
