@@ -117,7 +117,7 @@ def _kernel_rows(x, group: int) -> list[dict]:
 
 def _midpoint_decode_row(cuda, packed, group: int, ng: int, out, label: str, traffic: int, n: int) -> dict:
     """The decode's worst case: offsets on 16-bit midpoints and scales far below them, so that
-    every lane's float32 results hit midpoints and take the round-to-odd redo (rtn.cu,
+    every lane's float32 results hit midpoints and take the round-to-odd redo (rtn_decode_lanes.cu,
     decode_item); real data needs it in about 1 of 8,000 float16 outputs."""
     import cupy as cp
 

@@ -34,7 +34,8 @@ def render() -> str:
         module = getattr(fn, "py_func", fn).__module__.rsplit(".", 1)[-1]
         sig = inspect.signature(getattr(fn, "py_func", fn))
         params = ", ".join(sig.parameters)
-        gpu = f"`{module}.cu`" if name in cuda.KERNELS else "known gap"
+        files = cuda.SOURCES.get(name, (f"{module}.cu",))
+        gpu = ", ".join(f"`{f}`" for f in files) if name in cuda.KERNELS else "known gap"
         agreement = cuda.AGREEMENT.get(name, "—")
         lines.append(f"| `{name}` | `{module}.py` | {gpu} | {agreement} | `({params})` |")
     gaps = sorted(cuda.KNOWN_GAPS)

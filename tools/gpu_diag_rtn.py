@@ -25,7 +25,7 @@ bw = device_copy_bandwidth()
 print(f"copy bandwidth {bw / 1e12:.2f} TB/s")
 for bits in (2, 4):
     for name in (f"lowbit_rtn_quantize_seg_f16_b{bits}", f"lowbit_rtn_decode_lanes_f16_b{bits}"):
-        k = kernel("rtn", name, crtn._lane_defines(bits))
+        k = kernel("rtn_seg" if "_seg_" in name else "rtn_decode_lanes", name, crtn._lane_defines(bits))
         print(name, "regs", k.num_regs, "local", k.local_size_bytes)
 for bits in (2, 4):
     packed = cp.empty(n * bits // 8, cp.uint8)
@@ -44,7 +44,7 @@ for bits in (2, 4):
     print(f"segment quantize kernel {bits}-bit symmetric: {pct(t)}")
     t = event_time(lambda: crtn.rtn_quantize_groups(x, g, bits, False, 1, 0, np.uint64(0), 16, packed, s, o, st))
     print(f"segment quantize kernel {bits}-bit float16 scales: {pct(t)}")
-    k = kernel("rtn", "lowbit_rtn_quantize_groups_f16_k4")  # the general warp-per-group kernel
+    k = kernel("rtn_groups", "lowbit_rtn_quantize_groups_f16_k4")  # the general warp-per-group kernel
     t = event_time(lambda: k((ng // 8,), (256,), (x, np.int64(ng), np.int32(bits), np.int32(0), np.int32(0),
                                                   np.int32(0), np.uint64(0), np.int32(16), packed, s, o, st)))
     print(f"warp-per-group kernel {bits}-bit: {pct(t)}")

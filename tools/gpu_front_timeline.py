@@ -85,7 +85,7 @@ def primitives() -> None:
     xt = torch.randn(1 << 20, device="cuda", dtype=torch.float16)
     xc = cp.from_dlpack(xt)
     st = cp.zeros(1, cp.int32)
-    k = cuda.rtn.kernel("rtn", "lowbit_rtn_quantize_seg_f16_b2", ("-DLOWBIT_LANE_BITS=2",))
+    k = cuda.rtn.kernel("rtn_seg", "lowbit_rtn_quantize_seg_f16_b2", ("-DLOWBIT_LANE_BITS=2",))
     packed = cp.empty(xc.size // 4, cp.uint8)
     sc = cp.empty(2 * xc.size // 128, cp.float32)
     args = (xc, np.int64(xc.size // 32), np.int32(4), np.int32(0), np.int32(0), np.int32(0), np.uint64(0),

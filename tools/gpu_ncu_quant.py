@@ -15,7 +15,7 @@ items, ng = n // 32, n // g
 packed, s, o, st = cp.empty(n * bits // 8, cp.uint8), cp.empty(ng, cp.float32), cp.empty(ng, cp.float32), cp.zeros(1, cp.int32)
 args = (x, np.int64(items), np.int32(g // 32), np.int32(0), np.int32(0), np.int32(0), np.uint64(0), np.int32(16),
         packed, s, o, st)
-k = kernel("rtn", f"lowbit_rtn_quantize_seg_f16_b{bits}", _lane_defines(bits))
+k = kernel("rtn_seg", f"lowbit_rtn_quantize_seg_f16_b{bits}", _lane_defines(bits))
 blocks = resident_grid(k, SEG_THREADS, items // 4)
 k(blocks, (SEG_THREADS,), args)
 cp.cuda.Device().synchronize()

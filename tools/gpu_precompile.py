@@ -4,7 +4,7 @@ A fresh machine compiles each module on first use, one after another (NVRTC is s
 rtn.cu takes seconds per bit width).  Run this first, and the tests and benchmarks that follow
 in the same machine load the cached modules instead.
 
-Usage: python tools/gpu_precompile.py [source ...]   (default: rtn packing)
+Usage: python tools/gpu_precompile.py [source ...]   (default: every module in MODULES)
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's lowbit
 
-#: (source, defines) of every module the wrappers build (lowbit/cuda/rtn.py: one lane module
-#: per bit width besides the main one).
+_LANE_BITS = [(f"-DLOWBIT_LANE_BITS={b}",) for b in range(1, 9)]
+#: (source, defines) of every module the wrappers build (lowbit/cuda/rtn.py: the lane, segment
+#: and lane-decode modules once per bit width).
 MODULES = {
-    "rtn": [(), *[(f"-DLOWBIT_LANE_BITS={b}",) for b in range(1, 9)]],
+    "rtn": [()],
+    "rtn_groups": [()],
+    "rtn_lanes": _LANE_BITS,
+    "rtn_seg": _LANE_BITS,
+    "rtn_decode_lanes": _LANE_BITS,
     "packing": [()],
 }
 

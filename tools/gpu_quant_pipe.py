@@ -24,7 +24,7 @@ def main() -> None:
     quick = "--quick" in sys.argv
     bw = device_copy_bandwidth()
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s")
-    base = source("rtn")
+    base = {"lanes": source("rtn_lanes"), "seg": source("rtn_seg")}
     g = 128
     dtypes = [("f16", cp.float16, 1 << 29)] + ([] if quick else [("bf16", cp.uint16, 1 << 29),
                                                                    ("f32", cp.float32, 1 << 28)])
@@ -45,11 +45,11 @@ def main() -> None:
                 args = (x, np.int64(items), np.int32(g // 32), np.int32(symmetric), np.int32(0), np.int32(0),
                         np.uint64(0), np.int32(16), packed, s, o, st)
                 ref = None
-                cases = [] if x.itemsize == 2 else [("lanes", base, (), "lanes", True)]
+                cases = [] if x.itemsize == 2 else [("lanes", base["lanes"], (), "lanes", True)]
                 if x.itemsize == 2:
                     for mask in (0, 1):  # near-ties: the warp item by item, or each lane its own elements
                         defs = (f"-DSEG_NEAR_MASK_F16={mask}", f"-DSEG_NEAR_MASK_BF16={mask}")
-                        cases.append((f"seg near_mask={mask}", base, defs, "seg", True))
+                        cases.append((f"seg near_mask={mask}", base["seg"], defs, "seg", True))
                 for name, text, defs, kind, exact in cases:
                     m = cp.RawModule(code=text, options=OPTIONS + (f"-DLOWBIT_LANE_BITS={bits}",) + defs)
                     k = m.get_function(f"lowbit_rtn_quantize_{kind}_{sfx}_b{bits}")

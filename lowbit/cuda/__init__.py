@@ -45,6 +45,13 @@ AGREEMENT: dict[str, str] = {
     "unpack_codes": "bit-identical - tests/test_gpu_rtn.py",
 }
 
+#: The .cu sources of each CUDA kernel where they are not ``<wrapper module>.cu`` (one file per
+#: kernel family; shared pieces in .cuh headers), for docs/backends.md.
+SOURCES: dict[str, tuple[str, ...]] = {
+    "rtn_decode": ("rtn.cu", "rtn_decode_lanes.cu"),
+    "rtn_quantize_groups": ("rtn_groups.cu", "rtn_lanes.cu", "rtn_seg.cu"),
+}
+
 #: CPU kernels that have no CUDA twin yet (a known gap, documented in docs/backends.md).
 #: A CuPy array reaching one of these raises NotImplementedError naming the kernel.
 KNOWN_GAPS: tuple[str, ...] = (

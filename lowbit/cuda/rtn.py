@@ -38,7 +38,7 @@ def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int,
     n = out.shape[0]
     if _lanes_ok(out, packed, group_size) and packed.shape[0] == n * bits // 8:
         items = n // 32
-        k = kernel("rtn", f"lowbit_rtn_decode_lanes_{suffix(out.dtype)}_b{bits}", _lane_defines(bits))
+        k = kernel("rtn_decode_lanes", f"lowbit_rtn_decode_lanes_{suffix(out.dtype)}_b{bits}", _lane_defines(bits))
         k(grid(items, LANE_THREADS), (LANE_THREADS,),
           (packed, np.int64(items), np.int32((group_size // 32).bit_length() - 1), scale, offset,
            np.int32(symmetric), out))
@@ -51,12 +51,12 @@ def rtn_decode(packed: Any, group_size: int, scale: Any, offset: Any, bits: int,
 
 #: Group sizes with a fused kernel instantiation (G = 32 * K).
 FUSED_K = {32: 1, 64: 2, 128: 4, 256: 8, 512: 16}
-FUSED_WARPS = 8  # warps per block, as in rtn.cu
-#: Lane kernels (rtn.cu), 32 elements per thread, groups of 32 * 2^k elements: decode of
+FUSED_WARPS = 8  # warps per block, as in rtn_groups.cu
+#: Lane kernels (rtn_lanes.cu, rtn_decode_lanes.cu), 32 elements per thread, groups of 32 * 2^k elements: decode of
 #: 16/32-bit data, quantize of float32 data (16-bit data quantize by the segment kernels).
 LANE_THREADS = 256
 LANE_SUFFIXES = ("f16", "bf16", "f32")
-#: Segment kernels (rtn.cu, 16-bit data, 128 elements per lane): threads per block (SEG_WARPS).
+#: Segment kernels (rtn_seg.cu, 16-bit data, 128 elements per lane): threads per block (SEG_WARPS).
 SEG_THREADS = 32
 
 
@@ -130,6 +130,6 @@ def _quantize_kernel(dtype: Any, bits: int, group_size: int, device: int, aligne
     sfx = suffix(dtype)
     if aligned and _lane_layout(dtype, group_size):
         if np.dtype(dtype).itemsize == 2:  # segment kernel: 128 elements per lane, cp.async-fed
-            return "seg", kernel("rtn", f"lowbit_rtn_quantize_seg_{sfx}_b{bits}", _lane_defines(bits)), SEG_THREADS
-        return "lanes", kernel("rtn", f"lowbit_rtn_quantize_lanes_{sfx}_b{bits}", _lane_defines(bits)), LANE_THREADS
-    return "groups", kernel("rtn", f"lowbit_rtn_quantize_groups_{sfx}_k{FUSED_K[group_size]}"), 32 * FUSED_WARPS
+            return "seg", kernel("rtn_seg", f"lowbit_rtn_quantize_seg_{sfx}_b{bits}", _lane_defines(bits)), SEG_THREADS
+        return "lanes", kernel("rtn_lanes", f"lowbit_rtn_quantize_lanes_{sfx}_b{bits}", _lane_defines(bits)), LANE_THREADS
+    return "groups", kernel("rtn_groups", f"lowbit_rtn_quantize_groups_{sfx}_k{FUSED_K[group_size]}"), 32 * FUSED_WARPS
