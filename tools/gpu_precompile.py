@@ -26,6 +26,9 @@ MODULES = {
     "rtn_seg": _LANE_BITS,
     "rtn_decode_lanes": _LANE_BITS,
     "packing": [()],
+    "codec": [()],
+    "rounding": [()],
+    "diffusion": [()],
 }
 
 

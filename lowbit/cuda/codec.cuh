@@ -1,0 +1,150 @@
+// lowbit/cuda/codec.cuh -- the format codec on the device: encode one value into / decode one code
+// from any MiniFloat (fp4 e2m1 .. float32, float16, bfloat16) and FixedPoint format.
+// Line-for-line twins of minifloat_encode_one / minifloat_decode_one / fixed_encode_one in
+// lowbit/cpu/codec.py (one algorithm, so the codes are bit-identical); every kernel that stores a
+// value in a format includes this header (lowbit/cuda/codec.cu; the KV scale codes may too).
+//
+// A format reaches the device as its spec (lowbit.formats.MiniFloat.spec): bits, man_bits, emin,
+// emax, max_value, code_of_max, code_of_inf, code_of_nan (-1 where the format has none).
+// Every value is rounded once: the input is widened to float64 exactly (to_f64 in common.cuh,
+// which keeps float32 subnormals despite CuPy's -ftz=true), scaled to grid units at its own
+// binade by an exact power of two, and rounded there by round_grid (common.cuh), the twin of
+// lowbit.cpu.scalar.round_grid.  All arithmetic here is float64 or integer (not flushed).
+
+// Overflow policies (lowbit.formats.OVERFLOW_POLICIES order).
+#define LOWBIT_SATURATE 0
+#define LOWBIT_NONFINITE 1
+#define LOWBIT_WRAP 2
+#define LOWBIT_ERROR 3
+
+struct MiniSpec {
+    int bits, man_bits, emin, emax;
+    double max_value;
+    long long code_of_max, code_of_inf, code_of_nan;
+};
+
+__device__ __forceinline__ MiniSpec mini_spec(int bits, int man_bits, int emin, int emax, double max_value,
+                                              long long code_of_max, long long code_of_inf,
+                                              long long code_of_nan) {
+    MiniSpec s;
+    s.bits = bits; s.man_bits = man_bits; s.emin = emin; s.emax = emax; s.max_value = max_value;
+    s.code_of_max = code_of_max; s.code_of_inf = code_of_inf; s.code_of_nan = code_of_nan;
+    return s;
+}
+
+// 2.0**k for -1022 <= k <= 1023, built from its bits (lowbit.cpu.codec.pow2).
+__device__ __forceinline__ double pow2(long long k) { return __longlong_as_double((k + 1023ll) << 52); }
+
+// One float64 value -> code in the format `s`; `invalid` (NaN/Inf the format cannot hold) and
+// `over` (rounded value beyond the range, overflow = error) are set to 0 or 1.
+__device__ __forceinline__ u64 minifloat_encode_one(double x, const MiniSpec& s, int overflow, int mode,
+                                                    u64 seed, long long index, int rbits, int& invalid,
+                                                    int& over) {
+    invalid = 0;
+    over = 0;
+    const bool neg = __double_as_longlong(x) < 0;  // the sign bit, also of -0.0 and NaN
+    const u64 sign = neg ? (1ull << (s.bits - 1)) : 0ull;
+    if (x != x) {
+        if (s.code_of_nan < 0) {
+            invalid = 1;
+            return sign;
+        }
+        return sign | (u64)s.code_of_nan;
+    }
+    const double a = fabs(x);
+    if (a == LOWBIT_INF) {
+        if (overflow == LOWBIT_NONFINITE) {
+            if (s.code_of_inf >= 0) return sign | (u64)s.code_of_inf;
+            return sign | (u64)s.code_of_nan;
+        }
+        over = overflow == LOWBIT_ERROR;
+        return sign | (u64)s.code_of_max;
+    }
+    if (a == 0.0) return sign;
+    // exponent of the grid at x's binade: floor(log2 a), within [emin, emax + 1]
+    // (float64 subnormals give -1023, below every emin)
+    long long e = (__double_as_longlong(a) >> 52) - 1023ll;
+    e = min(max(e, (long long)s.emin), (long long)s.emax + 1ll);
+    const double v = x * pow2(s.man_bits - e);  // exact: a power-of-two scaling of a float64
+    const double k = fabs(round_grid(v, mode, seed, index, rbits));
+    if (k * pow2(e - s.man_bits) <= s.max_value)
+        return sign | (u64)(((e - s.emin) << s.man_bits) + (long long)k);
+    if (overflow == LOWBIT_NONFINITE) {
+        const bool toward_zero = mode == LOWBIT_TOWARD_ZERO || mode == LOWBIT_ODD ||
+                                 (mode == LOWBIT_DOWN && !neg) || (mode == LOWBIT_UP && neg);
+        if (toward_zero) return sign | (u64)s.code_of_max;
+        if (s.code_of_inf >= 0) return sign | (u64)s.code_of_inf;
+        return sign | (u64)s.code_of_nan;
+    }
+    over = overflow == LOWBIT_ERROR;
+    return sign | (u64)s.code_of_max;
+}
+
+// The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
+__device__ __forceinline__ double minifloat_decode_one(u64 code, const MiniSpec& s) {
+    const long long c = (long long)code;
+    const long long mag = c & ((1ll << (s.bits - 1)) - 1ll);
+    const long long neg = (c >> (s.bits - 1)) & 1ll;
+    double v;
+    if ((s.code_of_inf >= 0 && mag > s.code_of_inf) || (s.code_of_inf < 0 && mag == s.code_of_nan)) {
+        v = LOWBIT_NAN;
+    } else if (mag == s.code_of_inf) {
+        v = LOWBIT_INF;
+    } else {
+        const long long field = mag >> s.man_bits;
+        const long long m = mag & ((1ll << s.man_bits) - 1ll);
+        if (field == 0) v = (double)m * pow2(s.emin - s.man_bits);  // subnormal (or zero)
+        else v = (double)(m + (1ll << s.man_bits)) * pow2(field + s.emin - 1 - s.man_bits);
+    }
+    return neg ? -v : v;
+}
+
+// v rounded into the format `s` with a deterministic `mode`, as a float64 value: a result beyond
+// +-max after rounding with an unbounded exponent (and +-Inf input) is +-Inf, whatever the mode.
+// Twin of lowbit.cpu.codec.minifloat_round (scale storage: e4m3 / float16 / bfloat16 scales).
+__device__ __forceinline__ double minifloat_round(double v, const MiniSpec& s, int mode) {
+    int invalid, over;
+    const u64 code = minifloat_encode_one(v, s, LOWBIT_ERROR, mode, 0ull, 0ll, 16, invalid, over);
+    if (over) return copysign(LOWBIT_INF, v);
+    return minifloat_decode_one(code, s);
+}
+
+// x / scale; a signed zero for a block whose scale is 0 or not finite (lowbit.cpu.codec.scaled).
+__device__ __forceinline__ double scaled(double x, double scale) {
+    if (scale == 0.0 || !isfinite(scale)) return x == x ? copysign(0.0, x) : 0.0;
+    return x / scale;
+}
+
+// One float64 value -> two's-complement code in `bits` bits of q = round(x * 2**frac_bits),
+// clamped to [qmin, qmax] (or wrapped); twin of lowbit.cpu.codec.fixed_encode_one.
+__device__ __forceinline__ u64 fixed_encode_one(double x, int bits, int frac_bits, long long qmin,
+                                                long long qmax, int overflow, int mode, u64 seed,
+                                                long long index, int rbits, int& invalid, int& over) {
+    invalid = 0;
+    over = 0;
+    const long long mask = (1ll << bits) - 1ll;
+    if (x != x) {
+        invalid = 1;
+        return 0ull;
+    }
+    if (fabs(x) == LOWBIT_INF) {
+        if (overflow == LOWBIT_WRAP) {
+            invalid = 1;
+            return 0ull;
+        }
+        const long long q = x > 0 ? qmax : qmin;
+        over = overflow == LOWBIT_ERROR;
+        return (u64)(q & mask);
+    }
+    const double r = round_grid(x * pow2(frac_bits), mode, seed, index, rbits);
+    if (r > (double)qmax || r < (double)qmin) {
+        if (overflow == LOWBIT_WRAP) {
+            const double w = r - floor(r * pow2(-bits)) * pow2(bits);  // r mod 2**bits, exact
+            return (u64)((long long)w & mask);
+        }
+        const long long q = r > (double)qmax ? qmax : qmin;
+        over = overflow == LOWBIT_ERROR;
+        return (u64)(q & mask);
+    }
+    return (u64)((long long)r & mask);
+}
