@@ -100,7 +100,7 @@ class BlockScheme:
             fields["scale"], scale64 = self._e4m3_scales(amax / 6.0 / float(tensor), float(tensor))
         qmin = -127 if isinstance(elem, FixedPoint) else None
         packed, n_invalid, n_over = encode(x, elem, fmt.block_size, scale64, mode=mode,
-                                           seed=seed or 0, offset=0, rbits=rbits, overflow=0,
+                                           seed=seed or 0, first_index=0, rbits=rbits, overflow=0,
                                            qmin=qmin)
         raise_on_counts(elem, n_invalid, n_over)
         meta = BlockMeta(scheme=self.name, shape=shape, dtype=origin.dtype, bits=elem.bits, axis=ax,
@@ -148,7 +148,7 @@ class BlockScheme:
         their float64 values times the tensor scale."""
         xp = xp_of(block_scale)
         codes, _, _ = encode(xp.ascontiguousarray(block_scale), FP8_E4M3, block_scale.size,
-                             xp.ones(1, xp.float64), mode=0, seed=0, offset=0, rbits=16, overflow=0)
+                             xp.ones(1, xp.float64), mode=0, seed=0, first_index=0, rbits=16, overflow=0)
         return codes, xp.asarray(FP8_E4M3.decode_table())[codes] * tensor
 
     def block_scales(self, q: QuantizedArray) -> Array:

@@ -31,7 +31,7 @@ a           g             g consecutive elements along axis a (g divides the len
 the group length).  ``rounding``: ``"nearest_even"`` (nearest level; a value exactly halfway
 between two levels goes to the even code) or ``"stochastic"`` (the level above or below with
 probabilities that make E[x_hat] = x inside the codebook's range; ``seed``, ``rbits``, counter
-``offset`` + element index of the axis-last layout).  The scale is stored in ``scale_dtype``
+``first_index`` + element index of the axis-last layout).  The scale is stored in ``scale_dtype``
 (float32, float16 or bfloat16), rounded to nearest, and the codes encode x divided by the
 *stored* scale, so decoding multiplies by exactly the scale the codes were chosen for.
 Dequantization is exact: levels (float32 values) times stored scales are exact in float64,
@@ -111,7 +111,7 @@ class CodebookScheme:
     def quantize(self, arr: Array, origin: Origin, *, codebook: Any = None, bits: int | None = None,
                  scale: str | None = "absmax", axis: int | None = -1, group_size: int | None = None,
                  scale_dtype: str = "float32", rounding: str = "nearest_even",
-                 seed: int | None = None, rbits: int = 16, offset: int = 0) -> QuantizedArray:
+                 seed: int | None = None, rbits: int = 16, first_index: int = 0) -> QuantizedArray:
         """Encode ``arr`` with a codebook (parameters: module docstring).
 
         Raises
@@ -121,7 +121,7 @@ class CodebookScheme:
             ``axis``, ``group_size``, ``scale_dtype``, ``rounding``, ``seed`` or ``rbits``,
             NaN/Inf in ``x``, or a scale ``scale_dtype`` cannot hold.
         """
-        from lowbit.rounding.core import check_offset
+        from lowbit.rounding.core import check_first_index
 
         if codebook is None:
             raise ValueError(f"scheme 'codebook' needs codebook= (a lowbit.formats.Codebook or one "
@@ -134,7 +134,7 @@ class CodebookScheme:
         mode = mode_code(rounding)
         seed = check_seed(seed, rounding)
         rbits = check_rbits(rbits)
-        off = check_offset(offset)
+        off = check_first_index(first_index)
         shape = tuple(int(s) for s in arr.shape)
         ax, gs, block = _layout(shape, scale, axis, group_size)
         cb = codebooks.resolve(codebook, bits=bits, dim=block)
@@ -148,11 +148,11 @@ class CodebookScheme:
         else:
             fields["scale"] = group_scales(x, block, scale, cb, scale_dtype)
             scale64 = scales.load(fields["scale"], scale_dtype).astype(xp.float64)
-        packed = encode_levels(x, cb, block, scale64, mode=mode, seed=seed or 0, offset=off, rbits=rbits)
+        packed = encode_levels(x, cb, block, scale64, mode=mode, seed=seed or 0, first_index=off, rbits=rbits)
         meta = CodebookMeta(
             shape=shape, dtype=origin.dtype, bits=cb.bits, codebook=cb.name, levels=cb.levels,
             distribution=cb.distribution, scale=scale, axis=ax, group_size=gs, scale_dtype=scale_dtype,
-            rounding=rounding, seed=seed, rbits=rbits, offset=off).to_meta()
+            rounding=rounding, seed=seed, rbits=rbits, first_index=off).to_meta()
         return QuantizedArray(packed, fields, meta, origin)
 
     def dequantize(self, q: QuantizedArray) -> Array:

@@ -88,7 +88,7 @@ def needs_status(fmt: ElementFormat, overflow: int) -> bool:
 
 
 def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode: int, seed: int,
-           offset: int, rbits: int, overflow: int, qmin: int | None = None,
+           first_index: int, rbits: int, overflow: int, qmin: int | None = None,
            qmax: int | None = None) -> tuple[Array, int, int]:
     """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow)."""
     xp = xp_of(x)
@@ -96,13 +96,13 @@ def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode:
     codes = xp.empty(x.size, code_dtype(fmt))
     status = xp.empty(x.size if needs_status(fmt, overflow) else 0, xp.uint8)
     if isinstance(fmt, MiniFloat):
-        k.minifloat_encode(x, block_size, scale, fmt.spec, overflow, mode, np.uint64(seed), offset,
+        k.minifloat_encode(x, block_size, scale, fmt.spec, overflow, mode, np.uint64(seed), first_index,
                            rbits, codes, status)
     else:
         lo = fmt.code_min if qmin is None else qmin
         hi = fmt.code_max if qmax is None else qmax
         k.fixed_encode(x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode,
-                       np.uint64(seed), offset, rbits, codes, status)
+                       np.uint64(seed), first_index, rbits, codes, status)
     n_invalid = n_over = 0
     if status.size and bool(status.any()):
         n_invalid = int(xp.count_nonzero(status & 1))
@@ -115,16 +115,16 @@ def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode:
 
 
 def encode_levels(x: Array, cb: Codebook, block_size: int, scale: Array, *, mode: int, seed: int,
-                  offset: int, rbits: int) -> Array:
+                  first_index: int, rbits: int) -> Array:
     """Packed codes of flat ``x`` / scale[block] in codebook ``cb``: the nearest level (``mode``
     0, ties to the even code) or stochastic rounding between the two neighbouring levels
-    (``mode`` 6; ``seed``, ``rbits``, counter ``offset`` + i), lowbit/cpu/codebook.py."""
+    (``mode`` 6; ``seed``, ``rbits``, counter ``first_index`` + i), lowbit/cpu/codebook.py."""
     xp = xp_of(x)
     k = backend(x)
     codes = xp.empty(x.size, xp.uint8)
     levels = xp.asarray(np.array(cb.levels, np.float64))
     thresholds = xp.asarray(np.array(cb.thresholds, np.float64))
-    k.codebook_encode(x, block_size, scale, levels, thresholds, mode, np.uint64(seed), offset, rbits,
+    k.codebook_encode(x, block_size, scale, levels, thresholds, mode, np.uint64(seed), first_index, rbits,
                       codes)
     if cb.bits == 8:
         return codes

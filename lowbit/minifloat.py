@@ -99,12 +99,12 @@ class ElementScheme:
     def quantize(self, arr: Array, origin: Origin, *, rounding: str = "nearest_even",
                  seed: int | None = None, rbits: int = 16, overflow: str = "saturate",
                  scale: str | None = None, axis: int | None = -1, group_size: int | None = None,
-                 order: int = 1, offset: int = 0, **fixed: Any) -> QuantizedArray:
+                 order: int = 1, first_index: int = 0, **fixed: Any) -> QuantizedArray:
         """Convert ``arr`` to the scheme's format (parameters: module docstring).
 
         ``fixed`` only: ``bits`` (1..8, default 8), ``frac_bits`` (default 0), ``signed``
         (default True); ``rounding="diffuse"`` diffuses along ``axis`` with ``order`` 1 or 2.
-        ``offset`` is the generator counter of the first element (chunked stochastic rounding).
+        ``first_index`` is the generator counter of the first element (chunked stochastic rounding).
         """
         if self.fmt is not None and fixed:
             raise TypeError(f"scheme {self.name!r} got unexpected arguments {sorted(fixed)}")
@@ -119,9 +119,9 @@ class ElementScheme:
         seed = check_seed(seed, rounding)
         rbits = check_rbits(rbits)
         ovf = check_overflow(overflow, fmt)
-        from lowbit.rounding.core import check_offset
+        from lowbit.rounding.core import check_first_index
 
-        off = check_offset(offset)
+        off = check_first_index(first_index)
         if scale not in (None, "absmax"):
             raise ValueError(f"scale must be None (direct conversion) or 'absmax', got {scale!r}")
         shape = tuple(int(s) for s in arr.shape)
@@ -158,11 +158,11 @@ class ElementScheme:
             packed, n_invalid, n_over = self._diffuse(arr, origin, fmt, shape, axis, order, ovf)  # type: ignore[arg-type]
         else:
             packed, n_invalid, n_over = encode(x, fmt, block, scale64, mode=mode, seed=seed or 0,
-                                               offset=off, rbits=rbits, overflow=ovf)
+                                               first_index=off, rbits=rbits, overflow=ovf)
         raise_on_counts(fmt, n_invalid, n_over)
         common: dict[str, Any] = dict(scheme=self.name, shape=shape, dtype=origin.dtype, bits=fmt.bits,
                       rounding=rounding, seed=seed, rbits=rbits, overflow=overflow, scale=scale,
-                      axis=ax, group_size=gs, offset=off)
+                      axis=ax, group_size=gs, first_index=off)
         if isinstance(fmt, FixedPoint):
             meta = FixedMeta(**common, frac_bits=fmt.frac_bits, signed=bool(fmt.signed)).to_meta()
         else:
@@ -182,7 +182,7 @@ class ElementScheme:
                      float(fmt.code_min), float(fmt.code_max))
         flat = xp.ascontiguousarray(y).reshape(-1)
         unit = FixedPoint(bits=fmt.bits, frac_bits=0, signed=fmt.signed)
-        return encode(flat, unit, flat.size, xp.ones(1, xp.float64), mode=0, seed=0, offset=0,
+        return encode(flat, unit, flat.size, xp.ones(1, xp.float64), mode=0, seed=0, first_index=0,
                       rbits=16, overflow=ovf)
 
     def dequantize(self, q: QuantizedArray) -> Array:

@@ -111,6 +111,8 @@ class Meta:
 
     #: Schemes this record describes (the ``scheme`` key's choices).
     SCHEMES: ClassVar[tuple[str, ...]] = ()
+    #: Keys of files written before a rename -> today's key (:func:`parse` maps them).
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {}
 
     scheme: str = _key(str)
     shape: tuple[int, ...] = _key("shape")
@@ -222,6 +224,8 @@ class ElementMeta(Meta):
     """Element-format schemes (lowbit/minifloat.py): direct conversion, or absmax scales."""
 
     SCHEMES: ClassVar[tuple[str, ...]] = tuple(MINIFLOATS)
+    #: ``offset`` (the generator counter of the first element) was renamed ``first_index``.
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"offset": "first_index"}
 
     rounding: str = _key(str, choices=_ROUNDING, default="nearest_even")
     seed: int | None = _key(int, lo=0, hi=(1 << 64) - 1, nullable=True, default=None)
@@ -230,7 +234,7 @@ class ElementMeta(Meta):
     scale: str | None = _key(str, choices=("absmax",), nullable=True, default=None)
     axis: int | None = _key(int, lo=0, nullable=True, default=None)
     group_size: int | None = _key(int, lo=1, nullable=True, default=None)
-    offset: int = _key(int, lo=0, hi=(1 << 62) - 1, default=0)
+    first_index: int = _key(int, lo=0, hi=(1 << 62) - 1, default=0)
 
     def check(self) -> None:
         fixed = self.scheme == "fixed"
@@ -323,6 +327,7 @@ class CodebookMeta(Meta):
     :class:`~lowbit.formats.Codebook` of ``bits`` bits (sorted, float32 values)."""
 
     SCHEMES: ClassVar[tuple[str, ...]] = ("codebook",)
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"offset": "first_index"}
 
     scheme: str = _key(str, default="codebook")
     codebook: str = _key(str)
@@ -335,7 +340,7 @@ class CodebookMeta(Meta):
     rounding: str = _key(str, choices=("nearest_even", "stochastic"), default="nearest_even")
     seed: int | None = _key(int, lo=0, hi=(1 << 64) - 1, nullable=True, default=None)
     rbits: int = _key(int, lo=1, hi=32, default=16)
-    offset: int = _key(int, lo=0, hi=(1 << 62) - 1, default=0)
+    first_index: int = _key(int, lo=0, hi=(1 << 62) - 1, default=0)
 
     def check(self) -> None:
         object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
@@ -511,6 +516,17 @@ def record_class(scheme: Any) -> type[Meta]:
     return KVMeta
 
 
+def _rename_legacy(meta: dict[str, Any], cls: type[Meta]) -> dict[str, Any]:
+    """``meta`` with the keys of older files (:attr:`Meta.LEGACY_KEYS`) under today's names."""
+    out = dict(meta)
+    for old, new in cls.LEGACY_KEYS.items():
+        if old in out:
+            if new in out:
+                raise bad(old, f"is the old name of {new!r}; a file holds one of them, not both")
+            out[new] = out.pop(old)
+    return out
+
+
 def parse(meta: Any) -> Meta:
     """Check a metadata dict against its scheme's record and return the record.
 
@@ -523,6 +539,7 @@ def parse(meta: Any) -> Meta:
     if not isinstance(meta, dict):
         raise ValueError(f"metadata must be a JSON object, got {type(meta).__name__}")
     cls = record_class(meta.get("scheme"))
+    meta = _rename_legacy(meta, cls)
     names = set(cls.keys())
     optional = {"iterations", "scale_dtype", "value_group_size"} if cls is KVMeta else set()
     unknown = sorted(set(meta) - names, key=str)

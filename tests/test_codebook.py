@@ -267,7 +267,7 @@ def test_stochastic_rounding_is_reproducible_and_chunkable(rng):
     kw = dict(scheme="codebook", codebook="nf4", scale=None, rounding="stochastic", seed=9)
     whole = codes_of(lowbit.quantize(x, **kw))
     np.testing.assert_array_equal(whole, codes_of(lowbit.quantize(x, **kw)))
-    np.testing.assert_array_equal(codes_of(lowbit.quantize(x[1234:], offset=1234, **kw)), whole[1234:])
+    np.testing.assert_array_equal(codes_of(lowbit.quantize(x[1234:], first_index=1234, **kw)), whole[1234:])
     assert not np.array_equal(whole, codes_of(lowbit.quantize(x, **{**kw, "seed": 10})))
 
 
@@ -352,7 +352,7 @@ def test_bad_codebooks(kwargs, err, match):
     (dict(codebook="nf4", group_size=5), ValueError, "does not divide"),
     (dict(codebook="nf4", rbits=0), ValueError, "rbits"),
     (dict(codebook="nf4", scale=None, group_size=4), ValueError, "group_size needs a scale"),
-    (dict(codebook="nf4", offset=-1), ValueError, "offset"),
+    (dict(codebook="nf4", first_index=-1), ValueError, "first_index"),
 ])
 def test_bad_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):

@@ -262,7 +262,7 @@ def round_cases(draw):
     shape = tuple(draw(st.lists(st.integers(1, 30), min_size=2, max_size=3)))
     mode = draw(st.sampled_from([*MODES, "diffuse"]))
     kw = {"seed": draw(st.integers(0, 2**64 - 1)), "rbits": draw(st.integers(1, 32)),
-          "offset": draw(st.integers(0, 2**40))}
+          "first_index": draw(st.integers(0, 2**40))}
     if mode == "diffuse":
         kw = {"axis": draw(st.integers(0, len(shape) - 1)), "order": draw(st.sampled_from([1, 2]))}
         if draw(st.booleans()):

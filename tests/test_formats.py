@@ -530,5 +530,5 @@ def test_format_chunking_invariance(rng):
     x = (rng.standard_normal(5000) * 10).astype(np.float32)
     whole = codes_of(lowbit.quantize(x, scheme="fp8_e4m3", rounding="stochastic", seed=9))
     part = codes_of(lowbit.quantize(x[1234:], scheme="fp8_e4m3", rounding="stochastic", seed=9,
-                                    offset=1234))
+                                    first_index=1234))
     np.testing.assert_array_equal(part, whole[1234:])

@@ -41,6 +41,32 @@ def test_files_written_before_the_schema_still_load(name):
     np.testing.assert_array_equal(q.dequantize(), want)
 
 
+def _legacy_meta(name: str) -> dict:
+    with zipfile.ZipFile(LEGACY / f"{name}.npz") as z, z.open("header.npy") as fh:
+        return json.loads(np.lib.format.read_array(fh).tobytes())["meta"]
+
+
+# (legacy file, key as written then, key today, value): renames of 2026-12-02 (issue 12)
+RENAMED = [("fp8_e4m3_absmax_sr", "offset", "first_index", 3)]
+
+
+@pytest.mark.parametrize("name, old, new, value", RENAMED)
+def test_renamed_metadata_keys_of_old_files_load_under_todays_name(name, old, new, value):
+    written = _legacy_meta(name)
+    assert written[old] == value and new not in written  # the file really holds the old key
+    q = lowbit.load(LEGACY / f"{name}.npz")
+    assert q.meta[new] == value and old not in q.meta
+
+
+@pytest.mark.parametrize("name, old, new, value", RENAMED)
+def test_a_file_holding_a_key_under_both_names_is_refused(name, old, new, value):
+    from lowbit.schema import parse
+
+    meta = _legacy_meta(name)
+    with pytest.raises(ValueError, match=f"metadata '{old}' is the old name of '{new}'"):
+        parse({**meta, new: value})
+
+
 # --- archive-level problems: the true reason, as a ValueError ---------------------------------
 
 

@@ -166,7 +166,7 @@ def test_chunking_invariance(rng):
     whole = lowbit.round(x, "stochastic", seed=77, rbits=7)
     flat = x.reshape(-1)
     for start, stop in [(0, 13), (13, 1000), (1000, 2000)]:
-        part = lowbit.round(flat[start:stop], "stochastic", seed=77, rbits=7, offset=start)
+        part = lowbit.round(flat[start:stop], "stochastic", seed=77, rbits=7, first_index=start)
         np.testing.assert_array_equal(part, whole.reshape(-1)[start:stop])
     # without the offset the chunk draws other bits
     assert not np.array_equal(lowbit.round(flat[13:1000], "stochastic", seed=77, rbits=7),
@@ -206,7 +206,7 @@ def test_thread_count_invariance(rng):
         ({"mode": "diffuse", "kernel": "stucki", "scan": "zigzag"}, "scan must be"),
         ({"mode": "nearest_even", "clip": (3, 1)}, "lo <= hi"),
         ({"mode": "nearest_even", "clip": (0.5, 1)}, "integers"),
-        ({"mode": "nearest_even", "offset": -1}, "offset"),
+        ({"mode": "nearest_even", "first_index": -1}, "first_index"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, match):

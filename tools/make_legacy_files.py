@@ -25,7 +25,7 @@ def cases() -> dict[str, tuple[np.ndarray, dict]]:
         "rtn_sym_bf16": (x, dict(bits=4, scheme="rtn", symmetric=True, scale_dtype="bfloat16")),
         "rtn_sign_tensor": (x, dict(bits=1, scheme="rtn", symmetric=True, axis=None)),
         "fp8_e4m3_absmax_sr": (x, dict(scheme="fp8_e4m3", scale="absmax", group_size=20,
-                                       rounding="stochastic", seed=7, offset=3)),
+                                       rounding="stochastic", seed=7, first_index=3)),
         "fp4_e2m1_direct": (x, dict(scheme="fp4_e2m1")),
         "fixed_q3_4": (x, dict(scheme="fixed", bits=6, frac_bits=3, signed=True)),
         "mxfp4": (x, dict(scheme="mxfp4")),

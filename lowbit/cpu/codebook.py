@@ -14,7 +14,7 @@ Encoding a value v (after the scale):
   the exact nearest level of the float64 value v.  NaN encodes 0 (fronts reject NaN input).
 * ``stochastic``: for levels[i] <= v < levels[i + 1], code i + 1 with probability
   f = (v - levels[i]) / (levels[i + 1] - levels[i]) (f in float64, then ``round_grid``'s
-  ``rbits``-bit comparison with the counter-based generator at index offset + element), so
+  ``rbits``-bit comparison with the counter-based generator at index first_index + element), so
   E[level] = v up to the f rounding (unbiased); v at or outside the end levels takes the end
   level (no randomness there).
 """
@@ -67,16 +67,16 @@ def stochastic_code(v: float, levels: np.ndarray, seed: np.uint64, index: np.int
 
 @nb.njit(parallel=True, cache=True)
 def codebook_encode(x: np.ndarray, block_size: int, scale: np.ndarray, levels: np.ndarray,
-                    thresholds: np.ndarray, mode: int, seed: np.uint64, offset: np.int64,
+                    thresholds: np.ndarray, mode: int, seed: np.uint64, first_index: np.int64,
                     rbits: int, codes: np.ndarray) -> None:
     """codes[i] = code of x[i] / scale[i // block_size] (uint8, unpacked): ``nearest_even``
-    (mode 0) or ``stochastic`` (mode 6, counter offset + i); see the module docstring."""
+    (mode 0) or ``stochastic`` (mode 6, counter first_index + i); see the module docstring."""
     n = x.shape[0]
     inv_block = 1.0 / block_size
     if mode == STOCHASTIC:
         for i in nb.prange(n):
             v = scaled(np.float64(x[i]), scale[block_of(i, block_size, inv_block)])
-            codes[i] = np.uint8(stochastic_code(v, levels, seed, offset + i, rbits))
+            codes[i] = np.uint8(stochastic_code(v, levels, seed, first_index + i, rbits))
     else:
         for i in nb.prange(n):
             v = scaled(np.float64(x[i]), scale[block_of(i, block_size, inv_block)])

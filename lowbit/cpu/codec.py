@@ -172,12 +172,12 @@ def scaled(x: float, scale: float) -> float:
 
 @nb.njit(parallel=True, cache=True)
 def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, spec: Spec, overflow: int,
-                     mode: int, seed: np.uint64, offset: np.int64, rbits: int, codes: np.ndarray,
+                     mode: int, seed: np.uint64, first_index: np.int64, rbits: int, codes: np.ndarray,
                      status: np.ndarray) -> None:
     """codes[i] = code of x[i] / scale[i // block_size] in the format ``spec`` (unpacked; codes
     of uint8, uint16 or uint32 as the format's width needs).
 
-    ``offset`` is the global flat index of x[0] (the random-bit counter, for chunking).
+    ``first_index`` is the global flat index of x[0] (the random-bit counter, for chunking).
     If ``status`` has x's length, status[i] = invalid | overflowed << 1; else it is not written.
     """
     n = x.shape[0]
@@ -188,12 +188,12 @@ def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, spec: Sp
     if direct and not want_status:
         for i in nb.prange(n):
             c, bad, over = minifloat_encode_one(np.float64(x[i]), spec, overflow, mode, seed,
-                                                offset + i, rbits)
+                                                first_index + i, rbits)
             codes[i] = c
     elif direct:
         for i in nb.prange(n):
             c, bad, over = minifloat_encode_one(np.float64(x[i]), spec, overflow, mode, seed,
-                                                offset + i, rbits)
+                                                first_index + i, rbits)
             codes[i] = c
             status[i] = np.uint8(bad | (over << 1))
     else:
@@ -201,7 +201,7 @@ def minifloat_encode(x: np.ndarray, block_size: int, scale: np.ndarray, spec: Sp
         for i in nb.prange(n):
             s = scale[block_of(i, block_size, inv_block)]
             c, bad, over = minifloat_encode_one(scaled(np.float64(x[i]), s), spec, overflow, mode,
-                                                seed, offset + i, rbits)
+                                                seed, first_index + i, rbits)
             codes[i] = c
             if want_status:
                 status[i] = np.uint8(bad | (over << 1))
@@ -240,7 +240,7 @@ def fixed_encode_one(x: float, bits: int, frac_bits: int, qmin: int, qmax: int, 
 
 @nb.njit(parallel=True, cache=True)
 def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, frac_bits: int,
-                 qmin: int, qmax: int, overflow: int, mode: int, seed: np.uint64, offset: np.int64,
+                 qmin: int, qmax: int, overflow: int, mode: int, seed: np.uint64, first_index: np.int64,
                  rbits: int, codes: np.ndarray, status: np.ndarray) -> None:
     """codes[i] = low ``bits`` bits of q = round(x[i] / scale[block] * 2**frac_bits) in [qmin, qmax].
 
@@ -252,12 +252,12 @@ def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, f
     if direct and not want_status:
         for i in nb.prange(n):
             c, bad, over = fixed_encode_one(np.float64(x[i]), bits, frac_bits, qmin, qmax,
-                                            overflow, mode, seed, offset + i, rbits)
+                                            overflow, mode, seed, first_index + i, rbits)
             codes[i] = np.uint8(c)
     elif direct:
         for i in nb.prange(n):
             c, bad, over = fixed_encode_one(np.float64(x[i]), bits, frac_bits, qmin, qmax,
-                                            overflow, mode, seed, offset + i, rbits)
+                                            overflow, mode, seed, first_index + i, rbits)
             codes[i] = np.uint8(c)
             status[i] = np.uint8(bad | (over << 1))
     else:
@@ -266,7 +266,7 @@ def fixed_encode(x: np.ndarray, block_size: int, scale: np.ndarray, bits: int, f
             s = scale[block_of(i, block_size, inv_block)]
             xi = float(x[i]) / s if (s != 0.0 and np.isfinite(s)) else 0.0
             c, bad, over = fixed_encode_one(xi, bits, frac_bits, qmin, qmax, overflow, mode, seed,
-                                            offset + i, rbits)
+                                            first_index + i, rbits)
             codes[i] = np.uint8(c)
             if want_status:
                 status[i] = np.uint8(bad | (over << 1))

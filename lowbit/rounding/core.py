@@ -42,10 +42,10 @@ def check_clip(clip: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def check_offset(offset: Any) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or not 0 <= offset < 2**62:
-        raise ValueError(f"offset must be a non-negative integer (a global element index), got {offset!r}")
-    return int(offset)
+def check_first_index(first_index: Any) -> int:
+    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)) or not 0 <= first_index < 2**62:
+        raise ValueError(f"first_index must be a non-negative integer (a global element index), got {first_index!r}")
+    return int(first_index)
 
 
 def _axes(axis: Any, ndim: int, count: int) -> tuple[int, ...]:
@@ -79,7 +79,7 @@ def round(  # noqa: A001 - the public name is lowbit.round
     kernel: str | None = None,
     scan: str = "raster",
     clip: Any = None,
-    offset: int = 0,
+    first_index: int = 0,
     return_seed: bool = False,
 ) -> Any:
     """Round values already in grid units to integers.
@@ -119,9 +119,9 @@ def round(  # noqa: A001 - the public name is lowbit.round
         Saturation bounds (integers or +-inf): results are clipped to [lo, hi]; in
         ``diffuse`` the carried error is clamped to [-1/2, 1/2] (it leaves that interval
         only when the output saturates).
-    offset : int
+    first_index : int
         Global flat index of ``x``'s first element, for the generator's counter: rounding a
-        C-contiguous chunk ``x.flat[o:o+m]`` with ``offset=o`` equals the same slice of the
+        C-contiguous chunk ``x.flat[o:o+m]`` with ``first_index=o`` equals the same slice of the
         rounded whole.
     return_seed : bool
         Return ``(result, seed)`` instead of ``result``.
@@ -135,7 +135,7 @@ def round(  # noqa: A001 - the public name is lowbit.round
     ------
     ValueError
         Unknown ``mode``/``kernel``/``scan``; ``rbits`` outside 1..32; bad ``seed``, ``clip``,
-        ``offset`` or ``order``; ``axis`` missing or invalid for ``diffuse``; NaN or Inf in
+        ``first_index`` or ``order``; ``axis`` missing or invalid for ``diffuse``; NaN or Inf in
         ``x`` with ``diffuse``.
 
     See Also
@@ -146,12 +146,12 @@ def round(  # noqa: A001 - the public name is lowbit.round
         from lowbit import dask
 
         return dask.round(x, mode, seed=seed, rbits=rbits, axis=axis, order=order, kernel=kernel,
-                          scan=scan, clip=clip, offset=offset, return_seed=return_seed)
+                          scan=scan, clip=clip, first_index=first_index, return_seed=return_seed)
     code = mode_code(mode, "mode")
     rbits = check_rbits(rbits)
     used_seed = check_seed(seed, mode)
     lo, hi = check_clip(clip)
-    off = check_offset(offset)
+    off = check_first_index(first_index)
     if scan not in SCANS:
         raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
     if kernel is not None and kernel not in ERROR_KERNELS:
