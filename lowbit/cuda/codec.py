@@ -40,7 +40,7 @@ def _spec_args(spec: tuple[int, int, int, int, float, int, int, int]) -> tuple[A
 
 
 def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, int, int, float, int, int, int],
-                     overflow: int, mode: int, seed: np.uint64, offset: Any, rbits: int, codes: Any,
+                     overflow: int, mode: int, seed: np.uint64, first_index: Any, rbits: int, codes: Any,
                      status: Any) -> None:
     check_operands(x=x, scale=scale, codes=codes, status=status)
     _float64("scale", scale)
@@ -48,7 +48,7 @@ def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, 
     k = kernel("codec", f"lowbit_minifloat_encode_{suffix(x.dtype)}_{_code_suffix(codes)}")
     k(grid(n), (THREADS,),
       (x, np.int64(n), np.int64(block_size), scale, *_spec_args(spec), np.int32(overflow), np.int32(mode),
-       np.uint64(seed), np.int64(offset), np.int32(rbits), codes, status, np.int64(status.shape[0])))
+       np.uint64(seed), np.int64(first_index), np.int32(rbits), codes, status, np.int64(status.shape[0])))
 
 
 def minifloat_decode(codes: Any, spec: tuple[int, int, int, int, float, int, int, int], out: Any) -> None:
@@ -59,7 +59,7 @@ def minifloat_decode(codes: Any, spec: tuple[int, int, int, int, float, int, int
 
 
 def fixed_encode(x: Any, block_size: int, scale: Any, bits: int, frac_bits: int, qmin: int, qmax: int,
-                 overflow: int, mode: int, seed: np.uint64, offset: Any, rbits: int, codes: Any,
+                 overflow: int, mode: int, seed: np.uint64, first_index: Any, rbits: int, codes: Any,
                  status: Any) -> None:
     check_operands(x=x, scale=scale, codes=codes, status=status)
     _float64("scale", scale)
@@ -69,7 +69,7 @@ def fixed_encode(x: Any, block_size: int, scale: Any, bits: int, frac_bits: int,
     k = kernel("codec", f"lowbit_fixed_encode_{suffix(x.dtype)}")
     k(grid(n), (THREADS,),
       (x, np.int64(n), np.int64(block_size), scale, np.int32(bits), np.int32(frac_bits), np.int64(qmin),
-       np.int64(qmax), np.int32(overflow), np.int32(mode), np.uint64(seed), np.int64(offset),
+       np.int64(qmax), np.int32(overflow), np.int32(mode), np.uint64(seed), np.int64(first_index),
        np.int32(rbits), codes, status, np.int64(status.shape[0])))
 
 

@@ -9,12 +9,12 @@ import numpy as np
 from lowbit.cuda._module import THREADS, check_operands, grid, kernel, suffix
 
 
-def round_elementwise(x: Any, mode: int, seed: np.uint64, offset: Any, rbits: int, lo: float, hi: float,
+def round_elementwise(x: Any, mode: int, seed: np.uint64, first_index: Any, rbits: int, lo: float, hi: float,
                       out: Any) -> None:
     check_operands(x=x, out=out)
     if out.dtype != x.dtype:
         raise TypeError(f"out must have x's dtype on the GPU ({x.dtype}), got {out.dtype}")
     n = x.shape[0]
     k = kernel("rounding", f"lowbit_round_elementwise_{suffix(x.dtype)}")
-    k(grid(n), (THREADS,), (x, np.int64(n), np.int32(mode), np.uint64(seed), np.int64(offset),
+    k(grid(n), (THREADS,), (x, np.int64(n), np.int32(mode), np.uint64(seed), np.int64(first_index),
                             np.int32(rbits), np.float64(lo), np.float64(hi), out))
