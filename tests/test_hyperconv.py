@@ -221,3 +221,110 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="height"):
         layer_cost(nn.Conv2d(2, 2, 3, padding=1), 0, 4)
     assert Cost(conv=1, pixels=1).flops == 1
+
+
+# -- the study and its report -------------------------------------------------------------------
+def _tiny_config():
+    import dataclasses
+
+    from lowbit.research.hyperconv_study import QUICK
+
+    return dataclasses.replace(
+        QUICK, steps=2, batch=2, patch=16, seeds=2, test_size=32, e1_plain_widths=(4, 6),
+        e1_hc_width=4, e1_hidden=(4, 8), e1_other_descriptors=("position",), e2_sizes=(16, 32),
+        e2_hidden=(4,), e2_repeats=1, e3_hidden=(2, 4, 8), e3_patches=2, e3_patch=8, e3_steps=2,
+        e4_bits=(1, 2, 32), e4_hidden_at_32=2, e4_steps=2, e4_shadow_steps=2,
+        e4_stochastic_seeds=2)
+
+
+def test_nets_have_equal_conv_flops():
+    pytest.importorskip("skimage")
+    from lowbit.research.hyperconv_study import RestorationNet
+
+    for task in ("denoise", "demosaic"):
+        plain = RestorationNet(task, 8).cost(64, 64)
+        hc = RestorationNet(task, 8, hidden=256).cost(64, 64)
+        assert plain.conv == hc.conv and plain.conv_bias == hc.conv_bias
+        assert plain.mlp == 0 < hc.mlp and hc.params > 10 * plain.params
+        assert RestorationNet(task, 8, hidden=4)(torch.zeros(1, 3 if task == "denoise" else 4,
+                                                            8, 8)).shape[1] == 3
+    # Demosaicing runs at half resolution: a quarter of the denoiser's conv work per layer.
+    assert RestorationNet("demosaic", 8).cost(64, 64).pixels == 64 * 64
+
+
+def test_demosaic_input_is_the_packed_bayer_mosaic():
+    pytest.importorskip("skimage")
+    from lowbit.research.hyperconv_study import NOISE, degrade
+
+    clean = torch.rand(1, 3, 4, 6)
+    g = torch.Generator().manual_seed(0)
+    packed = degrade("demosaic", clean, g)
+    noise = packed - torch.stack([clean[:, 0, ::2, ::2], clean[:, 1, ::2, 1::2],
+                                  clean[:, 1, 1::2, ::2], clean[:, 2, 1::2, 1::2]], dim=1)
+    assert packed.shape == (1, 4, 2, 3)
+    assert float(noise.abs().max()) < 6 * NOISE["demosaic"]  # six sigma: never by chance
+
+
+def test_quick_report_on_a_tiny_configuration(tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("tqdm")
+    import json
+
+    from lowbit.research.cli import eval_hyperconv
+
+    report = eval_hyperconv(out=tmp_path, config=_tiny_config(), progress=False)
+    text = report.read_text(encoding="utf-8")
+    for heading in ("## E1", "## E2", "## E3", "## E4", "reconstruction"):
+        assert heading in text
+    data = json.loads((tmp_path / "results.json").read_text())["study"]
+    # E1: 2 tasks × 2 seeds × (2 plain + 2 HC + 1 other descriptor).
+    assert len(data["e1"]) == 20 and len(data["e3"]) == 6 and len(data["e4"]) == 3
+    e4 = {r["bits"]: r for r in data["e4"]}
+    # The fixed budget: h_b = round(32·2/b) and weights linear in h.
+    assert [e4[b]["hidden"] for b in (1, 2, 32)] == [64, 32, 2]
+    assert e4[1]["weight_bits"] == e4[2]["weight_bits"] == e4[32]["weight_bits"]
+    assert e4[32]["test"]["nearest_even"] == e4[32]["test"]["float"]
+    for r in data["e2"]:
+        assert r["measured_flops_per_pixel"] <= r["flops_per_pixel"]
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+            "e1_quality.png", "e2_amortization.png", "e3_double_descent.png",
+            "e4_fixed_memory.png"]
+
+
+def test_study_is_deterministic_and_independent_of_jobs():
+    pytest.importorskip("skimage")
+    import dataclasses
+
+    from lowbit.research.hyperconv_study import plan_jobs, run_job
+
+    cfg = dataclasses.replace(_tiny_config(), tasks=("demosaic",))
+    job = next(j for j in plan_jobs(cfg) if j[0] == "e1" and j[1]["hidden"] == 8)
+    a, b = run_job(job), run_job(job)
+    a.pop("train_seconds"), b.pop("train_seconds")
+    assert a == b
+
+
+def test_cli_rejects_bad_jobs(capsys):
+    from lowbit.cli import main
+
+    assert main(["eval", "hyperconv", "--jobs", "0", "--out", "unused"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_study_on_real_images(tmp_path):
+    """One real-image run: HC and plain denoisers learn (beat the noisy input's PSNR)."""
+    pytest.importorskip("skimage")
+    import dataclasses
+    import math
+
+    from lowbit.research.hyperconv_study import NOISE, QUICK, job_e1
+
+    cfg = dataclasses.replace(QUICK, steps=120)
+    noisy_psnr = 10 * math.log10(1 / NOISE["denoise"] ** 2)   # 20.2 dB
+    for hidden in (None, 64):
+        res = job_e1(cfg, "denoise", 8, hidden, 0)
+        assert res["test"]["psnr"] > noisy_psnr + 3, res["test"]
