@@ -12,10 +12,10 @@ Token regions (DESIGN.md section 4; docs/kv.md)::
   and R newer tokens exist; the paper's R = 128).  Stored exactly.
 
 Arrays are numpy ``[batch, kv_heads, tokens, head_dim]``.  :meth:`QuantizedKVCache.attend`
-computes decode attention for one query per head (GQA: query head h reads kv head
-h // (Hq / Hk)); for KVarN it runs the fused kernel ``lowbit/cpu/kv_attend.py`` in the
-rotated frame (query rotated once, the tiles' output share un-rotated once), other schemes
-dequantize and run :func:`reference_attention`.
+computes attention for one or L queries per head (GQA: query head h reads kv head
+h // (Hq / Hk)), optionally with the current chunk's exact keys/values (causal), by running
+the fused kernel ``kv_attend`` (:mod:`lowbit.kv.attend`) on the packed codes of every scheme:
+no tile is dequantized, memory per query is O(head_dim + group).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import backend
 from lowbit.kv import codecs
-from lowbit.kv.codecs import Codec, KVarNCodec, check_group
+from lowbit.kv.attend import TileStore, reference_attend
+from lowbit.kv.attend import attend as attend_store
+from lowbit.kv.codecs import Codec, check_group
 from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
 from lowbit.validate import check_bits
 
@@ -357,14 +358,34 @@ class QuantizedKVCache:
             self._recent_v = self._recent_v[:, :, : have - tokens]
 
     # -- attention ------------------------------------------------------------------------
+    def tile_store(self) -> TileStore:
+        """A :class:`lowbit.kv.attend.TileStore` view of the storage (no copies of the history)."""
+        if self.batch is None or self.kv_heads is None:
+            raise ValueError("the cache is empty; append keys and values before attend")
+        b, h, g, d = self.batch, self.kv_heads, self.group, self.head_dim
+        parts = []
+        for kind, tiles in (("key", self._k), ("value", self._v)):
+            if tiles.codes is None:
+                codes = np.zeros((b, h, 0, self.codec.code_bytes(g, d, kind)), np.uint8)
+                fields = {name: np.zeros((b, h, 0, n), dt)
+                          for name, (dt, n) in self.codec.field_specs(g, d, kind).items()}
+            else:
+                codes, fields = tiles.codes, tiles.fields
+            parts.append((codes, fields))
+        lengths = np.array([[0, self._sink_k.shape[2], self.n_tiles, self._recent_k.shape[2]]] * b,
+                           np.int32)
+        return TileStore(self.codec, g, self._sink_k, self._sink_v, self._recent_k, self._recent_v,
+                         parts[0][0], parts[1][0], parts[0][1], parts[1][1], lengths)
+
     def _check_q(self, q: Any) -> np.ndarray:
         if self.batch is None:
             raise ValueError("the cache is empty; append keys and values before attend")
         if not isinstance(q, np.ndarray) or q.dtype not in _CACHE_DTYPES:
             raise TypeError(f"q must be a float16/32/64 numpy.ndarray, got {type(q).__name__}")
-        if q.ndim != 3 or q.shape[0] != self.batch or q.shape[2] != self.head_dim:
-            raise ValueError(f"q must have shape [batch={self.batch}, query_heads, head_dim={self.head_dim}], "
-                             f"got {q.shape}")
+        if q.ndim not in (3, 4) or q.shape[0] != self.batch or q.shape[-1] != self.head_dim \
+                or (q.ndim == 4 and q.shape[2] == 0):
+            raise ValueError(f"q must have shape [batch={self.batch}, query_heads, head_dim={self.head_dim}] "
+                             f"or [batch, query_heads, queries >= 1, head_dim], got {q.shape}")
         assert self.kv_heads is not None
         if q.shape[1] == 0 or q.shape[1] % self.kv_heads:
             raise ValueError(f"query heads ({q.shape[1]}) must be a positive multiple of kv_heads ({self.kv_heads})")
@@ -372,47 +393,48 @@ class QuantizedKVCache:
             raise ValueError("q contains NaN or Inf")
         return q
 
-    def attend(self, q: np.ndarray, scale: float | None = None, *, fused: bool = True) -> np.ndarray:
-        """Decode attention ``softmax(q . K^T * scale) V`` over every cached token.
+    def attend(self, q: np.ndarray, scale: float | None = None, *, new_k: np.ndarray | None = None,
+               new_v: np.ndarray | None = None, fused: bool = True) -> np.ndarray:
+        """Attention ``softmax(q . K^T * scale) V`` over the cached tokens (and a new chunk).
 
         Parameters
         ----------
-        q : numpy.ndarray, shape (batch, query_heads, head_dim)
-            One query per head; query_heads a multiple of kv_heads (GQA).
+        q : numpy.ndarray, shape (batch, query_heads, head_dim) or (batch, query_heads, L, head_dim)
+            One query per head (decode) or L queries per head at the last L positions
+            (causal); query_heads a multiple of kv_heads (GQA).
         scale : float, optional
             Default 1 / sqrt(head_dim).
+        new_k, new_v : numpy.ndarray, shape (batch, kv_heads, N, head_dim), optional
+            Exact keys/values of the current chunk, not appended yet: they follow the cached
+            tokens and the L queries are its last L tokens (N >= L).
         fused : bool
-            KVarN only: the separable kernel (default); False dequantizes then attends.
+            True (default): the fused kernel on the packed codes (:func:`lowbit.kv.attend.attend`);
+            False: dequantize the cache, then float64 attention (the reference).
 
         Returns
         -------
-        numpy.ndarray, shape (batch, query_heads, head_dim), float32
+        numpy.ndarray, float32, the shape of q
         """
         q = self._check_q(q)
+        q4 = q[:, :, None] if q.ndim == 3 else q
+        if (new_k is None) != (new_v is None):
+            raise ValueError("pass both new_k and new_v, or neither")
+        if new_k is not None:
+            assert new_v is not None
+            new_k, new_v = self._check_kv(new_k, new_v)
+            if new_k.shape[2] < q4.shape[2]:
+                raise ValueError(f"new_k has {new_k.shape[2]} tokens, fewer than the {q4.shape[2]} queries")
         if scale is None:
             scale = 1.0 / math.sqrt(self.head_dim)
-        if not isinstance(self.codec, KVarNCodec) or not fused or self.n_tiles == 0:
-            return reference_attention(q, self.dequantized_keys(), self.dequantized_values(),
-                                       scale).astype(np.float32)
-        q32 = np.ascontiguousarray(q, dtype=np.float32)
-        q_rot = codecs.rotate(q32)
-        k_exact = np.concatenate([self._sink_k, self._recent_k], axis=2).astype(np.float32)
-        v_exact = np.concatenate([self._sink_v, self._recent_v], axis=2).astype(np.float32)
-        codec = self.codec
-
-        def params(f: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-            return tuple(x if x.dtype == np.uint8 else x.view(np.uint16)
-                         for x in (f["row_scale"], f["row_offset"], f["col_scale"]))
-
-        out_exact = np.empty_like(q32)
-        out_rot = np.empty_like(q32)
-        ka, kz, ks = params(self._k.fields)
-        va, vz, vs = params(self._v.fields)
-        backend(q32).kv_attend(q32, q_rot, k_exact, v_exact, self._k.codes, ka, kz, ks,
-                               self._v.codes, va, vz, vs, self.n_tiles, codec.bits("key"),
-                               codec.bits("value"), codec.scale_format, np.float32(scale),
-                               out_exact, out_rot)
-        return out_exact + codecs.rotate(out_rot)
+        if fused:
+            out = attend_store(self.tile_store(), q4, new_k, new_v, scale)
+        else:
+            keys, values = self.dequantized_keys(), self.dequantized_values()
+            if new_k is not None:
+                keys = np.concatenate([keys, new_k.astype(np.float32)], axis=2)
+                values = np.concatenate([values, new_v.astype(np.float32)], axis=2)  # type: ignore[union-attr]
+            out = reference_attend(q4, keys, values, scale).astype(np.float32)
+        return out.reshape(q.shape)
 
     def __repr__(self) -> str:
         return (f"QuantizedKVCache({self.scheme!r}, head_dim={self.head_dim}, sink={self.sink}, "
