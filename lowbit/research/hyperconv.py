@@ -178,11 +178,15 @@ class HyperConv2d(nn.Module):
 
     Notes
     -----
-    The MLP's output is multiplied by a fixed (not trained) gain, ``sqrt(2 / (C_in·k²))`` for
-    kernel entries and biases, and its last layer is initialized N(0, 1/h): generated kernels
-    start near He variance whatever the hidden width (else their variance drifts with ``h``).
-    Hidden layers are initialized N(0, 2/fan_in), all biases 0. The MLP's parameters are the
-    layer's only parameters.
+    The MLP's output is multiplied by a fixed (not trained) gain ``1/n`` (``n`` = the last
+    layer's input width), as for the output layer in μP: Adam moves each weight by about the
+    learning rate per step, and the ReLU activations feeding the last layer are all >= 0, so
+    without it a generated kernel entry would move ∝ n times faster with a wider MLP (a first
+    study run with gain independent of ``n`` trained wide MLPs worse). The last layer is
+    initialized N(0, 2n·s²) with ``s = sqrt(2 / (C_in·k²))`` (He), so that generated kernels
+    start near He variance whatever the width (hidden activations have mean square about
+    1/2); hidden layers are initialized N(0, 2/fan_in), all biases 0. The MLP's parameters are
+    the layer's only parameters.
     """
 
     gain: torch.Tensor
@@ -212,13 +216,15 @@ class HyperConv2d(nn.Module):
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             lin = nn.Linear(n_in, n_out)
             last = i == len(sizes) - 2
+            he = math.sqrt(2.0 / (in_channels * kernel_size**2))
             with torch.no_grad():
-                lin.weight.normal_(0.0, math.sqrt((1.0 if last else 2.0) / n_in))
+                lin.weight.normal_(0.0, math.sqrt(2.0 * n_in) * he if last else
+                                   math.sqrt(2.0 / n_in))
                 lin.bias.zero_()
             layers += [lin] if last else [lin, nn.ReLU()]
         self.mlp = nn.Sequential(*layers)
         self.mlp_sizes = tuple(sizes)
-        self.register_buffer("gain", torch.tensor(math.sqrt(2.0 / (in_channels * kernel_size**2))))
+        self.register_buffer("gain", torch.tensor(1.0 / sizes[-2]))
         self.register_buffer("positions", position_descriptors(self.grid))
 
     @property
