@@ -185,8 +185,8 @@ class RestorationNet(nn.Module):
                                      hidden=hidden))
         tail = nn.Conv2d(width, c_out, 3, padding=1)
         with torch.no_grad():  # the net starts as its residual baseline (the identity)
-            nn.init.zeros_(tail.weight)
-            nn.init.zeros_(tail.bias)
+            for p in tail.parameters():
+                p.zero_()
         convs.append(tail)
         self.convs = nn.ModuleList(convs)
 
