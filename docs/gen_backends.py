@@ -42,7 +42,8 @@ def render() -> str:
     lines += ["", f"{len(cpu.KERNELS) - len(gaps)} of {len(cpu.KERNELS)} kernels have a CUDA twin.", "",
               "\"Bit-identical\" means every output byte equals the CPU twin's on the same input (the sign",
               "and payload of NaNs aside), whatever the launch geometry. CuPy compiles with `-ftz=true`, so the CUDA",
-              "kernels compute in float64 (rtn) or with float32 operations that keep subnormals",
+              "kernels compute in float64 (rtn, the format codec, rounding and diffusion) or with float32",
+              "operations that keep subnormals",
               "(`f32` in lowbit/cuda/common.cuh: fwht, balance_tiles), and",
               "`balance_tiles` uses lowbit's own float64 `exp`/`log` on both backends",
               "(`lowbit.cpu.scalar.exp_f64` / `log_f64`), because libm's differ between glibc and CUDA.", ""]

@@ -21,11 +21,11 @@ function                                what
                                         values both hold exactly (no rounding)
 ======================================  ===================================================
 
-Host arrays run the Numba kernels.  Device (CuPy) arrays take :func:`to_codes` /
-:func:`from_codes` in an array form of the same algorithm, written with CuPy's elementwise
-operations on float64 and integers (the raw-CUDA twins of ``minifloat_encode`` /
-``minifloat_decode`` are a known gap, docs/backends.md); ``tests/test_codec.py`` holds the
-array form bit-identical to the kernels.  The other functions need the CPU kernels.
+Host arrays run the Numba kernels, device (CuPy) arrays their CUDA twins (lowbit/cuda/codec.cu)
+in :func:`encode` / :func:`decode`.  :func:`to_codes` / :func:`from_codes` on device arrays take
+an array form of the same algorithm, written with CuPy's elementwise operations on float64 and
+integers; ``tests/test_codec.py`` holds the array form bit-identical to the kernels.
+:func:`encode_levels` needs the CPU kernels (codebook kernels: a known gap, docs/backends.md).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def test_segment_kernel_many_tiles_per_warp(cp, dtype, group, blocks, mask):
             stg = cp.zeros(1, np.int32)
             defines = _lane_defines(bits) + (() if mask is None else
                                              (f"-DSEG_NEAR_MASK_F16={mask}", f"-DSEG_NEAR_MASK_BF16={mask}"))
-            k = kernel("rtn", f"lowbit_rtn_quantize_seg_{suffix(xg.dtype)}_b{bits}", defines)
+            k = kernel("rtn_seg", f"lowbit_rtn_quantize_seg_{suffix(xg.dtype)}_b{bits}", defines)
             k((blocks,), (SEG_THREADS,), (xg, np.int64(items), np.int32(group // 32), np.int32(symmetric),
                                           np.int32(0), np.int32(0), np.uint64(0), np.int32(9), pg, sg, og, stg))
             where = f"bits={bits} symmetric={symmetric} mask={mask}"

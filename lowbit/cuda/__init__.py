@@ -6,8 +6,17 @@ lazily, inside the wrappers, so this table can be inspected without a GPU.
 """
 
 from lowbit.cuda.balance import balance_tiles
+from lowbit.cuda.codec import (
+    block_absmax,
+    decode_table,
+    fixed_encode,
+    minifloat_decode,
+    minifloat_encode,
+)
+from lowbit.cuda.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cuda.hadamard import fwht, hadamard_signs
 from lowbit.cuda.packing import pack_codes, unpack_codes
+from lowbit.cuda.rounding import round_elementwise
 from lowbit.cuda.rtn import (
     group_abs_mean,
     group_range,
@@ -18,6 +27,14 @@ from lowbit.cuda.rtn import (
 
 KERNELS: tuple[str, ...] = (
     "balance_tiles",
+    "block_absmax",
+    "decode_table",
+    "diffuse_2d",
+    "diffuse_rows",
+    "fixed_encode",
+    "minifloat_decode",
+    "minifloat_encode",
+    "round_elementwise",
     "fwht",
     "group_abs_mean",
     "group_range",
@@ -32,6 +49,17 @@ KERNELS: tuple[str, ...] = (
 #: How each CUDA kernel's results relate to its CPU twin's, and the test that checks it
 #: (docs/backends.md is generated from this).
 AGREEMENT: dict[str, str] = {
+    "block_absmax": "bit-identical (max is exact in any order) - tests/test_formats_backends.py",
+    "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
+                    "tests/test_formats_backends.py",
+    "diffuse_2d": "bit-identical (one thread per image, the CPU's visiting and summation order) - "
+                  "tests/test_formats_backends.py",
+    "diffuse_rows": "bit-identical (same float64 recursion per row) - tests/test_formats_backends.py",
+    "fixed_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh) - tests/test_formats_backends.py",
+    "minifloat_decode": "bit-identical (one codec, lowbit/cuda/codec.cuh) - tests/test_formats_backends.py",
+    "minifloat_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh; one counter-based generator) - "
+                        "tests/test_formats_backends.py",
+    "round_elementwise": "bit-identical (one counter-based generator) - tests/test_formats_backends.py",
     "balance_tiles": "bit-identical (same float32 operations in the same order; lowbit's own exp/log) "
                      "- tests/test_gpu_balance.py",
     "fwht": "bit-identical (same butterflies in the same order) - tests/test_gpu_hadamard.py",
@@ -55,15 +83,6 @@ SOURCES: dict[str, tuple[str, ...]] = {
 #: CPU kernels that have no CUDA twin yet (a known gap, documented in docs/backends.md).
 #: A CuPy array reaching one of these raises NotImplementedError naming the kernel.
 KNOWN_GAPS: tuple[str, ...] = (
-    # rounding and formats (issue 3)
-    "block_absmax",
-    "decode_table",
-    "diffuse_2d",
-    "diffuse_rows",
-    "fixed_encode",
-    "minifloat_decode",
-    "minifloat_encode",
-    "round_elementwise",
     # codebook formats (issue 20)
     "block_norm",
     "codebook_encode",

@@ -90,6 +90,21 @@ def grid(work_items: int, per_block: int = THREADS, max_blocks: int = 65535 * 16
     return (max(1, min((work_items + per_block - 1) // per_block, max_blocks)),)
 
 
+def persistent_grid(work_items: int, per_block: int = THREADS, blocks_per_sm: int = 16) -> tuple[int]:
+    """Blocks for a grid-stride loop over ``work_items`` items of one thread each, at most
+    ``blocks_per_sm`` per multiprocessor, so that a large input does not launch millions of
+    short-lived blocks (each thread loops over its share instead)."""
+    return (max(1, min((work_items + per_block - 1) // per_block, blocks_per_sm * sm_count(cupy_device()))),)
+
+
+@functools.cache
+def sm_count(device: int) -> int:
+    """Multiprocessors of CUDA device ``device``."""
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"])
+
+
 def check_operands(**arrays: Any) -> None:
     """Raise unless every array is a C-contiguous CuPy array on the current device.
 

@@ -6,7 +6,8 @@
 // blocks of `block_size` elements; block b is divided by scale[b] (float64) before rounding
 // (scale = [1.0] with block_size >= n is a direct conversion, as on the CPU, which then skips
 // the division).  Input suffixes: _f16 (__half), _bf16 (bfloat16 bits), _f32, _f64; code
-// suffixes: _u8, _u16, _u32 (the format's width).  Grid-stride loops, one element per step.
+// suffixes: _u8, _u16, _u32 (the format's width).  Grid-stride loops; the encoder and decode_table take
+// units of 8 elements with vector accesses where the arrays are aligned.
 #include "codec.cuh"
 
 // i // block_size without a 64-bit integer division (inv_block = 1.0 / block_size): the
@@ -18,20 +19,90 @@ __device__ __forceinline__ long long block_of(long long i, long long block_size,
     return b;
 }
 
+// Block of element i: a shift for power-of-two block sizes (block_shift >= 0), else block_of.
+struct Blocks {
+    long long size;
+    double inv;
+    int shift;
+};
+__device__ __forceinline__ Blocks blocks_of(long long block_size) {
+    Blocks b;
+    b.size = block_size;
+    b.inv = 1.0 / (double)block_size;
+    b.shift = (block_size & (block_size - 1)) == 0 ? __ffsll(block_size) - 1 : -1;
+    return b;
+}
+__device__ __forceinline__ long long block_index(long long i, const Blocks& b) {
+    return b.shift >= 0 ? i >> b.shift : block_of(i, b.size, b.inv);
+}
+
+// 8 consecutive elements (a "unit") with the widest aligned vector accesses: 16 bytes of
+// float16 / bfloat16, 32 of float32, 64 of float64 (whole uint4s); 8 codes of C in one store.
+template <typename T>
+union Unit8 {
+    static constexpr int NQ = (8 * (int)sizeof(T) + 15) / 16;
+    uint4 q[NQ];
+    T t[8];
+};
+template <typename C>
+union Codes8 {
+    C c[8];
+    unsigned long long w[sizeof(C)];
+};
+
+template <typename T, typename C>
+__device__ __forceinline__ bool units_aligned(const T* x, const C* codes) {
+    return (unsigned long long)x % 16 == 0 && (unsigned long long)codes % (8 * sizeof(C)) == 0;
+}
+
+template <typename T, typename C>
+__device__ __forceinline__ C encode_at(long long i, bool direct, const Blocks& blk, const double* scale,
+                                       const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
+                                       int rbits, T raw, int& status) {
+    double v = codec_f64(raw);
+    if (!direct) v = scaled(v, scale[block_index(i, blk)]);
+    int bad, over;
+    const C c = (C)minifloat_encode_one(v, s, overflow, mode, seed, offset + i, rbits, bad, over);
+    status = bad | (over << 1);
+    return c;
+}
+
 template <typename T, typename C>
 __device__ void minifloat_encode_impl(const T* x, long long n, long long block_size, const double* scale,
                                       MiniSpec s, int overflow, int mode, u64 seed, long long offset,
                                       int rbits, C* codes, u8* status, long long status_size) {
     const bool direct = block_size >= n && scale[0] == 1.0;
     const bool want_status = status_size == n;
-    const double inv_block = 1.0 / (double)block_size;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        double v = to_f64(x[i]);
-        if (!direct) v = scaled(v, scale[block_of(i, block_size, inv_block)]);
-        int bad, over;
-        codes[i] = (C)minifloat_encode_one(v, s, overflow, mode, seed, offset + i, rbits, bad, over);
-        if (want_status) status[i] = (u8)(bad | (over << 1));
+    const Blocks blk = blocks_of(block_size);
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    long long vector_end = 0;  // elements [0, vector_end) go by units of 8
+    if (units_aligned(x, codes)) {
+        vector_end = n / 8 * 8;
+        for (long long u = tid; u < n / 8; u += stride) {
+            Unit8<T> in;
+            const uint4* src = reinterpret_cast<const uint4*>(x + u * 8);
+#pragma unroll
+            for (int q = 0; q < Unit8<T>::NQ; ++q) in.q[q] = src[q];
+            Codes8<C> out;
+            int st[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                out.c[j] = encode_at<T, C>(u * 8 + j, direct, blk, scale, s, overflow, mode, seed, offset,
+                                           rbits, in.t[j], st[j]);
+            unsigned long long* dst = reinterpret_cast<unsigned long long*>(codes + u * 8);
+#pragma unroll
+            for (int w = 0; w < (int)sizeof(C); ++w) dst[w] = out.w[w];
+            if (want_status) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) status[u * 8 + j] = (u8)st[j];
+            }
+        }
+    }
+    for (long long i = vector_end + tid; i < n; i += stride) {
+        int st;
+        codes[i] = encode_at<T, C>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, x[i], st);
+        if (want_status) status[i] = (u8)st;
     }
 }
 
@@ -49,12 +120,12 @@ __device__ void fixed_encode_impl(const T* x, long long n, long long block_size,
                                   long long status_size) {
     const bool direct = block_size >= n && scale[0] == 1.0;
     const bool want_status = status_size == n;
-    const double inv_block = 1.0 / (double)block_size;
+    const Blocks blk = blocks_of(block_size);
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
-        double v = to_f64(x[i]);
+        double v = codec_f64(x[i]);
         if (!direct) {
-            const double sc = scale[block_of(i, block_size, inv_block)];
+            const double sc = scale[block_index(i, blk)];
             v = (sc != 0.0 && isfinite(sc)) ? v / sc : 0.0;
         }
         int bad, over;
@@ -65,25 +136,46 @@ __device__ void fixed_encode_impl(const T* x, long long n, long long block_size,
 }
 
 // out[i] = table[code_i] * scale[i // block_size] (float64 product, rounded once to out's type);
-// one thread per unit of 8 codes, the table (<= 256 entries) in shared memory.
+// one thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the unit's 8
+// outputs in one vector store where aligned.
 template <typename T>
 __device__ void decode_table_impl(const u8* packed, long long packed_size, int bits, const double* table,
                                   long long block_size, const double* scale, T* out, long long n) {
     __shared__ double tab[256];
-    for (int t = threadIdx.x; t < (1 << bits); t += blockDim.x) tab[t] = table[t];
+    __shared__ T tab_out[256];  // direct decoding: the table already in out's type (the same rounding)
+    for (int t = threadIdx.x; t < (1 << bits); t += blockDim.x) {
+        tab[t] = table[t];
+        from_f64(table[t], &tab_out[t]);
+    }
     __syncthreads();
     const bool direct = block_size >= n && scale[0] == 1.0;
-    const double inv_block = 1.0 / (double)block_size;
+    const bool aligned = (unsigned long long)out % 16 == 0;
+    const Blocks blk = blocks_of(block_size);
     const u64 mask = (1ull << bits) - 1ull;
     const long long units = (n + 7) / 8;
     for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < units;
          u += (long long)gridDim.x * blockDim.x) {
         const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
+        if (aligned && u * 8 + 8 <= n) {
+            Unit8<T> res;
+            if (direct) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) res.t[j] = tab_out[(acc >> (j * bits)) & mask];
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    from_f64(tab[(acc >> (j * bits)) & mask] * scale[block_index(u * 8 + j, blk)], &res.t[j]);
+            }
+            uint4* dst = reinterpret_cast<uint4*>(out + u * 8);
+#pragma unroll
+            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+            continue;
+        }
         const long long stop = min(u * 8 + 8, n);
         for (long long i = u * 8; i < stop; ++i) {
-            double v = tab[(acc >> ((i - u * 8) * bits)) & mask];
-            if (!direct) v = v * scale[block_of(i, block_size, inv_block)];
-            from_f64(v, out + i);
+            const u64 c = (acc >> ((i - u * 8) * bits)) & mask;
+            if (direct) out[i] = tab_out[c];
+            else from_f64(tab[c] * scale[block_index(i, blk)], out + i);
         }
     }
 }
@@ -109,7 +201,22 @@ __device__ void block_absmax_impl(const T* x, long long n, long long block_size,
         const long long stop = live ? min(min(start + run, (b + 1) * block_size), n) : start;
         double m = 0.0;
         bool bad = false;
-        for (long long i = start; i < stop; ++i) {
+        long long i = start;
+        if ((unsigned long long)x % 16 == 0 && start % 8 == 0) {  // 8 elements per vector load
+            for (; i + 8 <= stop; i += 8) {
+                Unit8<T> in;
+                const uint4* src = reinterpret_cast<const uint4*>(x + i);
+#pragma unroll
+                for (int q = 0; q < Unit8<T>::NQ; ++q) in.q[q] = src[q];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const double v = fabs(to_f64(in.t[j]));
+                    bad |= !(v < LOWBIT_INF);
+                    m = fmax(m, v);
+                }
+            }
+        }
+        for (; i < stop; ++i) {
             const double v = fabs(to_f64(x[i]));
             bad |= !(v < LOWBIT_INF);
             m = fmax(m, v);

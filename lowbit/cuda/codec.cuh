@@ -109,9 +109,36 @@ __device__ __forceinline__ double minifloat_round(double v, const MiniSpec& s, i
     return minifloat_decode_one(code, s);
 }
 
+// The input as float64, exactly, NaN with its sign: the CPU widens NaN keeping its sign (and the
+// encoders keep the sign bit of NaN), while a float conversion on the device may not.
+__device__ __forceinline__ double nan_signed(bool neg) {
+    return __longlong_as_double(neg ? (long long)0xfff8000000000000ull : 0x7ff8000000000000ll);
+}
+__device__ __forceinline__ double codec_f64(__half v) {
+    const double d = to_f64(v);
+    return d == d ? d : nan_signed(__half_as_ushort(v) >> 15);
+}
+__device__ __forceinline__ double codec_f64(u16 v) {  // bfloat16 bits
+    const double d = to_f64(v);
+    return d == d ? d : nan_signed(v >> 15);
+}
+__device__ __forceinline__ double codec_f64(float v) {
+    const double d = to_f64(v);
+    return d == d ? d : nan_signed(__float_as_uint(v) >> 31);
+}
+__device__ __forceinline__ double codec_f64(double v) { return v; }
+
 // x / scale; a signed zero for a block whose scale is 0 or not finite (lowbit.cpu.codec.scaled).
+// A NaN x stays x (as x86's division returns its NaN operand: the sign is kept).  A power-of-two
+// scale multiplies by its exact reciprocal instead: the same correctly rounded quotient, without
+// a float64 division.
 __device__ __forceinline__ double scaled(double x, double scale) {
     if (scale == 0.0 || !isfinite(scale)) return x == x ? copysign(0.0, x) : 0.0;
+    if (x != x) return x;
+    const long long b = __double_as_longlong(scale);
+    const long long field = (b >> 52) & 0x7ff;
+    if ((b & 0xfffffffffffffll) == 0 && field > 1 && field < 2045)  // 2^-1021 .. 2^1021: 1/scale exact, normal
+        return x * __longlong_as_double((b & (long long)0x8000000000000000ull) | ((2046ll - field) << 52));
     return x / scale;
 }
 

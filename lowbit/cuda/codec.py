@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.cuda._module import THREADS, check_operands, grid, kernel, suffix
+from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid, suffix
 
 #: Code dtypes of the encoders / decoders (the format's width) -> kernel-name suffix.
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
@@ -46,7 +46,7 @@ def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, 
     _float64("scale", scale)
     n = x.shape[0]
     k = kernel("codec", f"lowbit_minifloat_encode_{suffix(x.dtype)}_{_code_suffix(codes)}")
-    k(grid(n), (THREADS,),
+    k(persistent_grid(n // 8 + 8), (THREADS,),  # a thread per unit of 8 elements
       (x, np.int64(n), np.int64(block_size), scale, *_spec_args(spec), np.int32(overflow), np.int32(mode),
        np.uint64(seed), np.int64(first_index), np.int32(rbits), codes, status, np.int64(status.shape[0])))
 
@@ -55,7 +55,7 @@ def minifloat_decode(codes: Any, spec: tuple[int, int, int, int, float, int, int
     check_operands(codes=codes, out=out)
     n = codes.shape[0]
     k = kernel("codec", f"lowbit_minifloat_decode_{_code_suffix(codes)}_{suffix(out.dtype)}")
-    k(grid(n), (THREADS,), (codes, np.int64(n), *_spec_args(spec), out))
+    k(persistent_grid(n), (THREADS,), (codes, np.int64(n), *_spec_args(spec), out))
 
 
 def fixed_encode(x: Any, block_size: int, scale: Any, bits: int, frac_bits: int, qmin: int, qmax: int,
@@ -67,7 +67,7 @@ def fixed_encode(x: Any, block_size: int, scale: Any, bits: int, frac_bits: int,
         raise TypeError(f"codes must be uint8, got {codes.dtype}")
     n = x.shape[0]
     k = kernel("codec", f"lowbit_fixed_encode_{suffix(x.dtype)}")
-    k(grid(n), (THREADS,),
+    k(persistent_grid(n), (THREADS,),
       (x, np.int64(n), np.int64(block_size), scale, np.int32(bits), np.int32(frac_bits), np.int64(qmin),
        np.int64(qmax), np.int32(overflow), np.int32(mode), np.uint64(seed), np.int64(first_index),
        np.int32(rbits), codes, status, np.int64(status.shape[0])))
@@ -82,7 +82,7 @@ def decode_table(packed: Any, bits: int, table: Any, block_size: int, scale: Any
                          f"{table.shape[0]} values")
     n = out.shape[0]
     k = kernel("codec", f"lowbit_decode_table_{suffix(out.dtype)}")
-    k(grid((n + 7) // 8), (THREADS,),
+    k(persistent_grid((n + 7) // 8), (THREADS,),
       (packed, np.int64(packed.shape[0]), np.int32(bits), table, np.int64(block_size), scale, out, np.int64(n)))
 
 
@@ -97,5 +97,5 @@ def block_absmax(x: Any, block_size: int, out: Any) -> None:
         runs = _ceil_div(_ceil_div(block_size, run), 32) * 32
         out.fill(0)
     k = kernel("codec", f"lowbit_block_absmax_{suffix(x.dtype)}")
-    k(grid(n_blocks * runs), (THREADS,),
+    k(persistent_grid(n_blocks * runs), (THREADS,),
       (x, np.int64(n), np.int64(block_size), np.int64(run), np.int64(runs), out, np.int64(n_blocks)))

@@ -10,6 +10,8 @@ from lowbit.cuda._module import check_operands, grid, kernel, suffix
 
 #: Warps per block of diffuse_rows (DIFFUSE_WARPS in diffusion.cu); each warp takes 32 rows.
 DIFFUSE_WARPS = 4
+#: Columns per tile of the wide 16-bit kernel (WIDE_TILE in diffusion.cu).
+WIDE_TILE = 128
 
 
 def _same_dtype(x: Any, out: Any) -> None:
@@ -22,7 +24,9 @@ def diffuse_rows(x: Any, order: int, lo: float, hi: float, out: Any) -> None:
     check_operands(x=x, out=out)
     _same_dtype(x, out)
     rows, n = x.shape
-    k = kernel("diffusion", f"lowbit_diffuse_rows_{suffix(x.dtype)}")
+    wide = (x.dtype.itemsize == 2 and n % WIDE_TILE == 0 and x.data.ptr % 16 == 0
+            and out.data.ptr % 16 == 0)
+    k = kernel("diffusion", f"lowbit_diffuse_rows_{'wide_' if wide else ''}{suffix(x.dtype)}")
     k(grid(-(-rows // 32), DIFFUSE_WARPS), (32 * DIFFUSE_WARPS,),
       (x, np.int64(rows), np.int64(n), np.int32(order), np.float64(lo), np.float64(hi), out))
 
