@@ -1,4 +1,6 @@
-"""Error diffusion: 1-D sigma-delta (orders 1 and 2, any axis, saturation) and the 2-D kernels."""
+"""Error diffusion: 1-D sigma-delta (orders 1 and 2, any axis, saturation) and the 2-D kernels.
+
+Bodies that take ``backend`` run on numpy, CuPy and torch CUDA (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -36,42 +38,44 @@ def test_second_order_shapes_the_noise(x):
 
 
 @pytest.mark.parametrize("order", [1, 2])
-def test_kernel_matches_the_reference(order, rng):
+def test_kernel_matches_the_reference(backend, order, rng):
     x = rng.uniform(-4, 4, (3, 50))
-    y = lowbit.round(x, "diffuse", axis=-1, order=order, clip=(-3, 3))
+    y = backend.to_numpy(lowbit.round(backend.asarray(x), "diffuse", axis=-1, order=order, clip=(-3, 3)))
     want = [ref.diffuse_row(list(row), order, -3, 3) for row in x]
     np.testing.assert_array_equal(y, np.array(want))
 
 
-def test_any_axis(rng):
+def test_any_axis(backend, rng):
     x = rng.uniform(-2, 2, (6, 7, 8))
     for ax in range(3):
-        y = lowbit.round(x, "diffuse", axis=ax)
+        y = backend.to_numpy(lowbit.round(backend.asarray(x), "diffuse", axis=ax))
         want = np.moveaxis(lowbit.round(np.ascontiguousarray(np.moveaxis(x, ax, -1)), "diffuse"), -1, ax)
         np.testing.assert_array_equal(y, want)
         assert np.abs(np.cumsum(y - x, axis=ax)).max() <= 0.5 + 1e-12
 
 
-def test_carry_is_clamped_at_saturation():
+def test_carry_is_clamped_at_saturation(backend):
     x = np.array([10.0] * 20 + [0.4] * 10)
-    y = lowbit.round(x, "diffuse", clip=(0, 3))
+    y = backend.to_numpy(lowbit.round(backend.asarray(x), "diffuse", clip=(0, 3)))
     assert np.all(y[:20] == 3)
     # no wind-up: once the input is back in range the output follows it at once
     assert y[20] <= 1 and abs(y[21:].sum() - 0.4 * 9) <= 1.0
 
 
-def test_dtypes_preserved(rng):
+def test_dtypes_preserved(backend, rng):
     for dtype in ("float16", "float32", "float64"):
         x = rng.uniform(-5, 5, (4, 9)).astype(dtype)
-        y = lowbit.round(x, "diffuse", axis=0)
+        y = lowbit.round(backend.asarray(x), "diffuse", axis=0)
+        assert backend.is_native(y)
+        y = backend.to_numpy(y)
         assert y.dtype == x.dtype and y.shape == x.shape
 
 
-def test_nan_raises():
+def test_nan_raises(backend):
     with pytest.raises(ValueError, match="finite"):
-        lowbit.round(np.array([1.0, np.nan]), "diffuse")
+        lowbit.round(backend.asarray(np.array([1.0, np.nan])), "diffuse")
     with pytest.raises(ValueError, match="finite"):
-        lowbit.round(np.full((3, 3), np.inf), "diffuse", kernel="atkinson")
+        lowbit.round(backend.asarray(np.full((3, 3), np.inf)), "diffuse", kernel="atkinson")
 
 
 # -- 2-D kernels -------------------------------------------------------------------------------
@@ -87,9 +91,9 @@ def test_kernel_weights(name):
 @pytest.mark.parametrize("name", sorted(ERROR_KERNELS))
 @pytest.mark.parametrize("scan", ["raster", "serpentine"])
 @pytest.mark.parametrize("level", [0.1, 0.25, 0.5, 0.8])
-def test_constant_image_diffuses_to_its_density(name, scan, level):
+def test_constant_image_diffuses_to_its_density(backend, name, scan, level):
     img = np.full((2, 96, 96), level)
-    y = lowbit.round(img, "diffuse", kernel=name, scan=scan, clip=(0, 1))
+    y = backend.to_numpy(lowbit.round(backend.asarray(img), "diffuse", kernel=name, scan=scan, clip=(0, 1)))
     assert set(np.unique(y)) <= {0.0, 1.0}
     if name == "atkinson" and level < 0.125:
         # Atkinson drops 1/4 of each error: the pending error settles at level / (1 - 3/4) < 1/2,
@@ -104,17 +108,18 @@ def test_constant_image_diffuses_to_its_density(name, scan, level):
 
 @pytest.mark.parametrize("name", sorted(ERROR_KERNELS))
 @pytest.mark.parametrize("scan", ["raster", "serpentine"])
-def test_2d_matches_the_reference(name, scan, rng):
+def test_2d_matches_the_reference(backend, name, scan, rng):
     img = rng.uniform(0, 1, (9, 11))
     k = ERROR_KERNELS[name]
-    y = lowbit.round(img, "diffuse", kernel=name, scan=scan, clip=(0, 1))
+    y = backend.to_numpy(lowbit.round(backend.asarray(img), "diffuse", kernel=name, scan=scan, clip=(0, 1)))
     want = ref.diffuse_image(img.tolist(), k.taps, k.divisor, scan == "serpentine", 0, 1)
     np.testing.assert_array_equal(y, np.array(want))
 
 
-def test_2d_axes_and_batches(rng):
+def test_2d_axes_and_batches(backend, rng):
     x = rng.uniform(0, 4, (5, 3, 6))  # rows on axis 0, columns on axis 2, batch on axis 1
-    y = lowbit.round(x, "diffuse", kernel="floyd_steinberg", axis=(0, 2), clip=(0, 4))
+    y = backend.to_numpy(lowbit.round(backend.asarray(x), "diffuse", kernel="floyd_steinberg", axis=(0, 2),
+                                      clip=(0, 4)))
     for b in range(3):
         want = lowbit.round(np.ascontiguousarray(x[:, b, :]), "diffuse", kernel="floyd_steinberg",
                             clip=(0, 4))
@@ -125,8 +130,8 @@ def test_2d_axes_and_batches(rng):
     )
 
 
-def test_2d_needs_two_axes():
+def test_2d_needs_two_axes(backend):
     with pytest.raises(ValueError, match="ndim >= 2"):
-        lowbit.round(np.ones(5), "diffuse", kernel="stucki")
+        lowbit.round(backend.asarray(np.ones(5)), "diffuse", kernel="stucki")
     with pytest.raises(ValueError, match="pair of distinct"):
-        lowbit.round(np.ones((3, 3)), "diffuse", kernel="stucki", axis=(1, 1))
+        lowbit.round(backend.asarray(np.ones((3, 3))), "diffuse", kernel="stucki", axis=(1, 1))

@@ -1,5 +1,7 @@
 """lowbit.round: deterministic modes (ties pinned by hand), stochastic rounding (generator,
-unbiasedness, reproducibility, chunking and thread-count invariance), argument errors."""
+unbiasedness, reproducibility, chunking and thread-count invariance), argument errors.
+
+Bodies that take ``backend`` run on numpy, CuPy and torch CUDA (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from fractions import Fraction
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lowbit
@@ -36,51 +38,54 @@ TIES = {
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_ties_pinned_by_hand(dtype):
+def test_ties_pinned_by_hand(backend, dtype):
     vals = [v for v in TIES if dtype == "float64" or float(np.float32(v)) == v]
     x = np.array(vals, dtype)
     for k, mode in enumerate(DETERMINISTIC):
-        got = lowbit.round(x, mode)
+        got = backend.to_numpy(lowbit.round(backend.asarray(x), mode))
         want = np.array([TIES[v][k] for v in vals], dtype)
         np.testing.assert_array_equal(got, want, err_msg=mode)
         # the sign of zero results follows the input
         assert np.array_equal(np.signbit(got), np.signbit(want)), mode
 
 
-def test_nearest_even_is_numpy_rint(rng):
+def test_nearest_even_is_numpy_rint(backend, rng):
     x = rng.standard_normal(10_000) * 100
     x[::7] = np.round(x[::7]) + 0.5  # many ties
-    np.testing.assert_array_equal(lowbit.round(x), np.rint(x))
+    np.testing.assert_array_equal(backend.to_numpy(lowbit.round(backend.asarray(x))), np.rint(x))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=20),
        st.sampled_from(ELEMENTWISE), st.integers(1, 32), st.integers(0, 2**64 - 1))
-def test_every_mode_matches_the_reference(values, mode, rbits, seed):
+def test_every_mode_matches_the_reference(backend, values, mode, rbits, seed):
+    # (the backend fixture holds no state between examples)
     x = np.array(values, np.float64)
-    got = lowbit.round(x, mode, seed=seed, rbits=rbits)
+    got = backend.to_numpy(lowbit.round(backend.asarray(x), mode, seed=seed, rbits=rbits))
     want = [float(ref.round_value(Fraction(v), mode, seed, i, rbits)) for i, v in enumerate(values)]
     np.testing.assert_array_equal(got, np.array(want))
 
 
 @pytest.mark.parametrize("mode", ELEMENTWISE)
-def test_nan_inf_and_signed_zero_pass_through(mode):
+def test_nan_inf_and_signed_zero_pass_through(backend, mode):
     x = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0])
-    got = lowbit.round(x, mode, seed=1)
+    got = backend.to_numpy(lowbit.round(backend.asarray(x), mode, seed=1))
     assert np.isnan(got[0]) and got[1] == np.inf and got[2] == -np.inf
     assert got[3] == 0 and np.signbit(got[3]) and not np.signbit(got[4])
 
 
-def test_clip_saturates():
-    got = lowbit.round(np.array([-9.7, -0.4, 3.6, 12.0, np.inf]), clip=(-8, 7))
+def test_clip_saturates(backend):
+    got = backend.to_numpy(lowbit.round(backend.asarray(np.array([-9.7, -0.4, 3.6, 12.0, np.inf])), clip=(-8, 7)))
     np.testing.assert_array_equal(got, [-8, -0.0, 4, 7, 7])
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-def test_numpy_dtype_shape_and_type_preserved(dtype, rng):
+def test_dtype_shape_and_type_preserved(backend, dtype, rng):
     x = (rng.standard_normal((3, 5, 7)) * 50).astype(dtype)
-    y = lowbit.round(x, "stochastic", seed=4)
-    assert type(y) is np.ndarray and y.dtype == x.dtype and y.shape == x.shape
+    y = lowbit.round(backend.asarray(x), "stochastic", seed=4)
+    assert backend.is_native(y)
+    y = backend.to_numpy(y)
+    assert y.dtype == x.dtype and y.shape == x.shape
     assert np.all(np.abs(y.astype(np.float64) - x.astype(np.float64)) < 1)
 
 
@@ -161,16 +166,19 @@ def test_seed_drawn_once_and_returned(rng):
     assert seed2 != seed
 
 
-def test_chunking_invariance(rng):
+def test_chunking_invariance(backend, rng):
     x = rng.standard_normal((40, 50)) * 10
-    whole = lowbit.round(x, "stochastic", seed=77, rbits=7)
+
+    def rounded(a, **kw):
+        return backend.to_numpy(lowbit.round(backend.asarray(a), "stochastic", seed=77, rbits=7, **kw))
+
+    whole = rounded(x)
     flat = x.reshape(-1)
     for start, stop in [(0, 13), (13, 1000), (1000, 2000)]:
-        part = lowbit.round(flat[start:stop], "stochastic", seed=77, rbits=7, first_index=start)
+        part = rounded(flat[start:stop], first_index=start)
         np.testing.assert_array_equal(part, whole.reshape(-1)[start:stop])
     # without the offset the chunk draws other bits
-    assert not np.array_equal(lowbit.round(flat[13:1000], "stochastic", seed=77, rbits=7),
-                              whole.reshape(-1)[13:1000])
+    assert not np.array_equal(rounded(flat[13:1000]), whole.reshape(-1)[13:1000])
 
 
 def test_thread_count_invariance(rng):
