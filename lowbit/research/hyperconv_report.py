@@ -110,9 +110,11 @@ def e3_findings(study: dict[str, Any]) -> list[str]:
                  f"{_fmt(means[j], 3)}; at the smallest width {_fmt(means[0], 3)}, at the "
                  f"largest {_fmt(means[-1], 3)}.")
     train = [np.mean([r["train_loss"] for r in by_h[h]]) for h in hs]
+    sigma2 = (25 / 255) ** 2
     lines.append(f"- Final training loss (noisy targets) from {_fmt(train[0], 3)} (h = {hs[0]}) "
-                 f"to {_fmt(train[-1], 3)} (h = {hs[-1]}); the noise floor is "
-                 f"{_fmt(2 * (25 / 255) ** 2, 3)} (σ² of input plus target noise).")
+                 f"to {_fmt(train[-1], 3)} (h = {hs[-1]}), lowest {_fmt(min(train), 3)}; against "
+                 f"the noisy targets a perfect denoiser scores σ² = {_fmt(sigma2, 3)} and the "
+                 f"identity 2σ² = {_fmt(2 * sigma2, 3)}: below σ² a net fits the target noise.")
     return lines
 
 
@@ -164,6 +166,12 @@ def _plot_e1(study: dict[str, Any], out: Path) -> str:
             x_f, x_p, y, e = (np.array(v) for v in zip(*pts, strict=True))
             for col, x in enumerate((x_f, x_p)):
                 axes[row][col].errorbar(x, y, yerr=e, marker="o", ms=4, capsize=3, label=name)
+            if name.startswith("HC"):  # which point is which MLP width
+                hs = sorted(k[3] for k in groups if k[0] == task and k[1] == "hc"
+                            and f"{k[4]} (h swept)" in name)
+                for xp, yp, h in zip(x_p, y, hs, strict=False):
+                    axes[row][1].annotate(f"h={h}", (xp, yp), fontsize=7,
+                                          textcoords="offset points", xytext=(3, 4))
         axes[row][0].set_xlabel("FLOPs per pixel at 1 MP (log)")
         axes[row][1].set_xlabel("parameters (log)")
         for ax in axes[row]:
@@ -220,6 +228,10 @@ def _plot_e3(study: dict[str, Any], out: Path) -> str:
         ax.set_xlabel("parameters (MLP width swept; conv FLOPs fixed; log)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    sigma2 = (25 / 255) ** 2
+    axes[0][1].axhline(sigma2, color="grey", ls=":", lw=0.8, label="σ²: a perfect denoiser")
+    axes[0][1].axhline(2 * sigma2, color="grey", ls="-.", lw=0.8, label="2σ²: the identity")
+    axes[0][1].legend(fontsize=7)
     axes[0][0].set_ylabel("test MSE vs clean")
     axes[0][1].set_ylabel("final training loss (noisy targets)")
     fig.suptitle("E3: double-descent probe (tiny training set, noisy targets)")
