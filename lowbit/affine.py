@@ -89,7 +89,8 @@ def _check_status(status: Array, scale_dtype: str, done: Any = None) -> None:
 
 
 def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_dtype: str,
-                       mode: int, seed: np.uint64, rbits: int, packed: Array) -> dict[str, Array]:
+                       mode: int, seed: np.uint64, rbits: int, packed: Array,
+                       order: int = 1) -> dict[str, Array]:
     xp = xp_of(x)
     n_groups = x.size // g
     lo = xp.empty(n_groups, xp.float64)
@@ -117,14 +118,14 @@ def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, sca
     if mode >= 0:
         k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, seed, rbits, packed)
         return fields
-    # error diffusion (first order) along each group, on the same grid
+    # error diffusion (order 1 or 2) along each group, on the same grid
     grid = (x.reshape(n_groups, g).astype(xp.float64) - offset32.astype(xp.float64)[:, None]) / scale32.astype(
         xp.float64
     )[:, None]
     m = float(2 ** (bits - 1) - 1) if symmetric else 0.0
     top = m if symmetric else float(2**bits - 1)
     out = xp.empty_like(grid)
-    k.diffuse_rows(grid, 1, -m, top, out)
+    k.diffuse_rows(grid, order, -m, top, out)
     k.pack_codes((out + m).astype(xp.uint8).reshape(-1), bits, packed)
     return fields
 
@@ -142,6 +143,7 @@ def quantize(
     rbits: int = 16,
     scale_dtype: str = "float32",
     check_finite: bool = True,
+    order: int = 1,
 ) -> QuantizedArray:
     """Affine integer quantization (front of ``lowbit.quantize(x, scheme="rtn")``).
 
@@ -158,9 +160,10 @@ def quantize(
     symmetric : bool
         Symmetric grid around zero (no offset stored).
     rounding : str
-        A rounding mode name (``lowbit.rounding.modes``).  ``diffuse`` is first-order error
-        diffusion along ``axis`` within each group (the residual of each code is carried to
-        the next element; partial sums of x_hat track those of x within half a step).
+        A rounding mode name (``lowbit.rounding.modes``).  ``diffuse`` is error diffusion
+        along ``axis`` within each group, of order ``order`` (first order: the residual of
+        each code is carried to the next element; partial sums of x_hat track those of x
+        within half a step; second order: noise transfer (1 - z^-1)**2, docs/rounding.md).
     seed, rbits
         Stochastic rounding key and random bits per element (seed drawn and recorded
         in ``meta`` when omitted).
@@ -174,6 +177,9 @@ def quantize(
         until then a flawed group decodes to non-finite values (NaN; -Inf for a symmetric
         overflow), as its scale is NaN (NaN/Inf input) or +Inf (overflow), and no other group
         is affected.  The two-pass paths check at once either way.
+    order : {1, 2}, default 1
+        Order of ``rounding="diffuse"`` (``lowbit.round``'s ``order``); other roundings take
+        only 1.  Decoding does not depend on it, so it is not recorded in ``meta``.
 
     ==========  ============  ==============================================
     axis        group_size    one scale (and offset) per
@@ -186,7 +192,7 @@ def quantize(
     Raises
     ------
     ValueError
-        Bad ``bits``/``axis``/``group_size``/``rounding``/``seed``/``rbits``/``scale_dtype``,
+        Bad ``bits``/``axis``/``group_size``/``rounding``/``seed``/``rbits``/``scale_dtype``/``order``,
         or NaN/Inf in ``x`` or a scale overflowing ``scale_dtype`` (unless deferred by
         ``check_finite=False``).
     TypeError
@@ -199,6 +205,10 @@ def quantize(
     mode = mode_code(rounding)
     if rounding == "diffuse" and symmetric and bits == 1:
         raise ValueError("rounding='diffuse' needs a uniform grid; 1-bit symmetric (sign) has none")
+    if isinstance(order, (bool, np.bool_)) or order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    if order != 1 and rounding != "diffuse":
+        raise ValueError(f"order={order!r} applies to rounding='diffuse' only, got rounding={rounding!r}")
     seed = check_seed(seed, rounding)
     rbits = check_rbits(rbits)
     scale_dtype = scales.check_scale_dtype(scale_dtype)
@@ -219,7 +229,8 @@ def quantize(
     seed_u64 = np.uint64(seed or 0)
     status = None
     if rounding == "diffuse":
-        fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, -1, seed_u64, rbits, packed)
+        fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, -1, seed_u64, rbits, packed,
+                                    int(order))
     elif g in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
         fields, status = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
     else:

@@ -439,3 +439,43 @@ def test_diffuse_pinned_by_hand():
     x = np.array([0.0, 0.4, 0.4, 0.4, 3.0])
     q = lowbit.quantize(x, bits=2, scheme="rtn", rounding="diffuse")
     np.testing.assert_array_equal(codes_of(q), [0, 0, 1, 0, 3])
+
+
+def test_diffuse_second_order_equals_lowbit_round_on_the_stored_grid(rng):
+    """``order=2`` is lowbit.round(mode="diffuse", order=2) applied to the grid units
+    (x - offset) / scale of the stored scales, clipped to the code range: same codes."""
+    x = rng.standard_normal((6, 64))
+    for symmetric in (False, True):
+        q = lowbit.quantize(x, bits=3, scheme="rtn", group_size=32, symmetric=symmetric,
+                            rounding="diffuse", order=2)
+        step = per_element(q.fields["scale"], q)
+        lo = per_element(q.fields["offset"], q) if "offset" in q.fields else 0.0
+        m = 3 if symmetric else 0  # symmetric codes are stored as q + m
+        grid = ((x - lo) / step).reshape(-1, 32)
+        want = lowbit.round(grid, mode="diffuse", axis=-1, order=2, clip=(-m, 7 - m if not symmetric else m))
+        np.testing.assert_array_equal(codes_of(q), want.reshape(-1) + m)
+
+
+def test_diffuse_second_order_partial_sums():
+    """Second order, away from saturation: the partial sums of the partial sums of
+    (x_hat - x) / scale stay within 1/2 and the partial sums within 1 (docs/rounding.md).
+    Each group opens with its max |x| (the carry is 0 there, so it lands on the grid's end);
+    the rest lie within a third of it, i.e. within 7/3 of 7 steps, and the carried error
+    (|2 e1 - e2| <= 3/2) cannot reach the end of the grid."""
+    x = np.random.default_rng(5).uniform(-1 / 3, 1 / 3, (8, 64))
+    x[:, 0] = 1.0
+    q = lowbit.quantize(x, bits=4, scheme="rtn", symmetric=True, rounding="diffuse", order=2)
+    e = (q.dequantize() - x) / per_element(q.fields["scale"], q)
+    s1 = np.cumsum(e, axis=-1)
+    assert np.abs(s1).max() <= 1 + 1e-9
+    assert np.abs(np.cumsum(s1, axis=-1)).max() <= 0.5 + 1e-9
+    first = lowbit.quantize(x, bits=4, scheme="rtn", symmetric=True, rounding="diffuse")
+    e1 = (first.dequantize() - x) / per_element(first.fields["scale"], first)
+    # first order does not bound the second sums this tightly on this data (the test can fail)
+    assert np.abs(np.cumsum(np.cumsum(e1, axis=-1), axis=-1)).max() > 0.5
+
+
+@pytest.mark.parametrize("kwargs", [{"order": 3}, {"order": True}, {"order": 2, "rounding": "nearest_even"}])
+def test_bad_order(kwargs):
+    with pytest.raises(ValueError, match="order"):
+        lowbit.quantize(np.ones(8), bits=4, scheme="rtn", **kwargs)
