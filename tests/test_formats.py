@@ -1,6 +1,9 @@
 """Number formats: presets vs ml_dtypes.finfo, exhaustive decoding, encoding of every float16
 and a dense float32 sweep against ml_dtypes and the Fraction reference, every rounding mode,
-fixed point, MX / NVFP4 block formats, packing, errors."""
+fixed point, MX / NVFP4 block formats, packing, errors.
+
+Bodies that take ``backend`` run on numpy, CuPy and torch CUDA (tests/conftest.py): the same
+oracles hold the CUDA codec (tests/test_formats_backends.py compares it with the CPU bit for bit)."""
 
 from __future__ import annotations
 
@@ -30,8 +33,25 @@ FMTS = list(F.MINIFLOATS.values())
 
 
 def codes_of(q) -> np.ndarray:
-    """Unpacked codes of a QuantizedArray."""
-    return lowbit.unpack(q.codes, q.bits, q.size)
+    """Unpacked codes of a QuantizedArray, as a numpy array (device codes are copied back)."""
+    codes = lowbit.unpack(q.codes, q.bits, q.size)
+    if isinstance(codes, np.ndarray):
+        return codes
+    import cupy
+
+    return cupy.asnumpy(codes)
+
+
+def quantize(backend, x: np.ndarray, **kw):
+    """lowbit.quantize of ``x`` moved onto ``backend``."""
+    return lowbit.quantize(backend.asarray(x), **kw)
+
+
+def dequantized(backend, x: np.ndarray, **kw) -> np.ndarray:
+    """The values ``x`` round-trips to on ``backend``, as a numpy array."""
+    y = quantize(backend, x, **kw).dequantize()
+    assert backend.is_native(y)
+    return backend.to_numpy(y)
 
 
 def ml_codes(x: np.ndarray, fmt: F.MiniFloat) -> np.ndarray:
@@ -70,11 +90,17 @@ def test_ocp_values_by_hand():
 
 
 @pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
-def test_every_code_decodes_as_ocp_and_ml_dtypes(fmt):
+def test_every_code_decodes_as_ocp_and_ml_dtypes(backend, fmt):
     codes = np.arange(1 << fmt.bits, dtype=np.uint8)
-    q = lowbit.quantize(np.zeros(codes.size, np.float32), scheme=fmt.name)
-    q.codes[:] = lowbit.pack(codes, fmt.bits)
-    got = q.dequantize().astype(np.float64)
+    q = quantize(backend, np.zeros(codes.size, np.float32), scheme=fmt.name)
+    packed = lowbit.pack(codes, fmt.bits)
+    if isinstance(q.codes, np.ndarray):
+        q.codes[:] = packed
+    else:  # device codes: the test's own explicit copy
+        import cupy
+
+        q.codes[:] = cupy.asarray(packed)
+    got = backend.to_numpy(q.dequantize()).astype(np.float64)
     oracle = codes.view(ML[fmt.name]).astype(np.float64)
     np.testing.assert_array_equal(got, oracle)
     assert np.array_equal(np.signbit(got), np.signbit(oracle))
@@ -85,17 +111,17 @@ def test_every_code_decodes_as_ocp_and_ml_dtypes(fmt):
 # -- encoding vs ml_dtypes (nearest_even) ------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
-def test_every_float16_encodes_like_ml_dtypes(fmt):
+def test_every_float16_encodes_like_ml_dtypes(backend, fmt):
     x = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
     if not fmt.has_nan:
         x = x[~np.isnan(x)]  # NaN into fp6/fp4 raises (ml_dtypes writes a zero)
-    q = lowbit.quantize(x, scheme=fmt.name, overflow=policy(fmt))
+    q = quantize(backend, x, scheme=fmt.name, overflow=policy(fmt))
     got = codes_of(q)
     want = ml_codes(x.astype(np.float32), fmt)
     nan = np.isnan(x)
     np.testing.assert_array_equal(got[~nan], want[~nan])
     # NaN keeps its sign; ml_dtypes does too for fp8
-    assert np.all(np.isnan(q.dequantize()[nan]))
+    assert np.all(np.isnan(backend.to_numpy(q.dequantize())[nan]))
 
 
 def _float32_sweep(fmt: F.MiniFloat) -> np.ndarray:
@@ -120,9 +146,9 @@ def _float32_sweep(fmt: F.MiniFloat) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
-def test_dense_float32_sweep_encodes_like_ml_dtypes_and_the_reference(fmt):
+def test_dense_float32_sweep_encodes_like_ml_dtypes_and_the_reference(backend, fmt):
     x = _float32_sweep(fmt)
-    q = lowbit.quantize(x, scheme=fmt.name, overflow=policy(fmt))
+    q = quantize(backend, x, scheme=fmt.name, overflow=policy(fmt))
     got = codes_of(q)
     np.testing.assert_array_equal(got, ml_codes(x, fmt))
     want = [ref.encode_minifloat(float(v), fmt, overflow=policy(fmt)) for v in x]
@@ -135,9 +161,9 @@ def test_dense_float32_sweep_encodes_like_ml_dtypes_and_the_reference(fmt):
     ids=lambda v: getattr(v, "name", v),
 )
 @pytest.mark.parametrize("mode", ELEMENTWISE)
-def test_every_mode_and_policy_matches_the_reference(fmt, mode, overflow):
+def test_every_mode_and_policy_matches_the_reference(backend, fmt, mode, overflow):
     x = _float32_sweep(fmt)[::3]
-    q = lowbit.quantize(x, scheme=fmt.name, rounding=mode, seed=11, rbits=5, overflow=overflow)
+    q = quantize(backend, x, scheme=fmt.name, rounding=mode, seed=11, rbits=5, overflow=overflow)
     want = [ref.encode_minifloat(float(v), fmt, mode, overflow, 11, i, 5) for i, v in enumerate(x)]
     np.testing.assert_array_equal(codes_of(q), np.array(want))
 
@@ -155,7 +181,7 @@ def exact_nearest_even(v: float, fmt: F.MiniFloat) -> float:
 
 
 @pytest.mark.parametrize("fmt", FMTS, ids=lambda f: f.name)
-def test_float64_input_rounds_once(fmt):
+def test_float64_input_rounds_once(backend, fmt):
     # One float64 ulp either side of every midpoint between neighbouring finite values: a
     # double rounding through float32 turns both into the midpoint (a tie) and can round the
     # wrong way; a single rounding from the float64 bits must match the exact nearest value.
@@ -163,12 +189,12 @@ def test_float64_input_rounds_once(fmt):
     mids = (table[:-1] + table[1:]) / 2
     x = np.concatenate([np.nextafter(mids, 0), np.nextafter(mids, np.inf)])
     x = np.concatenate([x, -x])
-    got = lowbit.quantize(x, scheme=fmt.name).dequantize()
+    got = dequantized(backend, x, scheme=fmt.name)
     want = [exact_nearest_even(float(v), fmt) for v in x]
     np.testing.assert_array_equal(got, want)
     # The hand-computed case: -431.99999999999994 lies below the midpoint 432 of 416 and 448.
     if fmt.name == "fp8_e4m3":
-        one = lowbit.quantize(np.array([-431.99999999999994]), scheme=fmt.name).dequantize()
+        one = dequantized(backend, np.array([-431.99999999999994]), scheme=fmt.name)
         np.testing.assert_array_equal(one, [-416.0])
 
 
@@ -187,14 +213,14 @@ def test_float32_exact_float64_input_agrees_with_ml_dtypes(fmt):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float64"])
-def test_input_dtypes_agree_with_the_reference(dtype, rng):
+def test_input_dtypes_agree_with_the_reference(backend, dtype, rng):
     x = (rng.standard_normal(3000) * 30).astype(dtype)
     for fmt in (F.FP8_E4M3, F.FP4_E2M1):
-        q = lowbit.quantize(x, scheme=fmt.name, rounding="stochastic", seed=2)
+        q = quantize(backend, x, scheme=fmt.name, rounding="stochastic", seed=2)
         want = [ref.encode_minifloat(float(v), fmt, "stochastic", "saturate", 2, i, 16)
                 for i, v in enumerate(x)]
         np.testing.assert_array_equal(codes_of(q), want)
-        assert q.dequantize().dtype == x.dtype
+        assert backend.to_numpy(q.dequantize()).dtype == x.dtype
 
 
 def test_bfloat16_torch(rng):
@@ -209,27 +235,27 @@ def test_bfloat16_torch(rng):
 
 # -- overflow ----------------------------------------------------------------------------------
 
-def test_overflow_policies():
+def test_overflow_policies(backend):
     x = np.array([1000.0, -1000.0, 460.0, 470.0, np.inf], np.float32)
-    sat = lowbit.quantize(x, scheme="fp8_e4m3").dequantize()
+    sat = dequantized(backend, x, scheme="fp8_e4m3")
     np.testing.assert_array_equal(sat, [448, -448, 448, 448, 448])
-    nf = lowbit.quantize(x, scheme="fp8_e4m3", overflow="nonfinite").dequantize()
+    nf = dequantized(backend, x, scheme="fp8_e4m3", overflow="nonfinite")
     assert np.isnan(nf[[0, 1, 3, 4]]).all() and nf[2] == 448  # 464 is the overflow midpoint
-    tz = lowbit.quantize(x, scheme="fp8_e5m2", overflow="nonfinite", rounding="toward_zero")
-    np.testing.assert_array_equal(tz.dequantize()[:4], [896, -896, 448, 448])
+    tz = dequantized(backend, x, scheme="fp8_e5m2", overflow="nonfinite", rounding="toward_zero")
+    np.testing.assert_array_equal(tz[:4], [896, -896, 448, 448])
     big = np.array([1e6, -1e6], np.float32)
     np.testing.assert_array_equal(
-        lowbit.quantize(big, scheme="fp8_e5m2", overflow="nonfinite", rounding="toward_zero").dequantize(),
+        dequantized(backend, big, scheme="fp8_e5m2", overflow="nonfinite", rounding="toward_zero"),
         [57344, -57344])
     np.testing.assert_array_equal(
-        lowbit.quantize(big, scheme="fp8_e5m2", overflow="nonfinite").dequantize(), [np.inf, -np.inf])
+        dequantized(backend, big, scheme="fp8_e5m2", overflow="nonfinite"), [np.inf, -np.inf])
     with pytest.raises(ValueError, match="2 value"):
-        lowbit.quantize(big, scheme="fp4_e2m1", overflow="error")
+        quantize(backend, big, scheme="fp4_e2m1", overflow="error")
 
 
-def test_unrepresentable_nan_raises():
+def test_unrepresentable_nan_raises(backend):
     with pytest.raises(ValueError, match="NaN/Inf"):
-        lowbit.quantize(np.array([1.0, np.nan], np.float32), scheme="fp4_e2m1")
+        quantize(backend, np.array([1.0, np.nan], np.float32), scheme="fp4_e2m1")
 
 
 # -- packing -----------------------------------------------------------------------------------
@@ -481,10 +507,10 @@ E4M3_TIES = {
 
 
 @pytest.mark.parametrize("scheme, table", [("fp4_e2m1", FP4_TIES), ("fp8_e4m3", E4M3_TIES)])
-def test_format_ties_pinned_by_hand(scheme, table):
+def test_format_ties_pinned_by_hand(backend, scheme, table):
     x = np.array(list(table), np.float32)
     for k, mode in enumerate(["nearest_even", "nearest_away", "toward_zero", "up", "down", "odd"]):
-        got = lowbit.quantize(x, scheme=scheme, rounding=mode).dequantize()
+        got = dequantized(backend, x, scheme=scheme, rounding=mode)
         want = np.array([table[v][k] for v in table], np.float32)
         np.testing.assert_array_equal(got, want, err_msg=mode)
         assert np.array_equal(np.signbit(got), np.signbit(want)), mode
@@ -526,9 +552,9 @@ def test_stochastic_mean_into_formats(fmt, value, rbits):
         assert abs(expect - value) <= abs(b - a) * 2.0**-17
 
 
-def test_format_chunking_invariance(rng):
+def test_format_chunking_invariance(backend, rng):
     x = (rng.standard_normal(5000) * 10).astype(np.float32)
-    whole = codes_of(lowbit.quantize(x, scheme="fp8_e4m3", rounding="stochastic", seed=9))
-    part = codes_of(lowbit.quantize(x[1234:], scheme="fp8_e4m3", rounding="stochastic", seed=9,
-                                    first_index=1234))
+    whole = codes_of(quantize(backend, x, scheme="fp8_e4m3", rounding="stochastic", seed=9))
+    part = codes_of(quantize(backend, x[1234:], scheme="fp8_e4m3", rounding="stochastic", seed=9,
+                             first_index=1234))
     np.testing.assert_array_equal(part, whole[1234:])
