@@ -269,10 +269,12 @@ def _leaf_parsers(p: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0, 1: a bug, 2: the user's error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
+    args.argv = argv  # the command line as typed, for reports (lowbit eval)
     try:
         return int(args.func(args) or 0)
     except Exception as exc:

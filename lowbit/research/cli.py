@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +58,16 @@ def add_eval_parser(subparsers: Any) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_eval_kv_command)
 
-    s = sub.add_parser("weights", help="weight rounding: at fixed memory on scikit-learn digits, "
-                       "or data-free on a language model (--model)")
+    s = sub.add_parser(
+        "weights", help="weight rounding: at fixed memory on scikit-learn digits, "
+        "or data-free on a language model (--model)",
+        description="Without --model: train a small MLP on scikit-learn's digits at equal weight "
+        "memory for 1-8 bits and round its weights with nearest-even, stochastic and diffuse "
+        "rounding and a float shadow copy (straight-through training). With --model: round "
+        "every linear weight of a language model without data and measure the change in its "
+        "next-token predictions. Writes report.md, results.json and plots to --out "
+        "(docs/research.md).",
+    )
     s.add_argument("--quick", action="store_true", help="fewer epochs and seeds (with --model: a "
                    "few configurations, 256 tokens)")
     s.add_argument("--out", default=None, help="output folder (default: lowbit-eval-weights, "
@@ -106,6 +116,33 @@ def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
 
+def _command_line(args: argparse.Namespace) -> str | None:
+    """The command as typed (``lowbit.cli.main`` keeps its argv), for the report."""
+    argv = getattr(args, "argv", None)
+    return None if argv is None else "lowbit " + shlex.join(argv)
+
+
+def _say(message: str) -> None:
+    """One progress line on stderr (the run's stages; tqdm bars show the progress within)."""
+    print(f"lowbit eval kv: {message}", file=sys.stderr, flush=True)
+
+
+def _equivalent_command(name: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """``lowbit eval NAME`` with the options that differ from their defaults (a Python call)."""
+    words = ["lowbit", "eval", name]
+    for key, value in options.items():
+        if value == defaults.get(key) or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
 def _eval_kv_command(args: argparse.Namespace) -> int:
     from lowbit.cli import UsageError
     from lowbit.research.model import ModelNotAvailableError
@@ -115,7 +152,7 @@ def _eval_kv_command(args: argparse.Namespace) -> int:
             quick=args.quick, out=args.out, model=args.model, text=args.text,
             schemes=args.schemes, tokens=args.tokens, device=args.device,
             block_size=args.block_size, sink_tokens=args.sink, prompts=args.prompts,
-            steps=args.steps, progress=_progress(args),
+            steps=args.steps, progress=_progress(args), command=_command_line(args),
         )
     except ModelNotAvailableError as exc:  # a missing install: the user's to fix
         raise UsageError(str(exc)) from exc
@@ -140,7 +177,7 @@ def _eval_weights_command(args: argparse.Namespace) -> int:
         return 0
     try:
         report = eval_weights(quick=args.quick, out=args.out or "lowbit-eval-weights",
-                              seeds=args.seeds, progress=_progress(args))
+                              seeds=args.seeds, progress=_progress(args), command=_command_line(args))
     except RuntimeError as exc:  # RoundingUnavailableError, or scikit-learn is not installed
         raise UsageError(str(exc)) from exc
     print(f"report: {report}")
@@ -195,17 +232,20 @@ def eval_kv(
     prompts: int | None = None,
     steps: int | None = None,
     progress: bool | None = None,
+    command: str | None = None,
 ) -> Path:
     """The whole ``lowbit eval kv`` run; returns the path of ``report.md``.
 
     Default schemes that this lowbit build lacks are skipped (and listed in the report);
-    schemes named explicitly must all exist.
+    schemes named explicitly must all exist.  ``command`` is the command line recorded in the
+    report (default: the ``lowbit eval kv`` command equivalent to this call).  Each stage is
+    announced by one line on stderr.
     """
-    from lowbit.research.decode import greedy_divergence
-    from lowbit.research.kv_error import pseudo_decode
-    from lowbit.research.model import load_model, load_text, tokenize
-    from lowbit.research.report import write_kv_report
-
+    if command is None:
+        command = _equivalent_command("kv", {
+            "quick": quick, "out": str(out), "model": model, "text": text, "schemes": schemes,
+            "tokens": tokens, "device": device, "block_size": block_size, "sink": sink_tokens,
+            "prompts": prompts, "steps": steps}, {"device": "cpu", "block_size": 128, "sink": 128})
     size = QUICK if quick else FULL
     tokens = size["tokens"] if tokens is None else tokens
     prompts = size["prompts"] if prompts is None else prompts
@@ -218,6 +258,16 @@ def eval_kv(
     if not resolved:
         resolved, _ = resolve_kv_schemes(["rtn-k2v2-g64"], skip_missing=False)
         skipped["(fallback)"] = "none of the default schemes is available; ran rtn-k2v2-g64"
+    from lowbit.research.model import default_model_file, load_model, load_text, tokenize
+
+    if model is None:
+        default_model_file()  # not installed: the error comes before any progress line
+    _say(f"[1/4] loading the model ({model or 'SmolLM2-135M-Instruct'}) with torch and "
+         "transformers, typically 15-90 s")
+    from lowbit.research.decode import greedy_divergence
+    from lowbit.research.kv_error import pseudo_decode
+    from lowbit.research.report import write_kv_report
+
     t0 = time.perf_counter()
     loaded = load_model(model, device=device)
     if loaded.tokenizer is None:
@@ -225,6 +275,8 @@ def eval_kv(
     corpus = load_text(text)
     ids = tokenize(loaded.tokenizer, corpus, tokens)
     t_load = time.perf_counter() - t0
+    _say(f"[2/4] model loaded in {t_load:.0f} s; pseudo-decode of {tokens} tokens in {block_size}-token "
+         f"blocks with {len(resolved)} scheme(s) ({', '.join(s.name for s in resolved)})")
     results = pseudo_decode(loaded.model, ids, resolved, block_size=block_size,
                             sink_tokens=sink_tokens, progress=progress)
     t_pd = time.perf_counter() - t0 - t_load
@@ -232,12 +284,13 @@ def eval_kv(
     if prompts > 0:
         prompt_ids = _decode_prompts(loaded, corpus, prompts, size["prompt_tokens"])
         fresh = [kv_scheme(s) for s in resolved]  # own bit counters
+        _say(f"[3/4] pseudo-decode done in {t_pd:.0f} s; greedy decode: {prompts} prompt(s) x {steps} steps")
         decode = greedy_divergence(loaded.model, prompt_ids, fresh, steps=steps,
                                    block_size=block_size, sink_tokens=sink_tokens,
                                    progress=progress)
     t_total = time.perf_counter() - t0
     meta = {
-        "command": "lowbit eval kv" + (" --quick" if quick else ""),
+        "command": command,
         "model": loaded.source,
         "corpus": text or "pydoc_data.topics (CPython reference manual)",
         "tokens": tokens,
@@ -249,12 +302,20 @@ def eval_kv(
     }
     if skipped:
         meta["skipped schemes"] = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-    return write_kv_report(out, results, decode, meta, tokenizer=loaded.tokenizer)
+    _say("[4/4] writing the report")
+    report = write_kv_report(out, results, decode, meta, tokenizer=loaded.tokenizer)
+    return report
 
 
 def eval_weights(*, quick: bool = False, out: str | Path = "lowbit-eval-weights",
-                 seeds: int | None = None, progress: bool | None = None) -> Path:
-    """The whole ``lowbit eval weights`` run; returns the path of ``report.md``."""
+                 seeds: int | None = None, progress: bool | None = None,
+                 command: str | None = None) -> Path:
+    """The whole ``lowbit eval weights`` run; returns the path of ``report.md``.
+
+    ``command``: the command line recorded in the report (default: the equivalent command).
+    """
+    if command is None:
+        command = _equivalent_command("weights", {"quick": quick, "out": str(out), "seeds": seeds}, {})
     from lowbit.research.weights import weight_study, write_weight_report
 
     t0 = time.perf_counter()
@@ -264,7 +325,7 @@ def eval_weights(*, quick: bool = False, out: str | Path = "lowbit-eval-weights"
     result = weight_study(progress=progress, **kwargs)
     import lowbit
 
-    meta = {"command": "lowbit eval weights" + (" --quick" if quick else ""),
+    meta = {"command": command,
             "data": "scikit-learn digits (8×8, 1797 images), stratified 70/30 split",
             "lowbit": lowbit.__version__,
             "time": f"{time.perf_counter() - t0:.0f} s"}

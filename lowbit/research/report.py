@@ -28,6 +28,45 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 
     return fig, axes
 
 
+#: Legend text of the markers that stand for values of exactly 0 on a log axis.
+ZERO_LABEL = "exactly 0 (off the log scale: on the bottom edge)"
+
+
+def _log_plot(ax: Any, x: Any, y: Any, *, zeros: list[Any], **kwargs: Any) -> Any:
+    """Plot ``y`` against ``x`` on the log axis ``ax``.
+
+    Zeros, which a log axis cannot show, are not drawn at a fake tiny value (which would squash
+    the real range into a strip): they are drawn as hollow triangles on the bottom edge of the
+    axes, in one neutral colour, and a legend entry says so (``zeros`` collects its handle).
+    """
+    from matplotlib.transforms import blended_transform_factory
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    zero = y <= 0
+    line, = ax.plot(x, np.where(zero, np.nan, y), **kwargs)
+    if zero.any():
+        edge = blended_transform_factory(ax.transData, ax.transAxes)
+        mark, = ax.plot(x[zero], np.full(int(zero.sum()), 0.02), ls="none", marker="v", ms=7,
+                        mfc="none", color="0.25", transform=edge, clip_on=False, label=ZERO_LABEL)
+        if not zeros:
+            zeros.append(mark)
+    return line
+
+
+def _legend_below(fig: Any, handles: Sequence[Any], ncols: int = 3) -> None:
+    """One legend for the whole figure, under the axes (it never hides a line)."""
+    fig.legend(handles=list(handles), loc="outside lower center", ncols=ncols, fontsize=8)
+
+
+def _style_handles() -> list[Any]:
+    """Legend entries of the two regimes' line styles (the colour is the scheme's)."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color="0.3", marker="o", ms=3, label="accumulated regime (solid)"),
+            Line2D([], [], color="0.3", ls="--", marker="o", ms=3, mfc="none",
+                   label="static regime (dashed)")]
+
+
 def have_matplotlib() -> bool:
     import importlib.util
 
@@ -86,7 +125,9 @@ def kv_summary(r: PseudoDecodeResult) -> dict[str, float]:
 
 def _plot_kv(results: list[PseudoDecodeResult], out: Path) -> list[str]:
     files = []
+    xlabel = f"context position (end of {results[0].block_size}-token block)"
     fig, axes = _figure(2, 2)
+    handles = []
     for r in results:
         x = r.block_end
         for col, (stat, label) in enumerate((("mae", "mean |error|"), ("rel", "relative error"))):
@@ -96,76 +137,92 @@ def _plot_kv(results: list[PseudoDecodeResult], out: Path) -> list[str]:
             axes[1][col].plot(x, static, marker="o", ms=3, color=line.get_color(), label=r.scheme)
             axes[0][col].set_title(f"accumulated regime: attention output {label}")
             axes[1][col].set_title(f"static regime: attention output {label}")
+            if col == 0:
+                handles.append(line)
     for row in axes:
         for ax in row:
-            ax.set_xlabel("context position (end of 128-token block)")
+            ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    _legend_below(fig, handles)
     fig.suptitle("Pseudo-decode: attention-output error vs context (mean over layers)")
     fig.savefig(out / "kv_error_vs_context.png", dpi=110)
     files.append("kv_error_vs_context.png")
 
-    fig, axes = _figure(2, 1)
-    for r in results:
-        axes[0][0].plot(r.block_end, np.maximum(r.kl, 1e-12), marker="o", ms=3, label=r.scheme)
-        axes[0][1].plot(r.block_end, r.top1, marker="o", ms=3, label=r.scheme)
+    fig, axes = _figure(2, 1, height=4.6)
+    zeros: list[Any] = []
+    handles = []
     axes[0][0].set_yscale("log")
+    for r in results:
+        handles.append(_log_plot(axes[0][0], r.block_end, r.kl, zeros=zeros, marker="o", ms=3,
+                                 label=r.scheme))
+        axes[0][1].plot(r.block_end, r.top1, marker="o", ms=3, label=r.scheme)
     axes[0][0].set_title("accumulated regime: KL(reference || quantized), nats/token")
     axes[0][1].set_title("accumulated regime: top-1 agreement with reference")
     for ax in axes[0]:
-        ax.set_xlabel("context position (end of 128-token block)")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    _legend_below(fig, handles + zeros)
     fig.savefig(out / "kv_kl_vs_context.png", dpi=110)
     files.append("kv_kl_vs_context.png")
 
-    fig, axes = _figure(1, 1)
+    fig, axes = _figure(1, 1, height=5.0)
     ax = axes[0][0]
+    handles = []
     for r in results:
         b0 = min(first_affected_block(r), len(r.block_end) - 1)
-        line, = ax.plot(r.accum_rel[b0:].mean(0), marker="o", ms=3, label=f"{r.scheme} accumulated")
-        ax.plot(r.static_rel[b0:].mean(0), ls="--", color=line.get_color())
+        line, = ax.plot(r.accum_rel[b0:].mean(0), marker="o", ms=3, label=r.scheme)
+        ax.plot(r.static_rel[b0:].mean(0), ls="--", marker="o", ms=3, mfc="none", color=line.get_color())
+        handles.append(line)
     ax.set_xlabel("layer")
     ax.set_ylabel("relative attention-output error")
-    ax.set_title("error by layer (solid: accumulated, dashed: static)")
+    ax.set_title("error by layer (mean over the blocks that see quantized history)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_below(fig, handles + _style_handles(), ncols=2)
     fig.savefig(out / "kv_error_by_layer.png", dpi=110)
     files.append("kv_error_by_layer.png")
 
     kivi = [r for r in results if r.scheme.startswith("kivi")]
     kvarn = [r for r in results if r.scheme.startswith("kvarn")]
     if kivi and kvarn:
-        fig, axes = _figure(1, 1)
+        fig, axes = _figure(1, 1, height=5.0)
         ax = axes[0][0]
         base = kivi[0]
+        handles = []
         for r in kvarn:
-            for regime, ls in (("static", "--"), ("accum", "-")):
+            color = None
+            for regime, ls in (("accum", "-"), ("static", "--")):
                 d = getattr(r, f"{regime}_mae").mean(1) - getattr(base, f"{regime}_mae").mean(1)
-                name = "accumulated" if regime == "accum" else "static"
-                ax.plot(r.block_end, d, ls=ls, marker="o", ms=3, label=f"{r.scheme} − {base.scheme}, {name}")
+                line, = ax.plot(r.block_end, d, ls=ls, marker="o", ms=3, color=color,
+                                mfc=None if regime == "accum" else "none",
+                                label=f"{r.scheme} − {base.scheme}")
+                if color is None:
+                    color = line.get_color()
+                    handles.append(line)
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xlabel("context position")
+        ax.set_xlabel(f"context position (end of {base.block_size}-token block)")
         ax.set_ylabel("Δ mean |error| (below 0: KVarN lower)")
         ax.set_title("KVarN − KIVI attention-output MAE (paper Fig. 5b)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend_below(fig, handles + _style_handles(), ncols=2)
         fig.savefig(out / "kv_kvarn_minus_kivi.png", dpi=110)
         files.append("kv_kvarn_minus_kivi.png")
     return files
 
 
 def _plot_decode(decode: list[DecodeResult], out: Path) -> list[str]:
-    fig, axes = _figure(1, 1)
+    fig, axes = _figure(1, 1, height=5.0)
     ax = axes[0][0]
-    for d in decode:
-        ax.plot(np.maximum(d.kl.mean(0), 1e-12), marker=".", label=d.scheme)
+    zeros: list[Any] = []
+    handles = []
     ax.set_yscale("log")
-    ax.set_xlabel("decode step")
+    for d in decode:
+        handles.append(_log_plot(ax, np.arange(d.kl.shape[1]), d.kl.mean(0), zeros=zeros,
+                                 marker=".", label=d.scheme))
+    ax.set_xlabel("decode step (0 = the first generated token)")
     ax.set_ylabel("KL(reference || quantized), nats (mean over prompts)")
     ax.set_title("Greedy decode: per-step KL")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_below(fig, handles + zeros, ncols=2)
     fig.savefig(out / "decode_kl_vs_step.png", dpi=110)
     return ["decode_kl_vs_step.png"]
 
@@ -198,7 +255,8 @@ def _findings(results: list[PseudoDecodeResult], summaries: dict[str, dict[str, 
             lines.append(
                 f"- At the last block, {kv.scheme} has {verdict} accumulated error than "
                 f"{ki.scheme} ({_fmt(a['accum_mae_last'])} vs {_fmt(b['accum_mae_last'])}); "
-                f"growth over the context {_fmt(a['accum_growth'])}× vs {_fmt(b['accum_growth'])}×."
+                f"accumulated MAE last/first quantized block {_fmt(a['accum_growth'])}× vs "
+                f"{_fmt(b['accum_growth'])}×."
             )
     return lines
 
@@ -210,8 +268,13 @@ def write_kv_report(
     meta: dict[str, Any],
     *,
     tokenizer: Any = None,
+    reference_texts: Sequence[str] | None = None,
 ) -> Path:
     """Write ``report.md``, ``results.json`` and the PNG plots of ``lowbit eval kv`` to ``out``.
+
+    The greedy decode's reference continuations are shown as text when ``tokenizer`` (to
+    decode them) or ``reference_texts`` is given; they are kept in ``results.json``, so that
+    :func:`rewrite_kv_report` needs no tokenizer.
 
     Returns
     -------
@@ -221,6 +284,7 @@ def write_kv_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = {r.scheme: kv_summary(r) for r in results}
+    texts = list(reference_texts or [])
     plots: list[str] = []
     if have_matplotlib() and results:
         plots += _plot_kv(results, out)
@@ -228,7 +292,7 @@ def write_kv_report(
             plots += _plot_decode(decode[1], out)
 
     L: list[str] = ["# lowbit eval kv — KV-cache error accumulation", ""]
-    L += [f"- {k}: {v}" for k, v in meta.items()]
+    L += [f"- {k}: {_short_path(v)}" for k, v in meta.items()]
     L += [""]
     if results:
         r0 = results[0]
@@ -257,10 +321,21 @@ def write_kv_report(
             ])
         L += _table(
             ["scheme", "K bits/el", "V bits/el", "bits/el", "static MAE", "accum MAE",
-             "accum/static", "static rel", "accum rel", "accum growth (last/first)",
+             "accum/static", "static rel", "accum rel", "accum MAE last/first block",
              "KL nats/tok", "top-1 %", "ΔNLL nats/tok"],
             rows,
         )
+        b0 = min(first_affected_block(r0), len(r0.block_end) - 1)
+        L += [
+            "",
+            "*accum/static*: accumulated MAE over static MAE (how much the errors feed on "
+            "themselves). *accum MAE last/first block*: the accumulated MAE of the last block "
+            f"(context {r0.block_end[-1]}) divided by that of the first block that sees quantized "
+            f"history (block {b0}, context {r0.block_end[b0]}); that first block attends over a "
+            "single quantized block, so the ratio mostly reflects the rise over the first few "
+            "quantized blocks, not a steady growth with context (the per-block table below shows "
+            "the course).",
+        ]
         L += ["", "## Findings (computed from the numbers above)", ""]
         L += _findings(results, summaries) or ["- (no lossy scheme was run)"]
         L += ["", "## Per block: mean attention-output |error| over layers (static / accumulated)", ""]
@@ -305,10 +380,15 @@ def write_kv_report(
             ])
         L += _table(["scheme", "mean KL", "max KL", "top-1 %",
                      f"first divergence step per prompt (of {dres[0].kl.shape[1]})"], rows)
+        L += ["", "Steps are numbered from 0: step 0 is the first generated token, predicted by "
+              "the full-precision prefill (so it always agrees, KL 0); 'none': the greedy choice "
+              f"matched the reference at all {dres[0].kl.shape[1]} steps."]
         if tokenizer is not None:
+            texts = [tokenizer.decode(toks, skip_special_tokens=True) for toks in ref_tokens]
+        if texts:
             L += ["", "Reference continuations (unquantized, greedy):", ""]
-            for i, toks in enumerate(ref_tokens):
-                text = tokenizer.decode(toks, skip_special_tokens=True).replace("\n", " ")
+            for i, text in enumerate(texts):
+                text = text.replace("\n", " ")
                 L += [f"{i}. ({dres[0].prompt_tokens[i]} prompt tokens) “{text[:300]}”"]
     if plots:
         L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -322,11 +402,61 @@ def write_kv_report(
         "summary": summaries,
         "decode": None if decode is None else {
             "reference_tokens": decode[0], "schemes": [d.to_json() for d in decode[1]],
+            "reference_texts": texts,
         },
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=_json_default),
                                       encoding="utf-8")
     return report
+
+
+def _short_path(value: Any) -> Any:
+    """A file under site-packages as ``(site-packages)/...`` (the rest says nothing)."""
+    if isinstance(value, str) and "site-packages/" in value:
+        return "(site-packages)/" + value.split("site-packages/", 1)[1]
+    return value
+
+
+def load_kv_results(folder: str | Path) -> tuple[list[PseudoDecodeResult],
+                                                  tuple[list[list[int]], list[DecodeResult]] | None,
+                                                  dict[str, Any], list[str]]:
+    """The results of a ``lowbit eval kv`` run read back from its ``results.json``.
+
+    Returns
+    -------
+    results, decode, meta, reference_texts
+        As taken by :func:`write_kv_report` (``reference_texts`` empty when the run did not
+        store them).
+    """
+    from lowbit.research.kv_error import KVErrorSplit
+
+    data = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))
+    arrays = ("static_rel", "static_mae", "accum_rel", "accum_mae", "kl", "top1", "nll", "nll_reference")
+    results = []
+    for r in data["pseudo_decode"]:
+        r = dict(r)
+        r.update({k: np.asarray(r[k], dtype=np.float64) for k in arrays})
+        r["kv_split"] = {k: KVErrorSplit(**v) for k, v in r["kv_split"].items()}
+        results.append(PseudoDecodeResult(**r))
+    decode = None
+    texts: list[str] = []
+    if data.get("decode"):
+        dres = [DecodeResult(scheme=d["scheme"], bits_per_element=d["bits_per_element"],
+                             prompt_tokens=d["prompt_tokens"], kl=np.asarray(d["kl"], np.float64),
+                             top1=np.asarray(d["top1"], np.float64),
+                             first_divergence=d["first_divergence"], greedy_tokens=[])
+                for d in data["decode"]["schemes"]]
+        decode = (data["decode"]["reference_tokens"], dres)
+        texts = list(data["decode"].get("reference_texts") or [])
+    return results, decode, data["meta"], texts
+
+
+def rewrite_kv_report(folder: str | Path, *, tokenizer: Any = None) -> Path:
+    """Write ``report.md`` and the plots of a finished ``lowbit eval kv`` run again from its
+    ``results.json`` (after a change to the report's layout; the numbers are not recomputed)."""
+    results, decode, meta, texts = load_kv_results(folder)
+    return write_kv_report(folder, results, decode, meta, tokenizer=tokenizer,
+                           reference_texts=texts or None)
 
 
 def _json_default(x: Any) -> Any:
