@@ -166,7 +166,7 @@ class AffineLayout(Layout):
         self.moved = meta["axis"]
         self.names = ["scale"] if meta["symmetric"] else ["offset", "scale"]
 
-    def group(self) -> int:
+    def group_size(self) -> int:
         if self.moved is None:
             return math.prod(self.shape)
         return int(self.meta["group_size"] or self.shape[self.moved])
@@ -175,11 +175,11 @@ class AffineLayout(Layout):
         shape = self.flat_shape()
         if self.moved is None:
             return shape
-        return (1,) * (len(shape) - 1) + (self.group(),)
+        return (1,) * (len(shape) - 1) + (self.group_size(),)
 
     def sizes(self, block: tuple[int, ...]) -> tuple[list[int], dict[str, int | None]]:
         m = math.prod(block)
-        return [(m * self.bits + 7) // 8], {k: m // self.group() for k in self.names}
+        return [(m * self.bits + 7) // 8], {k: m // self.group_size() for k in self.names}
 
 
 class ElementLayout(AffineLayout):
@@ -239,31 +239,31 @@ class BlockLayout(Layout):
 
 
 class KVLayout(Layout):
-    """KV schemes, x [..., T, D]: blocks of ``group`` tokens per leading index, the narrower
+    """KV schemes, x [..., T, D]: blocks of ``group_size`` tokens per leading index, the narrower
     last block of each leading index stored after all full blocks (``tail.`` fields)."""
 
     def __init__(self, meta: dict[str, Any]) -> None:
         super().__init__(meta)
         t, d = self.shape[-2:]
-        self.group = int(meta["group"] or t)
-        self.tail = t % self.group
-        self.unit = {tok: _kv_unit(meta, tok, d) for tok in {self.group, self.tail} if tok}
+        self.group_size = int(meta["group_size"] or t)
+        self.tail = t % self.group_size
+        self.unit = {tok: _kv_unit(meta, tok, d) for tok in {self.group_size, self.tail} if tok}
 
     def steps(self) -> tuple[int, ...]:
-        return (1,) * (len(self.shape) - 2) + (self.group, self.shape[-1])
+        return (1,) * (len(self.shape) - 2) + (self.group_size, self.shape[-1])
 
     def byte_unit(self) -> int:
         return 1  # every block's codes start on a byte boundary
 
     def _counts(self, block: tuple[int, ...]) -> tuple[int, int]:
         lead = math.prod(block[:-2])
-        return lead * (block[-2] // self.group), lead if block[-2] % self.group else 0
+        return lead * (block[-2] // self.group_size), lead if block[-2] % self.group_size else 0
 
     def sizes(self, block: tuple[int, ...]) -> tuple[list[int], dict[str, int | None]]:
         n_full, n_tail = self._counts(block)
         parts = [0, 0]
         fields: dict[str, int | None] = {}
-        for n, tok, prefix, p in ((n_full, self.group, "", 0), (n_tail, self.tail, "tail.", 1)):
+        for n, tok, prefix, p in ((n_full, self.group_size, "", 0), (n_tail, self.tail, "tail.", 1)):
             if n:
                 code_bytes, per_block = self.unit[tok]
                 parts[p] = n * code_bytes
@@ -273,7 +273,7 @@ class KVLayout(Layout):
     def field_dtypes(self, proxy: QuantizedArray) -> dict[str, Any]:
         out = {}
         for tok, (_, per_block) in self.unit.items():
-            prefix = "tail." if tok == self.tail and tok != self.group else ""
+            prefix = "tail." if tok == self.tail and tok != self.group_size else ""
             out.update({prefix + k: v.dtype for k, v in per_block.items()})
         return out
 
@@ -288,7 +288,7 @@ def _kv_unit(meta: dict[str, Any], tokens: int, dim: int) -> tuple[int, dict[str
 
     options = {k: v for k, v in meta.items() if k not in ("scheme", "shape", "dtype", "bits")}
     q = quantize(np.zeros((1, tokens, dim), np.float32), meta["bits"], meta["scheme"], **options)
-    prefix = "tail." if meta["group"] is not None and tokens < int(meta["group"]) else ""
+    prefix = "tail." if meta["group_size"] is not None and tokens < int(meta["group_size"]) else ""
     return int(q.codes.size), {k.removeprefix(prefix): v for k, v in q.fields.items()}
 
 

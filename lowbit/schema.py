@@ -381,16 +381,18 @@ def _kv_schemes() -> tuple[str, ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class KVMeta(Meta):
-    """KV-cache schemes (lowbit/kv/schemes.py): blocks of ``group`` tokens of x [..., T, D].
+    """KV-cache schemes (lowbit/kv/schemes.py): blocks of ``group_size`` tokens of x [..., T, D].
 
     ``iterations`` and ``scale_dtype`` (kvarn) and ``value_group_size`` (kivi) are present
     exactly for the families that take them.
     """
 
     SCHEMES: ClassVar[tuple[str, ...]] = ()  # filled in on first use (_kv_schemes)
+    #: ``group`` (tokens per block) was renamed ``group_size``, the name of every other front.
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"group": "group_size"}
 
     kind: str = _key(str, choices=("key", "value"))
-    group: int | None = _key(int, lo=8, nullable=True)
+    group_size: int | None = _key(int, lo=8, nullable=True)
     iterations: int | None = _key(int, lo=0, nullable=True, default=None)
     scale_dtype: str | None = _key(str, choices=("float16", "float8_e4m3"), nullable=True, default=None)
     value_group_size: int | None = _key(int, lo=1, nullable=True, default=None)
@@ -430,14 +432,14 @@ class KVMeta(Meta):
             if self.bits != preset.bits(self.kind):
                 raise bad("bits", f"of preset {self.scheme} for {self.kind}s must be "
                                   f"{preset.bits(self.kind)}, got {self.bits}")
-            if self.group != preset.group:
-                raise bad("group", f"of preset {self.scheme} must be {preset.group}, got {self.group}")
+            if self.group_size != preset.group_size:
+                raise bad("group_size", f"of preset {self.scheme} must be {preset.group_size}, got {self.group_size}")
         if self.family == "fp8" and self.bits != 8:
             raise bad("bits", f"of scheme 'fp8' must be 8, got {self.bits}")
-        if FAMILY_GROUP[self.family] is None and self.group is not None:
-            raise bad("group", f"must be null for {self.scheme} (no token groups), got {self.group}")
-        if self.group is not None and self.group % 8:
-            raise bad("group", f"must be a multiple of 8, got {self.group}")
+        if FAMILY_GROUP[self.family] is None and self.group_size is not None:
+            raise bad("group_size", f"must be null for {self.scheme} (no token groups), got {self.group_size}")
+        if self.group_size is not None and self.group_size % 8:
+            raise bad("group_size", f"must be a multiple of 8, got {self.group_size}")
         for k in ("iterations", "scale_dtype", "value_group_size"):
             present = getattr(self, k) is not None
             if present != (k in self.options):
@@ -466,7 +468,7 @@ class KVMeta(Meta):
     def blocks(self) -> list[tuple[str, int, int]]:
         """[(field prefix, blocks, tokens per block)]: full blocks, then the narrower tail."""
         lead, t = math.prod(self.shape[:-2]), self.shape[-2]
-        g = t if self.group is None else self.group
+        g = t if self.group_size is None else self.group_size
         n_full, tail = t // g, t % g
         out: list[tuple[str, int, int]] = []
         if n_full:

@@ -190,7 +190,7 @@ def test_bad_construction() -> None:
     with pytest.raises(ValueError, match="fixes key_bits"):
         QuantizedKVCache("kvarn-k4v2-g128", 64, key_bits=2)
     with pytest.raises(ValueError, match="group"):
-        QuantizedKVCache("kvarn", 64, group=100)
+        QuantizedKVCache("kvarn", 64, group_size=100)
     with pytest.raises(ValueError, match="sink"):
         QuantizedKVCache("kvarn", 64, sink=-1)
     with pytest.raises(ValueError, match="value_group_size"):

@@ -87,9 +87,9 @@ def test_layer_bfloat16_and_crop(rng: np.random.Generator) -> None:
 def test_generate_with_every_cache(tiny_model: object) -> None:
     cfg = tiny_model.config
     ids = torch.randint(0, 128, (2, 150), generator=torch.Generator().manual_seed(1))
-    for cache in (KVarNCache(cfg, sink=0, preset="kvarn-k4v2-g64"), KiviCache(cfg, group=64, sink=0),
-                  QuaRotCache(cfg, sink=0, group=64), RTNCache(cfg, bits=4, sink=0, group=64),
-                  FP8Cache(cfg, sink=0, group=64),
+    for cache in (KVarNCache(cfg, sink=0, preset="kvarn-k4v2-g64"), KiviCache(cfg, group_size=64, sink=0),
+                  QuaRotCache(cfg, sink=0, group_size=64), RTNCache(cfg, bits=4, sink=0, group_size=64),
+                  FP8Cache(cfg, sink=0, group_size=64),
                   KVarNCache(cfg, preset="kvarn-k2v2-g64", sink=0, scale_dtype="float8_e4m3")):
         out = tiny_model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0,
                                   **{cache_argument(): cache})

@@ -232,10 +232,10 @@ def test_partial_tile_is_a_narrower_tile(rng: np.random.Generator, tokens: int) 
     """T % G tokens form one narrower tile: identical to quantizing those tokens alone."""
     x = rng.standard_normal((2, tokens, 64)).astype(np.float32)
     for kind in ("key", "value"):
-        q = lowbit.quantize(x, bits=2, scheme="kvarn", kind=kind, group=128)
+        q = lowbit.quantize(x, bits=2, scheme="kvarn", kind=kind, group_size=128)
         tail = tokens % 128
         alone = lowbit.quantize(np.ascontiguousarray(x[:, tokens - tail:]), bits=2, scheme="kvarn",
-                                kind=kind, group=128)
+                                kind=kind, group_size=128)
         np.testing.assert_array_equal(q.dequantize()[:, tokens - tail:], alone.dequantize())
         assert np.isfinite(q.dequantize()).all()
         if tokens == 1 and kind == "key":  # K tile [D, 1]: each row is one value, held by Z
@@ -290,7 +290,7 @@ def test_outlier_token_bound(rng: np.random.Generator) -> None:
 def test_presets() -> None:
     assert set(PRESETS) == {f"kvarn-k{k}v{v}-g{g}" for k, v in ((2, 2), (4, 2), (4, 4)) for g in (64, 128)}
     p = PRESETS["kvarn-k4v2-g128"]
-    assert (p.key_bits, p.value_bits, p.group) == (4, 2, 128)
+    assert (p.key_bits, p.value_bits, p.group_size) == (4, 2, 128)
     x = np.ones((1, 128, 64), np.float32)
     assert lowbit.quantize(x, scheme="kvarn-k4v2-g128", kind="value").bits == 2
     assert lowbit.quantize(x, scheme="kvarn-k4v2-g128", kind="key").bits == 4
@@ -334,14 +334,14 @@ def test_baselines_reconstruct(rng: np.random.Generator) -> None:
 def test_kivi_groups(rng: np.random.Generator) -> None:
     """KIVI keys: one scale per channel per G tokens; values: per token per 32 channels."""
     x = rng.standard_normal((1, 256, 64)).astype(np.float32)
-    k = lowbit.quantize(x, bits=2, scheme="kivi", kind="key", group=128)
-    v = lowbit.quantize(x, bits=2, scheme="kivi", kind="value", group=128)
+    k = lowbit.quantize(x, bits=2, scheme="kivi", kind="key", group_size=128)
+    v = lowbit.quantize(x, bits=2, scheme="kivi", kind="value", group_size=128)
     assert k.fields["scale"].size == 2 * 64
     assert v.fields["scale"].size == 256 * 2
     # a key channel scaled by 100 does not touch the other channels' codes
     y = x.copy()
     y[..., 5] *= 100
-    k2 = lowbit.quantize(y, bits=2, scheme="kivi", kind="key", group=128)
+    k2 = lowbit.quantize(y, bits=2, scheme="kivi", kind="key", group_size=128)
     keep = np.arange(64) != 5
     np.testing.assert_array_equal(k2.dequantize()[..., keep], k.dequantize()[..., keep])
 
@@ -360,7 +360,7 @@ def test_fp8_scale_per_head(rng: np.random.Generator) -> None:
         ({"kind": "query"}, "kind"),
         ({"bits": 0}, "bits"),
         ({"bits": 9}, "bits"),
-        ({"group": 12}, "group"),
+        ({"group_size": 12}, "group"),
         ({"iterations": -1}, "iterations"),
         ({"iterations": 1025}, "MAX_ITERATIONS"),  # bounded (issue 12 item 7)
         ({"scale_dtype": "bfloat16"}, "scale_dtype"),
@@ -387,7 +387,7 @@ def test_bad_shapes_and_values() -> None:
     with pytest.raises(ValueError, match="preset"):
         lowbit.quantize(np.ones((16, 64), np.float32), bits=3, scheme="kvarn-k4v2-g128", kind="key")
     with pytest.raises(ValueError, match="preset"):
-        lowbit.quantize(np.ones((16, 64), np.float32), scheme="kvarn-k4v2-g128", group=64)
+        lowbit.quantize(np.ones((16, 64), np.float32), scheme="kvarn-k4v2-g128", group_size=64)
     with pytest.raises(ValueError, match="fp8"):
         lowbit.quantize(np.ones((16, 64), np.float32), bits=4, scheme="fp8")
 
@@ -453,9 +453,9 @@ def element_error_and_bound(scheme: str, kind: str, q, x: np.ndarray, xh: np.nda
 
 
 @pytest.mark.parametrize(("scheme", "kwargs"), [
-    ("kvarn", {"bits": 3, "group": 8}),
+    ("kvarn", {"bits": 3, "group_size": 8}),
     ("kvarn", {"bits": 5, "scale_dtype": "float8_e4m3"}),
-    ("kivi", {"bits": 3, "group": 8, "value_group_size": 4}),
+    ("kivi", {"bits": 3, "group_size": 8, "value_group_size": 4}),
     ("quarot", {"bits": 3}),
     ("fp8", {}),
 ])

@@ -47,7 +47,9 @@ def _legacy_meta(name: str) -> dict:
 
 
 # (legacy file, key as written then, key today, value): renames of 2026-12-02 (issue 12)
-RENAMED = [("fp8_e4m3_absmax_sr", "offset", "first_index", 3)]
+RENAMED = [("fp8_e4m3_absmax_sr", "offset", "first_index", 3),
+           ("kvarn_key_f16", "group", "group_size", 16), ("kivi_key", "group", "group_size", 16),
+           ("fp8_kv", "group", "group_size", None)]
 
 
 @pytest.mark.parametrize("name, old, new, value", RENAMED)

@@ -189,7 +189,7 @@ def test_report_files(tmp_path, runs, tiny_model, tokens):
 
 def test_scheme_names():
     assert parse_name("kvarn-k4v2-g64-fp8") == {
-        "family": "kvarn", "key_bits": 4, "value_bits": 2, "group": 64, "options": ("fp8",)}
+        "family": "kvarn", "key_bits": 4, "value_bits": 2, "group_size": 64, "options": ("fp8",)}
     for bad in ("kvarn", "nope-k2v2", "fp8-k2v2", "kivi-k2v2-fp8", "rtn-k9v2"):
         with pytest.raises(SchemeUnavailableError):
             parse_name(bad)

@@ -31,10 +31,10 @@ def cases() -> dict[str, tuple[np.ndarray, dict]]:
         "mxfp4": (x, dict(scheme="mxfp4")),
         "mxint8_axis0": (x, dict(scheme="mxint8", axis=0)),
         "nvfp4": (x, dict(scheme="nvfp4")),
-        "kvarn_key_f16": (kv, dict(bits=2, scheme="kvarn", kind="key", group=16)),
-        "kvarn_value_fp8": (kv, dict(bits=4, scheme="kvarn", kind="value", group=16,
+        "kvarn_key_f16": (kv, dict(bits=2, scheme="kvarn", kind="key", group_size=16)),
+        "kvarn_value_fp8": (kv, dict(bits=4, scheme="kvarn", kind="value", group_size=16,
                                      scale_dtype="float8_e4m3")),
-        "kivi_key": (kv, dict(bits=2, scheme="kivi", kind="key", group=16, value_group_size=8)),
+        "kivi_key": (kv, dict(bits=2, scheme="kivi", kind="key", group_size=16, value_group_size=8)),
         "quarot_value": (kv, dict(bits=3, scheme="quarot", kind="value")),
         "fp8_kv": (kv, dict(scheme="fp8", kind="key")),
     }

@@ -10,7 +10,7 @@ rotated codecs get the query rotated once and the tiles' share of the output un-
 once.  Ragged batches: ``lengths`` gives each sequence its own sink / tile / recent counts
 (:func:`stack` builds one from several single-sequence stores).
 
-Memory per query is O(head_dim + group) (online softmax); no dequantized tile and no
+Memory per query is O(head_dim + group_size) (online softmax); no dequantized tile and no
 copy of the history is made.
 """
 
@@ -35,7 +35,7 @@ class TileStore:
     ----------
     codec : Codec
         How the tiles were encoded.
-    group : int
+    group_size : int
         Tokens per tile G.
     sink_k, sink_v, recent_k, recent_v : array, shape (B, Hk, n, D)
         Exact tokens (original frame); float16/32/64 (cast to float32 for the kernel).
@@ -49,7 +49,7 @@ class TileStore:
     """
 
     codec: Codec
-    group: int
+    group_size: int
     sink_k: Any
     sink_v: Any
     recent_k: Any
@@ -92,7 +92,7 @@ def _names(codec: Codec, kind: str) -> tuple[str | None, str | None, str | None]
     raise TypeError(f"no kv_attend layout for codec {type(codec).__name__}")
 
 
-def kernel_layout(codec: Codec, head_dim: int, group: int) -> tuple[int, ...]:
+def kernel_layout(codec: Codec, head_dim: int, group_size: int) -> tuple[int, ...]:
     """The ``layout`` tuple of ``kv_attend`` for ``codec`` (see lowbit/cpu/kv_attend.py).
 
     ===========  ================  ===========================  ======================
@@ -111,7 +111,7 @@ def kernel_layout(codec: Codec, head_dim: int, group: int) -> tuple[int, ...]:
         key_rows = K.ROWS_TOKENS
     vgroups = head_dim // codec.value_group_size if isinstance(codec, KiviCodec) else 1
     layout = [0] * K.LAYOUT_LENGTH
-    layout[K.GROUP] = group
+    layout[K.GROUP] = group_size
     layout[K.KEY_BITS] = codec.bits("key")
     layout[K.VALUE_BITS] = codec.bits("value")
     layout[K.KEY_ROWS] = key_rows
@@ -202,7 +202,7 @@ def attend(store: TileStore, q: Any, new_k: Any = None, new_v: Any = None,
         q32, xp.ascontiguousarray(q_rot), store.lengths, _f32(store.sink_k, xp),
         _f32(store.sink_v, xp), _f32(store.recent_k, xp), _f32(store.recent_v, xp),
         _f32(new_k, xp), _f32(new_v, xp), store.k_codes, ka, kz, ks, store.v_codes, va, vz, vs,
-        k_lut, v_lut, kernel_layout(store.codec, d, store.group), float(scale), out_exact, out_rot)
+        k_lut, v_lut, kernel_layout(store.codec, d, store.group_size), float(scale), out_exact, out_rot)
     if store.codec.rotated:
         out_rot = rotate(out_rot)
     return out_exact + out_rot
@@ -252,7 +252,7 @@ def stack(stores: list[TileStore]) -> TileStore:
 
     fields = {kind: {name: cat([(s.k_fields if kind == "k" else s.v_fields)[name] for s in stores])
                      for name in (first.k_fields if kind == "k" else first.v_fields)} for kind in "kv"}
-    return TileStore(first.codec, first.group, cat([s.sink_k for s in stores]),
+    return TileStore(first.codec, first.group_size, cat([s.sink_k for s in stores]),
                      cat([s.sink_v for s in stores]), cat([s.recent_k for s in stores]),
                      cat([s.recent_v for s in stores]), cat([s.k_codes for s in stores]),
                      cat([s.v_codes for s in stores]), fields["k"], fields["v"],

@@ -5,7 +5,7 @@ Token regions (DESIGN.md section 4; docs/kv.md)::
     [ sink: first S tokens | tiles: G tokens each, quantized once | recent: exact ]
 
 * **sink** — the first ``sink`` tokens (default 128), stored exactly (input dtype) forever.
-* **tiles** — every later run of ``group`` tokens is quantized exactly once, at the moment it
+* **tiles** — every later run of ``group_size`` tokens is quantized exactly once, at the moment it
   leaves the recent region, and never touched again.
 * **recent** — the not yet quantized tokens: the partial last tile (0 .. G-1 tokens) plus,
   with ``recent=R``, at least the R newest tokens (a tile is quantized once it is complete
@@ -15,7 +15,7 @@ Arrays are numpy ``[batch, kv_heads, tokens, head_dim]``.  :meth:`QuantizedKVCac
 computes attention for one or L queries per head (GQA: query head h reads kv head
 h // (Hq / Hk)), optionally with the current chunk's exact keys/values (causal), by running
 the fused kernel ``kv_attend`` (:mod:`lowbit.kv.attend`) on the packed codes of every scheme:
-no tile is dequantized, memory per query is O(head_dim + group).
+no tile is dequantized, memory per query is O(head_dim + group_size).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from lowbit.kv import codecs
 from lowbit.kv.attend import TileStore, reference_attend
 from lowbit.kv.attend import attend as attend_store
-from lowbit.kv.codecs import Codec, check_group
+from lowbit.kv.codecs import Codec, check_group_size
 from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
 from lowbit.validate import check_bits
 
@@ -122,7 +122,7 @@ class QuantizedKVCache:
         Minimum number of newest tokens kept exact besides the partial tile (default 0).
     key_bits, value_bits : int, optional
         Bits of K and V codes for a family (default 2; presets fix them; fp8 is 8).
-    group : int, optional
+    group_size : int, optional
         Tokens per tile G, a multiple of 8 (default 128; presets fix it).
     **options
         Codec options: kvarn ``iterations`` (8) and ``scale_dtype`` ("float16" or
@@ -131,21 +131,21 @@ class QuantizedKVCache:
     Raises
     ------
     ValueError
-        Unknown scheme, bad bits / group / sink / recent / options, unsupported head_dim.
+        Unknown scheme, bad bits / group_size / sink / recent / options, unsupported head_dim.
     """
 
     def __init__(self, scheme: str = "kvarn-k4v2-g128", head_dim: int = 128, *, sink: int = 128,
                  recent: int = 0, key_bits: int | None = None, value_bits: int | None = None,
-                 group: int | None = None, **options: Any) -> None:
+                 group_size: int | None = None, **options: Any) -> None:
         if not isinstance(scheme, str):
             raise ValueError(f"scheme must be a preset or scheme name, got {scheme!r}")
         if scheme in PRESETS:
             p = PRESETS[scheme]
             for name, given, fixed in (("key_bits", key_bits, p.key_bits),
-                                       ("value_bits", value_bits, p.value_bits), ("group", group, p.group)):
+                                       ("value_bits", value_bits, p.value_bits), ("group_size", group_size, p.group_size)):
                 if given is not None and given != fixed:
                     raise ValueError(f"preset {scheme!r} fixes {name}={fixed}, got {given!r}")
-            family, key_bits, value_bits, group = p.family, p.key_bits, p.value_bits, p.group
+            family, key_bits, value_bits, group_size = p.family, p.key_bits, p.value_bits, p.group_size
         elif scheme in FAMILY_GROUP:
             family = scheme
             default = 8 if family == "fp8" else 2
@@ -158,7 +158,7 @@ class QuantizedKVCache:
         check_bits(key_bits, name="key_bits")
         check_bits(value_bits, name="value_bits")
         self.scheme = scheme
-        self.group = check_group(128 if group is None else group)
+        self.group_size = check_group_size(128 if group_size is None else group_size)
         self.sink = _check_count(sink, "sink")
         self.recent = _check_count(recent, "recent")
         if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) \
@@ -200,12 +200,12 @@ class QuantizedKVCache:
 
     def __len__(self) -> int:
         """Tokens held per (batch, head)."""
-        return self._sink_k.shape[2] + self.n_tiles * self.group + self._recent_k.shape[2]
+        return self._sink_k.shape[2] + self.n_tiles * self.group_size + self._recent_k.shape[2]
 
     def regions(self) -> dict[str, tuple[int, int]]:
         """Token ranges [start, stop) of the sink, the quantized tiles and the recent region."""
         s = self._sink_k.shape[2]
-        t = s + self.n_tiles * self.group
+        t = s + self.n_tiles * self.group_size
         return {"sink": (0, s), "tiles": (s, t), "recent": (t, len(self))}
 
     def memory_bytes(self) -> dict[str, int]:
@@ -280,7 +280,7 @@ class QuantizedKVCache:
         sink_v = np.concatenate([self._sink_v, v[:, :, :take]], axis=2)
         rec_k = np.concatenate([self._recent_k, k[:, :, take:]], axis=2)
         rec_v = np.concatenate([self._recent_v, v[:, :, take:]], axis=2)
-        g = self.group
+        g = self.group_size
         new_tiles = []
         start = 0
         while rec_k.shape[2] - start >= g + self.recent:
@@ -310,10 +310,10 @@ class QuantizedKVCache:
         flat = {k: np.ascontiguousarray(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
                 for k, f in fields.items()}
         x = self.codec.decode(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
-                              kind, self.group, self.head_dim)
+                              kind, self.group_size, self.head_dim)
         if self.codec.rotated:
             x = codecs.rotate(x)
-        return x.reshape(b, h, n * self.group, self.head_dim)
+        return x.reshape(b, h, n * self.group_size, self.head_dim)
 
     def dequantized_tiles(self, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values of tiles ``first ..`` as reproduced, each ``[B, Hk, tiles * G, D]`` float32."""
@@ -362,7 +362,7 @@ class QuantizedKVCache:
         """A :class:`lowbit.kv.attend.TileStore` view of the storage (no copies of the history)."""
         if self.batch is None or self.kv_heads is None:
             raise ValueError("the cache is empty; append keys and values before attend")
-        b, h, g, d = self.batch, self.kv_heads, self.group, self.head_dim
+        b, h, g, d = self.batch, self.kv_heads, self.group_size, self.head_dim
         parts = []
         for kind, tiles in (("key", self._k), ("value", self._v)):
             if tiles.codes is None:
@@ -438,4 +438,4 @@ class QuantizedKVCache:
 
     def __repr__(self) -> str:
         return (f"QuantizedKVCache({self.scheme!r}, head_dim={self.head_dim}, sink={self.sink}, "
-                f"recent={self.recent}, group={self.group}, tokens={len(self)}, tiles={self.n_tiles})")
+                f"recent={self.recent}, group_size={self.group_size}, tokens={len(self)}, tiles={self.n_tiles})")

@@ -92,7 +92,7 @@ class QuantizedKVLayer(DynamicLayer):
             if have < s:
                 parts_k.append(self._torch(sink_k[:, :, have:]))
                 parts_v.append(self._torch(sink_v[:, :, have:]))
-            first_tile = max(have - s, 0) // self.cache.group
+            first_tile = max(have - s, 0) // self.cache.group_size
             if self.cache.n_tiles > first_tile:
                 tk, tv = self.cache.dequantized_tiles(first_tile)
                 parts_k.append(self._torch(tk))
@@ -186,7 +186,7 @@ class LowbitKVCache(Cache):
         A preset (``"kvarn-k4v2-g128"``, ...) or a family (``"kvarn"``, ``"kivi"``,
         ``"quarot"``, ``"rtn"``, ``"fp8"``); see :class:`lowbit.kv.QuantizedKVCache`.
     sink, recent, **cache_options
-        As for :class:`lowbit.kv.QuantizedKVCache` (``key_bits``, ``value_bits``, ``group``,
+        As for :class:`lowbit.kv.QuantizedKVCache` (``key_bits``, ``value_bits``, ``group_size``,
         ``iterations``, ``scale_dtype``, ``value_group_size``).
     exact_within_call : bool
         Tokens of one ``update`` see each other exactly in that call (default; see the
@@ -234,12 +234,12 @@ class KVarNCache(LowbitKVCache):
 
 
 class KiviCache(LowbitKVCache):
-    """KIVI baseline: keys per channel over ``group`` tokens, values per token in groups of 32."""
+    """KIVI baseline: keys per channel over ``group_size`` tokens, values per token in groups of 32."""
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
-                 value_bits: int | None = None, group: int = 128, value_group_size: int = 32,
+                 value_bits: int | None = None, group_size: int = 128, value_group_size: int = 32,
                  sink: int = 128, recent: int = 0) -> None:
-        super().__init__(config, "kivi", sink=sink, recent=recent, group=group,
+        super().__init__(config, "kivi", sink=sink, recent=recent, group_size=group_size,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits,
                          value_group_size=value_group_size)
@@ -249,9 +249,9 @@ class QuaRotCache(LowbitKVCache):
     """QuaRot baseline: Hadamard rotation along head_dim, then per-token RTN."""
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
-                 value_bits: int | None = None, group: int = 128, sink: int = 128,
+                 value_bits: int | None = None, group_size: int = 128, sink: int = 128,
                  recent: int = 0) -> None:
-        super().__init__(config, "quarot", sink=sink, recent=recent, group=group,
+        super().__init__(config, "quarot", sink=sink, recent=recent, group_size=group_size,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits)
 
@@ -260,9 +260,9 @@ class RTNCache(LowbitKVCache):
     """Per-token RTN baseline (no rotation)."""
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
-                 value_bits: int | None = None, group: int = 128, sink: int = 128,
+                 value_bits: int | None = None, group_size: int = 128, sink: int = 128,
                  recent: int = 0) -> None:
-        super().__init__(config, "rtn", sink=sink, recent=recent, group=group,
+        super().__init__(config, "rtn", sink=sink, recent=recent, group_size=group_size,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits)
 
@@ -270,5 +270,5 @@ class RTNCache(LowbitKVCache):
 class FP8Cache(LowbitKVCache):
     """float8 e4m3 baseline with one absmax scale per head and tile."""
 
-    def __init__(self, config: Any, *, group: int = 128, sink: int = 128, recent: int = 0) -> None:
-        super().__init__(config, "fp8", sink=sink, recent=recent, group=group)
+    def __init__(self, config: Any, *, group_size: int = 128, sink: int = 128, recent: int = 0) -> None:
+        super().__init__(config, "fp8", sink=sink, recent=recent, group_size=group_size)

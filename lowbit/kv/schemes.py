@@ -1,8 +1,8 @@
 """KV schemes under ``lowbit.quantize(x, scheme=...)``: kvarn (and its presets), kivi, quarot, fp8.
 
 ``x`` has shape ``[..., T, D]`` (tokens x head_dim).  Every leading index (e.g. batch and
-head) is quantized on its own, in blocks of ``group`` tokens; when ``T`` is not a multiple
-of ``group`` the last ``T % group`` tokens form one narrower block (a narrower tile for
+head) is quantized on its own, in blocks of ``group_size`` tokens; when ``T`` is not a multiple
+of ``group_size`` the last ``T % group_size`` tokens form one narrower block (a narrower tile for
 KVarN, fewer tokens per KIVI key group).  Schemes without token groups (``quarot``,
 ``fp8``) treat all ``T`` tokens as one block: for ``fp8`` that is one scale per leading
 index ("per head").
@@ -25,7 +25,7 @@ import numpy as np
 
 from lowbit.arrays import Array, Origin, kernel_input, kernel_output, xp_of
 from lowbit.kv import codecs
-from lowbit.kv.codecs import Codec, check_group, check_kind
+from lowbit.kv.codecs import Codec, check_group_size, check_kind
 from lowbit.quantized import QuantizedArray
 from lowbit.schema import KVMeta
 from lowbit.validate import check_bits
@@ -39,7 +39,7 @@ class Preset:
     family: str
     key_bits: int
     value_bits: int
-    group: int | None
+    group_size: int | None
 
     def bits(self, kind: str) -> int:
         return self.key_bits if kind == "key" else self.value_bits
@@ -85,9 +85,9 @@ def _check_x(arr: Array) -> tuple[int, int, int]:
     return math.prod(arr.shape[:-2]), t, d
 
 
-def _blocks(t: int, group: int | None) -> tuple[int, int, int]:
+def _blocks(t: int, group_size: int | None) -> tuple[int, int, int]:
     """(full blocks, tokens per full block, tokens in the narrower last block)."""
-    g = t if group is None else group
+    g = t if group_size is None else group_size
     return t // g, g, t % g
 
 
@@ -101,7 +101,7 @@ class KVScheme:
 
     # -- quantize ---------------------------------------------------------------------------
     def quantize(self, arr: Array, origin: Origin, bits: int | None = None, *, kind: str = "key",
-                 group: int | None = -1, **options: Any) -> QuantizedArray:
+                 group_size: int | None = -1, **options: Any) -> QuantizedArray:
         """Quantize K or V ``x [..., T, D]`` (see the module docstring and docs/kv.md).
 
         Parameters
@@ -110,7 +110,7 @@ class KVScheme:
             Code width 1..8 (fp8: 8).  Presets fix it per kind; default 2 otherwise.
         kind : {"key", "value"}
             Tile orientation (KVarN) / grouping (KIVI) of the block.
-        group : int, optional
+        group_size : int, optional
             Tokens per block, a multiple of 8 (kvarn, kivi: default 128; presets fix it).
         **options
             kvarn: ``iterations`` (8), ``scale_dtype`` ("float16" or "float8_e4m3");
@@ -119,7 +119,7 @@ class KVScheme:
         Raises
         ------
         ValueError
-            Bad shape, bits, kind, group or options, a head_dim the Hadamard transform does
+            Bad shape, bits, kind, group_size or options, a head_dim the Hadamard transform does
             not support (kvarn, quarot), or NaN/Inf in ``x``.
         """
         kind = check_kind(kind)
@@ -130,20 +130,20 @@ class KVScheme:
             want = self.preset.bits(kind)
             if bits is not None and bits != want:
                 raise ValueError(f"preset {self.name!r} stores {kind}s with {want} bits, got bits={bits!r}")
-            if group not in (-1, self.preset.group):
-                raise ValueError(f"preset {self.name!r} uses group={self.preset.group}, got group={group!r}")
-            bits, group = want, self.preset.group
+            if group_size not in (-1, self.preset.group_size):
+                raise ValueError(f"preset {self.name!r} uses group_size={self.preset.group_size}, got group_size={group_size!r}")
+            bits, group_size = want, self.preset.group_size
         elif self.family == "fp8":
             if bits not in (None, 8):
                 raise ValueError(f"scheme 'fp8' stores 8-bit e4m3 codes, got bits={bits!r}")
             bits = 8
         bits = check_bits(2 if bits is None else bits)
-        if group == -1:
-            group = FAMILY_GROUP[self.family]
-        if FAMILY_GROUP[self.family] is None and group is not None:
-            raise ValueError(f"scheme {self.name!r} has no token groups; got group={group!r}")
-        if group is not None:
-            group = check_group(group)
+        if group_size == -1:
+            group_size = FAMILY_GROUP[self.family]
+        if FAMILY_GROUP[self.family] is None and group_size is not None:
+            raise ValueError(f"scheme {self.name!r} has no token groups; got group_size={group_size!r}")
+        if group_size is not None:
+            group_size = check_group_size(group_size)
         codec = make_codec(self.family, bits, bits, **options)
 
         x = kernel_input(arr, origin.dtype).astype(np.float32, copy=False).reshape(lead, t, d)
@@ -151,7 +151,7 @@ class KVScheme:
             raise ValueError(f"x contains NaN or Inf; scheme {self.name!r} needs finite values")
         if codec.rotated:
             x = codecs.rotate(x)
-        n_full, g, tail = _blocks(t, group)
+        n_full, g, tail = _blocks(t, group_size)
         parts = []
         if n_full:
             parts.append(codec.encode(np.ascontiguousarray(x[:, : n_full * g].reshape(lead * n_full, g, d)), kind))
@@ -163,7 +163,7 @@ class KVScheme:
             prefix = "tail." if (i == 1 or not n_full) else ""
             fields.update({prefix + k: v.reshape(-1) for k, v in f.items()})
         meta = KVMeta(scheme=self.name, shape=tuple(int(s) for s in arr.shape), dtype=origin.dtype,
-                      bits=bits, kind=kind, group=group,
+                      bits=bits, kind=kind, group_size=group_size,
                       **{k: v for k, v in codec.options().items() if k not in ("key_bits", "value_bits")}
                       ).to_meta()
         return QuantizedArray(codes, fields, meta, origin)
@@ -180,7 +180,7 @@ class KVScheme:
         codec = self._codec_of(m)
         shape = tuple(m["shape"])
         lead, t, d = math.prod(shape[:-2]), shape[-2], shape[-1]
-        n_full, g, tail = _blocks(t, m["group"])
+        n_full, g, tail = _blocks(t, m["group_size"])
         out = []
         offset = 0
         for n, tok, prefix in ((lead * n_full, g, ""), (lead, tail, "tail.")):
@@ -201,14 +201,14 @@ class KVScheme:
         codec = self._codec_of(m)
         shape = tuple(m["shape"])
         lead, t, d = math.prod(shape[:-2]), shape[-2], shape[-1]
-        n_full = t // (m["group"] or t)
+        n_full = t // (m["group_size"] or t)
         x = np.empty((lead, t, d), np.float32)
         for n, tok, codes, fields in self._split(q):
             blocks = codec.decode(codes, fields, m["kind"], tok, d)
-            if tok == (m["group"] or t) and n == lead * n_full:
+            if tok == (m["group_size"] or t) and n == lead * n_full:
                 x[:, : n_full * tok] = blocks.reshape(lead, n_full * tok, d)
             else:
-                x[:, n_full * (m["group"] or t):] = blocks
+                x[:, n_full * (m["group_size"] or t):] = blocks
         if codec.rotated:
             x = codecs.rotate(x)
         out = x.astype(np.float64) if q.origin.dtype == "float64" else x

@@ -11,9 +11,9 @@ name                   call (``b`` = key bits for keys, value bits for values)
 ``none``               identity (lossless; bits/element = the input's storage width)
 ``rtn-k4v2[-g64]``     ``quantize(x, bits=b, scheme="rtn", axis=-1, group_size=64,
                        scale_dtype="float16")``: per token, channel groups of 64 (default: all)
-``kivi-k2v2[-g128]``   ``quantize(x, bits=b, scheme="kivi", kind=kind, group=128)``
+``kivi-k2v2[-g128]``   ``quantize(x, bits=b, scheme="kivi", kind=kind, group_size=128)``
 ``quarot-k2v2``        ``quantize(x, bits=b, scheme="quarot", kind=kind)``
-``kvarn-k2v2-g128``    ``quantize(x, bits=b, scheme="kvarn", kind=kind, group=128)``;
+``kvarn-k2v2-g128``    ``quantize(x, bits=b, scheme="kvarn", kind=kind, group_size=128)``;
                        suffix ``-fp8`` adds ``scale_dtype="float8_e4m3"`` (the paper's ~2.3 bits)
 ``fp8``                ``quantize(x, scheme="fp8", kind=kind)``
 =====================  =====================================================================
@@ -45,7 +45,7 @@ QUICK_KV_SCHEMES = ("kvarn-k2v2-g128-fp8", "kivi-k2v2-g128", "quarot-k2v2")
 _NAME = re.compile(
     r"^(?P<family>[a-z0-9_]+)"
     r"(?:-k(?P<kbits>[1-8])v(?P<vbits>[1-8]))?"
-    r"(?:-g(?P<group>[0-9]+))?"
+    r"(?:-g(?P<group_size>[0-9]+))?"
     r"(?P<options>(?:-[a-z0-9_]+)*)$"
 )
 #: family -> (lowbit scheme name, whether it needs bits, options it accepts)
@@ -118,7 +118,7 @@ def _identity(x: Any, kind: str) -> Any:
 
 
 def parse_name(name: str) -> dict[str, Any]:
-    """Split a scheme name into family, key/value bits, group and options.
+    """Split a scheme name into family, key/value bits, group_size and options.
 
     Raises
     ------
@@ -150,7 +150,7 @@ def parse_name(name: str) -> dict[str, Any]:
         "family": family,
         "key_bits": None if m["kbits"] is None else int(m["kbits"]),
         "value_bits": None if m["vbits"] is None else int(m["vbits"]),
-        "group": None if m["group"] is None else int(m["group"]),
+        "group_size": None if m["group_size"] is None else int(m["group_size"]),
         "options": options,
     }
 
@@ -163,11 +163,11 @@ def _call_kwargs(spec: dict[str, Any], kind: str) -> dict[str, Any]:
     if bits is not None:
         kwargs["bits"] = bits
     if family == "rtn":
-        kwargs.update(axis=-1, group_size=spec["group"], scale_dtype="float16")
+        kwargs.update(axis=-1, group_size=spec["group_size"], scale_dtype="float16")
         return kwargs
     kwargs["kind"] = kind
-    if spec["group"] is not None:
-        kwargs["group"] = spec["group"]
+    if spec["group_size"] is not None:
+        kwargs["group_size"] = spec["group_size"]
     if "fp8" in spec["options"]:
         kwargs["scale_dtype"] = "float8_e4m3"
     return kwargs
