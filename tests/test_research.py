@@ -21,7 +21,7 @@ from lowbit.research.decode import greedy_divergence  # noqa: E402
 from lowbit.research.kv_error import BlockQuantizer, pseudo_decode  # noqa: E402
 from lowbit.research.report import write_kv_report  # noqa: E402
 from lowbit.research.schemes import (  # noqa: E402
-    KVScheme,
+    KVRoundtrip,
     SchemeUnavailableError,
     kv_scheme,
     parse_name,
@@ -36,7 +36,7 @@ def _round3(x, kind):
     return torch.round(x / step) * step, 2.0
 
 
-LOSSY = KVScheme("round3", _round3)
+LOSSY = KVRoundtrip("round3", _round3)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_block_quantizer_quantizes_each_block_once(tiny_model, tokens):
         return x + 1.0, 1.0
 
     cache = _hooks.new_cache(tiny_model)
-    bq = BlockQuantizer(KVScheme("plus1", counting), BLOCK, BLOCK)
+    bq = BlockQuantizer(KVRoundtrip("plus1", counting), BLOCK, BLOCK)
     with torch.no_grad():
         _hooks.forward(tiny_model, tokens[:, : 2 * BLOCK + 5], cache)
     before = cache.layers[1].keys.clone()

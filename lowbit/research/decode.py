@@ -24,7 +24,7 @@ import numpy as np
 
 from lowbit.research import _hooks
 from lowbit.research.kv_error import BlockQuantizer, _disable
-from lowbit.research.schemes import KVScheme, kv_scheme
+from lowbit.research.schemes import KVRoundtrip, kv_scheme
 
 
 @dataclass
@@ -55,7 +55,7 @@ class DecodeResult:
 def greedy_divergence(
     model: Any,
     prompts: Sequence[Any],
-    schemes: Sequence[str | KVScheme],
+    schemes: Sequence[str | KVRoundtrip],
     *,
     steps: int = 64,
     block_size: int = 128,
@@ -68,7 +68,7 @@ def greedy_divergence(
     ----------
     model : transformers causal LM (eval mode)
     prompts : sequence of torch.LongTensor, each of shape (1, prompt_tokens)
-    schemes : sequence of str or KVScheme
+    schemes : sequence of str or KVRoundtrip
     steps : int
         Tokens generated per prompt.
     block_size, sink_tokens : int

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.research import _hooks
-from lowbit.research.schemes import KVScheme, kv_scheme
+from lowbit.research.schemes import KVRoundtrip, kv_scheme
 
 #: Fraction of K/V token vectors, by error, in the "worst errors" magnitude share.
 TOP_FRACTION = 0.05
@@ -62,7 +62,7 @@ class BlockQuantizer:
     go through the scheme in one call, stacked along a leading axis.
     """
 
-    def __init__(self, scheme: KVScheme, block_size: int, sink_tokens: int):
+    def __init__(self, scheme: KVRoundtrip, block_size: int, sink_tokens: int):
         _check_blocks(block_size, sink_tokens)
         self.scheme = scheme
         self.block_size = block_size
@@ -243,7 +243,7 @@ def _logit_metrics(ref_logits: Any, logits: Any, targets: Any) -> tuple[float, f
 def pseudo_decode(
     model: Any,
     input_ids: Any,
-    schemes: Sequence[str | KVScheme],
+    schemes: Sequence[str | KVRoundtrip],
     *,
     block_size: int = 128,
     sink_tokens: int = 128,
@@ -258,7 +258,7 @@ def pseudo_decode(
         put it in eval mode on the device to use.
     input_ids : torch.LongTensor, shape (1, n_tokens)
         ``n_tokens`` must be a multiple of ``block_size``.
-    schemes : sequence of str or KVScheme
+    schemes : sequence of str or KVRoundtrip
         Names (see :mod:`lowbit.research.schemes`) or ready-made round trips.
     block_size, sink_tokens : int
         Pseudo-decode block (= quantization tile along tokens) and full-precision prefix.
@@ -353,7 +353,7 @@ def pseudo_decode(
     return results
 
 
-def _extend_static(recorder: _Recorder, ref_cache: Any, schemes: list[KVScheme], start: int,
+def _extend_static(recorder: _Recorder, ref_cache: Any, schemes: list[KVRoundtrip], start: int,
                    stop: int, sink_tokens: int, splits: dict[str, dict[str, Any]]) -> None:
     """Append the reference block [start, stop) to every scheme's static history, quantized
     unless it lies in the sink."""

@@ -68,7 +68,7 @@ Roundtrip = Callable[[Any, str], Any]
 
 
 @dataclass
-class KVScheme:
+class KVRoundtrip:
     """A named K/V round trip, with the bits/element it reported, accumulated over calls.
 
     ``fn(x, kind)`` gets a torch tensor ``[..., T, D]`` and ``kind`` in ``{"key", "value"}``
@@ -173,8 +173,8 @@ def _call_kwargs(spec: dict[str, Any], kind: str) -> dict[str, Any]:
     return kwargs
 
 
-def kv_scheme(name: str | KVScheme) -> KVScheme:
-    """The :class:`KVScheme` for ``name`` (a fresh one, with empty bit counters).
+def kv_scheme(name: str | KVRoundtrip) -> KVRoundtrip:
+    """The :class:`KVRoundtrip` for ``name`` (a fresh one, with empty bit counters).
 
     Raises
     ------
@@ -182,12 +182,12 @@ def kv_scheme(name: str | KVScheme) -> KVScheme:
         Malformed name, or the scheme's family is not registered in ``lowbit.api.SCHEMES``
         (for example while ``lowbit.kv`` is not installed in this build).
     """
-    if isinstance(name, KVScheme):
-        return KVScheme(name.name, name.fn, name.description)
+    if isinstance(name, KVRoundtrip):
+        return KVRoundtrip(name.name, name.fn, name.description)
     spec = parse_name(name)
     lowbit_name = _FAMILIES[spec["family"]][0]
     if lowbit_name is None:
-        return KVScheme(name, _identity, "lossless identity")
+        return KVRoundtrip(name, _identity, "lossless identity")
     import lowbit
     from lowbit.api import SCHEMES
 
@@ -202,21 +202,21 @@ def kv_scheme(name: str | KVScheme) -> KVScheme:
         return lowbit.quantize(x, scheme=lowbit_name, **per_kind[kind])
 
     described = ", ".join(f"{k}=" + repr(v) for k, v in per_kind["key"].items() if k != "kind")
-    return KVScheme(name, fn, f"lowbit.quantize(scheme={lowbit_name!r}, {described}, ...)")
+    return KVRoundtrip(name, fn, f"lowbit.quantize(scheme={lowbit_name!r}, {described}, ...)")
 
 
 def resolve_kv_schemes(names: list[str] | tuple[str, ...], *, skip_missing: bool) -> tuple[
-    list[KVScheme], dict[str, str]
+    list[KVRoundtrip], dict[str, str]
 ]:
     """Resolve several names; with ``skip_missing``, collect unavailable ones instead of raising.
 
     Returns
     -------
-    schemes : list of KVScheme
+    schemes : list of KVRoundtrip
     skipped : dict
         name -> the reason it is unavailable.
     """
-    schemes: list[KVScheme] = []
+    schemes: list[KVRoundtrip] = []
     skipped: dict[str, str] = {}
     for name in names:
         try:
