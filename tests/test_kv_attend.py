@@ -19,8 +19,8 @@ from lowbit.kv.attend import TileStore, attend, kernel_layout, reference_attend,
 
 SCHEMES = [
     ("kvarn-k2v2-g64", {}), ("kvarn-k4v2-g64", {"scale_dtype": "float8_e4m3"}),
-    ("kvarn-k4v4-g128", {}), ("kivi", {"group": 64}), ("rtn", {"group": 64, "key_bits": 4}),
-    ("quarot", {"group": 64}), ("fp8", {"group": 64}),
+    ("kvarn-k4v4-g128", {}), ("kivi", {"group_size": 64}), ("rtn", {"group_size": 64, "key_bits": 4}),
+    ("quarot", {"group_size": 64}), ("fp8", {"group_size": 64}),
 ]
 TOL = 1e-3
 

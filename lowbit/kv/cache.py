@@ -28,7 +28,7 @@ import numpy as np
 from lowbit.kv import codecs
 from lowbit.kv.attend import TileStore, reference_attend
 from lowbit.kv.attend import attend as attend_store
-from lowbit.kv.codecs import Codec, check_group_size
+from lowbit.kv.codecs import Codec, check_kv_group_size
 from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
 from lowbit.validate import check_bits
 
@@ -158,7 +158,7 @@ class QuantizedKVCache:
         check_bits(key_bits, name="key_bits")
         check_bits(value_bits, name="value_bits")
         self.scheme = scheme
-        self.group_size = check_group_size(128 if group_size is None else group_size)
+        self.group_size = check_kv_group_size(128 if group_size is None else group_size)
         self.sink = _check_count(sink, "sink")
         self.recent = _check_count(recent, "recent")
         if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) \

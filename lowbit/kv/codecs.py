@@ -42,7 +42,7 @@ def check_kind(kind: Any) -> str:
     return str(kind)
 
 
-def check_group_size(group_size: Any, name: str = "group_size") -> int:
+def check_kv_group_size(group_size: Any, name: str = "group_size") -> int:
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 8 or group_size % 8:
         raise ValueError(f"{name} must be a positive multiple of 8, got {group_size!r}")
     return int(group_size)

@@ -25,7 +25,7 @@ import numpy as np
 
 from lowbit.arrays import Array, Origin, kernel_input, kernel_output, xp_of
 from lowbit.kv import codecs
-from lowbit.kv.codecs import Codec, check_group_size, check_kind
+from lowbit.kv.codecs import Codec, check_kind, check_kv_group_size
 from lowbit.quantized import QuantizedArray
 from lowbit.schema import KVMeta
 from lowbit.validate import check_bits
@@ -143,7 +143,7 @@ class KVScheme:
         if FAMILY_GROUP[self.family] is None and group_size is not None:
             raise ValueError(f"scheme {self.name!r} has no token groups; got group_size={group_size!r}")
         if group_size is not None:
-            group_size = check_group_size(group_size)
+            group_size = check_kv_group_size(group_size)
         codec = make_codec(self.family, bits, bits, **options)
 
         x = kernel_input(arr, origin.dtype).astype(np.float32, copy=False).reshape(lead, t, d)
