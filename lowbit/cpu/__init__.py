@@ -54,3 +54,7 @@ KERNELS = (
 )
 
 __all__ = list(KERNELS)
+
+from lowbit.cpu._firstuse import watch as _watch  # noqa: E402
+
+_watch(globals(), KERNELS)  # a one-line notice before a kernel's first (cold) compilation

@@ -1,0 +1,59 @@
+"""A one-line notice when a Numba kernel is about to be compiled for the first time.
+
+The kernels are compiled on first call and cached on disk (``cache=True``); a cold cache makes
+the first call of a heavy kernel take tens of seconds, which looks like a hang without a word.
+Detection is cheap and reliable: Numba's cache index of the kernel (one small file next to the
+source, or under ``NUMBA_CACHE_DIR``) is missing, unreadable or stale for the current source,
+and the kernel has not been compiled in this process.  The check runs once per kernel, on its
+first call; afterwards the table holds the plain Numba dispatcher again (no per-call cost).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+#: Measured first compilations on the project's loaded 2-core VM (docs/kv.md), in seconds.
+EXPECTED_S = {"kvarn_encode": 60, "kv_attend": 20, "balance_tiles": 30}
+
+
+def is_cold(dispatcher: Any) -> bool:
+    """True when calling ``dispatcher`` now compiles it (nothing cached for its source)."""
+    if getattr(dispatcher, "overloads", None):  # already compiled in this process
+        return False
+    cache = getattr(dispatcher, "_cache", None)
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is None:  # not a caching dispatcher: nothing to say
+        return False
+    try:
+        return not cache_file._load_index()  # {} when the index is missing or stale
+    except Exception:  # an unreadable index is recompiled, and so is cold
+        return True
+
+
+def notice(name: str) -> str:
+    """The message for kernel ``name``."""
+    seconds = EXPECTED_S.get(name)
+    expect = f"about {seconds} s on 2 cores" if seconds else "typically 5-30 s"
+    return (f"lowbit: compiling the Numba kernel {name} for first use ({expect}; "
+            "cached for later runs)")
+
+
+def watch(namespace: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Replace each kernel in ``namespace`` by a wrapper that checks the cache on its first
+    call, prints :func:`notice` on stderr when it is cold, and puts the dispatcher back."""
+    for name in names:
+        dispatcher = namespace[name]
+        if getattr(dispatcher, "_cache", None) is None:
+            continue
+
+        def first_call(*args: Any, _name: str = name, _d: Any = dispatcher, **kwargs: Any) -> Any:
+            namespace[_name] = _d
+            if is_cold(_d):
+                print(notice(_name), file=sys.stderr, flush=True)
+            return _d(*args, **kwargs)
+
+        wrapper = functools.wraps(dispatcher, updated=())(first_call)
+        wrapper.py_func = dispatcher.py_func  # type: ignore[attr-defined]  # as on the dispatcher
+        namespace[name] = wrapper
