@@ -42,6 +42,15 @@ def codes_of(q) -> np.ndarray:
     return cupy.asnumpy(codes)
 
 
+def host_field(a) -> np.ndarray:
+    """A field of a QuantizedArray as a numpy array (device fields are copied back)."""
+    if isinstance(a, np.ndarray):
+        return a
+    import cupy
+
+    return cupy.asnumpy(a)
+
+
 def quantize(backend, x: np.ndarray, **kw):
     """lowbit.quantize of ``x`` moved onto ``backend``."""
     return lowbit.quantize(backend.asarray(x), **kw)
@@ -338,72 +347,73 @@ def test_absmax_scale_beyond_float32_raises():
 
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("mode", ELEMENTWISE)
-def test_fixed_point_matches_the_reference(signed, mode, rng):
+def test_fixed_point_matches_the_reference(backend, signed, mode, rng):
     fmt = F.FixedPoint(bits=6, frac_bits=3, signed=signed)
     x = np.concatenate([rng.uniform(-6, 9, 500), np.arange(-80, 81) / 16]).astype(np.float64)
     for overflow in ("saturate", "wrap"):
-        q = lowbit.quantize(x, scheme="fixed", bits=6, frac_bits=3, signed=signed, rounding=mode,
-                            seed=8, rbits=4, overflow=overflow)
+        q = quantize(backend, x, scheme="fixed", bits=6, frac_bits=3, signed=signed, rounding=mode,
+                     seed=8, rbits=4, overflow=overflow)
         want = [ref.encode_fixed(float(v), fmt, mode, overflow, 8, i, 4) for i, v in enumerate(x)]
         np.testing.assert_array_equal(codes_of(q), want)
-    y = lowbit.quantize(x, scheme="fixed", bits=6, frac_bits=3, signed=signed).dequantize()
+    y = dequantized(backend, x, scheme="fixed", bits=6, frac_bits=3, signed=signed)
     assert y.min() >= fmt.min and y.max() <= fmt.max
 
 
-def test_fixed_point_codes_decode_exactly():
+def test_fixed_point_codes_decode_exactly(backend):
     for signed in (True, False):
         fmt = F.FixedPoint(bits=8, frac_bits=4, signed=signed)
         vals = np.array([float(fmt.value_of(c)) for c in range(256)])
-        q = lowbit.quantize(vals, scheme="fixed", bits=8, frac_bits=4, signed=signed)
-        np.testing.assert_array_equal(q.dequantize(), vals)
+        q = quantize(backend, vals, scheme="fixed", bits=8, frac_bits=4, signed=signed)
+        np.testing.assert_array_equal(backend.to_numpy(q.dequantize()), vals)
         want = np.arange(256, dtype=np.uint8)
         np.testing.assert_array_equal(codes_of(q), want)
 
 
-def test_fixed_point_overflow_policies():
+def test_fixed_point_overflow_policies(backend):
     x = np.array([7.9, 8.0, -9.0, 100.0], np.float64)  # Q3.4: range -8 .. 7.9375
-    sat = lowbit.quantize(x, scheme="fixed", bits=8, frac_bits=4).dequantize()
+    sat = dequantized(backend, x, scheme="fixed", bits=8, frac_bits=4)
     np.testing.assert_array_equal(sat, [7.875, 7.9375, -8, 7.9375])
-    wrap = lowbit.quantize(x, scheme="fixed", bits=8, frac_bits=4, overflow="wrap").dequantize()
+    wrap = dequantized(backend, x, scheme="fixed", bits=8, frac_bits=4, overflow="wrap")
     np.testing.assert_array_equal(wrap, [7.875, -8.0, 7.0, 100 % 16])
     with pytest.raises(ValueError, match="3 value"):
-        lowbit.quantize(x, scheme="fixed", bits=8, frac_bits=4, overflow="error")
+        quantize(backend, x, scheme="fixed", bits=8, frac_bits=4, overflow="error")
     with pytest.raises(ValueError, match="NaN/Inf"):
-        lowbit.quantize(np.array([np.nan]), scheme="fixed", bits=8, frac_bits=4)
+        quantize(backend, np.array([np.nan]), scheme="fixed", bits=8, frac_bits=4)
 
 
-def test_fixed_point_diffuse_keeps_partial_sums(rng):
+def test_fixed_point_diffuse_keeps_partial_sums(backend, rng):
     x = rng.uniform(-3, 3, (5, 300))
-    q = lowbit.quantize(x, scheme="fixed", bits=8, frac_bits=2, rounding="diffuse", axis=-1)
-    err = np.cumsum(q.dequantize() - x, axis=-1)
+    y = dequantized(backend, x, scheme="fixed", bits=8, frac_bits=2, rounding="diffuse", axis=-1)
+    err = np.cumsum(y - x, axis=-1)
     assert np.abs(err).max() <= 0.5 * 0.25 + 1e-12
-    rne = lowbit.quantize(x, scheme="fixed", bits=8, frac_bits=2).dequantize()
+    rne = dequantized(backend, x, scheme="fixed", bits=8, frac_bits=2)
     assert np.abs(np.cumsum(rne - x, axis=-1)).max() > 0.25  # plain rounding drifts
 
 
 # -- block formats -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(F.BLOCK_FORMATS))
-def test_block_formats_follow_their_rule(name, rng):
+def test_block_formats_follow_their_rule(backend, name, rng):
     bf = F.BLOCK_FORMATS[name]
     x = (rng.standard_normal((3, 2 * bf.block_size + 5)) * np.logspace(-3, 3, 3)[:, None]).astype(np.float32)
     x[1, :bf.block_size] = 0.0  # an all-zero block
-    q = lowbit.quantize(x, scheme=name, axis=-1)
-    y = q.dequantize().astype(np.float64)
-    assert y.shape == x.shape and q.fields["scale"].dtype == np.uint8
+    q = quantize(backend, x, scheme=name, axis=-1)
+    y = backend.to_numpy(q.dequantize()).astype(np.float64)
+    fields = {k: host_field(v) for k, v in q.fields.items()}
+    assert y.shape == x.shape and fields["scale"].dtype == np.uint8
     padded = np.zeros((3, 3 * bf.block_size), np.float64)
     padded[:, : x.shape[1]] = x
     blocks = padded.reshape(-1, bf.block_size)
     amax = np.abs(blocks).max(1)
     if bf.scale == "e8m0":
         s = np.array([ref.mx_shared_exponent(float(a), bf.element.emax) for a in amax])
-        np.testing.assert_array_equal(q.fields["scale"], s + F.E8M0_BIAS)
+        np.testing.assert_array_equal(fields["scale"], s + F.E8M0_BIAS)
         scale = np.ldexp(1.0, s)
     else:
         t = np.float32(np.abs(x).max() / (6 * 448))
-        np.testing.assert_array_equal(q.fields["tensor_scale"], [t])
+        np.testing.assert_array_equal(fields["tensor_scale"], [t])
         want = [ref.encode_minifloat(float(a) / 6 / float(t), F.FP8_E4M3) for a in amax]
-        np.testing.assert_array_equal(q.fields["scale"], want)
+        np.testing.assert_array_equal(fields["scale"], want)
         scale = np.array([ref.decode_minifloat(c, F.FP8_E4M3) for c in want]) * float(t)
     elem = bf.element
     vals = blocks / np.where(scale > 0, scale, 1.0)[:, None]
@@ -415,20 +425,20 @@ def test_block_formats_follow_their_rule(name, rng):
     np.testing.assert_array_equal(y, want.astype(np.float32))
 
 
-def test_mx_nan_block_and_other_axis(rng):
+def test_mx_nan_block_and_other_axis(backend, rng):
     x = rng.standard_normal((64, 4)).astype(np.float32)
     x[3, 1] = np.nan
-    q = lowbit.quantize(x, scheme="mxfp4", axis=0)
-    y = q.dequantize()
+    q = quantize(backend, x, scheme="mxfp4", axis=0)
+    y = backend.to_numpy(q.dequantize())
     assert q.fields["scale"].shape == (8,)
     assert np.isnan(y[:32, 1]).all() and np.isfinite(np.delete(y, 1, axis=1)).all()
     assert np.isfinite(y[32:, 1]).all()
 
 
-def test_block_stochastic_is_unbiased():
+def test_block_stochastic_is_unbiased(backend):
     x = np.full((4000, 32), 0.3, np.float32)
     x[:, 0] = 4.0  # amax sets the scale: 2**(2 - 2) = 1, so 0.3 sits between 0 and 0.5
-    y = lowbit.quantize(x, scheme="mxfp4", rounding="stochastic", seed=1).dequantize()
+    y = dequantized(backend, x, scheme="mxfp4", rounding="stochastic", seed=1)
     p = 0.6  # 0.3 = 0.6 * 0.5; P(0.5) = 0.6 to within the 16-bit threshold
     assert abs(y[:, 1:].mean() - 0.3) <= 5 * 0.5 * math.sqrt(p * (1 - p) / y[:, 1:].size)
 
@@ -466,9 +476,9 @@ def test_save_load_roundtrip(tmp_path, rng):
         ("fp16", {}, ValueError, "scheme must be"),
     ],
 )
-def test_bad_arguments(scheme, kwargs, err, match):
+def test_bad_arguments(backend, scheme, kwargs, err, match):
     with pytest.raises(err, match=match):
-        lowbit.quantize(np.ones((4, 32), np.float32), scheme=scheme, **kwargs)
+        quantize(backend, np.ones((4, 32), np.float32), scheme=scheme, **kwargs)
 
 
 def test_format_parameters_out_of_range():
