@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from lowbit.kv import QuantizedKVCache  # noqa: E402
 from lowbit.kv.hf import (  # noqa: E402
+    FakeQuantKVLayer,
     FP8Cache,
     KiviCache,
     KVarNCache,
@@ -18,6 +19,7 @@ from lowbit.kv.hf import (  # noqa: E402
     QuaRotCache,
     RTNCache,
     cache_argument,
+    use_lowbit_attention,
 )
 
 
@@ -37,8 +39,9 @@ def tiny_model() -> object:
 
 
 def test_layer_matches_the_numpy_cache(rng: np.random.Generator) -> None:
-    """update() returns the keys/values QuantizedKVCache reproduces; tiles dequantized once."""
-    layer = QuantizedKVLayer("kvarn-k2v2-g64", sink=32)
+    """Fake-quant path: update() returns the keys/values QuantizedKVCache reproduces; tiles
+    dequantized once."""
+    layer = FakeQuantKVLayer("kvarn-k2v2-g64", sink=32)
     ref = QuantizedKVCache("kvarn-k2v2-g64", 64, sink=32)
     k = rng.standard_normal((1, 2, 300, 64)).astype(np.float32)
     v = rng.standard_normal((1, 2, 300, 64)).astype(np.float32)
@@ -57,7 +60,7 @@ def test_layer_matches_the_numpy_cache(rng: np.random.Generator) -> None:
 def test_tokens_of_one_call_see_each_other_exactly(rng: np.random.Generator,
                                                    exact_within_call: bool) -> None:
     """A prefill that completes tiles: exact within the call (default), quantized afterwards."""
-    layer = QuantizedKVLayer("kvarn-k2v2-g64", sink=0, exact_within_call=exact_within_call)
+    layer = FakeQuantKVLayer("kvarn-k2v2-g64", sink=0, exact_within_call=exact_within_call)
     k = rng.standard_normal((1, 2, 150, 64)).astype(np.float32)
     keys, values = layer.update(torch.from_numpy(k[:, :, :140]), torch.from_numpy(k[:, :, :140]))
     ref = QuantizedKVCache("kvarn-k2v2-g64", 64, sink=0)
@@ -71,7 +74,7 @@ def test_tokens_of_one_call_see_each_other_exactly(rng: np.random.Generator,
 
 
 def test_layer_bfloat16_and_crop(rng: np.random.Generator) -> None:
-    layer = QuantizedKVLayer("kvarn-k4v4-g64", sink=0)
+    layer = FakeQuantKVLayer("kvarn-k4v4-g64", sink=0)
     k = torch.tensor(rng.standard_normal((2, 1, 100, 64)), dtype=torch.bfloat16)
     keys, _ = layer.update(k, k)
     assert keys.dtype == torch.bfloat16 and keys.shape == k.shape
@@ -84,19 +87,91 @@ def test_layer_bfloat16_and_crop(rng: np.random.Generator) -> None:
     assert layer.keys.shape[0] == 1 and torch.equal(layer.keys[0, :, 64:], k[1, :, 64:90])
 
 
-def test_generate_with_every_cache(tiny_model: object) -> None:
-    cfg = tiny_model.config
-    ids = torch.randint(0, 128, (2, 150), generator=torch.Generator().manual_seed(1))
-    for cache in (KVarNCache(cfg, sink=0, preset="kvarn-k4v2-g64"), KiviCache(cfg, group_size=64, sink=0),
-                  QuaRotCache(cfg, sink=0, group_size=64), RTNCache(cfg, bits=4, sink=0, group_size=64),
-                  FP8Cache(cfg, sink=0, group_size=64),
-                  KVarNCache(cfg, preset="kvarn-k2v2-g64", sink=0, scale_dtype="float8_e4m3")):
-        out = tiny_model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0,
-                                  **{cache_argument(): cache})
-        assert out.shape == (2, 155)
-        assert cache.get_seq_length() == 154
-        mem = cache.memory_bytes()
-        assert mem["codes"] > 0 and mem["total"] == mem["sink"] + mem["recent"] + mem["codes"] + mem["scales"]
+CACHES = [
+    ("kvarn-k4v2-g64", lambda cfg, **kw: KVarNCache(cfg, preset="kvarn-k4v2-g64", **kw)),
+    ("kvarn-k2v2-g64-fp8", lambda cfg, **kw: KVarNCache(cfg, preset="kvarn-k2v2-g64",
+                                                        scale_dtype="float8_e4m3", **kw)),
+    ("kivi", lambda cfg, **kw: KiviCache(cfg, group_size=64, **kw)),
+    ("quarot", lambda cfg, **kw: QuaRotCache(cfg, group_size=64, **kw)),
+    ("rtn", lambda cfg, **kw: RTNCache(cfg, bits=4, group_size=64, **kw)),
+    ("fp8", lambda cfg, **kw: FP8Cache(cfg, group_size=64, **kw)),
+]
+
+
+def _generate(model: object, ids: object, mask: object, cache: object, n: int) -> object:
+    return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False,
+                          pad_token_id=0, output_logits=True, return_dict_in_generate=True,
+                          **{cache_argument(): cache})
+
+
+def _same_logits(a: object, b: object, tol: float = 1e-5) -> None:
+    """float32 tolerance: the two paths run the same prompt attention (SDPA), so they quantize
+    bit-identical tiles; decode attention then differs only by float32 summation order
+    (measured <= 1e-6 of max|logit| on the tiny model).  Generation must stop before a decode
+    step completes a tile: rounding-level differences in that tile's keys could flip codes."""
+    assert torch.equal(a.sequences, b.sequences)
+    errs = [float((la - lb).abs().max() / lb.abs().max()) for la, lb in zip(a.logits, b.logits, strict=True)]
+    assert max(errs) <= tol, errs
+
+
+@pytest.mark.parametrize(("name", "make"), CACHES, ids=[n for n, _ in CACHES])
+def test_memory_saving_path_equals_fake_quant(name: str, make: object) -> None:
+    """Greedy generation through the memory-saving path (lowbit attention on the codes) gives
+    the fake-quant path's logits at every step: a batch of 2 with left padding, a prompt that
+    completes two tiles (sink 16, G 64), 24 decode steps over them."""
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(tiny_config())
+    model.eval()
+    cfg = model.config
+    ids = torch.randint(1, 128, (2, 150), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0
+    ids[1, :7] = 0
+    model.set_attn_implementation("sdpa")
+    want = _generate(model, ids, mask, make(cfg, sink=16, fake_quant=True), 24)
+    use_lowbit_attention(model)
+    cache = make(cfg, sink=16)
+    got = _generate(model, ids, mask, cache, 24)
+    _same_logits(got, want)
+    assert cache.get_seq_length() == 150 + 23
+    mem = cache.memory_bytes()
+    assert mem["codes"] > 0 and mem["total"] == mem["sink"] + mem["recent"] + mem["codes"] + mem["scales"]
+    for layer in cache.layers:
+        assert isinstance(layer, QuantizedKVLayer) and layer.keys.shape[-2] == 0  # nothing dequantized
+
+
+@pytest.mark.parametrize("exact_within_call", [True, False])
+def test_memory_saving_layer_chunks(rng: np.random.Generator, exact_within_call: bool) -> None:
+    """Chunked prefill and decode through QuantizedKVLayer.attend (L > 1 against quantized tiles
+    plus the chunk, causal) equal float64 attention over what FakeQuantKVLayer.update returns."""
+    from lowbit.kv.attend import reference_attend
+
+    fused = QuantizedKVLayer("kvarn-k2v2-g64", sink=8, exact_within_call=exact_within_call)
+    fake = FakeQuantKVLayer("kvarn-k2v2-g64", sink=8, exact_within_call=exact_within_call)
+    k, v = kv_pair = (rng.standard_normal((1, 2, 260, 64)).astype(np.float32) for _ in range(2))
+    del kv_pair
+    for lo, hi in ((0, 50), (50, 120), (120, 201), (201, 202), (202, 260)):
+        kt, vt = torch.from_numpy(k[:, :, lo:hi]), torch.from_numpy(v[:, :, lo:hi])
+        q = torch.from_numpy(rng.standard_normal((1, 4, hi - lo, 64)).astype(np.float32))
+        fused.update(kt, vt)
+        got = fused.attend(q, 0.125).numpy()
+        keys, values = fake.update(kt, vt)
+        want = reference_attend(q.numpy(), keys.numpy(), values.numpy(), 0.125)
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), (lo, hi)
+    assert fused.get_seq_length() == 260 and fused.cache is not None and fused.cache.n_tiles == 3
+
+
+def test_memory_saving_cache_needs_lowbit_attention(tiny_model: object) -> None:
+    tiny_model.set_attn_implementation("sdpa")
+    ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError, match="lowbit"):
+        tiny_model.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0,
+                            **{cache_argument(): KVarNCache(tiny_model.config)})
+    layer = QuantizedKVLayer("kvarn-k4v2-g64")
+    k = torch.zeros(1, 2, 3, 64)
+    layer.update(k, k)
+    with pytest.raises(RuntimeError, match="lowbit"):
+        layer.update(k, k)
 
 
 def test_bad_cache_config() -> None:
@@ -128,6 +203,7 @@ def smollm() -> object:
         loaded = load_model()
     except ModelNotAvailableError as exc:
         pytest.skip(str(exc))
+    use_lowbit_attention(loaded.model)  # unquantized layers / caches fall back to SDPA
     return loaded
 
 
@@ -176,3 +252,31 @@ def test_smollm2_every_scheme_generates(smollm: object, name: str) -> None:
     tokens = _greedy(model, inputs, cache, 16)
     assert len(tokens) >= 1
     assert cache.memory_bytes()["codes"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kvarn-k2v2-g128", "kivi"])
+def test_smollm2_memory_saving_path_equals_fake_quant(smollm: object, name: str) -> None:
+    """SmolLM2-135M, a ~230-token prompt with sink=0 (its first tile quantized), greedy tokens
+    up to the next tile boundary: the memory-saving path's logits equal the fake-quant path's
+    within float32 tolerance at every step (30 layers: 1e-4 of max|logit|)."""
+    model, tok = smollm.model, smollm.tokenizer
+    inputs = _chat(tok, PASSAGE + " Question: which river runs through Paris?")
+    prompt = inputs["input_ids"].shape[1]
+    n_new = min(40, 256 - prompt)
+    assert 128 < prompt and n_new >= 8
+
+    def make(**kw: object) -> LowbitKVCache:
+        if name == "kivi":
+            return KiviCache(model.config, sink=0, **kw)
+        return KVarNCache(model.config, preset=name, sink=0, **kw)
+
+    def run(cache: LowbitKVCache) -> object:
+        return model.generate(**inputs, max_new_tokens=n_new, do_sample=False, output_logits=True,
+                              return_dict_in_generate=True, **{cache_argument(): cache})
+
+    want = run(make(fake_quant=True))
+    cache = make()
+    got = run(cache)
+    assert cache.memory_bytes()["codes"] > 0
+    _same_logits(got, want, 1e-4)

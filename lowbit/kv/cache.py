@@ -268,12 +268,14 @@ class QuantizedKVCache:
             kv_heads differ from earlier appends, NaN or Inf.  The cache is then unchanged.
         """
         k, v = self._check_kv(k, v)
-        if k.shape[2] == 0:
-            return
-        if self.batch is None:
+        if self.batch is None:  # the first append (even of 0 tokens) fixes batch, heads, dtype
             b, h = k.shape[:2]
             empty = np.empty((b, h, 0, self.head_dim), k.dtype)
             self._sink_k = self._sink_v = self._recent_k = self._recent_v = empty
+        if k.shape[2] == 0:
+            if self.batch is None:
+                self.batch, self.kv_heads, self.dtype = k.shape[0], k.shape[1], k.dtype
+            return
         s_have = self._sink_k.shape[2]
         take = min(self.sink - s_have, k.shape[2])
         sink_k = np.concatenate([self._sink_k, k[:, :, :take]], axis=2)
@@ -394,7 +396,8 @@ class QuantizedKVCache:
         return q
 
     def attend(self, q: np.ndarray, scale: float | None = None, *, new_k: np.ndarray | None = None,
-               new_v: np.ndarray | None = None, fused: bool = True) -> np.ndarray:
+               new_v: np.ndarray | None = None, start: np.ndarray | None = None,
+               fused: bool = True) -> np.ndarray:
         """Attention ``softmax(q . K^T * scale) V`` over the cached tokens (and a new chunk).
 
         Parameters
@@ -407,6 +410,8 @@ class QuantizedKVCache:
         new_k, new_v : numpy.ndarray, shape (batch, kv_heads, N, head_dim), optional
             Exact keys/values of the current chunk, not appended yet: they follow the cached
             tokens and the L queries are its last L tokens (N >= L).
+        start : numpy.ndarray, shape (batch,), optional
+            First attended position per sequence (masks left padding); default 0.
         fused : bool
             True (default): the fused kernel on the packed codes (:func:`lowbit.kv.attend.attend`);
             False: dequantize the cache, then float64 attention (the reference).
@@ -426,14 +431,19 @@ class QuantizedKVCache:
                 raise ValueError(f"new_k has {new_k.shape[2]} tokens, fewer than the {q4.shape[2]} queries")
         if scale is None:
             scale = 1.0 / math.sqrt(self.head_dim)
+        first = np.zeros(self.batch, np.int32) if start is None else np.asarray(start, np.int32)
+        if first.shape != (self.batch,):
+            raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
         if fused:
-            out = attend_store(self.tile_store(), q4, new_k, new_v, scale)
+            store = self.tile_store()
+            store.lengths[:, 0] = first
+            out = attend_store(store, q4, new_k, new_v, scale)
         else:
             keys, values = self.dequantized_keys(), self.dequantized_values()
             if new_k is not None:
                 keys = np.concatenate([keys, new_k.astype(np.float32)], axis=2)
                 values = np.concatenate([values, new_v.astype(np.float32)], axis=2)  # type: ignore[union-attr]
-            out = reference_attend(q4, keys, values, scale).astype(np.float32)
+            out = reference_attend(q4, keys, values, scale, first).astype(np.float32)
         return out.reshape(q.shape)
 
     def __repr__(self) -> str:

@@ -1,26 +1,36 @@
 """transformers integration: quantized KV caches for ``model.generate`` (transformers >= 5.17).
 
-    from lowbit.kv.hf import KVarNCache, cache_argument
-    cache = KVarNCache(model.config, preset="kvarn-k4v2-g128")
-    out = model.generate(**inputs, past_key_values=cache)   # transformers < 5.24
-    out = model.generate(**inputs, cache=cache)             # transformers >= 5.24 (renamed)
-    out = model.generate(**inputs, **{cache_argument(): cache})  # either
+    import lowbit.kv.hf as lkv
+    lkv.use_lowbit_attention(model)          # registers and selects attn_implementation "lowbit"
+    cache = lkv.KVarNCache(model.config, preset="kvarn-k4v2-g128")
+    out = model.generate(**inputs, **{lkv.cache_argument(): cache})
 
-Every full-attention layer gets a :class:`QuantizedKVLayer`: an append-only layer backed by
-one :class:`lowbit.kv.QuantizedKVCache`.  Each completed tile is quantized once, when it
-completes (unlike transformers' ``QuantizedLayer``, which re-quantizes the whole history at
-every flush); the sink and recent regions stay exact.  ``update`` returns the keys and values
-as the cache reproduces them (sink exact, tiles dequantized and un-rotated, recent exact) in
-the model's dtype; tiles are dequantized once, when they complete, and kept.  With
-``exact_within_call=True`` (default) the tokens passed to one ``update`` see each other exactly
-in that call (as the official release's first prefill chunk and the paper's block-wise
-pseudo-decode do) and only later calls see them quantized; ``False`` returns the cache's
-reproduction of them at once.  Other layer
-types (sliding window, chunked, ...) keep transformers' own unquantized layers.
+Two paths, one codec (the same tiles, the same numbers up to float32 rounding):
 
-CPU tensors only for now (the CUDA kernels are a known gap); bfloat16 models keep their exact
-regions in float32 (exact for bfloat16 values).  Importing this module imports torch and
-transformers.
+* **memory-saving** (default): every full-attention layer is a :class:`QuantizedKVLayer`
+  backed by one :class:`lowbit.kv.QuantizedKVCache`, which holds only packed codes, per-tile
+  scales and the exact sink / recent tokens.  ``update`` hands the new tokens to the
+  registered attention implementation ``"lowbit"`` (:func:`lowbit_attention`), which runs the
+  fused kernel ``kv_attend`` on the cache itself (:mod:`lowbit.kv.attend`: the chunk's tokens
+  exact and causal, the history from the codes) and then appends the chunk, quantizing the
+  tiles it completes, once.  Nothing is dequantized and the history is not copied per step.
+  The model must use ``attn_implementation="lowbit"`` (:func:`use_lowbit_attention`; layers
+  that are not quantized fall back to SDPA); a cache used with another attention raises.
+* **fake-quant** (``fake_quant=True``, for the research harness): :class:`FakeQuantKVLayer`
+  keeps every completed tile dequantized in the model's dtype and returns the whole history
+  (sink exact, tiles dequantized and un-rotated, recent exact) from ``update`` to the model's
+  own attention.  It holds *more* memory than ``DynamicCache`` and copies the history per step;
+  it exists so that research code can inspect or alter the reproduced keys/values.
+
+``exact_within_call=True`` (default, both paths): the tokens of one ``update`` (e.g. the
+prompt) see each other exactly in that call, as the official release's first prefill chunk and
+the paper's block-wise pseudo-decode do, and only later calls see them quantized; ``False``
+makes the call itself see the cache's reproduction.  Other layer types (sliding window,
+chunked, ...) keep transformers' own unquantized layers.
+
+CPU tensors only for now (CUDA storage and kernels: in progress); bfloat16 models keep their
+exact regions in float32 (exact for bfloat16 values).  Importing this module imports torch and
+transformers and registers the ``"lowbit"`` attention implementation.
 """
 
 from __future__ import annotations
@@ -49,8 +59,12 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-class QuantizedKVLayer(DynamicLayer):
-    """One attention layer's cache, quantized tile by tile (arguments: :class:`QuantizedKVCache`)."""
+class FakeQuantKVLayer(DynamicLayer):
+    """Research harness: one layer's cache whose ``update`` returns the reproduced history.
+
+    Quantized tile by tile (arguments: :class:`QuantizedKVCache`); completed tiles are kept
+    dequantized in the model's dtype (see the module docstring: this path saves no memory).
+    """
 
     is_croppable = True
 
@@ -159,8 +173,199 @@ class QuantizedKVLayer(DynamicLayer):
     def memory_bytes(self) -> dict[str, int]:
         """The layer's :meth:`QuantizedKVCache.memory_bytes` (zeros before the first update)."""
         if self.cache is None:
-            return {"sink": 0, "recent": 0, "codes": 0, "scales": 0, "total": 0}
+            return dict(_EMPTY_MEMORY)
         return self.cache.memory_bytes()
+
+
+_EMPTY_MEMORY = {"sink": 0, "recent": 0, "codes": 0, "scales": 0, "total": 0}
+
+
+class QuantizedKVLayer(DynamicLayer):
+    """One attention layer's memory-saving cache (arguments: :class:`QuantizedKVCache`).
+
+    Holds only the :class:`QuantizedKVCache` (codes, scales, exact sink / recent tokens);
+    ``keys`` / ``values`` stay empty ``[B, Hk, 0, D]`` placeholders.  ``update`` keeps the new
+    tokens pending and returns them tagged for :func:`lowbit_attention`, which attends and then
+    appends them (:meth:`attend`).
+    """
+
+    is_croppable = True
+
+    def __init__(self, scheme: str = "kvarn-k4v2-g128", *, sink: int = 128, recent: int = 0,
+                 exact_within_call: bool = True, **cache_options: Any) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.exact_within_call = bool(exact_within_call)
+        self.cache_options = dict(cache_options, sink=sink, recent=recent)
+        self.cache: QuantizedKVCache | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        if key_states.device.type != "cpu":
+            raise NotImplementedError(
+                f"lowbit KV caches take CPU tensors for now (got {key_states.device}); "
+                "the CUDA storage is in progress")
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.cache = QuantizedKVCache(self.scheme, int(key_states.shape[-1]), **self.cache_options)
+        b, h, _, d = key_states.shape
+        self.keys = key_states.new_empty((b, h, 0, d))
+        self.values = value_states.new_empty((b, h, 0, d))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep ``[batch, kv_heads, tokens, head_dim]`` states pending for :func:`lowbit_attention`.
+
+        Returns the same tensors, tagged with this layer (``key._lowbit_layer``).
+
+        Raises
+        ------
+        RuntimeError
+            The previous update was never attended: the model's attention is not ``"lowbit"``.
+        """
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self._pending is not None:
+            raise RuntimeError(_NOT_LOWBIT)
+        self._pending = (key_states, value_states)
+        key_states._lowbit_layer = self  # type: ignore[attr-defined]
+        return key_states, value_states
+
+    def attend(self, query: torch.Tensor, scale: float | None = None,
+               start: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of ``query [B, Hq, L, D]`` over the cache and the pending chunk, then append.
+
+        ``start [B]``: first attended position per sequence (left padding).  Returns
+        ``[B, Hq, L, D]`` in the query's dtype.
+        """
+        if self._pending is None or self.cache is None:
+            raise RuntimeError("QuantizedKVLayer.attend needs a pending update (call update first)")
+        k_new, v_new = (_to_numpy(t) for t in self._pending)
+        self._pending = None
+        q = _to_numpy(query).astype(np.float32, copy=False)
+        first = None if start is None else np.asarray(start.cpu(), np.int32)
+        cache = self.cache
+        if self.exact_within_call or cache.batch is None:
+            if cache.batch is None:  # nothing cached yet: the chunk alone, exact and causal
+                cache.append(k_new[:, :, :0], v_new[:, :, :0])
+            out = cache.attend(q, scale, new_k=k_new, new_v=v_new, start=first)
+            cache.append(k_new, v_new)
+        else:
+            cache.append(k_new, v_new)
+            out = cache.attend(q, scale, start=first)
+        return torch.from_numpy(out).to(query.dtype)
+
+    def append_pending(self) -> None:
+        """Append the pending chunk without attending (its attention was computed elsewhere)."""
+        if self._pending is None or self.cache is None:
+            raise RuntimeError("QuantizedKVLayer.append_pending needs a pending update")
+        k_new, v_new = (_to_numpy(t) for t in self._pending)
+        self._pending = None
+        self.cache.append(k_new, v_new)
+
+    def get_seq_length(self) -> int:
+        pending = 0 if self._pending is None else int(self._pending[0].shape[-2])
+        return (0 if self.cache is None else len(self.cache)) + pending
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Remove ``-tokens_to_remove`` newest tokens (they must still be exact, see ``drop_recent``)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
+        if tokens_to_remove and self.cache is not None:
+            self.cache.drop_recent(-tokens_to_remove)
+
+    def _select(self, index: torch.Tensor | np.ndarray) -> None:
+        if self.cache is None or self.keys is None or self.values is None:
+            return
+        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        self.cache.select_batch(idx)
+        t = torch.from_numpy(idx)
+        self.keys = self.keys.index_select(0, t)
+        self.values = self.values.index_select(0, t)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._select(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._select(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.cache is not None and self.cache.batch is not None:
+            self._select(np.repeat(np.arange(self.cache.batch), repeats))
+
+    def reset(self) -> None:
+        super().reset()
+        self.cache = None
+        self._pending = None
+
+    def memory_bytes(self) -> dict[str, int]:
+        """The layer's :meth:`QuantizedKVCache.memory_bytes` (zeros before the first update)."""
+        return dict(_EMPTY_MEMORY) if self.cache is None else self.cache.memory_bytes()
+
+
+_NOT_LOWBIT = ("a memory-saving lowbit KV cache needs the model's attention implementation 'lowbit': "
+               "call lowbit.kv.hf.use_lowbit_attention(model) (or build the cache with "
+               "fake_quant=True for the research harness's fake-quant path)")
+
+
+def _start_of(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """First attended position per sequence from a 4-D mask's last query row (left padding)."""
+    if mask is None:
+        return None
+    row = mask[:, 0, -1, :]
+    allowed = row if row.dtype == torch.bool else row == 0
+    return allowed.to(torch.int32).argmax(dim=-1).to(torch.int32)
+
+
+def lowbit_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                     value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                     scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """The ``"lowbit"`` attention implementation (transformers' ``AttentionInterface``).
+
+    For keys coming from a :class:`QuantizedKVLayer`, runs the fused kernel on the layer's cache
+    (causal; left padding from ``attention_mask``); for any other layer, transformers' SDPA.
+    Returns ``([B, L, Hq, D], None)``.
+    """
+    layer = getattr(key, "_lowbit_layer", None)
+    if layer is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,  # type: ignore[no-any-return]
+                                      scaling=scaling, **kwargs)
+    if dropout:
+        raise ValueError(f"lowbit attention is for inference: dropout must be 0, got {dropout!r}")
+    if kwargs.get("softcap") is not None:
+        raise ValueError("lowbit attention does not support softcap")
+    if layer.get_seq_length() == key.shape[-2]:
+        # nothing cached before this chunk (the prompt): plain causal attention over its exact
+        # tokens is SDPA's job; the chunk is then appended (tiles quantized once)
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                        scaling=scaling, **kwargs)
+        layer.append_pending()
+        return out, None
+    out = layer.attend(query, scaling, _start_of(attention_mask))
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> str:
+    """Register ``"lowbit"`` in transformers' attention and mask interfaces (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("lowbit", lowbit_attention)
+    AttentionMaskInterface.register("lowbit", sdpa_mask)
+    return "lowbit"
+
+
+def use_lowbit_attention(model: Any) -> Any:
+    """Select the ``"lowbit"`` attention implementation for ``model`` (returns the model)."""
+    model.set_attn_implementation(register_attention())
+    return model
+
+
+register_attention()
 
 
 def _layer_types(config: Any) -> tuple[list[str], list[dict[str, Any]]]:
@@ -191,10 +396,15 @@ class LowbitKVCache(Cache):
     exact_within_call : bool
         Tokens of one ``update`` see each other exactly in that call (default; see the
         module docstring).
+    fake_quant : bool
+        False (default): the memory-saving path (:class:`QuantizedKVLayer`, needs
+        ``attn_implementation="lowbit"``); True: the research harness's fake-quant path
+        (:class:`FakeQuantKVLayer`, the model's own attention over the reproduced history).
     """
 
     def __init__(self, config: Any, scheme: str = "kvarn-k4v2-g128", *, sink: int = 128,
-                 recent: int = 0, exact_within_call: bool = True, **cache_options: Any) -> None:
+                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False,
+                 **cache_options: Any) -> None:
         layer_types, layer_kwargs = _layer_types(config)
         cfg = config.get_text_config(decoder=True)
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -202,18 +412,28 @@ class LowbitKVCache(Cache):
         layers: list[Any] = []
         for kind, kwargs in zip(layer_types, layer_kwargs, strict=True):
             if kind == "full_attention":
-                layers.append(QuantizedKVLayer(scheme, sink=sink, recent=recent,
-                                               exact_within_call=exact_within_call, **cache_options))
+                layer_type = FakeQuantKVLayer if fake_quant else QuantizedKVLayer
+                layers.append(layer_type(scheme, sink=sink, recent=recent,
+                                         exact_within_call=exact_within_call, **cache_options))
             else:
                 layers.append(DYNAMIC_LAYER_TYPE_MAPPING[kind](**kwargs))
         super().__init__(layers=layers)
         self.scheme = scheme
+        self.fake_quant = bool(fake_quant)
+        self._text_config = cfg
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.layers[layer_idx], QuantizedKVLayer) \
+                and getattr(self._text_config, "_attn_implementation", None) != "lowbit":
+            raise RuntimeError(_NOT_LOWBIT)
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)  # type: ignore[no-any-return]
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held by the quantized layers, summed (see :meth:`QuantizedKVCache.memory_bytes`)."""
         total: dict[str, int] = {"sink": 0, "recent": 0, "codes": 0, "scales": 0, "total": 0}
         for layer in self.layers:
-            if isinstance(layer, QuantizedKVLayer):
+            if isinstance(layer, (QuantizedKVLayer, FakeQuantKVLayer)):
                 for k, v in layer.memory_bytes().items():
                     total[k] += v
         return total
@@ -228,9 +448,10 @@ class KVarNCache(LowbitKVCache):
 
     def __init__(self, config: Any, preset: str = "kvarn-k4v2-g128", *, sink: int = 128,
                  recent: int = 0, iterations: int = 8, scale_dtype: str = "float16",
-                 exact_within_call: bool = True) -> None:
+                 exact_within_call: bool = True, fake_quant: bool = False) -> None:
         super().__init__(config, preset, sink=sink, recent=recent, iterations=iterations,
-                         scale_dtype=scale_dtype, exact_within_call=exact_within_call)
+                         scale_dtype=scale_dtype, exact_within_call=exact_within_call,
+                         fake_quant=fake_quant)
 
 
 class KiviCache(LowbitKVCache):
@@ -238,8 +459,10 @@ class KiviCache(LowbitKVCache):
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
                  value_bits: int | None = None, group_size: int = 128, value_group_size: int = 32,
-                 sink: int = 128, recent: int = 0) -> None:
+                 sink: int = 128, recent: int = 0, exact_within_call: bool = True,
+                 fake_quant: bool = False) -> None:
         super().__init__(config, "kivi", sink=sink, recent=recent, group_size=group_size,
+                         exact_within_call=exact_within_call, fake_quant=fake_quant,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits,
                          value_group_size=value_group_size)
@@ -250,8 +473,9 @@ class QuaRotCache(LowbitKVCache):
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
                  value_bits: int | None = None, group_size: int = 128, sink: int = 128,
-                 recent: int = 0) -> None:
+                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False) -> None:
         super().__init__(config, "quarot", sink=sink, recent=recent, group_size=group_size,
+                         exact_within_call=exact_within_call, fake_quant=fake_quant,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits)
 
@@ -261,8 +485,9 @@ class RTNCache(LowbitKVCache):
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
                  value_bits: int | None = None, group_size: int = 128, sink: int = 128,
-                 recent: int = 0) -> None:
+                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False) -> None:
         super().__init__(config, "rtn", sink=sink, recent=recent, group_size=group_size,
+                         exact_within_call=exact_within_call, fake_quant=fake_quant,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits)
 
@@ -270,5 +495,7 @@ class RTNCache(LowbitKVCache):
 class FP8Cache(LowbitKVCache):
     """float8 e4m3 baseline with one absmax scale per head and tile."""
 
-    def __init__(self, config: Any, *, group_size: int = 128, sink: int = 128, recent: int = 0) -> None:
-        super().__init__(config, "fp8", sink=sink, recent=recent, group_size=group_size)
+    def __init__(self, config: Any, *, group_size: int = 128, sink: int = 128, recent: int = 0,
+                 exact_within_call: bool = True, fake_quant: bool = False) -> None:
+        super().__init__(config, "fp8", sink=sink, recent=recent, group_size=group_size,
+                         exact_within_call=exact_within_call, fake_quant=fake_quant)
