@@ -431,6 +431,7 @@ class QuantizedKVCache:
                 raise ValueError(f"new_k has {new_k.shape[2]} tokens, fewer than the {q4.shape[2]} queries")
         if scale is None:
             scale = 1.0 / math.sqrt(self.head_dim)
+        assert self.batch is not None
         first = np.zeros(self.batch, np.int32) if start is None else np.asarray(start, np.int32)
         if first.shape != (self.batch,):
             raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
