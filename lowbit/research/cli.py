@@ -80,6 +80,10 @@ def add_eval_parser(subparsers: Any) -> None:
                    "CPython's pydoc_data.topics, held-out slice)")
     s.add_argument("--tokens", type=int, default=None, help="with --model: tokens of text "
                    "(default 1024, quick 256)")
+    s.add_argument("--reduced", action="store_true", help="with --model: a subset of the full "
+                   "configurations (about 40 minutes on a busy 2-core machine)")
+    s.add_argument("--budget-minutes", type=float, default=None, help="with --model: start no "
+                   "configuration after this many minutes (those left are listed as not run)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_eval_weights_command)
 
@@ -170,7 +174,9 @@ def _eval_weights_command(args: argparse.Namespace) -> int:
         try:
             report = eval_weights_llm(quick=args.quick, out=args.out or "lowbit-eval-weights-llm",
                                       model=args.model, text=args.text, tokens=args.tokens,
-                                      seeds=args.seeds, progress=_progress(args))
+                                      seeds=args.seeds, reduced=args.reduced,
+                                      budget_minutes=args.budget_minutes,
+                                      progress=_progress(args))
         except ModelNotAvailableError as exc:
             raise UsageError(str(exc)) from exc
         print(f"report: {report}")

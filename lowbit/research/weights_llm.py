@@ -138,31 +138,53 @@ def _with_modes(base: RoundingConfig, modes: Sequence[str], seeds: int) -> list[
     return out
 
 
-def default_configs(*, quick: bool = False, seeds: int = 3) -> list[RoundingConfig]:
-    """The study's configurations (``quick``: a few at 2 and 3 bits, stochastic at 3 bits).
+#: rtn group sizes: 128 does not divide SmolLM2's hidden size 576 (= 4.5 * 128); 192 is the
+#: largest group dividing both 576 and the MLP width 1536.
+GROUPS = (32, 64, 192)
 
-    Full run: rtn asymmetric, groups 32/64/128, 2/3/4 bits, with nearest_even and first- and
-    second-order diffusion; rtn symmetric at the same points with nearest_even; stochastic
+
+def default_configs(*, quick: bool = False, seeds: int = 3, reduced: bool = False) -> list[RoundingConfig]:
+    """The study's configurations.
+
+    Full run: rtn asymmetric, groups :data:`GROUPS`, 2/3/4 bits, with nearest_even and first-
+    and second-order diffusion; rtn symmetric at the same points with nearest_even; stochastic
     rounding over ``seeds`` seeds for rtn asymmetric g64 at 2/3/4 bits, mxfp4, nvfp4, mxfp6 and
-    NF4/NF3; rtn 8 bits; fp6_e2m3 with a per-32 scale; NF2.
+    NF4/NF3; rtn 8 bits; fp6_e2m3 with a per-32 scale; NF2. ``reduced``: the subset that fits
+    a busy 2-core machine in about 40 minutes, most informative first (all four modes for g64
+    at 2/3/4 bits; nearest and both diffusions for g32 at 2/3 bits; nearest and first-order
+    diffusion for g192 at 2/3 bits; rtn g32 4 bits and symmetric g64 3 bits; mxfp4, nvfp4,
+    NF4, NF3, mxfp6 with nearest_even). ``quick``: rtn g64 at 2 and 3 bits, stochastic at 3.
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
     rtn = RoundingConfig
+    all_modes = ["nearest_even", "diffuse1", "diffuse2", "stochastic"]
     if quick:
         configs: list[RoundingConfig] = []
         for b in (2, 3):
-            modes = ["nearest_even", "diffuse1", "diffuse2"] + (["stochastic"] if b == 3 else [])
-            configs += _with_modes(rtn("rtn", bits=b, group_size=128), modes, seeds)
+            configs += _with_modes(rtn("rtn", bits=b, group_size=64), all_modes[:3 + (b == 3)], seeds)
         configs += [RoundingConfig("mxfp4"), RoundingConfig("codebook", codebook="nf4", group_size=64)]
         return configs
+    if reduced:
+        configs = []
+        for b in (2, 3):
+            configs += _with_modes(rtn("rtn", bits=b, group_size=64), all_modes, seeds)
+        for b in (2, 3):
+            configs += _with_modes(rtn("rtn", bits=b, group_size=32), all_modes[:3], seeds)
+        configs += [RoundingConfig("mxfp4"), RoundingConfig("nvfp4"),
+                    RoundingConfig("codebook", codebook="nf4", group_size=64)]
+        configs += _with_modes(rtn("rtn", bits=4, group_size=64), all_modes, seeds)
+        for b in (2, 3):
+            configs += _with_modes(rtn("rtn", bits=b, group_size=192), all_modes[:2], seeds)
+        configs += [rtn("rtn", bits=4, group_size=32), rtn("rtn", bits=3, group_size=64, symmetric=True),
+                    RoundingConfig("codebook", codebook="nf3", group_size=64), RoundingConfig("mxfp6")]
+        return configs
     configs = []
-    for g in (32, 64, 128):
+    for g in GROUPS:
         for b in (2, 3, 4):
-            modes = ["nearest_even", "diffuse1", "diffuse2"] + (["stochastic"] if g == 64 else [])
-            configs += _with_modes(rtn("rtn", bits=b, group_size=g), modes, seeds)
+            configs += _with_modes(rtn("rtn", bits=b, group_size=g), all_modes[:3 + (g == 64)], seeds)
             configs.append(rtn("rtn", bits=b, group_size=g, symmetric=True))
-    configs.append(rtn("rtn", bits=8, group_size=128))
+    configs.append(rtn("rtn", bits=8, group_size=64))
     for name in ("mxfp4", "nvfp4", "mxfp6"):
         configs += _with_modes(RoundingConfig(name), ["nearest_even", "stochastic"], seeds)
     configs.append(RoundingConfig("fp6_e2m3", group_size=32))
@@ -346,6 +368,8 @@ class ConfigResult:
     weight_rel_error: float
     #: mean over layers of the relative output error on captured inputs
     output_rel_error: float
+    #: wall time of rounding and measuring
+    seconds: float = 0.0
     layer_weight_rel_error: list[float] = field(default_factory=list)
     layer_output_rel_error: list[float] = field(default_factory=list)
 
@@ -387,11 +411,19 @@ def evaluate(model: Any, config: RoundingConfig, reference: Reference, *, source
 
 
 def weight_rounding_study(model: Any, ids: Any, configs: Sequence[RoundingConfig], *,
-                          capture_rows: int = CAPTURE_ROWS,
-                          progress: bool | None = None) -> LLMWeightResult:
+                          capture_rows: int = CAPTURE_ROWS, progress: bool | None = None,
+                          budget_s: float | None = None) -> LLMWeightResult:
     """Evaluate every configuration on ``ids`` (``[B, T]`` token windows); ``model`` itself
-    is never changed (a deep copy is rounded, configuration after configuration)."""
+    is never changed (a deep copy is rounded, configuration after configuration).
+
+    ``budget_s``: no configuration starts after this many seconds; those left are listed in
+    ``failed`` as not run.
+    """
+    import time
+
     from tqdm.auto import tqdm
+
+    t0 = time.monotonic()
 
     if ids.ndim != 2 or ids.shape[1] < 2:
         raise ValueError(f"ids must be [windows, tokens >= 2], got shape {tuple(ids.shape)}")
@@ -402,8 +434,13 @@ def weight_rounding_study(model: Any, ids: Any, configs: Sequence[RoundingConfig
                disable=None if progress is None else not progress)
     for config in bar:
         bar.set_postfix_str(config.name)
+        if budget_s is not None and time.monotonic() - t0 > budget_s:
+            failed[config.name] = f"not run: the time budget of {budget_s:.0f} s was spent"
+            continue
+        t = time.monotonic()
         try:
             results.append(evaluate(work, config, reference, source=model))
+            results[-1].seconds = time.monotonic() - t
         except (ValueError, TypeError) as exc:  # a scheme this lowbit build cannot apply
             failed[config.name] = str(exc)
     layers = [n for n, _ in linear_layers(model)]

@@ -56,6 +56,8 @@ def eval_weights_llm(
     tokens: int | None = None,
     window: int | None = None,
     seeds: int | None = None,
+    reduced: bool = False,
+    budget_minutes: float | None = None,
     progress: bool | None = None,
 ) -> Path:
     """The whole ``lowbit eval weights --model`` run; returns the path of ``report.md``.
@@ -77,15 +79,18 @@ def eval_weights_llm(
         raise ValueError(f"the model at {loaded.source} has no tokenizer; the study needs one")
     ids = heldout_ids(loaded.tokenizer, load_text(text), tokens, window)
     t_load = time.perf_counter() - t0
-    configs = default_configs(quick=quick, seeds=seeds)
+    configs = default_configs(quick=quick, seeds=seeds, reduced=reduced)
     threads = torch.get_num_threads()
-    result = weight_rounding_study(loaded.model, ids, configs, progress=progress)
+    budget = None if budget_minutes is None else 60.0 * budget_minutes
+    result = weight_rounding_study(loaded.model, ids, configs, progress=progress, budget_s=budget)
     net = loaded.model
     head, emb = net.get_output_embeddings(), net.get_input_embeddings()
     tied = head is not None and emb is not None and head.weight is emb.weight
     meta: dict[str, Any] = {
         "command": "lowbit eval weights --model" + (f" {model}" if model else "")
-                   + (" --quick" if quick else ""),
+                   + (" --quick" if quick else "") + (" --reduced" if reduced else "")
+                   + (f" --tokens {tokens}" if tokens != size["tokens"] else "")
+                   + (f" --budget-minutes {budget_minutes:g}" if budget_minutes else ""),
         "model": loaded.source,
         "text": (text or "pydoc_data.topics (CPython reference manual)")
                 + f", from the first line after {HELDOUT_FRACTION:.0%} of its characters",
@@ -96,8 +101,8 @@ def eval_weights_llm(
                        else "kept in float32 (not rounded)",
         "scales": f"rtn and codebook {SCALE_DTYPE} (rtn: scale and offset), mxfp e8m0 per 32, "
                   "nvfp4 e4m3 per 16 + float32 tensor scale, fp6_e2m3 float32 per 32",
-        "configurations": f"{len(configs)} ({'quick' if quick else 'full'}), stochastic over "
-                          f"{seeds} seed(s)",
+        "configurations": f"{len(configs)} ({'quick' if quick else 'reduced' if reduced else 'full'}"
+                          f"), {len(result.results)} run, stochastic over {seeds} seed(s)",
         "versions": _versions(),
         "threads": threads,
         "time": f"load {t_load:.0f} s, total {time.perf_counter() - t0:.0f} s",
