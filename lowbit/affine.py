@@ -29,6 +29,8 @@ from lowbit import scales
 from lowbit.arrays import (
     Array,
     Origin,
+    axis_back,
+    axis_last,
     backend,
     decode_output_dtype,
     done_event,
@@ -40,15 +42,7 @@ from lowbit.arrays import (
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
 from lowbit.schema import RtnMeta
-from lowbit.validate import check_axis, check_bits, check_group_size, check_rbits, check_seed
-
-
-def _layout(shape: tuple[int, ...], axis: int | None, group_size: int | None) -> int:
-    """Elements per group for the flat, axis-last layout."""
-    if axis is None:
-        return math.prod(shape)
-    return group_size if group_size is not None else shape[axis]
-
+from lowbit.validate import check_bits, check_grouping, check_rbits, check_seed
 
 #: Group sizes with a single-pass kernel (one warp per group on the GPU); others take two passes.
 #: Both paths give identical codes and fields.
@@ -215,16 +209,11 @@ def quantize(
     if not isinstance(check_finite, (bool, np.bool_)):
         raise TypeError(f"check_finite must be a bool, got {check_finite!r}")
     shape = tuple(int(s) for s in arr.shape)
-    ax = check_axis(axis, max(len(shape), 1)) if shape else None
-    if ax is not None and not shape:
-        ax = None
-    gs = check_group_size(group_size, ax, shape[ax] if ax is not None else 0)
+    ax, gs, g = check_grouping(shape, axis, group_size)
 
     xp = xp_of(arr)
-    moved = arr if ax is None or ax == len(shape) - 1 else xp.moveaxis(arr, ax, -1)
-    x = kernel_input(moved, origin.dtype).reshape(-1)
+    x = kernel_input(axis_last(arr, ax), origin.dtype).reshape(-1)
     k = backend(x)
-    g = _layout(shape, ax, gs)
     packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
     seed_u64 = np.uint64(seed or 0)
     status = None
@@ -261,12 +250,7 @@ def dequantize(q: QuantizedArray) -> Array:
         scales.load(q.fields["offset"], sd) if "offset" in q.fields else xp.zeros_like(scale32)
     )
     n = math.prod(shape)
-    g = _layout(shape, ax, meta["group_size"])
+    _, _, g = check_grouping(shape, ax, meta["group_size"])
     out = xp.empty(n, decode_output_dtype(q.codes, q.origin.dtype))
     backend(q.codes).rtn_decode(q.codes, g, scale32, offset32, int(meta["bits"]), bool(meta["symmetric"]), out)
-    out = kernel_output(out, q.origin.dtype)
-    if ax is None:
-        return out.reshape(shape)
-    moved = list(shape)
-    moved.append(moved.pop(ax))
-    return xp.ascontiguousarray(xp.moveaxis(out.reshape(moved), -1, ax))
+    return axis_back(kernel_output(out, q.origin.dtype), shape, ax)

@@ -334,6 +334,22 @@ def zero(arr: Array) -> None:
         arr[...] = 0
 
 
+def axis_last(arr: Array, axis: int | None) -> Array:
+    """``arr`` with ``axis`` moved last (a view; ``axis=None``: ``arr`` itself), the order in
+    which the grouped schemes lay their elements out flat."""
+    return arr if axis is None else xp_of(arr).moveaxis(arr, axis, -1)
+
+
+def axis_back(flat: Array, shape: tuple[int, ...], axis: int | None) -> Array:
+    """Inverse of :func:`axis_last` for the flat result: a C-contiguous array of ``shape``."""
+    if axis is None:
+        return flat.reshape(shape)
+    moved = list(shape)
+    moved.append(moved.pop(axis))
+    xp = xp_of(flat)
+    return xp.ascontiguousarray(xp.moveaxis(flat.reshape(moved), -1, axis))
+
+
 def host_copy(arr: Array) -> np.ndarray:
     """An explicit device-to-host copy (used only where the user asked for one, e.g. ``save``)."""
     return arr.get() if is_cupy(arr) else np.asarray(arr)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
+from lowbit.arrays import Array, Origin, axis_back, axis_last, backend, kernel_input, xp_of
 from lowbit.codec import decode, encode, raise_on_counts
 from lowbit.formats import (
     BLOCK_FORMATS,
@@ -32,7 +32,6 @@ from lowbit.formats import (
     BlockFormat,
     FixedPoint,
 )
-from lowbit.minifloat import axis_back
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
 from lowbit.schema import BlockMeta
@@ -131,7 +130,7 @@ class BlockScheme:
         check_axis(axis, len(shape))
         ax = int(axis) % len(shape)
         xp = xp_of(arr)
-        moved = xp.moveaxis(arr, ax, -1)
+        moved = axis_last(arr, ax)
         length = moved.shape[-1]
         padded = -(-length // fmt.block_size) * fmt.block_size
         x2 = kernel_input(moved, origin.dtype).reshape(-1, length)

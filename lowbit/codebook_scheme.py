@@ -16,15 +16,8 @@ stores code c = encode(x / s) and reconstructs x_hat = levels[c] * s, with the g
 None         1 (direct encoding of the values; no field stored)
 ===========  =================================================================================
 
-Groups (``axis`` / ``group_size``), as for the element formats:
-
-==========  ============  =======================================================
-axis        group_size    one scale per
-==========  ============  =======================================================
-None        None          tensor
-a           None          fibre along axis a (default a = -1)
-a           g             g consecutive elements along axis a (g divides the length)
-==========  ============  =======================================================
+Groups: ``axis`` (default -1; None: one per tensor) and ``group_size`` (None: the whole
+fibre), as for the element formats (:func:`lowbit.validate.check_grouping`).
 
 ``codebook``: a record or a name of :data:`lowbit.codebooks.NAMES` (``"nf4"``,
 ``"lloyd-max-gaussian"`` with ``bits=``, ``"lloyd-max-sphere"`` with ``bits=``, designed for
@@ -45,31 +38,18 @@ import math
 from typing import Any, cast
 
 from lowbit import codebooks, scales
-from lowbit.arrays import Array, Origin, backend, kernel_input, xp_of
+from lowbit.arrays import Array, Origin, axis_back, axis_last, backend, kernel_input, xp_of
 from lowbit.codec import decode, encode_levels
 from lowbit.formats import Codebook
-from lowbit.minifloat import axis_back, axis_last
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
 from lowbit.schema import CodebookMeta, parse
-from lowbit.validate import check_axis, check_group_size, check_rbits, check_seed
+from lowbit.validate import check_grouping, check_rbits, check_seed
 
 #: ``scale=`` choices (None: no scale).
 SCALES = ("absmax", "norm", "rms")
 #: Rounding modes a codebook encodes with.
 ROUNDINGS = ("nearest_even", "stochastic")
-
-
-def _layout(shape: tuple[int, ...], scale: str | None, axis: Any, group_size: Any) -> tuple[int | None, int | None, int]:
-    """(axis, group_size, elements per group) of the axis-last flat layout."""
-    n = math.prod(shape)
-    if scale is None:
-        if group_size is not None:
-            raise ValueError("group_size needs a scale (without one, values encode directly)")
-        return None, None, max(n, 1)
-    ax = check_axis(axis, max(len(shape), 1)) if shape else None
-    gs = check_group_size(group_size, ax, shape[ax] if ax is not None else 0)
-    return ax, gs, (n if ax is None else (gs or shape[ax]))
 
 
 def group_scales(x: Array, block: int, scale: str, cb: Codebook, scale_dtype: str) -> Array:
@@ -136,7 +116,7 @@ class CodebookScheme:
         rbits = check_rbits(rbits)
         off = check_first_index(first_index)
         shape = tuple(int(s) for s in arr.shape)
-        ax, gs, block = _layout(shape, scale, axis, group_size)
+        ax, gs, block = check_grouping(shape, axis, group_size, scaled=scale is not None)
         cb = codebooks.resolve(codebook, bits=bits, dim=block)
         x = kernel_input(axis_last(arr, ax), origin.dtype).reshape(-1)
         xp = xp_of(x)
@@ -157,7 +137,7 @@ class CodebookScheme:
 
     def dequantize(self, q: QuantizedArray) -> Array:
         m = cast(CodebookMeta, parse(q.meta))
-        ax, _, block = _layout(m.shape, m.scale, m.axis, m.group_size)
+        ax, _, block = check_grouping(m.shape, m.axis, m.group_size, scaled=m.scale is not None)
         xp = xp_of(q.codes)
         if m.scale is None:
             scale64 = xp.ones(1, xp.float64)

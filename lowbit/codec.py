@@ -10,6 +10,9 @@ function                                what
                                         with block scales, codes packed (element and block
                                         schemes, NVFP4 block scales); :func:`decode` also
                                         decodes codebooks
+:func:`absmax_scale` /                  ``scale="absmax"``: the smallest float32 scale per
+:func:`encode_absmax`                   block with max|x| / scale <= the format's max, and
+                                        the codes of x / scale (element schemes, KV fp8)
 :func:`encode_levels`                   codebooks (:class:`~lowbit.formats.Codebook`) with
                                         block scales, codes packed (scheme ``codebook``,
                                         TurboQuant)
@@ -131,6 +134,56 @@ def encode_levels(x: Array, cb: Codebook, block_size: int, scale: Array, *, mode
     packed = xp.empty((x.size * cb.bits + 7) // 8, xp.uint8)
     k.pack_codes(codes, cb.bits, packed)
     return packed
+
+
+def absmax_scale(amax: Array, fmt: ElementFormat) -> Array:
+    """Per-group scale for ``scale="absmax"``: the smallest float32 s with amax / s <= fmt.max.
+
+    Rounded *up* (as rtn's scales), so that no x / s of the group exceeds the format's max
+    and ``overflow="error"`` never raises on finite data, whatever the rounding mode; 1 for
+    an all-zero group.  Returned as float64 values that float32 represents exactly.
+
+    Raises
+    ------
+    ValueError
+        A scale would exceed float32's range (float64 input beyond ~1.5e41 for fp8 e4m3).
+    """
+    xp = xp_of(amax)
+    s = round_to_format(amax / fmt.max, FLOAT32, "up")
+    # amax / max was rounded once in float64 and may sit just below the exact quotient; s * max
+    # is exact (24 + at most 8 significant bits), so this comparison is exact, and the next
+    # float32 up is then the answer (s * (1 + 2**-30) lies strictly between s and it).
+    low = s * fmt.max < amax
+    if bool(low.any()):
+        s = xp.where(low, round_to_format(s * (1.0 + 2.0**-30), FLOAT32, "up"), s)
+    s = xp.where(amax > 0, s, 1.0)
+    if not bool((s <= FLOAT32.max).all()):
+        raise ValueError(f"scale='absmax' stores float32 scales; max|x| = {float(amax.max()):.6g} "
+                         f"needs max|x| / {fmt.max:g} beyond float32's range")
+    return s
+
+
+def encode_absmax(x: Array, fmt: ElementFormat, block_size: int, *, mode: int, seed: int,
+                  first_index: int, rbits: int, overflow: int) -> tuple[Array, Array]:
+    """Packed codes of flat ``x`` / scale per block of ``block_size`` elements, and the float32
+    scales (:func:`absmax_scale`), for ``scale="absmax"`` (element schemes, the KV fp8 codec).
+
+    Raises
+    ------
+    ValueError
+        NaN/Inf in ``x``; a scale beyond float32's range; values that overflow with
+        ``overflow="error"`` (:func:`raise_on_counts`).
+    """
+    xp = xp_of(x)
+    amax = xp.empty(x.size // block_size, xp.float64)
+    backend(x).block_absmax(x, block_size, amax)
+    if not bool(xp.isfinite(amax).all()):
+        raise ValueError("x contains NaN or Inf; scale='absmax' needs finite values")
+    scale64 = absmax_scale(amax, fmt)
+    packed, n_invalid, n_over = encode(x, fmt, block_size, scale64, mode=mode, seed=seed,
+                                       first_index=first_index, rbits=rbits, overflow=overflow)
+    raise_on_counts(fmt, n_invalid, n_over)
+    return packed, to_codes(scale64, FLOAT32).view(xp.float32)  # exact
 
 
 def raise_on_counts(fmt: ElementFormat, n_invalid: int, n_over: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -32,6 +33,38 @@ def check_group_size(group_size: Any, axis: int | None, length: int) -> int | No
     if length % group_size:
         raise ValueError(f"group_size={group_size} does not divide the axis length {length}")
     return int(group_size)
+
+
+def check_grouping(shape: tuple[int, ...], axis: Any, group_size: Any,
+                   scaled: bool = True) -> tuple[int | None, int | None, int]:
+    """(axis, group_size, elements per group) of a grouped scheme's flat, axis-last layout.
+
+    ==========  ============  ==========================================================
+    axis        group_size    one group (one scale) per
+    ==========  ============  ==========================================================
+    None        None          tensor
+    a           None          fibre along axis a
+    a           g             g consecutive elements along axis a (g divides the length)
+    ==========  ============  ==========================================================
+
+    ``scaled=False`` (a scheme called without a scale: values convert directly) ignores
+    ``axis`` and takes the whole array as one group; ``group_size`` must then be None.
+    A 0-d array has no axis.  The group of an empty array counts one element.
+
+    Raises
+    ------
+    ValueError
+        ``axis`` out of range; ``group_size`` not a positive integer, not dividing the axis
+        length, given with ``axis=None`` or without a scale.
+    """
+    n = math.prod(shape)
+    if not scaled:
+        if group_size is not None:
+            raise ValueError("group_size needs a scale (without one, values convert directly)")
+        return None, None, max(n, 1)
+    ax = check_axis(axis, max(len(shape), 1)) if shape else None
+    gs = check_group_size(group_size, ax, shape[ax] if ax is not None else 0)
+    return ax, gs, max(n if ax is None else (gs or shape[ax]), 1)
 
 
 def check_seed(seed: Any, mode: str) -> int | None:

@@ -8,6 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import lowbit
 from lowbit import arrays, codec, scales
 from lowbit import formats as F
 from lowbit.rounding import reference as ref
@@ -172,3 +173,51 @@ def test_scale_storage_rounds_with_the_codec():
                                   codec.to_codes(v[:3], F.BFLOAT16, "down"))
     with pytest.raises(ValueError, match="overflows scale_dtype='float16'"):
         scales.store(v, "float16", "up")
+
+
+# -- the library part of the element schemes (split out of lowbit/minifloat.py) ----------------
+def test_the_kv_fp8_codec_is_the_element_scheme_bit_for_bit():
+    """lowbit.kv.codecs.FP8Codec calls the codec (encode_absmax / decode) instead of the
+    fp8_e4m3 scheme front: same codes, scales and reconstruction as the scheme, per block."""
+    from lowbit.kv.codecs import FP8Codec
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 16, 32)).astype(np.float32)
+    x[1] *= 1e-30  # subnormal-range scales
+    x[2] = 0.0  # an all-zero block: scale 1
+    x[3, 5, 7] = 3e4  # one outlier token
+    codec_ = FP8Codec()
+    codes, fields = codec_.encode(x, "key")
+    q = lowbit.quantize(x.reshape(6, -1), scheme="fp8_e4m3", scale="absmax", axis=-1)
+    np.testing.assert_array_equal(codes.reshape(-1), q.codes)
+    np.testing.assert_array_equal(fields["scale"].reshape(-1), q.fields["scale"])
+    np.testing.assert_array_equal(codec_.decode(codes, fields, "key", 16, 32),
+                                  np.asarray(q.dequantize()).reshape(6, 16, 32))
+
+
+@pytest.mark.parametrize("shape, axis, group_size, scaled, want", [
+    ((4, 6), -1, None, True, (1, None, 6)),
+    ((4, 6), 0, 2, True, (0, 2, 2)),
+    ((4, 6), None, None, True, (None, None, 24)),
+    ((4, 6), 5, None, False, (None, None, 24)),  # no scale: one block, axis unused
+    ((), -1, None, True, (None, None, 1)),
+    ((0, 3), None, None, True, (None, None, 1)),  # empty: a block of one (no division by 0)
+])
+def test_check_grouping_table(shape, axis, group_size, scaled, want):
+    from lowbit.validate import check_grouping
+
+    assert check_grouping(shape, axis, group_size, scaled) == want
+
+
+@pytest.mark.parametrize("axis, group_size, scaled, match", [
+    (2, None, True, "axis must be None or an integer"),
+    (-1, 4, True, "does not divide the axis length 6"),
+    (None, 2, True, "group_size needs an axis"),
+    (-1, 2, False, "group_size needs a scale"),
+    (-1, 0, True, "group_size must be a positive integer"),
+])
+def test_check_grouping_errors(axis, group_size, scaled, match):
+    from lowbit.validate import check_grouping
+
+    with pytest.raises(ValueError, match=match):
+        check_grouping((4, 6), axis, group_size, scaled)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from lowbit.cpu.codec import block_of, scaled
+from lowbit.cpu.codec import block_of, scaled, span_absmax
 from lowbit.cpu.scalar import STOCHASTIC, round_grid
 
 
@@ -93,16 +93,9 @@ def block_norm(x: np.ndarray, block_size: int, out: np.ndarray) -> None:
     for b in nb.prange(out.shape[0]):
         start = b * block_size
         stop = min(start + block_size, n)
-        m = 0.0
-        bad = False
-        for i in range(start, stop):
-            a = abs(np.float64(x[i]))
-            bad |= not a < np.inf
-            m = max(m, a)
-        if bad:
-            out[b] = np.nan
-        elif m == 0.0:
-            out[b] = 0.0
+        m = span_absmax(x, start, stop)
+        if not m > 0.0:  # NaN (a non-finite value) or 0
+            out[b] = m
         else:
             acc = 0.0
             for i in range(start, stop):

@@ -291,6 +291,18 @@ def decode_table(packed: np.ndarray, bits: int, table: np.ndarray, block_size: i
                 out[i] = table[get_code(acc, i - u * 8, bits)] * s
 
 
+@nb.njit(inline="always", cache=True)
+def span_absmax(x: np.ndarray, start: int, stop: int) -> float:
+    """max |x[start:stop]| (float64, 0 for an empty span); NaN if the span holds NaN or +-Inf."""
+    m = 0.0
+    bad = False
+    for i in range(start, stop):
+        v = abs(np.float64(x[i]))
+        bad |= not v < np.inf
+        m = max(m, v)
+    return np.nan if bad else m
+
+
 @nb.njit(parallel=True, cache=True)
 def block_absmax(x: np.ndarray, block_size: int, out: np.ndarray) -> None:
     """out[b] = max |x| over block b (float64); NaN if the block holds NaN or +-Inf.
@@ -299,12 +311,4 @@ def block_absmax(x: np.ndarray, block_size: int, out: np.ndarray) -> None:
     """
     n = x.shape[0]
     for b in nb.prange(out.shape[0]):
-        start = b * block_size
-        stop = min(start + block_size, n)
-        m = 0.0
-        bad = False
-        for i in range(start, stop):
-            v = abs(np.float64(x[i]))
-            bad |= not v < np.inf
-            m = max(m, v)
-        out[b] = np.nan if bad else m
+        out[b] = span_absmax(x, b * block_size, min(b * block_size + block_size, n))

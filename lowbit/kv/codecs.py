@@ -317,26 +317,25 @@ class FP8Codec(Codec):
         return {"scale": (np.float32, 1)}
 
     def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        from lowbit.minifloat import fp8_e4m3
+        from lowbit.codec import check_overflow, encode_absmax
+        from lowbit.formats import FP8_E4M3
 
         n = x.shape[0]
-        q = fp8_e4m3.quantize(np.ascontiguousarray(x).reshape(n, -1), _HOST_F32,
-                              scale="absmax", axis=-1)
-        return q.codes.reshape(n, -1), {"scale": q.fields["scale"].reshape(n, 1)}
+        flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+        codes, scale = encode_absmax(flat, FP8_E4M3, max(flat.size // max(n, 1), 1), mode=0, seed=0,
+                                     first_index=0, rbits=16, overflow=check_overflow("saturate", FP8_E4M3))
+        return codes.reshape(n, -1), {"scale": scale.reshape(n, 1)}
 
     def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
                tokens: int, dim: int) -> np.ndarray:
-        from lowbit.minifloat import fp8_e4m3
-        from lowbit.quantized import QuantizedArray
-        from lowbit.schema import ElementMeta
+        from lowbit.codec import decode
+        from lowbit.formats import FP8_E4M3
 
         n = codes.shape[0]
-        meta = ElementMeta(scheme="fp8_e4m3", shape=(n, tokens * dim), dtype="float32", bits=8,
-                           scale="absmax", axis=1)
-        q = QuantizedArray(np.ascontiguousarray(codes).reshape(-1),
-                           {"scale": np.ascontiguousarray(fields["scale"]).reshape(-1)},
-                           meta.to_meta(), _HOST_F32)
-        return np.asarray(fp8_e4m3.dequantize(q), np.float32).reshape(n, tokens, dim)
+        scale = np.ascontiguousarray(fields["scale"], np.float32).reshape(-1).astype(np.float64)
+        out = decode(np.ascontiguousarray(codes).reshape(-1), FP8_E4M3, n * tokens * dim,
+                     max(tokens * dim, 1), scale, "float32")
+        return out.reshape(n, tokens, dim)
 
     def options(self) -> dict[str, Any]:
         return {}
