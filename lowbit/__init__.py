@@ -28,3 +28,7 @@ __all__ = [
     "round",
     "unpack",
 ]
+
+from lowbit import api as _api  # noqa: E402
+
+_api._document_schemes()  # help(lowbit.quantize) lists every scheme's options, read from them

@@ -127,7 +127,7 @@ def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, sca
 def quantize(
     arr: Array,
     origin: Origin,
-    bits: int = 8,
+    bits: int,
     *,
     axis: int | None = -1,
     group_size: int | None = None,

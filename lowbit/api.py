@@ -7,6 +7,8 @@ dispatches; schemes live in their own front modules and are imported lazily.
 from __future__ import annotations
 
 import importlib
+import inspect
+import textwrap
 from typing import Any, Protocol
 
 from lowbit.arrays import Array, Origin, is_dask, stream_for, to_backend
@@ -73,6 +75,71 @@ def get_scheme(scheme: Any, *, name: str = "scheme") -> Scheme:
 _LOADED: dict[str, Any] = {}  # scheme name -> implementation, once imported
 
 
+# -- the schemes' options, read from the schemes themselves ----------------------------------
+def scheme_options(scheme: str) -> inspect.Signature:
+    """The options ``lowbit.quantize(x, scheme=scheme, ...)`` takes, as the scheme declares them.
+
+    A scheme object whose options depend on the instance (the KV presets fix ``bits``, the
+    element formats take no ``bits``) describes them with an ``options_signature()`` method;
+    otherwise they are the parameters of its ``quantize`` after ``(arr, origin)``.  A parameter
+    without a default is required: :func:`quantize` refuses a call without it.
+
+    Raises
+    ------
+    ValueError
+        ``scheme`` is not a registered name.
+    """
+    impl = get_scheme(scheme)
+    describe = getattr(impl, "options_signature", None)
+    sig = describe() if callable(describe) else inspect.signature(impl.quantize)
+    params = [p for name, p in sig.parameters.items() if name not in ("arr", "origin")]
+    return sig.replace(parameters=params, return_annotation=inspect.Signature.empty)
+
+
+def required_options(scheme: str) -> list[str]:
+    """Names of the options ``scheme`` cannot do without (no default: no silent guess)."""
+    return [p.name for p in scheme_options(scheme).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def describe_options(scheme: str) -> str:
+    """``scheme``'s options on one line: ``bits (required), axis=-1, group_size=None, ...``."""
+    parts = []
+    for p in scheme_options(scheme).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            parts.append(f"**{p.name}")
+        elif p.default is p.empty:
+            parts.append(f"{p.name} (required)")
+        else:
+            parts.append(f"{p.name}={p.default!r}")
+    return ", ".join(parts) or "no options"
+
+
+def schemes_help(width: int = 88, indent: str = "") -> str:
+    """Every registered scheme with its options, schemes with the same options on one entry.
+
+    This text is generated from the schemes (:func:`scheme_options`), so it cannot fall behind
+    them; ``help(lowbit.quantize)`` and ``lowbit quantize --help`` show it.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in SCHEMES:
+        groups.setdefault(describe_options(name), []).append(name)
+    lines = []
+    for options, names in groups.items():
+        lines += textwrap.wrap(f"{', '.join(names)}: {options}", width, initial_indent=indent,
+                               subsequent_indent=indent + "    ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _check_required(scheme: str, bits: int | None, kwargs: dict[str, Any]) -> None:
+    given = set(kwargs) | ({"bits"} if bits is not None else set())
+    missing = [name for name in required_options(scheme) if name not in given]
+    if missing:
+        what = " and ".join(f"{name}=" for name in missing)
+        raise ValueError(f"scheme {scheme!r} needs {what} (no default: a guess could be wrong); "
+                         f"its options: {describe_options(scheme)}")
+
+
 def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any) -> QuantizedArray:
     """Quantize a numpy, CuPy or torch array.
 
@@ -86,12 +153,22 @@ def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any
     scheme : str
         One of ``lowbit.api.SCHEMES`` (``"rtn"``, ``"kvarn"``, minifloat formats, ...).
     **kwargs
-        Scheme options; see the scheme's documentation (``docs/api.md``).
+        Scheme options: the list below, generated from the schemes (``lowbit quantize --help``
+        prints it too).  An option without a default is required: e.g. ``bits`` for
+        ``rtn``, ``kind="key"`` or ``"value"`` for the KV schemes (a preset names both K and V
+        bits, so the kind is never guessed).  Schemes and their options:
+
+        (the list of schemes)
 
     Returns
     -------
     QuantizedArray
         Its ``dequantize()`` returns an array of ``x``'s library, device, dtype and shape.
+
+    Raises
+    ------
+    ValueError
+        An unknown scheme, a required option missing, or an option the scheme refuses.
 
     Examples
     --------
@@ -102,6 +179,7 @@ def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any
     True
     """
     impl = get_scheme(scheme)
+    _check_required(scheme, bits, kwargs)
     if is_dask(x):  # lazy, chunk by chunk (docs/dask.md)
         from lowbit import dask
 
@@ -111,6 +189,14 @@ def quantize(x: Any, bits: int | None = None, scheme: str = "rtn", **kwargs: Any
         kwargs["bits"] = bits
     with stream_for(origin):
         return impl.quantize(arr, origin, **kwargs)
+
+
+def _document_schemes() -> None:
+    """Append the generated list of schemes and options to ``quantize.__doc__`` (run once
+    ``lowbit`` is imported: the scheme modules import parts of it)."""
+    if quantize.__doc__:
+        quantize.__doc__ = quantize.__doc__.replace(
+            "        (the list of schemes)", schemes_help(width=88, indent="        "))
 
 
 def dequantize(q: QuantizedArray) -> Any:

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -164,15 +165,31 @@ def _axis(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
+#: scheme option -> the flag that sets it (other options: --option NAME=VALUE).
+FLAGS = {"bits": "--bits", "kind": "--kind", "axis": "--axis", "group_size": "--group-size",
+         "rounding": "--rounding", "symmetric": "--symmetric"}
+
+
 def _quantize(args: argparse.Namespace) -> int:
-    check_output(args.output)
-    x = read_npy(args.input)
+    from lowbit.api import describe_options, required_options
+
     kwargs = _parse_kwargs(args.option)
     for key in ("axis", "group_size", "rounding", "kind"):  # only those given (default: SUPPRESS)
         if hasattr(args, key):
             kwargs[key] = getattr(args, key)
     if args.symmetric:
         kwargs["symmetric"] = True
+    try:
+        required = required_options(args.scheme)
+    except ValueError as exc:  # not a scheme name
+        raise UsageError(f"--scheme: {exc}") from None
+    missing = [FLAGS.get(n, f"--option {n}=VALUE") for n in required
+               if n not in kwargs and not (n == "bits" and args.bits is not None)]
+    if missing:  # before reading the input: no silent default where a guess could be wrong
+        raise UsageError(f"--scheme {args.scheme} needs {' and '.join(missing)} "
+                         f"(its options: {describe_options(args.scheme)})")
+    check_output(args.output)
+    x = read_npy(args.input)
     q = lowbit.quantize(x, bits=args.bits, scheme=args.scheme, **kwargs)
     q.save(args.output)
     print(q)
@@ -203,19 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="versions, usable backends, GPU name")
     s.set_defaults(func=_info)
 
+    from lowbit.api import schemes_help
+
     s = sub.add_parser(
         "quantize", help="quantize a .npy array into a .npz file",
         description="Quantize the array in INPUT (.npy) with lowbit.quantize and save the "
         "QuantizedArray to OUTPUT (.npz; read it back with `lowbit dequantize` or lowbit.load).",
+        epilog=textwrap.fill("Schemes and their options (lowbit.quantize's keyword arguments, "
+                             "read from the schemes; 'required': no default, give it; an option "
+                             "without a flag of its own: --option NAME=VALUE):", 78)
+        + "\n" + schemes_help(width=78, indent="  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("input", help="input .npy file (float16, float32 or float64)")
     s.add_argument("output", help="output .npz file")
     s.add_argument("--scheme", default="rtn",
-                   help="quantization scheme (default: %(default)s; the list below)")
+                   help="quantization scheme, one of those listed below (default: %(default)s)")
     s.add_argument("--bits", type=int, default=None,
-                   help="bits per code; required by the schemes marked 'bits (required)' below")
+                   help="bits per code (e.g. rtn: 1..8); required by the schemes whose list "
+                   "below says 'bits (required)'")
     s.add_argument("--kind", choices=("key", "value"), default=argparse.SUPPRESS,
-                   help="KV schemes: quantize keys or values (required by them)")
+                   help="KV schemes (kvarn, kivi, quarot, fp8, presets): quantize keys or "
+                   "values; required by them")
     s.add_argument("--axis", type=_axis, default=argparse.SUPPRESS,
                    help="axis of the groups (integer), or 'none' for one group per tensor")
     s.add_argument("--group-size", type=int, default=argparse.SUPPRESS,

@@ -88,7 +88,7 @@ class CodebookScheme:
 
     name = "codebook"
 
-    def quantize(self, arr: Array, origin: Origin, *, codebook: Any = None, bits: int | None = None,
+    def quantize(self, arr: Array, origin: Origin, *, codebook: Any, bits: int | None = None,
                  scale: str | None = "absmax", axis: int | None = -1, group_size: int | None = None,
                  scale_dtype: str = "float32", rounding: str = "nearest_even",
                  seed: int | None = None, rbits: int = 16, first_index: int = 0) -> QuantizedArray:

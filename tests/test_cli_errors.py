@@ -145,3 +145,31 @@ def test_an_unexpected_exception_is_one_line_with_status_1(files, capsys, monkey
     monkeypatch.setattr(lowbit, "quantize", broken)
     line = run_error(["quantize", files["x"], files["out"], "--bits", "4"], capsys, status=1)
     assert line == "lowbit quantize: boom (RuntimeError: a bug in lowbit? --debug shows the traceback)"
+
+
+# -- no silent defaults (issue 18 item 3) --------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--scheme", "rtn"], "--scheme rtn needs --bits (its options: bits (required), axis=-1"),
+        (["--scheme", "codebook"], "--scheme codebook needs --option codebook=VALUE"),
+        (["--scheme", "nope", "--bits", "4"], "--scheme: scheme must be one of"),
+    ],
+)
+def test_quantize_needs_what_the_scheme_cannot_guess(files, capsys, argv, expect):
+    line = run_error(["quantize", files["x"], files["out"], *argv], capsys)
+    assert line.startswith("lowbit quantize: ") and expect in line
+    assert not Path(files["out"]).exists()  # refused before any work
+
+
+def test_kv_scheme_needs_kind(tmp_path, capsys):
+    np.save(tmp_path / "k.npy", np.ones((1, 16, 64), np.float32))
+    line = run_error(["quantize", str(tmp_path / "k.npy"), str(tmp_path / "k.npz"),
+                      "--scheme", "kvarn-k4v2-g128"], capsys)
+    assert line.startswith("lowbit quantize: --scheme kvarn-k4v2-g128 needs --kind (its options: kind (required)")
+    line = run_error(["quantize", str(tmp_path / "k.npy"), str(tmp_path / "k.npz"),
+                      "--scheme", "kivi", "--kind", "key"], capsys)
+    assert "--scheme kivi needs --bits" in line
+    assert main(["quantize", str(tmp_path / "k.npy"), str(tmp_path / "k.npz"),
+                 "--scheme", "kvarn-k4v2-g128", "--kind", "value"]) == 0
+    assert lowbit.load(tmp_path / "k.npz").meta["bits"] == 2

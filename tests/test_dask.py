@@ -172,10 +172,11 @@ def test_quantize_bit_identical_cluster(cluster_client, case, data_seed):
 
 
 @pytest.mark.parametrize("kw", [
-    {"scheme": "kvarn", "group_size": 64}, {"scheme": "kvarn-k4v2-g64", "kind": "value"},
-    {"scheme": "kvarn", "bits": 2, "group_size": 32, "scale_dtype": "float8_e4m3"},
-    {"scheme": "kivi", "bits": 2, "group_size": 32}, {"scheme": "quarot", "bits": 4},
-    {"scheme": "fp8"},
+    {"scheme": "kvarn", "bits": 2, "kind": "key", "group_size": 64},
+    {"scheme": "kvarn-k4v2-g64", "kind": "value"},
+    {"scheme": "kvarn", "bits": 2, "kind": "value", "group_size": 32, "scale_dtype": "float8_e4m3"},
+    {"scheme": "kivi", "bits": 2, "kind": "key", "group_size": 32},
+    {"scheme": "quarot", "bits": 4, "kind": "value"}, {"scheme": "fp8", "kind": "key"},
 ])
 @pytest.mark.parametrize("chunks", [(1, 1, 40, 64), (2, 1, 150, 32), (1, 2, 70, 9)])
 def test_kv_schemes_bit_identical(kw, chunks, rng):

@@ -311,7 +311,8 @@ def test_save_load_roundtrip(rng: np.random.Generator, tmp_path: object) -> None
 
     x = rng.standard_normal((2, 200, 64)).astype(np.float32)
     path = pathlib.Path(str(tmp_path)) / "k.npz"
-    for scheme, kw in (("kvarn", {"scale_dtype": "float8_e4m3"}), ("kivi", {}), ("quarot", {}), ("fp8", {})):
+    for scheme, kw in (("kvarn", {"bits": 2, "scale_dtype": "float8_e4m3"}), ("kivi", {"bits": 2}),
+                       ("quarot", {"bits": 2}), ("fp8", {})):
         q = lowbit.quantize(x, scheme=scheme, kind="value", **kw)
         q.save(path)
         np.testing.assert_array_equal(lowbit.load(path).dequantize(), q.dequantize())
@@ -369,27 +370,29 @@ def test_fp8_scale_per_head(rng: np.random.Generator) -> None:
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     x = np.ones((1, 16, 64), np.float32)
     with pytest.raises(ValueError, match=match):
-        lowbit.quantize(x, scheme="kvarn", **kwargs)
+        lowbit.quantize(x, scheme="kvarn", **{"bits": 2, "kind": "key", **kwargs})
 
 
 def test_bad_shapes_and_values() -> None:
+    kv = {"bits": 2, "kind": "key"}
     with pytest.raises(ValueError, match=r"\[\.\.\., T, D\]"):
-        lowbit.quantize(np.ones(64, np.float32), scheme="kvarn")
+        lowbit.quantize(np.ones(64, np.float32), scheme="kvarn", **kv)
     with pytest.raises(ValueError, match="56"):  # 56 = 7 * 8 is not a Hadamard length
-        lowbit.quantize(np.ones((16, 56), np.float32), scheme="kvarn")
+        lowbit.quantize(np.ones((16, 56), np.float32), scheme="kvarn", **kv)
     x = np.ones((16, 64), np.float32)
     x[3, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        lowbit.quantize(x, scheme="kvarn")
+        lowbit.quantize(x, scheme="kvarn", **kv)
     x[3, 4] = np.inf
     with pytest.raises(ValueError, match="NaN or Inf"):
-        lowbit.quantize(x, scheme="quarot")
+        lowbit.quantize(x, scheme="quarot", **kv)
     with pytest.raises(ValueError, match="preset"):
         lowbit.quantize(np.ones((16, 64), np.float32), bits=3, scheme="kvarn-k4v2-g128", kind="key")
     with pytest.raises(ValueError, match="preset"):
-        lowbit.quantize(np.ones((16, 64), np.float32), scheme="kvarn-k4v2-g128", group_size=64)
+        lowbit.quantize(np.ones((16, 64), np.float32), scheme="kvarn-k4v2-g128", kind="key",
+                        group_size=64)
     with pytest.raises(ValueError, match="fp8"):
-        lowbit.quantize(np.ones((16, 64), np.float32), bits=4, scheme="fp8")
+        lowbit.quantize(np.ones((16, 64), np.float32), bits=4, scheme="fp8", kind="key")
 
 
 def test_rel_error_formula_is_scale_invariant(rng: np.random.Generator) -> None:

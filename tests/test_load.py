@@ -240,6 +240,8 @@ def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
 def _saved_scheme(tmp_path: Path, scheme: str, **kwargs) -> tuple[Path, dict[str, bytes]]:
     x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
     path = tmp_path / f"{scheme}.npz"
+    if scheme == "rtn":
+        kwargs.setdefault("bits", 8)  # rtn takes no default width
     lowbit.quantize(x, scheme=scheme, **kwargs).save(path)
     return path, _members(path)
 

@@ -52,7 +52,8 @@ def test_round_trip_lazy_and_in_memory(tmp_path, x, kw):
     assert_loaded_equals(str(tmp_path / "memory.zarr"), q)
 
 
-@pytest.mark.parametrize("kw", [{"scheme": "kivi", "group_size": 32}, {"scheme": "kvarn-k4v2-g64", "kind": "value"}])
+@pytest.mark.parametrize("kw", [{"scheme": "kivi", "bits": 2, "kind": "key", "group_size": 32},
+                                {"scheme": "kvarn-k4v2-g64", "kind": "value"}])
 def test_round_trip_kv(tmp_path, rng, kw):
     x = rng.standard_normal((2, 2, 150, 64)).astype(np.float32)
     q = lowbit.quantize(x, **kw)

@@ -17,6 +17,7 @@ rotated frame and :meth:`dequantize` un-rotates.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -100,16 +101,32 @@ class KVScheme:
         self.name = preset.name if preset is not None else family
 
     # -- quantize ---------------------------------------------------------------------------
-    def quantize(self, arr: Array, origin: Origin, bits: int | None = None, *, kind: str = "key",
+    def options_signature(self) -> inspect.Signature:
+        """The options :meth:`quantize` takes for this family or preset, for
+        ``lowbit.api.scheme_options`` (help texts, the required-option check): ``kind`` is
+        required; ``bits`` too unless a preset (or fp8) fixes it; codec options with defaults."""
+        P = inspect.Parameter
+        params = [] if self.preset is not None or self.family == "fp8" else [P("bits", P.KEYWORD_ONLY)]
+        params.append(P("kind", P.KEYWORD_ONLY))
+        if self.preset is None and FAMILY_GROUP[self.family] is not None:
+            params.append(P("group_size", P.KEYWORD_ONLY, default=FAMILY_GROUP[self.family]))
+        codec = {"kvarn": codecs.KVarNCodec, "kivi": codecs.KiviCodec}.get(self.family)
+        if codec is not None:  # the codec's own options, read from its constructor
+            params += [q.replace(kind=P.KEYWORD_ONLY) for name, q in inspect.signature(codec).parameters.items()
+                       if name not in ("key_bits", "value_bits")]
+        return inspect.Signature(params)
+
+    def quantize(self, arr: Array, origin: Origin, bits: int | None = None, *, kind: str | None = None,
                  group_size: int | None = -1, **options: Any) -> QuantizedArray:
         """Quantize K or V ``x [..., T, D]`` (see the module docstring and docs/kv.md).
 
         Parameters
         ----------
-        bits : int, optional
-            Code width 1..8 (fp8: 8).  Presets fix it per kind; default 2 otherwise.
+        bits : int
+            Code width 1..8, required (never guessed); presets (and fp8: 8) fix it per kind.
         kind : {"key", "value"}
-            Tile orientation (KVarN) / grouping (KIVI) of the block.
+            Required: whether ``x`` holds keys or values (tile orientation of KVarN, grouping
+            of KIVI; a preset's K and V widths differ).
         group_size : int, optional
             Tokens per block, a multiple of 8 (kvarn, kivi: default 128; presets fix it).
         **options
@@ -122,6 +139,9 @@ class KVScheme:
             Bad shape, bits, kind, group_size or options, a head_dim the Hadamard transform does
             not support (kvarn, quarot), or NaN/Inf in ``x``.
         """
+        if kind is None:
+            raise ValueError(f"scheme {self.name!r} needs kind='key' or kind='value' (no default: "
+                             "keys and values are quantized differently)")
         kind = check_kind(kind)
         if xp_of(arr) is not np:
             raise NotImplementedError(f"scheme {self.name!r} runs on the CPU only (CUDA kernels are a known gap)")
@@ -137,7 +157,9 @@ class KVScheme:
             if bits not in (None, 8):
                 raise ValueError(f"scheme 'fp8' stores 8-bit e4m3 codes, got bits={bits!r}")
             bits = 8
-        bits = check_bits(2 if bits is None else bits)
+        if bits is None:
+            raise ValueError(f"scheme {self.name!r} needs bits= (1..8; no default)")
+        bits = check_bits(bits)
         if group_size == -1:
             group_size = FAMILY_GROUP[self.family]
         if FAMILY_GROUP[self.family] is None and group_size is not None:
