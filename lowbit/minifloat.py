@@ -14,6 +14,7 @@ Every conversion rounds once, with ``rounding=`` (any :class:`~lowbit.rounding.m
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -47,13 +48,26 @@ class ElementScheme:
             return self.fmt
         return FixedPoint(bits=bits, frac_bits=frac_bits, signed=signed)
 
+    def options_signature(self) -> inspect.Signature:
+        """The options of ``lowbit.quantize(x, scheme=name)`` (``lowbit.api.scheme_options``):
+        :meth:`quantize`'s keyword parameters, for ``fixed`` with its format's parameters in
+        place of ``**fixed`` (``bits`` required: no width is guessed), for the other formats
+        without it (their width is the format's)."""
+        P = inspect.Parameter
+        params = [q for q in inspect.signature(self.quantize).parameters.values() if q.kind is not P.VAR_KEYWORD]
+        if self.fmt is None:
+            fmt = [q.replace(kind=P.KEYWORD_ONLY) for q in inspect.signature(self.format_of).parameters.values()]
+            n = sum(q.kind is not P.KEYWORD_ONLY for q in params)  # (arr, origin) stay first
+            params = [*params[:n], fmt[0].replace(default=P.empty), *fmt[1:], *params[n:]]
+        return inspect.Signature(params)
+
     def quantize(self, arr: Array, origin: Origin, *, rounding: str = "nearest_even",
                  seed: int | None = None, rbits: int = 16, overflow: str = "saturate",
                  scale: str | None = None, axis: int | None = -1, group_size: int | None = None,
                  order: int = 1, first_index: int = 0, **fixed: Any) -> QuantizedArray:
         """Convert ``arr`` to the scheme's format (parameters: module docstring).
 
-        ``fixed`` only: ``bits`` (1..8, default 8), ``frac_bits`` (default 0), ``signed``
+        ``fixed`` only: ``bits`` (1..8, required by ``lowbit.quantize``), ``frac_bits`` (default 0), ``signed``
         (default True); ``rounding="diffuse"`` diffuses along ``axis`` with ``order`` 1 or 2.
         ``first_index`` is the generator counter of the first element (chunked stochastic rounding).
         """

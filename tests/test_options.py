@@ -90,3 +90,13 @@ def test_kv_options_come_from_the_codec():
 
     assert "iterations=8" in api.describe_options("kvarn")
     assert f"value_group_size={codecs.KiviCodec().value_group_size}" in api.describe_options("kivi")
+
+
+def test_fixed_point_needs_its_width_and_formats_take_none():
+    x = np.ones((2, 8), np.float32)
+    with pytest.raises(ValueError, match=r"scheme 'fixed' needs bits= "):
+        lowbit.quantize(x, scheme="fixed", frac_bits=2)
+    assert api.describe_options("fixed").startswith("bits (required), frac_bits=0, signed=True")
+    assert lowbit.quantize(x, scheme="fixed", bits=6).meta["bits"] == 6
+    assert "bits" not in api.scheme_options("fp8_e4m3").parameters  # the format's own width
+    assert "**" not in api.describe_options("fp4_e2m1")
