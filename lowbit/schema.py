@@ -373,6 +373,10 @@ class CodebookMeta(Meta):
         return {"scale": (dt, (_groups(self.shape, self.axis, self.group_size),))}
 
 
+#: KVMeta keys present only for the families that take them.
+_KV_OPTIONAL = ("iterations", "scale_dtype", "value_group_size", "tile_exponent")
+
+
 def _kv_schemes() -> tuple[str, ...]:
     from lowbit.kv.schemes import FAMILY_GROUP, PRESETS
 
@@ -384,7 +388,9 @@ class KVMeta(Meta):
     """KV-cache schemes (lowbit/kv/schemes.py): blocks of ``group_size`` tokens of x [..., T, D].
 
     ``iterations`` and ``scale_dtype`` (kvarn) and ``value_group_size`` (kivi) are present
-    exactly for the families that take them.
+    exactly for the families that take them.  ``tile_exponent`` (kvarn): the blocks carry a
+    per-tile power-of-two exponent (field ``tile_exponent``, int8); files written before it
+    existed lack the key, which reads as false.
     """
 
     SCHEMES: ClassVar[tuple[str, ...]] = ()  # filled in on first use (_kv_schemes)
@@ -396,10 +402,13 @@ class KVMeta(Meta):
     iterations: int | None = _key(int, lo=0, nullable=True, default=None)
     scale_dtype: str | None = _key(str, choices=("float16", "float8_e4m3"), nullable=True, default=None)
     value_group_size: int | None = _key(int, lo=1, nullable=True, default=None)
+    tile_exponent: bool | None = _key(bool, nullable=True, default=None)
 
     def __post_init__(self) -> None:
         if not KVMeta.SCHEMES:
             KVMeta.SCHEMES = _kv_schemes()
+        if self.tile_exponent is None and isinstance(self.scheme, str) and self.family == "kvarn":
+            object.__setattr__(self, "tile_exponent", False)  # a file from before the exponent
         super().__post_init__()
 
     @property
@@ -411,12 +420,12 @@ class KVMeta(Meta):
     @property
     def options(self) -> dict[str, Any]:
         """The codec options the family takes (constructor arguments of lowbit.kv.codecs)."""
-        names = {"kvarn": ("iterations", "scale_dtype"), "kivi": ("value_group_size",)}
+        names = {"kvarn": ("iterations", "scale_dtype", "tile_exponent"), "kivi": ("value_group_size",)}
         return {k: getattr(self, k) for k in names.get(self.family, ())}
 
     def to_meta(self) -> dict[str, Any]:
         out = super().to_meta()
-        for k in ("iterations", "scale_dtype", "value_group_size"):
+        for k in _KV_OPTIONAL:
             if k not in self.options:
                 del out[k]
         return out
@@ -440,7 +449,7 @@ class KVMeta(Meta):
             raise bad("group_size", f"must be null for {self.scheme} (no token groups), got {self.group_size}")
         if self.group_size is not None and self.group_size % 8:
             raise bad("group_size", f"must be a multiple of 8, got {self.group_size}")
-        for k in ("iterations", "scale_dtype", "value_group_size"):
+        for k in _KV_OPTIONAL:
             present = getattr(self, k) is not None
             if present != (k in self.options):
                 raise bad(k, f"{'is required' if not present else 'does not apply'} for {self.scheme}")
@@ -543,7 +552,7 @@ def parse(meta: Any) -> Meta:
     cls = record_class(meta.get("scheme"))
     meta = _rename_legacy(meta, cls)
     names = set(cls.keys())
-    optional = {"iterations", "scale_dtype", "value_group_size"} if cls is KVMeta else set()
+    optional = set(_KV_OPTIONAL) if cls is KVMeta else set()
     unknown = sorted(set(meta) - names, key=str)
     if unknown:
         raise bad(str(unknown[0]), f"is not a key of {meta['scheme']} metadata (keys: {sorted(names)})")

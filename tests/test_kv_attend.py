@@ -150,12 +150,12 @@ def test_kernel_writes_every_output_and_zero_for_empty_views(backend: Any, rng: 
     out_e = xp.full(q.shape, np.nan, np.float32)
     out_r = xp.full(q.shape, np.nan, np.float32)
     empty = xp.zeros((2, 2, 0, 64), np.float32)
-    f = {n: (a.view(np.uint16) if a.dtype == np.float16 else a) for n, a in store.k_fields.items()}
-    g = {n: (a.view(np.uint16) if a.dtype == np.float16 else a) for n, a in store.v_fields.items()}
+    from lowbit.kv.attend import _field_arrays  # the kernel's A, Z, S (KVarN: S = s_col * 2**e)
+
+    f, g = _field_arrays(store, "key", xp), _field_arrays(store, "value", xp)
     lut = xp.arange(4, dtype=np.float32)
     table(q).kv_attend(q, q, store.lengths, store.sink_k, store.sink_v, store.recent_k, store.recent_v,
-                       empty, empty, store.k_codes, f["row_scale"], f["row_offset"], f["col_scale"],
-                       store.v_codes, g["row_scale"], g["row_offset"], g["col_scale"], lut, lut,
+                       empty, empty, store.k_codes, *f, store.v_codes, *g, lut, lut,
                        kernel_layout(cache.codec, 64, 64), 0.125, out_e, out_r)
     out_e, out_r = backend.to_numpy(out_e), backend.to_numpy(out_r)
     assert np.isfinite(out_e).all() and np.isfinite(out_r).all()

@@ -150,19 +150,20 @@ def test_baselines_in_the_cache(rng: np.random.Generator, scheme: str) -> None:
 
 
 def test_memory_bytes(rng: np.random.Generator) -> None:
-    """k4v2-g128 at D = 128 stores 13 824 bytes per (tile, head): 4.375 + 2.375 bits/element."""
+    """k4v2-g128 at D = 128 stores 13 824 bytes per (tile, head), 4.375 + 2.375 bits/element,
+    plus one int8 exponent per K and V tile."""
     k, v = kv(rng, 1, 2, 128 + 3 * 128 + 5, 128, "float16")
     cache = QuantizedKVCache("kvarn-k4v2-g128", 128)
     cache.append(k, v)
     mem = cache.memory_bytes()
-    assert mem["codes"] + mem["scales"] == 3 * 2 * 13824
+    assert mem["codes"] + mem["scales"] == 3 * 2 * (13824 + 2)
     assert mem["codes"] == 3 * 2 * (8192 + 4096)
     assert mem["sink"] == 2 * 2 * 128 * 128 * 2 and mem["recent"] == 2 * 2 * 5 * 128 * 2
     assert mem["total"] == sum(v for name, v in mem.items() if name != "total")
     fp8 = QuantizedKVCache("kvarn-k2v2-g128", 128, scale_dtype="float8_e4m3")
     fp8.append(k, v)
     m8 = fp8.memory_bytes()
-    assert 8 * (m8["codes"] + m8["scales"]) / (3 * 2 * 2 * 128 * 128) == 2.25
+    assert 8 * (m8["codes"] + m8["scales"] - 3 * 2 * 2) / (3 * 2 * 2 * 128 * 128) == 2.25
 
 
 def test_select_batch_and_drop_recent(rng: np.random.Generator) -> None:

@@ -56,6 +56,18 @@ def ref_tile(t: np.ndarray, bits: int, iterations: int = 8) -> dict[str, np.ndar
     return {"codes": codes, "grid": grid, "A": s_row * scale, "Z": s_row * lo, "s_col": s_col}
 
 
+def ref_exponent(t: np.ndarray) -> int:
+    """The per-tile exponent: floor(log2) of the lower median of the nonzero |t|, plus 1 (so
+    that the normalized median lies in [0.5, 1), where N(0, 1) data has it); 0 for zeros."""
+    a = np.sort(np.abs(t[t != 0]).astype(np.float64))
+    return 0 if a.size == 0 else int(np.floor(np.log2(a[(a.size - 1) // 2]))) + 1
+
+
+def normalized(t: np.ndarray, e: int) -> np.ndarray:
+    """t * 2**-e in t's precision (exact: a power-of-two scaling of normal values)."""
+    return (t * np.ldexp(1.0, -e)).astype(t.dtype)
+
+
 def unpack_stream(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Element e occupies bits [e*bits, e*bits + bits) of the little-endian bit stream."""
     stream = np.unpackbits(packed, bitorder="little")
@@ -89,7 +101,9 @@ def test_tile_matches_float64_reference(rng: np.random.Generator, kind: str, bit
     assert packed.shape == (6, rows * cols * bits // 8)
     fp16_rtol = 2.0**-10  # one float16 rounding plus float32 drift of the balance
     for i in range(x.shape[0]):
-        ref = ref_tile(tile_of(x[i].astype(np.float64), kind), bits)
+        e = int(fields["tile_exponent"][i, 0])
+        assert e == ref_exponent(x[i])
+        ref = ref_tile(normalized(tile_of(x[i].astype(np.float64), kind), e), bits)
         np.testing.assert_allclose(fields["col_scale"][i].astype(np.float64), ref["s_col"], rtol=fp16_rtol)
         np.testing.assert_allclose(fields["row_scale"][i].astype(np.float64), ref["A"], rtol=fp16_rtol)
         np.testing.assert_allclose(fields["row_offset"][i].astype(np.float64), ref["Z"], rtol=fp16_rtol,
@@ -107,7 +121,8 @@ def test_column_scales_are_lowbit_balance(rng: np.random.Generator) -> None:
     """The kernel's balance is lowbit.balance's (same float32 algorithm): float16(s_col) agree."""
     x = codecs.rotate(kv_like(rng, 8, 128, 128))
     _, fields = KVarNCodec(2, 2).encode(x, "value")
-    _, col_scale, _ = lowbit.balance(x, iterations=8)
+    e = fields["tile_exponent"][:, 0].astype(int)
+    _, col_scale, _ = lowbit.balance(np.stack([normalized(t, k) for t, k in zip(x, e, strict=True)]), iterations=8)
     np.testing.assert_array_equal(fields["col_scale"], col_scale[:, 0, :].astype(np.float16))
 
 
@@ -119,7 +134,9 @@ def test_rtn_half_even_and_extremes() -> None:
     packed, fields = codec.encode(tile[None], "value")
     codes = unpack_stream(packed[0], 2, 64).reshape(8, 8)
     np.testing.assert_array_equal(codes[0], [0, 0, 2, 3, 0, 0, 2, 3])
-    np.testing.assert_array_equal(fields["row_scale"][0], np.float16(1.0))
+    # median nonzero |x| = 1.5: e = 1, the tile is halved and A = 0.5, 2**e * A = 1
+    assert fields["tile_exponent"][0, 0] == 1
+    np.testing.assert_array_equal(fields["row_scale"][0], np.float16(0.5))
 
 
 def test_packing_layout_known_bytes() -> None:
@@ -159,7 +176,8 @@ def test_float8_scales_against_ml_dtypes(rng: np.random.Generator) -> None:
     levels = 2**bits - 1
     f32 = np.float32
     for i in range(4):
-        t = x[i].T  # the float32 K tile [D, G] the kernel reads
+        e = int(fields["tile_exponent"][i, 0])
+        t = normalized(x[i].T, e)  # the float32 K tile [D, G] the kernel balances
         # s_col: e4m3 nearest-even of the float32 balance's column scale (lowbit.balance runs the
         # kernel's algorithm, test_column_scales_are_lowbit_balance), exactly
         _, col, _ = lowbit.balance(t[None], iterations=8)
@@ -245,14 +263,16 @@ def test_partial_tile_is_a_narrower_tile(rng: np.random.Generator, tokens: int) 
 
 
 def test_bits_per_element_matches_the_release_layout() -> None:
-    """D = 128, G = 128: k4v2 = K 4.375 + V 2.375 bits/element (13 824 B per tile pair)."""
+    """D = 128, G = 128: k4v2 = K 4.375 + V 2.375 bits/element (13 824 B per tile pair, the
+    official release's record) plus one int8 exponent per tile (8 / 16384 bits/element)."""
     x = np.random.default_rng(0).standard_normal((1, 128, 128)).astype(np.float32)
     k = lowbit.quantize(x, scheme="kvarn-k4v2-g128", kind="key")
     v = lowbit.quantize(x, scheme="kvarn-k4v2-g128", kind="value")
-    assert k.bits_per_element == 4.375 and v.bits_per_element == 2.375
-    assert k.nbytes + v.nbytes == 13824
+    exponent = 8 / (128 * 128)
+    assert k.bits_per_element == 4.375 + exponent and v.bits_per_element == 2.375 + exponent
+    assert k.nbytes + v.nbytes == 13824 + 2
     k2 = lowbit.quantize(x, bits=2, scheme="kvarn", kind="key", scale_dtype="float8_e4m3")
-    assert k2.bits_per_element == 2.25  # 2-bit codes + e4m3 A and s_col + float16 Z
+    assert k2.bits_per_element == 2.25 + exponent  # 2-bit codes + e4m3 A and s_col + float16 Z + e
 
 
 def test_quantize_is_deterministic(rng: np.random.Generator) -> None:
@@ -406,6 +426,87 @@ def test_rel_error_formula_is_scale_invariant(rng: np.random.Generator) -> None:
     assert max(errs) - min(errs) < 0.01 and math.isclose(errs[1], 0.10, abs_tol=0.02)
 
 
+# -- scale encoding across magnitudes (issue 12 item 2) -------------------------------------------
+
+#: Input scales swept: every decade of [1e-6, 1e4] and two scales between binades.
+SWEEP = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.37, 1.0, 3.0, 10.0, 100.0, 1e3, 1e4)
+
+
+def outlier_tokens(rng: np.random.Generator) -> np.ndarray:
+    """N(0, 1) K/V blocks [2, 256, 128] with 4 tokens x30 (attention-sink-like magnitudes)."""
+    x = rng.standard_normal((2, 256, 128))
+    x[:, rng.choice(256, 4, replace=False)] *= 30
+    return x
+
+
+@pytest.mark.parametrize("scale_dtype", ["float16", "float8_e4m3"])
+@pytest.mark.parametrize("preset", ["kvarn-k2v2-g128", "kvarn-k4v2-g128", "kvarn-k4v4-g128"])
+@pytest.mark.parametrize("data", ["random", "outlier"])
+def test_error_does_not_depend_on_the_input_scale(rng: np.random.Generator, scale_dtype: str,
+                                                  preset: str, data: str) -> None:
+    """Relative error at every scale in [1e-6, 1e4] within 1.2x its unit-scale value, K and V.
+
+    Before the per-tile exponent, e4m3 scales gave 14x the unit-scale error at 1e-4 and 1600x at
+    1e-6 (A's floor 2**-9 and Z = mid - A L / 2 put row midpoints on a boundary); float16 scales
+    1.5x at 1e-6 (float16 subnormal A) and the balance's absolute clips 2.2x for outlier-token
+    keys at 1e-2.  The exponent scales each tile by a power of two, so the error only moves with
+    the scale's position within a binade (measured: within 2%).
+    """
+    base = rng.standard_normal((2, 256, 128)) if data == "random" else outlier_tokens(rng)
+    for kind in ("key", "value"):
+        errs = {}
+        for s in SWEEP:
+            x = (base * s).astype(np.float32)
+            xh = lowbit.quantize(x, scheme=preset, kind=kind, scale_dtype=scale_dtype).dequantize()
+            errs[s] = float(np.linalg.norm(xh.astype(np.float64) - x) / np.linalg.norm(x.astype(np.float64)))
+        worst = max(errs.values()) / errs[1.0]
+        assert worst <= 1.2, (kind, {k: round(v / errs[1.0], 3) for k, v in errs.items()})
+
+
+def test_huge_and_tiny_inputs_are_refused_not_saturated() -> None:
+    """Beyond what the storage represents: a ValueError naming the limit, never saturation."""
+    x = np.ones((1, 16, 64), np.float32)
+    x[0, 3] = 2.0**124  # rotated, token 3 holds 8 * 2**124: the largest magnitude must stay below 2**127
+    with pytest.raises(ValueError, match="per-tile exponent"):
+        lowbit.quantize(x, bits=2, scheme="kvarn", kind="key")
+    y = (np.random.default_rng(4).standard_normal((1, 16, 64)) * 1e-30).astype(np.float32)
+    y[0, 0, 0] = 1e30  # one token 2**200 above the median: beyond the 2**48 dynamic range
+    with pytest.raises(ValueError, match="2\\*\\*48"):
+        lowbit.quantize(y, bits=2, scheme="kvarn", kind="value")
+    with pytest.raises(ValueError, match="float32 range"):
+        lowbit.quantize(np.full((1, 16, 64), 1e39), bits=2, scheme="kvarn", kind="key")
+    # 1e10 (float16 scales saturated there before) and 1e-30 reconstruct at unit-scale quality
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((1, 128, 64))
+    for s in (1e10, 1e-30, 1e30):
+        for sd in ("float16", "float8_e4m3"):
+            xs = (z * s).astype(np.float32)
+            xh = lowbit.quantize(xs, bits=4, scheme="kvarn", kind="key", scale_dtype=sd).dequantize()
+            err = np.linalg.norm(xh.astype(np.float64) - xs) / np.linalg.norm(xs.astype(np.float64))
+            assert err < 0.12, (s, sd, err)
+
+
+def test_files_without_exponent_still_load(rng: np.random.Generator, tmp_path: object) -> None:
+    """A file from before the exponent (no tile_exponent key nor field) decodes with e = 0."""
+    import pathlib
+
+    x = rng.standard_normal((1, 128, 64)).astype(np.float32)
+    q = lowbit.quantize(x, bits=4, scheme="kvarn", kind="value", iterations=0)
+    assert q.meta["tile_exponent"] is True
+    e = int(q.fields["tile_exponent"][0])
+    meta = {k: v for k, v in q.meta.items() if k != "tile_exponent"}
+    fields = {k: v for k, v in q.fields.items() if k != "tile_exponent"}
+    # the pre-exponent layout of the same tile: A and Z carry the 2**e
+    fields["row_scale"] = (fields["row_scale"].astype(np.float64) * 2.0**e).astype(np.float16)
+    fields["row_offset"] = (fields["row_offset"].astype(np.float64) * 2.0**e).astype(np.float16)
+    old = lowbit.quantized.QuantizedArray(q.codes, fields, meta, q.origin)
+    path = pathlib.Path(str(tmp_path)) / "old.npz"
+    old.save(path)
+    back = lowbit.load(path)
+    assert "tile_exponent" not in back.fields
+    np.testing.assert_allclose(back.dequantize(), q.dequantize(), rtol=2.0**-9, atol=2.0**-20)
+
+
 def element_error_and_bound(scheme: str, kind: str, q, x: np.ndarray, xh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|x - x_hat| per element and what the scheme guarantees for it, in the frame where it
     quantizes (rotated for kvarn / quarot), from the stored fields of the single (tail) block
@@ -426,7 +527,9 @@ def element_error_and_bound(scheme: str, kind: str, q, x: np.ndarray, xh: np.nda
     rotated = scheme in ("kvarn", "quarot")
     xr = codecs.rotate(x).astype(np.float64) if rotated else x.astype(np.float64)
     xhr = codecs.rotate(xh).astype(np.float64) if rotated else xh.astype(np.float64)
-    if scheme == "kvarn":
+    if scheme == "kvarn":  # in each tile's normalized frame (x * 2**-e), where the grid lives
+        pe = np.ldexp(1.0, f["tile_exponent"].astype(int)).reshape(n, 1, 1)
+        xr, xhr = xr / pe, xhr / pe
         fp8 = f["row_scale"].dtype == np.uint8
         val = (lambda c: c.view(E4M3).astype(np.float64)) if fp8 else (lambda c: c)
         rows, cols = (d, t) if kind == "key" else (t, d)

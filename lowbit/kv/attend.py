@@ -123,6 +123,8 @@ def kernel_layout(codec: Codec, head_dim: int, group_size: int) -> tuple[int, ..
                 fmt = K.FMT_ABSENT
             elif name == "row_offset" or not kvarn:
                 fmt = K.FMT_FLOAT32 if isinstance(codec, FP8Codec) else K.FMT_FLOAT16
+            elif name == "col_scale" and codec.tile_exponent:  # type: ignore[attr-defined]
+                fmt = K.FMT_FLOAT32  # s_col * 2**e, see _field_arrays
             else:
                 fmt = K.FMT_FLOAT16 if codec.scale_format == 0 else K.FMT_FLOAT8_E4M3  # type: ignore[attr-defined]
             layout[first + i] = fmt
@@ -149,7 +151,25 @@ def _field_arrays(store: TileStore, kind: str, xp: Any) -> tuple[Any, Any, Any]:
     names = _names(store.codec, kind)
     present = [fields[n] for n in names if n is not None]
     dummy = xp.zeros((1, 1, 1, 1), _kernel_field(present[0]).dtype)
-    return tuple(dummy if n is None else _kernel_field(fields[n]) for n in names)  # type: ignore[return-value]
+    out = [dummy if n is None else _kernel_field(fields[n]) for n in names]
+    if isinstance(store.codec, KVarNCodec) and store.codec.tile_exponent:
+        out[2] = _scaled_col_scale(fields["col_scale"], fields["tile_exponent"], xp)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _scaled_col_scale(col_scale: Any, exponent: Any, xp: Any) -> Any:
+    """s_col * 2**e as float32 [B, H, n, C] (exact: a power-of-two scaling of the stored
+    value), so that the kernel's S carries the per-tile exponent of KVarN tiles.  One pass
+    over the column scales (C values per tile, against D * C * bits / 8 code bytes)."""
+    if str(col_scale.dtype) == "float16":
+        s = col_scale.astype(xp.float32)
+    else:
+        from lowbit.codec import widen_exact
+        from lowbit.formats import FP8_E4M3
+
+        s = widen_exact(col_scale, FP8_E4M3)
+    with np.errstate(all="ignore"):  # slots past the filled tiles hold anything; never read
+        return xp.ascontiguousarray(xp.ldexp(s, exponent.astype(xp.int32)).astype(xp.float32))
 
 
 def _f32(a: Any, xp: Any) -> Any:

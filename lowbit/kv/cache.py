@@ -249,10 +249,7 @@ class QuantizedKVCache:
     def _encode(self, block: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Quantize one tile per (batch, head): block [B, H, G, D] -> codes [B, H, bytes], fields."""
         b, h, g, d = block.shape
-        x = np.ascontiguousarray(block, dtype=np.float32).reshape(b * h, g, d)
-        if self.codec.rotated:
-            x = codecs.rotate(x)
-        codes, fields = self.codec.encode(x, kind)
+        codes, fields = self.codec.encode_tokens(np.ascontiguousarray(block).reshape(b * h, g, d), kind)
         return (codes.reshape(b, h, -1), {k: f.reshape((b, h) + f.shape[1:]) for k, f in fields.items()})
 
     def append(self, k: np.ndarray, v: np.ndarray) -> None:
@@ -311,10 +308,8 @@ class QuantizedKVCache:
         codes, fields = tiles.used()
         flat = {k: np.ascontiguousarray(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
                 for k, f in fields.items()}
-        x = self.codec.decode(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
-                              kind, self.group_size, self.head_dim)
-        if self.codec.rotated:
-            x = codecs.rotate(x)
+        x = self.codec.decode_tokens(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
+                                     kind, self.group_size, self.head_dim)
         return x.reshape(b, h, n * self.group_size, self.head_dim)
 
     def dequantized_tiles(self, first: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -27,13 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Origin, backend
+from lowbit.arrays import Array, Origin, backend, contiguous, xp_of
 from lowbit.validate import check_bits, check_iterations
 
 KINDS = ("key", "value")
 #: scale storage of the KVarN codec: A and s_col as float16 bits or float8 e4m3 codes
 KVARN_SCALE_DTYPES = ("float16", "float8_e4m3")
-_HOST_F32 = Origin("numpy", "float32", "cpu")
+
+
+def _f32_origin(x: Array) -> Origin:
+    """Origin of a float32 backend array on x's device (for the affine / minifloat fronts)."""
+    if xp_of(x) is np:
+        return Origin("numpy", "float32", "cpu")
+    return Origin("cupy", "float32", f"cuda:{x.device.id}")
 
 
 def check_kind(kind: Any) -> str:
@@ -50,8 +56,9 @@ def check_kv_group_size(group_size: Any, name: str = "group_size") -> int:
 
 
 
-def rotate(x: np.ndarray) -> np.ndarray:
-    """Normalized Sylvester Hadamard transform along the last axis (self-inverse), float32.
+def rotate(x: Array) -> Array:
+    """Normalized Sylvester Hadamard transform along the last axis (self-inverse), float32,
+    on x's device (numpy or CuPy).
 
     Raises
     ------
@@ -60,7 +67,25 @@ def rotate(x: np.ndarray) -> np.ndarray:
     """
     from lowbit.transforms import hadamard
 
-    return np.ascontiguousarray(hadamard(np.ascontiguousarray(x, dtype=np.float32), axis=-1))
+    return contiguous(hadamard(as_float32(x), axis=-1))
+
+
+def as_float32(x: Array) -> Array:
+    """x (float16 / float32 / float64, or bfloat16 bits as uint16; numpy or CuPy) as a
+    C-contiguous float32 array (16-bit values widened exactly)."""
+    if x.dtype == np.uint16:
+        from lowbit.arrays import to_float
+
+        return contiguous(to_float(x, "bfloat16"))
+    return contiguous(x.astype(np.float32, copy=False))
+
+
+def kernel_tokens(x: Array) -> Array:
+    """Tokens as the KVarN kernels read them: float32 on the CPU; on a GPU float16,
+    bfloat16 bits (uint16) and float32 as they are (float64 narrowed to float32), contiguous."""
+    if xp_of(x) is np or x.dtype == np.float64:
+        return as_float32(x)
+    return contiguous(x)
 
 
 class Codec:
@@ -81,12 +106,25 @@ class Codec:
         ``tokens`` x ``dim`` (the layout lowbit.schema checks saved files against)."""
         raise NotImplementedError
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+        """Blocks ``x [n, t, D]`` (float32; the rotated frame if :attr:`rotated`) -> codes, fields."""
         raise NotImplementedError
 
-    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
-               tokens: int, dim: int) -> np.ndarray:
+    def decode(self, codes: Array, fields: dict[str, Array], kind: str,
+               tokens: int, dim: int) -> Array:
+        """Codes and fields -> blocks ``[n, t, D]`` float32 (the rotated frame if :attr:`rotated`)."""
         raise NotImplementedError
+
+    def encode_tokens(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+        """:meth:`encode` of blocks in the original frame (numpy or CuPy, any float dtype; the
+        caller's array is not modified): rotated first when the codec is :attr:`rotated`."""
+        return self.encode(rotate(x) if self.rotated else as_float32(x), kind)
+
+    def decode_tokens(self, codes: Array, fields: dict[str, Array], kind: str,
+                      tokens: int, dim: int) -> Array:
+        """:meth:`decode` back to the original frame (float32)."""
+        out = self.decode(codes, fields, kind, tokens, dim)
+        return rotate(out) if self.rotated else out
 
     def options(self) -> dict[str, Any]:
         """JSON-able constructor arguments (recorded in QuantizedArray metadata)."""
@@ -99,14 +137,19 @@ class KVarNCodec(Codec):
 
     Fields per block (R, C = (D, t) for keys, (t, D) for values):
     ``row_scale`` A [R] and ``col_scale`` s_col [C] (float16, or uint8 e4m3 codes with
-    ``scale_dtype="float8_e4m3"``), ``row_offset`` Z [R] (float16);
-    x_hat[r, c] = (code[r, c] * A[r] + Z[r]) * s_col[c] in the rotated frame.
+    ``scale_dtype="float8_e4m3"``), ``row_offset`` Z [R] (float16), and with
+    ``tile_exponent`` (the default) ``tile_exponent`` e [1] (int8);
+    x_hat[r, c] = (code[r, c] * A[r] + Z[r]) * s_col[c] * 2**e in the rotated frame.
+    The exponent normalizes each tile's magnitude before the balance (lowbit/cpu/kvarn.py),
+    so that the error does not depend on the input's scale; files written before it existed
+    have ``tile_exponent=False`` (e = 0, no normalization).
     """
 
     key_bits: int = 2
     value_bits: int = 2
     iterations: int = 8
     scale_dtype: str = "float16"
+    tile_exponent: bool = True
     name: str = field(default="kvarn", init=False)
     rotated: bool = field(default=True, init=False)
 
@@ -116,6 +159,8 @@ class KVarNCodec(Codec):
         check_iterations(self.iterations)
         if self.scale_dtype not in KVARN_SCALE_DTYPES:
             raise ValueError(f"scale_dtype must be one of {KVARN_SCALE_DTYPES}, got {self.scale_dtype!r}")
+        if not isinstance(self.tile_exponent, (bool, np.bool_)):
+            raise TypeError(f"tile_exponent must be a bool, got {self.tile_exponent!r}")
 
     @property
     def scale_format(self) -> int:
@@ -127,44 +172,91 @@ class KVarNCodec(Codec):
     def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
         rows, cols = (dim, tokens) if kind == "key" else (tokens, dim)
         scale = np.float16 if self.scale_format == 0 else np.uint8
-        return {"row_scale": (scale, rows), "row_offset": (np.float16, rows), "col_scale": (scale, cols)}
+        out: dict[str, tuple[Any, int]] = {"row_scale": (scale, rows), "row_offset": (np.float16, rows),
+                                           "col_scale": (scale, cols)}
+        if self.tile_exponent:
+            out["tile_exponent"] = (np.int8, 1)
+        return out
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+        return self._encode(kernel_tokens(x), kind, rotate=False)
+
+    def encode_tokens(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+        # the kernels rotate power-of-two head_dims themselves (one pass over the tokens)
+        if _fused_rotation(x.shape[-1]):
+            return self._encode(kernel_tokens(x), kind, rotate=True)
+        return self._encode(rotate(x), kind, rotate=False)
+
+    def _encode(self, x: Array, kind: str, rotate: bool) -> tuple[Array, dict[str, Array]]:
+        from lowbit.cpu.kvarn import EXPONENT_INVALID
+
+        xp = xp_of(x)
         n, tokens, dim = x.shape
         rows, cols = (dim, tokens) if kind == "key" else (tokens, dim)
         bits = self.bits(kind)
-        packed = np.empty((n, self.code_bytes(tokens, dim, kind)), np.uint8)
-        a = np.empty((n, rows), np.uint16)
-        z = np.empty((n, rows), np.uint16)
-        s = np.empty((n, cols), np.uint16)
-        backend(x).kvarn_encode(np.ascontiguousarray(x, dtype=np.float32), kind == "key", bits,
-                                self.iterations, self.scale_format, packed, a, z, s)
-        return packed, {
-            "row_scale": self._stored(a), "row_offset": z.view(np.float16),
-            "col_scale": self._stored(s),
-        }
+        packed = xp.empty((n, self.code_bytes(tokens, dim, kind)), np.uint8)
+        a = xp.empty((n, rows), np.uint16)
+        z = xp.empty((n, rows), np.uint16)
+        s = xp.empty((n, cols), np.uint16)
+        e = xp.empty(n, np.int8)
+        backend(x).kvarn_encode(x, rotate, kind == "key", bits, self.iterations, self.scale_format,
+                                self.tile_exponent, packed, a, z, s, e)
+        if self.tile_exponent and n:
+            bad = e == EXPONENT_INVALID
+            if bool(bad.any()):
+                raise ValueError(
+                    f"{int(bad.sum())} of {n} blocks (the first: block {int(bad.argmax())}) have "
+                    f"magnitudes KVarN's per-tile exponent cannot represent: the median nonzero |x| "
+                    f"must lie in [2**-128, 2**127), the largest |x| (after the Hadamard rotation, "
+                    f"which can grow a value by sqrt(head_dim)) below 2**127 and within 2**48 of the median")
+        fields = {"row_scale": self._stored(a), "row_offset": z.view(np.float16), "col_scale": self._stored(s)}
+        if self.tile_exponent:
+            fields["tile_exponent"] = e.reshape(n, 1)
+        return packed, fields
 
-    def _stored(self, codes16: np.ndarray) -> np.ndarray:
+    def _stored(self, codes16: Array) -> Array:
         return codes16.view(np.float16) if self.scale_format == 0 else codes16.astype(np.uint8)
 
-    def kernel_fields(self, fields: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """(row_scale, row_offset, col_scale) as the uint16 code arrays the kernels read."""
-        def k(f: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(f.view(np.uint16) if f.dtype == np.float16 else f.astype(np.uint16))
+    def kernel_fields(self, fields: dict[str, Array]) -> tuple[Array, ...]:
+        """(row_scale, row_offset, col_scale) as the uint16 code arrays the kernels read, and
+        tile_exponent [n] int8 (zeros for files written before the exponent existed)."""
+        def k(f: Array) -> Array:
+            return contiguous(f.view(np.uint16) if f.dtype == np.float16 else f.astype(np.uint16))
 
-        return k(fields["row_scale"]), k(fields["row_offset"]), k(fields["col_scale"])
+        a = fields["row_scale"]
+        xp = xp_of(a)
+        e = fields.get("tile_exponent")
+        e = xp.zeros(a.shape[0], np.int8) if e is None else contiguous(e.reshape(-1))
+        return k(a), k(fields["row_offset"]), k(fields["col_scale"]), e
 
-    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
-               tokens: int, dim: int) -> np.ndarray:
-        out = np.empty((codes.shape[0], tokens, dim), np.float32)
-        a, z, s = self.kernel_fields(fields)
-        backend(codes).kvarn_decode(np.ascontiguousarray(codes), kind == "key", self.bits(kind),
-                                    self.scale_format, a, z, s, out)
+    def decode(self, codes: Array, fields: dict[str, Array], kind: str,
+               tokens: int, dim: int) -> Array:
+        return self._decode(codes, fields, kind, tokens, dim, rotate=False)
+
+    def decode_tokens(self, codes: Array, fields: dict[str, Array], kind: str,
+                      tokens: int, dim: int) -> Array:
+        if _fused_rotation(dim):
+            return self._decode(codes, fields, kind, tokens, dim, rotate=True)
+        return rotate(self._decode(codes, fields, kind, tokens, dim, rotate=False))
+
+    def _decode(self, codes: Array, fields: dict[str, Array], kind: str, tokens: int, dim: int,
+                rotate: bool) -> Array:
+        xp = xp_of(codes)
+        out = xp.empty((codes.shape[0], tokens, dim), np.float32)
+        a, z, s, e = self.kernel_fields(fields)
+        backend(codes).kvarn_decode(contiguous(codes), rotate, kind == "key", self.bits(kind),
+                                    self.scale_format, a, z, s, e, out)
         return out
 
     def options(self) -> dict[str, Any]:
         return {"key_bits": self.key_bits, "value_bits": self.value_bits,
-                "iterations": self.iterations, "scale_dtype": self.scale_dtype}
+                "iterations": self.iterations, "scale_dtype": self.scale_dtype,
+                "tile_exponent": bool(self.tile_exponent)}
+
+
+def _fused_rotation(dim: int) -> bool:
+    """True if the KVarN kernels rotate blocks of this head_dim themselves (a power of two)."""
+    return dim >= 1 and dim & (dim - 1) == 0
 
 
 def _rtn_rows(x: np.ndarray, bits: int, group_size: int | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -176,16 +268,17 @@ def _rtn_rows(x: np.ndarray, bits: int, group_size: int | None) -> tuple[np.ndar
     from lowbit import affine
 
     n = x.shape[0]
+    xp = xp_of(x)
     chunks = [x] if (x[0].size * bits) % 8 == 0 else [x[i:i + 1] for i in range(n)]
     parts = []
     for c in chunks:
-        q = affine.quantize(np.ascontiguousarray(c), _HOST_F32, bits, axis=-1,
+        q = affine.quantize(contiguous(c), _f32_origin(x), bits, axis=-1,
                             group_size=group_size, scale_dtype="float16")
         parts.append((q.codes.reshape(c.shape[0], -1),
                       {"scale": q.fields["scale"].reshape(c.shape[0], -1),
                        "offset": q.fields["offset"].reshape(c.shape[0], -1)}))
-    codes = np.concatenate([p[0] for p in parts])
-    return codes, {k: np.concatenate([p[1][k] for p in parts]) for k in ("scale", "offset")}
+    codes = xp.concatenate([p[0] for p in parts])
+    return codes, {k: xp.concatenate([p[1][k] for p in parts]) for k in ("scale", "offset")}
 
 
 def _rtn_rows_decode(codes: np.ndarray, fields: dict[str, np.ndarray], bits: int,
@@ -195,15 +288,15 @@ def _rtn_rows_decode(codes: np.ndarray, fields: dict[str, np.ndarray], bits: int
     from lowbit.schema import RtnMeta
 
     n, r, c = shape
-    out = np.empty(shape, np.float32)
+    out = xp_of(codes).empty(shape, np.float32)
     whole = (r * c * bits) % 8 == 0
     chunks = [(0, n)] if whole else [(i, i + 1) for i in range(n)]
     for lo, hi in chunks:
         meta = RtnMeta(shape=(hi - lo, r, c), dtype="float32", bits=bits, axis=2,
                        group_size=group_size, symmetric=False, scale_dtype="float16")
-        q = QuantizedArray(np.ascontiguousarray(codes[lo:hi]).reshape(-1),
-                           {k: np.ascontiguousarray(v[lo:hi]).reshape(-1) for k, v in fields.items()},
-                           meta.to_meta(), _HOST_F32)
+        q = QuantizedArray(contiguous(codes[lo:hi]).reshape(-1),
+                           {k: contiguous(v[lo:hi]).reshape(-1) for k, v in fields.items()},
+                           meta.to_meta(), _f32_origin(codes))
         out[lo:hi] = affine.dequantize(q)
     return out
 
@@ -249,7 +342,7 @@ class KiviCodec(Codec):
 
     def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if kind == "key":
-            return _rtn_rows(np.ascontiguousarray(x.transpose(0, 2, 1)), self.key_bits, None)
+            return _rtn_rows(contiguous(x.transpose(0, 2, 1)), self.key_bits, None)
         return _rtn_rows(x, self.value_bits, self._value_group(x.shape[2]))
 
     def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
@@ -257,7 +350,7 @@ class KiviCodec(Codec):
         n = codes.shape[0]
         if kind == "key":
             kt = _rtn_rows_decode(codes, fields, self.key_bits, (n, dim, tokens), None)
-            return np.ascontiguousarray(kt.transpose(0, 2, 1))
+            return contiguous(kt.transpose(0, 2, 1))
         return _rtn_rows_decode(codes, fields, self.value_bits, (n, tokens, dim), self._value_group(dim))
 
     def options(self) -> dict[str, Any]:
@@ -321,7 +414,7 @@ class FP8Codec(Codec):
         from lowbit.formats import FP8_E4M3
 
         n = x.shape[0]
-        flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+        flat = as_float32(x).reshape(-1)
         codes, scale = encode_absmax(flat, FP8_E4M3, max(flat.size // max(n, 1), 1), mode=0, seed=0,
                                      first_index=0, rbits=16, overflow=check_overflow("saturate", FP8_E4M3))
         return codes.reshape(n, -1), {"scale": scale.reshape(n, 1)}
@@ -332,8 +425,8 @@ class FP8Codec(Codec):
         from lowbit.formats import FP8_E4M3
 
         n = codes.shape[0]
-        scale = np.ascontiguousarray(fields["scale"], np.float32).reshape(-1).astype(np.float64)
-        out = decode(np.ascontiguousarray(codes).reshape(-1), FP8_E4M3, n * tokens * dim,
+        scale = contiguous(fields["scale"]).reshape(-1).astype(np.float64)
+        out = decode(contiguous(codes).reshape(-1), FP8_E4M3, n * tokens * dim,
                      max(tokens * dim, 1), scale, "float32")
         return out.reshape(n, tokens, dim)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, Origin, kernel_input, kernel_output, xp_of
+from lowbit.arrays import Array, Origin, kernel_input, to_dtype, xp_of
 from lowbit.kv import codecs
 from lowbit.kv.codecs import Codec, check_kind, check_kv_group_size
 from lowbit.quantized import QuantizedArray
@@ -143,8 +143,6 @@ class KVScheme:
             raise ValueError(f"scheme {self.name!r} needs kind='key' or kind='value' (no default: "
                              "keys and values are quantized differently)")
         kind = check_kind(kind)
-        if xp_of(arr) is not np:
-            raise NotImplementedError(f"scheme {self.name!r} runs on the CPU only (CUDA kernels are a known gap)")
         lead, t, d = _check_x(arr)
         if self.preset is not None:
             want = self.preset.bits(kind)
@@ -168,18 +166,22 @@ class KVScheme:
             group_size = check_kv_group_size(group_size)
         codec = make_codec(self.family, bits, bits, **options)
 
-        x = kernel_input(arr, origin.dtype).astype(np.float32, copy=False).reshape(lead, t, d)
-        if not np.isfinite(x).all():
-            raise ValueError(f"x contains NaN or Inf; scheme {self.name!r} needs finite values")
-        if codec.rotated:
-            x = codecs.rotate(x)
+        xp = xp_of(arr)
+        x = kernel_input(arr, origin.dtype)  # CPU: float32 for 16-bit input; GPU: as stored
+        if x.dtype == np.float64:
+            with np.errstate(over="ignore"):  # beyond the float32 range: Inf, refused below
+                x = codecs.as_float32(x)
+        x = x.reshape(lead, t, d)
+        if not _all_finite(x):
+            raise ValueError(f"x contains NaN or Inf (or float64 values beyond the float32 range); "
+                             f"scheme {self.name!r} needs finite values")
         n_full, g, tail = _blocks(t, group_size)
         parts = []
         if n_full:
-            parts.append(codec.encode(np.ascontiguousarray(x[:, : n_full * g].reshape(lead * n_full, g, d)), kind))
+            parts.append(codec.encode_tokens(x[:, : n_full * g].reshape(lead * n_full, g, d), kind))
         if tail:
-            parts.append(codec.encode(np.ascontiguousarray(x[:, n_full * g:]), kind))
-        codes = np.concatenate([p[0].reshape(-1) for p in parts])
+            parts.append(codec.encode_tokens(x[:, n_full * g:], kind))
+        codes = xp.concatenate([p[0].reshape(-1) for p in parts])
         fields: dict[str, Array] = {}
         for i, (_, f) in enumerate(parts):
             prefix = "tail." if (i == 1 or not n_full) else ""
@@ -192,7 +194,9 @@ class KVScheme:
 
     # -- dequantize ---------------------------------------------------------------------------
     def _codec_of(self, m: dict[str, Any]) -> Codec:
-        opts = {k: m[k] for k in ("iterations", "scale_dtype", "value_group_size") if k in m}
+        opts: dict[str, Any] = {k: m[k] for k in ("iterations", "scale_dtype", "value_group_size") if k in m}
+        if self.family == "kvarn":  # files from before the per-tile exponent: none
+            opts["tile_exponent"] = bool(m.get("tile_exponent", False))
         bits = int(m["bits"])
         return make_codec(self.family, bits, bits, **opts)
 
@@ -224,17 +228,25 @@ class KVScheme:
         shape = tuple(m["shape"])
         lead, t, d = math.prod(shape[:-2]), shape[-2], shape[-1]
         n_full = t // (m["group_size"] or t)
-        x = np.empty((lead, t, d), np.float32)
+        xp = xp_of(q.codes)
+        x = xp.empty((lead, t, d), np.float32)
         for n, tok, codes, fields in self._split(q):
-            blocks = codec.decode(codes, fields, m["kind"], tok, d)
+            blocks = codec.decode_tokens(codes, fields, m["kind"], tok, d)
             if tok == (m["group_size"] or t) and n == lead * n_full:
                 x[:, : n_full * tok] = blocks.reshape(lead, n_full * tok, d)
             else:
                 x[:, n_full * (m["group_size"] or t):] = blocks
-        if codec.rotated:
-            x = codecs.rotate(x)
         out = x.astype(np.float64) if q.origin.dtype == "float64" else x
-        return kernel_output(out, q.origin.dtype).reshape(shape)
+        return to_dtype(out, q.origin.dtype).reshape(shape)
+
+
+def _all_finite(x: Array) -> bool:
+    """No NaN or Inf in ``x`` (float16 / float32, or bfloat16 bits as uint16)."""
+    xp = xp_of(x)
+    if x.dtype == np.uint16:  # bfloat16 bits: exponent field all ones
+        return not bool(((x & 0x7F80) == 0x7F80).any())
+    return bool(xp.isfinite(x).all())
+
 
 kvarn = KVScheme("kvarn")
 kivi = KVScheme("kivi")
