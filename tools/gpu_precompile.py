@@ -19,6 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 _LANE_BITS = [(f"-DLOWBIT_LANE_BITS={b}",) for b in range(1, 9)]
 #: (source, defines) of every module the wrappers build (lowbit/cuda/rtn.py: the lane, segment
 #: and lane-decode modules once per bit width).
+def _kvarn_defines() -> tuple[str, ...]:
+    from lowbit.cuda.kvarn import _defines
+
+    return _defines()
+
+
 MODULES = {
     "rtn": [()],
     "rtn_groups": [()],
@@ -29,6 +35,7 @@ MODULES = {
     "codec": [()],
     "rounding": [()],
     "diffusion": [()],
+    "kvarn": [_kvarn_defines()],
 }
 
 

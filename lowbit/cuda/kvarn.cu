@@ -1,0 +1,332 @@
+// lowbit/cuda/kvarn.cu -- the fused KVarN store and its decoder; twins of lowbit/cpu/kvarn.py
+// (kvarn_encode, kvarn_decode).  One thread block per tile (grid-stride over all the (batch,
+// head, tile) items of one launch), the tile held in shared memory as float32 from the load to
+// the packed record; nothing intermediate goes to global memory:
+//
+//   load_tile -> rotate_tokens (hadamard.cuh's butterfly order) -> tile_exponent -> balance_tile
+//   (balance.cuh) -> encode_scales -> rtn_rows (fold into A / Z) -> pack_codes
+//
+// Every step performs the CPU's float32 / float64 operations in the CPU's order (f32 arithmetic
+// without flushing, codec.cuh's encoder for the scale codes), so codes and scale bytes equal the
+// CPU's bit for bit.  Suffixes name the token storage (f16, bf16 = bfloat16 bits, f32) of the
+// encoder and the output storage (f16, bf16, f32, f64) of the decoder.
+
+// Overridden by the Python wrapper (values from lowbit/cpu/kvarn.py and lowbit.formats):
+#ifndef LOWBIT_MEDIAN_LOG
+#define LOWBIT_MEDIAN_LOG (-1)
+#endif
+#ifndef LOWBIT_EXPONENT_LIMIT
+#define LOWBIT_EXPONENT_LIMIT 127
+#endif
+#ifndef LOWBIT_EXPONENT_INVALID
+#define LOWBIT_EXPONENT_INVALID (-128)
+#endif
+#ifndef LOWBIT_RANGE_LOG
+#define LOWBIT_RANGE_LOG 48
+#endif
+#ifndef LOWBIT_F16_SPEC  // lowbit.formats.FLOAT16.spec
+#define LOWBIT_F16_SPEC 16, 10, -14, 15, 65504.0, 31743, 31744, 32256
+#endif
+#ifndef LOWBIT_E4M3_SPEC  // lowbit.formats.FP8_E4M3.spec
+#define LOWBIT_E4M3_SPEC 8, 3, -6, 8, 448.0, 126, -1, 127
+#endif
+
+#include "balance.cuh"
+#include "codec.cuh"
+
+// Histogram bins of float32 binades floor(log2|v|) = -149 .. 127 (lowbit/cpu/kvarn.py _BINS).
+#define LOWBIT_BINS 277
+#define LOWBIT_BIN0 149
+
+__host__ __device__ constexpr int kv_pitch(int cols) { return (cols % 2) ? cols : cols + 1; }
+
+// floor(log2(a)) of a positive finite float32 (subnormals included): kvarn.py _binade.
+__device__ __forceinline__ int binade_f32(float a) {
+    const u32 b = __float_as_uint(a) & 0x7fffffffu;
+    const u32 ex = b >> 23;
+    return ex ? (int)ex - 127 : (31 - __clz(b)) - 149;
+}
+
+// 2**e as float32 for -149 <= e <= 127 (exact): kvarn.py pow2_f32.
+__device__ __forceinline__ f32 pow2_f32(int e) { return f32(f64_to_f32(ldexp(1.0, e))); }
+
+// float32(1 / sqrt(D)): kvarn.py rotation_scale (IEEE sqrt and division in float64, rounded once).
+__device__ __forceinline__ f32 rotation_scale(int dim) { return f32(f64_to_f32(1.0 / sqrt((double)dim))); }
+
+__device__ __forceinline__ u32 scale_code(double v, const MiniSpec& s) {
+    int invalid, over;
+    return (u32)minifloat_encode_one(v, s, LOWBIT_SATURATE, LOWBIT_NEAREST_EVEN, 0ull, 0ll, 16, invalid, over);
+}
+
+// Element (t, d) of token-major rows [tokens][dim] held with `pitch` floats per row (`col_major`:
+// the tile is [dim][tokens], element (t, d) at d * pitch + t).
+__device__ __forceinline__ int token_index(int t, int d, int pitch, bool col_major) {
+    return col_major ? d * pitch + t : t * pitch + d;
+}
+
+// v = scale * H_D v for every token of the tile in shared memory (D a power of two): radix-2
+// butterflies of increasing stride, the lower index keeping a + b, then the scale -- the CPU's
+// _sylvester and `scale * v`, fused into the last level (the same two roundings).
+__device__ __forceinline__ void rotate_tokens(float* buf, int tokens, int dim, int pitch, bool col_major) {
+    const f32 scale = rotation_scale(dim);
+    const int half = dim >> 1;
+    for (int h = 1; h < dim; h <<= 1) {
+        const bool last = (h << 1) == dim;
+        __syncthreads();
+        for (int p = threadIdx.x; p < tokens * half; p += blockDim.x) {
+            const int t = p / half, q = p - t * half;
+            const int j = (q / h) * (h << 1) + (q % h);
+            float* lo = buf + token_index(t, j, pitch, col_major);
+            float* hi = buf + token_index(t, j + h, pitch, col_major);
+            const f32 a(*lo), b(*hi);
+            *lo = last ? (scale * (a + b)).v : (a + b).v;
+            *hi = last ? (scale * (a - b)).v : (a - b).v;
+        }
+    }
+    if (dim == 1) {  // no butterfly: scale = 1, exact
+        return;
+    }
+    __syncthreads();
+}
+
+// The tile's exponent (kvarn.py tile_exponent_of): the binade of the lower-median nonzero
+// magnitude minus LOWBIT_MEDIAN_LOG, from a histogram of binades (integer atomics: the same
+// counts in any order).  `hist` holds LOWBIT_BINS + 2 ints; every thread gets the result.
+__device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch, int* hist) {
+    for (int b = threadIdx.x; b < LOWBIT_BINS + 2; b += blockDim.x) hist[b] = 0;
+    __syncthreads();
+    int* nnz = hist + LOWBIT_BINS;
+    int* nonfinite = hist + LOWBIT_BINS + 1;
+    for (int idx = threadIdx.x; idx < rows * cols; idx += blockDim.x) {
+        const int r = idx / cols, c = idx - r * cols;
+        const float a = fabsf(tile[r * pitch + c]);
+        const u32 bits = __float_as_uint(a);
+        if (bits >= 0x7f800000u) atomicOr(nonfinite, 1);  // Inf or NaN
+        else if (bits != 0u) {
+            atomicAdd(hist + binade_f32(a) + LOWBIT_BIN0, 1);
+            atomicAdd(nnz, 1);
+        }
+    }
+    __syncthreads();
+    __shared__ int result;
+    if (threadIdx.x == 0) {
+        int e;
+        if (*nonfinite) e = LOWBIT_EXPONENT_INVALID;
+        else if (*nnz == 0) e = 0;
+        else {
+            const int k = (*nnz - 1) / 2;
+            int cum = 0, med = 0, top = 0;
+            for (int b = 0; b < LOWBIT_BINS; ++b) {
+                if (hist[b]) {
+                    if (cum <= k) med = b - LOWBIT_BIN0;
+                    top = b - LOWBIT_BIN0;
+                }
+                cum += hist[b];
+            }
+            e = med - LOWBIT_MEDIAN_LOG;
+            if (e < -LOWBIT_EXPONENT_LIMIT || e > LOWBIT_EXPONENT_LIMIT || top >= 127 || top - e > LOWBIT_RANGE_LOG)
+                e = LOWBIT_EXPONENT_INVALID;
+        }
+        result = e;
+    }
+    __syncthreads();
+    const int e = result;
+    __syncthreads();  // `result` is rewritten by the next tile
+    return e;
+}
+
+// Shared memory of one encode block, in floats (kvarn.py's wrapper mirrors it: smem_bytes).
+__host__ __device__ constexpr int encode_smem_floats(int rows, int cols, int threads) {
+    return rows * kv_pitch(cols) + cols + rows + balance_scratch_floats(rows, cols, threads) + LOWBIT_BINS + 2;
+}
+
+template <typename T>
+__device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int tokens, int dim, int rotate, int key,
+                                                  int bits, int iterations, int scale_format, int normalize,
+                                                  u8* packed, u16* row_scale, u16* row_offset, u16* col_scale,
+                                                  signed char* tile_exponent) {
+    extern __shared__ __align__(16) float smem[];
+    const int rows = key ? dim : tokens, cols = key ? tokens : dim;
+    const int pitch = kv_pitch(cols);
+    float* tile = smem;
+    float* cs = tile + rows * pitch;  // s_col of the balance, then the stored values
+    float* rs = cs + cols;            // s_row
+    const BalanceScratch scratch = balance_scratch(rs + rows, rows, cols);
+    int* hist = reinterpret_cast<int*>(rs + rows + balance_scratch_floats(rows, cols, blockDim.x));
+    u8* codes = reinterpret_cast<u8*>(hist + LOWBIT_BINS + 2);
+    const BalanceParams params{iterations, f32(1e-3f), f32(1e3f), f32(-0.3f), f32(10.0f), f32(1e-8f)};
+    const MiniSpec f16 = mini_spec(LOWBIT_F16_SPEC), e4m3 = mini_spec(LOWBIT_E4M3_SPEC);
+    const MiniSpec& sspec = scale_format == 0 ? f16 : e4m3;
+    const int levels = (1 << bits) - 1;
+    const f32 lf((float)levels);
+    const long long nel = (long long)rows * cols;
+    const long long code_bytes = (nel * bits + 7) / 8;
+    const long long units = (nel + 7) / 8;
+    for (long long i = blockIdx.x; i < n; i += gridDim.x) {
+        // load_tile: coalesced along the tokens' channels, transposed into K tiles
+        const T* src = x + i * nel;
+        for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
+            const int t = idx / dim, d = idx - t * dim;
+            tile[token_index(t, d, pitch, key != 0)] = widen(src[idx]).v;
+        }
+        if (rotate) rotate_tokens(tile, tokens, dim, pitch, key != 0);
+        __syncthreads();
+        const int e = normalize ? tile_exponent_of(tile, rows, cols, pitch, hist) : 0;
+        if (threadIdx.x == 0) tile_exponent[i] = (signed char)e;
+        if (e == LOWBIT_EXPONENT_INVALID) continue;  // uniform across the block; the front raises
+        if (e != 0) {
+            const f32 p = pow2_f32(-e);
+            for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
+                const int r = idx / cols, c = idx - r * cols;
+                tile[r * pitch + c] = (f32(tile[r * pitch + c]) * p).v;
+            }
+            __syncthreads();
+        }
+        // balance_tile (identity scales for a 1-token tile: no token std)
+        if (rows >= 2 && cols >= 2) {
+            balance_tile(SharedTile{tile, pitch}, rows, cols, params, scratch, cs, rs);
+        } else {
+            for (int c = threadIdx.x; c < cols; c += blockDim.x) cs[c] = 1.0f;
+            for (int r = threadIdx.x; r < rows; r += blockDim.x) rs[r] = 1.0f;
+            __syncthreads();
+        }
+        // encode_scales: s_col codes; cs becomes the value the codes are computed against
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const u32 code = scale_code(f32_to_f64(cs[c]), sspec);
+            col_scale[i * cols + c] = (u16)code;
+            if (scale_format != 0) cs[c] = f64_to_f32(minifloat_decode_one(code, e4m3));
+        }
+        __syncthreads();
+        // rtn_rows: one thread per row (kvarn.py's row loop, same operations)
+        for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+            const f32 sr(rs[r]);
+            f32 lo(__uint_as_float(0x7f800000u)), hi(__uint_as_float(0xff800000u));
+            const float* row = tile + r * pitch;
+            for (int c = 0; c < cols; ++c) {
+                const f32 v = scale_format == 0 ? (f32(row[c]) / f32(cs[c])) / sr : f32(row[c]) / f32(cs[c]);
+                lo = minimum(lo, v);
+                hi = maximum(hi, v);
+            }
+            f32 step, base;
+            if (scale_format == 0) {
+                step = maximum((hi - lo) / lf, f32(1e-10f));
+                base = lo;
+                row_scale[i * rows + r] = (u16)scale_code(f32_to_f64((sr * step).v), f16);
+                row_offset[i * rows + r] = (u16)scale_code(f32_to_f64((sr * lo).v), f16);
+            } else {
+                u32 acode = scale_code(f32_to_f64(((hi - lo) / lf).v), e4m3);
+                if (acode == 0u) acode = 1u;  // smallest positive e4m3 subnormal, 2**-9
+                step = f32(f64_to_f32(minifloat_decode_one(acode, e4m3)));
+                const double mid = (f32_to_f64(lo.v) + f32_to_f64(hi.v)) * 0.5;
+                const u32 zcode = scale_code(mid - (f32_to_f64(step.v) * (double)levels) * 0.5, f16);
+                base = f32(f64_to_f32(minifloat_decode_one(zcode, f16)));
+                row_scale[i * rows + r] = (u16)acode;
+                row_offset[i * rows + r] = (u16)zcode;
+            }
+            u8* out = codes + (long long)r * cols;
+            for (int c = 0; c < cols; ++c) {
+                const f32 v = scale_format == 0 ? (f32(row[c]) / f32(cs[c])) / sr : f32(row[c]) / f32(cs[c]);
+                const f32 q = f32(rintf(((v - base) / step).v));
+                out[c] = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
+            }
+        }
+        __syncthreads();
+        // pack_codes: unit u = codes 8u .. 8u + 7 into `bits` bytes (fewer for the last unit)
+        u8* dst = packed + i * code_bytes;
+        for (long long u = threadIdx.x; u < units; u += blockDim.x) {
+            const long long start = u * 8;
+            const int count = nel - start < 8 ? (int)(nel - start) : 8;
+            u64 acc = 0ull;
+            for (int j = 0; j < count; ++j) acc |= ((u64)(codes[start + j] & levels)) << (j * bits);
+            const long long left = code_bytes - u * bits;
+            store_unit(dst, u, bits, left < bits ? left : bits, acc);
+        }
+        __syncthreads();  // the next tile overwrites shared memory
+    }
+}
+
+#define LOWBIT_KVARN_ENCODE(NAME, T)                                                                          \
+    extern "C" __global__ void NAME(const T* x, long long n, int tokens, int dim, int rotate, int key, int bits,  \
+                                    int iterations, int scale_format, int normalize, u8* packed, u16* row_scale,  \
+                                    u16* row_offset, u16* col_scale, signed char* tile_exponent) {                \
+        kvarn_encode_impl<T>(x, n, tokens, dim, rotate, key, bits, iterations, scale_format, normalize, packed,   \
+                             row_scale, row_offset, col_scale, tile_exponent);                                    \
+    }
+
+LOWBIT_KVARN_ENCODE(lowbit_kvarn_encode_f16, __half)
+LOWBIT_KVARN_ENCODE(lowbit_kvarn_encode_bf16, u16)
+LOWBIT_KVARN_ENCODE(lowbit_kvarn_encode_f32, float)
+
+// Shared memory of one decode block, in floats: the token-major tile and A, Z, s_col.
+__host__ __device__ constexpr int decode_smem_floats(int tokens, int dim, int rows, int cols) {
+    return tokens * kv_pitch(dim) + 2 * rows + cols;
+}
+
+__device__ __forceinline__ void narrow_out(f32 v, __half* p) { narrow(v, p); }
+__device__ __forceinline__ void narrow_out(f32 v, u16* p) { narrow(v, p); }
+__device__ __forceinline__ void narrow_out(f32 v, float* p) { narrow(v, p); }
+__device__ __forceinline__ void narrow_out(f32 v, double* p) { *p = f32_to_f64(v.v); }
+
+template <typename TOut>
+__device__ __forceinline__ void kvarn_decode_impl(const u8* packed, long long n, int tokens, int dim, int rotate,
+                                                  int key, int bits, int scale_format, const u16* row_scale,
+                                                  const u16* row_offset, const u16* col_scale,
+                                                  const signed char* tile_exponent, TOut* out) {
+    extern __shared__ __align__(16) float smem[];
+    const int rows = key ? dim : tokens, cols = key ? tokens : dim;
+    const int pitch = kv_pitch(dim);
+    float* tile = smem;  // token-major [tokens][pitch]
+    float* a = tile + tokens * pitch;
+    float* z = a + rows;
+    float* s = z + rows;
+    const MiniSpec f16 = mini_spec(LOWBIT_F16_SPEC), e4m3 = mini_spec(LOWBIT_E4M3_SPEC);
+    const MiniSpec& sspec = scale_format == 0 ? f16 : e4m3;
+    const long long nel = (long long)rows * cols;
+    const long long code_bytes = (nel * bits + 7) / 8;
+    const long long units = (nel + 7) / 8;
+    for (long long i = blockIdx.x; i < n; i += gridDim.x) {
+        for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+            a[r] = f64_to_f32(minifloat_decode_one(row_scale[i * rows + r], sspec));
+            z[r] = f64_to_f32(minifloat_decode_one(row_offset[i * rows + r], f16));
+        }
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)
+            s[c] = f64_to_f32(minifloat_decode_one(col_scale[i * cols + c], sspec));
+        const f32 pe = pow2_f32((int)tile_exponent[i]);
+        __syncthreads();
+        const u8* src = packed + i * code_bytes;
+        for (long long u = threadIdx.x; u < units; u += blockDim.x) {
+            const long long start = u * 8;
+            const int count = nel - start < 8 ? (int)(nel - start) : 8;
+            const long long left = code_bytes - u * bits;
+            const u64 acc = load_unit(src, u, bits, left < bits ? left : bits);
+            for (int j = 0; j < count; ++j) {
+                const long long el = start + j;
+                const int r = (int)(el / cols), c = (int)(el - (long long)r * cols);
+                const f32 q((float)((acc >> (j * bits)) & ((1ull << bits) - 1ull)));
+                const f32 val = ((q * f32(a[r]) + f32(z[r])) * f32(s[c])) * pe;
+                tile[key ? c * pitch + r : r * pitch + c] = val.v;
+            }
+        }
+        if (rotate) rotate_tokens(tile, tokens, dim, pitch, false);
+        __syncthreads();
+        TOut* dst = out + i * nel;
+        for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
+            const int t = idx / dim, d = idx - t * dim;
+            narrow_out(f32(tile[t * pitch + d]), dst + idx);
+        }
+        __syncthreads();
+    }
+}
+
+#define LOWBIT_KVARN_DECODE(NAME, TOut)                                                                          \
+    extern "C" __global__ void NAME(const u8* packed, long long n, int tokens, int dim, int rotate, int key,       \
+                                    int bits, int scale_format, const u16* row_scale, const u16* row_offset,       \
+                                    const u16* col_scale, const signed char* tile_exponent, TOut* out) {           \
+        kvarn_decode_impl<TOut>(packed, n, tokens, dim, rotate, key, bits, scale_format, row_scale, row_offset,   \
+                                col_scale, tile_exponent, out);                                                    \
+    }
+
+LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_f16, __half)
+LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_bf16, u16)
+LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_f32, float)
+LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_f64, double)
