@@ -43,6 +43,12 @@ def on(backend: Any, store: TileStore) -> TileStore:
     return TileStore(**moved)
 
 
+def cuda_skips(backend: Any, scheme: str, n_q: int = 1) -> None:
+    """The CUDA kernel: decode (L = 1) over kvarn and kivi tiles (lowbit/cuda/kv_attend.py)."""
+    if backend.on_gpu and (n_q != 1 or not (scheme.startswith("kvarn") or scheme == "kivi")):
+        pytest.skip("CUDA kv_attend: decode over kvarn / kivi tiles only (a known gap)")
+
+
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
@@ -60,6 +66,7 @@ def filled(scheme: str, opts: dict, k: np.ndarray, v: np.ndarray, sink: int = 32
 @pytest.mark.parametrize("ratio", [1, 4, 8])
 def test_matches_float64_attention_over_the_dequantized_cache(backend: Any, rng: np.random.Generator,
                                                              scheme: str, opts: dict, ratio: int) -> None:
+    cuda_skips(backend, scheme)
     k, v = kv(rng, 2, 2, 32 + 3 * 128 + 21, 64)
     cache = filled(scheme, opts, k, v)
     assert cache.n_tiles >= 3
@@ -75,6 +82,7 @@ def test_ragged_batch_and_left_padding(backend: Any, rng: np.random.Generator, s
                                        opts: dict) -> None:
     """Sequences of their own lengths (sink only, tiles + recent, tiles exactly) in one batch,
     with ``start`` masking left padding (inside the sink, and inside a tile)."""
+    cuda_skips(backend, scheme)
     caches, starts = [], [0, 5, 40, 0]
     for t in (20, 32 + 2 * 128 + 50, 32 + 3 * 128, 32 + 128 + 1):
         k, v = kv(rng, 1, 2, t, 64)
@@ -109,6 +117,7 @@ def test_multi_query_causal(backend: Any, rng: np.random.Generator, scheme: str,
     """L queries: (a) a chunk of N >= L exact tokens not yet cached (queries = its last L);
     (b) queries at the cache's own last L positions, which lie inside quantized tiles (the
     causal mask cuts through tiles)."""
+    cuda_skips(backend, scheme, 6)
     k, v = kv(rng, 2, 2, 32 + 2 * 128 + 10, 64)
     cache = filled(scheme, opts, k, v)
     store = on(backend, cache.tile_store())
@@ -174,3 +183,48 @@ def test_cache_attend_arguments(rng: np.random.Generator) -> None:
     got = cache.attend(q, new_k=k[:, :, :3], new_v=v[:, :, :3])
     np.testing.assert_allclose(got, cache.attend(q, new_k=k[:, :, :3], new_v=v[:, :, :3], fused=False),
                                rtol=0, atol=TOL * np.abs(got).max())
+
+
+@pytest.mark.gpu
+def test_cuda_decode_step_is_graph_capturable(rng: np.random.Generator) -> None:
+    """kv_attend on device arrays makes no host sync: a decode step captured in a CUDA graph
+    replays to the eager result, also after the query changes in place."""
+    cupy = pytest.importorskip("cupy")
+    torch = pytest.importorskip("torch")
+    import lowbit.cuda as table
+    from lowbit.kv.attend import _field_arrays
+
+    k, v = kv(rng, 4, 2, 32 + 4 * 128 + 9, 128)
+    cache = filled("kvarn-k4v2-g128", {}, k, v)
+    store = on(type("B", (), {"name": "cupy", "asarray": staticmethod(cupy.asarray)})(), cache.tile_store())
+    q = cupy.asarray(rng.standard_normal((4, 8, 1, 128)).astype(np.float32))
+    ka, kz, ks = _field_arrays(store, "key", cupy)
+    va, vz, vs = _field_arrays(store, "value", cupy)
+    lut = cupy.arange(16, dtype=cupy.float32)
+    empty = cupy.zeros((4, 2, 0, 128), cupy.float32)
+    outs = [cupy.empty_like(q) for _ in range(4)]
+    args = (store.lengths, store.sink_k, store.sink_v, store.recent_k, store.recent_v, empty, empty,
+            store.k_codes, ka, kz, ks, store.v_codes, va, vz, vs, lut, lut,
+            kernel_layout(cache.codec, 128, 128), 0.088)
+    import warnings
+
+    stream = torch.cuda.Stream()
+    with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream; its replacement needs the stream protocol
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cupy_stream = cupy.cuda.ExternalStream(stream.cuda_stream)
+    with torch.cuda.stream(stream), cupy_stream:
+        table.kv_attend(q, q, *args, outs[0], outs[1])  # eager (compiles, allocates workspaces)
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            table.kv_attend(q, q, *args, outs[2], outs[3])
+        graph.replay()
+        stream.synchronize()
+    cupy.testing.assert_array_equal(outs[2], outs[0])
+    cupy.testing.assert_array_equal(outs[3], outs[1])
+    q *= 2
+    with torch.cuda.stream(stream), cupy_stream:
+        graph.replay()
+        table.kv_attend(q, q, *args, outs[0], outs[1])
+        stream.synchronize()
+    cupy.testing.assert_allclose(outs[2], outs[0], rtol=1e-6, atol=1e-6)

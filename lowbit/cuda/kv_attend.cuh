@@ -1,0 +1,94 @@
+// lowbit/cuda/kv_attend.cuh -- helpers of kv_attend.cu: compile-time knobs, field and code reads.
+// Overridden by the Python wrapper (lowbit/cuda/kv_attend.py):
+#ifndef LOWBIT_D
+#define LOWBIT_D 128          // head_dim
+#endif
+#ifndef LOWBIT_G
+#define LOWBIT_G 128          // tokens per tile
+#endif
+#ifndef LOWBIT_M
+#define LOWBIT_M 4            // query heads per kv head
+#endif
+#ifndef LOWBIT_KBITS
+#define LOWBIT_KBITS 4
+#endif
+#ifndef LOWBIT_VBITS
+#define LOWBIT_VBITS 2
+#endif
+#ifndef LOWBIT_VGROUPS
+#define LOWBIT_VGROUPS 1      // value column groups per token row (kivi: D / 32)
+#endif
+// field formats (lowbit/kv/layout.py): 0 float16 bits, 1 e4m3 code, 2 float32, 3 absent
+#ifndef LOWBIT_FKA
+#define LOWBIT_FKA 0
+#endif
+#ifndef LOWBIT_FKZ
+#define LOWBIT_FKZ 0
+#endif
+#ifndef LOWBIT_FKS
+#define LOWBIT_FKS 0
+#endif
+#ifndef LOWBIT_FVA
+#define LOWBIT_FVA 0
+#endif
+#ifndef LOWBIT_FVZ
+#define LOWBIT_FVZ 0
+#endif
+#ifndef LOWBIT_FVS
+#define LOWBIT_FVS 0
+#endif
+#ifndef LOWBIT_EXACT_F16
+#define LOWBIT_EXACT_F16 0    // exact tokens: 1 float16, 0 float32
+#endif
+#define LOWBIT_THREADS 128
+
+#define KV_NEG_INF (-__int_as_float(0x7f800000))
+
+#if LOWBIT_EXACT_F16
+typedef __half EXACT_T;
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+#else
+typedef float EXACT_T;
+__device__ __forceinline__ float to_float(float x) { return x; }
+#endif
+
+// float8 e4m3 (OCP, no inf; 0x7f / 0xff NaN) -> float
+__device__ __forceinline__ float e4m3_value(unsigned int c) {
+    const unsigned int e = (c >> 3) & 15u, m = c & 7u;
+    float v;
+    if ((c & 0x7fu) == 0x7fu) v = __int_as_float(0x7fc00000);
+    else if (e == 0u) v = (float)m * 0.001953125f;                     // m * 2^-9
+    else v = __int_as_float((int)(((e + 120u) << 23) | (m << 20)));    // (1 + m/8) 2^(e-7)
+    return (c & 0x80u) ? -v : v;
+}
+
+template <int FMT>
+__device__ __forceinline__ float field(const void* p, long i, float absent) {
+    if (FMT == 3) return absent;
+    if (FMT == 0) return __half2float(__ushort_as_half(((const unsigned short*)p)[i]));
+    if (FMT == 1) return e4m3_value(((const unsigned char*)p)[i]);
+    return ((const float*)p)[i];
+}
+
+// unit u of a packed code stream: 8 codes of BITS bits in BITS bytes (aligned for 2, 4, 8)
+template <int BITS>
+__device__ __forceinline__ unsigned long long load_unit(const unsigned char* p, long u) {
+    if (BITS == 2) return *(const unsigned short*)(p + 2 * u);
+    if (BITS == 4) return *(const unsigned int*)(p + 4 * u);
+    return *(const unsigned long long*)(p + 8 * u);
+}
+
+template <int BITS>
+__device__ __forceinline__ float unit_code(unsigned long long u, int e) {
+    return (float)(unsigned int)((u >> (e * BITS)) & ((1ull << BITS) - 1ull));
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
+    return x;
+}

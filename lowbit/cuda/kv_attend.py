@@ -1,0 +1,87 @@
+"""CUDA wrapper of kv_attend: same name and signature as :mod:`lowbit.cpu.kv_attend`.
+
+Decode only (one query per head, L = 1); key tiles with codes [D, G] (kvarn, kivi), 2-, 4- or
+8-bit codes, integer code values (``k_lut``/``v_lut`` are not read), field formats float16 /
+e4m3 / absent, exact tokens float32 or float16, Hq/Hk <= 8, D and G in {64, 128}.  Other
+layouts raise NotImplementedError.  Split-K: ``splits`` blocks per (sequence, kv head) chosen
+from the capacities (host-known shapes, no device values are read), then a combine kernel
+(log-sum-exp).  Workspaces are cached per shape and device, so a captured CUDA graph replays
+with the same buffers; every launch is on CuPy's current stream and nothing syncs the host.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from lowbit.cuda._module import cupy_device, kernel
+from lowbit.kv import layout as L
+
+
+@functools.cache
+def _sm_count(device: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.runtime.deviceGetAttribute(16, device))  # cudaDevAttrMultiProcessorCount
+
+
+@functools.cache
+def _workspace(device: int, bhq: int, splits: int, dim: int) -> tuple[Any, Any]:
+    import cupy
+
+    return (cupy.empty((bhq, splits, 2, dim), cupy.float32), cupy.empty((bhq, splits, 2), cupy.float32))
+
+
+def split_count(batch: int, kv_heads: int, chunks: int, sms: int) -> int:
+    """Splits per (sequence, kv head): about 4 blocks per SM, at most one per chunk."""
+    return max(1, min(chunks, -(-4 * sms // max(1, batch * kv_heads))))
+
+
+def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent_k: Any,
+              recent_v: Any, new_k: Any, new_v: Any, k_codes: Any, k_a: Any, k_z: Any, k_s: Any,
+              v_codes: Any, v_a: Any, v_z: Any, v_s: Any, k_lut: Any, v_lut: Any, layout: tuple,
+              scale: float, out_exact: Any, out_rot: Any) -> None:
+    b, hq, nq, dim = q.shape
+    hk = sink_k.shape[1]
+    group = layout[L.GROUP]
+    kbits, vbits = layout[L.KEY_BITS], layout[L.VALUE_BITS]
+    if nq != 1:
+        raise NotImplementedError(f"the CUDA kv_attend takes one query per head (decode), got L={nq}")
+    if layout[L.KEY_ROWS] != L.ROWS_CHANNELS or layout[L.KEY_COL_GROUPS] != 1:
+        raise NotImplementedError("the CUDA kv_attend reads key codes [D, G] (kvarn, kivi); "
+                                  "quarot, rtn and fp8 are a known gap on CUDA")
+    fmts = [layout[i] for i in (L.FMT_KEY_A, L.FMT_KEY_Z, L.FMT_KEY_S, L.FMT_VALUE_A,
+                                L.FMT_VALUE_Z, L.FMT_VALUE_S)]
+    if kbits not in (2, 4, 8) or vbits not in (2, 4, 8) or L.FMT_FLOAT32 in fmts:
+        raise NotImplementedError(f"the CUDA kv_attend takes 2/4/8-bit codes and float16/e4m3 fields, "
+                                  f"got bits {kbits}/{vbits}, formats {fmts}")
+    m = hq // hk
+    if m > 8 or dim not in (64, 128) or group not in (64, 128):
+        raise NotImplementedError(f"the CUDA kv_attend takes Hq/Hk <= 8 and D, G in (64, 128); "
+                                  f"got {m}, {dim}, {group}")
+    exact = sink_k.dtype.name
+    if exact not in ("float16", "float32") or any(a.dtype.name != exact for a in (sink_v, recent_k, recent_v, new_k, new_v)):
+        raise TypeError(f"exact tokens must all be float16 or all float32, got {exact}")
+    n_new = new_k.shape[2]
+    g = group
+    cap_chunks = -(-sink_k.shape[2] // g) + k_codes.shape[2] + -(-recent_k.shape[2] // g) + -(-n_new // g)
+    dev = cupy_device()
+    splits = split_count(b, hk, max(cap_chunks, 1), _sm_count(dev))
+    per_split = max(1, -(-cap_chunks // splits))
+    ws_acc, ws_ml = _workspace(dev, b * hq, splits, dim)
+    defines = (f"-DLOWBIT_D={dim}", f"-DLOWBIT_G={g}", f"-DLOWBIT_M={m}", f"-DLOWBIT_KBITS={kbits}",
+               f"-DLOWBIT_VBITS={vbits}", f"-DLOWBIT_VGROUPS={layout[L.VALUE_COL_GROUPS]}",
+               *(f"-DLOWBIT_F{n}={f}" for n, f in zip(("KA", "KZ", "KS", "VA", "VZ", "VS"), fmts, strict=True)),
+               f"-DLOWBIT_EXACT_F16={int(exact == 'float16')}")
+    i32 = np.int32
+    kernel("kv_attend", "lowbit_kv_attend_split", defines)(
+        (splits, hk, b), (128,),
+        (q, q_rot, lengths, sink_k, sink_v, i32(sink_k.shape[2]), recent_k, recent_v,
+         i32(recent_k.shape[2]), new_k, new_v, i32(n_new), k_codes, k_a, k_z, k_s, v_codes, v_a, v_z,
+         v_s, i32(k_codes.shape[2]), i32(k_a.shape[3]), i32(k_z.shape[3]), i32(k_s.shape[3]),
+         i32(v_a.shape[3]), i32(v_z.shape[3]), i32(v_s.shape[3]), np.float32(scale), i32(per_split),
+         ws_acc, ws_ml))
+    kernel("kv_attend", "lowbit_kv_attend_combine", defines)(
+        (b * hq,), (dim,), (ws_acc, ws_ml, i32(splits), out_exact, out_rot))
