@@ -2,7 +2,7 @@
 
 Decode only (one query per head, L = 1); key tiles with codes [D, G] (kvarn, kivi), 2-, 4- or
 8-bit codes, integer code values (``k_lut``/``v_lut`` are not read), field formats float16 /
-e4m3 / absent, exact tokens float32 or float16, Hq/Hk <= 8, D and G in {64, 128}.  Other
+e4m3 / float32 / absent (float32: the column scales with the tile exponent folded in), exact tokens float32 or float16, Hq/Hk <= 8, D and G in {64, 128}.  Other
 layouts raise NotImplementedError.  Split-K: ``splits`` blocks per (sequence, kv head) chosen
 from the capacities (host-known shapes, no device values are read), then a combine kernel
 (log-sum-exp).  Workspaces are cached per shape and device, so a captured CUDA graph replays
@@ -54,8 +54,8 @@ def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent
                                   "quarot, rtn and fp8 are a known gap on CUDA")
     fmts = [layout[i] for i in (L.FMT_KEY_A, L.FMT_KEY_Z, L.FMT_KEY_S, L.FMT_VALUE_A,
                                 L.FMT_VALUE_Z, L.FMT_VALUE_S)]
-    if kbits not in (2, 4, 8) or vbits not in (2, 4, 8) or L.FMT_FLOAT32 in fmts:
-        raise NotImplementedError(f"the CUDA kv_attend takes 2/4/8-bit codes and float16/e4m3 fields, "
+    if kbits not in (2, 4, 8) or vbits not in (2, 4, 8):
+        raise NotImplementedError(f"the CUDA kv_attend takes 2/4/8-bit codes, "
                                   f"got bits {kbits}/{vbits}, formats {fmts}")
     m = hq // hk
     if m > 8 or dim not in (64, 128) or group not in (64, 128):
