@@ -383,6 +383,10 @@ def _kv_schemes() -> tuple[str, ...]:
     return tuple(f for f in FAMILY_GROUP if f != "rtn") + tuple(PRESETS)
 
 
+#: Codec option keys of KV metadata; each family records its own (FAMILY_OPTIONS), no others.
+_KV_OPTION_KEYS = _KV_OPTIONAL + ("variant", "seed", "norm_dtype", "key_grid", "value_grid")
+
+
 @dataclass(frozen=True, kw_only=True)
 class KVMeta(Meta):
     """KV-cache schemes (lowbit/kv/schemes.py): blocks of ``group_size`` tokens of x [..., T, D].
@@ -390,7 +394,8 @@ class KVMeta(Meta):
     ``iterations`` and ``scale_dtype`` (kvarn) and ``value_group_size`` (kivi) are present
     exactly for the families that take them.  ``tile_exponent`` (kvarn): the blocks carry a
     per-tile power-of-two exponent (field ``tile_exponent``, int8); files written before it
-    existed lack the key, which reads as false.
+    existed lack the key, which reads as false.  ``variant``, ``seed``, ``norm_dtype``
+    (turboquant) are present exactly for that family; ``key_grid`` and ``value_grid`` (kvarn) together or not at all (absent: uniform grids).
     """
 
     SCHEMES: ClassVar[tuple[str, ...]] = ()  # filled in on first use (_kv_schemes)
@@ -403,6 +408,13 @@ class KVMeta(Meta):
     scale_dtype: str | None = _key(str, choices=("float16", "float8_e4m3"), nullable=True, default=None)
     value_group_size: int | None = _key(int, lo=1, nullable=True, default=None)
     tile_exponent: bool | None = _key(bool, nullable=True, default=None)
+    variant: str | None = _key(str, choices=("mse", "prod"), nullable=True, default=None)
+    seed: int | None = _key(int, lo=0, hi=(1 << 64) - 1, nullable=True, default=None)
+    norm_dtype: str | None = _key(str, choices=("float16", "float32"), nullable=True, default=None)
+    key_grid: str | None = _key(str, choices=("uniform", "lloyd-max", "uniform-fit"), nullable=True,
+                                default=None)
+    value_grid: str | None = _key(str, choices=("uniform", "lloyd-max", "uniform-fit"), nullable=True,
+                                  default=None)
 
     def __post_init__(self) -> None:
         if not KVMeta.SCHEMES:
@@ -420,12 +432,16 @@ class KVMeta(Meta):
     @property
     def options(self) -> dict[str, Any]:
         """The codec options the family takes (constructor arguments of lowbit.kv.codecs)."""
-        names = {"kvarn": ("iterations", "scale_dtype", "tile_exponent"), "kivi": ("value_group_size",)}
-        return {k: getattr(self, k) for k in names.get(self.family, ())}
+        from lowbit.kv.schemes import FAMILY_OPTIONS
+
+        names = FAMILY_OPTIONS.get(self.family, ())
+        if self.family == "kvarn" and (self.key_grid, self.value_grid) != (None, None):
+            names += ("key_grid", "value_grid")  # codebook grids (lowbit/kv/kvarn_grid.py)
+        return {k: getattr(self, k) for k in names}
 
     def to_meta(self) -> dict[str, Any]:
         out = super().to_meta()
-        for k in _KV_OPTIONAL:
+        for k in _KV_OPTION_KEYS:
             if k not in self.options:
                 del out[k]
         return out
@@ -449,10 +465,17 @@ class KVMeta(Meta):
             raise bad("group_size", f"must be null for {self.scheme} (no token groups), got {self.group_size}")
         if self.group_size is not None and self.group_size % 8:
             raise bad("group_size", f"must be a multiple of 8, got {self.group_size}")
-        for k in _KV_OPTIONAL:
+        for k in _KV_OPTION_KEYS:
             present = getattr(self, k) is not None
             if present != (k in self.options):
                 raise bad(k, f"{'is required' if not present else 'does not apply'} for {self.scheme}")
+        if self.family == "kvarn" and (self.key_grid is None) != (self.value_grid is None):
+            raise bad("key_grid" if self.key_grid is None else "value_grid",
+                      f"is required with {'value_grid' if self.key_grid is None else 'key_grid'}")
+        if preset is not None:
+            for k, v in preset.options:
+                if getattr(self, k) != v:
+                    raise bad(k, f"of preset {self.scheme} must be {v!r}, got {getattr(self, k)!r}")
         if self.iterations is not None:
             try:
                 check_iterations(self.iterations)
@@ -552,7 +575,7 @@ def parse(meta: Any) -> Meta:
     cls = record_class(meta.get("scheme"))
     meta = _rename_legacy(meta, cls)
     names = set(cls.keys())
-    optional = set(_KV_OPTIONAL) if cls is KVMeta else set()
+    optional = set(_KV_OPTION_KEYS) if cls is KVMeta else set()
     unknown = sorted(set(meta) - names, key=str)
     if unknown:
         raise bad(str(unknown[0]), f"is not a key of {meta['scheme']} metadata (keys: {sorted(names)})")

@@ -17,6 +17,7 @@ from lowbit.cpu.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cpu.hadamard import fwht, hadamard_signs
 from lowbit.cpu.kv_attend import kv_attend
 from lowbit.cpu.kvarn import kvarn_decode, kvarn_encode
+from lowbit.cpu.kvarn_grid import kvarn_grid_decode, kvarn_grid_encode
 from lowbit.cpu.packing import pack_codes, unpack_codes
 from lowbit.cpu.rounding import round_elementwise
 from lowbit.cpu.rtn import (
@@ -51,6 +52,8 @@ KERNELS = (
     "kv_attend",
     "kvarn_decode",
     "kvarn_encode",
+    "kvarn_grid_decode",
+    "kvarn_grid_encode",
 )
 
 __all__ = list(KERNELS)

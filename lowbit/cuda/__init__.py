@@ -93,6 +93,9 @@ KNOWN_GAPS: tuple[str, ...] = (
     # KV cache (issue 5)
     "kvarn_decode",
     "kvarn_encode",
+    # KVarN codebook grids (issue 20)
+    "kvarn_grid_decode",
+    "kvarn_grid_encode",
 )
 
 __all__ = list(KERNELS)

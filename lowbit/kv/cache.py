@@ -112,7 +112,7 @@ class QuantizedKVCache:
     scheme : str
         A preset (``"kvarn-k4v2-g128"``, ... see :data:`lowbit.kv.PRESETS`) or a family:
         ``"kvarn"``, ``"kivi"``, ``"quarot"``, ``"rtn"`` (per token), ``"fp8"`` (e4m3,
-        one scale per head and tile).
+        one scale per head and tile), ``"turboquant"`` (lowbit/kv/turboquant.py).
     head_dim : int
         D, a multiple of 8; rotated schemes (kvarn, quarot) also need a length the
         Hadamard transform supports (2^k, 12*2^k, 20*2^k).
@@ -126,7 +126,8 @@ class QuantizedKVCache:
         Tokens per tile G, a multiple of 8 (default 128; presets fix it).
     **options
         Codec options: kvarn ``iterations`` (8) and ``scale_dtype`` ("float16" or
-        "float8_e4m3"); kivi ``value_group_size`` (32).
+        "float8_e4m3"); kivi ``value_group_size`` (32); turboquant ``variant`` ("mse" or
+        "prod"), ``seed`` (0) and ``norm_dtype`` ("float16" or "float32").
 
     Raises
     ------
@@ -146,6 +147,10 @@ class QuantizedKVCache:
                 if given is not None and given != fixed:
                     raise ValueError(f"preset {scheme!r} fixes {name}={fixed}, got {given!r}")
             family, key_bits, value_bits, group_size = p.family, p.key_bits, p.value_bits, p.group_size
+            for name, fixed in p.options:
+                if name in options and options[name] != fixed:
+                    raise ValueError(f"preset {scheme!r} fixes {name}={fixed!r}, got {options[name]!r}")
+            options = {**options, **dict(p.options)}
         elif scheme in FAMILY_GROUP:
             family = scheme
             default = 8 if family == "fp8" else 2
@@ -430,7 +435,7 @@ class QuantizedKVCache:
         first = np.zeros(self.batch, np.int32) if start is None else np.asarray(start, np.int32)
         if first.shape != (self.batch,):
             raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
-        if fused:
+        if fused and getattr(self.codec, "fused_attention", True):  # TurboQuant: dequantized
             store = self.tile_store()
             store.lengths[:, 0] = first
             out = attend_store(store, q4, new_k, new_v, scale)

@@ -41,6 +41,8 @@ class Preset:
     key_bits: int
     value_bits: int
     group_size: int | None
+    #: codec options the preset fixes, e.g. (("variant", "prod"),) for turboquant-prod-*
+    options: tuple[tuple[str, Any], ...] = ()
 
     def bits(self, kind: str) -> int:
         return self.key_bits if kind == "key" else self.value_bits
@@ -55,16 +57,37 @@ def _kvarn_presets() -> dict[str, Preset]:
     return out
 
 
-#: KVarN presets (DESIGN.md section 4): k2v2 is the paper's, k4v2 the official release's default.
-PRESETS: dict[str, Preset] = _kvarn_presets()
+def _turboquant_presets() -> dict[str, Preset]:
+    out = {}
+    for variant in ("mse", "prod"):
+        for kb, vb in ((2, 2), (3, 2), (3, 3), (4, 2), (4, 4)):
+            name = f"turboquant-{variant}-k{kb}v{vb}"
+            out[name] = Preset(name, "turboquant", kb, vb, None, (("variant", variant),))
+    return out
+
+
+#: KVarN presets (DESIGN.md section 4): k2v2 is the paper's, k4v2 the official release's default;
+#: TurboQuant presets (lowbit/kv/turboquant.py): mse, or prod (keys: bits - 1 MSE + 1-bit QJL).
+PRESETS: dict[str, Preset] = {**_kvarn_presets(), **_turboquant_presets()}
 
 #: Scheme families and their default tokens per block (None: all tokens in one block).
-FAMILY_GROUP: dict[str, int | None] = {"kvarn": 128, "kivi": 128, "quarot": None, "rtn": None, "fp8": None}
+FAMILY_GROUP: dict[str, int | None] = {"kvarn": 128, "kivi": 128, "quarot": None, "rtn": None, "fp8": None,
+                                       "turboquant": None}
+#: Codec options each family records in its metadata (besides bits).
+FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "kvarn": ("iterations", "scale_dtype", "tile_exponent"), "kivi": ("value_group_size",),
+    "turboquant": ("variant", "seed", "norm_dtype"),
+}
 
 
 def make_codec(family: str, key_bits: int, value_bits: int, **options: Any) -> Codec:
     """The codec of ``family`` with these bits and options (see :mod:`lowbit.kv.codecs`)."""
     if family == "kvarn":
+        grids = {k: options.pop(k) for k in ("key_grid", "value_grid") if k in options}
+        if any(g != "uniform" for g in grids.values()):  # a codebook grid: lowbit/kv/kvarn_grid.py
+            from lowbit.kv.kvarn_grid import KVarNGridCodec
+
+            return KVarNGridCodec(key_bits, value_bits, **options, **grids)
         return codecs.KVarNCodec(key_bits, value_bits, **options)
     if family == "kivi":
         return codecs.KiviCodec(key_bits, value_bits, **options)
@@ -76,6 +99,10 @@ def make_codec(family: str, key_bits: int, value_bits: int, **options: Any) -> C
         if options:
             raise TypeError(f"scheme 'fp8' got unexpected options {sorted(options)}")
         return codecs.FP8Codec()
+    if family == "turboquant":
+        from lowbit.kv.turboquant import TurboQuantCodec
+
+        return TurboQuantCodec(key_bits, value_bits, **options)
     raise ValueError(f"unknown KV scheme family {family!r}; known: {sorted(FAMILY_GROUP)}")
 
 
@@ -130,8 +157,10 @@ class KVScheme:
         group_size : int, optional
             Tokens per block, a multiple of 8 (kvarn, kivi: default 128; presets fix it).
         **options
-            kvarn: ``iterations`` (8), ``scale_dtype`` ("float16" or "float8_e4m3");
-            kivi: ``value_group_size`` (32).
+            kvarn: ``iterations`` (8), ``scale_dtype`` ("float16" or "float8_e4m3"),
+            ``key_grid`` / ``value_grid`` ("uniform", "lloyd-max", "uniform-fit");
+            kivi: ``value_group_size`` (32); turboquant: ``variant`` ("mse" or "prod"),
+            ``seed`` (0, the rotation's), ``norm_dtype`` ("float16" or "float32").
 
         Raises
         ------
@@ -164,6 +193,11 @@ class KVScheme:
             raise ValueError(f"scheme {self.name!r} has no token groups; got group_size={group_size!r}")
         if group_size is not None:
             group_size = check_kv_group_size(group_size)
+        if self.preset is not None:
+            for k, v in self.preset.options:
+                if k in options and options[k] != v:
+                    raise ValueError(f"preset {self.name!r} fixes {k}={v!r}, got {k}={options[k]!r}")
+            options = {**options, **dict(self.preset.options)}
         codec = make_codec(self.family, bits, bits, **options)
 
         xp = xp_of(arr)
@@ -194,7 +228,8 @@ class KVScheme:
 
     # -- dequantize ---------------------------------------------------------------------------
     def _codec_of(self, m: dict[str, Any]) -> Codec:
-        opts: dict[str, Any] = {k: m[k] for k in ("iterations", "scale_dtype", "value_group_size") if k in m}
+        opts: dict[str, Any] = {k: m[k] for k in FAMILY_OPTIONS.get(self.family, ()) + ("key_grid", "value_grid")
+                                if k in m}
         if self.family == "kvarn":  # files from before the per-tile exponent: none
             opts["tile_exponent"] = bool(m.get("tile_exponent", False))
         bits = int(m["bits"])
@@ -252,6 +287,7 @@ kvarn = KVScheme("kvarn")
 kivi = KVScheme("kivi")
 quarot = KVScheme("quarot")
 fp8 = KVScheme("fp8")
+turboquant = KVScheme("turboquant")
 #: preset schemes by name, e.g. ``lowbit.quantize(x, scheme="kvarn-k4v2-g128", kind="value")``
 preset_schemes = {name: KVScheme(p.family, p) for name, p in PRESETS.items()}
 

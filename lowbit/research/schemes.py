@@ -16,6 +16,11 @@ name                   call (``b`` = key bits for keys, value bits for values)
 ``kvarn-k2v2-g128``    ``quantize(x, bits=b, scheme="kvarn", kind=kind, group_size=128)``;
                        suffix ``-fp8`` adds ``scale_dtype="float8_e4m3"`` (the paper's ~2.3 bits)
 ``fp8``                ``quantize(x, scheme="fp8", kind=kind)``
+``kvarn-...-vlm``      KVarN with a codebook grid (lowbit/kv/kvarn_grid.py): option ``klm`` /
+                       ``vlm`` puts keys / values on the Lloyd-Max grid, ``kuf`` / ``vuf`` on
+                       the fitted uniform grid (the others stay on KVarN's uniform grid)
+``turboquant-k2v2``    ``quantize(x, bits=b, scheme="turboquant", kind=kind)``: option
+                       ``prod`` for the inner-product variant (keys), ``s<N>`` the rotation seed
 =====================  =====================================================================
 
 A scheme whose family is not registered in this lowbit build (``lowbit.api.SCHEMES``) raises
@@ -54,9 +59,14 @@ _FAMILIES: dict[str, tuple[str | None, bool, tuple[str, ...]]] = {
     "rtn": ("rtn", True, ()),
     "kivi": ("kivi", True, ()),
     "quarot": ("quarot", True, ()),
-    "kvarn": ("kvarn", True, ("fp8",)),
+    "kvarn": ("kvarn", True, ("fp8", "klm", "vlm", "kuf", "vuf")),
     "fp8": ("fp8", False, ()),
+    "turboquant": ("turboquant", True, ("mse", "prod", "s<N>")),
 }
+#: kvarn grid options -> (kind, grid)
+_GRID_OPTIONS = {"klm": ("key", "lloyd-max"), "vlm": ("value", "lloyd-max"),
+                 "kuf": ("key", "uniform-fit"), "vuf": ("value", "uniform-fit")}
+_SEED = re.compile(r"^s(?P<seed>[0-9]+)$")
 
 
 class SchemeUnavailableError(ValueError):
@@ -141,7 +151,7 @@ def parse_name(name: str) -> dict[str, Any]:
     if not needs_bits and m["kbits"] is not None:
         raise SchemeUnavailableError(f"K/V scheme {name!r}: {family!r} takes no bits")
     options = tuple(o for o in m["options"].split("-") if o)
-    bad = [o for o in options if o not in allowed]
+    bad = [o for o in options if o not in allowed and not ("s<N>" in allowed and _SEED.match(o))]
     if bad:
         raise SchemeUnavailableError(
             f"K/V scheme {name!r}: unknown option(s) {bad}; {family!r} accepts {list(allowed)}"
@@ -170,6 +180,15 @@ def _call_kwargs(spec: dict[str, Any], kind: str) -> dict[str, Any]:
         kwargs["group_size"] = spec["group_size"]
     if "fp8" in spec["options"]:
         kwargs["scale_dtype"] = "float8_e4m3"
+    for option in spec["options"]:
+        if option in _GRID_OPTIONS:
+            which, grid = _GRID_OPTIONS[option]
+            kwargs[f"{which}_grid"] = grid
+        seed = _SEED.match(option)
+        if seed and spec["family"] == "turboquant":
+            kwargs["seed"] = int(seed["seed"])
+    if "prod" in spec["options"]:
+        kwargs["variant"] = "prod"
     return kwargs
 
 
