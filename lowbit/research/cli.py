@@ -59,6 +59,19 @@ def add_eval_parser(subparsers: Any) -> None:
     s.set_defaults(func=_eval_kv_command)
 
     s = sub.add_parser(
+        "kv-study",
+        help="merge `eval kv` runs into the matched-bits study table (seed groups, verdict)",
+        description="Reads the results.json of several `lowbit eval kv` output folders (same text "
+        "and token count), groups schemes that differ only in a -s<N> seed option and writes "
+        "study.md, study.json and study_kl_per_block.png to --out (lowbit/research/kv_study.py).",
+    )
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`lowbit eval kv` output folders")
+    s.add_argument("--out", default="lowbit-kv-study", help="output folder (default: %(default)s)")
+    s.add_argument("--max-bits", type=float, default=2.4,
+                   help="bits/element limit of the verdict's lowbit scheme (default: %(default)s)")
+    s.set_defaults(func=_eval_kv_study_command)
+
+    s = sub.add_parser(
         "weights", help="weight rounding: at fixed memory on scikit-learn digits, "
         "or data-free on a language model (--model)",
         description="Without --model: train a small MLP on scikit-learn's digits at equal weight "
@@ -161,6 +174,18 @@ def _eval_kv_command(args: argparse.Namespace) -> int:
     except ModelNotAvailableError as exc:  # a missing install: the user's to fix
         raise UsageError(str(exc)) from exc
     print(f"report: {report}")
+    return 0
+
+
+def _eval_kv_study_command(args: argparse.Namespace) -> int:
+    from lowbit.cli import UsageError
+    from lowbit.research.kv_study import load_results, write_study
+
+    try:
+        results, metas = load_results(args.runs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"report: {write_study(args.out, results, metas, max_bits=args.max_bits)}")
     return 0
 
 
