@@ -206,7 +206,7 @@ class TurboQuantCodec(Codec):
         cb = self.codebook(kind, dim)
         if cb is None:
             return None, stored, np.zeros_like(y)
-        codes = encode_levels(flat, cb, dim, s, mode=0, seed=0, offset=0, rbits=16)
+        codes = encode_levels(flat, cb, dim, s, mode=0, seed=0, first_index=0, rbits=16)
         y_hat = decode(codes, cb, flat.size, dim, s, "float64").reshape(y.shape)
         return codes, stored, y_hat
 
