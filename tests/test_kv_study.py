@@ -103,8 +103,14 @@ def test_bad_inputs(runs, tmp_path) -> None:
     _, dirs = runs
     with pytest.raises(ValueError, match="results.json"):
         load_results([tmp_path])
-    with pytest.raises(ValueError, match="more than one run"):
-        load_results([dirs[0], dirs[0]])
+    merged, metas = load_results([dirs[0], dirs[0]])  # the same results twice: kept once
+    assert [r.scheme for r in merged] == SCHEMES[:2] and metas[0]["reproduced"] == SCHEMES[:2]
+    data = json.loads((dirs[0] / "results.json").read_text())
+    data["pseudo_decode"][0]["kl"][-1] *= 1.5
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "changed" / "results.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="different results"):
+        load_results([dirs[0], tmp_path / "changed"])
     from lowbit.cli import main
 
     assert main(["eval", "kv-study", str(tmp_path)]) == 2
