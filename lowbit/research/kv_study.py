@@ -68,7 +68,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> tuple[list[PseudoDecodeResul
     # on the CPU): kept once, and the check is reported
     first: dict[str, PseudoDecodeResult] = {}
     kept = []
-    for i, r in enumerate(results):
+    for r in results:
         if r.scheme not in first:
             first[r.scheme] = r
             kept.append(r)
