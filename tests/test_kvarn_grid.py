@@ -139,8 +139,10 @@ def test_cache_with_a_codebook_grid(rng: np.random.Generator) -> None:
                                value_grid="lloyd-max").dequantize()
         np.testing.assert_array_equal(got, want)
     q = rng.standard_normal((1, 4, 64)).astype(np.float32)
+    # the fused float32 kernel (float32 level table) against float64 attention on the
+    # dequantized tiles: float32 rounding of sums over ~290 tokens of O(1) outputs
     np.testing.assert_allclose(cache.attend(q), reference_attention(
-        q, cache.dequantized_keys(), cache.dequantized_values()), rtol=1e-5, atol=1e-6)
+        q, cache.dequantized_keys(), cache.dequantized_values()), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [
