@@ -51,6 +51,7 @@ SCHEMES: dict[str, str] = {
     "fp8": "lowbit.kv.schemes:fp8",
     **{f"kvarn-k{kb}v{vb}-g{g}": f"lowbit.kv.schemes:kvarn_k{kb}v{vb}_g{g}"
        for kb, vb in ((2, 2), (4, 2), (4, 4)) for g in (128, 64)},
+    "kvarn-lm-k2v2-g128": "lowbit.kv.schemes:kvarn_lm_k2v2_g128",
     "turboquant": "lowbit.kv.schemes:turboquant",
     **{f"turboquant-{v}-k{kb}v{vb}": f"lowbit.kv.schemes:turboquant_{v}_k{kb}v{vb}"
        for v in ("mse", "prod") for kb, vb in ((2, 2), (3, 2), (3, 3), (4, 2), (4, 4))},

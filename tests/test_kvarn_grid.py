@@ -155,3 +155,17 @@ def test_bad_arguments(kwargs: dict, match: str, rng: np.random.Generator) -> No
     with pytest.raises(ValueError, match=match):
         lowbit.quantize(_tokens(rng, (1, 128, 64)), scheme="kvarn", kind="key", **kwargs)
     assert set(GRIDS) == {"uniform", "lloyd-max", "uniform-fit"}
+
+
+def test_preset(rng: np.random.Generator) -> None:
+    x = _tokens(rng, (1, 128, 64))
+    q = lowbit.quantize(x, scheme="kvarn-lm-k2v2-g128", kind="key", scale_dtype="float8_e4m3")
+    want = lowbit.quantize(x, scheme="kvarn", bits=2, kind="key", key_grid="lloyd-max",
+                           value_grid="lloyd-max", scale_dtype="float8_e4m3")
+    np.testing.assert_array_equal(q.codes, want.codes)
+    assert q.meta["scheme"] == "kvarn-lm-k2v2-g128" and q.meta["key_grid"] == "lloyd-max"
+    with pytest.raises(ValueError, match="key_grid"):
+        lowbit.quantize(x, scheme="kvarn-lm-k2v2-g128", kind="key", key_grid="uniform")
+    cache = QuantizedKVCache("kvarn-lm-k2v2-g128", 64, sink=0)
+    cache.append(x[None], x[None])
+    assert cache.n_tiles == 1

@@ -66,9 +66,16 @@ def _turboquant_presets() -> dict[str, Preset]:
     return out
 
 
+def _kvarn_grid_presets() -> dict[str, Preset]:
+    grids = (("key_grid", "lloyd-max"), ("value_grid", "lloyd-max"))
+    return {"kvarn-lm-k2v2-g128": Preset("kvarn-lm-k2v2-g128", "kvarn", 2, 2, 128, grids)}
+
+
 #: KVarN presets (DESIGN.md section 4): k2v2 is the paper's, k4v2 the official release's default;
 #: TurboQuant presets (lowbit/kv/turboquant.py): mse, or prod (keys: bits - 1 MSE + 1-bit QJL).
-PRESETS: dict[str, Preset] = {**_kvarn_presets(), **_turboquant_presets()}
+#: kvarn-lm-*: both kinds on the Lloyd-Max grid (lowbit/kv/kvarn_grid.py; the issue-20 study's best
+#: 2-bit scheme, with scale_dtype="float8_e4m3" at 2.38 bits/element on head_dim 64).
+PRESETS: dict[str, Preset] = {**_kvarn_presets(), **_kvarn_grid_presets(), **_turboquant_presets()}
 
 #: Scheme families and their default tokens per block (None: all tokens in one block).
 FAMILY_GROUP: dict[str, int | None] = {"kvarn": 128, "kivi": 128, "quarot": None, "rtn": None, "fp8": None,
