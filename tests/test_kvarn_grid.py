@@ -119,10 +119,10 @@ def test_save_load_and_tampering(tmp_path, rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(back.dequantize(), q.dequantize())
     for meta, key in (({**q.meta, "value_grid": "nf4"}, "value_grid"),
                       ({k: v for k, v in q.meta.items() if k != "key_grid"}, "key_grid"),
-                      ({**lowbit.quantize(x, scheme="quarot", kind="value").meta, "key_grid": "uniform",
+                      ({**lowbit.quantize(x, scheme="quarot", bits=2, kind="value").meta, "key_grid": "uniform",
                         "value_grid": "uniform"}, "grid")):
-        fields = q.fields if meta["scheme"] == "kvarn" else lowbit.quantize(x, scheme="quarot", kind="value").fields
-        codes = q.codes if meta["scheme"] == "kvarn" else lowbit.quantize(x, scheme="quarot", kind="value").codes
+        fields = q.fields if meta["scheme"] == "kvarn" else lowbit.quantize(x, scheme="quarot", bits=2, kind="value").fields
+        codes = q.codes if meta["scheme"] == "kvarn" else lowbit.quantize(x, scheme="quarot", bits=2, kind="value").codes
         lowbit.QuantizedArray(codes, fields, meta, q.origin).save(tmp_path / "bad.npz")
         with pytest.raises(ValueError, match=key):
             lowbit.load(tmp_path / "bad.npz")
@@ -153,7 +153,7 @@ def test_cache_with_a_codebook_grid(rng: np.random.Generator) -> None:
 ])
 def test_bad_arguments(kwargs: dict, match: str, rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match=match):
-        lowbit.quantize(_tokens(rng, (1, 128, 64)), scheme="kvarn", kind="key", **kwargs)
+        lowbit.quantize(_tokens(rng, (1, 128, 64)), scheme="kvarn", bits=2, kind="key", **kwargs)
     assert set(GRIDS) == {"uniform", "lloyd-max", "uniform-fit"}
 
 

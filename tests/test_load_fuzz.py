@@ -45,7 +45,7 @@ CASES = {
     "kivi": (KV, dict(bits=2, scheme="kivi", kind="value", group_size=16, value_group_size=8)),
     "quarot": (KV, dict(bits=3, scheme="quarot", kind="key")),
     "fp8": (KV, dict(scheme="fp8", kind="value")),
-    "kvarn_grid": (KV, dict(bits=2, scheme="kvarn", kind="value", group=16, value_grid="lloyd-max")),
+    "kvarn_grid": (KV, dict(bits=2, scheme="kvarn", kind="value", group_size=16, value_grid="lloyd-max")),
     "turboquant": (KV, dict(bits=3, scheme="turboquant", kind="key", variant="prod", seed=5)),
     "turboquant-mse-k2v2": (KV, dict(scheme="turboquant-mse-k2v2", kind="value")),
     "codebook": (X, dict(scheme="codebook", codebook="nf4", group_size=20, scale_dtype="float16")),

@@ -229,19 +229,27 @@ def test_cache_tiles_equal_the_scheme(rng: np.random.Generator) -> None:
         QuantizedKVCache("turboquant-prod-k3v2", 64, variant="mse")
 
 
-def test_transformers_layer_takes_turboquant(rng: np.random.Generator) -> None:
+def test_transformers_layers_take_turboquant(rng: np.random.Generator) -> None:
+    """The memory-saving layer (attention on the dequantized tiles: no fused layout) equals
+    float64 attention over what the fake-quant layer returns."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from lowbit.kv.hf import QuantizedKVLayer
+    from lowbit.kv.attend import reference_attend
+    from lowbit.kv.hf import FakeQuantKVLayer, QuantizedKVLayer
 
-    layer = QuantizedKVLayer("turboquant-mse-k2v2", sink=8)
-    ref = QuantizedKVCache("turboquant-mse-k2v2", 64, sink=8)
+    layer = QuantizedKVLayer("turboquant-prod-k3v2", sink=8)
+    fake = FakeQuantKVLayer("turboquant-prod-k3v2", sink=8)
     k = rng.standard_normal((1, 2, 200, 64)).astype(np.float32)
-    keys, values = layer.update(torch.from_numpy(k), torch.from_numpy(k))
-    keys, values = layer.update(torch.from_numpy(k[:, :, :1]), torch.from_numpy(k[:, :, :1]))
-    ref.append(k, k)
-    ref.append(k[:, :, :1], k[:, :, :1])
-    np.testing.assert_array_equal(keys.numpy(), ref.dequantized_keys())
+    v = rng.standard_normal((1, 2, 200, 64)).astype(np.float32)
+    for lo, hi in ((0, 150), (150, 151), (151, 200)):
+        kt, vt = torch.from_numpy(k[:, :, lo:hi]), torch.from_numpy(v[:, :, lo:hi])
+        q = torch.from_numpy(rng.standard_normal((1, 4, hi - lo, 64)).astype(np.float32))
+        layer.update(kt, vt)
+        got = layer.attend(q, 0.125).numpy()
+        keys, values = fake.update(kt, vt)
+        want = reference_attend(q.numpy(), keys.numpy(), values.numpy(), 0.125)
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), (lo, hi)
+    assert layer.cache is not None and layer.cache.n_tiles == 1
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -251,13 +259,13 @@ def test_transformers_layer_takes_turboquant(rng: np.random.Generator) -> None:
     ({"norm_dtype": "bfloat16"}, "norm_dtype"),
     ({"bits": 0}, "bits"),
     ({"bits": 9}, "bits"),
-    ({"group": 128}, "no token groups"),
+    ({"group_size": 128}, "no token groups"),
     ({"iterations": 3}, "iterations"),
 ])
 def test_bad_arguments(kwargs: dict, match: str, rng: np.random.Generator) -> None:
     x = rng.standard_normal((1, 16, 64)).astype(np.float32)
     with pytest.raises((ValueError, TypeError), match=match):
-        lowbit.quantize(x, scheme="turboquant", kind="key", **kwargs)
+        lowbit.quantize(x, scheme="turboquant", kind="key", **{"bits": 2, **kwargs})
 
 
 def test_bad_values_and_presets(rng: np.random.Generator) -> None:
@@ -269,6 +277,6 @@ def test_bad_values_and_presets(rng: np.random.Generator) -> None:
     y = x.copy()
     y[0, 3, 5] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        lowbit.quantize(y, scheme="turboquant", kind="value")
+        lowbit.quantize(y, scheme="turboquant", bits=2, kind="value")
     with pytest.raises(ValueError, match="head_dim"):
-        lowbit.quantize(x[..., :1], scheme="turboquant", kind="value")
+        lowbit.quantize(x[..., :1], scheme="turboquant", bits=2, kind="value")

@@ -144,10 +144,14 @@ class KVScheme:
         params.append(P("kind", P.KEYWORD_ONLY))
         if self.preset is None and FAMILY_GROUP[self.family] is not None:
             params.append(P("group_size", P.KEYWORD_ONLY, default=FAMILY_GROUP[self.family]))
-        codec = {"kvarn": codecs.KVarNCodec, "kivi": codecs.KiviCodec}.get(self.family)
+        from lowbit.kv.kvarn_grid import KVarNGridCodec
+        from lowbit.kv.turboquant import TurboQuantCodec
+
+        codec = {"kvarn": KVarNGridCodec, "kivi": codecs.KiviCodec, "turboquant": TurboQuantCodec}.get(self.family)
+        fixed = dict(self.preset.options) if self.preset is not None else {}
         if codec is not None:  # the codec's own options, read from its constructor
             params += [q.replace(kind=P.KEYWORD_ONLY) for name, q in inspect.signature(codec).parameters.items()
-                       if name not in ("key_bits", "value_bits")]
+                       if name not in ("key_bits", "value_bits") and name not in fixed]
         return inspect.Signature(params)
 
     def quantize(self, arr: Array, origin: Origin, bits: int | None = None, *, kind: str | None = None,
