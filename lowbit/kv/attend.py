@@ -25,7 +25,6 @@ import numpy as np
 from lowbit.arrays import backend, xp_of
 from lowbit.kv import layout as K
 from lowbit.kv.codecs import Codec, FP8Codec, KiviCodec, KVarNCodec, TokenRTNCodec
-from lowbit.kv.kvarn_grid import KVarNGridCodec, grid_levels
 
 
 @dataclass
@@ -84,7 +83,7 @@ def _kernel_field(a: Any) -> Any:
 
 def _names(codec: Codec, kind: str) -> tuple[str | None, str | None, str | None]:
     """(A, Z, S) field names of the kernel form for ``codec``'s ``kind`` tiles."""
-    if isinstance(codec, (KVarNCodec, KVarNGridCodec)):
+    if isinstance(codec, KVarNCodec):
         return "row_scale", "row_offset", "col_scale"
     if isinstance(codec, (KiviCodec, TokenRTNCodec)):
         return "scale", "offset", None
@@ -105,7 +104,7 @@ def kernel_layout(codec: Codec, head_dim: int, group_size: int) -> tuple[int, ..
     fp8          [G, D] tokens     one float32 scale per tile   one scale per tile
     ===========  ================  ===========================  ======================
     """
-    kvarn = isinstance(codec, (KVarNCodec, KVarNGridCodec))
+    kvarn = isinstance(codec, KVarNCodec)
     if kvarn or isinstance(codec, KiviCodec):
         key_rows = K.ROWS_CHANNELS
     else:
@@ -140,8 +139,6 @@ def code_values(codec: Codec, kind: str) -> np.ndarray:
         from lowbit.formats import FP8_E4M3
 
         return np.asarray(decode_values(FP8_E4M3), np.float32)
-    if isinstance(codec, KVarNGridCodec) and codec.grid(kind) != "uniform":  # a codebook grid
-        return np.asarray(grid_levels(codec.grid(kind), bits), np.float32)
     return np.arange(2**bits, dtype=np.float32)
 
 

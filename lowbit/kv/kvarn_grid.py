@@ -17,9 +17,9 @@ A kind with a codebook grid stores the same fields as KVarN (``row_scale`` A, ``
 Z, ``col_scale`` s_col, float16 or e4m3 as ``scale_dtype``) and reconstructs
 x_hat[r, c] = (levels[code[r, c]] * A[r] + Z[r]) * s_col[c] in the rotated frame: the scale
 folding stays exact and separable, so the same bits per element as KVarN.  A kind on the
-uniform grid is encoded by the KVarN codec itself, bit for bit.  The cache's fused attention
-kernel (lowbit.kv.attend) reads these tiles through its code-value table (the grid's levels as
-float32), and the CUDA twins of the encode / decode kernels are a known gap.
+uniform grid is encoded by the KVarN codec itself, bit for bit.  The caches attend on
+dequantized tiles for codebook grids (no fused kv_attend path yet), and the CUDA twins of the
+encode / decode kernels are a known gap.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ class KVarNGridCodec(Codec):
             raise ValueError(f"scale_dtype must be one of {KVARN_SCALE_DTYPES}, got {self.scale_dtype!r}")
         check_grid(self.key_grid, "key_grid")
         check_grid(self.value_grid, "value_grid")
+
+    @property
+    def fused_attention(self) -> bool:
+        """False: the caches attend on dequantized tiles (kv_attend's KVarN layout now reads a
+        per-tile exponent that codebook-grid kinds do not store; wiring the grid's level table
+        into it is left to do)."""
+        return False
 
     @property
     def uniform(self) -> KVarNCodec:
