@@ -195,6 +195,35 @@ def test_cli_missing_model_path(tmp_path, capsys):
     assert len(err) == 1 and "does not exist" in err[0]
 
 
+def test_report_states_the_command_as_typed(tmp_path, monkeypatch, capsys):
+    from lowbit.cli import main
+    from lowbit.research import weights_llm_report
+
+    seen = {}
+
+    def fake(**kw):
+        seen.update(kw)
+        return tmp_path / "report.md"
+
+    monkeypatch.setattr(weights_llm_report, "eval_weights_llm", fake)
+    argv = ["eval", "weights", "--model", "--out", str(tmp_path), "--budget-minutes", "95"]
+    assert main(argv) == 0
+    assert seen["command"] == f"lowbit eval weights --model --out {tmp_path} --budget-minutes 95"
+    assert seen["model"] == "bundled" and seen["budget_minutes"] == 95
+    capsys.readouterr()
+
+
+def test_equivalent_command_of_a_python_call():
+    from lowbit.research.weights_llm_report import equivalent_command
+
+    assert equivalent_command() == "lowbit eval weights --model bundled"
+    assert equivalent_command(model="m.gguf", reduced=True, out="o", tokens=512, seeds=3,
+                              budget_minutes=20.0) == \
+        "lowbit eval weights --model m.gguf --reduced --out o --tokens 512 --budget-minutes 20"
+    assert equivalent_command(quick=True, tokens=256, seeds=5) == \
+        "lowbit eval weights --model bundled --quick --seeds 5"
+
+
 @pytest.mark.slow
 def test_real_model_smoke(tmp_path):
     pytest.importorskip("gguf")

@@ -201,7 +201,7 @@ def _eval_weights_command(args: argparse.Namespace) -> int:
                                       model=args.model, text=args.text, tokens=args.tokens,
                                       seeds=args.seeds, reduced=args.reduced,
                                       budget_minutes=args.budget_minutes,
-                                      progress=_progress(args))
+                                      progress=_progress(args), command=_command_line(args))
         except ModelNotAvailableError as exc:
             raise UsageError(str(exc)) from exc
         print(f"report: {report}")

