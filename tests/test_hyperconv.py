@@ -276,6 +276,10 @@ def test_quick_report_on_a_tiny_configuration(tmp_path):
     text = report.read_text(encoding="utf-8")
     for heading in ("## E1", "## E2", "## E3", "## E4", "reconstruction"):
         assert heading in text
+    # A Python call with custom sizes does not pretend to be a `lowbit eval` command line.
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["command"].startswith("Python call") and "custom sizes" in meta["command"]
+    assert "CPU time" in meta["machine"] and "load average" in meta["machine"]
     data = json.loads((tmp_path / "results.json").read_text())["study"]
     # E1: 2 tasks × 2 seeds × (2 plain + 2 HC + 1 other descriptor).
     assert len(data["e1"]) == 20 and len(data["e3"]) == 6 and len(data["e4"]) == 3
@@ -305,6 +309,39 @@ def test_study_is_deterministic_and_independent_of_jobs():
     a, b = run_job(job), run_job(job)
     a.pop("train_seconds"), b.pop("train_seconds")
     assert a == b
+
+
+def test_report_states_the_command_actually_run(tmp_path, monkeypatch, capsys):
+    """The report's command line is the one typed (options and --out included), not a fixed
+    string; a Python call on a preset records the equivalent command."""
+    pytest.importorskip("skimage")
+    pytest.importorskip("tqdm")
+    import dataclasses
+    import json
+
+    from lowbit.cli import main
+    from lowbit.research import hyperconv_study
+    from lowbit.research.cli import eval_hyperconv
+
+    tiny = _tiny_config()
+    tiny = dataclasses.replace(tiny, tasks=("demosaic",), seeds=1, e1_plain_widths=(4,),
+                               e1_hidden=(4,), e1_other_descriptors=(), e2_sizes=(16,),
+                               e3_hidden=(2,), e3_seeds=1, e4_bits=(2, 32), e4_seeds=1,
+                               e4_stochastic_seeds=1)
+    monkeypatch.setattr(hyperconv_study, "QUICK", tiny)  # --quick now means the tiny sizes
+    out = tmp_path / "cli out"
+    argv = ["eval", "hyperconv", "--quick", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    expected = f"lowbit eval hyperconv --quick --no-progress --out '{out}'"
+    assert f"- command: {expected}\n" in (out / "report.md").read_text(encoding="utf-8")
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["command"] == expected
+    assert "CPU time" in meta["machine"] and "s wall" in meta["machine"]
+
+    report = eval_hyperconv(quick=True, out=tmp_path / "py", jobs=1, progress=False)
+    meta = json.loads((report.parent / "results.json").read_text())["meta"]
+    assert meta["command"] == f"lowbit eval hyperconv --quick --out {tmp_path / 'py'}"
 
 
 def test_cli_rejects_bad_jobs(capsys):

@@ -122,7 +122,7 @@ def _eval_hyperconv_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     try:
         report = eval_hyperconv(quick=args.quick, out=args.out, jobs=args.jobs,
-                                progress=_progress(args))
+                                progress=_progress(args), command=_command_line(args))
     except RuntimeError as exc:  # scikit-image is not installed
         raise UsageError(str(exc)) from exc
     print(f"report: {report}")
@@ -364,26 +364,65 @@ def eval_weights(*, quick: bool = False, out: str | Path = "lowbit-eval-weights"
 
 
 def eval_hyperconv(*, quick: bool = False, out: str | Path = "lowbit-eval-hyperconv",
-                   jobs: int = 1, progress: bool | None = None, config: Any = None) -> Path:
+                   jobs: int = 1, progress: bool | None = None, config: Any = None,
+                   command: str | None = None) -> Path:
     """The whole ``lowbit eval hyperconv`` run; returns the path of ``report.md``.
 
     ``config`` (a :class:`lowbit.research.hyperconv_study.StudyConfig`) overrides the sizes
-    chosen by ``quick``.
+    chosen by ``quick``.  ``command`` is the command line recorded in the report (the CLI
+    passes it as typed; default: the equivalent ``lowbit eval hyperconv`` command, or, with a
+    ``config`` that is not the preset, a note that the sizes are custom).  The report also
+    records the run's wall time, its CPU time (this process and its finished workers) and the
+    machine's load average at the start and the end.
     """
+    import os
+
     import torch
 
     import lowbit
     from lowbit.research.hyperconv_report import write_hyperconv_report
     from lowbit.research.hyperconv_study import FULL, QUICK, run_study
 
-    cfg = config if config is not None else (QUICK if quick else FULL)
+    preset = QUICK if quick else FULL
+    cfg = config if config is not None else preset
+    if command is None:
+        command = _equivalent_command("hyperconv", {"quick": quick, "out": str(out),
+                                                    "jobs": jobs}, {"jobs": 1})
+        if cfg != preset:
+            command = ("Python call lowbit.research.cli.eval_hyperconv(config=...) with custom "
+                       f"sizes (results.json's config), not `{command}`")
+
+    load0, cpu0, t0 = _load_average(), _cpu_seconds(), time.perf_counter()
     study = run_study(cfg, jobs=jobs, progress=progress)
-    meta = {"command": "lowbit eval hyperconv" + (" --quick" if quick else "")
-            + (f" --jobs {jobs}" if jobs > 1 else ""),
+    wall, cpu, load1 = time.perf_counter() - t0, _cpu_seconds() - cpu0, _load_average()
+    meta = {"command": command,
             "data": "skimage.data: train astronaut, coffee, rocket, immunohistochemistry; "
                     "validation chelsea; test hubble_deep_field, retina (split by image)",
             "versions": f"lowbit {lowbit.__version__}, torch {torch.__version__}, "
                         f"python {platform.python_version()}",
             "time": f"training {study['train_seconds']:.0f} s, total "
-                    f"{study['total_seconds']:.0f} s with {jobs} job(s)"}
+                    f"{study['total_seconds']:.0f} s with {jobs} job(s)",
+            "machine": f"{os.cpu_count()} CPU core(s); CPU time {cpu:.0f} s (user + system, "
+                       f"workers included) in {wall:.0f} s wall; load average (1/5/15 min) "
+                       f"{load0} at the start, {load1} at the end"}
     return write_hyperconv_report(out, study, meta)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have ended."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: this process only
+        return time.process_time()
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_average() -> str:
+    """The machine's 1/5/15-minute load average, or 'unknown' where the OS has none."""
+    import os
+
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
