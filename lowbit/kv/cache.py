@@ -11,24 +11,35 @@ Token regions (DESIGN.md section 4; docs/kv.md)::
   with ``recent=R``, at least the R newest tokens (a tile is quantized once it is complete
   and R newer tokens exist; the paper's R = 128).  Stored exactly.
 
-Arrays are numpy ``[batch, kv_heads, tokens, head_dim]``.  :meth:`QuantizedKVCache.attend`
-computes attention for one or L queries per head (GQA: query head h reads kv head
-h // (Hq / Hk)), optionally with the current chunk's exact keys/values (causal), by running
-the fused kernel ``kv_attend`` (:mod:`lowbit.kv.attend`) on the packed codes of every scheme:
-no tile is dequantized, memory per query is O(head_dim + group_size).
+Arrays are ``[batch, kv_heads, tokens, head_dim]``, numpy or CuPy: the storage (codes,
+fields, exact regions) lives in the array module and on the device of the first append, and
+every later input must come from the same module and device (a numpy array for a CuPy cache
+or the reverse is a ``TypeError``: lowbit never copies between host and device silently;
+torch models go through :mod:`lowbit.kv.hf`).  :meth:`QuantizedKVCache.attend` computes
+attention for one or L queries per head (GQA: query head h reads kv head h // (Hq / Hk)),
+optionally with the current chunk's exact keys/values (causal), by running the fused kernel
+``kv_attend`` (:mod:`lowbit.kv.attend`, through the backend table) on the packed codes: no
+tile is dequantized, memory per query is O(head_dim + group_size).  Where the CUDA kernel
+does not cover a layout (it raises ``NotImplementedError``: quarot / rtn / fp8 tiles, L > 1,
+...), a CuPy cache dequantizes its tiles on the device and attends with CuPy operations
+(:func:`lowbit.kv.dense.dense_attend`), never on the host.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from lowbit.arrays import contiguous, is_cupy, is_torch, xp_of
 from lowbit.kv import codecs
 from lowbit.kv.attend import TileStore, reference_attend
 from lowbit.kv.attend import attend as attend_store
 from lowbit.kv.codecs import Codec, check_kv_group_size
+from lowbit.kv.dense import dense_attend
 from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
 from lowbit.validate import check_bits
 
@@ -53,6 +64,41 @@ def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     return np.einsum("bgmt,bgtd->bgmd", p, v.astype(np.float64)).reshape(b, hq, d)
 
 
+def _where(a: Any) -> tuple[str, int | None]:
+    """(array module name, CUDA device id or None) of a numpy / CuPy array."""
+    return ("cupy", int(a.device.id)) if is_cupy(a) else ("numpy", None)
+
+
+def _describe(where: tuple[str, int | None]) -> str:
+    return "numpy (host)" if where[1] is None else f"CuPy (cuda:{where[1]})"
+
+
+def _check_array(a: Any, name: str) -> None:
+    if is_torch(a):
+        raise TypeError(f"{name} is a torch.Tensor: QuantizedKVCache takes numpy or CuPy arrays "
+                        "(torch models: lowbit.kv.hf; or convert with DLPack, e.g. cupy.from_dlpack)")
+    if not isinstance(a, np.ndarray) and not is_cupy(a):
+        raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(a).__name__}")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _on_device(method: _F) -> _F:
+    """Run ``method`` with the storage's CUDA device current (a CuPy cache; before the first
+    append: the device of the first argument), so that allocations land next to the data."""
+    @functools.wraps(method)
+    def wrapper(self: QuantizedKVCache, *args: Any, **kwargs: Any) -> Any:
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        ref: Any = self._sink_k if self.batch is not None else first
+        if is_cupy(ref):
+            with ref.device:
+                return method(self, *args, **kwargs)
+        return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 def _check_count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -63,18 +109,19 @@ class _Tiles:
     """Growing storage of one kind's tiles: codes [B, H, cap, bytes] and fields [B, H, cap, ...]."""
 
     def __init__(self) -> None:
-        self.codes: np.ndarray | None = None
-        self.fields: dict[str, np.ndarray] = {}
+        self.codes: Any = None  # numpy or CuPy, the module of the appended tiles
+        self.fields: dict[str, Any] = {}
         self.count = 0
 
-    def append(self, codes: np.ndarray, fields: dict[str, np.ndarray]) -> None:
+    def append(self, codes: Any, fields: dict[str, Any]) -> None:
         """Add one tile per (batch, head): ``codes [B, H, bytes]``, fields ``[B, H, ...]``."""
+        xp = xp_of(codes)
         if self.codes is None:
-            self.codes = np.empty(codes.shape[:2] + (4,) + codes.shape[2:], codes.dtype)
-            self.fields = {k: np.empty(f.shape[:2] + (4,) + f.shape[2:], f.dtype) for k, f in fields.items()}
+            self.codes = xp.empty(codes.shape[:2] + (4,) + codes.shape[2:], codes.dtype)
+            self.fields = {k: xp.empty(f.shape[:2] + (4,) + f.shape[2:], f.dtype) for k, f in fields.items()}
         if self.count == self.codes.shape[2]:
-            def grow(a: np.ndarray) -> np.ndarray:
-                out = np.empty(a.shape[:2] + (2 * a.shape[2],) + a.shape[3:], a.dtype)
+            def grow(a: Any) -> Any:
+                out = xp.empty(a.shape[:2] + (2 * a.shape[2],) + a.shape[3:], a.dtype)
                 out[:, :, : a.shape[2]] = a
                 return out
 
@@ -85,7 +132,7 @@ class _Tiles:
             self.fields[k][:, :, self.count] = f
         self.count += 1
 
-    def used(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def used(self) -> tuple[Any, dict[str, Any]]:
         """Views of the filled tiles: codes [B, H, n, bytes], fields [B, H, n, ...]."""
         assert self.codes is not None
         n = self.count
@@ -98,10 +145,10 @@ class _Tiles:
         codes, fields = self.used()
         return codes.nbytes, sum(f.nbytes for f in fields.values())
 
-    def select(self, index: np.ndarray) -> None:
+    def select(self, index: Any) -> None:
         if self.codes is not None:
-            self.codes = np.ascontiguousarray(self.codes[index])
-            self.fields = {k: np.ascontiguousarray(f[index]) for k, f in self.fields.items()}
+            self.codes = contiguous(self.codes[index])
+            self.fields = {k: contiguous(f[index]) for k, f in self.fields.items()}
 
 
 class QuantizedKVCache:
@@ -128,6 +175,10 @@ class QuantizedKVCache:
         Codec options: kvarn ``iterations`` (8) and ``scale_dtype`` ("float16" or
         "float8_e4m3"); kivi ``value_group_size`` (32); turboquant ``variant`` ("mse" or
         "prod"), ``seed`` (0) and ``norm_dtype`` ("float16" or "float32").
+
+    The storage lives where the first appended ``k`` lives: numpy arrays (the CPU kernels) or
+    CuPy arrays on k's device (the CUDA kernels); every method then takes and returns arrays
+    of that module (see the module docstring).
 
     Raises
     ------
@@ -228,16 +279,32 @@ class QuantizedKVCache:
         return out
 
     # -- append ---------------------------------------------------------------------------
-    def _check_kv(self, k: Any, v: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _check_module(self, **named: Any) -> Any:
+        """The array module of the named arrays (None skipped), which must match each other and,
+        after the first append, the storage's module and device."""
+        where = {n: _where(a) for n, a in named.items() if a is not None}
+        want = _where(self._sink_k) if self.batch is not None else next(iter(where.values()))
+        held = "the cache holds" if self.batch is not None else "the first array is"
+        for name, got in where.items():
+            if got[0] != want[0]:
+                raise TypeError(f"{name} is a {_describe(got)} array but {held} {_describe(want)} "
+                                "arrays: lowbit never copies between host and device silently; "
+                                "convert explicitly (cupy.asarray / cupy.asnumpy)")
+            if got != want:
+                raise ValueError(f"{name} lives on {_describe(got)} but {held} {_describe(want)} arrays; "
+                                 "lowbit never copies between devices silently")
+        return np if want[0] == "numpy" else xp_of(next(a for a in named.values() if a is not None))
+
+    def _check_kv(self, k: Any, v: Any) -> tuple[Any, Any]:
         for name, a in (("k", k), ("v", v)):
-            if not isinstance(a, np.ndarray):
-                raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+            _check_array(a, name)
             if a.dtype not in _CACHE_DTYPES:
                 raise TypeError(f"{name} must be float16, float32 or float64, got {a.dtype}")
             if a.ndim != 4:
                 raise ValueError(f"{name} must have shape [batch, kv_heads, tokens, head_dim], got {a.shape}")
             if a.shape[3] != self.head_dim:
                 raise ValueError(f"{name} has head_dim {a.shape[3]}, the cache was built for {self.head_dim}")
+        xp = self._check_module(k=k, v=v)
         if k.shape != v.shape:
             raise ValueError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
         if self.batch is not None and k.shape[:2] != (self.batch, self.kv_heads):
@@ -246,33 +313,37 @@ class QuantizedKVCache:
         if k.shape[0] == 0 or k.shape[1] == 0:
             raise ValueError(f"k and v need batch >= 1 and kv_heads >= 1, got shape {k.shape}")
         for name, a in (("k", k), ("v", v)):
-            if not np.isfinite(a).all():
+            if not bool(xp.isfinite(a).all()):  # one host sync per array on a GPU: input validation
                 raise ValueError(f"{name} contains NaN or Inf; nothing was appended")
         dtype = k.dtype if self.dtype is None else self.dtype
         return k.astype(dtype, copy=False), v.astype(dtype, copy=False)
 
-    def _encode(self, block: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _encode(self, block: Any, kind: str) -> tuple[Any, dict[str, Any]]:
         """Quantize one tile per (batch, head): block [B, H, G, D] -> codes [B, H, bytes], fields."""
         b, h, g, d = block.shape
-        codes, fields = self.codec.encode_tokens(np.ascontiguousarray(block).reshape(b * h, g, d), kind)
+        codes, fields = self.codec.encode_tokens(contiguous(block).reshape(b * h, g, d), kind)
         return (codes.reshape(b, h, -1), {k: f.reshape((b, h) + f.shape[1:]) for k, f in fields.items()})
 
-    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+    @_on_device
+    def append(self, k: Any, v: Any) -> None:
         """Append tokens ``k, v [batch, kv_heads, tokens, head_dim]`` (prefill chunk or one token).
 
         Tiles that complete are quantized now, once.  The first append fixes batch,
-        kv_heads and the stored dtype (later inputs are cast to it).
+        kv_heads, the stored dtype (later inputs are cast to it) and the array module and
+        device of the storage (numpy, or CuPy on k's device).
 
         Raises
         ------
         TypeError, ValueError
-            Not numpy float arrays, wrong shape or head_dim, k/v shapes differ, batch or
-            kv_heads differ from earlier appends, NaN or Inf.  The cache is then unchanged.
+            Not numpy / CuPy float arrays, arrays of another module (TypeError) or device
+            (ValueError) than the storage, wrong shape or head_dim, k/v shapes differ, batch
+            or kv_heads differ from earlier appends, NaN or Inf.  The cache is then unchanged.
         """
         k, v = self._check_kv(k, v)
-        if self.batch is None:  # the first append (even of 0 tokens) fixes batch, heads, dtype
+        xp = xp_of(k)
+        if self.batch is None:  # the first append (even of 0 tokens) fixes batch, heads, dtype, device
             b, h = k.shape[:2]
-            empty = np.empty((b, h, 0, self.head_dim), k.dtype)
+            empty = xp.empty((b, h, 0, self.head_dim), k.dtype)
             self._sink_k = self._sink_v = self._recent_k = self._recent_v = empty
         if k.shape[2] == 0:
             if self.batch is None:
@@ -280,10 +351,10 @@ class QuantizedKVCache:
             return
         s_have = self._sink_k.shape[2]
         take = min(self.sink - s_have, k.shape[2])
-        sink_k = np.concatenate([self._sink_k, k[:, :, :take]], axis=2)
-        sink_v = np.concatenate([self._sink_v, v[:, :, :take]], axis=2)
-        rec_k = np.concatenate([self._recent_k, k[:, :, take:]], axis=2)
-        rec_v = np.concatenate([self._recent_v, v[:, :, take:]], axis=2)
+        sink_k = xp.concatenate([self._sink_k, k[:, :, :take]], axis=2)
+        sink_v = xp.concatenate([self._sink_v, v[:, :, :take]], axis=2)
+        rec_k = xp.concatenate([self._recent_k, k[:, :, take:]], axis=2)
+        rec_v = xp.concatenate([self._recent_v, v[:, :, take:]], axis=2)
         g = self.group_size
         new_tiles = []
         start = 0
@@ -295,53 +366,77 @@ class QuantizedKVCache:
         if self.batch is None:
             self.batch, self.kv_heads, self.dtype = k.shape[0], k.shape[1], k.dtype
         self._sink_k, self._sink_v = sink_k, sink_v
-        self._recent_k = np.ascontiguousarray(rec_k[:, :, start:])
-        self._recent_v = np.ascontiguousarray(rec_v[:, :, start:])
+        self._recent_k = contiguous(rec_k[:, :, start:])
+        self._recent_v = contiguous(rec_v[:, :, start:])
         for (kc, kf), (vc, vf) in new_tiles:
             self._k.append(kc, kf)
             self._v.append(vc, vf)
 
     # -- inspection -----------------------------------------------------------------------
-    def _decode_tiles(self, kind: str, first: int) -> np.ndarray:
+    @_on_device
+    def _decode_tiles(self, kind: str, first: int) -> Any:
         """Tiles ``first ..`` of one kind as reproduced, ``[B, Hk, tiles * G, D]`` float32."""
         if self.batch is None or self.kv_heads is None:
             raise ValueError("the cache is empty")
         tiles = self._k if kind == "key" else self._v
         b, h, n = self.batch, self.kv_heads, tiles.count - first
         if n <= 0:
-            return np.empty((b, h, 0, self.head_dim), np.float32)
+            return xp_of(self._sink_k).empty((b, h, 0, self.head_dim), np.float32)
         codes, fields = tiles.used()
-        flat = {k: np.ascontiguousarray(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
+        flat = {k: contiguous(f[:, :, first:]).reshape((b * h * n,) + f.shape[3:])
                 for k, f in fields.items()}
-        x = self.codec.decode_tokens(np.ascontiguousarray(codes[:, :, first:]).reshape(b * h * n, -1), flat,
+        x = self.codec.decode_tokens(contiguous(codes[:, :, first:]).reshape(b * h * n, -1), flat,
                                      kind, self.group_size, self.head_dim)
         return x.reshape(b, h, n * self.group_size, self.head_dim)
 
-    def dequantized_tiles(self, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Keys and values of tiles ``first ..`` as reproduced, each ``[B, Hk, tiles * G, D]`` float32."""
+    def dequantized_tiles(self, first: int = 0) -> tuple[Any, Any]:
+        """Keys and values of tiles ``first ..`` as reproduced, each ``[B, Hk, tiles * G, D]``
+        float32 (the storage's array module and device)."""
         return self._decode_tiles("key", first), self._decode_tiles("value", first)
 
-    def exact_tokens(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def exact_tokens(self) -> tuple[Any, Any, Any, Any]:
         """The exact regions as stored: (sink keys, sink values, recent keys, recent values)."""
         return self._sink_k, self._sink_v, self._recent_k, self._recent_v
 
-    def dequantized_keys(self) -> np.ndarray:
-        """All keys as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
-        keys = self._decode_tiles("key", 0)
-        return np.concatenate([self._sink_k.astype(np.float32), keys, self._recent_k.astype(np.float32)], axis=2)
+    @_on_device
+    def _reproduced(self, kind: str) -> Any:
+        sink, recent = (self._sink_k, self._recent_k) if kind == "key" else (self._sink_v, self._recent_v)
+        tiles = self._decode_tiles(kind, 0)
+        return xp_of(sink).concatenate([sink.astype(np.float32), tiles, recent.astype(np.float32)], axis=2)
 
-    def dequantized_values(self) -> np.ndarray:
-        """All values as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame)."""
-        values = self._decode_tiles("value", 0)
-        return np.concatenate([self._sink_v.astype(np.float32), values, self._recent_v.astype(np.float32)], axis=2)
+    def dequantized_keys(self) -> Any:
+        """All keys as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame;
+        the storage's array module and device)."""
+        return self._reproduced("key")
 
+    def dequantized_values(self) -> Any:
+        """All values as the cache reproduces them, ``[B, Hk, tokens, D]`` float32 (original frame;
+        the storage's array module and device)."""
+        return self._reproduced("value")
+
+    @_on_device
     def select_batch(self, index: Any) -> None:
-        """Keep / reorder / repeat batch rows: every stored array is indexed by ``index``."""
+        """Keep / reorder / repeat batch rows: every stored array is indexed by ``index``.
+
+        ``index``: integers (a sequence or numpy array; for a CuPy cache copied to its device,
+        a few bytes) or an integer array of the storage's own module (a CuPy index is checked
+        on the device, one host sync).
+        """
         if self.batch is None:
             return
-        idx = np.asarray(index, dtype=np.int64).reshape(-1)
-        if idx.size == 0 or idx.min() < -self.batch or idx.max() >= self.batch:
-            raise ValueError(f"batch index out of range for batch {self.batch}: {idx.tolist()}")
+        xp = xp_of(self._sink_k)
+        if is_cupy(index) or is_torch(index):
+            _check_array(index, "index")
+            self._check_module(index=index)
+            idx = index.astype(np.int64).reshape(-1)
+            bad = idx.size == 0 or bool(((idx < -self.batch) | (idx >= self.batch)).any())
+        else:
+            host = np.asarray(index, dtype=np.int64).reshape(-1)
+            bad = host.size == 0 or host.min() < -self.batch or host.max() >= self.batch
+            idx = host if xp is np else xp.asarray(host)
+        if bad:
+            shown = idx.get().tolist() if is_cupy(idx) else idx.tolist()
+            raise ValueError(f"batch index out of range for batch {self.batch}: {shown}")
         self._sink_k, self._sink_v = self._sink_k[idx], self._sink_v[idx]
         self._recent_k, self._recent_v = self._recent_k[idx], self._recent_v[idx]
         self._k.select(idx)
@@ -360,30 +455,37 @@ class QuantizedKVCache:
             self._recent_v = self._recent_v[:, :, : have - tokens]
 
     # -- attention ------------------------------------------------------------------------
+    @_on_device
     def tile_store(self) -> TileStore:
-        """A :class:`lowbit.kv.attend.TileStore` view of the storage (no copies of the history)."""
+        """A :class:`lowbit.kv.attend.TileStore` view of the storage (no copies of the history;
+        arrays of the storage's module and device, ``lengths`` included)."""
         if self.batch is None or self.kv_heads is None:
             raise ValueError("the cache is empty; append keys and values before attend")
         b, h, g, d = self.batch, self.kv_heads, self.group_size, self.head_dim
+        xp = xp_of(self._sink_k)
         parts = []
         for kind, tiles in (("key", self._k), ("value", self._v)):
             if tiles.codes is None:
-                codes = np.zeros((b, h, 0, self.codec.code_bytes(g, d, kind)), np.uint8)
-                fields = {name: np.zeros((b, h, 0, n), dt)
+                codes = xp.zeros((b, h, 0, self.codec.code_bytes(g, d, kind)), np.uint8)
+                fields = {name: xp.zeros((b, h, 0, n), dt)
                           for name, (dt, n) in self.codec.field_specs(g, d, kind).items()}
             else:
                 codes, fields = tiles.codes, tiles.fields
             parts.append((codes, fields))
-        lengths = np.array([[0, self._sink_k.shape[2], self.n_tiles, self._recent_k.shape[2]]] * b,
-                           np.int32)
+        lengths = xp.zeros((b, 4), np.int32)  # (start, n_sink, n_tiles, n_recent); filled by
+        lengths[:, 1] = self._sink_k.shape[2]  # scalar fills: no host-to-device copy
+        lengths[:, 2] = self.n_tiles
+        lengths[:, 3] = self._recent_k.shape[2]
         return TileStore(self.codec, g, self._sink_k, self._sink_v, self._recent_k, self._recent_v,
                          parts[0][0], parts[1][0], parts[0][1], parts[1][1], lengths)
 
-    def _check_q(self, q: Any) -> np.ndarray:
+    def _check_q(self, q: Any) -> Any:
         if self.batch is None:
             raise ValueError("the cache is empty; append keys and values before attend")
-        if not isinstance(q, np.ndarray) or q.dtype not in _CACHE_DTYPES:
-            raise TypeError(f"q must be a float16/32/64 numpy.ndarray, got {type(q).__name__}")
+        _check_array(q, "q")
+        if q.dtype not in _CACHE_DTYPES:
+            raise TypeError(f"q must be float16, float32 or float64, got {q.dtype}")
+        xp = self._check_module(q=q)
         if q.ndim not in (3, 4) or q.shape[0] != self.batch or q.shape[-1] != self.head_dim \
                 or (q.ndim == 4 and q.shape[2] == 0):
             raise ValueError(f"q must have shape [batch={self.batch}, query_heads, head_dim={self.head_dim}] "
@@ -391,34 +493,53 @@ class QuantizedKVCache:
         assert self.kv_heads is not None
         if q.shape[1] == 0 or q.shape[1] % self.kv_heads:
             raise ValueError(f"query heads ({q.shape[1]}) must be a positive multiple of kv_heads ({self.kv_heads})")
-        if not np.isfinite(q).all():
+        if not bool(xp.isfinite(q).all()):  # one host sync on a GPU: input validation
             raise ValueError("q contains NaN or Inf")
         return q
 
-    def attend(self, q: np.ndarray, scale: float | None = None, *, new_k: np.ndarray | None = None,
-               new_v: np.ndarray | None = None, start: np.ndarray | None = None,
-               fused: bool = True) -> np.ndarray:
+    def _check_start(self, start: Any) -> Any:
+        assert self.batch is not None
+        xp = xp_of(self._sink_k)
+        if start is None:
+            return xp.zeros(self.batch, np.int32)
+        if isinstance(start, np.ndarray) or is_cupy(start) or is_torch(start):
+            _check_array(start, "start")
+            self._check_module(start=start)
+            first = start.astype(np.int32)
+        else:  # Python integers (copied to the device for a CuPy cache: a few bytes)
+            first = xp.asarray(np.asarray(start, np.int32))
+        if first.shape != (self.batch,):
+            raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
+        return first
+
+    @_on_device
+    def attend(self, q: Any, scale: float | None = None, *, new_k: Any = None, new_v: Any = None,
+               start: Any = None, fused: bool = True) -> Any:
         """Attention ``softmax(q . K^T * scale) V`` over the cached tokens (and a new chunk).
+
+        Every array argument comes from the storage's module and device (numpy, or CuPy).
 
         Parameters
         ----------
-        q : numpy.ndarray, shape (batch, query_heads, head_dim) or (batch, query_heads, L, head_dim)
+        q : array, shape (batch, query_heads, head_dim) or (batch, query_heads, L, head_dim)
             One query per head (decode) or L queries per head at the last L positions
             (causal); query_heads a multiple of kv_heads (GQA).
         scale : float, optional
             Default 1 / sqrt(head_dim).
-        new_k, new_v : numpy.ndarray, shape (batch, kv_heads, N, head_dim), optional
+        new_k, new_v : array, shape (batch, kv_heads, N, head_dim), optional
             Exact keys/values of the current chunk, not appended yet: they follow the cached
             tokens and the L queries are its last L tokens (N >= L).
-        start : numpy.ndarray, shape (batch,), optional
+        start : array or sequence of int, shape (batch,), optional
             First attended position per sequence (masks left padding); default 0.
         fused : bool
-            True (default): the fused kernel on the packed codes (:func:`lowbit.kv.attend.attend`);
-            False: dequantize the cache, then float64 attention (the reference).
+            True (default): the fused kernel on the packed codes (:func:`lowbit.kv.attend.attend`;
+            on a CuPy cache, where the CUDA kernel raises ``NotImplementedError`` for the
+            layout, the dequantized path below, on the device); False: dequantize the cache,
+            then float64 attention (the reference; on the storage's device).
 
         Returns
         -------
-        numpy.ndarray, float32, the shape of q
+        array of the storage's module, float32, the shape of q
         """
         q = self._check_q(q)
         q4 = q[:, :, None] if q.ndim == 3 else q
@@ -431,20 +552,28 @@ class QuantizedKVCache:
                 raise ValueError(f"new_k has {new_k.shape[2]} tokens, fewer than the {q4.shape[2]} queries")
         if scale is None:
             scale = 1.0 / math.sqrt(self.head_dim)
-        assert self.batch is not None
-        first = np.zeros(self.batch, np.int32) if start is None else np.asarray(start, np.int32)
-        if first.shape != (self.batch,):
-            raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
+        first = self._check_start(start)
+        xp = xp_of(q)
+        out = None
         if fused and getattr(self.codec, "fused_attention", True):  # TurboQuant: dequantized
             store = self.tile_store()
             store.lengths[:, 0] = first
-            out = attend_store(store, q4, new_k, new_v, scale)
-        else:
+            try:
+                out = attend_store(store, q4, new_k, new_v, scale)
+            except NotImplementedError:
+                if xp is np:
+                    raise
+                # the CUDA kernel does not cover this layout (quarot / rtn / fp8 tiles, L > 1,
+                # ...): dequantize on the device instead (never on the host)
+        if out is None:
             keys, values = self.dequantized_keys(), self.dequantized_values()
             if new_k is not None:
-                keys = np.concatenate([keys, new_k.astype(np.float32)], axis=2)
-                values = np.concatenate([values, new_v.astype(np.float32)], axis=2)  # type: ignore[union-attr]
-            out = reference_attend(q4, keys, values, scale, first).astype(np.float32)
+                keys = xp.concatenate([keys, new_k.astype(np.float32)], axis=2)
+                values = xp.concatenate([values, new_v.astype(np.float32)], axis=2)  # type: ignore[union-attr]
+            if xp is np:
+                out = reference_attend(q4, keys, values, scale, first).astype(np.float32)
+            else:
+                out = dense_attend(q4, keys, values, scale, first).astype(np.float32)
         return out.reshape(q.shape)
 
     def __repr__(self) -> str:

@@ -28,19 +28,29 @@ the paper's block-wise pseudo-decode do, and only later calls see them quantized
 makes the call itself see the cache's reproduction.  Other layer types (sliding window,
 chunked, ...) keep transformers' own unquantized layers.
 
-CPU tensors only for now (CUDA storage and kernels: in progress); bfloat16 models keep their
-exact regions in float32 (exact for bfloat16 values).  Importing this module imports torch and
-transformers and registers the ``"lowbit"`` attention implementation.
+CPU and CUDA tensors: a layer's storage lives where the model's first keys live -- numpy
+arrays for CPU tensors (the Numba kernels), CuPy arrays on the tensor's device for CUDA tensors
+(zero-copy through DLPack, the CUDA kernels on torch's current stream; kvarn and kivi decode
+attend with the fused CUDA ``kv_attend``, the layouts it does not cover -- quarot, rtn, fp8,
+chunks of L > 1 queries -- attend on tiles dequantized on the device).  Nothing goes through the
+host; results come back as torch tensors on the model's device and in its dtype.  Each
+append and attend checks its input for NaN / Inf, which on a GPU waits for the device (one host
+synchronization per check).  bfloat16 models keep their exact regions in float32 (exact for
+bfloat16 values).  Importing this module imports torch and transformers and registers the
+``"lowbit"`` attention implementation.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, Cache, DynamicLayer
 
+from lowbit.arrays import Origin, contiguous, is_cupy, stream_for, to_backend
 from lowbit.kv.cache import QuantizedKVCache
 
 
@@ -59,6 +69,56 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
+def _to_array(t: torch.Tensor) -> Any:
+    """A tensor as the cache takes it: numpy for a CPU tensor, CuPy (zero-copy, DLPack) on the
+    tensor's device for a CUDA tensor; bfloat16 widened to float32 (exact) on its device."""
+    if t.device.type == "cpu":
+        return _to_numpy(t)
+    if t.device.type != "cuda":
+        raise TypeError(f"lowbit KV caches take CPU or CUDA tensors, got a tensor on {t.device}")
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    arr, _ = to_backend(t, "key/value states", allow_empty=True)
+    return arr
+
+
+def _to_index(t: torch.Tensor) -> Any:
+    """Integer positions (int32): numpy for a CPU tensor, CuPy (DLPack) for a CUDA tensor."""
+    if t.device.type == "cpu":
+        return np.asarray(t, np.int32)
+    arr, _ = to_backend(t.to(torch.int32), "start", dtypes=("int32",), allow_empty=True)
+    return arr
+
+
+def _to_torch(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A cache array (numpy or CuPy) as a torch tensor of ``dtype`` on the array's device."""
+    if is_cupy(a):
+        return torch.from_dlpack(contiguous(a)).to(dtype)  # zero-copy, then a cast on the device
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+
+def _origin(t: torch.Tensor) -> Origin:
+    device = "cpu" if t.device.type == "cpu" else f"cuda:{t.device.index or 0}"
+    return Origin("torch", str(t.dtype).replace("torch.", ""), device)
+
+
+@contextlib.contextmanager
+def _on(layer: Any) -> Iterator[None]:
+    """The layer's device and torch's current stream for the cache's CuPy work (no-op on CPU)."""
+    origin = getattr(layer, "origin", None)
+    if origin is None:
+        yield
+        return
+    with stream_for(origin):
+        yield
+
+
+def _index_of(index: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A batch index on the host (a few integers; a CUDA index is copied explicitly)."""
+    return np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+
+
 class FakeQuantKVLayer(DynamicLayer):
     """Research harness: one layer's cache whose ``update`` returns the reproduced history.
 
@@ -75,15 +135,15 @@ class FakeQuantKVLayer(DynamicLayer):
         self.exact_within_call = bool(exact_within_call)
         self.cache_options = dict(cache_options, sink=sink, recent=recent)
         self.cache: QuantizedKVCache | None = None
+        self.origin: Origin | None = None  # a CUDA layer's device (None: CPU)
         self._fixed_k: torch.Tensor | None = None  # sink + dequantized tiles, model dtype
         self._fixed_v: torch.Tensor | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        if key_states.device.type != "cpu":
-            raise NotImplementedError(
-                f"lowbit KV caches take CPU tensors for now (got {key_states.device}); "
-                "the CUDA kernels are a known gap")
+        if key_states.device.type not in ("cpu", "cuda"):
+            raise TypeError(f"lowbit KV caches take CPU or CUDA tensors, got {key_states.device}")
         self.dtype, self.device = key_states.dtype, key_states.device
+        self.origin = _origin(key_states) if key_states.is_cuda else None
         self.cache = QuantizedKVCache(self.scheme, int(key_states.shape[-1]), **self.cache_options)
         b, h, _, d = key_states.shape
         self._fixed_k = key_states.new_empty((b, h, 0, d))
@@ -91,8 +151,8 @@ class FakeQuantKVLayer(DynamicLayer):
         self.keys, self.values = self._fixed_k, self._fixed_v
         self.is_initialized = True
 
-    def _torch(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.dtype)
+    def _torch(self, a: Any) -> torch.Tensor:
+        return _to_torch(a, self.dtype)
 
     def _refresh(self) -> None:
         """Extend the fixed part with new sink tokens / tiles; rebuild keys and values."""
@@ -123,8 +183,9 @@ class FakeQuantKVLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         assert self.cache is not None
         before = (self.keys, self.values, self.cache.n_tiles)
-        self.cache.append(_to_numpy(key_states), _to_numpy(value_states))
-        self._refresh()
+        with _on(self):
+            self.cache.append(_to_array(key_states), _to_array(value_states))
+            self._refresh()
         assert self.keys is not None and self.values is not None
         if self.exact_within_call and self.cache.n_tiles > before[2]:
             # the new tokens completed tiles: this call still sees them exactly
@@ -142,18 +203,20 @@ class FakeQuantKVLayer(DynamicLayer):
             raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
         if tokens_to_remove == 0 or self.cache is None:
             return
-        self.cache.drop_recent(-tokens_to_remove)
-        self._refresh()
+        with _on(self):
+            self.cache.drop_recent(-tokens_to_remove)
+            self._refresh()
 
     def _select(self, index: torch.Tensor | np.ndarray) -> None:
         if self.cache is None or self._fixed_k is None or self._fixed_v is None:
             return
-        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
-        self.cache.select_batch(idx)
-        t = torch.from_numpy(idx)
-        self._fixed_k = self._fixed_k.index_select(0, t)
-        self._fixed_v = self._fixed_v.index_select(0, t)
-        self._refresh()
+        idx = _index_of(index)
+        with _on(self):
+            self.cache.select_batch(idx)
+            t = torch.from_numpy(idx).to(self._fixed_k.device)
+            self._fixed_k = self._fixed_k.index_select(0, t)
+            self._fixed_v = self._fixed_v.index_select(0, t)
+            self._refresh()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._select(beam_idx)
@@ -168,6 +231,7 @@ class FakeQuantKVLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self.cache = None
+        self.origin = None
         self._fixed_k = self._fixed_v = None
 
     def memory_bytes(self) -> dict[str, int]:
@@ -198,14 +262,14 @@ class QuantizedKVLayer(DynamicLayer):
         self.exact_within_call = bool(exact_within_call)
         self.cache_options = dict(cache_options, sink=sink, recent=recent)
         self.cache: QuantizedKVCache | None = None
+        self.origin: Origin | None = None  # a CUDA layer's device (None: CPU)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        if key_states.device.type != "cpu":
-            raise NotImplementedError(
-                f"lowbit KV caches take CPU tensors for now (got {key_states.device}); "
-                "the CUDA storage is in progress")
+        if key_states.device.type not in ("cpu", "cuda"):
+            raise TypeError(f"lowbit KV caches take CPU or CUDA tensors, got {key_states.device}")
         self.dtype, self.device = key_states.dtype, key_states.device
+        self.origin = _origin(key_states) if key_states.is_cuda else None
         self.cache = QuantizedKVCache(self.scheme, int(key_states.shape[-1]), **self.cache_options)
         b, h, _, d = key_states.shape
         self.keys = key_states.new_empty((b, h, 0, d))
@@ -236,32 +300,34 @@ class QuantizedKVLayer(DynamicLayer):
         """Attention of ``query [B, Hq, L, D]`` over the cache and the pending chunk, then append.
 
         ``start [B]``: first attended position per sequence (left padding).  Returns
-        ``[B, Hq, L, D]`` in the query's dtype.
+        ``[B, Hq, L, D]`` in the query's dtype, on the query's device (a CUDA layer attends on
+        the device: the fused CUDA kernel, or tiles dequantized there).
         """
         if self._pending is None or self.cache is None:
             raise RuntimeError("QuantizedKVLayer.attend needs a pending update (call update first)")
-        k_new, v_new = (_to_numpy(t) for t in self._pending)
-        self._pending = None
-        q = _to_numpy(query).astype(np.float32, copy=False)
-        first = None if start is None else np.asarray(start.cpu(), np.int32)
+        pending, self._pending = self._pending, None
         cache = self.cache
-        if self.exact_within_call or cache.batch is None:
-            if cache.batch is None:  # nothing cached yet: the chunk alone, exact and causal
-                cache.append(k_new[:, :, :0], v_new[:, :, :0])
-            out = cache.attend(q, scale, new_k=k_new, new_v=v_new, start=first)
-            cache.append(k_new, v_new)
-        else:
-            cache.append(k_new, v_new)
-            out = cache.attend(q, scale, start=first)
-        return torch.from_numpy(out).to(query.dtype)
+        with _on(self):
+            k_new, v_new = (_to_array(t) for t in pending)
+            q = _to_array(query).astype(np.float32, copy=False)
+            first = None if start is None else _to_index(start)
+            if self.exact_within_call or cache.batch is None:
+                if cache.batch is None:  # nothing cached yet: the chunk alone, exact and causal
+                    cache.append(k_new[:, :, :0], v_new[:, :, :0])
+                out = cache.attend(q, scale, new_k=k_new, new_v=v_new, start=first)
+                cache.append(k_new, v_new)
+            else:
+                cache.append(k_new, v_new)
+                out = cache.attend(q, scale, start=first)
+            return _to_torch(out, query.dtype)
 
     def append_pending(self) -> None:
         """Append the pending chunk without attending (its attention was computed elsewhere)."""
         if self._pending is None or self.cache is None:
             raise RuntimeError("QuantizedKVLayer.append_pending needs a pending update")
-        k_new, v_new = (_to_numpy(t) for t in self._pending)
-        self._pending = None
-        self.cache.append(k_new, v_new)
+        pending, self._pending = self._pending, None
+        with _on(self):
+            self.cache.append(*(_to_array(t) for t in pending))
 
     def get_seq_length(self) -> int:
         pending = 0 if self._pending is None else int(self._pending[0].shape[-2])
@@ -272,14 +338,16 @@ class QuantizedKVLayer(DynamicLayer):
         if tokens_to_remove > 0:
             raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
         if tokens_to_remove and self.cache is not None:
-            self.cache.drop_recent(-tokens_to_remove)
+            with _on(self):
+                self.cache.drop_recent(-tokens_to_remove)
 
     def _select(self, index: torch.Tensor | np.ndarray) -> None:
         if self.cache is None or self.keys is None or self.values is None:
             return
-        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
-        self.cache.select_batch(idx)
-        t = torch.from_numpy(idx)
+        idx = _index_of(index)
+        with _on(self):
+            self.cache.select_batch(idx)
+        t = torch.from_numpy(idx).to(self.keys.device)
         self.keys = self.keys.index_select(0, t)
         self.values = self.values.index_select(0, t)
 
@@ -296,6 +364,7 @@ class QuantizedKVLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self.cache = None
+        self.origin = None
         self._pending = None
 
     def memory_bytes(self) -> dict[str, int]:
