@@ -67,6 +67,10 @@ GPU_NEEDS = {
     "kvarn": ("kvarn_encode", "kvarn_decode"),
     "fp8_e4m3": ("minifloat_encode", "decode_table", "block_absmax"),
     "mxfp4": ("minifloat_encode", "decode_table", "block_absmax"),
+    "kivi": ("rtn_quantize_groups", "rtn_encode", "rtn_decode", "group_range"),
+    "quarot": ("rtn_quantize_groups", "rtn_encode", "rtn_decode", "group_range", "fwht", "hadamard_signs"),
+    "fp8": ("minifloat_encode", "decode_table", "block_absmax"),  # the KV scheme
+    "kv_attend": ("kv_attend",),
 }
 
 

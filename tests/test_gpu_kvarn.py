@@ -17,7 +17,7 @@ import pytest
 import lowbit
 import lowbit.cpu as cpu
 import lowbit.cuda
-from lowbit.cuda import kvarn as cuda_kvarn  # not yet in lowbit.cuda.KERNELS
+from lowbit.cuda import kvarn as cuda_kvarn
 
 pytestmark = pytest.mark.gpu
 

@@ -16,6 +16,7 @@ from lowbit.cuda.codec import (
 from lowbit.cuda.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cuda.hadamard import fwht, hadamard_signs
 from lowbit.cuda.kv_attend import kv_attend
+from lowbit.cuda.kvarn import kvarn_decode, kvarn_encode
 from lowbit.cuda.packing import pack_codes, unpack_codes
 from lowbit.cuda.rounding import round_elementwise
 from lowbit.cuda.rtn import (
@@ -41,6 +42,8 @@ KERNELS: tuple[str, ...] = (
     "group_range",
     "hadamard_signs",
     "kv_attend",
+    "kvarn_decode",
+    "kvarn_encode",
     "pack_codes",
     "rtn_decode",
     "rtn_encode",
@@ -68,8 +71,12 @@ AGREEMENT: dict[str, str] = {
     "group_abs_mean": "bit-identical - tests/test_gpu_rtn.py",
     "group_range": "bit-identical - tests/test_gpu_rtn.py",
     "hadamard_signs": "bit-identical (one counter-based generator) - tests/test_gpu_hadamard.py",
-    "kv_attend": "float32 tolerance (decode L = 1; kvarn and kivi layouts; other layouts raise "
-                 "NotImplementedError) - tests/test_kv_attend.py",
+    "kv_attend": "float32 tolerance, deterministic (decode L = 1; kvarn and kivi layouts; other "
+                 "layouts raise NotImplementedError) - tests/test_kv_attend.py",
+    "kvarn_decode": "bit-identical (float32 operations in the CPU's order; the output rounded once to "
+                    "its dtype) - tests/test_gpu_kvarn.py",
+    "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
+                    "float16 / bfloat16 tokens widened exactly) - tests/test_gpu_kvarn.py",
     "pack_codes": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_decode": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_encode": "bit-identical - tests/test_gpu_rtn.py",
@@ -90,9 +97,6 @@ KNOWN_GAPS: tuple[str, ...] = (
     # codebook formats (issue 20)
     "block_norm",
     "codebook_encode",
-    # KV cache (issue 5)
-    "kvarn_decode",
-    "kvarn_encode",
     # KVarN codebook grids (issue 20)
     "kvarn_grid_decode",
     "kvarn_grid_encode",

@@ -55,10 +55,34 @@ __device__ __forceinline__ bool units_aligned(const T* x, const C* codes) {
     return (unsigned long long)x % 16 == 0 && (unsigned long long)codes % (8 * sizeof(C)) == 0;
 }
 
-template <typename T, typename C>
+// One element: the float32 path (MODE >= 0; direct, or a power-of-two block scale whose
+// reciprocal is a normal float32: the product is then exact, as scaled()'s), else float64.
+template <typename T, typename C, int MODE>
 __device__ __forceinline__ C encode_at(long long i, bool direct, const Blocks& blk, const double* scale,
                                        const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
                                        int rbits, T raw, int& status) {
+    if (MODE >= 0 && sizeof(T) <= 4) {
+        const float xf = codec_f32(raw);
+        const u32 xb = __float_as_uint(xf);
+        bool ok = true;
+        float vf = xf;
+        if ((xb << 1) == 0u) {  // +-0 (bits, not a comparison: -ftz would count subnormals as zero)
+            status = 0;
+            return (C)((xb >> 31) ? (1ull << (s.bits - 1)) : 0ull);
+        }
+        if (!direct) {
+            const long long sb = __double_as_longlong(scale[block_index(i, blk)]);
+            const int se = (int)((sb >> 52) & 0x7ff) - 1023;
+            ok = sb > 0 && (sb & 0xfffffffffffffll) == 0 && se >= -126 && se <= 126;
+            if (ok) vf = xf * pow2f(-se);
+        }
+        u64 code;
+        int over;
+        if (ok && minifloat_encode_f32<MODE>(vf, s, overflow, seed, offset + i, rbits, code, over)) {
+            status = over << 1;
+            return (C)code;
+        }
+    }
     double v = codec_f64(raw);
     if (!direct) v = scaled(v, scale[block_index(i, blk)]);
     int bad, over;
@@ -67,9 +91,9 @@ __device__ __forceinline__ C encode_at(long long i, bool direct, const Blocks& b
     return c;
 }
 
-template <typename T, typename C>
-__device__ void minifloat_encode_impl(const T* x, long long n, long long block_size, const double* scale,
-                                      MiniSpec s, int overflow, int mode, u64 seed, long long offset,
+template <typename T, typename C, int MODE>
+__device__ void minifloat_encode_loop(const T* x, long long n, long long block_size, const double* scale,
+                                      const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
                                       int rbits, C* codes, u8* status, long long status_size) {
     const bool direct = block_size >= n && scale[0] == 1.0;
     const bool want_status = status_size == n;
@@ -88,8 +112,8 @@ __device__ void minifloat_encode_impl(const T* x, long long n, long long block_s
             int st[8];
 #pragma unroll
             for (int j = 0; j < 8; ++j)
-                out.c[j] = encode_at<T, C>(u * 8 + j, direct, blk, scale, s, overflow, mode, seed, offset,
-                                           rbits, in.t[j], st[j]);
+                out.c[j] = encode_at<T, C, MODE>(u * 8 + j, direct, blk, scale, s, overflow, mode, seed, offset,
+                                                 rbits, in.t[j], st[j]);
             unsigned long long* dst = reinterpret_cast<unsigned long long*>(codes + u * 8);
 #pragma unroll
             for (int w = 0; w < (int)sizeof(C); ++w) dst[w] = out.w[w];
@@ -101,9 +125,33 @@ __device__ void minifloat_encode_impl(const T* x, long long n, long long block_s
     }
     for (long long i = vector_end + tid; i < n; i += stride) {
         int st;
-        codes[i] = encode_at<T, C>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, x[i], st);
+        codes[i] = encode_at<T, C, MODE>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, x[i], st);
         if (want_status) status[i] = (u8)st;
     }
+}
+
+// The mode becomes a compile-time constant of the float32 path where the format allows it.
+template <typename T, typename C>
+__device__ void minifloat_encode_impl(const T* x, long long n, long long block_size, const double* scale,
+                                      MiniSpec s, int overflow, int mode, u64 seed, long long offset,
+                                      int rbits, C* codes, u8* status, long long status_size) {
+#define LOWBIT_ENCODE_LOOP(M)                                                                             \
+    minifloat_encode_loop<T, C, M>(x, n, block_size, scale, s, overflow, mode, seed, offset, rbits, codes, \
+                                   status, status_size)
+    if (sizeof(T) <= 4 && mini_fast_ok(s)) {
+        switch (mode) {
+            case LOWBIT_NEAREST_EVEN: LOWBIT_ENCODE_LOOP(LOWBIT_NEAREST_EVEN); return;
+            case LOWBIT_NEAREST_AWAY: LOWBIT_ENCODE_LOOP(LOWBIT_NEAREST_AWAY); return;
+            case LOWBIT_TOWARD_ZERO: LOWBIT_ENCODE_LOOP(LOWBIT_TOWARD_ZERO); return;
+            case LOWBIT_UP: LOWBIT_ENCODE_LOOP(LOWBIT_UP); return;
+            case LOWBIT_DOWN: LOWBIT_ENCODE_LOOP(LOWBIT_DOWN); return;
+            case LOWBIT_ODD: LOWBIT_ENCODE_LOOP(LOWBIT_ODD); return;
+            case LOWBIT_STOCHASTIC: LOWBIT_ENCODE_LOOP(LOWBIT_STOCHASTIC); return;
+            default: break;
+        }
+    }
+    LOWBIT_ENCODE_LOOP(-1);
+#undef LOWBIT_ENCODE_LOOP
 }
 
 template <typename C, typename T>

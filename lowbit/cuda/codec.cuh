@@ -80,6 +80,74 @@ __device__ __forceinline__ u64 minifloat_encode_one(double x, const MiniSpec& s,
     return sign | (u64)s.code_of_max;
 }
 
+// ---- the float32 path: the same codes as minifloat_encode_one, without float64 -------------
+// For a normal nonzero float32 v, every step of minifloat_encode_one is exact in float32 as well:
+// the binade e is v's exponent field, w = v * 2^(man_bits - e) and k * 2^(e - man_bits) are
+// power-of-two scalings that stay normal (mini_fast_ok bounds the exponents), the rounding
+// functions of an integer-plus-fraction with at most 24 significant bits are exact, and
+// max_value is a float32.  So the codes are bit-identical; the float64 path remains for zero,
+// subnormal (CuPy's -ftz=true would flush them), NaN and Inf operands and other formats.
+__device__ __forceinline__ bool mini_fast_ok(const MiniSpec& s) {
+    return s.bits <= 16 && s.man_bits - s.emin <= 126 && s.emax + 1 - s.man_bits <= 126 &&
+           (double)(float)s.max_value == s.max_value;
+}
+
+// 2.0f**k for -126 <= k <= 127, from its bits.
+__device__ __forceinline__ float pow2f(int k) { return __uint_as_float((u32)(k + 127) << 23); }
+
+// round_grid in float32 (v normal or an integer-valued float32); MODE a compile-time mode.
+template <int MODE>
+__device__ __forceinline__ float round_grid_f32(float v, u64 seed, long long index, int rbits) {
+    if (MODE == LOWBIT_NEAREST_EVEN) return rintf(v);
+    if (MODE == LOWBIT_DOWN) return floorf(v);
+    if (MODE == LOWBIT_UP) return ceilf(v);
+    if (MODE == LOWBIT_TOWARD_ZERO) return truncf(v);
+    if (MODE == LOWBIT_ODD) {
+        const float f = floorf(v);
+        if (f == v) return v;
+        return fmodf(fabsf(f), 2.0f) == 1.0f ? f : f + 1.0f;
+    }
+    const float a = fabsf(v);
+    const float i = floorf(a);
+    const float frac = a - i;  // exact
+    if (!(frac > 0.0f)) return v;
+    if (MODE == LOWBIT_NEAREST_AWAY) return copysignf(frac >= 0.5f ? i + 1.0f : i, v);
+    // stochastic: frac * 2^rbits is exact (frac has at most 24 significant bits), as in float64
+    const u64 threshold = (u64)rint(ldexp((double)frac, rbits));
+    const u64 u = random_bits(seed, index) >> (64 - rbits);
+    return copysignf(u < threshold ? i + 1.0f : i, v);
+}
+
+// minifloat_encode_one for a float32 v under mini_fast_ok(s): false (nothing written) when v is
+// zero, subnormal, NaN or Inf, which the float64 path takes.
+template <int MODE>
+__device__ __forceinline__ bool minifloat_encode_f32(float v, const MiniSpec& s, int overflow, u64 seed,
+                                                     long long index, int rbits, u64& code, int& over) {
+    const u32 b = __float_as_uint(v);
+    const int field = (int)((b >> 23) & 0xffu);
+    if (field == 0 || field == 255) return false;
+    const bool neg = (b >> 31) != 0u;
+    const u64 sign = neg ? (1ull << (s.bits - 1)) : 0ull;
+    const int e = min(max(field - 127, s.emin), s.emax + 1);
+    const float k = fabsf(round_grid_f32<MODE>(v * pow2f(s.man_bits - e), seed, index, rbits));
+    over = 0;
+    if (k * pow2f(e - s.man_bits) <= (float)s.max_value) {
+        code = sign | (u64)((((long long)(e - s.emin)) << s.man_bits) + (long long)k);
+        return true;
+    }
+    if (overflow == LOWBIT_NONFINITE) {
+        const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||
+                                 (MODE == LOWBIT_DOWN && !neg) || (MODE == LOWBIT_UP && neg);
+        if (toward_zero) code = sign | (u64)s.code_of_max;
+        else if (s.code_of_inf >= 0) code = sign | (u64)s.code_of_inf;
+        else code = sign | (u64)s.code_of_nan;
+        return true;
+    }
+    over = overflow == LOWBIT_ERROR;
+    code = sign | (u64)s.code_of_max;
+    return true;
+}
+
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
 __device__ __forceinline__ double minifloat_decode_one(u64 code, const MiniSpec& s) {
     const long long c = (long long)code;
@@ -127,6 +195,12 @@ __device__ __forceinline__ double codec_f64(float v) {
     return d == d ? d : nan_signed(__float_as_uint(v) >> 31);
 }
 __device__ __forceinline__ double codec_f64(double v) { return v; }
+
+// The input as float32 (exact for float16, bfloat16 and float32; float64 never takes the fast path).
+__device__ __forceinline__ float codec_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float codec_f32(u16 v) { return __uint_as_float(((u32)v) << 16); }
+__device__ __forceinline__ float codec_f32(float v) { return v; }
+__device__ __forceinline__ float codec_f32(double v) { return (float)v; }
 
 // x / scale; a signed zero for a block whose scale is 0 or not finite (lowbit.cpu.codec.scaled).
 // A NaN x stays x (as x86's division returns its NaN operand: the sign is kept).  A power-of-two

@@ -231,12 +231,17 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
         }
         __syncthreads();
     }
-    // ---- this split's partial sums -------------------------------------------------------
+    // ---- this split's partial sums: the token slices added in slice order (not atomics), so
+    // the result is the same bits on every run and in a replayed CUDA graph -----------------
+    for (int sl = 0; sl < TS; ++sl) {
+        if (tslice == sl) {
 #pragma unroll
-    for (int j = 0; j < M; ++j)
+            for (int j = 0; j < M; ++j)
 #pragma unroll
-        for (int e = 0; e < 8; ++e) atomicAdd(&outr_s[j][vcol * 8 + e], acc[j][e]);
-    __syncthreads();
+                for (int e = 0; e < 8; ++e) outr_s[j][vcol * 8 + e] += acc[j][e];
+        }
+        __syncthreads();
+    }
     const int splits = gridDim.x;
     for (int i = tid; i < M * D; i += T) {
         const int j = i / D, d = i % D;

@@ -1,8 +1,5 @@
 """CUDA wrappers for the fused KVarN store: same names and signatures as :mod:`lowbit.cpu.kvarn`.
 
-Not yet registered in :data:`lowbit.cuda.KERNELS` (the fronts still see a known gap): its GPU
-tests (tests/test_gpu_kvarn.py, which import this module directly) have not passed on a device.
-
 ``kvarn_encode`` runs ``lowbit/cuda/kvarn.cu``'s one-block-per-tile kernel over every tile of
 the launch: tokens ``x [n, T, D]`` in float16, bfloat16 (uint16 bits) or float32 go straight to
 the packed record (rotation, exponent, balance, RTN, fold, scale codes, packing), the tile held
