@@ -71,6 +71,10 @@ GPU_NEEDS = {
     "quarot": ("rtn_quantize_groups", "rtn_encode", "rtn_decode", "group_range", "fwht", "hadamard_signs"),
     "fp8": ("minifloat_encode", "decode_table", "block_absmax"),  # the KV scheme
     "kv_attend": ("kv_attend",),
+    # the streaming cache and the transformers caches: KVarN's store/decode and the fused decode
+    # attention (layouts kv_attend does not take attend on tiles dequantized on the device)
+    "QuantizedKVCache": ("kvarn_encode", "kvarn_decode", "kv_attend"),
+    "lowbit.kv.hf": ("kvarn_encode", "kvarn_decode", "kv_attend"),
 }
 
 
