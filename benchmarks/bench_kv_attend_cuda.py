@@ -80,8 +80,13 @@ def lowbit_case(preset: str, b: int, t: int) -> tuple[float, int]:
         return rs.uniform(lo, hi, (b, HK, n_tiles, n)).astype(cupy.float16).view(cupy.uint16)
 
     kc, vc = codes(p.key_bits), codes(p.value_bits)
-    ka, kz, ks = f16(D, 0.01, 0.1), f16(D, -0.1, 0.1), f16(G, 0.7, 1.5)
-    va, vz, vs = f16(G, 0.01, 0.1), f16(G, -0.1, 0.1), f16(D, 0.7, 1.5)
+    def col(n: int) -> cupy.ndarray:  # with the per-tile exponent the kernel reads s_col * 2**e as float32
+        if not codec.tile_exponent:
+            return f16(n, 0.7, 1.5)
+        return rs.uniform(0.7, 1.5, (b, HK, n_tiles, n)).astype(cupy.float32)
+
+    ka, kz, ks = f16(D, 0.01, 0.1), f16(D, -0.1, 0.1), col(G)
+    va, vz, vs = f16(G, 0.01, 0.1), f16(G, -0.1, 0.1), col(D)
     sink = rs.standard_normal((b, HK, SINK, D)).astype(cupy.float16)
     empty = cupy.zeros((b, HK, 0, D), cupy.float16)
     lengths = cupy.asarray(np.array([[0, SINK, n_tiles, 0]] * b, np.int32))

@@ -55,6 +55,21 @@ __device__ __forceinline__ bool units_aligned(const T* x, const C* codes) {
     return (unsigned long long)x % 16 == 0 && (unsigned long long)codes % (8 * sizeof(C)) == 0;
 }
 
+// One element through the float64 codec.  Out of line: inlined 8 times into the float32 loop
+// it would hold that loop's registers (and so its occupancy and bandwidth) for the rare zero,
+// subnormal and non-finite operands.
+template <typename T>
+__device__ __noinline__ u64 encode_at_f64(long long i, bool direct, const Blocks& blk, const double* scale,
+                                          const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
+                                          int rbits, T raw, int& status) {
+    double v = codec_f64(raw);
+    if (!direct) v = scaled(v, scale[block_index(i, blk)]);
+    int bad, over;
+    const u64 c = minifloat_encode_one(v, s, overflow, mode, seed, offset + i, rbits, bad, over);
+    status = bad | (over << 1);
+    return c;
+}
+
 // One element: the float32 path (MODE >= 0; direct, or a power-of-two block scale whose
 // reciprocal is a normal float32: the product is then exact, as scaled()'s), else float64.
 template <typename T, typename C, int MODE>
@@ -83,12 +98,7 @@ __device__ __forceinline__ C encode_at(long long i, bool direct, const Blocks& b
             return (C)code;
         }
     }
-    double v = codec_f64(raw);
-    if (!direct) v = scaled(v, scale[block_index(i, blk)]);
-    int bad, over;
-    const C c = (C)minifloat_encode_one(v, s, overflow, mode, seed, offset + i, rbits, bad, over);
-    status = bad | (over << 1);
-    return c;
+    return (C)encode_at_f64<T>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, raw, status);
 }
 
 template <typename T, typename C, int MODE>

@@ -294,25 +294,40 @@ __device__ __forceinline__ void kvarn_decode_impl(const u8* packed, long long n,
         const f32 pe = pow2_f32((int)tile_exponent[i]);
         __syncthreads();
         const u8* src = packed + i * code_bytes;
-        for (long long u = threadIdx.x; u < units; u += blockDim.x) {
-            const long long start = u * 8;
-            const int count = nel - start < 8 ? (int)(nel - start) : 8;
-            const long long left = code_bytes - u * bits;
+        // (rows * cols < 2**31, checked by the wrapper: int32 positions; one division per unit)
+        for (int u = threadIdx.x; u < (int)units; u += blockDim.x) {
+            const int start = u * 8;
+            const int count = (int)nel - start < 8 ? (int)nel - start : 8;
+            const long long left = code_bytes - (long long)u * bits;
             const u64 acc = load_unit(src, u, bits, left < bits ? left : bits);
-            for (int j = 0; j < count; ++j) {
-                const long long el = start + j;
-                const int r = (int)(el / cols), c = (int)(el - (long long)r * cols);
-                const f32 q((float)((acc >> (j * bits)) & ((1ull << bits) - 1ull)));
-                const f32 val = ((q * f32(a[r]) + f32(z[r])) * f32(s[c])) * pe;
-                tile[key ? c * pitch + r : r * pitch + c] = val.v;
+            int r = start / cols, c = start - r * cols;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (j < count) {
+                    const f32 q((float)((acc >> (j * bits)) & ((1ull << bits) - 1ull)));
+                    const f32 val = ((q * f32(a[r]) + f32(z[r])) * f32(s[c])) * pe;
+                    tile[key ? c * pitch + r : r * pitch + c] = val.v;
+                    if (++c == cols) {
+                        c = 0;
+                        ++r;
+                    }
+                }
             }
         }
         if (rotate) rotate_tokens(tile, tokens, dim, pitch, false);
         __syncthreads();
         TOut* dst = out + i * nel;
-        for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
-            const int t = idx / dim, d = idx - t * dim;
+        // token t, channel d of element idx, stepped without a division per element
+        const int step_t = blockDim.x / dim, step_d = blockDim.x - step_t * dim;
+        int t = threadIdx.x / dim, d = threadIdx.x - t * dim;
+        for (int idx = threadIdx.x; idx < (int)nel; idx += blockDim.x) {
             narrow_out(f32(tile[t * pitch + d]), dst + idx);
+            t += step_t;
+            d += step_d;
+            if (d >= dim) {
+                d -= dim;
+                ++t;
+            }
         }
         __syncthreads();
     }
