@@ -364,6 +364,11 @@ def test_bad_queries(backend: Any, rng: np.random.Generator) -> None:
     q[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         cache.attend(backend.asarray(q))
+    nan_v = v[:, :, :2].copy()
+    nan_v[0, 1, 1, 5] = np.inf
+    with pytest.raises(ValueError, match="new_v contains NaN or Inf"):
+        cache.attend(ones((1, 2, 2, 64)), new_k=backend.asarray(k[:, :, :2]), new_v=backend.asarray(nan_v))
+    assert len(cache) == 300
     if backend.on_gpu:  # host arrays for a device cache: never copied silently
         for kwargs in ({"q": np.ones((1, 2, 64), np.float32)},
                        {"q": ones((1, 2, 64)), "start": np.zeros(1, np.int32)},
@@ -402,3 +407,18 @@ def test_a_numpy_cache_refuses_device_arrays(rng: np.random.Generator) -> None:
     with pytest.raises(TypeError, match="never copies"):
         cache.select_batch(cupy.asarray([1, 0]))
     assert len(cache) == 300 and cache.batch == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scheme", ["kvarn-lm-k2v2-g128", "turboquant-prod-k3v2"])
+def test_cpu_only_schemes_refuse_device_arrays(rng: np.random.Generator, scheme: str) -> None:
+    """KVarN's codebook grids and TurboQuant have no CUDA kernels yet: a clear
+    NotImplementedError for CuPy keys (never a host copy), the cache unchanged; numpy works."""
+    cupy = pytest.importorskip("cupy")
+    k, v = kv(rng, 1, 2, 200, 64)
+    cache = QuantizedKVCache(scheme, 64, sink=16)
+    with pytest.raises(NotImplementedError, match="known gap"):
+        cache.append(cupy.asarray(k), cupy.asarray(v))
+    assert cache.batch is None and len(cache) == 0
+    cache.append(k, v)
+    assert cache.n_tiles == 1

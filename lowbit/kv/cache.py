@@ -27,10 +27,8 @@ does not cover a layout (it raises ``NotImplementedError``: quarot / rtn / fp8 t
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +36,31 @@ from lowbit.arrays import contiguous, is_cupy, is_torch, xp_of
 from lowbit.kv import codecs
 from lowbit.kv.attend import TileStore, reference_attend
 from lowbit.kv.attend import attend as attend_store
-from lowbit.kv.codecs import Codec, check_kv_group_size
+from lowbit.kv.codecs import (
+    Codec,
+    FP8Codec,
+    KiviCodec,
+    KVarNCodec,
+    TokenRTNCodec,
+    check_kv_group_size,
+)
 from lowbit.kv.dense import dense_attend
 from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
+from lowbit.kv.storage import (
+    Tiles,
+    check_array,
+    check_count,
+    check_finite,
+    describe,
+    location,
+    on_device,
+)
 from lowbit.validate import check_bits
 
 _CACHE_DTYPES = (np.float16, np.float32, np.float64)
+#: codecs whose kernels all have CUDA twins (exact types: KVarN's codebook grids and TurboQuant
+#: are CPU only, a known gap)
+_CUDA_CODECS = (KVarNCodec, KiviCodec, TokenRTNCodec, FP8Codec)
 
 
 def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
@@ -62,93 +79,6 @@ def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     p = np.exp(s)
     p /= p.sum(axis=-1, keepdims=True)
     return np.einsum("bgmt,bgtd->bgmd", p, v.astype(np.float64)).reshape(b, hq, d)
-
-
-def _where(a: Any) -> tuple[str, int | None]:
-    """(array module name, CUDA device id or None) of a numpy / CuPy array."""
-    return ("cupy", int(a.device.id)) if is_cupy(a) else ("numpy", None)
-
-
-def _describe(where: tuple[str, int | None]) -> str:
-    return "numpy (host)" if where[1] is None else f"CuPy (cuda:{where[1]})"
-
-
-def _check_array(a: Any, name: str) -> None:
-    if is_torch(a):
-        raise TypeError(f"{name} is a torch.Tensor: QuantizedKVCache takes numpy or CuPy arrays "
-                        "(torch models: lowbit.kv.hf; or convert with DLPack, e.g. cupy.from_dlpack)")
-    if not isinstance(a, np.ndarray) and not is_cupy(a):
-        raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(a).__name__}")
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _on_device(method: _F) -> _F:
-    """Run ``method`` with the storage's CUDA device current (a CuPy cache; before the first
-    append: the device of the first argument), so that allocations land next to the data."""
-    @functools.wraps(method)
-    def wrapper(self: QuantizedKVCache, *args: Any, **kwargs: Any) -> Any:
-        first = args[0] if args else next(iter(kwargs.values()), None)
-        ref: Any = self._sink_k if self.batch is not None else first
-        if is_cupy(ref):
-            with ref.device:
-                return method(self, *args, **kwargs)
-        return method(self, *args, **kwargs)
-
-    return cast(_F, wrapper)
-
-
-def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-class _Tiles:
-    """Growing storage of one kind's tiles: codes [B, H, cap, bytes] and fields [B, H, cap, ...]."""
-
-    def __init__(self) -> None:
-        self.codes: Any = None  # numpy or CuPy, the module of the appended tiles
-        self.fields: dict[str, Any] = {}
-        self.count = 0
-
-    def append(self, codes: Any, fields: dict[str, Any]) -> None:
-        """Add one tile per (batch, head): ``codes [B, H, bytes]``, fields ``[B, H, ...]``."""
-        xp = xp_of(codes)
-        if self.codes is None:
-            self.codes = xp.empty(codes.shape[:2] + (4,) + codes.shape[2:], codes.dtype)
-            self.fields = {k: xp.empty(f.shape[:2] + (4,) + f.shape[2:], f.dtype) for k, f in fields.items()}
-        if self.count == self.codes.shape[2]:
-            def grow(a: Any) -> Any:
-                out = xp.empty(a.shape[:2] + (2 * a.shape[2],) + a.shape[3:], a.dtype)
-                out[:, :, : a.shape[2]] = a
-                return out
-
-            self.codes = grow(self.codes)
-            self.fields = {k: grow(f) for k, f in self.fields.items()}
-        self.codes[:, :, self.count] = codes
-        for k, f in fields.items():
-            self.fields[k][:, :, self.count] = f
-        self.count += 1
-
-    def used(self) -> tuple[Any, dict[str, Any]]:
-        """Views of the filled tiles: codes [B, H, n, bytes], fields [B, H, n, ...]."""
-        assert self.codes is not None
-        n = self.count
-        return self.codes[:, :, :n], {k: f[:, :, :n] for k, f in self.fields.items()}
-
-    def nbytes(self) -> tuple[int, int]:
-        """(code bytes, field bytes) of the filled tiles."""
-        if self.codes is None:
-            return 0, 0
-        codes, fields = self.used()
-        return codes.nbytes, sum(f.nbytes for f in fields.values())
-
-    def select(self, index: Any) -> None:
-        if self.codes is not None:
-            self.codes = contiguous(self.codes[index])
-            self.fields = {k: contiguous(f[index]) for k, f in self.fields.items()}
 
 
 class QuantizedKVCache:
@@ -215,8 +145,8 @@ class QuantizedKVCache:
         check_bits(value_bits, name="value_bits")
         self.scheme = scheme
         self.group_size = check_kv_group_size(128 if group_size is None else group_size)
-        self.sink = _check_count(sink, "sink")
-        self.recent = _check_count(recent, "recent")
+        self.sink = check_count(sink, "sink")
+        self.recent = check_count(recent, "recent")
         if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) \
                 or head_dim < 8 or head_dim % 8:
             raise ValueError(f"head_dim must be a positive multiple of 8, got {head_dim!r}")
@@ -241,8 +171,8 @@ class QuantizedKVCache:
         self._sink_v = self._sink_k
         self._recent_k = self._sink_k
         self._recent_v = self._sink_k
-        self._k = _Tiles()
-        self._v = _Tiles()
+        self._k = Tiles()
+        self._v = Tiles()
 
     def reset(self) -> None:
         """Drop every token (configuration kept)."""
@@ -282,22 +212,22 @@ class QuantizedKVCache:
     def _check_module(self, **named: Any) -> Any:
         """The array module of the named arrays (None skipped), which must match each other and,
         after the first append, the storage's module and device."""
-        where = {n: _where(a) for n, a in named.items() if a is not None}
-        want = _where(self._sink_k) if self.batch is not None else next(iter(where.values()))
+        places = {n: location(a) for n, a in named.items() if a is not None}
+        want = location(self._sink_k) if self.batch is not None else next(iter(places.values()))
         held = "the cache holds" if self.batch is not None else "the first array is"
-        for name, got in where.items():
+        for name, got in places.items():
             if got[0] != want[0]:
-                raise TypeError(f"{name} is a {_describe(got)} array but {held} {_describe(want)} "
+                raise TypeError(f"{name} is a {describe(got)} array but {held} {describe(want)} "
                                 "arrays: lowbit never copies between host and device silently; "
                                 "convert explicitly (cupy.asarray / cupy.asnumpy)")
             if got != want:
-                raise ValueError(f"{name} lives on {_describe(got)} but {held} {_describe(want)} arrays; "
+                raise ValueError(f"{name} lives on {describe(got)} but {held} {describe(want)} arrays; "
                                  "lowbit never copies between devices silently")
         return np if want[0] == "numpy" else xp_of(next(a for a in named.values() if a is not None))
 
-    def _check_kv(self, k: Any, v: Any) -> tuple[Any, Any]:
+    def _check_kv(self, k: Any, v: Any, *, finite: bool = True) -> tuple[Any, Any]:
         for name, a in (("k", k), ("v", v)):
-            _check_array(a, name)
+            check_array(a, name)
             if a.dtype not in _CACHE_DTYPES:
                 raise TypeError(f"{name} must be float16, float32 or float64, got {a.dtype}")
             if a.ndim != 4:
@@ -305,6 +235,9 @@ class QuantizedKVCache:
             if a.shape[3] != self.head_dim:
                 raise ValueError(f"{name} has head_dim {a.shape[3]}, the cache was built for {self.head_dim}")
         xp = self._check_module(k=k, v=v)
+        if xp is not np and type(self.codec) not in _CUDA_CODECS:
+            raise NotImplementedError(f"scheme {self.scheme!r} ({type(self.codec).__name__}) has no CUDA "
+                                      "kernels yet (a known gap, see docs/backends.md): use numpy arrays")
         if k.shape != v.shape:
             raise ValueError(f"k and v must have the same shape, got {k.shape} and {v.shape}")
         if self.batch is not None and k.shape[:2] != (self.batch, self.kv_heads):
@@ -312,9 +245,8 @@ class QuantizedKVCache:
                              f"{(self.batch, self.kv_heads)}")
         if k.shape[0] == 0 or k.shape[1] == 0:
             raise ValueError(f"k and v need batch >= 1 and kv_heads >= 1, got shape {k.shape}")
-        for name, a in (("k", k), ("v", v)):
-            if not bool(xp.isfinite(a).all()):  # one host sync per array on a GPU: input validation
-                raise ValueError(f"{name} contains NaN or Inf; nothing was appended")
+        if finite:
+            check_finite(xp, {"k": k, "v": v}, "; nothing was appended")
         dtype = k.dtype if self.dtype is None else self.dtype
         return k.astype(dtype, copy=False), v.astype(dtype, copy=False)
 
@@ -324,7 +256,6 @@ class QuantizedKVCache:
         codes, fields = self.codec.encode_tokens(contiguous(block).reshape(b * h, g, d), kind)
         return (codes.reshape(b, h, -1), {k: f.reshape((b, h) + f.shape[1:]) for k, f in fields.items()})
 
-    @_on_device
     def append(self, k: Any, v: Any) -> None:
         """Append tokens ``k, v [batch, kv_heads, tokens, head_dim]`` (prefill chunk or one token).
 
@@ -339,7 +270,13 @@ class QuantizedKVCache:
             (ValueError) than the storage, wrong shape or head_dim, k/v shapes differ, batch
             or kv_heads differ from earlier appends, NaN or Inf.  The cache is then unchanged.
         """
-        k, v = self._check_kv(k, v)
+        self._append(k, v)
+
+    @on_device
+    def _append(self, k: Any, v: Any, *, finite: bool = True) -> None:
+        """:meth:`append`; ``finite=False`` when the caller has already checked k and v for
+        NaN / Inf (lowbit.kv.hf appends the chunk that :meth:`attend` just checked)."""
+        k, v = self._check_kv(k, v, finite=finite)
         xp = xp_of(k)
         if self.batch is None:  # the first append (even of 0 tokens) fixes batch, heads, dtype, device
             b, h = k.shape[:2]
@@ -373,7 +310,7 @@ class QuantizedKVCache:
             self._v.append(vc, vf)
 
     # -- inspection -----------------------------------------------------------------------
-    @_on_device
+    @on_device
     def _decode_tiles(self, kind: str, first: int) -> Any:
         """Tiles ``first ..`` of one kind as reproduced, ``[B, Hk, tiles * G, D]`` float32."""
         if self.batch is None or self.kv_heads is None:
@@ -398,7 +335,7 @@ class QuantizedKVCache:
         """The exact regions as stored: (sink keys, sink values, recent keys, recent values)."""
         return self._sink_k, self._sink_v, self._recent_k, self._recent_v
 
-    @_on_device
+    @on_device
     def _reproduced(self, kind: str) -> Any:
         sink, recent = (self._sink_k, self._recent_k) if kind == "key" else (self._sink_v, self._recent_v)
         tiles = self._decode_tiles(kind, 0)
@@ -414,7 +351,7 @@ class QuantizedKVCache:
         the storage's array module and device)."""
         return self._reproduced("value")
 
-    @_on_device
+    @on_device
     def select_batch(self, index: Any) -> None:
         """Keep / reorder / repeat batch rows: every stored array is indexed by ``index``.
 
@@ -426,7 +363,7 @@ class QuantizedKVCache:
             return
         xp = xp_of(self._sink_k)
         if is_cupy(index) or is_torch(index):
-            _check_array(index, "index")
+            check_array(index, "index")
             self._check_module(index=index)
             idx = index.astype(np.int64).reshape(-1)
             bad = idx.size == 0 or bool(((idx < -self.batch) | (idx >= self.batch)).any())
@@ -445,7 +382,7 @@ class QuantizedKVCache:
 
     def drop_recent(self, tokens: int) -> None:
         """Remove the ``tokens`` newest tokens; only exact (not yet quantized) tokens can go."""
-        tokens = _check_count(tokens, "tokens")
+        tokens = check_count(tokens, "tokens")
         have = self._recent_k.shape[2]
         if tokens > have:
             raise ValueError(f"can drop at most the {have} exact recent tokens, got {tokens}: "
@@ -455,7 +392,7 @@ class QuantizedKVCache:
             self._recent_v = self._recent_v[:, :, : have - tokens]
 
     # -- attention ------------------------------------------------------------------------
-    @_on_device
+    @on_device
     def tile_store(self) -> TileStore:
         """A :class:`lowbit.kv.attend.TileStore` view of the storage (no copies of the history;
         arrays of the storage's module and device, ``lengths`` included)."""
@@ -479,10 +416,10 @@ class QuantizedKVCache:
         return TileStore(self.codec, g, self._sink_k, self._sink_v, self._recent_k, self._recent_v,
                          parts[0][0], parts[1][0], parts[0][1], parts[1][1], lengths)
 
-    def _check_q(self, q: Any) -> Any:
+    def _check_q(self, q: Any, *, finite: bool = True) -> Any:
         if self.batch is None:
             raise ValueError("the cache is empty; append keys and values before attend")
-        _check_array(q, "q")
+        check_array(q, "q")
         if q.dtype not in _CACHE_DTYPES:
             raise TypeError(f"q must be float16, float32 or float64, got {q.dtype}")
         xp = self._check_module(q=q)
@@ -493,8 +430,8 @@ class QuantizedKVCache:
         assert self.kv_heads is not None
         if q.shape[1] == 0 or q.shape[1] % self.kv_heads:
             raise ValueError(f"query heads ({q.shape[1]}) must be a positive multiple of kv_heads ({self.kv_heads})")
-        if not bool(xp.isfinite(q).all()):  # one host sync on a GPU: input validation
-            raise ValueError("q contains NaN or Inf")
+        if finite:
+            check_finite(xp, {"q": q})
         return q
 
     def _check_start(self, start: Any) -> Any:
@@ -503,7 +440,7 @@ class QuantizedKVCache:
         if start is None:
             return xp.zeros(self.batch, np.int32)
         if isinstance(start, np.ndarray) or is_cupy(start) or is_torch(start):
-            _check_array(start, "start")
+            check_array(start, "start")
             self._check_module(start=start)
             first = start.astype(np.int32)
         else:  # Python integers (copied to the device for a CuPy cache: a few bytes)
@@ -512,7 +449,7 @@ class QuantizedKVCache:
             raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
         return first
 
-    @_on_device
+    @on_device
     def attend(self, q: Any, scale: float | None = None, *, new_k: Any = None, new_v: Any = None,
                start: Any = None, fused: bool = True) -> Any:
         """Attention ``softmax(q . K^T * scale) V`` over the cached tokens (and a new chunk).
@@ -541,19 +478,20 @@ class QuantizedKVCache:
         -------
         array of the storage's module, float32, the shape of q
         """
-        q = self._check_q(q)
+        q = self._check_q(q, finite=False)
         q4 = q[:, :, None] if q.ndim == 3 else q
         if (new_k is None) != (new_v is None):
             raise ValueError("pass both new_k and new_v, or neither")
         if new_k is not None:
             assert new_v is not None
-            new_k, new_v = self._check_kv(new_k, new_v)
+            new_k, new_v = self._check_kv(new_k, new_v, finite=False)
             if new_k.shape[2] < q4.shape[2]:
                 raise ValueError(f"new_k has {new_k.shape[2]} tokens, fewer than the {q4.shape[2]} queries")
+        xp = xp_of(q)
+        check_finite(xp, {"q": q, "new_k": new_k, "new_v": new_v})  # one host sync on a GPU
         if scale is None:
             scale = 1.0 / math.sqrt(self.head_dim)
         first = self._check_start(start)
-        xp = xp_of(q)
         out = None
         if fused and getattr(self.codec, "fused_attention", True):  # TurboQuant: dequantized
             store = self.tile_store()

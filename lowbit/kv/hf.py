@@ -33,9 +33,9 @@ arrays for CPU tensors (the Numba kernels), CuPy arrays on the tensor's device f
 (zero-copy through DLPack, the CUDA kernels on torch's current stream; kvarn and kivi decode
 attend with the fused CUDA ``kv_attend``, the layouts it does not cover -- quarot, rtn, fp8,
 chunks of L > 1 queries -- attend on tiles dequantized on the device).  Nothing goes through the
-host; results come back as torch tensors on the model's device and in its dtype.  Each
-append and attend checks its input for NaN / Inf, which on a GPU waits for the device (one host
-synchronization per check).  bfloat16 models keep their exact regions in float32 (exact for
+host; results come back as torch tensors on the model's device and in its dtype.  The
+memory-saving layer checks each step's query and new keys / values for NaN / Inf once, which on
+a GPU waits for the device (one host synchronization per layer and step).  bfloat16 models keep their exact regions in float32 (exact for
 bfloat16 values).  Importing this module imports torch and transformers and registers the
 ``"lowbit"`` attention implementation.
 """
@@ -315,7 +315,7 @@ class QuantizedKVLayer(DynamicLayer):
                 if cache.batch is None:  # nothing cached yet: the chunk alone, exact and causal
                     cache.append(k_new[:, :, :0], v_new[:, :, :0])
                 out = cache.attend(q, scale, new_k=k_new, new_v=v_new, start=first)
-                cache.append(k_new, v_new)
+                cache._append(k_new, v_new, finite=False)  # attend checked the chunk
             else:
                 cache.append(k_new, v_new)
                 out = cache.attend(q, scale, start=first)
