@@ -288,8 +288,11 @@ class QuantizedKVCache:
             return
         s_have = self._sink_k.shape[2]
         take = min(self.sink - s_have, k.shape[2])
-        sink_k = xp.concatenate([self._sink_k, k[:, :, :take]], axis=2)
-        sink_v = xp.concatenate([self._sink_v, v[:, :, :take]], axis=2)
+        if take:
+            sink_k = xp.concatenate([self._sink_k, k[:, :, :take]], axis=2)
+            sink_v = xp.concatenate([self._sink_v, v[:, :, :take]], axis=2)
+        else:  # the sink is full: no copy of it per decoded token
+            sink_k, sink_v = self._sink_k, self._sink_v
         rec_k = xp.concatenate([self._recent_k, k[:, :, take:]], axis=2)
         rec_v = xp.concatenate([self._recent_v, v[:, :, take:]], axis=2)
         g = self.group_size
