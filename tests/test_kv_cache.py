@@ -61,6 +61,8 @@ def host(backend: Any, a: Any) -> np.ndarray:
 def snapshot(cache: QuantizedKVCache) -> list[np.ndarray]:
     out = []
     for tiles in (cache._k, cache._v):
+        if tiles.codes is None:  # no tile completed yet
+            continue
         codes, fields = tiles.used()
         out.append(to_host(codes).copy())
         out.extend(to_host(f).copy() for _, f in sorted(fields.items()))

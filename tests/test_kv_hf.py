@@ -219,6 +219,8 @@ def host_storage(cache: QuantizedKVCache) -> list[np.ndarray]:
 
     out = []
     for tiles in (cache._k, cache._v):
+        if tiles.codes is None:  # no tile completed yet
+            continue
         codes, fields = tiles.used()
         out += [host_copy(codes)] + [host_copy(f) for _, f in sorted(fields.items())]
     return out + [host_copy(a) for a in cache.exact_tokens()]

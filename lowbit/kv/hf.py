@@ -442,11 +442,15 @@ def _layer_types(config: Any) -> tuple[list[str], list[dict[str, Any]]]:
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
 
-        return get_layer_types_and_kwargs(cfg)  # type: ignore[no-any-return]
+        types, kwargs = get_layer_types_and_kwargs(cfg)
+        if len(kwargs) == len(types):
+            return types, kwargs
+        # transformers 5.17: a config built in code can have fewer per-layer configs than layers
     except (ImportError, AttributeError):  # transformers releases without per-layer configs
-        types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
-        return list(types), [{"sliding_window": getattr(cfg, "sliding_window", None)}
-                             if t != "full_attention" else {} for t in types]
+        pass
+    types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+    return list(types), [{"sliding_window": getattr(cfg, "sliding_window", None)}
+                         if t != "full_attention" else {} for t in types]
 
 
 class LowbitKVCache(Cache):
