@@ -95,8 +95,9 @@ class StudyConfig:
         return dataclasses.asdict(self)
 
 
-#: The full run (about 50 CPU-minutes estimated from the quick run's per-step times: about
-#: 30 minutes with --jobs 2 on 2 idle cores) and the quick one (measured: 280 CPU-seconds, numba compilation included).
+#: The full run (measured 2026-12-03: 1575 CPU-seconds, 49 minutes wall with --jobs 2 on 2
+#: shared cores at load 4-12; estimated about 15 minutes on 2 idle cores) and the quick one (measured:
+#: 280 CPU-seconds, numba compilation included).
 FULL = StudyConfig()
 QUICK = StudyConfig(
     steps=500, batch=8, seeds=2, test_size=128, e1_plain_widths=(8, 16),
