@@ -46,7 +46,7 @@ NOT_RUN = {
     "lowbit eval kv --out": "an hour on 2 CPU cores (the full comparison)",
     "lowbit eval weights --out": "minutes (trains 60 networks); tests/test_research.py covers "
     "its rounding",
-    "lowbit eval hyperconv": "minutes (trains CNNs; the quick run ~8 CPU-minutes); "
+    "lowbit eval hyperconv": "minutes (trains CNNs; the quick run 280 CPU-s, the full run 1575 CPU-s); "
     "tests/test_hyperconv.py runs a tiny study end to end",
 }
 
