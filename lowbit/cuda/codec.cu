@@ -91,7 +91,7 @@ __device__ __forceinline__ C encode_at(long long i, bool direct, const Blocks& b
             ok = sb > 0 && (sb & 0xfffffffffffffll) == 0 && se >= -126 && se <= 126;
             if (ok) vf = xf * pow2f(-se);
         }
-        u32 code;
+        u64 code;
         int over;
         if (ok && minifloat_encode_f32<MODE>(vf, s, overflow, seed, offset + i, rbits, code, over)) {
             status = over << 1;

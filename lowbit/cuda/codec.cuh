@@ -122,30 +122,29 @@ __device__ __forceinline__ float round_grid_f32(float v, u64 seed, long long ind
 // zero, subnormal, NaN or Inf, which the float64 path takes.
 template <int MODE>
 __device__ __forceinline__ bool minifloat_encode_f32(float v, const MiniSpec& s, int overflow, u64 seed,
-                                                     long long index, int rbits, u32& code, int& over) {
-    // 32-bit integers throughout (the format has at most 16 bits, mini_fast_ok)
+                                                     long long index, int rbits, u64& code, int& over) {
     const u32 b = __float_as_uint(v);
     const int field = (int)((b >> 23) & 0xffu);
     if (field == 0 || field == 255) return false;
     const bool neg = (b >> 31) != 0u;
-    const u32 sign = neg ? (1u << (s.bits - 1)) : 0u;
+    const u64 sign = neg ? (1ull << (s.bits - 1)) : 0ull;
     const int e = min(max(field - 127, s.emin), s.emax + 1);
     const float k = fabsf(round_grid_f32<MODE>(v * pow2f(s.man_bits - e), seed, index, rbits));
     over = 0;
-    if (k * pow2f(e - s.man_bits) <= (float)s.max_value) {  // then k <= 2^(man_bits + 1)
-        code = sign | ((((u32)(e - s.emin)) << s.man_bits) + (u32)k);
+    if (k * pow2f(e - s.man_bits) <= (float)s.max_value) {
+        code = sign | (u64)((((long long)(e - s.emin)) << s.man_bits) + (long long)k);
         return true;
     }
     if (overflow == LOWBIT_NONFINITE) {
         const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||
                                  (MODE == LOWBIT_DOWN && !neg) || (MODE == LOWBIT_UP && neg);
-        if (toward_zero) code = sign | (u32)s.code_of_max;
-        else if (s.code_of_inf >= 0) code = sign | (u32)s.code_of_inf;
-        else code = sign | (u32)s.code_of_nan;
+        if (toward_zero) code = sign | (u64)s.code_of_max;
+        else if (s.code_of_inf >= 0) code = sign | (u64)s.code_of_inf;
+        else code = sign | (u64)s.code_of_nan;
         return true;
     }
     over = overflow == LOWBIT_ERROR;
-    code = sign | (u32)s.code_of_max;
+    code = sign | (u64)s.code_of_max;
     return true;
 }
 
