@@ -1,17 +1,48 @@
-"""Group-wise rtn quantize+pack and unpack+dequantize vs a vectorized NumPy version.
+"""Group-wise rtn quantize+pack and unpack+dequantize vs vectorized NumPy versions.
 
-The NumPy baseline does the same computation (per-group min/max, float64 grid
-arithmetic, nearest-even, clip, pack little-endian) with whole-array operations.
+Baselines, measured in the same process:
+
+- ``numpy_f32_quantize_pack``: the plain float32 composition a user would write (issue 19):
+  per-group min/max, ``s = (hi - lo) / (2**bits - 1)``, ``rint((x - lo) / s)``, ``clip``,
+  shift-or packing, all in float32.  It rounds its scale to nearest (lowbit rounds it up) and
+  divides in float32, so its codes differ from lowbit's in a few elements; the row reports the
+  fraction (timing only, not a correctness gate).
+- ``numpy_quantize_pack``: the same computation as lowbit's, exactly (float64 grid arithmetic,
+  scale rounded up to float32): lowbit's packed bytes must equal it (the correctness gate).
+- ``_quantize_groups_reference``: the previous Numba kernel (lowbit before issue 19), kept
+  here so that the new/old ratio is measured in one process; its outputs must equal the new
+  kernel's bit for bit.
+
+Traffic counted for % of copy bandwidth: x read once + codes + scales and offsets written
+(quantize); codes + scales and offsets read + x written (dequantize).
 """
 
 from __future__ import annotations
 
 import functools
 
+import numba as nb
 import numpy as np
 from common import best_time, row
 
 import lowbit
+from lowbit.cpu.codec import minifloat_round
+from lowbit.cpu.packing import put_code, store_unit
+from lowbit.cpu.rtn import _SCALE_SPECS, _U64, _quantize_groups, encode_one, minmax
+from lowbit.cpu.scalar import DOWN, UP
+
+
+def numpy_f32_quantize_pack(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = x.reshape(-1, group)
+    lo = g.min(axis=1, keepdims=True)
+    hi = g.max(axis=1, keepdims=True)
+    scale = (hi - lo) / np.float32(2**bits - 1)
+    scale[scale == 0] = 1
+    q = np.clip(np.rint((g - lo) / scale), 0, 2**bits - 1)
+    codes = q.astype(np.uint8).reshape(-1, 8 // bits)
+    shifts = (np.arange(8 // bits, dtype=np.uint8) * bits)[None, :]
+    packed = np.bitwise_or.reduce(codes << shifts, axis=1).astype(np.uint8)
+    return packed, scale.ravel(), lo.ravel()
 
 
 def numpy_quantize_pack(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,23 +66,94 @@ def numpy_unpack_dequantize(packed: np.ndarray, scale: np.ndarray, lo: np.ndarra
     return (codes * scale[:, None].astype(np.float64) + lo[:, None]).astype(np.float32).ravel()
 
 
+@nb.njit(parallel=True)
+def _quantize_groups_reference(x: np.ndarray, group_size: int, bits: int, symmetric: bool, fmt: int,
+                               mode: int, seed: np.uint64, rbits: int, packed: np.ndarray,
+                               scale: np.ndarray, offset: np.ndarray, fmax: float) -> None:
+    """lowbit.cpu.rtn._quantize_groups as it was before issue 19 (commit eaafda5): min/max and
+    encode per group, one unit of 8 codes at a time, y = (x - off) * (1 / s) with np.rint and a
+    per-unit near-tie test redone by encode_one."""
+    n_groups = scale.shape[0]
+    for g in nb.prange(n_groups):
+        base = g * group_size
+        mn, mx, bad = minmax(x, base, group_size)
+        if symmetric:
+            step = max(abs(mn), abs(mx)) / float((1 << (bits - 1)) - 1)
+            off = 0.0
+        else:
+            off = minifloat_round(mn, _SCALE_SPECS[fmt], DOWN)
+            step = (mx - off) / float((1 << bits) - 1)
+        s = minifloat_round(step, _SCALE_SPECS[fmt], UP) if step > 0.0 else 1.0
+        overflow = s > fmax or abs(off) > fmax
+        skip = bad or overflow
+        unit0 = base // 8
+        inv = 1.0 / s
+        lo_q = -float((1 << (bits - 1)) - 1) if symmetric else 0.0
+        hi_q = float((1 << (bits - 1)) - 1) if symmetric else float((1 << bits) - 1)
+        codes = np.empty(8, np.float64)
+        for u in range(group_size // 8):
+            acc = _U64(0)
+            if not skip:
+                near = False
+                for j in range(8):
+                    y = (np.float64(x[base + 8 * u + j]) - off) * inv
+                    r = np.rint(y)
+                    near |= abs(abs(y - r) - 0.5) < 1e-9
+                    codes[j] = min(max(r, lo_q), hi_q) - lo_q
+                if near or mode != 0:
+                    for j in range(8):
+                        i = base + 8 * u + j
+                        codes[j] = float(encode_one(np.float64(x[i]), s, off, bits, symmetric,
+                                                    mode, seed, i, rbits))
+                for j in range(8):
+                    acc = put_code(acc, j, bits, np.int64(codes[j]))
+            store_unit(packed, unit0 + u, bits, acc, bits)
+        scale[g] = np.nan if bad else (np.inf if overflow else s)
+        offset[g] = 0.0 if skip else off
+
+
+def _kernel_call(kernel, x: np.ndarray, bits: int, group: int) -> tuple[functools.partial, tuple]:
+    """A call of a fused quantize kernel (asymmetric, nearest_even, float32 scales) on
+    preallocated outputs, and those outputs."""
+    outs = (np.empty(x.size * bits // 8, np.uint8), np.empty(x.size // group, np.float32),
+            np.empty(x.size // group, np.float32))
+    fmax = float(np.finfo(np.float32).max)
+    return functools.partial(kernel, x, group, bits, False, 0, 0, np.uint64(0), 16, *outs, fmax), outs
+
+
 def run(quick: bool = False) -> list[dict]:
-    n = (1 << 20) if quick else (64 << 20)
+    n = (1 << 20) if quick else (32 << 20)
     group = 128
     x = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
     rows = []
+    size = f"{n >> 20} Mi f32"
     for bits in (2, 4):
         q = lowbit.quantize(x, bits=bits, scheme="rtn", group_size=group)
         ref_packed, ref_scale, ref_lo = numpy_quantize_pack(x, bits, group)
         assert np.array_equal(q.codes, ref_packed), "baseline and lowbit disagree"
-        repeat = 3 if quick else 2
+        f32_packed = numpy_f32_quantize_pack(x, bits, group)[0]
+        new_call, new_out = _kernel_call(_quantize_groups, x, bits, group)
+        old_call, old_out = _kernel_call(_quantize_groups_reference, x, bits, group)
+        new_call()
+        old_call()
+        assert all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in zip(new_out, old_out, strict=True)), \
+            "new and previous kernels disagree"
+        repeat = 3 if quick else 5
+        traffic = x.nbytes + n * bits // 8 + 2 * 4 * (n // group)
         t = best_time(functools.partial(lowbit.quantize, x, bits=bits, scheme="rtn", group_size=group), repeat)
+        tb = best_time(functools.partial(numpy_f32_quantize_pack, x, bits, group), repeat)
+        differ = np.count_nonzero(f32_packed != q.codes) / q.codes.size
+        rows.append(row(f"rtn quantize+pack {bits}-bit g{group}", size, t,
+                        f"numpy vectorized float32 ({100 * differ:.2f}% bytes differ)", tb, traffic, n))
         tb = best_time(functools.partial(numpy_quantize_pack, x, bits, group), repeat)
-        # minimum traffic: read x twice (stats, encode) + write codes
-        rows.append(row(f"rtn quantize+pack {bits}-bit g{group}", f"{n >> 20} Mi f32", t,
-                        "numpy vectorized", tb, 2 * x.nbytes + n * bits // 8, n))
+        rows.append(row(f"rtn quantize+pack {bits}-bit g{group} (vs exact)", size, t,
+                        "numpy vectorized float64, same codes", tb, traffic, n))
+        tk = best_time(new_call, repeat)
+        tr = best_time(old_call, repeat)
+        rows.append(row(f"rtn quantize+pack kernel {bits}-bit g{group}", size, tk,
+                        "previous kernel (_reference)", tr, traffic, n))
         t = best_time(q.dequantize, repeat)
         tb = best_time(functools.partial(numpy_unpack_dequantize, ref_packed, ref_scale, ref_lo, bits, group), repeat)
-        rows.append(row(f"rtn unpack+dequantize {bits}-bit g{group}", f"{n >> 20} Mi f32", t,
-                        "numpy vectorized", tb, x.nbytes + n * bits // 8, n))
+        rows.append(row(f"rtn unpack+dequantize {bits}-bit g{group}", size, t,
+                        "numpy vectorized", tb, traffic, n))
     return rows

@@ -204,47 +204,132 @@ def rtn_quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bo
     status[0] |= flags
 
 
+#: Groups per parallel task of the fused quantize kernel: a task writes one contiguous block of
+#: codes, scales and offsets (2 KiB of 2-bit codes for groups of 128), and reuses one scratch
+#: array of codes for its groups.
+_GROUPS_PER_TASK = 64
+
+#: 1.5 * 2**52: for |y| < 2**51, (y + _RNE_MAGIC) - _RNE_MAGIC == rint(y) (up to the sign of a
+#: zero): y + _RNE_MAGIC lies in [2**52, 2**53), where float64 steps are 1, and the add rounds
+#: to nearest even (the default mode; _RNE_MAGIC is even).  Two plain adds, no libm call.
+_RNE_MAGIC = 6755399441055744.0
+
+
+@nb.njit(inline="always", cache=True)
+def group_minmax(x: np.ndarray, base: int, size: int) -> tuple[float, float]:
+    """min and max (float64) of x[base:base+size], ``size`` a multiple of 8, in 8 independent
+    lanes (8 dependency chains instead of one; no fastmath needed).  Exact (min and max do not round);
+    "+ 0.0" turns -0.0 into +0.0.  NaN is not reported: a NaN at ``base`` makes both NaN, one
+    elsewhere is skipped (callers count NaNs themselves); +-Inf comes back as a bound."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x[base]
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = x[base]
+    for u in range(base, base + size, 8):
+        v = x[u]
+        a0 = v if v < a0 else a0
+        b0 = v if v > b0 else b0
+        v = x[u + 1]
+        a1 = v if v < a1 else a1
+        b1 = v if v > b1 else b1
+        v = x[u + 2]
+        a2 = v if v < a2 else a2
+        b2 = v if v > b2 else b2
+        v = x[u + 3]
+        a3 = v if v < a3 else a3
+        b3 = v if v > b3 else b3
+        v = x[u + 4]
+        a4 = v if v < a4 else a4
+        b4 = v if v > b4 else b4
+        v = x[u + 5]
+        a5 = v if v < a5 else a5
+        b5 = v if v > b5 else b5
+        v = x[u + 6]
+        a6 = v if v < a6 else a6
+        b6 = v if v > b6 else b6
+        v = x[u + 7]
+        a7 = v if v < a7 else a7
+        b7 = v if v > b7 else b7
+    mn = min(min(min(a0, a1), min(a2, a3)), min(min(a4, a5), min(a6, a7)))
+    mx = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
+    return np.float64(mn) + 0.0, np.float64(mx) + 0.0
+
+
+@nb.njit(inline="always", cache=True)
+def pack_group(codes: np.ndarray, size: int, bits: int, packed: np.ndarray, unit0: int) -> None:
+    """Pack codes[:size] (int32, < 2**bits; ``size`` a multiple of 8) into the units from
+    ``unit0`` on: whole bytes of shifted codes for bits 1, 2, 4, 8, :func:`put_code` otherwise."""
+    b0 = unit0 * bits
+    if bits == 2:
+        for b in range(size // 4):
+            packed[b0 + b] = np.uint8(codes[4 * b] | (codes[4 * b + 1] << 2) | (codes[4 * b + 2] << 4)
+                                      | (codes[4 * b + 3] << 6))
+    elif bits == 4:
+        for b in range(size // 2):
+            packed[b0 + b] = np.uint8(codes[2 * b] | (codes[2 * b + 1] << 4))
+    elif bits == 8:
+        for b in range(size):
+            packed[b0 + b] = np.uint8(codes[b])
+    elif bits == 1:
+        for b in range(size // 8):
+            c = 8 * b
+            packed[b0 + b] = np.uint8(codes[c] | (codes[c + 1] << 1) | (codes[c + 2] << 2) | (codes[c + 3] << 3)
+                                      | (codes[c + 4] << 4) | (codes[c + 5] << 5) | (codes[c + 6] << 6)
+                                      | (codes[c + 7] << 7))
+    else:
+        for u in range(size // 8):
+            acc = _U64(0)
+            for j in range(8):
+                acc = put_code(acc, j, bits, codes[8 * u + j])
+            store_unit(packed, unit0 + u, bits, acc, bits)
+
+
 @nb.njit(parallel=True, cache=True)
 def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool, fmt: int,
                      mode: int, seed: np.uint64, rbits: int, packed: np.ndarray,
                      scale: np.ndarray, offset: np.ndarray, fmax: float) -> None:
     n_groups = scale.shape[0]
-    for g in nb.prange(n_groups):
-        base = g * group_size
-        mn, mx, bad = minmax(x, base, group_size)
-        if symmetric:
-            step = max(abs(mn), abs(mx)) / float((1 << (bits - 1)) - 1)
-            off = 0.0
-        else:
-            off = minifloat_round(mn, _SCALE_SPECS[fmt], DOWN)
-            step = (mx - off) / float((1 << bits) - 1)
-        s = minifloat_round(step, _SCALE_SPECS[fmt], UP) if step > 0.0 else 1.0
-        overflow = s > fmax or abs(off) > fmax
-        skip = bad or overflow
-        unit0 = base // 8
-        inv = 1.0 / s
-        lo_q = -float((1 << (bits - 1)) - 1) if symmetric else 0.0
-        hi_q = float((1 << (bits - 1)) - 1) if symmetric else float((1 << bits) - 1)
-        codes = np.empty(8, np.float64)
-        for u in range(group_size // 8):
-            acc = _U64(0)
-            if not skip:
-                # nearest_even without branches: y = (x - off) * (1 / s) is within 2^-50 |y| of
-                # (x - off) / s, so its rint is the same unless y is within 1e-9 of a tie;
-                # such a unit (and any other mode) is redone exactly by encode_one.
-                near = False
-                for j in range(8):
-                    y = (np.float64(x[base + 8 * u + j]) - off) * inv
-                    r = np.rint(y)
-                    near |= abs(abs(y - r) - 0.5) < 1e-9
-                    codes[j] = min(max(r, lo_q), hi_q) - lo_q
-                if near or mode != 0:
-                    for j in range(8):
-                        i = base + 8 * u + j
-                        codes[j] = float(encode_one(np.float64(x[i]), s, off, bits, symmetric,
-                                                    mode, seed, i, rbits))
-                for j in range(8):
-                    acc = put_code(acc, j, bits, np.int64(codes[j]))
-            store_unit(packed, unit0 + u, bits, acc, bits)
-        scale[g] = np.nan if bad else (np.inf if overflow else s)
-        offset[g] = 0.0 if skip else off
+    n_tasks = (n_groups + _GROUPS_PER_TASK - 1) // _GROUPS_PER_TASK
+    lo_q = -float((1 << (bits - 1)) - 1) if symmetric else 0.0
+    hi_q = float((1 << (bits - 1)) - 1) if symmetric else float((1 << bits) - 1)
+    for task in nb.prange(n_tasks):
+        codes = np.empty(group_size, np.int32)
+        for g in range(task * _GROUPS_PER_TASK, min(n_groups, (task + 1) * _GROUPS_PER_TASK)):
+            base = g * group_size
+            mn, mx = group_minmax(x, base, group_size)
+            bad = not (np.isfinite(mn) and np.isfinite(mx))  # +-Inf, or NaN at base
+            if symmetric:
+                step = max(abs(mn), abs(mx)) / hi_q
+                off = 0.0
+            else:
+                off = minifloat_round(mn, _SCALE_SPECS[fmt], DOWN)
+                step = (mx - off) / hi_q
+            s = minifloat_round(step, _SCALE_SPECS[fmt], UP) if step > 0.0 else 1.0
+            overflow = s > fmax or abs(off) > fmax
+            if not bad:
+                # nearest_even, branch-free and exact: y = (x - off) / s as in encode_one (a
+                # division, which vectorizes), clamped to [lo_q - 1, hi_q + 1] (which changes
+                # no code and keeps |y| < 2**51), rounded by _RNE_MAGIC.  NaNs are counted
+                # here (group_minmax skips them).  Other modes are redone by encode_one.
+                nans = 0
+                for j in range(group_size):
+                    v = float(x[base + j])
+                    nans += v != v
+                    y = (v - off) / s
+                    y = y if y > lo_q - 1.0 else lo_q - 1.0
+                    y = y if y < hi_q + 1.0 else hi_q + 1.0
+                    r = (y + _RNE_MAGIC) - _RNE_MAGIC
+                    r = r if r > lo_q else lo_q
+                    r = r if r < hi_q else hi_q
+                    codes[j] = np.int32(r - lo_q)
+                bad = nans != 0
+                if not (bad or overflow) and mode != 0:
+                    for j in range(group_size):
+                        i = base + j
+                        codes[j] = np.int32(encode_one(np.float64(x[i]), s, off, bits, symmetric,
+                                                       mode, seed, i, rbits))
+            skip = bad or overflow
+            if skip:
+                for j in range(group_size):
+                    codes[j] = 0
+            pack_group(codes, group_size, bits, packed, base // 8)
+            scale[g] = np.nan if bad else (np.inf if overflow else s)
+            offset[g] = 0.0 if skip else off
