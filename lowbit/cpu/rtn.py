@@ -254,6 +254,22 @@ def group_minmax(x: np.ndarray, base: int, size: int) -> tuple[float, float]:
 
 
 @nb.njit(inline="always", cache=True)
+def round_to_float32(v: float, up: bool) -> float:
+    """minifloat_round(v, FLOAT32.spec, UP if up else DOWN), by hardware conversion: one
+    rounding to nearest float32, then one step toward the mode if it went the wrong way; a
+    result beyond +-max is +-Inf whatever the mode, as minifloat_round gives (|v| >= 2**128)."""
+    if abs(v) >= 3.402823669209385e38:  # 2**128: beyond max even rounded toward zero
+        return np.inf if v > 0 else -np.inf
+    f = np.float32(v)
+    r = np.float64(f)
+    if up and r < v:
+        r = np.float64(np.nextafter(f, np.float32(np.inf)))
+    elif not up and r > v:
+        r = np.float64(np.nextafter(f, np.float32(-np.inf)))
+    return r
+
+
+@nb.njit(inline="always", cache=True)
 def pack_group(codes: np.ndarray, size: int, bits: int, packed: np.ndarray, unit0: int) -> None:
     """Pack codes[:size] (int32, < 2**bits; ``size`` a multiple of 8) into the units from
     ``unit0`` on: whole bytes of shifted codes for bits 1, 2, 4, 8, :func:`put_code` otherwise."""
@@ -299,10 +315,18 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
             if symmetric:
                 step = max(abs(mn), abs(mx)) / hi_q
                 off = 0.0
+            elif fmt == 0:  # float32 scales: hardware rounding, same values
+                off = round_to_float32(mn, False)
+                step = (mx - off) / hi_q
             else:
                 off = minifloat_round(mn, _SCALE_SPECS[fmt], DOWN)
                 step = (mx - off) / hi_q
-            s = minifloat_round(step, _SCALE_SPECS[fmt], UP) if step > 0.0 else 1.0
+            if not step > 0.0:
+                s = 1.0
+            elif fmt == 0:
+                s = round_to_float32(step, True)
+            else:
+                s = minifloat_round(step, _SCALE_SPECS[fmt], UP)
             overflow = s > fmax or abs(off) > fmax
             if not bad:
                 # nearest_even, branch-free and exact: y = (x - off) / s as in encode_one (a
