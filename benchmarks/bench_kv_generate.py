@@ -17,6 +17,7 @@ import time
 
 import torch
 import transformers
+from common import dynamic_cache_bytes, lowbit_cache_bytes
 
 import lowbit.kv.hf as lkv
 from lowbit.research.model import load_model
@@ -25,22 +26,8 @@ TEXT = ("Paris is the capital and largest city of France. It lies on the river S
         "the country. The city is known for the Eiffel Tower and for the Louvre. ")
 
 
-def dynamic_bytes(cache: transformers.DynamicCache) -> int:
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
 
 
-def lowbit_bytes(cache: lkv.LowbitKVCache) -> tuple[int, int]:
-    """(bytes held, bytes allocated incl. spare tile capacity)."""
-    held = cache.memory_bytes()["total"]
-    alloc = 0
-    for layer in cache.layers:
-        c = getattr(layer, "cache", None)
-        if c is None:
-            continue
-        s = c.tile_store()
-        alloc += sum(a.nbytes for a in (s.sink_k, s.sink_v, s.recent_k, s.recent_v, s.k_codes, s.v_codes))
-        alloc += sum(a.nbytes for a in list(s.k_fields.values()) + list(s.v_fields.values()))
-    return held, alloc
 
 
 def run_one(model: object, ids: torch.Tensor, cache: object, steps: int) -> tuple[float, list[float]]:
@@ -73,7 +60,7 @@ def main() -> None:
     model.set_attn_implementation("sdpa")
     dyn = transformers.DynamicCache(config=model.config)
     pre, times = run_one(model, ids, dyn, args.steps)
-    base_mem, base_t = dynamic_bytes(dyn), statistics.median(times)
+    base_mem, base_t = dynamic_cache_bytes(dyn), statistics.median(times)
     print(f"{'cache':<28}{'KV MiB':>10}{'alloc MiB':>11}{'x Dynamic':>11}{'prefill s':>11}"
           f"{'decode ms':>11}{'x Dynamic':>11}")
     print(f"{'DynamicCache + sdpa':<28}{base_mem / 2**20:>10.2f}{base_mem / 2**20:>11.2f}{1:>11.3f}"
@@ -82,7 +69,7 @@ def main() -> None:
     for preset in args.presets:
         cache = lkv.KVarNCache(model.config, preset=preset)
         pre, times = run_one(model, ids, cache, args.steps)
-        held, alloc = lowbit_bytes(cache)
+        held, alloc = lowbit_cache_bytes(cache)
         t = statistics.median(times)
         print(f"{preset + ' (lowbit attn)':<28}{held / 2**20:>10.2f}{alloc / 2**20:>11.2f}"
               f"{held / base_mem:>11.3f}{pre:>11.1f}{t * 1e3:>11.1f}{t / base_t:>11.3f}")

@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from common import dynamic_cache_bytes, lowbit_cache_bytes
+
 PRESETS = ("kvarn-k4v2-g128", "kvarn-k2v2-g128")
 
 
@@ -41,22 +43,8 @@ def build_model(layers: int) -> Any:
     return model
 
 
-def dynamic_bytes(cache: Any) -> int:
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
 
 
-def lowbit_bytes(cache: Any) -> tuple[int, int]:
-    """(bytes held, bytes allocated incl. spare tile capacity)."""
-    held = cache.memory_bytes()["total"]
-    alloc = 0
-    for layer in cache.layers:
-        c = getattr(layer, "cache", None)
-        if c is None:
-            continue
-        s = c.tile_store()
-        alloc += sum(int(a.nbytes) for a in (s.sink_k, s.sink_v, s.recent_k, s.recent_v, s.k_codes, s.v_codes))
-        alloc += sum(int(a.nbytes) for a in list(s.k_fields.values()) + list(s.v_fields.values()))
-    return held, alloc
 
 
 def run_one(model: Any, ids: Any, cache: Any, steps: int) -> tuple[float, list[float], Any]:
@@ -124,9 +112,9 @@ def main() -> int:
         peak = torch.cuda.max_memory_allocated()
         step = statistics.median(times)
         if base is None:
-            held = alloc = dynamic_bytes(cache)
+            held = alloc = dynamic_cache_bytes(cache)
         else:
-            held, alloc = lowbit_bytes(cache)
+            held, alloc = lowbit_cache_bytes(cache)
         per_seq = alloc / args.batch  # bytes of one sequence's KV at this context, as allocated
         max_batch = int(budget // per_seq)
         if base is None:

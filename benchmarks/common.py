@@ -67,3 +67,22 @@ def row(name: str, size: str, seconds: float, baseline: str, baseline_seconds: f
         "gbps": nbytes / seconds / 1e9,
         "pct_copy": 100.0 * (nbytes / seconds) / bandwidth,
     }
+
+
+def dynamic_cache_bytes(cache: Any) -> int:
+    """Bytes of a transformers ``DynamicCache``'s key/value tensors."""
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+
+def lowbit_cache_bytes(cache: Any) -> tuple[int, int]:
+    """(bytes held, bytes allocated incl. spare tile capacity) of a ``lowbit.kv.hf`` cache."""
+    held = cache.memory_bytes()["total"]
+    alloc = 0
+    for layer in cache.layers:
+        c = getattr(layer, "cache", None)
+        if c is None:
+            continue
+        s = c.tile_store()
+        alloc += sum(int(a.nbytes) for a in (s.sink_k, s.sink_v, s.recent_k, s.recent_v, s.k_codes, s.v_codes))
+        alloc += sum(int(a.nbytes) for a in list(s.k_fields.values()) + list(s.v_fields.values()))
+    return held, alloc
