@@ -106,10 +106,20 @@ def run(quick: bool = False) -> list[dict]:
                                     *[cp.asnumpy(a[:16]) for a in out[1:]], ref)
             assert np.array_equal(cp.asnumpy(dec[:16]), ref.astype(np.float16)), "GPU and CPU decodes differ"
             t = event_time(fn, repeat=10)
+            # the generic in-shared-memory decoder, same run: the same bytes, and the ratio
+            generic = cp.empty_like(dec)
+            gfn = functools.partial(cuda_kvarn.kvarn_decode, out[0], True, key, bits, 0, *out[1:], generic)
+            cuda_kvarn.FAST_DECODE = False
+            try:
+                gfn()
+                assert bool((generic == dec).all()), "the two CUDA decoders differ"
+                tg = event_time(gfn, repeat=5)
+            finally:
+                cuda_kvarn.FAST_DECODE = True
             nbytes = sum(a.nbytes for a in out) + dec.nbytes
             results.append(gpu_row(f"kvarn_decode {kind} {bits}-bit -> f16, D=G=128 (un-rotated)",
-                                   f"{n_tiles} tiles, {t / n_tiles * 1e6:.3f} us/tile", t,
-                                   "(bytes vs copy)", t, nbytes, dec.size))
+                                   f"{n_tiles} tiles, {t / n_tiles * 1e6:.4f} us/tile", t,
+                                   "generic smem decoder", tg, nbytes, dec.size))
     return results
 
 

@@ -109,15 +109,24 @@ def test_encode_matches_cpu(cp, data: str, n: int, tokens: int, dim: int, rotate
                 np.testing.assert_array_equal(g, w, err_msg=f"{name} key={key} bits={bits}")
 
 
+DECODE_CASES = [  # (tokens, dim, rotate): D 16..512 take the register decoder, D = 12 the generic one
+    (128, 128, True), (64, 128, True), (5, 64, True), (24, 12, False), (1, 16, True), (37, 32, True),
+    (100, 256, True), (128, 512, True), (33, 128, False), (3, 64, False),
+]
+
+
 @pytest.mark.parametrize("out_dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize(("tokens", "dim"), [(128, 128), (64, 128), (5, 64), (24, 12)])
+@pytest.mark.parametrize(("tokens", "dim", "rotate"), DECODE_CASES)
 @pytest.mark.parametrize("fmt", [0, 1])
-def test_decode_matches_cpu(cp, out_dtype: str, tokens: int, dim: int, fmt: int) -> None:
-    """CPU float32 reconstruction (then rounded once to the output dtype) == CUDA output."""
-    rotate = dim & (dim - 1) == 0
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "generic"])
+def test_decode_matches_cpu(cp, monkeypatch: pytest.MonkeyPatch, out_dtype: str, tokens: int, dim: int,
+                            rotate: bool, fmt: int, fast: bool) -> None:
+    """CPU float32 reconstruction (then rounded once to the output dtype) == CUDA output, from
+    both CUDA decoders (`fast`: the register decoder where it applies, else the generic one)."""
+    monkeypatch.setattr(cuda_kvarn, "FAST_DECODE", fast)
     x = _tokens("outlier", 3, tokens, dim, 7 + tokens)
     for key in (True, False):
-        for bits in (1, 2, 3, 4, 8):
+        for bits in (1, 2, 3, 4, 5, 8):
             want, _ = _encode_both(cp, x, "float32", rotate, key, bits, fmt)
             packed, a, z, s, e = want
             ref = np.empty(x.shape, np.float32)
@@ -128,6 +137,27 @@ def test_decode_matches_cpu(cp, out_dtype: str, tokens: int, dim: int, fmt: int)
             cuda_kvarn.kvarn_decode(*(cp.asarray(v) for v in (packed,)), rotate, key, bits, fmt,
                                      *(cp.asarray(v) for v in (a, z, s, e)), out)
             np.testing.assert_array_equal(cp.asnumpy(out), ref_out, err_msg=f"key={key} bits={bits}")
+
+
+def test_decode_unaligned_views(cp) -> None:
+    """A packed record at an odd byte offset and an output that is not 16-byte aligned (views into
+    larger buffers) decode to the same values as aligned copies."""
+    x = _tokens("random", 4, 64, 128, 5)
+    for key in (True, False):
+        want, _ = _encode_both(cp, x, "float32", True, key, 3, 0)
+        packed, a, z, s, e = (cp.asarray(v) for v in want)
+        ref = cp.empty(x.shape, np.float16)
+        cuda_kvarn.kvarn_decode(packed, True, key, 3, 0, a, z, s, e, ref)
+        raw = cp.zeros(packed.size + 1, np.uint8)
+        odd = raw[1:].reshape(packed.shape)
+        odd[...] = packed
+        aligned = cp.empty(x.shape, np.float16)  # the register decoder, staging bytes one by one
+        cuda_kvarn.kvarn_decode(odd, True, key, 3, 0, a, z, s, e, aligned)
+        buf = cp.empty(x.size + 1, np.float16)
+        out = buf[1:].reshape(x.shape)  # 2 bytes past an aligned start: the generic decoder
+        cuda_kvarn.kvarn_decode(odd, True, key, 3, 0, a, z, s, e, out)
+        for got in (aligned, out):
+            np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(ref))
 
 
 @pytest.mark.skipif("kvarn_encode" not in lowbit.cuda.KERNELS, reason="kvarn CUDA kernels not registered yet")

@@ -36,6 +36,7 @@ MODULES = {
     "rounding": [()],
     "diffusion": [()],
     "kvarn": [_kvarn_defines()],
+    "kvarn_decode": [_kvarn_defines()],
     "kv_attend": [("-DLOWBIT_M=4",)],
 }
 

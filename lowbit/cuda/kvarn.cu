@@ -1,5 +1,5 @@
-// lowbit/cuda/kvarn.cu -- the fused KVarN store and its decoder; twins of lowbit/cpu/kvarn.py
-// (kvarn_encode, kvarn_decode).  One thread block per tile (grid-stride over all the (batch,
+// lowbit/cuda/kvarn.cu -- the fused KVarN store; twin of lowbit/cpu/kvarn.py kvarn_encode
+// (its decoders are in kvarn_decode.cu).  One thread block per tile (grid-stride over all the (batch,
 // head, tile) items of one launch), the tile held in shared memory as float32 from the load to
 // the packed record; nothing intermediate goes to global memory:
 //
@@ -8,85 +8,20 @@
 //
 // Every step performs the CPU's float32 / float64 operations in the CPU's order (f32 arithmetic
 // without flushing, codec.cuh's encoder for the scale codes), so codes and scale bytes equal the
-// CPU's bit for bit.  Suffixes name the token storage (f16, bf16 = bfloat16 bits, f32) of the
-// encoder and the output storage (f16, bf16, f32, f64) of the decoder.
-
-// Overridden by the Python wrapper (values from lowbit/cpu/kvarn.py and lowbit.formats):
-#ifndef LOWBIT_MEDIAN_LOG
-#define LOWBIT_MEDIAN_LOG (-1)
-#endif
-#ifndef LOWBIT_EXPONENT_LIMIT
-#define LOWBIT_EXPONENT_LIMIT 127
-#endif
-#ifndef LOWBIT_EXPONENT_INVALID
-#define LOWBIT_EXPONENT_INVALID (-128)
-#endif
-#ifndef LOWBIT_RANGE_LOG
-#define LOWBIT_RANGE_LOG 48
-#endif
-#ifndef LOWBIT_F16_SPEC  // lowbit.formats.FLOAT16.spec
-#define LOWBIT_F16_SPEC 16, 10, -14, 15, 65504.0, 31743, 31744, 32256
-#endif
-#ifndef LOWBIT_E4M3_SPEC  // lowbit.formats.FP8_E4M3.spec
-#define LOWBIT_E4M3_SPEC 8, 3, -6, 8, 448.0, 126, -1, 127
-#endif
+// CPU's bit for bit.  Suffixes name the token storage (f16, bf16 = bfloat16 bits, f32).
 
 #include "balance.cuh"
-#include "codec.cuh"
+#include "kvarn.cuh"
 
 // Histogram bins of float32 binades floor(log2|v|) = -149 .. 127 (lowbit/cpu/kvarn.py _BINS).
 #define LOWBIT_BINS 277
 #define LOWBIT_BIN0 149
-
-__host__ __device__ constexpr int kv_pitch(int cols) { return (cols % 2) ? cols : cols + 1; }
 
 // floor(log2(a)) of a positive finite float32 (subnormals included): kvarn.py _binade.
 __device__ __forceinline__ int binade_f32(float a) {
     const u32 b = __float_as_uint(a) & 0x7fffffffu;
     const u32 ex = b >> 23;
     return ex ? (int)ex - 127 : (31 - __clz(b)) - 149;
-}
-
-// 2**e as float32 for -149 <= e <= 127 (exact): kvarn.py pow2_f32.
-__device__ __forceinline__ f32 pow2_f32(int e) { return f32(f64_to_f32(ldexp(1.0, e))); }
-
-// float32(1 / sqrt(D)): kvarn.py rotation_scale (IEEE sqrt and division in float64, rounded once).
-__device__ __forceinline__ f32 rotation_scale(int dim) { return f32(f64_to_f32(1.0 / sqrt((double)dim))); }
-
-__device__ __forceinline__ u32 scale_code(double v, const MiniSpec& s) {
-    int invalid, over;
-    return (u32)minifloat_encode_one(v, s, LOWBIT_SATURATE, LOWBIT_NEAREST_EVEN, 0ull, 0ll, 16, invalid, over);
-}
-
-// Element (t, d) of token-major rows [tokens][dim] held with `pitch` floats per row (`col_major`:
-// the tile is [dim][tokens], element (t, d) at d * pitch + t).
-__device__ __forceinline__ int token_index(int t, int d, int pitch, bool col_major) {
-    return col_major ? d * pitch + t : t * pitch + d;
-}
-
-// v = scale * H_D v for every token of the tile in shared memory (D a power of two): radix-2
-// butterflies of increasing stride, the lower index keeping a + b, then the scale -- the CPU's
-// _sylvester and `scale * v`, fused into the last level (the same two roundings).
-__device__ __forceinline__ void rotate_tokens(float* buf, int tokens, int dim, int pitch, bool col_major) {
-    const f32 scale = rotation_scale(dim);
-    const int half = dim >> 1;
-    for (int h = 1; h < dim; h <<= 1) {
-        const bool last = (h << 1) == dim;
-        __syncthreads();
-        for (int p = threadIdx.x; p < tokens * half; p += blockDim.x) {
-            const int t = p / half, q = p - t * half;
-            const int j = (q / h) * (h << 1) + (q % h);
-            float* lo = buf + token_index(t, j, pitch, col_major);
-            float* hi = buf + token_index(t, j + h, pitch, col_major);
-            const f32 a(*lo), b(*hi);
-            *lo = last ? (scale * (a + b)).v : (a + b).v;
-            *hi = last ? (scale * (a - b)).v : (a - b).v;
-        }
-    }
-    if (dim == 1) {  // no butterfly: scale = 1, exact
-        return;
-    }
-    __syncthreads();
 }
 
 // The tile's exponent (kvarn.py tile_exponent_of): the binade of the lower-median nonzero
@@ -257,91 +192,3 @@ LOWBIT_KVARN_ENCODE(lowbit_kvarn_encode_f16, __half)
 LOWBIT_KVARN_ENCODE(lowbit_kvarn_encode_bf16, u16)
 LOWBIT_KVARN_ENCODE(lowbit_kvarn_encode_f32, float)
 
-// Shared memory of one decode block, in floats: the token-major tile and A, Z, s_col.
-__host__ __device__ constexpr int decode_smem_floats(int tokens, int dim, int rows, int cols) {
-    return tokens * kv_pitch(dim) + 2 * rows + cols;
-}
-
-__device__ __forceinline__ void narrow_out(f32 v, __half* p) { narrow(v, p); }
-__device__ __forceinline__ void narrow_out(f32 v, u16* p) { narrow(v, p); }
-__device__ __forceinline__ void narrow_out(f32 v, float* p) { narrow(v, p); }
-__device__ __forceinline__ void narrow_out(f32 v, double* p) { *p = f32_to_f64(v.v); }
-
-template <typename TOut>
-__device__ __forceinline__ void kvarn_decode_impl(const u8* packed, long long n, int tokens, int dim, int rotate,
-                                                  int key, int bits, int scale_format, const u16* row_scale,
-                                                  const u16* row_offset, const u16* col_scale,
-                                                  const signed char* tile_exponent, TOut* out) {
-    extern __shared__ __align__(16) float smem[];
-    const int rows = key ? dim : tokens, cols = key ? tokens : dim;
-    const int pitch = kv_pitch(dim);
-    float* tile = smem;  // token-major [tokens][pitch]
-    float* a = tile + tokens * pitch;
-    float* z = a + rows;
-    float* s = z + rows;
-    const MiniSpec f16 = mini_spec(LOWBIT_F16_SPEC), e4m3 = mini_spec(LOWBIT_E4M3_SPEC);
-    const MiniSpec& sspec = scale_format == 0 ? f16 : e4m3;
-    const long long nel = (long long)rows * cols;
-    const long long code_bytes = (nel * bits + 7) / 8;
-    const long long units = (nel + 7) / 8;
-    for (long long i = blockIdx.x; i < n; i += gridDim.x) {
-        for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-            a[r] = f64_to_f32(minifloat_decode_one(row_scale[i * rows + r], sspec));
-            z[r] = f64_to_f32(minifloat_decode_one(row_offset[i * rows + r], f16));
-        }
-        for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            s[c] = f64_to_f32(minifloat_decode_one(col_scale[i * cols + c], sspec));
-        const f32 pe = pow2_f32((int)tile_exponent[i]);
-        __syncthreads();
-        const u8* src = packed + i * code_bytes;
-        // (rows * cols < 2**31, checked by the wrapper: int32 positions; one division per unit)
-        for (int u = threadIdx.x; u < (int)units; u += blockDim.x) {
-            const int start = u * 8;
-            const int count = (int)nel - start < 8 ? (int)nel - start : 8;
-            const long long left = code_bytes - (long long)u * bits;
-            const u64 acc = load_unit(src, u, bits, left < bits ? left : bits);
-            int r = start / cols, c = start - r * cols;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                if (j < count) {
-                    const f32 q((float)((acc >> (j * bits)) & ((1ull << bits) - 1ull)));
-                    const f32 val = ((q * f32(a[r]) + f32(z[r])) * f32(s[c])) * pe;
-                    tile[key ? c * pitch + r : r * pitch + c] = val.v;
-                    if (++c == cols) {
-                        c = 0;
-                        ++r;
-                    }
-                }
-            }
-        }
-        if (rotate) rotate_tokens(tile, tokens, dim, pitch, false);
-        __syncthreads();
-        TOut* dst = out + i * nel;
-        // token t, channel d of element idx, stepped without a division per element
-        const int step_t = blockDim.x / dim, step_d = blockDim.x - step_t * dim;
-        int t = threadIdx.x / dim, d = threadIdx.x - t * dim;
-        for (int idx = threadIdx.x; idx < (int)nel; idx += blockDim.x) {
-            narrow_out(f32(tile[t * pitch + d]), dst + idx);
-            t += step_t;
-            d += step_d;
-            if (d >= dim) {
-                d -= dim;
-                ++t;
-            }
-        }
-        __syncthreads();
-    }
-}
-
-#define LOWBIT_KVARN_DECODE(NAME, TOut)                                                                          \
-    extern "C" __global__ void NAME(const u8* packed, long long n, int tokens, int dim, int rotate, int key,       \
-                                    int bits, int scale_format, const u16* row_scale, const u16* row_offset,       \
-                                    const u16* col_scale, const signed char* tile_exponent, TOut* out) {           \
-        kvarn_decode_impl<TOut>(packed, n, tokens, dim, rotate, key, bits, scale_format, row_scale, row_offset,   \
-                                col_scale, tile_exponent, out);                                                    \
-    }
-
-LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_f16, __half)
-LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_bf16, u16)
-LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_f32, float)
-LOWBIT_KVARN_DECODE(lowbit_kvarn_decode_f64, double)

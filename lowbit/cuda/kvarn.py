@@ -5,7 +5,10 @@ the launch: tokens ``x [n, T, D]`` in float16, bfloat16 (uint16 bits) or float32
 the packed record (rotation, exponent, balance, RTN, fold, scale codes, packing), the tile held
 in shared memory as float32 (D = G = 128: about 90 KiB, two blocks per H200 multiprocessor).
 ``kvarn_decode`` writes ``out`` in float16, bfloat16 bits, float32 or float64 (the CPU twin
-writes float32; the CUDA output is that float32 value rounded once, as the front's conversion).
+writes float32; the CUDA output is that float32 value rounded once, as the front's conversion)
+with ``lowbit/cuda/kvarn_decode.cu``'s register decoder when ``D`` is a power of two in 16..512
+and ``out`` is 16-byte aligned (D = 128: about 24-36 KiB of shared memory per 256-thread
+block), else with its generic in-shared-memory decoder; both give the same bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ _OUTPUTS = ("float16", "uint16", "float32", "float64")
 _HIST = 277 + 2
 #: most blocks of one launch (each loops over tiles, grid-stride)
 MAX_BLOCKS = 1 << 20
+#: use the register decoder where it applies (tests switch it off to check the generic one)
+FAST_DECODE = True
+#: threads of a register-decoder block
+DECODE_THREADS = 256
 
 
 def _defines() -> tuple[str, ...]:
@@ -51,6 +58,14 @@ def encode_smem_bytes(rows: int, cols: int, threads: int) -> int:
 def decode_smem_bytes(tokens: int, dim: int, rows: int, cols: int) -> int:
     """Dynamic shared memory of one decode block (kvarn.cu decode_smem_floats)."""
     return 4 * (tokens * _pitch(dim) + 2 * rows + cols)
+
+
+def fast_decode_smem_bytes(rows: int, cols: int, dim: int, tokens: int, bits: int) -> int:
+    """Dynamic shared memory of one register-decoder block (kvarn_decode.cu fast_codes_offset,
+    then the [tokens][dim + 16] code bytes)."""
+    words = -(-((rows * cols * bits + 7) // 8) // 4)
+    head = 4 * (2 * rows + cols) + 4 * (words + words // 32 + 1)
+    return -(-head // 16) * 16 + tokens * (dim + 16)
 
 
 def _geometry(tokens: int, dim: int, key: bool, bits: int, rotate: bool) -> tuple[int, int]:
@@ -125,9 +140,14 @@ def kvarn_decode(packed: Any, rotate: bool, key: bool, bits: int, scale_format: 
                   tile_exponent)
     if n == 0:
         return
-    threads = threads_for(rows, cols)
-    k = kernel("kvarn", f"lowbit_kvarn_decode_{suffix(out.dtype)}", _defines())
     i32 = np.int32
-    _launch(k, n, threads, decode_smem_bytes(tokens, dim, rows, cols),
-            (packed, np.int64(n), i32(tokens), i32(dim), i32(bool(rotate)), i32(bool(key)), i32(bits),
-             i32(scale_format), row_scale, row_offset, col_scale, tile_exponent, out))
+    args = (packed, np.int64(n), i32(tokens), i32(dim), i32(bool(rotate)), i32(bool(key)), i32(bits),
+            i32(scale_format), row_scale, row_offset, col_scale, tile_exponent, out)
+    fast_bytes = fast_decode_smem_bytes(rows, cols, dim, tokens, bits)
+    if (FAST_DECODE and 16 <= dim <= 512 and dim & (dim - 1) == 0 and out.data.ptr % 16 == 0
+            and fast_bytes <= _smem_limit(cupy_device())):
+        k = kernel("kvarn_decode", f"lowbit_kvarn_decode_fast_{suffix(out.dtype)}", _defines())
+        _launch(k, n, DECODE_THREADS, fast_bytes, args)
+        return
+    k = kernel("kvarn_decode", f"lowbit_kvarn_decode_{suffix(out.dtype)}", _defines())
+    _launch(k, n, threads_for(rows, cols), decode_smem_bytes(tokens, dim, rows, cols), args)
