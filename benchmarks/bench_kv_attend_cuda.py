@@ -21,12 +21,15 @@ import numpy as np
 import torch
 
 import lowbit.cuda as table
+from lowbit.cuda import kv_attend as cuda_kv_attend
 from lowbit.kv import PRESETS
 from lowbit.kv.attend import kernel_layout
 from lowbit.kv.codecs import KVarNCodec
 
 HQ, HK, D, G, SINK = 32, 8, 128, 128, 128
 SHAPES = [(16, 32768), (64, 8192), (1, 131072)]
+#: blocks per SM of the split-K heuristic tried in the same run (the library's default first)
+SPLIT_TARGETS = (cuda_kv_attend.BLOCKS_PER_SM, 8, 12, 16)
 
 
 def timed(fn, reps: int = 20) -> float:
@@ -112,6 +115,7 @@ def lowbit_case(preset: str, b: int, t: int) -> tuple[float, int]:
 
 
 def main() -> None:
+    default_per_sm = cuda_kv_attend.BLOCKS_PER_SM
     bw = copy_bandwidth()
     print(f"{torch.cuda.get_device_name()}; device copy {bw / 1e12:.2f} TB/s (read + write)")
     print(f"{'shape':<12}{'kernel':<26}{'ms':>8}{'GB read':>9}{'% copy':>8}{'vs fp16':>9}")
@@ -121,9 +125,13 @@ def main() -> None:
         print(f"{f'({b}, {t // 1024}k)':<12}{'fp16 ' + name:<26}{fp * 1e3:>8.3f}{fp_bytes / 1e9:>9.2f}"
               f"{100 * fp_bytes / fp / bw:>8.1f}{1:>9.2f}")
         for preset in ("kvarn-k4v2-g128", "kvarn-k2v2-g128"):
-            sec, read = lowbit_case(preset, b, t)
-            print(f"{'':<12}{'lowbit ' + preset:<26}{sec * 1e3:>8.3f}{read / 1e9:>9.2f}"
-                  f"{100 * read / sec / bw:>8.1f}{fp / sec:>9.2f}x", flush=True)
+            for per_sm in SPLIT_TARGETS:  # the split-K target, swept in the same run
+                cuda_kv_attend.BLOCKS_PER_SM = per_sm
+                sec, read = lowbit_case(preset, b, t)
+                label = f"lowbit {preset} {per_sm}/SM"
+                print(f"{'':<12}{label:<26}{sec * 1e3:>8.3f}{read / 1e9:>9.2f}"
+                      f"{100 * read / sec / bw:>8.1f}{fp / sec:>9.2f}x", flush=True)
+            cuda_kv_attend.BLOCKS_PER_SM = default_per_sm
         torch.cuda.empty_cache()
 
 

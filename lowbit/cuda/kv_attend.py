@@ -34,9 +34,14 @@ def _workspace(device: int, bhq: int, splits: int, dim: int) -> tuple[Any, Any]:
     return (cupy.empty((bhq, splits, 2, dim), cupy.float32), cupy.empty((bhq, splits, 2), cupy.float32))
 
 
+#: split-K target: about this many blocks per multiprocessor (each block walks its chunks one
+#: after another, latency-bound; more resident blocks hide more of each chunk's load latency)
+BLOCKS_PER_SM = 4
+
+
 def split_count(batch: int, kv_heads: int, chunks: int, sms: int) -> int:
-    """Splits per (sequence, kv head): about 4 blocks per SM, at most one per chunk."""
-    return max(1, min(chunks, -(-4 * sms // max(1, batch * kv_heads))))
+    """Splits per (sequence, kv head): about BLOCKS_PER_SM blocks per SM, at most one per chunk."""
+    return max(1, min(chunks, -(-BLOCKS_PER_SM * sms // max(1, batch * kv_heads))))
 
 
 def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent_k: Any,
