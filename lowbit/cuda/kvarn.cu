@@ -32,15 +32,25 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
     __syncthreads();
     int* nnz = hist + LOWBIT_BINS;
     int* nonfinite = hist + LOWBIT_BINS + 1;
-    for (int idx = threadIdx.x; idx < rows * cols; idx += blockDim.x) {
-        const int r = idx / cols, c = idx - r * cols;
-        const float a = fabsf(tile[r * pitch + c]);
-        const u32 bits = __float_as_uint(a);
-        if (bits >= 0x7f800000u) atomicOr(nonfinite, 1);  // Inf or NaN
-        else if (bits != 0u) {
-            atomicAdd(hist + binade_f32(a) + LOWBIT_BIN0, 1);
-            atomicAdd(nnz, 1);
+    // counts aggregated per warp (lanes with the same binade add once): most magnitudes share
+    // a few binades, and one shared-memory atomic per element serialized on them
+    const int lane = threadIdx.x & 31, cshift = pow2_shift(cols);
+    for (int base = 0; base < rows * cols; base += blockDim.x) {  // uniform per warp (blockDim % 32 == 0)
+        const int idx = base + threadIdx.x;
+        int bin = -1;
+        bool bad = false;
+        if (idx < rows * cols) {
+            const int r = div_by(idx, cols, cshift), c = idx - r * cols;
+            const float a = fabsf(tile[r * pitch + c]);
+            const u32 bits = __float_as_uint(a);
+            bad = bits >= 0x7f800000u;  // Inf or NaN
+            if (!bad && bits != 0u) bin = binade_f32(a) + LOWBIT_BIN0;
         }
+        const unsigned counted = __ballot_sync(0xffffffffu, bin >= 0);
+        if (__any_sync(0xffffffffu, bad) && lane == 0) atomicOr(nonfinite, 1);
+        if (counted && lane == 0) atomicAdd(nnz, __popc(counted));
+        const unsigned same = __match_any_sync(0xffffffffu, bin);
+        if (bin >= 0 && lane == __ffs(same) - 1) atomicAdd(hist + bin, __popc(same));
     }
     __syncthreads();
     __shared__ int result;
@@ -97,11 +107,12 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
     const long long nel = (long long)rows * cols;
     const long long code_bytes = (nel * bits + 7) / 8;
     const long long units = (nel + 7) / 8;
+    const int dshift = pow2_shift(dim), cshift = pow2_shift(cols);
     for (long long i = blockIdx.x; i < n; i += gridDim.x) {
         // load_tile: coalesced along the tokens' channels, transposed into K tiles
         const T* src = x + i * nel;
         for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
-            const int t = idx / dim, d = idx - t * dim;
+            const int t = div_by(idx, dim, dshift), d = idx - t * dim;
             tile[token_index(t, d, pitch, key != 0)] = widen(src[idx]).v;
         }
         if (rotate) rotate_tokens(tile, tokens, dim, pitch, key != 0);
@@ -112,7 +123,7 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
         if (e != 0) {
             const f32 p = pow2_f32(-e);
             for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
-                const int r = idx / cols, c = idx - r * cols;
+                const int r = div_by(idx, cols, cshift), c = idx - r * cols;
                 tile[r * pitch + c] = (f32(tile[r * pitch + c]) * p).v;
             }
             __syncthreads();
@@ -136,9 +147,10 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
         for (int r = threadIdx.x; r < rows; r += blockDim.x) {
             const f32 sr(rs[r]);
             f32 lo(__uint_as_float(0x7f800000u)), hi(__uint_as_float(0xff800000u));
-            const float* row = tile + r * pitch;
+            float* row = tile + r * pitch;  // becomes the normalized row (the tile is not read again)
             for (int c = 0; c < cols; ++c) {
                 const f32 v = scale_format == 0 ? (f32(row[c]) / f32(cs[c])) / sr : f32(row[c]) / f32(cs[c]);
+                row[c] = v.v;
                 lo = minimum(lo, v);
                 hi = maximum(hi, v);
             }
@@ -160,8 +172,7 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
             }
             u8* out = codes + (long long)r * cols;
             for (int c = 0; c < cols; ++c) {
-                const f32 v = scale_format == 0 ? (f32(row[c]) / f32(cs[c])) / sr : f32(row[c]) / f32(cs[c]);
-                const f32 q = f32(rintf(((v - base) / step).v));
+                const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
                 out[c] = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
             }
         }

@@ -37,6 +37,11 @@ __device__ __forceinline__ u32 scale_code(double v, const MiniSpec& s) {
     return (u32)minifloat_encode_one(v, s, LOWBIT_SATURATE, LOWBIT_NEAREST_EVEN, 0ull, 0ll, 16, invalid, over);
 }
 
+// x / d for 0 <= x, with a shift when d is a power of two (`shift` = log2(d), else -1): the
+// per-element index splits of a tile without a runtime division in the common case.
+__device__ __forceinline__ int pow2_shift(int d) { return (d & (d - 1)) == 0 ? __ffs(d) - 1 : -1; }
+__device__ __forceinline__ int div_by(int x, int d, int shift) { return shift >= 0 ? x >> shift : x / d; }
+
 // Element (t, d) of token-major rows [tokens][dim] held with `pitch` floats per row (`col_major`:
 // the tile is [dim][tokens], element (t, d) at d * pitch + t).
 __device__ __forceinline__ int token_index(int t, int d, int pitch, bool col_major) {
@@ -48,13 +53,13 @@ __device__ __forceinline__ int token_index(int t, int d, int pitch, bool col_maj
 // _sylvester and `scale * v`, fused into the last level (the same two roundings).
 __device__ __forceinline__ void rotate_tokens(float* buf, int tokens, int dim, int pitch, bool col_major) {
     const f32 scale = rotation_scale(dim);
-    const int half = dim >> 1;
-    for (int h = 1; h < dim; h <<= 1) {
+    const int half = dim >> 1, lhalf = __ffs(dim) - 2;  // dim is a power of two: shifts, no division
+    for (int h = 1, lh = 0; h < dim; h <<= 1, ++lh) {
         const bool last = (h << 1) == dim;
         __syncthreads();
         for (int p = threadIdx.x; p < tokens * half; p += blockDim.x) {
-            const int t = p / half, q = p - t * half;
-            const int j = (q / h) * (h << 1) + (q % h);
+            const int t = p >> lhalf, q = p & (half - 1);
+            const int j = ((q >> lh) << (lh + 1)) | (q & (h - 1));
             float* lo = buf + token_index(t, j, pitch, col_major);
             float* hi = buf + token_index(t, j + h, pitch, col_major);
             const f32 a(*lo), b(*hi);
