@@ -2,7 +2,8 @@
 
 1. ``lowbit.quantize(x, scheme="kvarn")`` of K tiles and V tiles (D = G = 128, float16 input:
    rotation, balance, RTN, fold, pack) against the straightforward NumPy composition of the same
-   steps (``x @ H``, the vectorized balance of bench_balance.py, per-row RTN with ``np.rint``,
+   steps (``x @ H``, the per-tile power-of-two exponent, the vectorized balance of
+   bench_balance.py, per-row RTN with ``np.rint``,
    fold, float16 casts, bit packing with shifts).  Minimum traffic: read the float16 input, write
    codes and scales.
 2. ``QuantizedKVCache.attend`` (fused separable kernel) over a 32k-token kvarn-k4v2-g128 cache
@@ -20,6 +21,7 @@ from bench_balance import numpy_balance
 from common import best_time, row
 
 import lowbit
+from lowbit.cpu.kvarn import MEDIAN_LOG
 from lowbit.kv import QuantizedKVCache
 
 
@@ -32,12 +34,27 @@ def kv_blocks(rng: np.random.Generator, n: int, tokens: int, dim: int) -> np.nda
     return x.astype(np.float16)
 
 
+def numpy_tile_exponent(tiles: np.ndarray) -> np.ndarray:
+    """Per-tile exponent e [n] (int64) of float32 tiles [n, R, C], as lowbit/cpu/kvarn.py's
+    ``tile_exponent_of`` defines it for representable tiles: the binade of the lower-median
+    nonzero magnitude minus ``MEDIAN_LOG`` (0 for an all-zero tile)."""
+    mag = np.abs(tiles).reshape(tiles.shape[0], -1)
+    e = np.zeros(tiles.shape[0], np.int64)
+    for i, m in enumerate(mag):
+        nz = np.sort(m[m > 0])
+        if nz.size:
+            e[i] = np.frexp(np.float64(nz[(nz.size - 1) // 2]))[1] - 1 - MEDIAN_LOG
+    return e
+
+
 def numpy_kvarn(x16: np.ndarray, bits: int, kind: str, iterations: int = 8) -> dict[str, np.ndarray]:
     """The same steps as lowbit's kvarn scheme, composed from NumPy array operations."""
     n, tokens, dim = x16.shape
     h = (lowbit.hadamard_matrix(dim) / math.sqrt(dim)).astype(np.float32)
     rot = x16.astype(np.float32) @ h
     tiles = np.ascontiguousarray(rot.transpose(0, 2, 1)) if kind == "key" else rot
+    e = numpy_tile_exponent(tiles)
+    tiles = tiles * np.ldexp(np.float32(1), -e).astype(np.float32)[:, None, None]
     bal, s_col, s_row, _ = numpy_balance(tiles, iterations)
     levels = np.float32(2**bits - 1)
     lo = bal.min(axis=2, keepdims=True)
@@ -49,7 +66,7 @@ def numpy_kvarn(x16: np.ndarray, bits: int, kind: str, iterations: int = 8) -> d
     packed = (grouped << (np.arange(per_byte, dtype=np.uint16) * bits)).sum(axis=2).astype(np.uint8)
     return {"codes": packed, "row_scale": (s_row * step)[..., 0].astype(np.float16),
             "row_offset": (s_row * lo)[..., 0].astype(np.float16),
-            "col_scale": s_col[:, 0].astype(np.float16)}
+            "col_scale": s_col[:, 0].astype(np.float16), "tile_exponent": e}
 
 
 def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
@@ -73,6 +90,7 @@ def bench_quantize(quick: bool) -> dict:
     for x, kind in ((k16[:8], "key"), (v16[:8], "value")):
         q = lowbit.quantize(x, bits=bits, scheme="kvarn", kind=kind)
         ref = numpy_kvarn(x, bits, kind)
+        np.testing.assert_array_equal(q.fields["tile_exponent"].reshape(-1), ref["tile_exponent"])
         for name in ("row_scale", "col_scale"):
             got = q.fields[name].astype(np.float32)
             assert np.allclose(got, ref[name].reshape(-1).astype(np.float32), rtol=2e-3), name

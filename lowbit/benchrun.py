@@ -70,7 +70,12 @@ def run_benchmarks(directory: str | None, only: list[str], *, quick: bool, json_
     for f in files:
         print(f"\n## {f.stem}", flush=True)
         try:
-            got = _load(f).run(quick=quick)
+            mod = _load(f)
+            if not callable(getattr(mod, "run", None)):  # a stand-alone script
+                print(f"note: {f.stem} is a script with its own options (python "
+                      f"benchmarks/{f.name} --help); lowbit bench does not run it", flush=True)
+                continue
+            got = mod.run(quick=quick)
         except ModuleNotFoundError as exc:
             if _is_ours(exc.name):
                 raise
