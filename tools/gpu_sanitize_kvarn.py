@@ -51,10 +51,13 @@ def main() -> None:
                     ref = np.empty((n, t, d), np.float32)
                     lowbit.cpu.kvarn_decode(want[0], rotate, key, bits, fmt, *want[1:], ref)
                     for out_dtype in ("float16", "uint16", "float32", "float64"):
-                        out = cp.empty((n, t, d), out_dtype)
-                        cuda_kvarn.kvarn_decode(got[0], rotate, key, bits, fmt, *got[1:], out)
-                        if out_dtype == "float32":
-                            assert np.array_equal(cp.asnumpy(out), ref), (n, t, d, key, bits, fmt)
+                        for fast in (True, False):  # the register decoder (where it applies) and the generic one
+                            cuda_kvarn.FAST_DECODE = fast
+                            out = cp.empty((n, t, d), out_dtype)
+                            cuda_kvarn.kvarn_decode(got[0], rotate, key, bits, fmt, *got[1:], out)
+                            if out_dtype == "float32":
+                                assert np.array_equal(cp.asnumpy(out), ref), (n, t, d, key, bits, fmt, fast)
+                        cuda_kvarn.FAST_DECODE = True
     cp.cuda.Device().synchronize()
     print("gpu_sanitize_kvarn: all kernels ran and matched the CPU")
 

@@ -98,7 +98,6 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
     float* rs = cs + cols;            // s_row
     const BalanceScratch scratch = balance_scratch(rs + rows, rows, cols);
     int* hist = reinterpret_cast<int*>(rs + rows + balance_scratch_floats(rows, cols, blockDim.x));
-    u8* codes = reinterpret_cast<u8*>(hist + LOWBIT_BINS + 2);
     const BalanceParams params{iterations, f32(1e-3f), f32(1e3f), f32(-0.3f), f32(10.0f), f32(1e-8f)};
     const MiniSpec f16 = mini_spec(LOWBIT_F16_SPEC), e4m3 = mini_spec(LOWBIT_E4M3_SPEC);
     const MiniSpec& sspec = scale_format == 0 ? f16 : e4m3;
@@ -170,7 +169,10 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 row_scale[i * rows + r] = (u16)acode;
                 row_offset[i * rows + r] = (u16)zcode;
             }
-            u8* out = codes + (long long)r * cols;
+            // the codes overwrite the row's own bytes: code c lands in byte c, below float c (byte
+            // 4c), which was read first, so no unread value is clobbered (no code buffer: one
+            // more block fits a multiprocessor)
+            u8* out = reinterpret_cast<u8*>(row);
             for (int c = 0; c < cols; ++c) {
                 const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
                 out[c] = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
@@ -183,7 +185,11 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
             const long long start = u * 8;
             const int count = nel - start < 8 ? (int)(nel - start) : 8;
             u64 acc = 0ull;
-            for (int j = 0; j < count; ++j) acc |= ((u64)(codes[start + j] & levels)) << (j * bits);
+            for (int j = 0; j < count; ++j) {
+                const int e = (int)start + j, r = div_by(e, cols, cshift);
+                const u8 code = reinterpret_cast<const u8*>(tile + r * pitch)[e - r * cols];
+                acc |= ((u64)(code & levels)) << (j * bits);
+            }
             const long long left = code_bytes - u * bits;
             store_unit(dst, u, bits, left < bits ? left : bits, acc);
         }

@@ -3,7 +3,8 @@
 ``kvarn_encode`` runs ``lowbit/cuda/kvarn.cu``'s one-block-per-tile kernel over every tile of
 the launch: tokens ``x [n, T, D]`` in float16, bfloat16 (uint16 bits) or float32 go straight to
 the packed record (rotation, exponent, balance, RTN, fold, scale codes, packing), the tile held
-in shared memory as float32 (D = G = 128: about 90 KiB, two blocks per H200 multiprocessor).
+in shared memory as float32 (D = G = 128: about 74 KiB, three blocks per H200 multiprocessor; the
+codes are written over the rows they came from).
 ``kvarn_decode`` writes ``out`` in float16, bfloat16 bits, float32 or float64 (the CPU twin
 writes float32; the CUDA output is that float32 value rounded once, as the front's conversion)
 with ``lowbit/cuda/kvarn_decode.cu``'s register decoder when ``D`` is a power of two in 16..512
@@ -49,10 +50,11 @@ def _pitch(cols: int) -> int:
 
 
 def encode_smem_bytes(rows: int, cols: int, threads: int) -> int:
-    """Dynamic shared memory of one encode block (kvarn.cu encode_smem_floats, then the codes)."""
+    """Dynamic shared memory of one encode block (kvarn.cu encode_smem_floats; the codes are
+    written over the tile's rows)."""
     warps = -(-threads // 32)
     floats = rows * _pitch(cols) + cols + rows + (4 * cols + 4 * rows + 3 * warps)
-    return 4 * (floats + _HIST) + rows * cols
+    return 4 * (floats + _HIST)
 
 
 def decode_smem_bytes(tokens: int, dim: int, rows: int, cols: int) -> int:
@@ -146,7 +148,8 @@ def kvarn_decode(packed: Any, rotate: bool, key: bool, bits: int, scale_format: 
     fast_bytes = fast_decode_smem_bytes(rows, cols, dim, tokens, bits)
     if (FAST_DECODE and 16 <= dim <= 512 and dim & (dim - 1) == 0 and out.data.ptr % 16 == 0
             and fast_bytes <= _smem_limit(cupy_device())):
-        k = kernel("kvarn_decode", f"lowbit_kvarn_decode_fast_{suffix(out.dtype)}", _defines())
+        variant = ("k" if key else "v") + ("128" if dim == 128 else "any")
+        k = kernel("kvarn_decode", f"lowbit_kvarn_decode_fast_{variant}_{suffix(out.dtype)}", _defines())
         _launch(k, n, DECODE_THREADS, fast_bytes, args)
         return
     k = kernel("kvarn_decode", f"lowbit_kvarn_decode_{suffix(out.dtype)}", _defines())

@@ -5,11 +5,12 @@
 //
 //   lowbit_kvarn_decode_<out>       any tile: the tile in shared memory as float32, rotated there
 //                                   level by level (one barrier per level).
-//   lowbit_kvarn_decode_fast_<out>  D a power of two in 16..512: the packed record staged in shared
-//                                   memory, its codes unpacked token-major as bytes, then each thread
-//                                   decodes 16 channels of a token in registers (butterflies of
-//                                   stride < 16 in registers, the rest by warp shuffles) and writes
-//                                   them with 16-byte stores: three barriers per tile.
+//   lowbit_kvarn_decode_fast_<k|v><128|any>_<out>  D a power of two in 16..512 (128 compiled as a
+//                                   constant): the packed record staged in shared memory (a K tile's
+//                                   codes then unpacked token-major as bytes), each thread decodes
+//                                   16 channels of a token in registers (butterflies of stride < 16
+//                                   in registers, the rest by warp shuffles) and writes them with
+//                                   16-byte stores: two barriers per tile (three for K).
 
 #include "kvarn.cuh"
 
@@ -136,18 +137,25 @@ __device__ __forceinline__ void store16(TOut* dst, const f32* v) {
     for (int k = 0; k < (int)(sizeof(o) / 16); ++k) d4[k] = s4[k];
 }
 
-template <typename TOut>
-__device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long long n, int tokens, int dim,
-                                                       int rotate, int key, int bits, int scale_format,
+// Four consecutive floats of shared memory (16-byte aligned).
+__device__ __forceinline__ float4 smem4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+// KEY: K tile (codes [D][T], A and Z per channel, s_col per token) or V tile (codes [T][D], A and Z
+// per token, s_col per channel).  DIM: head_dim as a compile-time constant, or 0 (the argument).
+template <typename TOut, bool KEY, int DIM>
+__device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long long n, int tokens, int dim_arg,
+                                                       int rotate, int bits, int scale_format,
                                                        const u16* row_scale, const u16* row_offset,
                                                        const u16* col_scale, const signed char* tile_exponent,
                                                        TOut* out) {
     extern __shared__ __align__(16) float smem[];
-    const int rows = key ? dim : tokens, cols = key ? tokens : dim;
+    constexpr int E = LOWBIT_DECODE_E;
+    const int dim = DIM ? DIM : dim_arg;
+    const int rows = KEY ? dim : tokens, cols = KEY ? tokens : dim;
     const int nel = rows * cols;  // < 2**31 (the wrapper checks tiles against shared memory)
     const long long code_bytes = ((long long)nel * bits + 7) / 8;
     const int nwords = fast_words(code_bytes);
-    float* a = smem;
+    float* a = smem;  // rows, then z (rows), then s (cols): 16-byte aligned when rows % 4 == 0
     float* z = a + rows;
     float* s = z + rows;
     u32* words = reinterpret_cast<u32*>(s + cols);
@@ -159,9 +167,12 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
     const MiniSpec& sspec = scale_format == 0 ? f16 : e4m3;
     const f32 scale = rotation_scale(dim);
     // thread -> (token of the warp's group, 16 channels): `lanes` threads per token
-    const int lanes = dim / LOWBIT_DECODE_E, per_warp = 32 / lanes;
+    const int lanes = dim / E, per_warp = 32 / lanes;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int sub = lane / lanes, d0 = (lane % lanes) * LOWBIT_DECODE_E;
+    const int sub = lane / lanes, d0 = (lane % lanes) * E;
+    // vector reads of a / z (K) or s (V) at d0 need 16-byte alignment: rows % 4 == 0 for K
+    // (rows = dim >= 16); s starts at 2 * rows floats, aligned when tokens % 2 == 0
+    const bool vec = KEY || (tokens % 2 == 0);
     for (long long i = blockIdx.x; i < n; i += gridDim.x) {
         // stage 0: scales decoded to float32, the packed record copied to shared memory
         for (int r = threadIdx.x; r < rows; r += blockDim.x) {
@@ -184,14 +195,15 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
         }
         const f32 pe = pow2_f32((int)tile_exponent[i]);
         __syncthreads();
-        // stage 1: codes unpacked token-major, [t][d]; in a K tile the warp's lanes take
-        // consecutive channels (rows) of one token, in a V tile consecutive channels of a token row
-        for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
-            const int lo = idx & (dim - 1), hi = idx >> ldim;  // channel, token
-            const int pos = key ? (lo * cols + hi) * bits : idx * bits;
-            codes[hi * cpitch + lo] = (u8)code_at(words, pos, bits, mask);
+        if (KEY) {
+            // stage 1 (K): codes unpacked token-major [t][d]; the warp's lanes take consecutive
+            // channels (rows) of one token
+            for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
+                const int d = idx & (dim - 1), t = idx >> ldim;
+                codes[t * cpitch + d] = (u8)code_at(words, (d * cols + t) * bits, bits, mask);
+            }
+            __syncthreads();
         }
-        __syncthreads();
         // stage 2: 16 channels of one token per thread (the loop bound is uniform per warp, so
         // every lane takes part in the shuffles; lanes past the last token compute and drop)
         TOut* dst = out + i * (long long)nel;
@@ -199,34 +211,61 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
             const int t = t0 + sub;
             const bool live = t < tokens;
             const int tt = live ? t : tokens - 1;
-            const uint4 raw = *reinterpret_cast<const uint4*>(codes + tt * cpitch + d0);
-            const u32 qw[4] = {raw.x, raw.y, raw.z, raw.w};
-            f32 v[LOWBIT_DECODE_E];
+            u32 q[E];
+            if (KEY) {
+                const uint4 raw = *reinterpret_cast<const uint4*>(codes + tt * cpitch + d0);
+                const u32 qw[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-            for (int j = 0; j < LOWBIT_DECODE_E; ++j) {
-                const f32 q((float)((qw[j >> 2] >> (8 * (j & 3))) & 0xffu));
-                const int d = d0 + j;
-                v[j] = key ? ((q * f32(a[d]) + f32(z[d])) * f32(s[tt])) * pe
-                           : ((q * f32(a[tt]) + f32(z[tt])) * f32(s[d])) * pe;
+                for (int j = 0; j < E; ++j) q[j] = (qw[j >> 2] >> (8 * (j & 3))) & 0xffu;
+            } else {
+                const int p0 = ((tt << ldim) + d0) * bits;
+#pragma unroll
+                for (int j = 0; j < E; ++j) q[j] = code_at(words, p0 + j * bits, bits, mask);
+            }
+            // per-channel factors of this thread's 16 channels (A, Z for K; s_col for V)
+            float c1[E], c2[E];
+            if (KEY || vec) {
+#pragma unroll
+                for (int j = 0; j < E; j += 4) {
+                    const float4 x = smem4((KEY ? a : s) + d0 + j);
+                    c1[j] = x.x; c1[j + 1] = x.y; c1[j + 2] = x.z; c1[j + 3] = x.w;
+                    if (KEY) {
+                        const float4 y = smem4(z + d0 + j);
+                        c2[j] = y.x; c2[j + 1] = y.y; c2[j + 2] = y.z; c2[j + 3] = y.w;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < E; ++j) c1[j] = s[d0 + j];
+            }
+            f32 v[E];
+            const f32 tok1(KEY ? s[tt] : a[tt]), tok2(KEY ? 0.0f : z[tt]);
+#pragma unroll
+            for (int j = 0; j < E; ++j) {
+                const f32 code((float)q[j]);
+                v[j] = KEY ? ((code * f32(c1[j]) + f32(c2[j])) * tok1) * pe : ((code * tok1 + tok2) * f32(c1[j])) * pe;
             }
             if (rotate) {
 #pragma unroll
-                for (int h = 1; h < LOWBIT_DECODE_E; h <<= 1) {
+                for (int h = 1; h < E; h <<= 1) {
                     const bool last = 2 * h == dim;
 #pragma unroll
-                    for (int j = 0; j < LOWBIT_DECODE_E; ++j) {
+                    for (int j = 0; j < E; ++j) {
                         if (j & h) continue;
                         const f32 x = v[j], y = v[j + h];
                         v[j] = last ? scale * (x + y) : x + y;
                         v[j + h] = last ? scale * (x - y) : x - y;
                     }
                 }
-                for (int h = LOWBIT_DECODE_E; h < dim; h <<= 1) {
-                    const bool last = 2 * h == dim, upper = (d0 & h) != 0;
 #pragma unroll
-                    for (int j = 0; j < LOWBIT_DECODE_E; ++j) {
-                        const f32 other(__shfl_xor_sync(0xffffffffu, v[j].v, h / LOWBIT_DECODE_E));
-                        const f32 r = upper ? other - v[j] : v[j] + other;  // lower keeps a + b
+                for (int h = E; h < (DIM ? DIM : 512); h <<= 1) {
+                    if (h >= dim) break;
+                    const bool last = 2 * h == dim;
+                    const u32 flip = (d0 & h) ? 0x80000000u : 0u;  // the upper lane: other + (-mine) = a - b
+#pragma unroll
+                    for (int j = 0; j < E; ++j) {
+                        const f32 other(__shfl_xor_sync(0xffffffffu, v[j].v, h / E));
+                        const f32 r = other + f32(__uint_as_float(__float_as_uint(v[j].v) ^ flip));
                         v[j] = last ? scale * r : r;
                     }
                 }
@@ -237,15 +276,20 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
     }
 }
 
-#define LOWBIT_KVARN_DECODE_FAST(NAME, TOut)                                                                   \
+#define LOWBIT_KVARN_DECODE_FAST(NAME, TOut, KEY, DIM)                                                          \
     extern "C" __global__ void NAME(const u8* packed, long long n, int tokens, int dim, int rotate, int key,     \
                                     int bits, int scale_format, const u16* row_scale, const u16* row_offset,     \
                                     const u16* col_scale, const signed char* tile_exponent, TOut* out) {         \
-        kvarn_decode_fast_impl<TOut>(packed, n, tokens, dim, rotate, key, bits, scale_format, row_scale,        \
-                                     row_offset, col_scale, tile_exponent, out);                                \
+        kvarn_decode_fast_impl<TOut, KEY, DIM>(packed, n, tokens, dim, rotate, bits, scale_format, row_scale,   \
+                                               row_offset, col_scale, tile_exponent, out);                      \
     }
+#define LOWBIT_KVARN_DECODE_FAST_ALL(OUT, TOut)                                                                 \
+    LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_k128_##OUT, TOut, true, 128)                              \
+    LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_v128_##OUT, TOut, false, 128)                             \
+    LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_kany_##OUT, TOut, true, 0)                                \
+    LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_vany_##OUT, TOut, false, 0)
 
-LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_f16, __half)
-LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_bf16, u16)
-LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_f32, float)
-LOWBIT_KVARN_DECODE_FAST(lowbit_kvarn_decode_fast_f64, double)
+LOWBIT_KVARN_DECODE_FAST_ALL(f16, __half)
+LOWBIT_KVARN_DECODE_FAST_ALL(bf16, u16)
+LOWBIT_KVARN_DECODE_FAST_ALL(f32, float)
+LOWBIT_KVARN_DECODE_FAST_ALL(f64, double)
