@@ -78,9 +78,12 @@ __device__ __forceinline__ unsigned long long load_unit(const unsigned char* p, 
     return *(const unsigned long long*)(p + 8 * u);
 }
 
+// code e of unit u as float: 2**23 + code built in the mantissa, minus 2**23 (exact; two
+// full-rate operations instead of an integer conversion, which issues at a quarter rate)
 template <int BITS>
 __device__ __forceinline__ float unit_code(unsigned long long u, int e) {
-    return (float)(unsigned int)((u >> (e * BITS)) & ((1ull << BITS) - 1ull));
+    const unsigned int c = (unsigned int)((u >> (e * BITS)) & ((1ull << BITS) - 1ull));
+    return __int_as_float(0x4b000000 | (int)c) - 8388608.0f;
 }
 
 __device__ __forceinline__ float warp_sum(float x) {

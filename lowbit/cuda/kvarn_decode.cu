@@ -126,11 +126,25 @@ __device__ __forceinline__ u32 code_at(const u32* words, int pos, int bits, u32 
     return v & mask;
 }
 
+// float16 pairs by one cvt.rn.f16x2.f32 each (the same rounding as two conversions)
+__device__ __forceinline__ void narrow16(const f32* v, __half* o) {
+#pragma unroll
+    for (int j = 0; j < LOWBIT_DECODE_E; j += 2) {
+        const __half2 h = __floats2half2_rn(v[j].v, v[j + 1].v);
+        o[j] = __low2half(h);
+        o[j + 1] = __high2half(h);
+    }
+}
+template <typename TOut>
+__device__ __forceinline__ void narrow16(const f32* v, TOut* o) {
+#pragma unroll
+    for (int j = 0; j < LOWBIT_DECODE_E; ++j) narrow_out(v[j], o + j);
+}
+
 template <typename TOut>
 __device__ __forceinline__ void store16(TOut* dst, const f32* v) {
     __align__(16) TOut o[LOWBIT_DECODE_E];
-#pragma unroll
-    for (int j = 0; j < LOWBIT_DECODE_E; ++j) narrow_out(v[j], o + j);
+    narrow16(v, o);
     uint4* d4 = reinterpret_cast<uint4*>(dst);
     const uint4* s4 = reinterpret_cast<const uint4*>(o);
 #pragma unroll
@@ -242,7 +256,7 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
             const f32 tok1(KEY ? s[tt] : a[tt]), tok2(KEY ? 0.0f : z[tt]);
 #pragma unroll
             for (int j = 0; j < E; ++j) {
-                const f32 code((float)q[j]);
+                const f32 code = f32(__uint_as_float(0x4b000000u | q[j])) - f32(8388608.0f);  // exact, no I2F
                 v[j] = KEY ? ((code * f32(c1[j]) + f32(c2[j])) * tok1) * pe : ((code * tok1 + tok2) * f32(c1[j])) * pe;
             }
             if (rotate) {
