@@ -209,6 +209,36 @@ def test_named_rtn_scheme_through_public_api(tiny_model, tokens):
     assert scheme.bits_per_element("key") == pytest.approx(4 + 32 / 32)  # fp16 scale + offset
 
 
+def test_kivi_value_group_option():
+    """``-vg64``: KIVI values per token in 64-channel groups (2.25 / 2.50 / 2.375 bits on
+    head_dim 64), keys unchanged."""
+    import lowbit
+
+    assert parse_name("kivi-k2v2-g128-vg64")["options"] == ("vg64",)
+    for bad in ("kivi-k2v2-g128-vg", "kivi-k2v2-g128-vgx", "kvarn-k2v2-g128-vg64"):
+        with pytest.raises(SchemeUnavailableError):
+            parse_name(bad)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 128, 64, generator=g)
+    vg64, vg32 = kv_scheme("kivi-k2v2-g128-vg64"), kv_scheme("kivi-k2v2-g128")
+    k_hat, v_hat = vg64.roundtrip(x, "key"), vg64.roundtrip(x, "value")
+    # Exact bits: 2-bit codes + float16 scale and offset per channel over 128 tokens (keys),
+    # per token and 64-channel group (values).
+    assert vg64.bits_per_element("key") == 2 + 32 / 128
+    assert vg64.bits_per_element("value") == 2 + 32 / 64
+    assert vg64.bits_per_element() == 2.375
+    assert torch.equal(k_hat, vg32.roundtrip(x, "key"))
+    # Independent front: the same values as per-token RTN over the whole 64-channel head.
+    rtn = lowbit.quantize(x, scheme="rtn", bits=2, axis=-1, group_size=64, scale_dtype="float16")
+    assert torch.equal(v_hat, torch.as_tensor(rtn.dequantize()))
+    # Hand properties: at most 4 levels per token row; error within half a step (the float16
+    # scale and offset add at most ~2**-11 relative to the row's range, hence the 1 % margin).
+    assert all(len(torch.unique(row)) <= 4 for row in v_hat.reshape(-1, 64))
+    span = (x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True))
+    assert bool(((v_hat - x).abs() <= span / 3 / 2 * 1.01).all())
+    assert not torch.equal(v_hat, vg32.roundtrip(x, "value"))
+
+
 def test_missing_family_is_reported(monkeypatch):
     from lowbit import api
 

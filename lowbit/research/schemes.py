@@ -11,7 +11,9 @@ name                   call (``b`` = key bits for keys, value bits for values)
 ``none``               identity (lossless; bits/element = the input's storage width)
 ``rtn-k4v2[-g64]``     ``quantize(x, bits=b, scheme="rtn", axis=-1, group_size=64,
                        scale_dtype="float16")``: per token, channel groups of 64 (default: all)
-``kivi-k2v2[-g128]``   ``quantize(x, bits=b, scheme="kivi", kind=kind, group_size=128)``
+``kivi-k2v2[-g128]``   ``quantize(x, bits=b, scheme="kivi", kind=kind, group_size=128)``;
+                       option ``vg<N>`` adds ``value_group_size=N`` (values per token in groups
+                       of N channels; default 32)
 ``quarot-k2v2``        ``quantize(x, bits=b, scheme="quarot", kind=kind)``
 ``kvarn-k2v2-g128``    ``quantize(x, bits=b, scheme="kvarn", kind=kind, group_size=128)``;
                        suffix ``-fp8`` adds ``scale_dtype="float8_e4m3"`` (the paper's ~2.3 bits)
@@ -57,7 +59,7 @@ _NAME = re.compile(
 _FAMILIES: dict[str, tuple[str | None, bool, tuple[str, ...]]] = {
     "none": (None, False, ()),
     "rtn": ("rtn", True, ()),
-    "kivi": ("kivi", True, ()),
+    "kivi": ("kivi", True, ("vg<N>",)),
     "quarot": ("quarot", True, ()),
     "kvarn": ("kvarn", True, ("fp8", "klm", "vlm", "kuf", "vuf")),
     "fp8": ("fp8", False, ()),
@@ -67,6 +69,9 @@ _FAMILIES: dict[str, tuple[str | None, bool, tuple[str, ...]]] = {
 _GRID_OPTIONS = {"klm": ("key", "lloyd-max"), "vlm": ("value", "lloyd-max"),
                  "kuf": ("key", "uniform-fit"), "vuf": ("value", "uniform-fit")}
 _SEED = re.compile(r"^s(?P<seed>[0-9]+)$")
+_VALUE_GROUP = re.compile(r"^vg(?P<size>[0-9]+)$")
+#: numbered options -> their pattern
+_NUMBERED = {"s<N>": _SEED, "vg<N>": _VALUE_GROUP}
 
 
 class SchemeUnavailableError(ValueError):
@@ -151,7 +156,8 @@ def parse_name(name: str) -> dict[str, Any]:
     if not needs_bits and m["kbits"] is not None:
         raise SchemeUnavailableError(f"K/V scheme {name!r}: {family!r} takes no bits")
     options = tuple(o for o in m["options"].split("-") if o)
-    bad = [o for o in options if o not in allowed and not ("s<N>" in allowed and _SEED.match(o))]
+    bad = [o for o in options if o not in allowed
+           and not any(k in allowed and p.match(o) for k, p in _NUMBERED.items())]
     if bad:
         raise SchemeUnavailableError(
             f"K/V scheme {name!r}: unknown option(s) {bad}; {family!r} accepts {list(allowed)}"
@@ -187,6 +193,9 @@ def _call_kwargs(spec: dict[str, Any], kind: str) -> dict[str, Any]:
         seed = _SEED.match(option)
         if seed and spec["family"] == "turboquant":
             kwargs["seed"] = int(seed["seed"])
+        value_group = _VALUE_GROUP.match(option)
+        if value_group and spec["family"] == "kivi":
+            kwargs["value_group_size"] = int(value_group["size"])
     if "prod" in spec["options"]:
         kwargs["variant"] = "prod"
     return kwargs
