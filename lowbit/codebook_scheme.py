@@ -122,7 +122,10 @@ class CodebookScheme:
         xp = xp_of(x)
         fields: dict[str, Array] = {}
         if scale is None:
-            if not bool(xp.isfinite(x).all()):
+            # the absmax kernel reads every dtype (bfloat16 bits on the GPU too): NaN if non-finite
+            amax = xp.empty(1, xp.float64)
+            backend(x).block_absmax(x, max(x.size, 1), amax)
+            if not bool(xp.isfinite(amax).all()):
                 raise ValueError("x contains NaN or Inf; scheme 'codebook' needs finite values")
             scale64 = xp.ones(1, xp.float64)
         else:

@@ -28,7 +28,7 @@ Host arrays run the Numba kernels, device (CuPy) arrays their CUDA twins (lowbit
 in :func:`encode` / :func:`decode`.  :func:`to_codes` / :func:`from_codes` on device arrays take
 an array form of the same algorithm, written with CuPy's elementwise operations on float64 and
 integers; ``tests/test_codec.py`` holds the array form bit-identical to the kernels.
-:func:`encode_levels` needs the CPU kernels (codebook kernels: a known gap, docs/backends.md).
+:func:`encode_levels` runs the codebook kernels (lowbit/cpu/codebook.py, lowbit/cuda/codebook.cu).
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ NF4_PUBLISHED = (
 
 
 def codes_of(q) -> np.ndarray:
-    return lowbit.unpack(q.codes, q.bits, q.size)
+    """The unpacked codes of q as a numpy array (q's codes on any backend)."""
+    codes = lowbit.unpack(q.codes, q.bits, q.size)
+    return codes if isinstance(codes, np.ndarray) else codes.get()
 
 
 # -- designs -----------------------------------------------------------------------------------
@@ -149,38 +151,41 @@ def _brute_nearest(v: np.ndarray, levels: tuple[float, ...]) -> tuple[np.ndarray
 
 
 @pytest.mark.parametrize("cb", [codebooks.normal_float(4), codebooks.lloyd_max(2), TIES], ids=lambda c: c.name)
-def test_every_float16_encodes_to_the_nearest_level(cb):
+def test_every_float16_encodes_to_the_nearest_level(cb, backend):
     bits = np.arange(1 << 16, dtype=np.uint16)
     x = bits.view(np.float16)
     x = x[np.isfinite(x)]
-    q = lowbit.quantize(x, scheme="codebook", codebook=cb, scale=None)
+    q = lowbit.quantize(backend.asarray(x), scheme="codebook", codebook=cb, scale=None)
     want, ties = _brute_nearest(x.astype(np.float64), cb.levels)
     np.testing.assert_array_equal(codes_of(q), want)
     if cb is TIES:
         assert ties >= len(cb.thresholds)  # every threshold hit (with both signs of zero)
     y = q.dequantize()
+    assert backend.is_native(y)
+    y = backend.to_numpy(y)
     assert y.dtype == np.float16
     np.testing.assert_array_equal(y, np.array(cb.levels, np.float64)[want].astype(np.float16))
 
 
-def test_ties_go_to_the_even_code():
-    x = np.array(TIES.thresholds + (-0.0, 0.0), np.float64)
+def test_ties_go_to_the_even_code(backend):
+    x = backend.asarray(np.array(TIES.thresholds + (-0.0, 0.0), np.float64))
     codes = codes_of(lowbit.quantize(x, scheme="codebook", codebook=TIES, scale=None))
     # thresholds between codes (0,1) (1,2) (2,3) (3,4) (4,5) -> 0 2 2 4 4; zero is a level
     np.testing.assert_array_equal(codes, [0, 2, 2, 4, 4, 2, 2])
 
 
 @pytest.mark.parametrize("scale, dtype", [("absmax", "float32"), ("norm", "float16"), ("rms", "bfloat16")])
-def test_group_scales_and_exact_decoding(scale, dtype, rng):
+def test_group_scales_and_exact_decoding(scale, dtype, rng, backend):
     cb = codebooks.lloyd_max(3, "sphere", dim=32) if scale == "norm" else codebooks.lloyd_max(3)
     x = (rng.standard_normal((6, 64)) * np.exp(rng.standard_normal((6, 1)))).astype(np.float32)
-    q = lowbit.quantize(x, scheme="codebook", codebook=cb, scale=scale, group_size=32, scale_dtype=dtype)
+    q = lowbit.quantize(backend.asarray(x), scheme="codebook", codebook=cb, scale=scale, group_size=32,
+                        scale_dtype=dtype)
     g = x.reshape(-1, 32).astype(np.float64)
     exact = {"absmax": np.abs(g).max(1) / cb.max_abs, "norm": np.linalg.norm(g, axis=1),
              "rms": np.linalg.norm(g, axis=1) / math.sqrt(32)}[scale]
     from lowbit import scales
 
-    s = scales.load(q.fields["scale"], dtype).astype(np.float64)
+    s = scales.load(backend.to_numpy(q.fields["scale"]), dtype).astype(np.float64)
     half_ulp = {"float32": 2**-24, "float16": 2**-11, "bfloat16": 2**-8}[dtype]
     assert np.all(np.abs(s - exact) <= exact * half_ulp)  # rounded to nearest, once
     codes = codes_of(q).reshape(-1, 32)
@@ -188,7 +193,8 @@ def test_group_scales_and_exact_decoding(scale, dtype, rng):
     np.testing.assert_array_equal(codes.reshape(-1), want)
     # exact decoding: a float32 level times a stored scale is exact in float64, rounded once
     lv = np.array(cb.levels)
-    np.testing.assert_array_equal(q.dequantize(), (lv[codes] * s[:, None]).astype(np.float32).reshape(6, 64))
+    np.testing.assert_array_equal(backend.to_numpy(q.dequantize()),
+                                  (lv[codes] * s[:, None]).astype(np.float32).reshape(6, 64))
     assert q.bits_per_element == 3 + 8 * np.dtype(q.fields["scale"].dtype).itemsize / 32
 
 
@@ -205,14 +211,14 @@ def test_axis_and_whole_tensor_groups(rng):
     assert q.fields["scale"].shape == (1,)
 
 
-def test_zero_groups_decode_to_zero(rng):
+def test_zero_groups_decode_to_zero(rng, backend):
     x = rng.standard_normal((4, 32)).astype(np.float32)
     x[1] = 0
     for scale in ("absmax", "norm", "rms"):
         for rounding in ("nearest_even", "stochastic"):
-            y = lowbit.quantize(x, bits=2, scheme="codebook", codebook="lloyd-max-gaussian", scale=scale,
-                                rounding=rounding, seed=1).dequantize()
-            assert np.all(y[1] == 0)
+            y = lowbit.quantize(backend.asarray(x), bits=2, scheme="codebook", codebook="lloyd-max-gaussian",
+                                scale=scale, rounding=rounding, seed=1).dequantize()
+            assert np.all(backend.to_numpy(y)[1] == 0)
 
 
 def test_torch_round_trip_keeps_type():
@@ -223,13 +229,50 @@ def test_torch_round_trip_keeps_type():
     assert float((y.float() - x.float()).abs().max()) <= 0.17 * float(x.float().abs().max()) + 1e-2
 
 
-def test_device_arrays_reach_a_known_gap(backend):
-    x = backend.asarray(np.linspace(-1, 1, 64, dtype=np.float32))
-    if not backend.on_gpu:
-        assert backend.is_native(lowbit.quantize(x, scheme="codebook", codebook="nf4").dequantize())
-        return
-    with pytest.raises(NotImplementedError, match="known gap"):
-        lowbit.quantize(x, scheme="codebook", codebook="nf4")
+@pytest.mark.gpu
+def test_torch_cuda_bfloat16_gives_the_host_bytes():
+    """bfloat16 reaches the CUDA kernels as its bits: the CPU path's bytes, NaN refused."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    x = torch.randn(4, 64, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))
+    for kw in (dict(codebook="nf4", group_size=64), dict(codebook="nf4", scale=None),
+               dict(codebook="lloyd-max-sphere", bits=2, scale="norm", rounding="stochastic", seed=1)):
+        want = lowbit.quantize(x, scheme="codebook", **kw)
+        got = lowbit.quantize(x.cuda(), scheme="codebook", **kw)
+        np.testing.assert_array_equal(got.codes.get(), want.codes)
+        y = got.dequantize()
+        assert y.is_cuda and y.dtype == torch.bfloat16
+        np.testing.assert_array_equal(y.cpu().view(torch.int16).numpy(),
+                                      want.dequantize().view(torch.int16).numpy())
+    bad = x.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        lowbit.quantize(bad.cuda(), scheme="codebook", codebook="nf4", scale=None)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(codebook="nf4"),
+    dict(codebook="lloyd-max-gaussian", bits=2, scale="rms", group_size=32, scale_dtype="bfloat16"),
+    dict(codebook="lloyd-max-sphere", bits=3, scale="norm", axis=0, scale_dtype="float16"),
+    dict(codebook=TIES, scale=None),
+    dict(codebook="nf4", group_size=16, rounding="stochastic", seed=3, rbits=5, first_index=2**40),
+], ids=str)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_device_arrays_give_the_host_bytes(backend, kw, dtype, rng):
+    """Array type in = out, and the codes, fields and reconstruction of the numpy path, bit for bit."""
+    x = (rng.standard_normal((48, 64)) * np.exp(rng.standard_normal((48, 1)))).astype(dtype)
+    x[3] = 0
+    want = lowbit.quantize(x, scheme="codebook", **kw)
+    got = lowbit.quantize(backend.asarray(x), scheme="codebook", **kw)
+    assert got.meta == want.meta
+    np.testing.assert_array_equal(backend.to_numpy(got.codes), want.codes)
+    assert set(got.fields) == set(want.fields)
+    for k, v in want.fields.items():
+        np.testing.assert_array_equal(backend.to_numpy(got.fields[k]), v, err_msg=k)
+    y = got.dequantize()
+    assert backend.is_native(y) and tuple(y.shape) == x.shape
+    np.testing.assert_array_equal(backend.to_numpy(y), want.dequantize())
 
 
 # -- stochastic rounding -----------------------------------------------------------------------
@@ -262,13 +305,15 @@ def test_stochastic_rounding_outside_the_levels_and_on_them():
     np.testing.assert_array_equal(codes, [0, 0, 1, 3, 3] * 1000)
 
 
-def test_stochastic_rounding_is_reproducible_and_chunkable(rng):
+def test_stochastic_rounding_is_reproducible_and_chunkable(rng, backend):
     x = rng.standard_normal(4000).astype(np.float32)
     kw = dict(scheme="codebook", codebook="nf4", scale=None, rounding="stochastic", seed=9)
-    whole = codes_of(lowbit.quantize(x, **kw))
-    np.testing.assert_array_equal(whole, codes_of(lowbit.quantize(x, **kw)))
-    np.testing.assert_array_equal(codes_of(lowbit.quantize(x[1234:], first_index=1234, **kw)), whole[1234:])
-    assert not np.array_equal(whole, codes_of(lowbit.quantize(x, **{**kw, "seed": 10})))
+    xb = backend.asarray(x)
+    whole = codes_of(lowbit.quantize(xb, **kw))
+    np.testing.assert_array_equal(whole, codes_of(lowbit.quantize(xb, **kw)))
+    np.testing.assert_array_equal(codes_of(lowbit.quantize(backend.asarray(x[1234:]), first_index=1234, **kw)),
+                                  whole[1234:])
+    assert not np.array_equal(whole, codes_of(lowbit.quantize(xb, **{**kw, "seed": 10})))
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -359,17 +404,19 @@ def test_bad_arguments(kwargs, err, match):
         lowbit.quantize(np.ones((2, 8), np.float32), scheme="codebook", **kwargs)
 
 
-def test_bad_values():
+def test_bad_values(backend):
     x = np.ones((2, 8), np.float32)
     x[1, 3] = np.nan
     for scale in ("absmax", "norm", None):
-        with pytest.raises(ValueError, match="NaN or Inf"):
-            lowbit.quantize(x, scheme="codebook", codebook="nf4", scale=scale)
+        for bad in (np.nan, np.inf):
+            x[1, 3] = bad
+            with pytest.raises(ValueError, match="NaN or Inf"):
+                lowbit.quantize(backend.asarray(x), scheme="codebook", codebook="nf4", scale=scale)
     with pytest.raises(ValueError, match="overflows scale_dtype='float16'"):
-        lowbit.quantize(np.full((1, 8), 1e6, np.float32), scheme="codebook", codebook="nf4",
+        lowbit.quantize(backend.asarray(np.full((1, 8), 1e6, np.float32)), scheme="codebook", codebook="nf4",
                         scale_dtype="float16")
     with pytest.raises(ValueError, match="below scale_dtype='float16'"):
-        lowbit.quantize(np.full((1, 8), 1e-7, np.float32), scheme="codebook", codebook="nf4",
+        lowbit.quantize(backend.asarray(np.full((1, 8), 1e-7, np.float32)), scheme="codebook", codebook="nf4",
                         scale_dtype="float16")
     with pytest.raises(ValueError, match="dim must be"):
         codebooks.lloyd_max(2, "sphere", dim=1)

@@ -93,42 +93,69 @@ def test_mse_distortion_matches_the_lloyd_max_design(bits: int, rng: np.random.G
 
 
 @pytest.mark.parametrize("variant", ["mse", "prod"])
-def test_zero_vectors_decode_to_zero(variant: str, rng: np.random.Generator) -> None:
+def test_zero_vectors_decode_to_zero(variant: str, rng: np.random.Generator, backend) -> None:
     x = rng.standard_normal((2, 8, 64)).astype(np.float32)
     x[0, 3] = 0
     x[1] = 0
-    codec = TurboQuantCodec(2, 2, variant=variant)
-    codes, fields = codec.encode(x, "key")
-    x_hat = codec.decode(codes, fields, "key", 8, 64)
+    q = lowbit.quantize(backend.asarray(x), scheme="turboquant", bits=2, kind="key", variant=variant)
+    x_hat = backend.to_numpy(q.dequantize())
     assert np.all(x_hat[0, 3] == 0) and np.all(x_hat[1] == 0)
-    assert np.isfinite(x_hat).all() and fields["norm"][1].max() == 0
+    assert np.isfinite(x_hat).all() and backend.to_numpy(q.fields["norm"])[8:].max() == 0
 
 
 @pytest.mark.parametrize("variant", ["mse", "prod"])
 @pytest.mark.parametrize("power", [100, -100])
-def test_huge_and_tiny_norms_scale_exactly(variant: str, power: int, rng: np.random.Generator) -> None:
+def test_huge_and_tiny_norms_scale_exactly(variant: str, power: int, rng: np.random.Generator, backend) -> None:
     """With float32 norms, x * 2**power encodes to the codes of x and decodes to exactly
     2**power times x's reconstruction (rotation, norm and scaling are exact in float64 for a
-    power of two)."""
+    power of two), on every backend."""
     x = rng.standard_normal((2, 8, 64)).astype(np.float32)
     c = np.float32(2.0 ** power)
-    codec = TurboQuantCodec(3, 3, variant=variant, norm_dtype="float32")
-    codes, fields = codec.encode(x, "key")
-    codes_c, fields_c = codec.encode(x * c, "key")
-    np.testing.assert_array_equal(codes_c, codes)
-    np.testing.assert_array_equal(fields_c["norm"], fields["norm"] * c)
-    np.testing.assert_array_equal(codec.decode(codes_c, fields_c, "key", 8, 64),
-                                  codec.decode(codes, fields, "key", 8, 64) * c)
+    kw = dict(scheme="turboquant", bits=3, kind="key", variant=variant, norm_dtype="float32")
+    q = lowbit.quantize(backend.asarray(x), **kw)
+    q_c = lowbit.quantize(backend.asarray(x * c), **kw)
+    np.testing.assert_array_equal(backend.to_numpy(q_c.codes), backend.to_numpy(q.codes))
+    for k in q.fields:
+        np.testing.assert_array_equal(backend.to_numpy(q_c.fields[k]), backend.to_numpy(q.fields[k]) * c)
+    np.testing.assert_array_equal(backend.to_numpy(q_c.dequantize()), backend.to_numpy(q.dequantize()) * c)
+
+
+@pytest.mark.parametrize(("scheme", "kw", "kind"), [
+    ("turboquant", {"bits": 2}, "key"),
+    ("turboquant-prod-k3v2", {}, "key"),
+    ("turboquant-prod-k2v2", {"norm_dtype": "float32"}, "key"),
+    ("turboquant-mse-k4v2", {}, "value"),
+    ("turboquant", {"bits": 1, "variant": "prod"}, "key"),  # no MSE codes: the sketch of v itself
+    ("turboquant", {"bits": 3, "seed": 7}, "value"),
+])
+def test_device_arrays_match_the_host(backend, scheme: str, kw: dict, kind: str, rng: np.random.Generator) -> None:
+    """Array type in = out; the kernels are bit-identical twins, the rotations float64 GEMMs of
+    the device's BLAS: codes and norms equal the numpy path's except for a coordinate within
+    the GEMMs' last-bit differences of a threshold, the reconstruction to float32 rounding."""
+    x = rng.standard_normal((2, 3, 40, 64)).astype(np.float32)
+    x[0, 1, 5] = 0
+    want = lowbit.quantize(x, scheme=scheme, kind=kind, **kw)
+    got = lowbit.quantize(backend.asarray(x), scheme=scheme, kind=kind, **kw)
+    assert got.meta == want.meta and set(got.fields) == set(want.fields)
+    assert np.mean(backend.to_numpy(got.codes) == want.codes) > 0.999
+    for k, v in want.fields.items():
+        g = backend.to_numpy(got.fields[k]).astype(np.float64)
+        assert np.mean(g == v.astype(np.float64)) > 0.99, k
+        np.testing.assert_allclose(g, v.astype(np.float64), rtol=2**-10, err_msg=k)  # a float16 ulp
+    y = got.dequantize()
+    assert backend.is_native(y) and tuple(y.shape) == x.shape
+    y, ref = backend.to_numpy(y), want.dequantize()
+    assert np.mean(np.abs(y - ref) <= 1e-5 * np.abs(ref).max()) > 0.99
 
 
 @pytest.mark.parametrize("scale, match", [(1e6, "overflows norm_dtype"), (1e-7, "below norm_dtype")])
-def test_float16_norms_out_of_range_raise(scale: float, match: str, rng: np.random.Generator) -> None:
+def test_float16_norms_out_of_range_raise(scale: float, match: str, rng: np.random.Generator, backend) -> None:
     x = rng.standard_normal((1, 8, 64)).astype(np.float32)
     x[0, 2] *= np.float32(scale)
     with pytest.raises(ValueError, match=match + ".*float32"):
-        lowbit.quantize(x, scheme="turboquant", bits=2, kind="value")
-    q = lowbit.quantize(x, scheme="turboquant", bits=2, kind="value", norm_dtype="float32")
-    x_hat = q.dequantize()
+        lowbit.quantize(backend.asarray(x), scheme="turboquant", bits=2, kind="value")
+    q = lowbit.quantize(backend.asarray(x), scheme="turboquant", bits=2, kind="value", norm_dtype="float32")
+    x_hat = backend.to_numpy(q.dequantize())
     row = np.linalg.norm(x_hat[0, 2] - x[0, 2]) / np.linalg.norm(x[0, 2])
     assert row < 0.6  # a 2-bit reconstruction, at the row's own scale
 

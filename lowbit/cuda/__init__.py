@@ -6,6 +6,7 @@ lazily, inside the wrappers, so this table can be inspected without a GPU.
 """
 
 from lowbit.cuda.balance import balance_tiles
+from lowbit.cuda.codebook import block_norm, codebook_encode
 from lowbit.cuda.codec import (
     block_absmax,
     decode_table,
@@ -17,6 +18,7 @@ from lowbit.cuda.diffusion import diffuse_2d, diffuse_rows
 from lowbit.cuda.hadamard import fwht, hadamard_signs
 from lowbit.cuda.kv_attend import kv_attend
 from lowbit.cuda.kvarn import kvarn_decode, kvarn_encode
+from lowbit.cuda.kvarn_grid import kvarn_grid_decode, kvarn_grid_encode
 from lowbit.cuda.packing import pack_codes, unpack_codes
 from lowbit.cuda.rounding import round_elementwise
 from lowbit.cuda.rtn import (
@@ -30,6 +32,8 @@ from lowbit.cuda.rtn import (
 KERNELS: tuple[str, ...] = (
     "balance_tiles",
     "block_absmax",
+    "block_norm",
+    "codebook_encode",
     "decode_table",
     "diffuse_2d",
     "diffuse_rows",
@@ -44,6 +48,8 @@ KERNELS: tuple[str, ...] = (
     "kv_attend",
     "kvarn_decode",
     "kvarn_encode",
+    "kvarn_grid_decode",
+    "kvarn_grid_encode",
     "pack_codes",
     "rtn_decode",
     "rtn_encode",
@@ -55,6 +61,10 @@ KERNELS: tuple[str, ...] = (
 #: (docs/backends.md is generated from this).
 AGREEMENT: dict[str, str] = {
     "block_absmax": "bit-identical (max is exact in any order) - tests/test_formats_backends.py",
+    "block_norm": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 operations, "
+                  "the sum in element order, one thread per block) - tests/test_gpu_codebook.py",
+    "codebook_encode": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 "
+                       "comparisons; one counter-based generator) - tests/test_gpu_codebook.py",
     "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
                     "tests/test_formats_backends.py",
     "diffuse_2d": "bit-identical (one thread per image, the CPU's visiting and summation order) - "
@@ -77,6 +87,10 @@ AGREEMENT: dict[str, str] = {
                     "its dtype) - tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
                     "float16 / bfloat16 tokens widened exactly) - tests/test_gpu_kvarn.py",
+    "kvarn_grid_decode": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 "
+                         "reconstruction rounded once to float32) - tests/test_gpu_kvarn_grid.py",
+    "kvarn_grid_encode": "CUDA twin, not yet run on a GPU: written bit-identical (kvarn.cu's balance; the "
+                         "CPU's float64 fit in its order, one thread per row) - tests/test_gpu_kvarn_grid.py",
     "pack_codes": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_decode": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_encode": "bit-identical - tests/test_gpu_rtn.py",
@@ -93,14 +107,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
 
 #: CPU kernels that have no CUDA twin yet (a known gap, documented in docs/backends.md).
 #: A CuPy array reaching one of these raises NotImplementedError naming the kernel.
-KNOWN_GAPS: tuple[str, ...] = (
-    # codebook formats (issue 20)
-    "block_norm",
-    "codebook_encode",
-    # KVarN codebook grids (issue 20)
-    "kvarn_grid_decode",
-    "kvarn_grid_encode",
-)
+KNOWN_GAPS: tuple[str, ...] = ()
 
 __all__ = list(KERNELS)
 

@@ -45,6 +45,7 @@ from lowbit.kv.codecs import (
     check_kv_group_size,
 )
 from lowbit.kv.dense import dense_attend
+from lowbit.kv.kvarn_grid import KVarNGridCodec
 from lowbit.kv.schemes import FAMILY_GROUP, PRESETS, make_codec
 from lowbit.kv.storage import (
     Tiles,
@@ -55,12 +56,12 @@ from lowbit.kv.storage import (
     location,
     on_device,
 )
+from lowbit.kv.turboquant import TurboQuantCodec
 from lowbit.validate import check_bits
 
 _CACHE_DTYPES = (np.float16, np.float32, np.float64)
-#: codecs whose kernels all have CUDA twins (exact types: KVarN's codebook grids and TurboQuant
-#: are CPU only, a known gap)
-_CUDA_CODECS = (KVarNCodec, KiviCodec, TokenRTNCodec, FP8Codec)
+#: codecs whose kernels all have CUDA twins (exact types; a codec not listed takes numpy only)
+_CUDA_CODECS = (KVarNCodec, KiviCodec, TokenRTNCodec, FP8Codec, KVarNGridCodec, TurboQuantCodec)
 
 
 def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray,

@@ -18,8 +18,9 @@ Z, ``col_scale`` s_col, float16 or e4m3 as ``scale_dtype``) and reconstructs
 x_hat[r, c] = (levels[code[r, c]] * A[r] + Z[r]) * s_col[c] in the rotated frame: the scale
 folding stays exact and separable, so the same bits per element as KVarN.  A kind on the
 uniform grid is encoded by the KVarN codec itself, bit for bit.  The caches attend on
-dequantized tiles for codebook grids (no fused kv_attend path yet), and the CUDA twins of the
-encode / decode kernels are a known gap.
+dequantized tiles for codebook grids (no fused kv_attend path yet).  Blocks on the GPU (CuPy,
+torch CUDA) run the CUDA twins of the kernels (lowbit/cuda/kvarn_grid.cu; the level table is
+copied to the device, the tokens never leave it).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import backend
-from lowbit.kv.codecs import KVARN_SCALE_DTYPES, Codec, KVarNCodec
+from lowbit.arrays import Array, backend, contiguous, xp_of
+from lowbit.kv.codecs import KVARN_SCALE_DTYPES, Codec, KVarNCodec, as_float32
 from lowbit.validate import check_bits, check_iterations
 
 #: ``key_grid`` / ``value_grid`` choices.
@@ -110,39 +111,41 @@ class KVarNGridCodec(Codec):
         scale = np.float16 if self.scale_format == 0 else np.uint8
         return {"row_scale": (scale, rows), "row_offset": (np.float16, rows), "col_scale": (scale, cols)}
 
-    def _stored(self, codes16: np.ndarray) -> np.ndarray:
+    def _stored(self, codes16: Array) -> Array:
         return codes16.view(np.float16) if self.scale_format == 0 else codes16.astype(np.uint8)
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
         if self.grid(kind) == "uniform":
             return self.uniform.encode(x, kind)
+        xp = xp_of(x)
         n, tokens, dim = x.shape
         rows, cols = (dim, tokens) if kind == "key" else (tokens, dim)
         bits = self.bits(kind)
         levels = grid_levels(self.grid(kind), bits)
         thresholds = (levels[1:] + levels[:-1]) / 2
-        packed = np.empty((n, self.code_bytes(tokens, dim, kind)), np.uint8)
-        a = np.empty((n, rows), np.uint16)
-        z = np.empty((n, rows), np.uint16)
-        s = np.empty((n, cols), np.uint16)
-        backend(x).kvarn_grid_encode(np.ascontiguousarray(x, dtype=np.float32), kind == "key", bits,
-                                     levels, thresholds, self.iterations, FITS, self.scale_format,
+        packed = xp.empty((n, self.code_bytes(tokens, dim, kind)), np.uint8)
+        a = xp.empty((n, rows), np.uint16)
+        z = xp.empty((n, rows), np.uint16)
+        s = xp.empty((n, cols), np.uint16)
+        backend(x).kvarn_grid_encode(as_float32(x), kind == "key", bits, xp.asarray(levels),
+                                     xp.asarray(thresholds), self.iterations, FITS, self.scale_format,
                                      packed, a, z, s)
         return packed, {"row_scale": self._stored(a), "row_offset": z.view(np.float16),
                         "col_scale": self._stored(s)}
 
-    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
-               tokens: int, dim: int) -> np.ndarray:
+    def decode(self, codes: Array, fields: dict[str, Array], kind: str,
+               tokens: int, dim: int) -> Array:
         if self.grid(kind) == "uniform":
             return self.uniform.decode(codes, fields, kind, tokens, dim)
 
-        def k(f: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(f.view(np.uint16) if f.dtype == np.float16 else f.astype(np.uint16))
+        def k(f: Array) -> Array:
+            return contiguous(f.view(np.uint16) if f.dtype == np.float16 else f.astype(np.uint16))
 
-        out = np.empty((codes.shape[0], tokens, dim), np.float32)
-        backend(codes).kvarn_grid_decode(np.ascontiguousarray(codes), kind == "key", self.bits(kind),
-                                         grid_levels(self.grid(kind), self.bits(kind)), self.scale_format,
-                                         k(fields["row_scale"]), k(fields["row_offset"]),
+        xp = xp_of(codes)
+        out = xp.empty((codes.shape[0], tokens, dim), np.float32)
+        backend(codes).kvarn_grid_decode(contiguous(codes), kind == "key", self.bits(kind),
+                                         xp.asarray(grid_levels(self.grid(kind), self.bits(kind))),
+                                         self.scale_format, k(fields["row_scale"]), k(fields["row_offset"]),
                                          k(fields["col_scale"]), out)
         return out
 

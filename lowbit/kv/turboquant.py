@@ -32,6 +32,12 @@ norms beyond float16's range, or non-zero ones below its normal range (where its
 precision is lost), raise ``ValueError`` asking for ``norm_dtype="float32"``, which holds
 every norm of finite float32 input.  Codes encode y divided by the *stored* norm.
 
+Device arrays (CuPy, torch CUDA) stay on the device: the norms, codes and packing run the CUDA
+twins of the kernels (bit-identical to the CPU's for the same rotated rows), Pi and S are copied
+to the device once per (seed, D, device), and the rotations are float64 GEMMs there (cuBLAS):
+their rounding differs from the host BLAS in the last bits, so a coordinate within that
+distance of a threshold can take the neighbouring code on the other backend.
+
 What is not here (documented, not claimed): the paper's outlier-channel split (a second
 TurboQuant at more bits on a subset of channels, its 2.5- and 3.5-bit settings) and any fused
 attention kernel (the cache dequantizes TurboQuant tiles for attention).
@@ -46,6 +52,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lowbit.arrays import Array, contiguous, xp_of
 from lowbit.kv.codecs import Codec
 from lowbit.validate import check_bits
 
@@ -93,34 +100,50 @@ def qjl_matrix(seed: int, dim: int) -> np.ndarray:
     return s
 
 
-def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def _device_matrix(which: str, seed: int, dim: int, device: int) -> Any:
+    """A CuPy copy of :func:`rotation` or :func:`qjl_matrix` on ``device`` (read-only by use)."""
+    import cupy
+
+    with cupy.cuda.Device(device):
+        return cupy.asarray(rotation(seed, dim) if which == "rotation" else qjl_matrix(seed, dim))
+
+
+def _matrix(which: str, seed: int, dim: int, like: Array) -> Any:
+    """:func:`rotation` or :func:`qjl_matrix` in ``like``'s array library and device."""
+    if xp_of(like) is np:
+        return rotation(seed, dim) if which == "rotation" else qjl_matrix(seed, dim)
+    return _device_matrix(which, seed, dim, int(like.device.id))
+
+
+def _pack(codes: Array, bits: int) -> Array:
     """Pack ``codes [n, m]`` (uint8) row by row, each row starting on a byte boundary."""
     from lowbit.arrays import backend
 
     n, m = codes.shape
     row = (m * bits + 7) // 8
-    out = np.empty((n, row), np.uint8)
+    out = xp_of(codes).empty((n, row), np.uint8)
     k = backend(codes)
     if (m * bits) % 8 == 0:
-        k.pack_codes(np.ascontiguousarray(codes).reshape(-1), bits, out.reshape(-1))
+        k.pack_codes(contiguous(codes).reshape(-1), bits, out.reshape(-1))
     else:
         for i in range(n):
-            k.pack_codes(np.ascontiguousarray(codes[i]), bits, out[i])
+            k.pack_codes(contiguous(codes[i]), bits, out[i])
     return out
 
 
-def _unpack(packed: np.ndarray, bits: int, m: int) -> np.ndarray:
+def _unpack(packed: Array, bits: int, m: int) -> Array:
     """Inverse of :func:`_pack`: ``packed [n, bytes]`` -> codes [n, m] (uint8)."""
     from lowbit.arrays import backend
 
     n = packed.shape[0]
-    out = np.empty((n, m), np.uint8)
+    out = xp_of(packed).empty((n, m), np.uint8)
     k = backend(packed)
     if (m * bits) % 8 == 0:
-        k.unpack_codes(np.ascontiguousarray(packed).reshape(-1), bits, out.reshape(-1))
+        k.unpack_codes(contiguous(packed).reshape(-1), bits, out.reshape(-1))
     else:
         for i in range(n):
-            k.unpack_codes(np.ascontiguousarray(packed[i]), bits, out[i])
+            k.unpack_codes(contiguous(packed[i]), bits, out[i])
     return out
 
 
@@ -177,12 +200,12 @@ class TurboQuantCodec(Codec):
         b = self.mse_bits(kind)
         return lloyd_max(b, "sphere", dim=_check_dim(dim)) if b else None
 
-    def _norms(self, y: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    def _norms(self, y: Array, dim: int) -> tuple[Array, Array]:
         """(stored norms, their float64 values) of the rows of flat ``y`` (blocks of ``dim``)."""
         from lowbit import scales
         from lowbit.arrays import backend
 
-        s = np.empty(y.size // dim, np.float64)
+        s = xp_of(y).empty(y.size // dim, np.float64)
         backend(y).block_norm(y, dim, s)
         try:
             stored = scales.store(s, self.norm_dtype, "nearest")
@@ -197,65 +220,67 @@ class TurboQuantCodec(Codec):
                              f"{self.norm_dtype!r}'s normal range ({tiny:.3g}); use norm_dtype='float32'")
         return stored, back
 
-    def _mse(self, y: np.ndarray, kind: str, dim: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    def _mse(self, y: Array, kind: str, dim: int) -> tuple[Array | None, Array, Array]:
         """(packed codes or None, stored norms, y_hat) of the rotated rows ``y [m, dim]``."""
         from lowbit.codec import decode, encode_levels
 
-        flat = np.ascontiguousarray(y).reshape(-1)
+        flat = contiguous(y).reshape(-1)
         stored, s = self._norms(flat, dim)
         cb = self.codebook(kind, dim)
         if cb is None:
-            return None, stored, np.zeros_like(y)
+            return None, stored, xp_of(y).zeros_like(y)
         codes = encode_levels(flat, cb, dim, s, mode=0, seed=0, first_index=0, rbits=16)
         y_hat = decode(codes, cb, flat.size, dim, s, "float64").reshape(y.shape)
         return codes, stored, y_hat
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Encode ``x [n, t, D]`` (float32/float64, finite) into codes ``[n, code_bytes]`` and
-        fields ``{"norm": [n, t], "residual_norm": [n, t] (prod keys)}``."""
+    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+        """Encode ``x [n, t, D]`` (float32/float64, finite; numpy or CuPy) into codes
+        ``[n, code_bytes]`` and fields ``{"norm": [n, t], "residual_norm": [n, t] (prod keys)}``."""
         from lowbit.arrays import backend
 
+        xp = xp_of(x)
         n, t, d = x.shape
-        pi = rotation(self.seed, d)
-        y = np.asarray(x, np.float64).reshape(n * t, d) @ pi
+        pi = _matrix("rotation", self.seed, _check_dim(d), x)
+        y = x.astype(np.float64).reshape(n * t, d) @ pi
         b = self.mse_bits(kind)
-        parts: list[np.ndarray] = []
+        parts: list[Array] = []
         codes, stored, y_hat = self._mse(y, kind, d)
         fields = {"norm": stored.reshape(n, t)}
         if codes is not None:
             # re-pack per block so that every block starts on a byte boundary
-            unpacked = np.empty(n * t * d, np.uint8)
+            unpacked = xp.empty(n * t * d, np.uint8)
             backend(codes).unpack_codes(codes, b, unpacked)
             parts.append(_pack(unpacked.reshape(n, t * d), b))
         if self.qjl(kind):
             r = y - y_hat
-            sign = (r @ qjl_matrix(self.seed, d).T) >= 0
+            sign = (r @ _matrix("qjl", self.seed, d, x).T) >= 0
             parts.append(_pack(sign.astype(np.uint8).reshape(n, t * d), 1))
-            res_stored, _ = self._norms(np.ascontiguousarray(r).reshape(-1), d)
+            res_stored, _ = self._norms(contiguous(r).reshape(-1), d)
             fields["residual_norm"] = res_stored.reshape(n, t)
-        packed = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        return np.ascontiguousarray(packed), fields
+        packed = xp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        return contiguous(packed), fields
 
-    def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
-               tokens: int, dim: int) -> np.ndarray:
+    def decode(self, codes: Array, fields: dict[str, Array], kind: str,
+               tokens: int, dim: int) -> Array:
         from lowbit import scales
 
+        xp = xp_of(codes)
         n = codes.shape[0]
         m = tokens * dim
         b = self.mse_bits(kind)
-        s = scales.load(np.ascontiguousarray(fields["norm"]).reshape(-1), self.norm_dtype).astype(np.float64)
-        y = np.zeros((n * tokens, dim), np.float64)
+        s = scales.load(contiguous(fields["norm"]).reshape(-1), self.norm_dtype).astype(np.float64)
+        y = xp.zeros((n * tokens, dim), np.float64)
         mse_bytes = (m * b + 7) // 8
         if b:
-            levels = np.array(self.codebook(kind, dim).levels, np.float64)
+            levels = xp.asarray(np.array(self.codebook(kind, dim).levels, np.float64))
             c = _unpack(codes[:, :mse_bytes], b, m).reshape(n * tokens, dim)
             y = levels[c] * s[:, None]
         if self.qjl(kind):
             sign = _unpack(codes[:, mse_bytes:], 1, m).reshape(n * tokens, dim).astype(np.float64) * 2 - 1
-            gamma = scales.load(np.ascontiguousarray(fields["residual_norm"]).reshape(-1),
+            gamma = scales.load(contiguous(fields["residual_norm"]).reshape(-1),
                                 self.norm_dtype).astype(np.float64)
-            y = y + (math.sqrt(math.pi / 2) / dim) * gamma[:, None] * (sign @ qjl_matrix(self.seed, dim))
-        return (y @ rotation(self.seed, dim).T).astype(np.float32).reshape(n, tokens, dim)
+            y = y + (math.sqrt(math.pi / 2) / dim) * gamma[:, None] * (sign @ _matrix("qjl", self.seed, dim, codes))
+        return (y @ _matrix("rotation", self.seed, dim, codes).T).astype(np.float32).reshape(n, tokens, dim)
 
     def options(self) -> dict[str, Any]:
         return {"key_bits": self.key_bits, "value_bits": self.value_bits, "variant": self.variant,
