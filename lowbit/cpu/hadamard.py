@@ -2,30 +2,59 @@
 
 The transform of a row of length ``n = 2**k * m`` is ``(H_{2**k} ⊗ core) @ x``: the ``m × m``
 ``core`` matrix (``[[1]]``, or a symmetric Paley-type Hadamard matrix of order 12 or 20 built by
-the front) is applied to each of the ``2**k`` consecutive chunks of ``m`` elements, then the
-Sylvester butterflies run across chunks (strides ``m, 2m, 4m, ...``): radix-4 sweeps (two levels
-each), plus one radix-2 sweep when ``k`` is odd.
+the front) is applied to each of the ``2**k`` consecutive chunks of ``m`` elements
+(``acc = 0; acc = acc + core[i, j] * v[j]``, j ascending), then the radix-2 Sylvester levels run
+in order of increasing stride ``m, 2m, 4m, ...``, the lower index of each pair keeping ``a + b``
+and the upper ``a - b``.  Every output is that sequence of IEEE operations, however the levels
+are grouped (the CUDA twin, lowbit/cuda/hadamard.cuh, computes the same bits).
 
-SIMD lanes run across rows: each thread copies a block of ``lanes`` rows into a transposed
-scratch buffer ``[n, lanes]``, so every butterfly is an add/sub of two contiguous ``lanes``-long
-vectors, then writes the block back.  ``lanes`` is a runtime value on purpose: with a
-compile-time constant LLVM unrolls the short loop and emits scalar code.
+Two layouts:
+
+- ``m == 1`` (rows of ``2**k``): natural layout, no scratch.  A *segment* of up to 16 vector
+  registers (64-byte vectors: 256 float32 or 128 float64 consecutive elements, or several
+  whole rows when a row is shorter than a vector) is loaded, transformed there -- strides below
+  the vector width by a lane permutation, ``p = v[i ^ h]``, then ``select(bit h of i, p - v,
+  v + p)``, which is ``a + b`` / ``a - b`` with the operands in order; longer strides between
+  registers -- and stored once.  Rows longer than a segment are cache-blocked along the transform axis: all
+  segments of the row first, then the remaining levels in radix-8 sweeps over the row (in L2),
+  the last sweep applying the scale.  The register code is emitted as LLVM vector IR by
+  :func:`_butterfly_kernel` (Numba intrinsics), because LLVM does not vectorize the in-vector
+  levels from scalar loops.
+- ``m > 1`` (12 * 2**k, 20 * 2**k): SIMD lanes run across rows: each thread copies a block of
+  ``lanes`` rows into a transposed scratch buffer ``[n, lanes]``, so the core factor and every
+  butterfly is an operation on contiguous ``lanes``-long vectors.
+
+No fast-math flags anywhere: no reassociation, no contraction of a multiply and an add.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from lowbit.cpu.scalar import random_bits
 
 _U64 = nb.uint64
 
-#: Rows per block (SIMD lanes across rows): four AVX2 float32 registers; a 128-long block
-#: (16 KiB in float32) stays in L1.  Measured: 16 and 64 lanes were slower on the 2-core dev box.
+#: Rows per block of the ``m > 1`` path (SIMD lanes across rows): a 128-long block (16 KiB in
+#: float32) stays in L1.  Measured: 16 and 64 lanes were slower on the 2-core dev box.
 _LANES = 32
-#: Most scratch blocks allocated per call (one per chunk of consecutive row blocks).
+#: Most scratch blocks allocated per call of the ``m > 1`` path.
 _CHUNKS = 256
+#: log2 of the most elements transformed in registers at once: 256 float32 or 128 float64
+#: (16 AVX-512 registers).  Measured on the 2-core Zen 4 dev box, one thread: 32 registers
+#: spill and are slower (float64 n = 256: 1.04 vs 0.64 ns per element, n = 512: 1.33 vs 0.64).
+SEGMENT_LOG2 = 8
+#: Most vector registers a segment occupies.
+_SEGMENT_VECTORS = 16
+#: Bytes per vector register of the emitted code (AVX-512; LLVM splits it on narrower targets).
+_VECTOR_BYTES = 64
 
 
 @nb.njit(parallel=True, cache=True)
@@ -35,6 +64,226 @@ def hadamard_signs(seed: np.uint64, out: np.ndarray) -> None:
         bit = random_bits(_U64(seed), np.int64(j)) >> _U64(63)
         out[j] = 1.0 - 2.0 * np.float64(bit)
 
+
+# -- m == 1: butterflies in vector registers ----------------------------------------------------
+
+@functools.cache
+def _butterfly_kernel(levels: int, in_vector: bool) -> Any:
+    """A Numba intrinsic ``(src, si, dst, di, stride, signs, sj, pre, finish, post, scale)``.
+
+    It loads ``count`` vectors of ``w`` lanes (w = 64 bytes / itemsize) from ``src`` at element
+    offsets ``si + t * stride`` (t = 0 .. count - 1), multiplies them by ``signs`` at ``sj + t *
+    stride`` if ``pre``, applies ``levels`` butterfly levels, then (if ``finish``) multiplies by
+    ``scale`` and, if ``post``, by the signs, and stores them to ``dst`` at ``di + t * stride``.
+
+    ``in_vector``: the levels are the first ``levels`` of a segment of ``max(2**levels, w)``
+    consecutive elements (``stride`` is ignored, taken as w): strides 1, 2, ... inside each
+    vector, then strides w, 2w, ... between the vectors; ``count = max(2**levels // w, 1)``.
+    Otherwise ``count = 2**levels`` vectors at a runtime ``stride`` (a multiple of w), and the
+    levels run between them (strides ``stride, 2 * stride, ...``): a radix-``2**levels`` sweep.
+    """
+
+    @intrinsic
+    def butterflies(typingctx: Any, src: Any, si: Any, dst: Any, di: Any, stride: Any,
+                    signs: Any, sj: Any, pre: Any, finish: Any, post: Any, scale: Any) -> Any:
+        sig = types.void(src, si, dst, di, stride, signs, sj, pre, finish, post, scale)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            src_v, si_v, dst_v, di_v, stride_v, signs_v, sj_v, pre_v, finish_v, post_v, scale_v = args
+            arg_types = signature.args
+            dtype = arg_types[0].dtype
+            fty = context.get_value_type(dtype)
+            width = _VECTOR_BYTES // dtype.bitwidth * 8
+            vty = ir.VectorType(fty, width)
+            intp = context.get_value_type(types.intp)
+            align = dtype.bitwidth // 8
+
+            def as_intp(value: Any, ty: Any) -> Any:
+                return context.cast(builder, value, ty, types.intp)
+
+            si_i, di_i, sj_i = (as_intp(args[k], arg_types[k]) for k in (1, 3, 6))
+            if in_vector:
+                low = min(levels, width.bit_length() - 1)  # levels inside a vector
+                count = max((1 << levels) // width, 1)
+                stride_i = ir.Constant(intp, width)
+            else:
+                low = 0
+                count = 1 << levels
+                stride_i = as_intp(stride_v, arg_types[4])
+
+            def address(arr_v: Any, arr_ty: Any, start: Any, t: int) -> Any:
+                data = context.make_array(arr_ty)(context, builder, arr_v).data
+                offset = builder.add(start, builder.mul(stride_i, ir.Constant(intp, t)))
+                return builder.bitcast(builder.gep(data, [offset]), vty.as_pointer())
+
+            def load(arr_v: Any, arr_ty: Any, start: Any, t: int) -> Any:
+                return builder.load(address(arr_v, arr_ty, start, t), align=align)
+
+            v = [load(src_v, arg_types[0], si_i, t) for t in range(count)]
+            # load_signed: signs[j] * x[j] when pre
+            entry = builder.block
+            with builder.if_then(pre_v):
+                signed = [builder.fmul(load(signs_v, arg_types[5], sj_i, t), v[t])
+                          for t in range(count)]
+                signed_end = builder.block
+            for t in range(count):
+                phi = builder.phi(vty)
+                phi.add_incoming(v[t], entry)
+                phi.add_incoming(signed[t], signed_end)
+                v[t] = phi
+            # butterfly_in_vector: p = v[i ^ h]; lower lanes v + p (a + b), upper p - v (a - b)
+            lanes32 = ir.VectorType(ir.IntType(32), width)
+            for level in range(low):
+                h = 1 << level
+                partner = ir.Constant(lanes32, [i ^ h for i in range(width)])
+                upper = ir.Constant(ir.VectorType(ir.IntType(1), width),
+                                    [bool(i & h) for i in range(width)])
+                for t in range(count):
+                    p = builder.shuffle_vector(v[t], v[t], partner)
+                    v[t] = builder.select(upper, builder.fsub(p, v[t]), builder.fadd(v[t], p))
+            # butterfly_across_vectors: strides of whole vectors
+            for level in range(levels - low):
+                hv = 1 << level
+                for t in range(count):
+                    if t & hv == 0:
+                        a, b = v[t], v[t + hv]
+                        v[t] = builder.fadd(a, b)
+                        v[t + hv] = builder.fsub(a, b)
+            # store: scale * v, then signs[j] * (scale * v) when post; raw when not finish
+            with builder.if_else(finish_v) as (then, otherwise):
+                with then:
+                    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), scale_v,
+                                                   ir.Constant(ir.IntType(32), 0))
+                    splat = builder.shuffle_vector(splat, splat, ir.Constant(lanes32, [0] * width))
+                    scaled = [builder.fmul(splat, v[t]) for t in range(count)]
+                    with builder.if_else(post_v) as (signed_store, plain_store):
+                        with signed_store:
+                            for t in range(count):
+                                s = load(signs_v, arg_types[5], sj_i, t)
+                                builder.store(builder.fmul(s, scaled[t]),
+                                              address(dst_v, arg_types[2], di_i, t), align=align)
+                        with plain_store:
+                            for t in range(count):
+                                builder.store(scaled[t], address(dst_v, arg_types[2], di_i, t),
+                                              align=align)
+                with otherwise:
+                    for t in range(count):
+                        builder.store(v[t], address(dst_v, arg_types[2], di_i, t), align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return butterflies
+
+
+_segment_0, _segment_1, _segment_2, _segment_3, _segment_4, _segment_5, _segment_6, _segment_7, \
+    _segment_8 = (_butterfly_kernel(levels, True) for levels in range(SEGMENT_LOG2 + 1))
+_sweep_1, _sweep_2, _sweep_3 = (_butterfly_kernel(levels, False) for levels in (1, 2, 3))
+
+
+@nb.njit(inline="always", cache=True)
+def _segment(levels: int, src: np.ndarray, si: int, dst: np.ndarray, di: int, signs: np.ndarray,
+             sj: int, pre: bool, finish: bool, post: bool, scale: np.floating) -> None:
+    """The first ``levels`` levels (<= SEGMENT_LOG2) on ``max(2**levels, w)`` elements at si."""
+    if levels == 0:
+        _segment_0(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 1:
+        _segment_1(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 2:
+        _segment_2(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 3:
+        _segment_3(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 4:
+        _segment_4(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 5:
+        _segment_5(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 6:
+        _segment_6(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    elif levels == 7:
+        _segment_7(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+    else:
+        _segment_8(src, si, dst, di, 0, signs, sj, pre, finish, post, scale)
+
+
+@nb.njit(inline="always", cache=True)
+def _sweep(buf: np.ndarray, base: int, n: int, h: int, levels: int, width: int,
+           signs: np.ndarray, finish: bool, post: bool, scale: np.floating) -> None:
+    """Levels of strides ``h, 2h, ...`` (``levels`` of them, 1 to 3) over ``buf[base:base + n]``,
+    in place, ``width`` elements at a time (h is a multiple of width)."""
+    span = h << levels
+    for b0 in range(0, n, span):
+        for i in range(b0, b0 + h, width):
+            if levels == 3:
+                _sweep_3(buf, base + i, buf, base + i, h, signs, i, False, finish, post, scale)
+            elif levels == 2:
+                _sweep_2(buf, base + i, buf, base + i, h, signs, i, False, finish, post, scale)
+            else:
+                _sweep_1(buf, base + i, buf, base + i, h, signs, i, False, finish, post, scale)
+
+
+@nb.njit(cache=True)
+def _log2(n: int) -> int:
+    k = 0
+    while (1 << k) < n:
+        k += 1
+    return k
+
+
+@nb.njit(parallel=True, cache=True)
+def _fwht_pow2(x: np.ndarray, signs: np.ndarray, signs_first: bool, scale: np.floating,
+               out: np.ndarray) -> None:
+    """:func:`fwht` for rows of ``n = 2**k`` (natural layout, butterflies in registers)."""
+    rows, n = x.shape
+    width = _VECTOR_BYTES // x.itemsize
+    src = x.reshape(rows * n)
+    dst = out.reshape(rows * n)
+    has_signs = signs.shape[0] == n
+    pre = has_signs and signs_first
+    post = has_signs and not signs_first
+    log_n = _log2(n)
+    levels = min(log_n, _log2(_SEGMENT_VECTORS * width))
+    size = max(1 << levels, width)  # elements per segment (several rows when n < width)
+    if n < width:  # signs tiled over a vector of width // n rows
+        tiled = np.empty(width if has_signs else 0, dtype=x.dtype)
+        for e in range(tiled.shape[0]):
+            tiled[e] = signs[e % n]
+    else:
+        tiled = signs
+    if n <= size:
+        groups = rows * n // size
+        for g in nb.prange(groups):
+            _segment(levels, src, g * size, dst, g * size, tiled, 0, pre, True, post, scale)
+        # the last rows when n < width and rows * n is no multiple of width: scalar code
+        for r in range(groups * size // n, rows):
+            for j in range(n):
+                out[r, j] = signs[j] * x[r, j] if pre else x[r, j]
+            h = 1
+            while h < n:
+                for b0 in range(0, n, 2 * h):
+                    for i in range(b0, b0 + h):
+                        a0 = out[r, i]
+                        a1 = out[r, i + h]
+                        out[r, i] = a0 + a1
+                        out[r, i + h] = a0 - a1
+                h *= 2
+            for j in range(n):
+                out[r, j] = signs[j] * (scale * out[r, j]) if post else scale * out[r, j]
+        return
+    for r in nb.prange(rows):
+        # cache-blocked along the row: segments, then radix-8 sweeps of the longer strides
+        base = r * n
+        for s0 in range(0, n, size):
+            _segment(levels, src, base + s0, dst, base + s0, signs, s0, pre, False, post, scale)
+        h = size
+        left = log_n - levels
+        while left > 0:
+            step = min(left, 3) if left != 4 else 2  # 4 levels: 2 + 2, not 3 + 1
+            _sweep(dst, base, n, h, step, width, signs, left == step, post, scale)
+            h <<= step
+            left -= step
+
+
+# -- m > 1: lanes across rows -------------------------------------------------------------------
 
 @nb.njit(inline="always", cache=True)
 def _butterflies(buf: np.ndarray, tmp: np.ndarray, core: np.ndarray, lanes: int) -> None:
@@ -84,16 +333,9 @@ def _butterflies(buf: np.ndarray, tmp: np.ndarray, core: np.ndarray, lanes: int)
 
 
 @nb.njit(parallel=True, cache=True)
-def fwht(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first: bool,
-         scale: np.floating, out: np.ndarray) -> None:
-    """``out[i] = scale * (H_{2**k} ⊗ core) @ (signs * x[i])`` for every row ``i`` of ``x [rows, n]``.
-
-    ``signs`` has length ``n`` or 0 (no signs).  With ``signs_first`` False the signs multiply
-    the transformed row instead: ``out[i] = signs * (scale * (H ⊗ core) @ x[i])``.
-    ``x`` and ``out`` are C-contiguous with the same shape and float dtype (they may be the
-    same array); ``core [m, m]``, ``signs`` and ``scale`` have that dtype too, ``n % m == 0``
-    and ``n // m`` is a power of two.
-    """
+def _fwht_lanes(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first: bool,
+                scale: np.floating, out: np.ndarray) -> None:
+    """:func:`fwht` with SIMD lanes across rows (any core; used for ``m > 1``)."""
     rows, n = x.shape
     m = core.shape[0]
     lanes = _LANES if n <= 1024 else 8  # long rows: keep the scratch block within L2
@@ -126,3 +368,20 @@ def fwht(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first: bool,
                 for r in range(nr):
                     for j in range(n):
                         out[r0 + r, j] = scale * buf[j, r]
+
+
+@nb.njit(cache=True)
+def fwht(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first: bool,
+         scale: np.floating, out: np.ndarray) -> None:
+    """``out[i] = scale * (H_{2**k} ⊗ core) @ (signs * x[i])`` for every row ``i`` of ``x [rows, n]``.
+
+    ``signs`` has length ``n`` or 0 (no signs).  With ``signs_first`` False the signs multiply
+    the transformed row instead: ``out[i] = signs * (scale * (H ⊗ core) @ x[i])``.
+    ``x`` and ``out`` are C-contiguous with the same shape and float dtype (they may be the
+    same array); ``core [m, m]``, ``signs`` and ``scale`` have that dtype too, ``n % m == 0``
+    and ``n // m`` is a power of two.
+    """
+    if core.shape[0] == 1:
+        _fwht_pow2(x, signs, signs_first, scale, out)
+    else:
+        _fwht_lanes(x, core, signs, signs_first, scale, out)
