@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.cpu.scalar import NEAREST_EVEN, STOCHASTIC
 from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid, suffix
+from lowbit.rounding.modes import RoundMode
+
+NEAREST_EVEN, STOCHASTIC = int(RoundMode.nearest_even), int(RoundMode.stochastic)
 
 #: Most levels of a table (uint8 codes; codebook.cu LOWBIT_MAX_LEVELS).
 MAX_LEVELS = 256
