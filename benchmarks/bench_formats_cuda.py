@@ -19,6 +19,8 @@ import sys
 from cuda_common import device_copy_bandwidth, event_time, gpu_available, gpu_row
 
 import lowbit
+import lowbit.blockfmt
+import lowbit.codec
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -74,10 +76,40 @@ def run(quick: bool = False) -> list[dict]:
     x2 = x.reshape(-1, 4096)
     for scheme, bits, block, extra in (("mxfp4", 4, 32, 0), ("mxfp8", 8, 32, 0), ("nvfp4", 4, 16, 0)):
         traffic = 2 * n + n * bits // 8 + n // block
-        add(f"lowbit.quantize {scheme} (absmax + scales + encode + pack)",
+        add(f"lowbit.quantize {scheme} (front: {'finite_block_amax + ' if scheme == 'nvfp4' else ''}block_quantize)",
             lambda s=scheme: lowbit.quantize(x2, scheme=s), traffic + extra)
     add("lowbit.quantize mxfp4 stochastic", lambda: lowbit.quantize(x2, scheme="mxfp4", rounding="stochastic", seed=3),
         2 * n + n // 2 + n // 32)
+    # the fused kernels alone (one pass: load, block amax, scale, encode, pack), beside the front rows;
+    # the old multi-pass composition they replace, same process: block_absmax + minifloat_encode + pack_codes
+    from lowbit.formats import BLOCK_FORMATS
+    from lowbit.validate import NOT_FIXED
+
+    nvfp4_tensor = float(lowbit.quantize(x2[:64], scheme="nvfp4").fields["tensor_scale"][0])
+    for scheme, mode in (("mxfp4", 0), ("mxfp8", 0), ("nvfp4", 0), ("mxfp4", 6)):
+        fmt = BLOCK_FORMATS[scheme]
+        bits, block = fmt.element.bits, fmt.block_size
+        packed, scales = cp.empty(n * bits // 8, cp.uint8), cp.empty(n // block, cp.uint8)
+        tensor = nvfp4_tensor if fmt.tensor_scale else 0.0
+        fused = functools.partial(cuda.block_quantize, x, 4096, block, fmt.element.spec, NOT_FIXED, fmt.element.emax,
+                                  spec, tensor, mode, np.uint64(3), 0, 16, packed, scales)
+        label = "stochastic " if mode else ""
+        add(f"{scheme} {label}block_quantize (fused kernel, one pass)", fused, 2 * n + n * bits // 8 + n // block)
+
+        def multi_pass(fmt=fmt, mode=mode, bits=bits, block=block, packed=packed):
+            amax = cp.empty(n // block, cp.float64)
+            cuda.block_absmax(x, block, amax)
+            scale64 = lowbit.blockfmt.e8m0_scales(amax, fmt.element.emax)[1] if not fmt.tensor_scale else amax
+            q = cp.empty(n, cp.uint8)
+            cuda.minifloat_encode(x, block, scale64, fmt.element.spec, 0, mode, np.uint64(3), 0, 16, q, none)
+            if bits < 8:
+                cuda.pack_codes(q, bits, packed)
+
+        if not fmt.tensor_scale:  # (NVFP4's old composition also encoded its e4m3 scales: not rebuilt here)
+            add(f"{scheme} {label}block_absmax + scales + minifloat_encode + pack_codes (old multi-pass kernels)",
+                multi_pass, 2 * n + n * bits // 8 + n // block)
+    add("nvfp4 finite_block_amax (the tensor amax pass, kernel)",
+        functools.partial(cuda.finite_block_amax, x, 4096, 16, cp.empty(1, cp.float64)), 2 * n)
     add("block_absmax, blocks of 32 (kernel)",
         functools.partial(cuda.block_absmax, x, 32, cp.empty(n // 32, cp.float64)), 2 * n + n // 4)
     # decoding
@@ -89,6 +121,10 @@ def run(quick: bool = False) -> list[dict]:
     add("fp8_e4m3 dequantize (front)", q8.dequantize, 3 * n)
     q4 = lowbit.quantize(x2, scheme="mxfp4")
     add("mxfp4 dequantize (front)", q4.dequantize, n // 2 + n // 32 + 2 * n)
+    table4 = cp.asarray(lowbit.codec.decode_values(BLOCK_FORMATS["mxfp4"].element))
+    add("mxfp4 block_dequantize -> float16 (fused kernel)",
+        functools.partial(cuda.block_dequantize, q4.codes, q4.fields["scale"], 4096, 32, 4, table4, spec, 0.0, out),
+        n // 2 + n // 32 + 2 * n)
     # first-order diffusion along rows of (65536, 4096) float16
     rows_x = x.reshape(-1, 4096)
     dout = cp.empty_like(rows_x)

@@ -13,6 +13,11 @@ MXINT8 elements are int8 with an implicit 2**-6 (FixedPoint Q1.6), clamped to -1
 NVFP4: one float32 tensor scale t = amax(x) / (6 * 448) (1 when amax = 0); per 16-element
 block the e4m3 scale c = e4m3(amax_block / 6 / t) (nearest-even, saturating); elements are
 x / (c * t) rounded to fp4 e2m1 (saturating).  Decoding: e2m1 * c * t.
+
+Kernels: one pass per block on every backend, ``block_quantize`` (amax, scale, element codes,
+packing) and ``block_dequantize`` (lowbit/cpu/blockcodec.py, lowbit/cuda/blockcodec.cu); NVFP4
+reduces its tensor amax first (``finite_block_amax``, one read of x) unless ``tensor_amax`` is
+given.  The padding is never materialized: the kernels read rows of the axis' length.
 """
 
 from __future__ import annotations
@@ -22,8 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, Origin, axis_back, axis_last, backend, kernel_input, xp_of
-from lowbit.codec import decode, encode, raise_on_counts
+from lowbit.arrays import (
+    Array,
+    Origin,
+    axis_back,
+    axis_last,
+    backend,
+    decode_output_dtype,
+    kernel_input,
+    to_dtype,
+    xp_of,
+)
+from lowbit.codec import decode_values
 from lowbit.formats import (
     BLOCK_FORMATS,
     E8M0_BIAS,
@@ -35,7 +50,7 @@ from lowbit.formats import (
 from lowbit.quantized import QuantizedArray
 from lowbit.rounding.modes import mode_code
 from lowbit.schema import BlockMeta
-from lowbit.validate import check_axis, check_rbits, check_seed
+from lowbit.validate import NOT_FIXED, check_axis, check_rbits, check_seed
 
 #: NVFP4's tensor-scale denominator: fp4 e2m1 max times fp8 e4m3 max.
 NVFP4_RANGE = 6.0 * 448.0
@@ -85,25 +100,29 @@ class BlockScheme:
         if tensor_amax is not None and not (isinstance(tensor_amax, (int, float, np.floating))
                                             and 0 <= tensor_amax < math.inf):
             raise ValueError(f"tensor_amax must be a finite number >= 0, got {tensor_amax!r}")
-        x, amax, shape, ax, padded = self._blocks(arr, origin, axis)
+        x, shape, ax, length = self._rows(arr, origin, axis)
         xp = xp_of(x)
+        bs = fmt.block_size
+        padded = -(-length // bs) * bs
+        n_blocks = (x.size // length if length else 0) * (padded // bs)
         fields: dict[str, Array] = {}
-        if fmt.scale == "e8m0":
-            fields["scale"], scale64 = e8m0_scales(amax, elem.emax)
-        else:
-            top = self._finite_max(amax) if tensor_amax is None else float(tensor_amax)
-            tensor = np.float32(top / NVFP4_RANGE)
-            if not tensor > 0:  # all zeros (or amax so small that the tensor scale underflows)
-                tensor = np.float32(1.0)
-            fields["tensor_scale"] = xp.asarray([tensor], xp.float32)
-            fields["scale"], scale64 = self._e4m3_scales(amax / 6.0 / float(tensor), float(tensor))
-        qmin = -127 if isinstance(elem, FixedPoint) else None
-        packed, n_invalid, n_over = encode(x, elem, fmt.block_size, scale64, mode=mode,
-                                           seed=seed or 0, first_index=0, rbits=rbits, overflow=0,
-                                           qmin=qmin)
-        raise_on_counts(elem, n_invalid, n_over)
+        tensor = 0.0  # the kernels' "E8M0 scales"
+        if fmt.tensor_scale:
+            top = self._finite_max(x, length) if tensor_amax is None else float(tensor_amax)
+            t32 = np.float32(top / NVFP4_RANGE)
+            if not t32 > 0:  # all zeros (or amax so small that the tensor scale underflows)
+                t32 = np.float32(1.0)
+            fields["tensor_scale"] = xp.asarray([t32], xp.float32)
+            tensor = float(t32)
+        packed = xp.empty(n_blocks * bs * elem.bits // 8, xp.uint8)
+        fields["scale"] = xp.empty(n_blocks, xp.uint8)
+        if n_blocks:
+            fixed = (elem.bits, elem.frac_bits, -127, elem.code_max) if isinstance(elem, FixedPoint) else NOT_FIXED
+            spec = FP8_E4M3.spec if isinstance(elem, FixedPoint) else elem.spec  # (unused for fixed point)
+            backend(x).block_quantize(x, length, bs, spec, fixed, elem.emax, FP8_E4M3.spec, tensor, mode,
+                                      np.uint64(seed or 0), 0, rbits, packed, fields["scale"])
         meta = BlockMeta(scheme=self.name, shape=shape, dtype=origin.dtype, bits=elem.bits, axis=ax,
-                         block_size=fmt.block_size, padded_length=padded, rounding=rounding,
+                         block_size=bs, padded_length=padded, rounding=rounding,
                          seed=seed, rbits=rbits).to_meta()
         return QuantizedArray(packed, fields, meta, origin)
 
@@ -111,17 +130,18 @@ class BlockScheme:
         """The largest max|x| over the blocks of ``arr`` that hold no NaN or Inf (0.0 if none):
         NVFP4's tensor scale is ``float32(tensor_amax / (6 * 448))``.  The tensor amax of a
         whole is the max of its parts' (block-aligned parts)."""
-        return self._finite_max(self._blocks(arr, origin, axis)[1])
+        x, _, _, length = self._rows(arr, origin, axis)
+        return self._finite_max(x, length)
 
-    @staticmethod
-    def _finite_max(amax: Array) -> float:
-        xp = xp_of(amax)
-        finite = amax[xp.isfinite(amax)]
-        return float(finite.max()) if finite.size else 0.0
+    def _finite_max(self, x: Array, length: int) -> float:
+        if not x.size:
+            return 0.0
+        out = xp_of(x).empty(1, np.float64)
+        backend(x).finite_block_amax(x, length, self.fmt.block_size, out)
+        return float(out[0])
 
-    def _blocks(self, arr: Array, origin: Origin, axis: Any) -> tuple[Array, Array, tuple[int, ...], int, int]:
-        """(flat padded x, per-block max|x| float64, shape, axis, padded length)."""
-        fmt = self.fmt
+    def _rows(self, arr: Array, origin: Origin, axis: Any) -> tuple[Array, tuple[int, ...], int, int]:
+        """(flat C-contiguous kernel input with the block axis last, shape, axis, its length)."""
         shape = tuple(int(s) for s in arr.shape)
         if axis is None:
             raise ValueError(f"{self.name} needs an axis to form blocks along; got axis=None")
@@ -129,26 +149,9 @@ class BlockScheme:
             raise ValueError(f"{self.name} needs x.ndim >= 1, got a 0-d array")
         check_axis(axis, len(shape))
         ax = int(axis) % len(shape)
-        xp = xp_of(arr)
         moved = axis_last(arr, ax)
-        length = moved.shape[-1]
-        padded = -(-length // fmt.block_size) * fmt.block_size
-        x2 = kernel_input(moved, origin.dtype).reshape(-1, length)
-        if padded != length:
-            x2 = xp.concatenate([x2, xp.zeros((x2.shape[0], padded - length), x2.dtype)], axis=1)
-        x = xp.ascontiguousarray(x2).reshape(-1)
-        amax = xp.empty(x.size // fmt.block_size, xp.float64)
-        backend(x).block_absmax(x, fmt.block_size, amax)
-        return x, amax, shape, ax, padded
-
-    @staticmethod
-    def _e4m3_scales(block_scale: Array, tensor: float) -> tuple[Array, Array]:
-        """e4m3 codes of the block scales (nearest-even, saturating; NaN stays NaN), and
-        their float64 values times the tensor scale."""
-        xp = xp_of(block_scale)
-        codes, _, _ = encode(xp.ascontiguousarray(block_scale), FP8_E4M3, block_scale.size,
-                             xp.ones(1, xp.float64), mode=0, seed=0, first_index=0, rbits=16, overflow=0)
-        return codes, xp.asarray(FP8_E4M3.decode_table())[codes] * tensor
+        x = kernel_input(moved, origin.dtype).reshape(-1)
+        return x, shape, ax, int(moved.shape[-1])
 
     def block_scales(self, q: QuantizedArray) -> Array:
         """float64 scale of every block of ``q`` (NaN for NaN blocks)."""
@@ -163,12 +166,15 @@ class BlockScheme:
         shape = tuple(m["shape"])
         xp = xp_of(q.codes)
         length = shape[m["axis"]]
-        n_rows = math.prod(shape) // length if length else 0
-        padded = int(m["padded_length"])
-        flat = decode(q.codes, self.fmt.element, n_rows * padded, self.fmt.block_size,
-                      self.block_scales(q), q.origin.dtype)
-        rows = flat.reshape(n_rows, padded)[:, :length]
-        return axis_back(xp.ascontiguousarray(rows).reshape(-1), shape, m["axis"])
+        out = xp.empty(math.prod(shape), decode_output_dtype(q.codes, q.origin.dtype))
+        if out.size:
+            tensor = float(q.fields["tensor_scale"][0]) if self.fmt.tensor_scale else 0.0
+            table = xp.asarray(decode_values(self.fmt.element))
+            backend(q.codes).block_dequantize(q.codes, q.fields["scale"], length, self.fmt.block_size,
+                                              self.fmt.element.bits, table, FP8_E4M3.spec, tensor, out)
+        want = np.dtype(np.uint16) if q.origin.dtype == "bfloat16" else np.dtype(q.origin.dtype)
+        flat = out if out.dtype == want else to_dtype(out, q.origin.dtype)
+        return axis_back(flat, shape, m["axis"])
 
 
 mxfp8 = BlockScheme(BLOCK_FORMATS["mxfp8"])

@@ -103,3 +103,32 @@ def check_iterations(iterations: Any) -> int:
     if not 0 <= iterations <= MAX_ITERATIONS:
         raise ValueError(f"iterations must be in 0..{MAX_ITERATIONS} (MAX_ITERATIONS), got {iterations}")
     return int(iterations)
+
+
+#: The block kernels' ``fixed`` argument (bits, frac_bits, qmin, qmax) for a MiniFloat element.
+NOT_FIXED = (0, 0, 0, 0)
+
+
+def check_block_operands(n: int, length: int, block_size: int, bits: int, n_scales: int, n_packed: int,
+                         what: str = "x") -> int:
+    """Blocks of the block-format kernels (lowbit/cpu/blockcodec.py and its CUDA twin), the same
+    check on both: ``block_size`` a power of two 8 .. 256, ``n`` elements in whole rows of
+    ``length``, n_blocks = n_rows * ceil(length / block_size) scale codes and n_blocks *
+    block_size * bits / 8 packed bytes.  Returns n_blocks; ValueError otherwise."""
+    if not (8 <= block_size <= 256 and block_size & (block_size - 1) == 0):
+        raise ValueError(f"block_size must be a power of two from 8 to 256, got {block_size}")
+    if length <= 0 or n % length:
+        raise ValueError(f"{what} of {n} elements does not hold rows of length {length}")
+    n_blocks = n // length * -(-length // block_size)
+    if n_scales != n_blocks or n_packed != n_blocks * block_size * bits // 8:
+        raise ValueError(f"{n_blocks} blocks need {n_blocks} scales and {n_blocks * block_size * bits // 8} "
+                         f"packed bytes, got {n_scales} and {n_packed}")
+    return n_blocks
+
+
+def check_tensor_scale(tensor_scale: Any) -> float:
+    """0 (E8M0 block scales) or a finite positive float32 tensor scale (NVFP4)."""
+    t = float(tensor_scale)
+    if not (t == 0 or 0 < t < math.inf):
+        raise ValueError(f"tensor_scale must be 0 (E8M0 scales) or a finite positive number, got {tensor_scale!r}")
+    return t

@@ -66,7 +66,7 @@ GPU_NEEDS = {
     "lowbit.round": ("round_elementwise",),
     "kvarn": ("kvarn_encode", "kvarn_decode"),
     "fp8_e4m3": ("minifloat_encode", "decode_table", "block_absmax"),
-    "mxfp4": ("minifloat_encode", "decode_table", "block_absmax"),
+    "mxfp4": ("block_quantize", "block_dequantize", "finite_block_amax"),
     "kivi": ("rtn_quantize_groups", "rtn_encode", "rtn_decode", "group_range"),
     "quarot": ("rtn_quantize_groups", "rtn_encode", "rtn_decode", "group_range", "fwht", "hadamard_signs"),
     "fp8": ("minifloat_encode", "decode_table", "block_absmax"),  # the KV scheme

@@ -33,6 +33,7 @@ MODULES = {
     "rtn_decode_lanes": _LANE_BITS,
     "packing": [()],
     "codec": [()],
+    "blockcodec": [()],
     "rounding": [()],
     "diffusion": [()],
     "kvarn": [_kvarn_defines()],

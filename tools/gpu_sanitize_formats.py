@@ -1,7 +1,7 @@
 """Small runs of every CUDA format / rounding / diffusion kernel for compute-sanitizer.
 
 Each kernel variant once on a few odd sizes (partial units, unaligned views, every input dtype,
-block scales, status arrays), each checked against the CPU twin:
+block scales, status arrays, the fused block kernels), each checked against the CPU twin:
   compute-sanitizer --tool memcheck python tools/gpu_sanitize_formats.py
 """
 
@@ -87,6 +87,17 @@ def main() -> None:
     for scheme in ("mxfp4", "nvfp4", "mxint8", "fp6_e2m3"):
         y = rng.standard_normal((3, 50)).astype(np.float32)
         check(lowbit.quantize(cp.asarray(y), scheme=scheme).codes, lowbit.quantize(y, scheme=scheme).codes, scheme)
+    # the fused block kernels: partial last blocks (length 50), unaligned inputs, every dtype
+    for scheme in ("mxfp4", "mxfp8", "nvfp4", "mxint8", "mxfp6"):
+        for dtype in ("float16", "float32", "float64"):
+            y = (rng.standard_normal((3, 51)) * 5).astype(dtype)
+            yc = y[:, 1:]
+            yg = cp.asarray(y)[:, 1:]
+            qg = lowbit.quantize(yg, scheme=scheme, rounding="stochastic", seed=2)
+            qc = lowbit.quantize(yc, scheme=scheme, rounding="stochastic", seed=2)
+            check(qg.codes, qc.codes, f"block_quantize {scheme} {dtype}")
+            check(qg.fields["scale"], qc.fields["scale"], f"block scales {scheme} {dtype}")
+            check(qg.dequantize(), qc.dequantize(), f"block_dequantize {scheme} {dtype}")
     cp.cuda.Device().synchronize()
     print("gpu_sanitize_formats: all kernels ran and matched the CPU")
 

@@ -5,6 +5,7 @@ listed in ``lowbit.cuda.KNOWN_GAPS``; ``tests/test_backends.py`` checks it.
 """
 
 from lowbit.cpu.balance import balance_tiles
+from lowbit.cpu.blockcodec import block_dequantize, block_quantize, finite_block_amax
 from lowbit.cpu.codebook import block_norm, codebook_encode
 from lowbit.cpu.codec import (
     block_absmax,
@@ -33,6 +34,9 @@ KERNELS = (
     "fwht",
     "hadamard_signs",
     "block_absmax",
+    "block_dequantize",
+    "block_quantize",
+    "finite_block_amax",
     "block_norm",
     "codebook_encode",
     "decode_table",

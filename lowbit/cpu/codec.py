@@ -35,7 +35,16 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from lowbit.cpu.packing import get_code, load_unit, unit_bytes
-from lowbit.cpu.scalar import DOWN, ODD, TOWARD_ZERO, UP, round_grid
+from lowbit.cpu.scalar import (
+    DOWN,
+    NEAREST_AWAY,
+    NEAREST_EVEN,
+    ODD,
+    TOWARD_ZERO,
+    UP,
+    random_bits,
+    round_grid,
+)
 
 _U64 = nb.uint64
 
@@ -62,6 +71,21 @@ def bits_f64(typingctx, b):  # type: ignore[no-untyped-def]
         return builder.bitcast(args[0], ir.DoubleType())
 
     return types.float64(types.int64), codegen
+
+
+@intrinsic
+def float32_bits(typingctx, x):  # type: ignore[no-untyped-def]
+    """The IEEE 754 bits of a float32 as int64 (CUDA: __float_as_uint); -1 for a float64, whose
+    callers then take the float64 path."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        if signature.args[0].bitwidth == 32:
+            return builder.zext(builder.bitcast(args[0], ir.IntType(32)), ir.IntType(64))
+        return ir.Constant(ir.IntType(64), -1)
+
+    return types.int64(x), codegen
 
 
 @nb.njit(inline="always", cache=True)
@@ -114,6 +138,64 @@ def minifloat_encode_one(x: float, spec: Spec, overflow: int, mode: int, seed: n
             return sign | _U64(code_of_inf), 0, 0
         return sign | _U64(code_of_nan), 0, 0
     return sign | _U64(code_of_max), 0, (1 if overflow == ERROR else 0)
+
+
+@nb.njit(inline="always", cache=True)
+def minifloat_encode_bits(b: np.int64, shift: int, spec: Spec, mode: int, seed: np.uint64,
+                          index: np.int64, rbits: int) -> np.uint64:
+    """The code of v = x * 2**-shift in the format ``spec``, saturating, for a normal float32 x
+    given by its bits ``b`` (exponent field 1..254), any ``shift``: the same code as
+    ``minifloat_encode_one(v, spec, SATURATE, mode, ...)``, in integer arithmetic only.
+
+    v's binade is E = field - 127 - shift, exactly; the grid exponent e = clip(E, emin,
+    emax + 1), and v in grid units is sig * 2**-sh (sig the 24-bit significand, sh = 23 -
+    man_bits + e - min(E, emax + 1) >= 1 for man_bits <= 22): k = sig >> sh is floor(|v|), the
+    remainder r = sig mod 2**sh its fraction, which ``mode`` rounds as round_grid does
+    (stochastic: the threshold rint(frac * 2**rbits) from r exactly).  A shift beyond 25 leaves
+    k = 0 and the same decisions as 25 for the deterministic modes.  Rounding past the binade
+    carries into the exponent field, and the code is monotone in the value, so overflow is
+    ``mag > code_of_max`` (saturated to it).  Twin: minifloat_encode_bits in codec.cuh.
+    """
+    bits, man_bits, emin, emax, _, code_of_max, _, _ = spec
+    neg = (b >> 31) & 1
+    big_e = ((b >> 23) & 0xFF) - 127 - shift
+    ec: int = min(big_e, emax + 1)  # type: ignore[assignment]
+    e: int = max(ec, emin)
+    sh = 23 - man_bits + e - ec
+    shc = min(sh, 25)
+    sig = (b & 0x7FFFFF) | 0x800000
+    k = sig >> shc
+    r = sig & ((np.int64(1) << shc) - 1)
+    half = np.int64(1) << (shc - 1)
+    if mode == NEAREST_EVEN:
+        up = r > half or (r == half and (k & 1) == 1)
+    elif mode == NEAREST_AWAY:
+        up = r >= half
+    elif mode == TOWARD_ZERO:
+        up = False
+    elif mode == UP:
+        up = r != 0 and neg == 0
+    elif mode == DOWN:
+        up = r != 0 and neg == 1
+    elif mode == ODD:
+        up = r != 0 and (k & 1) == 0
+    else:  # STOCHASTIC: threshold = rint(r * 2**(rbits - sh)), nearest even
+        d = sh - rbits
+        if d <= 0:
+            thr = r << (-d)
+        elif d >= 26:
+            thr = np.int64(0)
+        else:
+            thr = r >> d
+            rem = r & ((np.int64(1) << d) - 1)
+            hd = np.int64(1) << (d - 1)
+            if rem > hd or (rem == hd and (thr & 1) == 1):
+                thr += 1
+        u = np.int64(random_bits(seed, index) >> _U64(64 - rbits))
+        up = u < thr
+    mag = ((e - emin) << man_bits) + k + np.int64(up)
+    mag = min(mag, np.int64(code_of_max))
+    return _U64((neg << (bits - 1)) | mag)
 
 
 @nb.njit(inline="always", cache=True)

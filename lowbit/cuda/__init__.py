@@ -7,6 +7,7 @@ lazily, inside the wrappers, so this table can be inspected without a GPU.
 
 from lowbit.cuda.balance import balance_tiles
 from lowbit.cuda.codebook import block_norm, codebook_encode
+from lowbit.cuda.blockcodec import block_dequantize, block_quantize, finite_block_amax
 from lowbit.cuda.codec import (
     block_absmax,
     decode_table,
@@ -34,9 +35,12 @@ KERNELS: tuple[str, ...] = (
     "block_absmax",
     "block_norm",
     "codebook_encode",
+    "block_dequantize",
+    "block_quantize",
     "decode_table",
     "diffuse_2d",
     "diffuse_rows",
+    "finite_block_amax",
     "fixed_encode",
     "minifloat_decode",
     "minifloat_encode",
@@ -65,6 +69,12 @@ AGREEMENT: dict[str, str] = {
                   "the sum in element order, one thread per block) - tests/test_gpu_codebook.py",
     "codebook_encode": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 "
                        "comparisons; one counter-based generator) - tests/test_gpu_codebook.py",
+    "block_dequantize": "CUDA twin, not yet run on a GPU: written bit-identical (one float64 product, rounded "
+                        "once to the output dtype) - tests/test_blockcodec.py",
+    "block_quantize": "CUDA twin, not yet run on a GPU: written bit-identical (one pass per block; one codec, "
+                      "lowbit/cuda/codec.cuh; one counter-based generator) - tests/test_blockcodec.py",
+    "finite_block_amax": "CUDA twin, not yet run on a GPU: written bit-identical (max is exact in any order) - "
+                         "tests/test_blockcodec.py",
     "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
                     "tests/test_formats_backends.py",
     "diffuse_2d": "bit-identical (one thread per image, the CPU's visiting and summation order) - "

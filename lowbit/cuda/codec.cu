@@ -36,14 +36,7 @@ __device__ __forceinline__ long long block_index(long long i, const Blocks& b) {
     return b.shift >= 0 ? i >> b.shift : block_of(i, b.size, b.inv);
 }
 
-// 8 consecutive elements (a "unit") with the widest aligned vector accesses: 16 bytes of
-// float16 / bfloat16, 32 of float32, 64 of float64 (whole uint4s); 8 codes of C in one store.
-template <typename T>
-union Unit8 {
-    static constexpr int NQ = (8 * (int)sizeof(T) + 15) / 16;
-    uint4 q[NQ];
-    T t[8];
-};
+// Unit8<T> (8 inputs, vector accesses) is in codec.cuh; 8 codes of C in one store:
 template <typename C>
 union Codes8 {
     C c[8];

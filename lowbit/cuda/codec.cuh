@@ -148,6 +148,56 @@ __device__ __forceinline__ bool minifloat_encode_f32(float v, const MiniSpec& s,
     return true;
 }
 
+// ---- the integer path: minifloat_encode_one's saturating code of v = x * 2^-shift -----------
+// For a normal float32 x given by its bits b (exponent field 1..254), any shift, man_bits <= 22
+// and bits <= 16: v's binade E = field - 127 - shift is exact, the grid exponent
+// e = clip(E, emin, emax + 1), and v in grid units is sig * 2^-sh with sh = 23 - man_bits + e -
+// min(E, emax + 1) >= 1: k = sig >> sh = floor(|v|), r = sig mod 2^sh its fraction, rounded by
+// MODE as round_grid does (stochastic: rint(frac * 2^rbits) from r exactly; a shift beyond 25
+// leaves k = 0 and the deterministic decisions of 25).  Codes are monotone in the value and
+// rounding carries into the exponent field, so overflow is mag > code_of_max (saturated).
+// Twin of lowbit.cpu.codec.minifloat_encode_bits; no float arithmetic (no -ftz concerns).
+template <int MODE>
+__device__ __forceinline__ u32 minifloat_encode_bits(u32 b, int shift, const MiniSpec& s, u64 seed,
+                                                     long long index, int rbits) {
+    const u32 neg = b >> 31;
+    const int big_e = (int)((b >> 23) & 0xffu) - 127 - shift;
+    const int ec = min(big_e, s.emax + 1);
+    const int e = max(ec, s.emin);
+    const int sh = 23 - s.man_bits + e - ec;
+    const int shc = min(sh, 25);
+    const u32 sig = (b & 0x7fffffu) | 0x800000u;
+    const u32 k = sig >> shc;
+    const u32 r = sig & ((1u << shc) - 1u);
+    const u32 half = 1u << (shc - 1);
+    bool up;
+    if (MODE == LOWBIT_NEAREST_EVEN) up = r > half || (r == half && (k & 1u));
+    else if (MODE == LOWBIT_NEAREST_AWAY) up = r >= half;
+    else if (MODE == LOWBIT_TOWARD_ZERO) up = false;
+    else if (MODE == LOWBIT_UP) up = r != 0u && neg == 0u;
+    else if (MODE == LOWBIT_DOWN) up = r != 0u && neg == 1u;
+    else if (MODE == LOWBIT_ODD) up = r != 0u && (k & 1u) == 0u;
+    else {  // stochastic: threshold = rint(r * 2^(rbits - sh)), nearest even
+        const int d = sh - rbits;
+        u64 thr;
+        if (d <= 0) {
+            thr = (u64)r << (-d);
+        } else if (d >= 26) {
+            thr = 0ull;
+        } else {
+            thr = r >> d;
+            const u32 rem = r & ((1u << d) - 1u);
+            const u32 hd = 1u << (d - 1);
+            if (rem > hd || (rem == hd && (thr & 1ull))) thr += 1ull;
+        }
+        const u64 u = random_bits(seed, index) >> (64 - rbits);
+        up = u < thr;
+    }
+    u32 mag = ((u32)(e - s.emin) << s.man_bits) + k + (up ? 1u : 0u);
+    mag = min(mag, (u32)s.code_of_max);
+    return (neg << (s.bits - 1)) | mag;
+}
+
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
 __device__ __forceinline__ double minifloat_decode_one(u64 code, const MiniSpec& s) {
     const long long c = (long long)code;
@@ -176,6 +226,15 @@ __device__ __forceinline__ double minifloat_round(double v, const MiniSpec& s, i
     if (over) return copysign(LOWBIT_INF, v);
     return minifloat_decode_one(code, s);
 }
+
+// 8 consecutive elements (a "unit") with the widest aligned vector accesses: 16 bytes of
+// float16 / bfloat16, 32 of float32, 64 of float64 (whole uint4s).
+template <typename T>
+union Unit8 {
+    static constexpr int NQ = (8 * (int)sizeof(T) + 15) / 16;
+    uint4 q[NQ];
+    T t[8];
+};
 
 // The input as float64, exactly, NaN with its sign: the CPU widens NaN keeping its sign (and the
 // encoders keep the sign bit of NaN), while a float conversion on the device may not.

@@ -1,0 +1,292 @@
+// lowbit/cuda/blockcodec.cu -- the block formats (MX, NVFP4) in one pass: block_quantize,
+// block_dequantize, finite_block_amax.  Twins of lowbit/cpu/blockcodec.py (layout, scales and
+// element rules in its docstring); scalar codec in codec.cuh.
+//
+// One thread per unit of 8 elements (one 16-byte load of float16 / bfloat16, two of float32,
+// four of float64), block_size / 8 consecutive lanes per block (block_size a power of two,
+// 8 .. 256, checked by the wrapper).  Stages: load_unit_of -> block amax across the block's
+// lanes (integer max of |x|'s bits by warp shuffles: non-negative floats order as their bits,
+// and NaN / Inf lie above every finite value) -> block_scale -> element_code x 8 -> one
+// store_unit (bits bytes) per thread, the scale code by the block's first lane.
+// Input suffixes: _f16 (__half), _bf16 (bfloat16 bits), _f32, _f64.
+#include "codec.cuh"
+
+// |x| as an ordered integer key (float32 bits for 16/32-bit inputs, float64 bits for float64),
+// its float64 value, and whether it is NaN or Inf.
+template <typename T> struct AbsKey { typedef u32 type; };
+template <> struct AbsKey<double> { typedef u64 type; };
+__device__ __forceinline__ u32 abs_key(__half v) { return __float_as_uint(__half2float(v)) & 0x7fffffffu; }
+__device__ __forceinline__ u32 abs_key(u16 v) { return ((u32)v << 16) & 0x7fffffffu; }
+__device__ __forceinline__ u32 abs_key(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+__device__ __forceinline__ u64 abs_key(double v) { return (u64)__double_as_longlong(v) & 0x7fffffffffffffffull; }
+__device__ __forceinline__ bool key_bad(u32 k) { return k >= 0x7f800000u; }
+__device__ __forceinline__ bool key_bad(u64 k) { return k >= 0x7ff0000000000000ull; }
+__device__ __forceinline__ double key_value(u32 k) { return f32_to_f64(__uint_as_float(k)); }
+__device__ __forceinline__ double key_value(u64 k) { return __longlong_as_double((long long)k); }
+
+// Where unit u lies: its first element in x, how many of its 8 elements are real (0..8), and
+// its block.  `flat`: no padding (length % block_size == 0), so unit u is x[8u .. 8u + 8).
+struct UnitPos {
+    long long first, block;
+    int count, lane;  // lane: the unit's position in its block
+};
+__device__ __forceinline__ UnitPos unit_pos(long long u, long long length, int block_size, int unit_shift,
+                                            bool flat) {
+    UnitPos p;
+    p.block = u >> unit_shift;
+    p.lane = (int)(u & ((1 << unit_shift) - 1));
+    if (flat) {
+        p.first = u * 8;
+        p.count = 8;
+        return p;
+    }
+    const long long per_row = (length + block_size - 1) / block_size;
+    const long long row = p.block / per_row;
+    const long long j = (p.block - row * per_row) * block_size + p.lane * 8;  // position in the row
+    p.first = row * length + j;
+    p.count = (int)max(0ll, min(8ll, length - j));
+    return p;
+}
+
+// The unit's 8 inputs (zeros beyond count), one vector load where aligned.
+template <typename T>
+__device__ __forceinline__ void load_unit_of(const T* x, const UnitPos& p, bool vector, Unit8<T>& in) {
+    if (vector) {
+        const uint4* src = reinterpret_cast<const uint4*>(x + p.first);
+#pragma unroll
+        for (int q = 0; q < Unit8<T>::NQ; ++q) in.q[q] = src[q];
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) in.t[j] = j < p.count ? x[p.first + j] : T();
+}
+
+// max of a key over the block's `lanes` consecutive lanes (a power of two <= 32), all lanes live.
+template <typename K>
+__device__ __forceinline__ K block_max(K key, int lanes) {
+    for (int o = 1; o < lanes; o <<= 1) key = max(key, (K)__shfl_xor_sync(0xffffffffu, key, o));
+    return key;
+}
+
+// (scale code, float64 scale, exponent of a power-of-two scale or -1024): lowbit.cpu.blockcodec.block_scale.
+struct BlockScale {
+    int code, shift;
+    double scale;
+};
+__device__ __forceinline__ BlockScale block_scale(double amax, int scale_emax, const MiniSpec& ss,
+                                                  double tensor_scale) {
+    BlockScale r;
+    if (tensor_scale == 0.0) {
+        if (amax != amax) {
+            r.code = 0xff; r.scale = LOWBIT_NAN; r.shift = -1024;
+            return r;
+        }
+        long long s = -127;
+        if (amax > 0.0) {
+            const long long e = (__double_as_longlong(amax) >> 52) - 1023ll;  // floor(log2 amax)
+            s = min(max(e - (long long)scale_emax, -127ll), 127ll);
+        }
+        r.code = (int)(s + 127); r.scale = pow2(s); r.shift = (int)s;
+        return r;
+    }
+    int invalid, over;
+    const u64 c = minifloat_encode_one(amax / 6.0 / tensor_scale, ss, LOWBIT_SATURATE, LOWBIT_NEAREST_EVEN, 0ull,
+                                       0ll, 16, invalid, over);
+    r.code = (int)c; r.scale = minifloat_decode_one(c, ss) * tensor_scale; r.shift = -1024;
+    return r;
+}
+
+struct FixedSpec {
+    int bits, frac_bits;
+    long long qmin, qmax;
+};
+
+// The code of x / scale in the element format: lowbit.cpu.blockcodec.element_code.
+template <typename T, int MODE>
+__device__ __forceinline__ u32 element_code(T raw, const BlockScale& bsc, bool fast, const MiniSpec& s,
+                                            const FixedSpec& f, int mode, u64 seed, long long index, int rbits) {
+    int invalid, over;
+    if (f.bits > 0) {
+        const double sc = bsc.scale;
+        const double xi = (sc != 0.0 && isfinite(sc)) ? codec_f64(raw) / sc : 0.0;
+        return (u32)fixed_encode_one(xi, f.bits, f.frac_bits, f.qmin, f.qmax, LOWBIT_SATURATE, mode, seed, index,
+                                     rbits, invalid, over);
+    }
+    if (sizeof(T) <= 4 && fast) {
+        const u32 b = __float_as_uint(codec_f32(raw));
+        if ((b & 0x7fffffffu) == 0u) return (b >> 31) << (s.bits - 1);  // +-0
+        const u32 field = (b >> 23) & 0xffu;
+        if (field != 255u && field != 0u) return minifloat_encode_bits<MODE>(b, bsc.shift, s, seed, index, rbits);
+    }
+    return (u32)minifloat_encode_one(scaled(codec_f64(raw), bsc.scale), s, LOWBIT_SATURATE, mode, seed, index,
+                                     rbits, invalid, over);
+}
+
+template <typename T, int MODE>
+__device__ void block_quantize_loop(const T* x, long long n, long long length, int block_size, const MiniSpec& s,
+                                    const FixedSpec& f, int scale_emax, const MiniSpec& ss, double tensor_scale,
+                                    int mode, u64 seed, long long offset, int rbits, u8* packed, u8* scales,
+                                    long long n_blocks) {
+    typedef typename AbsKey<T>::type K;
+    const int lanes = block_size / 8;
+    const int unit_shift = __ffs(lanes) - 1;
+    const int bits = f.bits > 0 ? f.bits : s.bits;
+    const bool flat = length % block_size == 0;
+    const bool vector = flat && (unsigned long long)x % 16 == 0;
+    const bool fast_format = f.bits == 0 && s.man_bits <= 22 && s.bits <= 16;
+    const long long n_units = n_blocks * lanes;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    // uniform trip count over the warp (the shuffles need every lane); a block's lanes share a warp
+    for (long long u0 = (long long)blockIdx.x * blockDim.x + (threadIdx.x & ~31); u0 < n_units; u0 += stride) {
+        const long long u = u0 + (threadIdx.x & 31);
+        const bool live = u < n_units;
+        const UnitPos p = unit_pos(live ? u : 0, length, block_size, unit_shift, flat);
+        Unit8<T> in;
+        K key = 0;
+        if (live) {
+            load_unit_of<T>(x, p, vector, in);
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                if (j < p.count) key = max(key, abs_key(in.t[j]));
+        }
+        key = block_max<K>(key, lanes);
+        if (!live) continue;
+        const BlockScale bsc = block_scale(key_bad(key) ? LOWBIT_NAN : key_value(key), scale_emax, ss, tensor_scale);
+        const bool fast = fast_format && bsc.shift != -1024;
+        const long long index = offset + u * 8;  // the padded stream: unit u is elements 8u .. 8u + 7
+        u64 acc = 0;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+            if (j < p.count)
+                acc |= (u64)element_code<T, MODE>(in.t[j], bsc, fast, s, f, mode, seed, index + j, rbits) << (j * bits);
+        store_unit(packed, u, bits, bits, acc);
+        if (p.lane == 0) scales[p.block] = (u8)bsc.code;
+    }
+}
+
+// The mode becomes a compile-time constant of the integer path.
+template <typename T>
+__device__ void block_quantize_impl(const T* x, long long n, long long length, int block_size, MiniSpec s,
+                                    FixedSpec f, int scale_emax, MiniSpec ss, double tensor_scale, int mode,
+                                    u64 seed, long long offset, int rbits, u8* packed, u8* scales,
+                                    long long n_blocks) {
+#define LOWBIT_BLOCK_LOOP(M)                                                                                  \
+    block_quantize_loop<T, M>(x, n, length, block_size, s, f, scale_emax, ss, tensor_scale, mode, seed, offset, \
+                              rbits, packed, scales, n_blocks)
+    switch (mode) {
+        case LOWBIT_NEAREST_EVEN: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_EVEN); return;
+        case LOWBIT_NEAREST_AWAY: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_AWAY); return;
+        case LOWBIT_TOWARD_ZERO: LOWBIT_BLOCK_LOOP(LOWBIT_TOWARD_ZERO); return;
+        case LOWBIT_UP: LOWBIT_BLOCK_LOOP(LOWBIT_UP); return;
+        case LOWBIT_DOWN: LOWBIT_BLOCK_LOOP(LOWBIT_DOWN); return;
+        case LOWBIT_ODD: LOWBIT_BLOCK_LOOP(LOWBIT_ODD); return;
+        default: LOWBIT_BLOCK_LOOP(LOWBIT_STOCHASTIC); return;
+    }
+#undef LOWBIT_BLOCK_LOOP
+}
+
+// out (rows of length, padding dropped) = table[code] * scale (float64 product, rounded once to
+// out's type); a thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the
+// 8 outputs in one vector store where aligned and unpadded.
+template <typename T>
+__device__ void block_dequantize_impl(const u8* packed, const u8* scales, long long length, int block_size,
+                                      int bits, const double* table, MiniSpec ss, double tensor_scale, T* out,
+                                      long long n_blocks) {
+    __shared__ double tab[256];
+    for (int t = threadIdx.x; t < (1 << bits); t += blockDim.x) tab[t] = table[t];
+    __syncthreads();
+    const int lanes = block_size / 8;
+    const int unit_shift = __ffs(lanes) - 1;
+    const bool flat = length % block_size == 0;
+    const bool vector = flat && (unsigned long long)out % 16 == 0;
+    const u64 mask = (1ull << bits) - 1ull;
+    const long long n_units = n_blocks * lanes;
+    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < n_units;
+         u += (long long)gridDim.x * blockDim.x) {
+        const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
+        if (p.count == 0) continue;
+        const int code = scales[p.block];
+        const double sc = tensor_scale == 0.0 ? (code == 0xff ? LOWBIT_NAN : pow2(code - 127))
+                                              : minifloat_decode_one((u64)code, ss) * tensor_scale;
+        const u64 acc = load_unit(packed, u, bits, bits);
+        Unit8<T> res;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) from_f64(tab[(acc >> (j * bits)) & mask] * sc, &res.t[j]);
+        if (vector) {
+            uint4* dst = reinterpret_cast<uint4*>(out + p.first);
+#pragma unroll
+            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+        } else {
+            for (int j = 0; j < p.count; ++j) out[p.first + j] = res.t[j];
+        }
+    }
+}
+
+// out[0] = the largest amax over the blocks without NaN / Inf (out zeroed by the wrapper): the
+// block amax as in block_quantize, then a warp max and one atomicMax on the float64 bits.
+template <typename T>
+__device__ void finite_block_amax_impl(const T* x, long long length, int block_size, double* out,
+                                       long long n_blocks) {
+    typedef typename AbsKey<T>::type K;
+    const int lanes = block_size / 8;
+    const int unit_shift = __ffs(lanes) - 1;
+    const bool flat = length % block_size == 0;
+    const bool vector = flat && (unsigned long long)x % 16 == 0;
+    const long long n_units = n_blocks * lanes;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    u64 best = 0;  // float64 bits of the thread's largest finite block amax
+    for (long long u0 = (long long)blockIdx.x * blockDim.x + (threadIdx.x & ~31); u0 < n_units; u0 += stride) {
+        const long long u = u0 + (threadIdx.x & 31);
+        const bool live = u < n_units;
+        K key = 0;
+        if (live) {
+            const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
+            Unit8<T> in;
+            load_unit_of<T>(x, p, vector, in);
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                if (j < p.count) key = max(key, abs_key(in.t[j]));
+        }
+        key = block_max<K>(key, lanes);
+        if (live && !key_bad(key)) best = max(best, (u64)__double_as_longlong(key_value(key)));
+    }
+    for (int o = 16; o; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+    if ((threadIdx.x & 31) == 0 && best) atomicMax(reinterpret_cast<unsigned long long*>(out), best);
+}
+
+#define LOWBIT_BLOCK_KERNELS(SUFFIX, T)                                                                         \
+    extern "C" __global__ void lowbit_block_quantize_##SUFFIX(                                                  \
+        const T* x, long long n, long long length, int block_size, int bits, int man_bits, int emin, int emax,  \
+        double max_value, long long code_of_max, long long code_of_inf, long long code_of_nan, int fixed_bits,  \
+        int frac_bits, long long qmin, long long qmax, int scale_emax, int s_bits, int s_man_bits, int s_emin,   \
+        int s_emax, double s_max_value, long long s_code_of_max, long long s_code_of_inf,                       \
+        long long s_code_of_nan, double tensor_scale, int mode, u64 seed, long long offset, int rbits,          \
+        u8* packed, u8* scales, long long n_blocks) {                                                           \
+        FixedSpec f;                                                                                            \
+        f.bits = fixed_bits; f.frac_bits = frac_bits; f.qmin = qmin; f.qmax = qmax;                             \
+        block_quantize_impl<T>(x, n, length, block_size,                                                        \
+                               mini_spec(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf,       \
+                                         code_of_nan),                                                          \
+                               f, scale_emax,                                                                   \
+                               mini_spec(s_bits, s_man_bits, s_emin, s_emax, s_max_value, s_code_of_max,        \
+                                         s_code_of_inf, s_code_of_nan),                                         \
+                               tensor_scale, mode, seed, offset, rbits, packed, scales, n_blocks);              \
+    }                                                                                                           \
+    extern "C" __global__ void lowbit_block_dequantize_##SUFFIX(                                                \
+        const u8* packed, const u8* scales, long long length, int block_size, int bits, const double* table,    \
+        int s_bits, int s_man_bits, int s_emin, int s_emax, double s_max_value, long long s_code_of_max,        \
+        long long s_code_of_inf, long long s_code_of_nan, double tensor_scale, T* out, long long n_blocks) {     \
+        block_dequantize_impl<T>(packed, scales, length, block_size, bits, table,                               \
+                                 mini_spec(s_bits, s_man_bits, s_emin, s_emax, s_max_value, s_code_of_max,      \
+                                           s_code_of_inf, s_code_of_nan),                                       \
+                                 tensor_scale, out, n_blocks);                                                  \
+    }                                                                                                           \
+    extern "C" __global__ void lowbit_finite_block_amax_##SUFFIX(const T* x, long long length, int block_size,  \
+                                                                 double* out, long long n_blocks) {             \
+        finite_block_amax_impl<T>(x, length, block_size, out, n_blocks);                                        \
+    }
+
+LOWBIT_BLOCK_KERNELS(f16, __half)
+LOWBIT_BLOCK_KERNELS(bf16, u16)
+LOWBIT_BLOCK_KERNELS(f32, float)
+LOWBIT_BLOCK_KERNELS(f64, double)

@@ -1,0 +1,76 @@
+"""CUDA wrappers for the block-format kernels: same names and signatures as :mod:`lowbit.cpu.blockcodec`.
+
+Kernels in ``lowbit/cuda/blockcodec.cu`` (one pass: load, block amax by warp shuffles, scale,
+element codes, packed store), bit-identical to the Numba twins.  The arguments are checked as
+the CPU twins check them (:func:`lowbit.validate.check_block_operands`), and every array must
+be a C-contiguous CuPy array on the current device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid, suffix
+from lowbit.cuda.codec import _spec_args
+from lowbit.validate import check_block_operands, check_tensor_scale
+
+Spec = tuple[int, int, int, int, float, int, int, int]
+
+
+def _uint8(**arrays: Any) -> None:
+    for name, a in arrays.items():
+        if a.dtype != np.uint8:
+            raise TypeError(f"{name} must be uint8, got {a.dtype}")
+
+
+def block_quantize(x: Any, length: int, block_size: int, spec: Spec, fixed: tuple[int, int, int, int],
+                   scale_emax: int, scale_spec: Spec, tensor_scale: float, mode: int, seed: np.uint64,
+                   first_index: int, rbits: int, packed: Any, scales: Any) -> None:
+    bits = fixed[0] if fixed[0] > 0 else spec[0]
+    n_blocks = check_block_operands(x.shape[0], length, block_size, bits, scales.shape[0], packed.shape[0])
+    _uint8(packed=packed, scales=scales)
+    tensor = check_tensor_scale(tensor_scale)
+    check_operands(x=x, packed=packed, scales=scales)
+    if n_blocks == 0:
+        return
+    fbits, frac_bits, qmin, qmax = fixed
+    k = kernel("blockcodec", f"lowbit_block_quantize_{suffix(x.dtype)}")
+    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),  # a thread per unit of 8 elements
+      (x, np.int64(x.shape[0]), np.int64(length), np.int32(block_size), *_spec_args(spec), np.int32(fbits),
+       np.int32(frac_bits), np.int64(qmin), np.int64(qmax), np.int32(scale_emax), *_spec_args(scale_spec),
+       np.float64(tensor), np.int32(mode), np.uint64(seed), np.int64(first_index), np.int32(rbits), packed, scales,
+       np.int64(n_blocks)))
+
+
+def block_dequantize(packed: Any, scales: Any, length: int, block_size: int, bits: int, table: Any,
+                     scale_spec: Spec, tensor_scale: float, out: Any) -> None:
+    n_blocks = check_block_operands(out.shape[0], length, block_size, bits, scales.shape[0], packed.shape[0],
+                                    "out")
+    tensor = check_tensor_scale(tensor_scale)
+    if not 1 <= bits <= 8 or table.shape[0] < (1 << bits) or table.dtype != np.float64:
+        raise ValueError(f"block_dequantize takes 1..8-bit codes and a float64 table of 2**bits values; "
+                         f"got bits={bits}, {table.shape[0]} values of {table.dtype}")
+    _uint8(packed=packed, scales=scales)
+    check_operands(packed=packed, scales=scales, table=table, out=out)
+    if n_blocks == 0:
+        return
+    k = kernel("blockcodec", f"lowbit_block_dequantize_{suffix(out.dtype)}")
+    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),
+      (packed, scales, np.int64(length), np.int32(block_size), np.int32(bits), table, *_spec_args(scale_spec),
+       np.float64(tensor), out, np.int64(n_blocks)))
+
+
+def finite_block_amax(x: Any, length: int, block_size: int, out: Any) -> None:
+    n_blocks = x.shape[0] // length * -(-length // block_size) if length > 0 else 0
+    check_block_operands(x.shape[0], length, block_size, 0, n_blocks, 0)
+    if out.shape[0] != 1 or out.dtype != np.float64:
+        raise ValueError(f"out must be one float64, got shape {out.shape} of {out.dtype}")
+    check_operands(x=x, out=out)
+    out.fill(0)
+    if n_blocks == 0:
+        return
+    k = kernel("blockcodec", f"lowbit_finite_block_amax_{suffix(x.dtype)}")
+    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),
+      (x, np.int64(length), np.int32(block_size), out, np.int64(n_blocks)))

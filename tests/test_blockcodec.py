@@ -1,0 +1,252 @@
+"""The fused block-format kernels (block_quantize, block_dequantize, finite_block_amax).
+
+CPU: the fused Numba kernels equal the multi-pass composition they replace
+(tests/blockcodec_reference.py: block_absmax, scale arrays, the element encoder with block
+scales, pack_codes, decode_table) byte for byte -- every float16 value, every block format and
+rounding mode, stochastic seeds / offsets / rbits, partial blocks, float32 and float64 inputs.
+That composition is the independent oracle: its element path is the float64 encoder, the fused
+kernels take the integer path (minifloat_encode_bits) wherever the scale is a power of two.
+GPU (``backend`` fixture, marked ``gpu``): the CUDA twins equal the CPU kernels byte for byte on
+the same inputs (float16 / bfloat16 / float32 / float64), chunked calls with ``first_index``
+equal one call, poisoned outputs are overwritten exactly where they should be, and bad
+arguments raise the same errors.
+"""
+
+from __future__ import annotations
+
+import blockcodec_reference as ref
+import numpy as np
+import pytest
+
+import lowbit
+import lowbit.cpu as cpu
+from lowbit.arrays import to_dtype
+from lowbit.codec import decode_values
+from lowbit.formats import BLOCK_FORMATS, FP8_E4M3, BlockFormat, FixedPoint
+from lowbit.validate import NOT_FIXED
+
+FORMATS = sorted(BLOCK_FORMATS)
+ALL_F16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+
+
+def kernels(backend):
+    if backend.on_gpu:
+        import lowbit.cuda as cuda
+
+        return cuda
+    return cpu
+
+
+def element_args(fmt: BlockFormat) -> tuple:
+    e = fmt.element
+    if isinstance(e, FixedPoint):
+        return FP8_E4M3.spec, (e.bits, e.frac_bits, -127, e.code_max)
+    return e.spec, NOT_FIXED
+
+
+def fused(k, xp, x, length: int, fmt: BlockFormat, mode: int = 0, seed: int = 0, first_index: int = 0,
+          rbits: int = 16, tensor: float = 0.0, poison: int | None = None):
+    """(packed, scales) from backend kernels ``k`` (arrays of library ``xp``)."""
+    bs, bits = fmt.block_size, fmt.element.bits
+    n_blocks = x.size // length * -(-length // bs)
+    packed = xp.empty(n_blocks * bs * bits // 8, xp.uint8)
+    scales = xp.empty(n_blocks, xp.uint8)
+    if poison is not None:
+        packed.fill(poison)
+        scales.fill(poison)
+    spec, fixed = element_args(fmt)
+    k.block_quantize(x, length, bs, spec, fixed, fmt.element.emax, FP8_E4M3.spec, tensor, mode, np.uint64(seed),
+                     first_index, rbits, packed, scales)
+    return packed, scales
+
+
+def tensor_of(x: np.ndarray, length: int, fmt: BlockFormat) -> float:
+    return ref.tensor_scale_of(ref.tensor_amax(x, length, fmt.block_size)) if fmt.tensor_scale else 0.0
+
+
+def inputs(rng) -> list[tuple[np.ndarray, int]]:
+    """(flat float32 / float64 x, row length): every float16 value (NaN / Inf / subnormals / +-0
+    / +-max in blocks), partial last blocks, values spanning many binades, float64 beyond float32's range."""
+    f16 = ALL_F16.astype(np.float32)
+    wide = (rng.standard_normal(3000) * rng.choice([1e-30, 1e-6, 1.0, 1e5], 3000)).astype(np.float32)
+    ties = np.repeat(np.float32([6.0, 5.0, 3.5, 2.5, 1.75, 1.25, 0.75, 0.25, -0.25, -5.0]), 3)  # fp4 midpoints
+    return [(f16, 4096), (f16[:-7], 65529 // 3), (wide, 100), (np.concatenate([ties, ties[:2]]), 32),
+            (rng.standard_normal(1000) * 3, 40), (rng.standard_normal(96) * 1e40, 24)]
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_fused_cpu_equals_the_multi_pass_composition(name, rng):
+    fmt = BLOCK_FORMATS[name]
+    for x, length in inputs(rng):
+        tensor = tensor_of(x, length, fmt)
+        for mode in range(7):
+            for seed, first, rbits in ((0, 0, 16), (5, 7, 3), (2**64 - 1, 1000, 32), (12345, 3, 1)):
+                if mode != 6 and seed:
+                    continue
+                got = fused(cpu, np, x, length, fmt, mode, seed, first, rbits, tensor)
+                want = ref.quantize(x, length, fmt, mode, seed, first, rbits, tensor)
+                np.testing.assert_array_equal(got[1], want[1], err_msg=f"scales {name} mode {mode}")
+                np.testing.assert_array_equal(got[0], want[0], err_msg=f"codes {name} mode {mode} seed {seed}")
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_fused_decode_and_tensor_amax_equal_the_composition(name, rng):
+    fmt = BLOCK_FORMATS[name]
+    for x, length in inputs(rng):
+        tensor = tensor_of(x, length, fmt)
+        packed, scales = fused(cpu, np, x, length, fmt, tensor=tensor)
+        for dtype in (np.float32, np.float64):
+            out = np.empty(x.size, dtype)
+            cpu.block_dequantize(packed, scales, length, fmt.block_size, fmt.element.bits,
+                                 decode_values(fmt.element), FP8_E4M3.spec, tensor, out)
+            with np.errstate(over="ignore"):  # float64 inputs beyond float32's range decode to +-inf in float32
+                want = ref.dequantize(packed, scales, length, x.size // length, fmt, tensor).astype(dtype)
+            np.testing.assert_array_equal(out, want)
+        amax = np.empty(1)
+        cpu.finite_block_amax(x, length, fmt.block_size, amax)
+        assert amax[0] == ref.tensor_amax(x, length, fmt.block_size)
+
+
+def test_nan_blocks_get_the_nan_scale_and_signed_zero_codes():
+    x = np.array([1.0, np.nan, -2.0, -0.0] + [3.0] * 28 + [-np.inf] + [-1.0] * 31, np.float32)
+    packed, scales = fused(cpu, np, x, 64, BLOCK_FORMATS["mxfp8"])
+    assert list(scales) == [0xFF, 0xFF]
+    np.testing.assert_array_equal(packed[:4], [0, 0, 0x80, 0x80])  # NaN -> +0, signs of the others kept
+    assert set(packed[33:].tolist()) == {0x80}
+
+
+# -- every backend: the CUDA twins equal the CPU kernels ------------------------------------------
+
+def device_input(on_gpu: bool, x: np.ndarray, dtype: str):
+    """x as ``dtype`` on the backend (bfloat16 as uint16 bits; CuPy arrays for the kernels), and the
+    float32 / float64 array the CPU kernel reads for it."""
+    host = to_dtype(x, dtype) if dtype == "bfloat16" else x.astype(dtype)
+    cpu_x = host.astype(np.float32) if dtype == "float16" else host
+    if dtype == "bfloat16":
+        cpu_x = (host.astype(np.uint32) << 16).view(np.float32)
+    if not on_gpu:
+        return cpu_x, cpu_x
+    import cupy
+
+    return cupy.asarray(host), cpu_x
+
+
+def to_host(a) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("name", FORMATS)
+def test_block_quantize_equals_the_cpu(name, dtype, rng):
+    import cupy as xp
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS[name]
+    cases = inputs(rng)[:4] if dtype != "float64" else inputs(rng)
+    for x, length in cases:
+        xd, xc = device_input(True, x, dtype)
+        tensor = tensor_of(xc, length, fmt)
+        for mode, seed, first, rbits in ((0, 0, 0, 16), (1, 0, 0, 16), (2, 0, 0, 16), (3, 0, 0, 16),
+                                         (4, 0, 0, 16), (5, 0, 0, 16), (6, 7, 5, 16), (6, 2**64 - 1, 0, 32),
+                                         (6, 3, 11, 1)):
+            got = fused(k, xp, xd, length, fmt, mode, seed, first, rbits, tensor, poison=0xA5)
+            want = fused(cpu, np, xc, length, fmt, mode, seed, first, rbits, tensor)
+            np.testing.assert_array_equal(to_host(got[1]), want[1], err_msg=f"scales {name} {dtype} mode {mode}")
+            np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg=f"codes {name} {dtype} mode {mode}")
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp8", "nvfp4", "mxfp6"])
+def test_chunked_calls_with_first_index_equal_one_call(backend, name, rng):
+    fmt = BLOCK_FORMATS[name]
+    k = kernels(backend)
+    xp = np if not backend.on_gpu else __import__("cupy")
+    x = (rng.standard_normal(64 * 96) * 4).astype(np.float32)
+    xd, xc = device_input(backend.on_gpu, x, "float32")
+    tensor = tensor_of(xc, 96, fmt)
+    whole = fused(k, xp, xd, 96, fmt, 6, 99, 10, 16, tensor)
+    n_blocks_per_row = -(-96 // fmt.block_size)
+    half = 32 * 96
+    a = fused(k, xp, xd[:half], 96, fmt, 6, 99, 10, 16, tensor)
+    b = fused(k, xp, xd[half:], 96, fmt, 6, 99, 10 + 32 * n_blocks_per_row * fmt.block_size, 16, tensor)
+    np.testing.assert_array_equal(np.concatenate([to_host(a[0]), to_host(b[0])]), to_host(whole[0]))
+    np.testing.assert_array_equal(np.concatenate([to_host(a[1]), to_host(b[1])]), to_host(whole[1]))
+    np.testing.assert_array_equal(to_host(whole[0]), fused(cpu, np, xc, 96, fmt, 6, 99, 10, 16, tensor)[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("name", FORMATS)
+def test_block_dequantize_and_tensor_amax_equal_the_cpu(name, dtype, rng):
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS[name]
+    for x, length in inputs(rng)[:4]:
+        xd, xc = device_input(True, x, dtype)
+        tensor = tensor_of(xc, length, fmt)
+        packed, scales = fused(cpu, np, xc, length, fmt, tensor=tensor)
+        want = np.empty(x.size, np.float64)
+        cpu.block_dequantize(packed, scales, length, fmt.block_size, fmt.element.bits, decode_values(fmt.element),
+                             FP8_E4M3.spec, tensor, want)
+        amax = np.empty(1)
+        cpu.finite_block_amax(xc, length, fmt.block_size, amax)
+        import cupy
+
+        out = cupy.full(x.size + 1, 7, "uint16" if dtype == "bfloat16" else dtype)[1:]  # poisoned, unaligned
+        k.block_dequantize(cupy.asarray(packed), cupy.asarray(scales), length, fmt.block_size, fmt.element.bits,
+                           cupy.asarray(decode_values(fmt.element)), FP8_E4M3.spec, tensor, out)
+        w = to_dtype(want, dtype)
+        got = out.get()
+        if dtype == "bfloat16":
+            nan = (w & 0x7FFF) > 0x7F80
+            np.testing.assert_array_equal((got & 0x7FFF) > 0x7F80, nan)
+            np.testing.assert_array_equal(got[~nan], w[~nan])
+        else:
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(w))
+            np.testing.assert_array_equal(got[~np.isnan(w)], w[~np.isnan(w)])
+        got_amax = cupy.full(1, 5.0)
+        k.finite_block_amax(xd, length, fmt.block_size, got_amax)
+        assert float(got_amax[0]) == amax[0]
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "mxint8", "mxfp6"])
+def test_front_round_trip_on_every_backend(backend, name, rng):
+    x = rng.standard_normal((5, 70)).astype(np.float32) * 3
+    x[1, 3] = np.nan
+    xd = backend.asarray(x)
+    q = lowbit.quantize(xd, scheme=name, axis=0, rounding="stochastic", seed=4)
+    want = lowbit.quantize(x, scheme=name, axis=0, rounding="stochastic", seed=4)
+    np.testing.assert_array_equal(backend.to_numpy(q.codes) if backend.on_gpu else q.codes, want.codes)
+    got = backend.to_numpy(q.dequantize())
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want.dequantize()))
+    np.testing.assert_array_equal(np.nan_to_num(got), np.nan_to_num(want.dequantize()))
+
+
+def test_bad_arguments_raise_the_same_errors(backend):
+    k = kernels(backend)
+    xp = np if not backend.on_gpu else __import__("cupy")
+    x = xp.ones(64, xp.float32)
+    spec = BLOCK_FORMATS["mxfp4"].element.spec
+    ok = dict(packed=xp.empty(32, xp.uint8), scales=xp.empty(2, xp.uint8))
+
+    def call(length=64, block=32, tensor=0.0, packed=None, scales=None):
+        k.block_quantize(x, length, block, spec, NOT_FIXED, 2, FP8_E4M3.spec, tensor, 0, np.uint64(0), 0, 16,
+                         ok["packed"] if packed is None else packed, ok["scales"] if scales is None else scales)
+
+    call()
+    with pytest.raises(ValueError, match="power of two"):
+        call(block=24)
+    with pytest.raises(ValueError, match="rows of length"):
+        call(length=48)
+    with pytest.raises(ValueError, match="blocks need"):
+        call(scales=xp.empty(3, xp.uint8))
+    with pytest.raises(ValueError, match="tensor_scale"):
+        call(tensor=float("nan"))
+    with pytest.raises(TypeError, match="uint8"):
+        call(scales=xp.empty(2, xp.int8))
+    with pytest.raises(ValueError, match="one float64"):
+        k.finite_block_amax(x, 64, 32, xp.empty(2))
+    with pytest.raises(ValueError, match="float64 table"):
+        k.block_dequantize(ok["packed"], ok["scales"], 64, 32, 4, xp.ones(16, xp.float32), FP8_E4M3.spec, 0.0,
+                           xp.empty(64, xp.float32))
