@@ -101,10 +101,12 @@ struct FixedSpec {
     long long qmin, qmax;
 };
 
-// The code of x / scale in the element format: lowbit.cpu.blockcodec.element_code.
-template <typename T, int MODE>
-__device__ __forceinline__ u32 element_code(T raw, const BlockScale& bsc, bool fast, const MiniSpec& s,
-                                            const FixedSpec& f, int mode, u64 seed, long long index, int rbits) {
+// The code of x / scale in the element format by the float64 encoders (lowbit.cpu.blockcodec.
+// element_code without its integer path): fixed point (MXINT8), NVFP4's non-power-of-two
+// scales, NaN blocks, and zero / subnormal / non-finite elements of the integer path's blocks.
+template <typename T>
+__device__ __forceinline__ u32 element_code_f64(T raw, const BlockScale& bsc, const MiniSpec& s, const FixedSpec& f,
+                                                int mode, u64 seed, long long index, int rbits) {
     int invalid, over;
     if (f.bits > 0) {
         const double sc = bsc.scale;
@@ -112,14 +114,30 @@ __device__ __forceinline__ u32 element_code(T raw, const BlockScale& bsc, bool f
         return (u32)fixed_encode_one(xi, f.bits, f.frac_bits, f.qmin, f.qmax, LOWBIT_SATURATE, mode, seed, index,
                                      rbits, invalid, over);
     }
-    if (sizeof(T) <= 4 && fast) {
+    return (u32)minifloat_encode_one(scaled(codec_f64(raw), bsc.scale), s, LOWBIT_SATURATE, mode, seed, index,
+                                     rbits, invalid, over);
+}
+template <typename T>
+__device__ __noinline__ u32 element_code_f64_call(T raw, BlockScale bsc, MiniSpec s, FixedSpec f, int mode, u64 seed,
+                                                  long long index, int rbits) {
+    return element_code_f64<T>(raw, bsc, s, f, mode, seed, index, rbits);
+}
+
+// The code of x / scale in the element format: lowbit.cpu.blockcodec.element_code.  MODE >= 0:
+// MiniFloat elements under E8M0 scales (the wrapper's choice), where a normal float32 element of
+// a finite block takes the integer path and the rest a float64 call; MODE = -1: everything else,
+// the float64 encoders inline (NVFP4 divides every element by its block's scale).
+template <typename T, int MODE>
+__device__ __forceinline__ u32 element_code(T raw, const BlockScale& bsc, const MiniSpec& s, const FixedSpec& f,
+                                            int mode, u64 seed, long long index, int rbits) {
+    if (MODE < 0 || sizeof(T) > 4) return element_code_f64<T>(raw, bsc, s, f, mode, seed, index, rbits);
+    if (bsc.shift != -1024) {
         const u32 b = __float_as_uint(codec_f32(raw));
         if ((b & 0x7fffffffu) == 0u) return (b >> 31) << (s.bits - 1);  // +-0
         const u32 field = (b >> 23) & 0xffu;
         if (field != 255u && field != 0u) return minifloat_encode_bits<MODE>(b, bsc.shift, s, seed, index, rbits);
     }
-    return (u32)minifloat_encode_one(scaled(codec_f64(raw), bsc.scale), s, LOWBIT_SATURATE, mode, seed, index,
-                                     rbits, invalid, over);
+    return element_code_f64_call<T>(raw, bsc, s, f, mode, seed, index, rbits);
 }
 
 template <typename T, int MODE>
@@ -133,7 +151,6 @@ __device__ void block_quantize_loop(const T* x, long long n, long long length, i
     const int bits = f.bits > 0 ? f.bits : s.bits;
     const bool flat = length % block_size == 0;
     const bool vector = flat && (unsigned long long)x % 16 == 0;
-    const bool fast_format = f.bits == 0 && s.man_bits <= 22 && s.bits <= 16;
     const long long n_units = n_blocks * lanes;
     const long long stride = (long long)gridDim.x * blockDim.x;
     // uniform trip count over the warp (the shuffles need every lane); a block's lanes share a warp
@@ -152,19 +169,18 @@ __device__ void block_quantize_loop(const T* x, long long n, long long length, i
         key = block_max<K>(key, lanes);
         if (!live) continue;
         const BlockScale bsc = block_scale(key_bad(key) ? LOWBIT_NAN : key_value(key), scale_emax, ss, tensor_scale);
-        const bool fast = fast_format && bsc.shift != -1024;
         const long long index = offset + u * 8;  // the padded stream: unit u is elements 8u .. 8u + 7
         u64 acc = 0;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
             if (j < p.count)
-                acc |= (u64)element_code<T, MODE>(in.t[j], bsc, fast, s, f, mode, seed, index + j, rbits) << (j * bits);
+                acc |= (u64)element_code<T, MODE>(in.t[j], bsc, s, f, mode, seed, index + j, rbits) << (j * bits);
         store_unit(packed, u, bits, bits, acc);
         if (p.lane == 0) scales[p.block] = (u8)bsc.code;
     }
 }
 
-// The mode becomes a compile-time constant of the integer path.
+// The mode becomes a compile-time constant of the integer path (MiniFloat elements, E8M0 scales).
 template <typename T>
 __device__ void block_quantize_impl(const T* x, long long n, long long length, int block_size, MiniSpec s,
                                     FixedSpec f, int scale_emax, MiniSpec ss, double tensor_scale, int mode,
@@ -173,15 +189,19 @@ __device__ void block_quantize_impl(const T* x, long long n, long long length, i
 #define LOWBIT_BLOCK_LOOP(M)                                                                                  \
     block_quantize_loop<T, M>(x, n, length, block_size, s, f, scale_emax, ss, tensor_scale, mode, seed, offset, \
                               rbits, packed, scales, n_blocks)
-    switch (mode) {
-        case LOWBIT_NEAREST_EVEN: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_EVEN); return;
-        case LOWBIT_NEAREST_AWAY: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_AWAY); return;
-        case LOWBIT_TOWARD_ZERO: LOWBIT_BLOCK_LOOP(LOWBIT_TOWARD_ZERO); return;
-        case LOWBIT_UP: LOWBIT_BLOCK_LOOP(LOWBIT_UP); return;
-        case LOWBIT_DOWN: LOWBIT_BLOCK_LOOP(LOWBIT_DOWN); return;
-        case LOWBIT_ODD: LOWBIT_BLOCK_LOOP(LOWBIT_ODD); return;
-        default: LOWBIT_BLOCK_LOOP(LOWBIT_STOCHASTIC); return;
+    if (sizeof(T) <= 4 && tensor_scale == 0.0 && f.bits == 0 && s.man_bits <= 22 && s.bits <= 16) {
+        switch (mode) {
+            case LOWBIT_NEAREST_EVEN: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_EVEN); return;
+            case LOWBIT_NEAREST_AWAY: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_AWAY); return;
+            case LOWBIT_TOWARD_ZERO: LOWBIT_BLOCK_LOOP(LOWBIT_TOWARD_ZERO); return;
+            case LOWBIT_UP: LOWBIT_BLOCK_LOOP(LOWBIT_UP); return;
+            case LOWBIT_DOWN: LOWBIT_BLOCK_LOOP(LOWBIT_DOWN); return;
+            case LOWBIT_ODD: LOWBIT_BLOCK_LOOP(LOWBIT_ODD); return;
+            case LOWBIT_STOCHASTIC: LOWBIT_BLOCK_LOOP(LOWBIT_STOCHASTIC); return;
+            default: break;
+        }
     }
+    LOWBIT_BLOCK_LOOP(-1);
 #undef LOWBIT_BLOCK_LOOP
 }
 
