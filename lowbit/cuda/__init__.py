@@ -6,8 +6,8 @@ lazily, inside the wrappers, so this table can be inspected without a GPU.
 """
 
 from lowbit.cuda.balance import balance_tiles
-from lowbit.cuda.codebook import block_norm, codebook_encode
 from lowbit.cuda.blockcodec import block_dequantize, block_quantize, finite_block_amax
+from lowbit.cuda.codebook import block_norm, codebook_encode
 from lowbit.cuda.codec import (
     block_absmax,
     decode_table,
