@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One device call for a whole session's CUDA work (about 10 minutes): precompile every module, the
+# whole GPU suite (12 workers) with compute-sanitizer runs of the kvarn, codebook and block-format
+# kernels beside it, then the benchmarks of the KVarN store / decoders, decode attention and the
+# formats.  Logs under $1 (default $OUT); run from the repo root with PYTHONPATH set.
+set -o pipefail
+out=${1:-$OUT}
+export PYTHONUNBUFFERED=1
+timeout 60 python3 tools/gpu_precompile.py > "$out/precompile.log" 2>&1; tail -1 "$out/precompile.log"
+(
+    for job in "memcheck kvarn" "racecheck kvarn" "memcheck codebook" "racecheck codebook" "memcheck formats"; do
+        set -- $job
+        timeout 60 compute-sanitizer --tool "$1" python3 "tools/gpu_sanitize_$2.py" > /tmp/san.log 2>&1
+        echo "$1 $2 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|matched|Error' /tmp/san.log | tail -2 | tr '\n' ' ')"
+    done
+) > "$out/sanitize.log" 2>&1 &
+timeout 330 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark -n 12 -rfE \
+    --junitxml="$out/gpu-tests.xml" tests > "$out/pytest.log" 2>&1
+echo "pytest rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest.log" | tail -40
+wait
+cat "$out/sanitize.log"
+cd benchmarks || exit 1
+{
+    timeout 45 python3 -c "import bench_kvarn_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
+    timeout 60 python3 bench_kv_attend_cuda.py
+    timeout 100 python3 -c "import bench_formats_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
+} > "$out/bench.log" 2>&1
+grep -vE "^ *$" "$out/bench.log" | cut -c1-170 | tail -60
