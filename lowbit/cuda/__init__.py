@@ -111,6 +111,7 @@ AGREEMENT: dict[str, str] = {
 #: The .cu sources of each CUDA kernel where they are not ``<wrapper module>.cu`` (one file per
 #: kernel family; shared pieces in .cuh headers), for docs/backends.md.
 SOURCES: dict[str, tuple[str, ...]] = {
+    "kvarn_decode": ("kvarn_decode.cu",),
     "rtn_decode": ("rtn.cu", "rtn_decode_lanes.cu"),
     "rtn_quantize_groups": ("rtn_groups.cu", "rtn_lanes.cu", "rtn_seg.cu"),
 }
