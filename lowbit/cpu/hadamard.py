@@ -21,8 +21,9 @@ Two layouts:
   :func:`_butterfly_kernel` (Numba intrinsics), because LLVM does not vectorize the in-vector
   levels from scalar loops.
 - ``m > 1`` (12 * 2**k, 20 * 2**k): SIMD lanes run across rows: each thread copies a block of
-  ``lanes`` rows into a transposed scratch buffer ``[n, lanes]``, so the core factor and every
-  butterfly is an operation on contiguous ``lanes``-long vectors.
+  ``lanes`` rows into a transposed scratch buffer ``[n, lanes]`` (whole ``w × w`` tiles
+  transposed in registers by :func:`_transpose_tile`, the rest element by element), so the core
+  factor and every butterfly is an operation on contiguous ``lanes``-long vectors.
 
 No fast-math flags anywhere: no reassociation, no contraction of a multiply and an add.
 """
@@ -42,8 +43,9 @@ from lowbit.cpu.scalar import random_bits
 
 _U64 = nb.uint64
 
-#: Rows per block of the ``m > 1`` path (SIMD lanes across rows): a 128-long block (16 KiB in
-#: float32) stays in L1.  Measured: 16 and 64 lanes were slower on the 2-core dev box.
+#: Rows per block of the ``m > 1`` path (SIMD lanes across rows) for rows up to 1024; longer
+#: rows use one vector register of lanes.  Measured: 16 and 64 lanes were slower on the 2-core
+#: dev box for short rows; for float32 rows of 1280 and 5120, 16 tiled lanes are 1.75x 8 lanes.
 _LANES = 32
 #: Most scratch blocks allocated per call of the ``m > 1`` path.
 _CHUNKS = 256
@@ -179,6 +181,56 @@ def _butterfly_kernel(levels: int, in_vector: bool) -> Any:
 _segment_0, _segment_1, _segment_2, _segment_3, _segment_4, _segment_5, _segment_6, _segment_7, \
     _segment_8 = (_butterfly_kernel(levels, True) for levels in range(SEGMENT_LOG2 + 1))
 _sweep_1, _sweep_2, _sweep_3 = (_butterfly_kernel(levels, False) for levels in (1, 2, 3))
+
+
+def _transpose_kernel() -> Any:
+    @intrinsic
+    def _transpose_tile(typingctx: Any, src: Any, si: Any, src_stride: Any, dst: Any, di: Any,
+                        dst_stride: Any) -> Any:
+        """Copy a w x w tile transposed (w = 64 bytes / itemsize): ``dst[di + c * dst_stride + r] =
+        src[si + r * src_stride + c]``, in registers (log2(w) stages of two-vector lane shuffles)."""
+        sig = types.void(src, si, src_stride, dst, di, dst_stride)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            arg_types = signature.args
+            dtype = arg_types[0].dtype
+            width = _VECTOR_BYTES // dtype.bitwidth * 8
+            vty = ir.VectorType(context.get_value_type(dtype), width)
+            intp = context.get_value_type(types.intp)
+            align = dtype.bitwidth // 8
+            si_i, ss_i, di_i, ds_i = (context.cast(builder, args[k], arg_types[k], types.intp)
+                                      for k in (1, 2, 4, 5))
+
+            def address(k: int, start: Any, step: Any, t: int) -> Any:
+                data = context.make_array(arg_types[k])(context, builder, args[k]).data
+                offset = builder.add(start, builder.mul(step, ir.Constant(intp, t)))
+                return builder.bitcast(builder.gep(data, [offset]), vty.as_pointer())
+
+            v = [builder.load(address(0, si_i, ss_i, t), align=align) for t in range(width)]
+            lanes32 = ir.VectorType(ir.IntType(32), width)
+            s = 1
+            while s < width:
+                # rows t and t + s swap their off-diagonal s x s blocks
+                low = ir.Constant(lanes32, [lane if lane & s == 0 else width + lane - s
+                                            for lane in range(width)])
+                high = ir.Constant(lanes32, [lane + s if lane & s == 0 else width + lane
+                                             for lane in range(width)])
+                for t in range(width):
+                    if t & s == 0:
+                        a, b = v[t], v[t + s]
+                        v[t] = builder.shuffle_vector(a, b, low)
+                        v[t + s] = builder.shuffle_vector(a, b, high)
+                s *= 2
+            for t in range(width):
+                builder.store(v[t], address(3, di_i, ds_i, t), align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _transpose_tile
+
+
+_transpose_tile = _transpose_kernel()
 
 
 @nb.njit(inline="always", cache=True)
@@ -338,19 +390,33 @@ def _fwht_lanes(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first:
     """:func:`fwht` with SIMD lanes across rows (any core; used for ``m > 1``)."""
     rows, n = x.shape
     m = core.shape[0]
-    lanes = _LANES if n <= 1024 else 8  # long rows: keep the scratch block within L2
+    width = _VECTOR_BYTES // x.itemsize
+    lanes = _LANES if n <= 1024 else width  # long rows: a smaller scratch block
     nblocks = (rows + lanes - 1) // lanes
     nchunks = min(nblocks, _CHUNKS)
     has_signs = signs.shape[0] == n
+    src = x.reshape(rows * n)
+    dst = out.reshape(rows * n)
     for chunk in nb.prange(nchunks):
         # one scratch block per chunk of consecutive row blocks
-        buf = np.empty((n, lanes), dtype=x.dtype)
+        flat = np.empty(n * lanes, dtype=x.dtype)
+        buf = flat.reshape(n, lanes)
         tmp = np.empty((m, lanes), dtype=x.dtype)
         for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
             r0 = blk * lanes
             nr = min(lanes, rows - r0)
+            # whole width x width tiles: transposed in registers
+            tiled = nr == lanes and n % width == 0
             # load_block: rows become SIMD lanes (with the signs of a forward randomized transform)
-            if has_signs and signs_first:
+            if tiled:
+                for j0 in range(0, n, width):
+                    for r in range(0, lanes, width):
+                        _transpose_tile(src, (r0 + r) * n + j0, n, flat, j0 * lanes + r, lanes)
+                if has_signs and signs_first:
+                    for j in range(n):
+                        for r in range(lanes):
+                            buf[j, r] = signs[j] * buf[j, r]
+            elif has_signs and signs_first:
                 for r in range(nr):
                     for j in range(n):
                         buf[j, r] = signs[j] * x[r0 + r, j]
@@ -360,7 +426,19 @@ def _fwht_lanes(x: np.ndarray, core: np.ndarray, signs: np.ndarray, signs_first:
                         buf[j, r] = x[r0 + r, j]
             _butterflies(buf, tmp, core, nr)
             # store_block
-            if has_signs and not signs_first:
+            if tiled:
+                if has_signs and not signs_first:
+                    for j in range(n):
+                        for r in range(lanes):
+                            buf[j, r] = signs[j] * (scale * buf[j, r])
+                else:
+                    for j in range(n):
+                        for r in range(lanes):
+                            buf[j, r] = scale * buf[j, r]
+                for j0 in range(0, n, width):
+                    for r in range(0, lanes, width):
+                        _transpose_tile(flat, j0 * lanes + r, lanes, dst, (r0 + r) * n + j0, n)
+            elif has_signs and not signs_first:
                 for r in range(nr):
                     for j in range(n):
                         out[r0 + r, j] = signs[j] * (scale * buf[j, r])
