@@ -35,8 +35,11 @@ def _workspace(device: int, bhq: int, splits: int, dim: int) -> tuple[Any, Any]:
 
 
 #: split-K target: about this many blocks per multiprocessor (each block walks its chunks one
-#: after another, latency-bound; more resident blocks hide more of each chunk's load latency)
-BLOCKS_PER_SM = 4
+#: after another, latency-bound; more resident blocks hide more of each chunk's load latency).
+#: H200, 2026-12-03, bench_kv_attend_cuda: 4 / 8 / 12 / 16 per SM took 1.313 / 1.085 / 1.022 /
+#: 0.947 ms at (B 16, 32k), 1.106 / 1.159 / 1.143 / 1.127 ms at (64, 8k), 0.361 / 0.319 / 0.350 /
+#: 0.356 ms at (1, 128k) (k4v2): 16 has the least total time
+BLOCKS_PER_SM = 16
 
 
 def split_count(batch: int, kv_heads: int, chunks: int, sms: int) -> int:
