@@ -23,7 +23,9 @@ Two layouts:
 - ``m > 1`` (12 * 2**k, 20 * 2**k): SIMD lanes run across rows: each thread copies a block of
   ``lanes`` rows into a transposed scratch buffer ``[n, lanes]`` (whole ``w × w`` tiles
   transposed in registers by :func:`_transpose_tile`, the rest element by element), so the core
-  factor and every butterfly is an operation on contiguous ``lanes``-long vectors.
+  factor and every butterfly is an operation on contiguous ``lanes``-long vectors.  The core
+  factor runs in registers (:func:`_core_kernel`: the m input vectors of a chunk loaded once,
+  each output accumulated in a register).
 
 No fast-math flags anywhere: no reassociation, no contraction of a multiply and an add.
 """
@@ -233,6 +235,54 @@ def _transpose_kernel() -> Any:
 _transpose_tile = _transpose_kernel()
 
 
+@functools.cache
+def _core_kernel(m: int) -> Any:
+    """A Numba intrinsic ``(buf, bi, stride, core)``: the ``m × m`` core factor on ``m`` vectors
+    of w lanes at ``buf[bi + j * stride]`` (j < m), in registers and in place: ``acc = 0; acc =
+    acc + core[i, j] * v[j]`` (j ascending) for each output vector i."""
+
+    @intrinsic
+    def core_factor(typingctx: Any, buf: Any, bi: Any, stride: Any, core: Any) -> Any:
+        sig = types.void(buf, bi, stride, core)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            arg_types = signature.args
+            dtype = arg_types[0].dtype
+            width = _VECTOR_BYTES // dtype.bitwidth * 8
+            fty = context.get_value_type(dtype)
+            vty = ir.VectorType(fty, width)
+            intp = context.get_value_type(types.intp)
+            align = dtype.bitwidth // 8
+            bi_i, stride_i = (context.cast(builder, args[k], arg_types[k], types.intp) for k in (1, 2))
+            data = context.make_array(arg_types[0])(context, builder, args[0]).data
+            core_data = context.make_array(arg_types[3])(context, builder, args[3]).data
+
+            def address(t: int) -> Any:
+                offset = builder.add(bi_i, builder.mul(stride_i, ir.Constant(intp, t)))
+                return builder.bitcast(builder.gep(data, [offset]), vty.as_pointer())
+
+            v = [builder.load(address(j), align=align) for j in range(m)]
+            zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)
+            lanes32 = ir.VectorType(ir.IntType(32), width)
+            for i in range(m):
+                acc = zero
+                for j in range(m):
+                    w = builder.load(builder.gep(core_data, [ir.Constant(intp, i * m + j)]))
+                    splat = builder.insert_element(ir.Constant(vty, ir.Undefined), w,
+                                                   ir.Constant(ir.IntType(32), 0))
+                    splat = builder.shuffle_vector(splat, splat, ir.Constant(lanes32, [0] * width))
+                    acc = builder.fadd(acc, builder.fmul(splat, v[j]))
+                builder.store(acc, address(i), align=align)  # every input is in registers
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return core_factor
+
+
+_core_12, _core_20 = _core_kernel(12), _core_kernel(20)
+
+
 @nb.njit(inline="always", cache=True)
 def _segment(levels: int, src: np.ndarray, si: int, dst: np.ndarray, di: int, signs: np.ndarray,
              sj: int, pre: bool, finish: bool, post: bool, scale: np.floating) -> None:
@@ -342,7 +392,18 @@ def _butterflies(buf: np.ndarray, tmp: np.ndarray, core: np.ndarray, lanes: int)
     """Apply ``H_{2**k} ⊗ core`` in place to the columns of ``buf[:, :lanes]`` (rows = positions)."""
     n = buf.shape[0]
     m = core.shape[0]
-    if m > 1:
+    width = _VECTOR_BYTES // buf.itemsize
+    if m == 12 or m == 20:
+        # core factor on each chunk of m consecutive positions, w lanes at a time in registers
+        # (the buffer holds whole vectors of lanes, so the last one may read unused lanes)
+        stride = buf.shape[1]
+        for c0 in range(0, n, m):
+            for r in range(0, lanes, width):
+                if m == 12:
+                    _core_12(buf, c0 * stride + r, stride, core)
+                else:
+                    _core_20(buf, c0 * stride + r, stride, core)
+    elif m > 1:
         # core factor on each chunk of m consecutive positions
         for c0 in range(0, n, m):
             for i in range(m):
