@@ -65,16 +65,18 @@ KERNELS: tuple[str, ...] = (
 #: (docs/backends.md is generated from this).
 AGREEMENT: dict[str, str] = {
     "block_absmax": "bit-identical (max is exact in any order) - tests/test_formats_backends.py",
-    "block_norm": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 operations, "
-                  "the sum in element order, one thread per block) - tests/test_gpu_codebook.py",
-    "codebook_encode": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 "
-                       "comparisons; one counter-based generator) - tests/test_gpu_codebook.py",
-    "block_dequantize": "CUDA twin, not yet run on a GPU: written bit-identical (one float64 product, rounded "
-                        "once to the output dtype) - tests/test_blockcodec.py",
-    "block_quantize": "CUDA twin, not yet run on a GPU: written bit-identical (one pass per block; one codec, "
-                      "lowbit/cuda/codec.cuh; one counter-based generator) - tests/test_blockcodec.py",
-    "finite_block_amax": "CUDA twin, not yet run on a GPU: written bit-identical (max is exact in any order) - "
-                         "tests/test_blockcodec.py",
+    "block_norm": "bit-identical (the CPU's float64 operations, the sum in element order, one thread per "
+                  "block) - tests/test_gpu_codebook.py",
+    "codebook_encode": "bit-identical (the CPU's float64 comparisons; one counter-based generator) - "
+                       "tests/test_gpu_codebook.py",
+    "block_dequantize": "bit-identical for float16 / bfloat16 / float32 input (float64 input: written so, "
+                        "not yet run on a GPU) (one float64 product, rounded once to the output dtype) - "
+                        "tests/test_blockcodec.py",
+    "block_quantize": "bit-identical for float16 / bfloat16 / float32 input (float64 input: written so, not "
+                      "yet run on a GPU) (one pass per block; one codec, lowbit/cuda/codec.cuh; one "
+                      "counter-based generator) - tests/test_blockcodec.py",
+    "finite_block_amax": "bit-identical for float16 / bfloat16 / float32 input (float64: not yet run on a GPU) "
+                         "(max is exact in any order) - tests/test_blockcodec.py",
     "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
                     "tests/test_formats_backends.py",
     "diffuse_2d": "bit-identical (one thread per image, the CPU's visiting and summation order) - "
@@ -97,10 +99,10 @@ AGREEMENT: dict[str, str] = {
                     "its dtype) - tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
                     "float16 / bfloat16 tokens widened exactly) - tests/test_gpu_kvarn.py",
-    "kvarn_grid_decode": "CUDA twin, not yet run on a GPU: written bit-identical (the CPU's float64 "
-                         "reconstruction rounded once to float32) - tests/test_gpu_kvarn_grid.py",
-    "kvarn_grid_encode": "CUDA twin, not yet run on a GPU: written bit-identical (kvarn.cu's balance; the "
-                         "CPU's float64 fit in its order, one thread per row) - tests/test_gpu_kvarn_grid.py",
+    "kvarn_grid_decode": "bit-identical (the CPU's float64 reconstruction rounded once to float32) - "
+                         "tests/test_gpu_kvarn_grid.py",
+    "kvarn_grid_encode": "bit-identical (kvarn.cu's balance; the CPU's float64 fit in its order, one thread "
+                         "per row) - tests/test_gpu_kvarn_grid.py",
     "pack_codes": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_decode": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_encode": "bit-identical - tests/test_gpu_rtn.py",
