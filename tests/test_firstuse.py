@@ -40,6 +40,27 @@ def test_cold_kernel_is_announced_once_then_the_table_holds_the_dispatcher(tmp_p
     assert not _firstuse.is_cold(mod.plus_one)  # compiled in this process
 
 
+def test_checking_wrapper_is_announced_by_its_dispatchers(tmp_path, capsys):
+    """A Python kernel that validates and calls a listed dispatcher: announced once when that
+    dispatcher is cold, then the table holds the wrapper itself."""
+    (tmp_path / "kernels_c.py").write_text(SOURCE)
+    mod = load(tmp_path / "kernels_c.py", "kernels_c")
+
+    def checked(x):
+        if x < 0:
+            raise ValueError(f"x must be >= 0, got {x}")
+        return mod.plus_one(x)
+
+    checked.dispatchers = (mod.plus_one,)
+    table = {"checked": checked}
+    _firstuse.watch(table, ("checked",))
+    assert table["checked"] is not checked and table["checked"].dispatchers == (mod.plus_one,)
+    assert table["checked"](1) == 2
+    assert capsys.readouterr().err == _firstuse.notice("checked") + "\n"
+    assert table["checked"] is checked
+    assert table["checked"](2) == 3 and capsys.readouterr().err == ""
+
+
 def test_warm_cache_says_nothing(tmp_path, capsys):
     """A fresh dispatcher of the same source finds the index written by the first compile."""
     (tmp_path / "kernels_b.py").write_text(SOURCE)
@@ -62,4 +83,6 @@ def test_notice_names_the_kernel_and_the_expected_time():
 @pytest.mark.parametrize("name", lowbit.cpu.KERNELS)
 def test_every_table_kernel_is_watched_or_plain(name):
     fn = getattr(lowbit.cpu, name)
-    assert hasattr(fn, "py_func")  # a dispatcher, or its first-call wrapper (same signature)
+    # a dispatcher, or its first-call wrapper (same signature), or a checking Python wrapper
+    # naming the dispatchers it calls (their first compile is announced for it)
+    assert hasattr(fn, "py_func") or all(hasattr(d, "py_func") for d in fn.dispatchers)

@@ -42,18 +42,28 @@ def notice(name: str) -> str:
 
 def watch(namespace: dict[str, Any], names: tuple[str, ...]) -> None:
     """Replace each kernel in ``namespace`` by a wrapper that checks the cache on its first
-    call, prints :func:`notice` on stderr when it is cold, and puts the dispatcher back."""
+    call, prints :func:`notice` on stderr when it is cold, and puts the dispatcher back.
+
+    A kernel may also be a Python function that checks its operands and calls the Numba
+    dispatchers it lists in its ``dispatchers`` attribute; it is cold when one of those is."""
     for name in names:
-        dispatcher = namespace[name]
-        if getattr(dispatcher, "_cache", None) is None:
-            continue
+        kernel = namespace[name]
+        inner = getattr(kernel, "dispatchers", None)
+        if inner is None:
+            if getattr(kernel, "_cache", None) is None:
+                continue
+            inner = (kernel,)
 
-        def first_call(*args: Any, _name: str = name, _d: Any = dispatcher, **kwargs: Any) -> Any:
-            namespace[_name] = _d
-            if is_cold(_d):
+        def first_call(*args: Any, _name: str = name, _k: Any = kernel, _inner: Any = inner,
+                       **kwargs: Any) -> Any:
+            namespace[_name] = _k
+            if any(is_cold(d) for d in _inner):
                 print(notice(_name), file=sys.stderr, flush=True)
-            return _d(*args, **kwargs)
+            return _k(*args, **kwargs)
 
-        wrapper = functools.wraps(dispatcher, updated=())(first_call)
-        wrapper.py_func = dispatcher.py_func  # type: ignore[attr-defined]  # as on the dispatcher
+        wrapper = functools.wraps(kernel, updated=())(first_call)
+        if hasattr(kernel, "py_func"):
+            wrapper.py_func = kernel.py_func  # type: ignore[attr-defined]  # as on the dispatcher
+        else:
+            wrapper.dispatchers = inner  # type: ignore[attr-defined]
         namespace[name] = wrapper

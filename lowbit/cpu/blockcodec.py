@@ -183,3 +183,9 @@ def finite_block_amax(x: np.ndarray, length: int, block_size: int, out: np.ndarr
     if out.shape[0] != 1 or out.dtype != np.float64:
         raise ValueError(f"out must be one float64, got shape {out.shape} of {out.dtype}")
     _finite_block_amax(x, length, block_size, out)
+
+
+# the Numba dispatchers behind the checking wrappers (lowbit.cpu._firstuse announces their first compile)
+block_quantize.dispatchers = (_block_quantize,)  # type: ignore[attr-defined]
+block_dequantize.dispatchers = (_block_dequantize,)  # type: ignore[attr-defined]
+finite_block_amax.dispatchers = (_finite_block_amax,)  # type: ignore[attr-defined]
