@@ -118,9 +118,31 @@ def _update_log_scale(log_scale: np.ndarray, std: np.ndarray, inv: np.ndarray, s
 
 
 @nb.njit(inline="always", cache=True)
+def transpose(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst [m, n] = src [n, m].T (float32), in blocks of 16 rows of src."""
+    n, m = src.shape
+    for i0 in range(0, n, 16):
+        i1 = min(i0 + 16, n)
+        for j in range(m):
+            for i in range(i0, i1):
+                dst[j, i] = src[i, j]
+
+
+@nb.njit(inline="always", cache=True)
 def balance_tile(tile: np.ndarray, iterations: int, std_min: np.float32, std_max: np.float32,
                  log_min: np.float32, log_max: np.float32, imbalance_floor: np.float32,
                  col_scale: np.ndarray, row_scale: np.ndarray) -> np.float32:
+    """:func:`balance_tile_t` with the transposed copy made here."""
+    tt = np.ascontiguousarray(tile.T)  # [C, R]
+    return balance_tile_t(tile, tt, iterations, std_min, std_max, log_min, log_max,
+                          imbalance_floor, col_scale, row_scale)
+
+
+@nb.njit(inline="always", cache=True)
+def balance_tile_t(tile: np.ndarray, tt: np.ndarray, iterations: int, std_min: np.float32,
+                   std_max: np.float32, log_min: np.float32, log_max: np.float32,
+                   imbalance_floor: np.float32, col_scale: np.ndarray,
+                   row_scale: np.ndarray) -> np.float32:
     """Balance one float32 tile ``[R, C]``; write the best scales, return the best imbalance.
 
     Exactly DESIGN.md §4 step 2 in float32 (all scalar arguments float32): ``Imb(X) = max σ_col /
@@ -131,9 +153,10 @@ def balance_tile(tile: np.ndarray, iterations: int, std_min: np.float32, std_max
     ``col_scale [C]`` and ``row_scale [R]`` (float32) receive ``e^Lc`` and ``e^Lr`` of the best
     candidate; the balanced tile is ``tile / col_scale / row_scale`` (see ``divide_scales``).
     Non-finite tiles give a NaN imbalance, never beat it, and keep the identity scales.
+    ``tt`` [C, R] is ``tile.T`` as a C-contiguous copy: row statistics stream over it like
+    column statistics over ``tile``.
     """
     nr, nc = tile.shape
-    tt = np.ascontiguousarray(tile.T)  # [C, R]: row statistics stream like column statistics
     log_col = np.zeros(nc, dtype=np.float32)
     log_row = np.zeros(nr, dtype=np.float32)
     inv_col = np.ones(nc, dtype=np.float32)

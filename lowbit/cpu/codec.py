@@ -42,35 +42,13 @@ from lowbit.cpu.scalar import (
     ODD,
     TOWARD_ZERO,
     UP,
+    bits_f64,
+    f64_bits,
     random_bits,
     round_grid,
 )
 
 _U64 = nb.uint64
-
-
-@intrinsic
-def f64_bits(typingctx, x):  # type: ignore[no-untyped-def]
-    """The IEEE 754 bits of a float64 as int64 (CUDA: __double_as_longlong)."""
-    if not isinstance(x, types.Float) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def bits_f64(typingctx, b):  # type: ignore[no-untyped-def]
-    """The float64 with IEEE 754 bits ``b`` (int64) (CUDA: __longlong_as_double)."""
-    if not isinstance(b, types.Integer) or b.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
 
 
 @intrinsic

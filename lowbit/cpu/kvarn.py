@@ -32,7 +32,7 @@ import math
 import numba as nb
 import numpy as np
 
-from lowbit.cpu.balance import balance_tile
+from lowbit.cpu.balance import balance_tile_t, transpose
 from lowbit.cpu.codec import SATURATE, Spec, minifloat_decode_one, minifloat_encode_one
 from lowbit.cpu.packing import get_code, load_unit, pack_unit, unit_bytes
 from lowbit.cpu.scalar import NEAREST_EVEN
@@ -81,15 +81,16 @@ def scale_value(code: int | np.integer, scale_format: int) -> float:
     return minifloat_decode_one(_U64(code), _SCALE_SPECS[scale_format])
 
 
-@nb.njit(cache=True)
-def _balance(tile: np.ndarray, iterations: int, s_col: np.ndarray, s_row: np.ndarray) -> None:
-    """DESIGN.md's constants around :func:`lowbit.cpu.balance.balance_tile`.
+@nb.njit(cache=True, error_model="numpy")
+def _balance(tile: np.ndarray, tt: np.ndarray, iterations: int, s_col: np.ndarray,
+             s_row: np.ndarray) -> None:
+    """DESIGN.md's constants around :func:`lowbit.cpu.balance.balance_tile_t` (``tt`` = tile.T).
 
     A plain (not inlined) call: inlining the balance into the ``prange`` body of
     :func:`kvarn_encode` multiplied its compile time (about 90 s instead of 15 s).
     """
-    balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),  # type: ignore[arg-type]
-                 _F32(1e-8), s_col, s_row)
+    balance_tile_t(tile, tt, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3),  # type: ignore[arg-type]
+                   _F32(10.0), _F32(1e-8), s_col, s_row)
 
 
 @nb.njit(inline="always", cache=True)
@@ -100,10 +101,52 @@ def _binade(a: float) -> int:
 
 @nb.njit(cache=True)
 def tile_exponent_of(tile: np.ndarray) -> int:
-    """The exponent e of a tile [R, C] (float32): the binade of its lower-median nonzero
-    magnitude, minus MEDIAN_LOG; 0 for an all-zero tile; EXPONENT_INVALID when ``|e|`` exceeds
-    EXPONENT_LIMIT, the largest magnitude reaches 2**127 (or overflowed to Inf in the
-    rotation), or it exceeds the median by more than 2**RANGE_LOG.  A histogram of binades: exact integers, the same in any order."""
+    """The exponent e of a tile [R, C] (float32, C-contiguous): the binade of its lower-median
+    nonzero magnitude, minus MEDIAN_LOG; 0 for an all-zero tile; EXPONENT_INVALID when ``|e|``
+    exceeds EXPONENT_LIMIT, the largest magnitude reaches 2**127 (or overflowed to Inf in the
+    rotation), or it exceeds the median by more than 2**RANGE_LOG.
+
+    A histogram of the 8-bit exponent fields (four interleaved copies, so that consecutive
+    increments do not wait on each other): for a normal value the field minus 127 is its binade.
+    Exact integers, the same in any order, so the result equals the histogram of binades of
+    :func:`_tile_exponent_exact`, which handles tiles holding subnormals.
+    """
+    n = tile.shape[0] * tile.shape[1]
+    u = tile.reshape(n).view(np.uint32)
+    hist = np.zeros(4 * 256, np.int64)
+    zeros = 0
+    for k in range(n):
+        b = u[k] & np.uint32(0x7FFFFFFF)
+        hist[((k & 3) << 8) + np.int64(b >> np.uint32(23))] += 1
+        zeros += int(b == 0)
+    for f in range(256):
+        hist[f] += hist[256 + f] + hist[512 + f] + hist[768 + f]
+    if hist[255]:  # Inf or NaN: finite input that overflowed in the rotation
+        return EXPONENT_INVALID
+    if hist[0] != zeros:  # subnormals: their binade is not the field
+        return _tile_exponent_exact(tile)
+    nnz = n - zeros
+    if nnz == 0:
+        return 0
+    k = (nnz - 1) // 2
+    cum = 0
+    med = 0
+    top = 0
+    for f in range(1, 255):
+        if hist[f]:
+            if cum <= k:
+                med = f - 127
+            top = f - 127
+        cum += hist[f]
+    e = med - MEDIAN_LOG
+    if e < -EXPONENT_LIMIT or e > EXPONENT_LIMIT or top >= 127 or top - e > RANGE_LOG:
+        return EXPONENT_INVALID
+    return e
+
+
+@nb.njit(cache=True)
+def _tile_exponent_exact(tile: np.ndarray) -> int:
+    """:func:`tile_exponent_of` from a histogram of binades (frexp), subnormals included."""
     hist = np.zeros(_BINS, np.int64)
     nnz = 0
     finite = True
@@ -167,25 +210,113 @@ def rotation_scale(dim: int) -> np.float32:
 
 
 @nb.njit(inline="always", cache=True)
-def _load_tile(x: np.ndarray, i: int, key: bool, rotate: bool, tile: np.ndarray, v: np.ndarray) -> None:
-    """tile = block i of x as a K tile [D, T] or V tile [T, D], each token rotated first."""
-    tokens, dim = x.shape[1], x.shape[2]
-    scale = rotation_scale(dim)
-    for t in range(tokens):
-        for d in range(dim):
-            v[d] = _F32(x[i, t, d])
-        if rotate:
-            _sylvester(v)
-            for d in range(dim):
-                v[d] = scale * v[d]
-        for d in range(dim):
-            if key:
-                tile[d, t] = v[d]
-            else:
-                tile[t, d] = v[d]
+def _rotate_columns(v: np.ndarray, scale: np.float32) -> None:
+    """Every column of v [D, T] (in place) = ``scale * (H_D @ column)``: the butterflies of
+    :func:`_sylvester`, each applied to all T columns at once (contiguous rows, vectorized;
+    the same operations on every element), the scaling fused into the last level."""
+    n, m = v.shape
+    h = 1
+    while h < n:
+        last = 2 * h >= n
+        for b0 in range(0, n, 2 * h):
+            for j in range(b0, b0 + h):
+                lo = v[j]
+                hi = v[j + h]
+                if last:
+                    for t in range(m):
+                        a = lo[t]
+                        b = hi[t]
+                        lo[t] = scale * (a + b)
+                        hi[t] = scale * (a - b)
+                else:
+                    for t in range(m):
+                        a = lo[t]
+                        b = hi[t]
+                        lo[t] = a + b
+                        hi[t] = a - b
+        h *= 2
+    if n == 1:
+        for t in range(m):
+            v[0, t] = scale * v[0, t]
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(inline="always", cache=True)
+def _load_tile(x: np.ndarray, i: int, key: bool, rotate: bool, tile: np.ndarray) -> None:
+    """tile = block i of x, each token rotated first, channel-major: the K tile [D, T] itself,
+    for values the V tile's transpose [D, T] (the same values as rotating token by token with
+    :func:`_sylvester` and scaling)."""
+    transpose(x[i], tile)
+    if rotate:
+        _rotate_columns(tile, rotation_scale(x.shape[2]))
+
+
+@nb.njit(inline="always", cache=True)
+def _row_range(v: np.ndarray) -> tuple[np.float32, np.float32]:
+    """(min, max) of the finite float32 row ``v`` as float32, equal to the sequential
+    ``lo = min(lo, v[c])``, ``hi = max(hi, v[c])`` from +-inf: eight running minima / maxima
+    (independent chains), combined at the end.  Without NaN the extremes' values do not depend
+    on the order; only the sign of a zero extreme can, so a row whose min or max is zero is
+    redone sequentially."""
+    n = v.shape[0]
+    lo = np.inf
+    hi = -np.inf
+    n8 = n - n % 8
+    if n8:
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = v[0]
+        b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = v[0]
+        for c0 in range(0, n8, 8):
+            x0, x1, x2, x3 = v[c0], v[c0 + 1], v[c0 + 2], v[c0 + 3]
+            x4, x5, x6, x7 = v[c0 + 4], v[c0 + 5], v[c0 + 6], v[c0 + 7]
+            a0, a1, a2, a3 = min(a0, x0), min(a1, x1), min(a2, x2), min(a3, x3)
+            a4, a5, a6, a7 = min(a4, x4), min(a5, x5), min(a6, x6), min(a7, x7)
+            b0, b1, b2, b3 = max(b0, x0), max(b1, x1), max(b2, x2), max(b3, x3)
+            b4, b5, b6, b7 = max(b4, x4), max(b5, x5), max(b6, x6), max(b7, x7)
+        lo = min(min(min(a0, a1), min(a2, a3)), min(min(a4, a5), min(a6, a7)))
+        hi = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
+    for c in range(n8, n):
+        lo = min(lo, v[c])
+        hi = max(hi, v[c])
+    if lo == 0 or hi == 0:
+        lo = np.inf
+        hi = -np.inf
+        for c in range(n):
+            lo = min(lo, v[c])
+            hi = max(hi, v[c])
+    return _F32(lo), _F32(hi)
+
+
+@nb.njit(inline="always", cache=True)
+def _pack_tile(codes: np.ndarray, bits: int, packed: np.ndarray) -> None:
+    """:func:`lowbit.cpu.packing.pack_unit` over all units of ``codes``: whole units of 1/2/4/8-bit
+    codes byte by byte (the same bit stream: byte b holds codes b*8/bits .. at shifts j*bits, least
+    significant first), the others and a partial last unit by pack_unit."""
+    nel = codes.shape[0]
+    whole = nel // 8
+    done = 0
+    if bits == 2:
+        for b in range(whole * 2):
+            c = codes[4 * b:4 * b + 4]
+            packed[b] = c[0] | (c[1] << 2) | (c[2] << 4) | (c[3] << 6)
+        done = whole
+    elif bits == 4:
+        for b in range(whole * 4):
+            packed[b] = codes[2 * b] | (codes[2 * b + 1] << 4)
+        done = whole
+    elif bits == 8:
+        for b in range(whole * 8):
+            packed[b] = codes[b]
+        done = whole
+    elif bits == 1:
+        for b in range(whole):
+            c = codes[8 * b:8 * b + 8]
+            packed[b] = (c[0] | (c[1] << 1) | (c[2] << 2) | (c[3] << 3) | (c[4] << 4) | (c[5] << 5)
+                         | (c[6] << 6) | (c[7] << 7))
+        done = whole
+    for u in range(done, (nel + 7) // 8):
+        pack_unit(codes, u, bits, packed)
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
 def kvarn_encode(x: np.ndarray, rotate: bool, key: bool, bits: int, iterations: int,
                  scale_format: int, normalize: bool, packed: np.ndarray, row_scale: np.ndarray,
                  row_offset: np.ndarray, col_scale: np.ndarray, tile_exponent: np.ndarray) -> None:
@@ -211,23 +342,27 @@ def kvarn_encode(x: np.ndarray, rotate: bool, key: bool, bits: int, iterations: 
     levels = (1 << bits) - 1
     lf = _F32(levels)
     nel = rows * cols
-    units = (nel + 7) // 8
     for i in nb.prange(n):
-        tile = np.empty((rows, cols), np.float32)
-        _load_tile(x, i, key, rotate, tile, np.empty(dim, np.float32))
-        e = tile_exponent_of(tile) if normalize else 0
+        # cm: the tile channel-major [D, T] (the K tile, or the V tile's transpose)
+        cm = np.empty((dim, tokens), np.float32)
+        _load_tile(x, i, key, rotate, cm)
+        e = tile_exponent_of(cm) if normalize else 0  # the same multiset of values as the tile
         tile_exponent[i] = e
         if e == EXPONENT_INVALID:
             continue
         if e != 0:
             p = pow2_f32(-e)
-            for r in range(rows):
-                for c in range(cols):
-                    tile[r, c] = tile[r, c] * p
+            for d in range(dim):
+                row = cm[d]
+                for t in range(tokens):
+                    row[t] = row[t] * p
+        tm = np.empty((tokens, dim), np.float32)  # token-major
+        transpose(cm, tm)
+        tile, tt = (cm, tm) if key else (tm, cm)  # tt = tile.T
         s_col = np.empty(cols, np.float32)
         s_row = np.empty(rows, np.float32)
         if rows >= 2 and cols >= 2:
-            _balance(tile, iterations, s_col, s_row)
+            _balance(tile, tt, iterations, s_col, s_row)
         else:  # a 1-token tile has no token std: identity scales
             s_col[:] = _F32(1.0)
             s_row[:] = _F32(1.0)
@@ -240,17 +375,14 @@ def kvarn_encode(x: np.ndarray, rotate: bool, key: bool, bits: int, iterations: 
         v = np.empty(cols, np.float32)
         for r in range(rows):
             sr = s_row[r]
-            lo = np.inf
-            hi = -np.inf
-            for c in range(cols):
-                if scale_format == 0:
-                    v[c] = tile[r, c] / scv[c] / sr
-                else:
-                    v[c] = tile[r, c] / scv[c]
-                lo = min(lo, v[c])
-                hi = max(hi, v[c])
-            lo32 = _F32(lo)
-            hi32 = _F32(hi)
+            tr = tile[r]
+            if scale_format == 0:
+                for c in range(cols):
+                    v[c] = tr[c] / scv[c] / sr
+            else:
+                for c in range(cols):
+                    v[c] = tr[c] / scv[c]
+            lo32, hi32 = _row_range(v)
             if scale_format == 0:
                 step = max((hi32 - lo32) / lf, _F32(1e-10))
                 base = lo32
@@ -266,14 +398,14 @@ def kvarn_encode(x: np.ndarray, rotate: bool, key: bool, bits: int, iterations: 
                 base = _F32(half_value(zcode))
                 row_scale[i, r] = acode
                 row_offset[i, r] = zcode
+            cr = codes[r * cols:(r + 1) * cols]
             for c in range(cols):
                 q = np.rint((v[c] - base) / step)
-                codes[r * cols + c] = np.uint8(min(max(q, _F32(0.0)), lf))
-        for u in range(units):
-            pack_unit(codes, u, bits, packed[i])
+                cr[c] = np.uint8(min(max(q, _F32(0.0)), lf))
+        _pack_tile(codes, bits, packed[i])
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, error_model="numpy")
 def kvarn_decode(packed: np.ndarray, rotate: bool, key: bool, bits: int, scale_format: int,
                  row_scale: np.ndarray, row_offset: np.ndarray, col_scale: np.ndarray,
                  tile_exponent: np.ndarray, out: np.ndarray) -> None:

@@ -10,6 +10,9 @@ import math
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 _U64 = nb.uint64
 
@@ -115,16 +118,42 @@ E0, E1, E2, E3, E4, E5, E6, E7, E8, E9, E10, E11, E12, E13 = _E
 L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11 = _L
 
 
+@intrinsic
+def f64_bits(typingctx, x):  # type: ignore[no-untyped-def]
+    """The IEEE 754 bits of a float64 as int64 (CUDA: __double_as_longlong)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def bits_f64(typingctx, b):  # type: ignore[no-untyped-def]
+    """The float64 with IEEE 754 bits ``b`` (int64) (CUDA: __longlong_as_double)."""
+    if not isinstance(b, types.Integer) or b.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+#: 1.5 * 2**52: adding it to an integer-valued float64 k (|k| < 2**51) leaves k in the low
+#: bits of the sum's significand (two's complement), exactly.
+_ROUND_MAGIC = 6755399441055744.0
+_ROUND_MAGIC_BITS = 0x4338000000000000
+#: Smallest normal float64, and 2**54 (scales a subnormal to a normal exactly).
+MIN_NORMAL = 2.2250738585072014e-308
+TWO54 = 18014398509481984.0
+
+
 @nb.njit(inline="always", cache=True)
-def exp_f64(x: float) -> float:
-    """e**x: x = k ln2 + r (|r| <= ln2/2), e**r by its Taylor polynomial (Horner), times 2**k."""
-    if x != x:
-        return x
-    if x > EXP_MAX:
-        return math.inf
-    if x < EXP_MIN:
-        return 0.0
-    k = np.rint(x * INV_LN2)
+def _exp_poly(x: float, k: float) -> float:
+    """e**r for x = k ln2 + r: the Taylor polynomial of :func:`exp_f64` (Horner)."""
     r = (x - k * LN2_HI) - k * LN2_LO
     p = E13
     p = p * r + E12
@@ -140,21 +169,58 @@ def exp_f64(x: float) -> float:
     p = p * r + E2
     p = p * r + E1
     p = p * r + E0
-    return math.ldexp(p, int(k))
+    return p
+
+
+@nb.njit(inline="always", cache=True)
+def _pow2(k: np.int64) -> float:
+    """2.0**k for -1022 <= k <= 1023, built from its bits."""
+    return bits_f64((k + 1023) << 52)  # type: ignore[call-arg, no-any-return]
+
+
+@nb.njit(inline="always", cache=True)
+def exp_f64(x: float) -> float:
+    """e**x: x = k ln2 + r (|r| <= ln2/2), e**r by its Taylor polynomial (Horner), times 2**k.
+
+    Branch-free (selects only), so that loops of it vectorize: ``ldexp(p, k)`` is
+    ``(p * 2**(k >> 1)) * 2**(k - (k >> 1))``, the first product exact, the second rounded once
+    (subnormal results included), i.e. ldexp's correctly rounded result; NaN -> NaN, above
+    EXP_MAX -> inf, below EXP_MIN -> 0.
+    """
+    k = np.rint(x * INV_LN2)
+    p = _exp_poly(x, k)
+    kbits = f64_bits(k + _ROUND_MAGIC) - _ROUND_MAGIC_BITS  # type: ignore[call-arg]  # int(k)
+    k1 = kbits >> 1
+    v = (p * _pow2(k1)) * _pow2(kbits - k1)
+    v = math.inf if x > EXP_MAX else v
+    v = 0.0 if x < EXP_MIN else v
+    return x if x != x else v
 
 
 @nb.njit(inline="always", cache=True)
 def log_f64(x: float) -> float:
     """ln x: x = m 2**e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1)) by its
-    series, plus e ln2.  NaN or negative -> NaN, 0 -> -inf, inf -> inf."""
-    if not x > 0.0:
-        return -math.inf if x == 0.0 else math.nan
-    if x == math.inf:
-        return x
-    m, e = math.frexp(x)
-    if m < SQRT_HALF:
-        m = m + m
-        e -= 1
+    series, plus e ln2.  NaN or negative -> NaN, 0 -> -inf, inf -> inf.
+
+    Branch-free (selects only), so that loops of it vectorize: frexp is read from the bits
+    (a subnormal x scaled by 2**54 first, exactly)."""
+    sub = x < MIN_NORMAL
+    xs = x * TWO54 if sub else x
+    b: int = f64_bits(xs)  # type: ignore[call-arg]
+    m = bits_f64((b & 0x000FFFFFFFFFFFFF) | 0x3FE0000000000000)  # type: ignore[call-arg]
+    e = np.float64(((b >> 52) & 0x7FF) - 1022) - (54.0 if sub else 0.0)
+    low = m < SQRT_HALF
+    m = m + m if low else m
+    e = e - 1.0 if low else e
+    v = _log_tail(m, e)
+    v = x if x == math.inf else v
+    v = -math.inf if x == 0.0 else v
+    return v if x > 0.0 else (v if x == 0.0 else math.nan)
+
+
+@nb.njit(inline="always", cache=True)
+def _log_tail(m: float, k: float) -> float:
+    """ln(m * 2**k) for m in [sqrt(1/2), sqrt(2)): the series of :func:`log_f64`."""
     f = (m - 1.0) / (m + 1.0)
     s = f * f
     p = L11
@@ -171,7 +237,6 @@ def log_f64(x: float) -> float:
     p = p * s + L0
     t = f * p
     t = t + t
-    k = np.float64(e)
     return k * LN2_HI + (k * LN2_LO + t)
 
 

@@ -1,0 +1,212 @@
+"""Verbatim copy of lowbit/cpu/balance.py at 407a780 (before issue 19's CPU speedups), kept so that
+benchmarks time the previous kernels beside the new ones in the same run and assert equal outputs.
+Delete once the comparison is recorded in docs/performance.md.
+
+Original docstring:
+
+Numba kernels for KVarN's log-domain dual-axis variance normalization (DESIGN.md §4 step 2).
+
+``balance_tile`` is the per-tile algorithm, inlined into its callers: the batch kernel
+``balance_tiles`` here and the KVarN tile quantizer (``lowbit/cpu/kvarn.py``) call it per tile.
+All arithmetic is float32.  The current iterate ``cur = T / e^Lc / e^Lr`` is never stored.
+A std along one axis factors out the other axis's scale: with ``inv = e^-L``,
+``σ_col[c] = inv_col[c] * std_r(T[r, c] * inv_row[r])`` and
+``σ_row[r] = inv_row[r] * std_c(T[r, c] * inv_col[c])``; so one round costs two std sweeps
+(rows after the column update, columns after the row update); the row stds after the row update
+are ``inv_row * (the same row sweep)``, and the column stds of the imbalance are reused by the
+next column update.  Results equal the literal formula up to float32 rounding.
+Column statistics stream over ``T`` (row-major, SIMD across columns) and row statistics over a
+transposed copy ``T.T`` (SIMD across rows), so that no loop is a horizontal reduction (which
+LLVM will not vectorize without reassociation).
+
+The CUDA twin (``lowbit/cuda/balance.cuh``) performs the same float32 operations in the same
+order, so both give the same bits; ``exp``/``log`` are ``lowbit.cpu.scalar.exp_f32``/``log_f32``
+(IEEE float64 operations only, rounded once), because libm's differ between glibc and CUDA.
+
+Standard deviations are unbiased and two-pass, with the mean computed around the first element
+of the column/row: ``m = x0 + sum(x - x0) / n``, ``var = sum((x - m)**2) / (n - 1)``.  The shift
+makes the std of a constant column *exactly* 0 (so constant and all-zero tiles have an exact
+imbalance of 0), and costs one subtraction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from lowbit.cpu.scalar import clip_f32, exp_f32, log_f32
+
+_F32 = nb.float32
+
+
+@nb.njit(inline="always", cache=True)
+def _weighted_std(t: np.ndarray, w: np.ndarray, acc: np.ndarray, mean: np.ndarray,
+                  std: np.ndarray) -> None:
+    """``std[j]`` = unbiased std over ``i`` of ``t[i, j] * w[i]`` (``t`` row-major ``[n, m]``).
+
+    Every inner loop runs over ``j`` (contiguous), so LLVM vectorizes it without reassociating;
+    four rows per sweep keep the accumulator traffic at one load/store per four elements.
+    Sums run in a fixed order: ``acc += (v0 + v1) + (v2 + v3)`` per group of four rows.
+    """
+    n, m = t.shape
+    w0 = w[0]
+    for j in range(m):
+        mean[j] = t[0, j] * w0  # shift: the first element
+        acc[j] = _F32(0.0)
+    i = 1
+    while i + 4 <= n:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        for j in range(m):
+            x0 = mean[j]
+            acc[j] += (((t[i, j] * w0 - x0) + (t[i + 1, j] * w1 - x0))
+                       + ((t[i + 2, j] * w2 - x0) + (t[i + 3, j] * w3 - x0)))
+        i += 4
+    while i < n:
+        w0 = w[i]
+        for j in range(m):
+            acc[j] += t[i, j] * w0 - mean[j]
+        i += 1
+    for j in range(m):
+        mean[j] += acc[j] / _F32(n)
+        acc[j] = _F32(0.0)
+    i = 0
+    while i + 4 <= n:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        for j in range(m):
+            mj = mean[j]
+            d0 = t[i, j] * w0 - mj
+            d1 = t[i + 1, j] * w1 - mj
+            d2 = t[i + 2, j] * w2 - mj
+            d3 = t[i + 3, j] * w3 - mj
+            acc[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        i += 4
+    while i < n:
+        w0 = w[i]
+        for j in range(m):
+            d = t[i, j] * w0 - mean[j]
+            acc[j] += d * d
+        i += 1
+    for j in range(m):
+        std[j] = math.sqrt(acc[j] / _F32(n - 1))
+
+
+@nb.njit(inline="always", cache=True)
+def _spread(std: np.ndarray, floor: np.float32) -> np.float32:
+    """``max(std) / max(min(std), floor)``; NaN if any std is NaN."""
+    lo = std[0]
+    hi = std[0]
+    bad = False
+    for i in range(std.shape[0]):
+        v = std[i]
+        bad |= v != v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    if bad:
+        return _F32(np.nan)
+    return hi / max(lo, floor)
+
+
+@nb.njit(inline="always", cache=True)
+def _update_log_scale(log_scale: np.ndarray, std: np.ndarray, inv: np.ndarray, std_min: np.float32,
+                      std_max: np.float32, log_min: np.float32, log_max: np.float32) -> None:
+    """``L = clip(L + ln(clip(std, std_min, std_max)), log_min, log_max)``; ``inv = exp(-L)``.
+
+    ``ln`` and ``exp`` are lowbit's own (``log_f32``, ``exp_f32``), evaluated identically by the
+    CUDA twin, so scales agree bit for bit across backends.
+    """
+    for i in range(log_scale.shape[0]):
+        s = clip_f32(std[i], std_min, std_max)
+        v = clip_f32(log_scale[i] + log_f32(s), log_min, log_max)
+        log_scale[i] = v
+        inv[i] = exp_f32(-v)
+
+
+@nb.njit(inline="always", cache=True)
+def balance_tile(tile: np.ndarray, iterations: int, std_min: np.float32, std_max: np.float32,
+                 log_min: np.float32, log_max: np.float32, imbalance_floor: np.float32,
+                 col_scale: np.ndarray, row_scale: np.ndarray) -> np.float32:
+    """Balance one float32 tile ``[R, C]``; write the best scales, return the best imbalance.
+
+    Exactly DESIGN.md §4 step 2 in float32 (all scalar arguments float32): ``Imb(X) = max σ_col /
+    max(min σ_col, floor) + max σ_row / max(min σ_row, floor)`` (unclipped stds); the identity
+    (``Imb(T)``, scales 1) is the first candidate; each of ``iterations`` rounds updates the column
+    log scale then the row log scale, and its iterate replaces the best when ``Imb <= best``.
+
+    ``col_scale [C]`` and ``row_scale [R]`` (float32) receive ``e^Lc`` and ``e^Lr`` of the best
+    candidate; the balanced tile is ``tile / col_scale / row_scale`` (see ``divide_scales``).
+    Non-finite tiles give a NaN imbalance, never beat it, and keep the identity scales.
+    """
+    nr, nc = tile.shape
+    tt = np.ascontiguousarray(tile.T)  # [C, R]: row statistics stream like column statistics
+    log_col = np.zeros(nc, dtype=np.float32)
+    log_row = np.zeros(nr, dtype=np.float32)
+    inv_col = np.ones(nc, dtype=np.float32)
+    inv_row = np.ones(nr, dtype=np.float32)
+    n = max(nr, nc)
+    acc = np.empty(n, dtype=np.float32)
+    mean = np.empty(n, dtype=np.float32)
+    base_col = np.empty(nc, dtype=np.float32)  # std over rows of T * inv_row
+    base_row = np.empty(nr, dtype=np.float32)  # std over columns of T * inv_col
+    std_col = np.empty(nc, dtype=np.float32)
+    std_row = np.empty(nr, dtype=np.float32)
+    best_log_col = np.zeros(nc, dtype=np.float32)  # the identity is the first candidate
+    best_log_row = np.zeros(nr, dtype=np.float32)
+    identity = True
+
+    _weighted_std(tile, inv_row, acc, mean, std_col)
+    _weighted_std(tt, inv_col, acc, mean, std_row)
+    best = _spread(std_col, imbalance_floor) + _spread(std_row, imbalance_floor)
+
+    for _ in range(iterations):
+        # columns: std_col holds the column stds of the current iterate
+        _update_log_scale(log_col, std_col, inv_col, std_min, std_max, log_min, log_max)
+        # rows: std over columns of cur[r, :] = inv_row[r] * std of T[r, :] * inv_col
+        _weighted_std(tt, inv_col, acc, mean, base_row)
+        for r in range(nr):
+            std_row[r] = inv_row[r] * base_row[r]
+        _update_log_scale(log_row, std_row, inv_row, std_min, std_max, log_min, log_max)
+        for r in range(nr):
+            std_row[r] = inv_row[r] * base_row[r]
+        _weighted_std(tile, inv_row, acc, mean, base_col)
+        for c in range(nc):
+            std_col[c] = inv_col[c] * base_col[c]
+        imb = _spread(std_col, imbalance_floor) + _spread(std_row, imbalance_floor)
+        if imb <= best:
+            best = imb
+            identity = False
+            best_log_col[:] = log_col
+            best_log_row[:] = log_row
+    for c in range(nc):
+        col_scale[c] = _F32(1.0) if identity else exp_f32(best_log_col[c])
+    for r in range(nr):
+        row_scale[r] = _F32(1.0) if identity else exp_f32(best_log_row[r])
+    return best
+
+
+@nb.njit(inline="always", cache=True)
+def divide_scales(tile: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray,
+                  out: np.ndarray) -> None:
+    """``out[r, c] = tile[r, c] / col_scale[c] / row_scale[r]`` (float32, in that order)."""
+    nr, nc = tile.shape
+    for r in range(nr):
+        sr = row_scale[r]
+        for c in range(nc):
+            out[r, c] = tile[r, c] / col_scale[c] / sr
+
+
+@nb.njit(parallel=True, cache=True)
+def balance_tiles(tiles: np.ndarray, iterations: int, std_min: np.float32, std_max: np.float32,
+                  log_min: np.float32, log_max: np.float32, imbalance_floor: np.float32,
+                  balanced: np.ndarray, col_scale: np.ndarray, row_scale: np.ndarray,
+                  imbalance: np.ndarray) -> None:
+    """``balance_tile`` on every tile of ``tiles [B, R, C]`` (float32, C-contiguous), in parallel.
+
+    Outputs: ``balanced [B, R, C]``, ``col_scale [B, C]``, ``row_scale [B, R]`` and the best
+    ``imbalance [B]``, all float32.  Scalar arguments are float32.
+    """
+    for b in nb.prange(tiles.shape[0]):
+        imbalance[b] = balance_tile(tiles[b], iterations, std_min, std_max, log_min, log_max,
+                                    imbalance_floor, col_scale[b], row_scale[b])
+        divide_scales(tiles[b], col_scale[b], row_scale[b], balanced[b])

@@ -1,0 +1,324 @@
+"""Verbatim copy of lowbit/cpu/kvarn.py at 407a780 (before issue 19's CPU speedups), kept so that
+benchmarks time the previous kernels beside the new ones in the same run and assert equal outputs.
+Delete once the comparison is recorded in docs/performance.md.
+
+Original docstring:
+
+Numba kernels: KVarN tile encode / decode (DESIGN.md section 4; layout in docs/kv.md).
+
+A batch of ``n`` blocks of ``T`` tokens x ``D`` channels, already rotated along D, is
+read token-major (``x[i, t, d]``).  ``key=True`` views each block as a K tile [D, T]
+(rows = channels), ``key=False`` as a V tile [T, D] (rows = tokens).  One ``prange``
+iteration does a whole tile: balance -> per-row asymmetric RTN (nearest-even) -> fold
+of the RTN scale/offset into the row scale -> packing.
+
+Stored per tile (``R`` rows, ``C`` columns): ``packed`` (R*C codes of ``bits`` bits,
+element ``r*C + c`` in the little-endian bit stream of :mod:`lowbit.cpu.packing`),
+``row_scale`` A [R], ``row_offset`` Z [R] and ``col_scale`` s_col [C], reconstructing
+``x_hat[r, c] = (code[r, c] * A[r] + Z[r]) * s_col[c]``.
+
+``scale_format``: 0 = A, Z, s_col as float16 bits (uint16); 1 = A and s_col as
+float8 e4m3 codes, Z as float16 bits.  Both are written by the shared codec
+(``lowbit/cpu/codec.py``: one nearest-even rounding from float64, saturating at the format's
+largest finite).
+
+Per-tile exponent (``normalize=True``; issue 12 item 2): the tile is multiplied by ``2**-e``
+before the balance and ``x_hat`` by ``2**e`` after the decode, with ``e`` the binade of the
+tile's median nonzero magnitude (:func:`tile_exponent_of`), so that every tile reaches the
+balance, the RTN and the scale storage at the same magnitude whatever its input scale (the
+balance's clips and the float16 / e4m3 ranges are absolute).  Both scalings are float32
+multiplications by a power of two (exact unless a result is subnormal).  ``e`` is stored as
+int8; a tile it cannot represent gets :data:`EXPONENT_INVALID` and the front raises.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from balance_reference import balance_tile
+
+from lowbit.cpu.codec import SATURATE, Spec, minifloat_decode_one, minifloat_encode_one
+from lowbit.cpu.packing import get_code, load_unit, pack_unit, unit_bytes
+from lowbit.cpu.scalar import NEAREST_EVEN
+from lowbit.formats import FLOAT16, FP8_E4M3
+
+_U64 = nb.uint64
+_F32 = np.float32
+
+#: scale_format codes
+SCALES_FLOAT16, SCALES_FLOAT8 = 0, 1
+#: codec specs of the A / s_col storage by scale_format, and of Z (always float16)
+_SCALE_SPECS = (FLOAT16.spec, FP8_E4M3.spec)
+_F16 = FLOAT16.spec
+
+#: The normalized tile's median nonzero magnitude lies in [2**MEDIAN_LOG, 2**(MEDIAN_LOG + 1)):
+#: [0.5, 1) holds the median |x| of N(0, 1) data (0.674), so unit-scale tiles keep e = 0; the
+#: error of the un-normalized algorithm was flat (within 1%) for bulk stds in [0.7, 6].
+MEDIAN_LOG = -1
+#: Stored exponents lie in [-EXPONENT_LIMIT, EXPONENT_LIMIT]; EXPONENT_INVALID marks a tile the
+#: storage cannot represent.
+EXPONENT_LIMIT = 127
+EXPONENT_INVALID = -128
+#: Largest binade of a normalized tile's largest magnitude: the balance's float32 sums of
+#: squares (2**(2 * 49) per term, at most 2**28 terms) stay finite.
+RANGE_LOG = 48
+#: Histogram bins of float32 binades, floor(log2|v|) = -149 .. 127.
+_BINS = 277
+_BIN0 = 149
+
+
+@nb.njit(inline="always", cache=True)
+def _code(v: float, spec: Spec) -> np.int64:
+    """Code of the finite ``v``: nearest-even, saturating (the shared codec)."""
+    return np.int64(minifloat_encode_one(v, spec, SATURATE, NEAREST_EVEN, _U64(0), np.int64(0), 16)[0])
+
+
+@nb.njit(cache=True)
+def half_value(code: int | np.integer) -> float:
+    """Value of a stored Z (float16 bits)."""
+    return minifloat_decode_one(_U64(code), _F16)
+
+
+@nb.njit(cache=True)
+def scale_value(code: int | np.integer, scale_format: int) -> float:
+    """Value of a stored A / s_col code (float16 bits or e4m3 code)."""
+    return minifloat_decode_one(_U64(code), _SCALE_SPECS[scale_format])
+
+
+@nb.njit(cache=True)
+def _balance(tile: np.ndarray, iterations: int, s_col: np.ndarray, s_row: np.ndarray) -> None:
+    """DESIGN.md's constants around :func:`lowbit.cpu.balance.balance_tile`.
+
+    A plain (not inlined) call: inlining the balance into the ``prange`` body of
+    :func:`kvarn_encode` multiplied its compile time (about 90 s instead of 15 s).
+    """
+    balance_tile(tile, iterations, _F32(1e-3), _F32(1e3), _F32(-0.3), _F32(10.0),  # type: ignore[arg-type]
+                 _F32(1e-8), s_col, s_row)
+
+
+@nb.njit(inline="always", cache=True)
+def _binade(a: float) -> int:
+    """floor(log2(a)) of a positive finite float32 value (subnormals included)."""
+    return math.frexp(np.float64(a))[1] - 1
+
+
+@nb.njit(cache=True)
+def tile_exponent_of(tile: np.ndarray) -> int:
+    """The exponent e of a tile [R, C] (float32): the binade of its lower-median nonzero
+    magnitude, minus MEDIAN_LOG; 0 for an all-zero tile; EXPONENT_INVALID when ``|e|`` exceeds
+    EXPONENT_LIMIT, the largest magnitude reaches 2**127 (or overflowed to Inf in the
+    rotation), or it exceeds the median by more than 2**RANGE_LOG.  A histogram of binades: exact integers, the same in any order."""
+    hist = np.zeros(_BINS, np.int64)
+    nnz = 0
+    finite = True
+    for r in range(tile.shape[0]):
+        for c in range(tile.shape[1]):
+            a = abs(tile[r, c])
+            if not a < np.inf:  # Inf or NaN: finite input that overflowed in the rotation
+                finite = False
+            elif a > 0:
+                hist[_binade(a) + _BIN0] += 1
+                nnz += 1
+    if not finite:
+        return EXPONENT_INVALID
+    if nnz == 0:
+        return 0
+    k = (nnz - 1) // 2
+    cum = 0
+    med = 0
+    top = 0
+    for b in range(_BINS):
+        if hist[b]:
+            if cum <= k:
+                med = b - _BIN0
+            top = b - _BIN0
+        cum += hist[b]
+    e = med - MEDIAN_LOG
+    if e < -EXPONENT_LIMIT or e > EXPONENT_LIMIT or top >= 127 or top - e > RANGE_LOG:
+        return EXPONENT_INVALID
+    return e
+
+
+@nb.njit(inline="always", cache=True)
+def pow2_f32(e: int) -> np.float32:
+    """2**e as float32 for -149 <= e <= 127 (exact)."""
+    return _F32(math.ldexp(1.0, e))
+
+
+# -- tile encode / decode ----------------------------------------------------------------------
+
+@nb.njit(inline="always", cache=True)
+def _sylvester(v: np.ndarray) -> None:
+    """v = H_n @ v in place (n = len(v) a power of two): radix-2 butterflies of increasing
+    stride, the lower index keeping a + b -- the operations of lowbit/cpu/hadamard.py's fwht
+    (its radix-4 sweeps are two of these levels) and of lowbit/cuda/hadamard.cuh."""
+    n = v.shape[0]
+    h = 1
+    while h < n:
+        for b0 in range(0, n, 2 * h):
+            for j in range(b0, b0 + h):
+                a = v[j]
+                b = v[j + h]
+                v[j] = a + b
+                v[j + h] = a - b
+        h *= 2
+
+
+@nb.njit(inline="always", cache=True)
+def rotation_scale(dim: int) -> np.float32:
+    """float32(1 / sqrt(D)), the normalization of the Hadamard rotation (lowbit.transforms')."""
+    return _F32(1.0 / math.sqrt(dim))
+
+
+@nb.njit(inline="always", cache=True)
+def _load_tile(x: np.ndarray, i: int, key: bool, rotate: bool, tile: np.ndarray, v: np.ndarray) -> None:
+    """tile = block i of x as a K tile [D, T] or V tile [T, D], each token rotated first."""
+    tokens, dim = x.shape[1], x.shape[2]
+    scale = rotation_scale(dim)
+    for t in range(tokens):
+        for d in range(dim):
+            v[d] = _F32(x[i, t, d])
+        if rotate:
+            _sylvester(v)
+            for d in range(dim):
+                v[d] = scale * v[d]
+        for d in range(dim):
+            if key:
+                tile[d, t] = v[d]
+            else:
+                tile[t, d] = v[d]
+
+
+@nb.njit(parallel=True, cache=True)
+def kvarn_encode(x: np.ndarray, rotate: bool, key: bool, bits: int, iterations: int,
+                 scale_format: int, normalize: bool, packed: np.ndarray, row_scale: np.ndarray,
+                 row_offset: np.ndarray, col_scale: np.ndarray, tile_exponent: np.ndarray) -> None:
+    """Encode ``x`` [n, T, D] (float32; with ``rotate`` each token is first multiplied by the
+    normalized Sylvester Hadamard matrix, D a power of two) into KVarN tiles.
+
+    packed [n, ceil(T*D*bits/8)] uint8; row_scale [n, R] (uint16 float16 bits, or uint8
+    e4m3 codes when ``scale_format == 1``); row_offset [n, R] uint16 (float16 bits);
+    col_scale [n, C] like row_scale; tile_exponent [n] int8 (0 without ``normalize``).
+    R, C = (D, T) for keys, (T, D) for values.  With ``normalize`` the tile t below is
+    ``x * 2**-e`` (module docstring).
+
+    float16 scales (DESIGN.md literal): b = t / s_col / s_row; lo, hi = row min/max;
+    scale = max((hi - lo) / L, 1e-10); code = clip(rint((b - lo) / scale), 0, L);
+    A = s_row * scale, Z = s_row * lo, L = 2**bits - 1.
+    e4m3 scales: s_col is rounded to e4m3 first and u = t / s_col8 (the row scale folds
+    away); A = e4m3((hi_u - lo_u) / L) (at least the smallest e4m3 subnormal); Z =
+    float16(mid_u - A * L / 2), the grid centred on the row's range; codes are then
+    computed against the stored grid: clip(rint((u - Z) / A), 0, L).
+    """
+    n, tokens, dim = x.shape
+    rows, cols = (dim, tokens) if key else (tokens, dim)
+    levels = (1 << bits) - 1
+    lf = _F32(levels)
+    nel = rows * cols
+    units = (nel + 7) // 8
+    for i in nb.prange(n):
+        tile = np.empty((rows, cols), np.float32)
+        _load_tile(x, i, key, rotate, tile, np.empty(dim, np.float32))
+        e = tile_exponent_of(tile) if normalize else 0
+        tile_exponent[i] = e
+        if e == EXPONENT_INVALID:
+            continue
+        if e != 0:
+            p = pow2_f32(-e)
+            for r in range(rows):
+                for c in range(cols):
+                    tile[r, c] = tile[r, c] * p
+        s_col = np.empty(cols, np.float32)
+        s_row = np.empty(rows, np.float32)
+        if rows >= 2 and cols >= 2:
+            _balance(tile, iterations, s_col, s_row)
+        else:  # a 1-token tile has no token std: identity scales
+            s_col[:] = _F32(1.0)
+            s_row[:] = _F32(1.0)
+        scv = np.empty(cols, np.float32)
+        for c in range(cols):
+            code = _code(np.float64(s_col[c]), _SCALE_SPECS[scale_format])
+            col_scale[i, c] = code
+            scv[c] = s_col[c] if scale_format == 0 else _F32(scale_value(code, 1))
+        codes = np.empty(nel, np.uint8)
+        v = np.empty(cols, np.float32)
+        for r in range(rows):
+            sr = s_row[r]
+            lo = np.inf
+            hi = -np.inf
+            for c in range(cols):
+                if scale_format == 0:
+                    v[c] = tile[r, c] / scv[c] / sr
+                else:
+                    v[c] = tile[r, c] / scv[c]
+                lo = min(lo, v[c])
+                hi = max(hi, v[c])
+            lo32 = _F32(lo)
+            hi32 = _F32(hi)
+            if scale_format == 0:
+                step = max((hi32 - lo32) / lf, _F32(1e-10))
+                base = lo32
+                row_scale[i, r] = _code(np.float64(sr * step), _F16)
+                row_offset[i, r] = _code(np.float64(sr * lo32), _F16)
+            else:
+                acode = _code(np.float64((hi32 - lo32) / lf), _SCALE_SPECS[SCALES_FLOAT8])
+                if acode == 0:
+                    acode = np.int64(1)  # smallest positive e4m3 subnormal, 2**-9
+                step = _F32(scale_value(acode, SCALES_FLOAT8))
+                mid = (np.float64(lo32) + np.float64(hi32)) * 0.5
+                zcode = _code(mid - np.float64(step) * levels * 0.5, _F16)
+                base = _F32(half_value(zcode))
+                row_scale[i, r] = acode
+                row_offset[i, r] = zcode
+            for c in range(cols):
+                q = np.rint((v[c] - base) / step)
+                codes[r * cols + c] = np.uint8(min(max(q, _F32(0.0)), lf))
+        for u in range(units):
+            pack_unit(codes, u, bits, packed[i])
+
+
+@nb.njit(parallel=True, cache=True)
+def kvarn_decode(packed: np.ndarray, rotate: bool, key: bool, bits: int, scale_format: int,
+                 row_scale: np.ndarray, row_offset: np.ndarray, col_scale: np.ndarray,
+                 tile_exponent: np.ndarray, out: np.ndarray) -> None:
+    """Reconstruct ``out`` [n, T, D] float32 from :func:`kvarn_encode` output:
+    ``((code * A + Z) * s_col) * 2**e``, float32 operations in that order, then (``rotate``)
+    each token multiplied by the normalized Hadamard matrix (its own inverse) as in encode."""
+    n, tokens, dim = out.shape
+    rows, cols = (dim, tokens) if key else (tokens, dim)
+    nel = rows * cols
+    units = (nel + 7) // 8
+    scale = rotation_scale(dim)
+    for i in nb.prange(n):
+        a = np.empty(rows, np.float32)
+        z = np.empty(rows, np.float32)
+        s = np.empty(cols, np.float32)
+        for r in range(rows):
+            a[r] = scale_value(row_scale[i, r], scale_format)
+            z[r] = half_value(row_offset[i, r])
+        for c in range(cols):
+            s[c] = scale_value(col_scale[i, c], scale_format)
+        pe = pow2_f32(int(tile_exponent[i]))
+        for u in range(units):
+            start = u * 8
+            stop = min(start + 8, nel)
+            acc = load_unit(packed[i], u, bits, unit_bytes(packed[i], u, bits))
+            for e in range(start, stop):
+                q = _F32(get_code(acc, e - start, bits))
+                r = e // cols
+                c = e - r * cols
+                val = ((q * a[r] + z[r]) * s[c]) * pe
+                if key:
+                    out[i, c, r] = val
+                else:
+                    out[i, r, c] = val
+        if rotate:
+            v = np.empty(dim, np.float32)
+            for t in range(tokens):
+                for d in range(dim):
+                    v[d] = out[i, t, d]
+                _sylvester(v)
+                for d in range(dim):
+                    out[i, t, d] = scale * v[d]
