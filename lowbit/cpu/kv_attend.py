@@ -34,8 +34,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from lowbit.cpu.kvarn import half_value, scale_value
+from lowbit.cpu.kvarn import scale_value
 from lowbit.cpu.packing import get_code, load_unit
+from lowbit.cpu.scalar import bits_f64
 from lowbit.kv.layout import (
     FMT_ABSENT,
     FMT_FLOAT16,
@@ -64,30 +65,94 @@ _NEG_INF = _F32(-np.inf)
 
 #: exact tokens per online-softmax block
 _CHUNK = 32
+#: 2**-24, the float16 subnormal step
+_TWO_M24 = 5.960464477539063e-08
 
 
 @nb.njit(inline="always", cache=True)
-def _field(a: np.ndarray, i: int, fmt: int, default: float) -> np.float32:
-    """Value of stored field element ``a[i]`` (``a[0]`` when ``a`` holds one value per tile)."""
+def _half_f32(h: np.integer) -> np.float32:
+    """The float16 with bits ``h`` as float32 (exact; :func:`lowbit.cpu.kvarn.half_value`'s
+    value without the generic codec)."""
+    e = (np.int64(h) >> 10) & 0x1F
+    m = np.int64(h) & 0x3FF
+    v: float
+    if e == 0:
+        v = float(m) * _TWO_M24
+    elif e == 31:
+        v = np.inf if m == 0 else np.nan
+    else:
+        v = bits_f64(((e + 1008) << 52) | (m << 42))  # type: ignore[call-arg]
+    return _F32(-v if np.int64(h) & 0x8000 else v)
+
+
+@nb.njit(inline="always", cache=True)
+def _field(a: np.ndarray, i: int, fmt: int, default: float, e4m3: np.ndarray) -> np.float32:
+    """Value of stored field element ``a[i]`` (``a[0]`` when ``a`` holds one value per tile);
+    ``e4m3`` [256] the values of the e4m3 codes."""
     if fmt == FMT_ABSENT:
         return _F32(default)
     j = 0 if a.shape[0] == 1 else i
     if fmt == FMT_FLOAT32:
         return _F32(a[j])
     if fmt == FMT_FLOAT16:
-        return _F32(half_value(a[j]))
-    return _F32(scale_value(a[j], 1))
+        return _half_f32(a[j])
+    return e4m3[np.int64(a[j]) & 0xFF]  # uint8 codes
+
+
+@nb.njit(inline="always", cache=True)
+def _fields(a: np.ndarray, fmt: int, default: float, e4m3: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = :func:`_field` (a, i, ...) for every i < len(out)."""
+    for i in range(out.shape[0]):
+        out[i] = _field(a, i, fmt, default, e4m3)
+
+
+@nb.njit(inline="always", cache=True)
+def _byte_table(bits: int, lut: np.ndarray) -> np.ndarray:
+    """[256, 8 // bits] float32: the lut values of the codes in each byte, least significant
+    first (bits in 1, 2, 4, 8; a dummy [1, 1] otherwise)."""
+    if bits not in (1, 2, 4, 8):
+        return np.zeros((1, 1), np.float32)
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    tbl = np.empty((256, per), np.float32)
+    for b in range(256):
+        for j in range(per):
+            tbl[b, j] = lut[(b >> (j * bits)) & mask]
+    return tbl
 
 
 @nb.njit(inline="always", cache=True)
 def _unpack_row(packed: np.ndarray, start: int, count: int, bits: int, lut: np.ndarray,
-                row: np.ndarray) -> None:
-    """row[:count] = lut[codes start .. start+count-1] (start and count multiples of 8)."""
-    u0 = start // 8
-    for u in range(count // 8):
-        acc = load_unit(packed, u0 + u, bits, bits)
-        for j in range(8):
-            row[u * 8 + j] = lut[get_code(acc, j, bits)]
+                tbl: np.ndarray, row: np.ndarray) -> None:
+    """row[:count] = lut[codes start .. start+count-1] (start and count multiples of 8):
+    1/2/4/8-bit codes a byte at a time through :func:`_byte_table`'s ``tbl``."""
+    if bits == 4:
+        b0 = start // 2
+        for k in range(count // 2):
+            byte = packed[b0 + k]
+            row[2 * k] = tbl[byte, 0]
+            row[2 * k + 1] = tbl[byte, 1]
+    elif bits == 2:
+        b0 = start // 4
+        for k in range(count // 4):
+            byte = packed[b0 + k]
+            for j in range(4):
+                row[4 * k + j] = tbl[byte, j]
+    elif bits == 8:
+        for k in range(count):
+            row[k] = tbl[packed[start + k], 0]
+    elif bits == 1:
+        b0 = start // 8
+        for k in range(count // 8):
+            byte = packed[b0 + k]
+            for j in range(8):
+                row[8 * k + j] = tbl[byte, j]
+    else:
+        u0 = start // 8
+        for u in range(count // 8):
+            acc = load_unit(packed, u0 + u, bits, bits)
+            for j in range(8):
+                row[u * 8 + j] = lut[get_code(acc, j, bits)]
 
 
 @nb.njit(cache=True)
@@ -151,42 +216,64 @@ def _exact_block(qa: np.ndarray, k: np.ndarray, v: np.ndarray, count: int, pos0:
 @nb.njit(cache=True)
 def _scores_channel_rows(qr: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.ndarray,
                          s: np.ndarray, fa: int, fz: int, fs: int, bits: int, lut: np.ndarray,
-                         group: int, scale: float, w: np.ndarray, qz: np.ndarray, row: np.ndarray,
+                         tbl: np.ndarray, e4m3: np.ndarray, group: int, scale: float,
+                         w: np.ndarray, qz: np.ndarray, rows4: np.ndarray, fv: np.ndarray,
                          sc: np.ndarray) -> None:
-    """sc[j, t] = scale * q_j . k_hat_t for a key tile with codes [D, G]."""
+    """sc[j, t] = scale * q_j . k_hat_t for a key tile with codes [D, G] (``rows4`` [4, >= G]
+    scratch)."""
     mq, dim = qr.shape
     for j in range(mq):
         qz[j, 0] = _F32(0.0)
         for t in range(group):
             sc[j, t] = _F32(0.0)
     for d in range(dim):
-        ad = _field(a, d, fa, 1.0)
-        zd = _field(z, d, fz, 0.0)
+        ad = _field(a, d, fa, 1.0, e4m3)
+        zd = _field(z, d, fz, 0.0, e4m3)
         for j in range(mq):
             w[j, d] = qr[j, d] * ad
             qz[j, 0] += qr[j, d] * zd
-    for d in range(dim):
-        _unpack_row(codes, d * group, group, bits, lut, row)
+    d = 0
+    while d + 4 <= dim:  # four channels per pass over sc: the same sums, in the same order
+        for k in range(4):
+            _unpack_row(codes, (d + k) * group, group, bits, lut, tbl, rows4[k])
+        r0, r1, r2, r3 = rows4[0], rows4[1], rows4[2], rows4[3]
+        for j in range(mq):
+            w0, w1, w2, w3 = w[j, d], w[j, d + 1], w[j, d + 2], w[j, d + 3]
+            sj = sc[j]
+            for t in range(group):
+                sj[t] = (((sj[t] + w0 * r0[t]) + w1 * r1[t]) + w2 * r2[t]) + w3 * r3[t]
+        d += 4
+    row = rows4[0]
+    while d < dim:
+        _unpack_row(codes, d * group, group, bits, lut, tbl, row)
         for j in range(mq):
             wd = w[j, d]
+            sj = sc[j]
             for t in range(group):
-                sc[j, t] += wd * row[t]
+                sj[t] += wd * row[t]
+        d += 1
+    st = fv[:group]
+    _fields(s, fs, 1.0, e4m3, st)
     for t in range(group):
-        st = _field(s, t, fs, 1.0) * _F32(scale)
-        for j in range(mq):
-            sc[j, t] = st * (sc[j, t] + qz[j, 0])
+        st[t] = st[t] * _F32(scale)
+    for j in range(mq):
+        sj = sc[j]
+        qzj = qz[j, 0]
+        for t in range(group):
+            sj[t] = st[t] * (sj[t] + qzj)
 
 
 @nb.njit(cache=True)
 def _scores_token_rows(qr: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.ndarray,
                        s: np.ndarray, fa: int, fz: int, fs: int, ngroups: int, bits: int,
-                       lut: np.ndarray, group: int, scale: float, w: np.ndarray, qz: np.ndarray,
-                       row: np.ndarray, ag: np.ndarray, zg: np.ndarray, sc: np.ndarray) -> None:
+                       lut: np.ndarray, tbl: np.ndarray, e4m3: np.ndarray, group: int,
+                       scale: float, w: np.ndarray, qz: np.ndarray, row: np.ndarray,
+                       ag: np.ndarray, zg: np.ndarray, sc: np.ndarray) -> None:
     """sc[j, t] = scale * q_j . k_hat_t for a key tile with codes [G, D]."""
     mq, dim = qr.shape
     cg = dim // ngroups
     for d in range(dim):
-        sd = _field(s, d, fs, 1.0)
+        sd = _field(s, d, fs, 1.0, e4m3)
         for j in range(mq):
             w[j, d] = qr[j, d] * sd
     for j in range(mq):
@@ -196,10 +283,10 @@ def _scores_token_rows(qr: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.n
                 acc += w[j, d]
             qz[j, g] = acc
     for t in range(group):
-        _unpack_row(codes, t * dim, dim, bits, lut, row)
+        _unpack_row(codes, t * dim, dim, bits, lut, tbl, row)
         for g in range(ngroups):
-            ag[g] = _field(a, t * ngroups + g, fa, 1.0)
-            zg[g] = _field(z, t * ngroups + g, fz, 0.0)
+            ag[g] = _field(a, t * ngroups + g, fa, 1.0, e4m3)
+            zg[g] = _field(z, t * ngroups + g, fz, 0.0, e4m3)
         for j in range(mq):
             tot = _F32(0.0)
             for g in range(ngroups):
@@ -213,9 +300,11 @@ def _scores_token_rows(qr: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.n
 @nb.njit(cache=True)
 def _values_token_rows(p: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.ndarray,
                        s: np.ndarray, fa: int, fz: int, fs: int, ngroups: int, bits: int,
-                       lut: np.ndarray, group: int, tmp: np.ndarray, pz: np.ndarray,
-                       row: np.ndarray, ag: np.ndarray, zg: np.ndarray, acc_r: np.ndarray) -> None:
-    """acc_r[j] += sum_t p[j, t] v_hat_t for a value tile with codes [G, D]."""
+                       lut: np.ndarray, tbl: np.ndarray, e4m3: np.ndarray, group: int,
+                       tmp: np.ndarray, pz: np.ndarray, rows4: np.ndarray, ag: np.ndarray,
+                       zg: np.ndarray, acc_r: np.ndarray) -> None:
+    """acc_r[j] += sum_t p[j, t] v_hat_t for a value tile with codes [G, D] (``rows4``
+    [4, >= D] scratch)."""
     mq, dim = acc_r.shape
     cg = dim // ngroups
     for j in range(mq):
@@ -223,22 +312,55 @@ def _values_token_rows(p: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.nd
             tmp[j, d] = _F32(0.0)
         for g in range(ngroups):
             pz[j, g] = _F32(0.0)
-    for t in range(group):
-        _unpack_row(codes, t * dim, dim, bits, lut, row)
+    t = 0
+    if ngroups == 1:  # four tokens per pass over tmp: the same sums, in the same order
+        while t + 4 <= group:
+            for k in range(4):
+                _unpack_row(codes, (t + k) * dim, dim, bits, lut, tbl, rows4[k])
+            r0, r1, r2, r3 = rows4[0], rows4[1], rows4[2], rows4[3]
+            a0, a1 = _field(a, t, fa, 1.0, e4m3), _field(a, t + 1, fa, 1.0, e4m3)
+            a2, a3 = _field(a, t + 2, fa, 1.0, e4m3), _field(a, t + 3, fa, 1.0, e4m3)
+            z0, z1 = _field(z, t, fz, 0.0, e4m3), _field(z, t + 1, fz, 0.0, e4m3)
+            z2, z3 = _field(z, t + 2, fz, 0.0, e4m3), _field(z, t + 3, fz, 0.0, e4m3)
+            for j in range(mq):
+                p0, p1, p2, p3 = p[j, t], p[j, t + 1], p[j, t + 2], p[j, t + 3]
+                tj = tmp[j]
+                if p0 != 0 and p1 != 0 and p2 != 0 and p3 != 0:
+                    pz[j, 0] = (((pz[j, 0] + p0 * z0) + p1 * z1) + p2 * z2) + p3 * z3
+                    c0, c1, c2, c3 = p0 * a0, p1 * a1, p2 * a2, p3 * a3
+                    for d in range(dim):
+                        tj[d] = (((tj[d] + c0 * r0[d]) + c1 * r1[d]) + c2 * r2[d]) + c3 * r3[d]
+                else:  # a zero weight adds nothing (not even a signed zero): one token at a time
+                    for k in range(4):
+                        pk = p[j, t + k]
+                        if pk == 0:
+                            continue
+                        ak = _field(a, t + k, fa, 1.0, e4m3)
+                        pz[j, 0] += pk * _field(z, t + k, fz, 0.0, e4m3)
+                        pa = pk * ak
+                        rk = rows4[k]
+                        for d in range(dim):
+                            tj[d] += pa * rk[d]
+            t += 4
+    row = rows4[0]
+    while t < group:
+        _unpack_row(codes, t * dim, dim, bits, lut, tbl, row)
         for g in range(ngroups):
-            ag[g] = _field(a, t * ngroups + g, fa, 1.0)
-            zg[g] = _field(z, t * ngroups + g, fz, 0.0)
+            ag[g] = _field(a, t * ngroups + g, fa, 1.0, e4m3)
+            zg[g] = _field(z, t * ngroups + g, fz, 0.0, e4m3)
         for j in range(mq):
             pt = p[j, t]
             if pt == 0:
                 continue
+            tj = tmp[j]
             for g in range(ngroups):
                 pa = pt * ag[g]
                 pz[j, g] += pt * zg[g]
                 for d in range(g * cg, (g + 1) * cg):
-                    tmp[j, d] += pa * row[d]
+                    tj[d] += pa * row[d]
+        t += 1
     for d in range(dim):
-        sd = _field(s, d, fs, 1.0)
+        sd = _field(s, d, fs, 1.0, e4m3)
         g = d // cg
         for j in range(mq):
             acc_r[j, d] += sd * (tmp[j, d] + pz[j, g])
@@ -274,6 +396,11 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
     fka, fkz, fks = layout[FMT_KEY_A], layout[FMT_KEY_Z], layout[FMT_KEY_S]
     fva, fvz, fvs = layout[FMT_VALUE_A], layout[FMT_VALUE_Z], layout[FMT_VALUE_S]
     ng = max(kgroups, vgroups, 1)
+    e4m3 = np.empty(256, np.float32)
+    for c in range(256):
+        e4m3[c] = _F32(scale_value(c, 1))
+    k_tbl = _byte_table(kbits, k_lut)
+    v_tbl = _byte_table(vbits, v_lut)
     for bh in nb.prange(nb_ * hk):
         b = bh // hk
         kv = bh % hk
@@ -301,9 +428,11 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
         w = np.empty((mq, dim), np.float32)
         qz = np.empty((mq, ng), np.float32)
         tmp = np.empty((mq, dim), np.float32)
-        row = np.empty(max(group, dim), np.float32)
+        rows4 = np.empty((4, max(group, dim)), np.float32)
+        row = rows4[0]
         ag = np.empty(ng, np.float32)
         zg = np.empty(ng, np.float32)
+        fv = np.empty(max(group, dim), np.float32)
         _exact_block(qa, sink_k[b, kv], sink_v[b, kv], n_sink, 0, start, qpos, scale, mx, ls,
                      acc_e, acc_r, sc)
         for tile in range(n_tiles):
@@ -312,12 +441,12 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
                 continue
             if krows == ROWS_CHANNELS:
                 _scores_channel_rows(qr, k_codes[b, kv, tile], k_a[b, kv, tile], k_z[b, kv, tile],
-                                     k_s[b, kv, tile], fka, fkz, fks, kbits, k_lut, group, scale,
-                                     w, qz, row, sc)
+                                     k_s[b, kv, tile], fka, fkz, fks, kbits, k_lut, k_tbl, e4m3,
+                                     group, scale, w, qz, rows4, fv, sc)
             else:
                 _scores_token_rows(qr, k_codes[b, kv, tile], k_a[b, kv, tile], k_z[b, kv, tile],
-                                   k_s[b, kv, tile], fka, fkz, fks, kgroups, kbits, k_lut, group,
-                                   scale, w, qz, row, ag, zg, sc)
+                                   k_s[b, kv, tile], fka, fkz, fks, kgroups, kbits, k_lut, k_tbl,
+                                   e4m3, group, scale, w, qz, row, ag, zg, sc)
             if pos0 < start or pos0 + group - 1 > qpos[0]:
                 for j in range(mq):
                     for t in range(group):
@@ -325,8 +454,8 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
                             sc[j, t] = _NEG_INF
             _softmax_block(sc, group, mx, ls, acc_e, acc_r)
             _values_token_rows(sc, v_codes[b, kv, tile], v_a[b, kv, tile], v_z[b, kv, tile],
-                               v_s[b, kv, tile], fva, fvz, fvs, vgroups, vbits, v_lut, group,
-                               tmp, qz, row, ag, zg, acc_r)
+                               v_s[b, kv, tile], fva, fvz, fvs, vgroups, vbits, v_lut, v_tbl,
+                               e4m3, group, tmp, qz, rows4, ag, zg, acc_r)
         pos0 = n_sink + n_tiles * group
         _exact_block(qa, recent_k[b, kv], recent_v[b, kv], n_recent, pos0, start, qpos, scale,
                      mx, ls, acc_e, acc_r, sc)
