@@ -3,21 +3,15 @@
 The baseline runs the same algorithm (float32, unbiased two-pass std, the same clips and
 best-so-far selection, column stds reused between the imbalance and the next column step) on
 the whole batch at once with NumPy array operations.  Minimum traffic: read the tiles, write
-the balanced tiles (scales are negligible): 8 bytes per element.  The kernel is also timed
-against the previous one (benchmarks/balance_reference.py, from before issue 19's speedups),
-outputs asserted bit-identical in the same run.
+the balanced tiles (scales are negligible): 8 bytes per element.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import balance_reference
 import numpy as np
 from common import best_time, row
 
 import lowbit
-from lowbit.cpu.balance import balance_tiles
 
 
 def _std(x: np.ndarray, axis: int) -> np.ndarray:
@@ -79,23 +73,4 @@ def run(quick: bool = False) -> list[dict]:
     out["us_per_tile"] = t / tiles_n * 1e6
     out["baseline_us_per_tile"] = tb / tiles_n * 1e6
 
-    # the kernel against the previous one (benchmarks/balance_reference.py), same bits
-    f32 = np.float32
-    consts = (iterations, f32(1e-3), f32(1e3), f32(-0.3), f32(10.0), f32(1e-8))
-
-    def kernel_run(kernel: Any) -> tuple[np.ndarray, ...]:
-        outs = (np.empty_like(tiles), np.empty((tiles_n, c), f32), np.empty((tiles_n, r), f32),
-                np.empty(tiles_n, f32))
-        kernel(tiles, *consts, *outs)
-        return outs
-
-    new, old = kernel_run(balance_tiles), kernel_run(balance_reference.balance_tiles)
-    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(new, old, strict=True)), \
-        "balance_tiles differs from the previous kernel"
-    tk = best_time(lambda: kernel_run(balance_tiles), 5 if quick else 3)
-    tr = best_time(lambda: kernel_run(balance_reference.balance_tiles), 5 if quick else 3)
-    ker = row(f"balance_tiles kernel {r}x{c} f32, {iterations} it", f"{tiles_n} t, {tk / tiles_n * 1e6:.0f} us/tile",
-              tk, f"previous kernel ({tr / tiles_n * 1e6:.0f} us/tile)", tr, 2 * tiles.nbytes, tiles.size)
-    ker["us_per_tile"] = tk / tiles_n * 1e6
-    ker["baseline_us_per_tile"] = tr / tiles_n * 1e6
-    return [out, ker]
+    return [out]

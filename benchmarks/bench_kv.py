@@ -6,32 +6,23 @@
    bench_balance.py, per-row RTN with ``np.rint``,
    fold, float16 casts, bit packing with shifts).  Minimum traffic: read the float16 input, write
    codes and scales.
-   The store kernel alone (``lowbit.cpu.kvarn.kvarn_encode``, float32 tokens) against the
-   previous kernel (benchmarks/kvarn_reference.py, a verbatim copy from before issue 19's
-   speedups), outputs asserted byte-identical in the same run.
 2. ``QuantizedKVCache.attend`` (fused separable kernel) over a 32k-token kvarn-k4v2-g128 cache
    against dequantizing the cache and running NumPy float32 attention (``matmul``, softmax,
    ``matmul``) — what a decode step costs without a fused kernel.  Minimum traffic: read the
-   quantized cache once.  The kernel alone (``lowbit.cpu.kv_attend``, on the arguments the
-   front passes it) against the previous kernel (benchmarks/kv_attend_reference.py), outputs
-   asserted bit-identical in the same run.
+   quantized cache once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
-import kv_attend_reference
-import kvarn_reference
 import numpy as np
 from bench_balance import numpy_balance
 from common import best_time, row
 
 import lowbit
 import lowbit.cpu
-from lowbit.cpu.kvarn import MEDIAN_LOG, kvarn_encode
+from lowbit.cpu.kvarn import MEDIAN_LOG
 from lowbit.kv import QuantizedKVCache
 
 
@@ -123,41 +114,6 @@ def bench_quantize(quick: bool) -> dict:
     return r
 
 
-def _encode_args(x: np.ndarray, key: bool, bits: int) -> list:
-    n, tokens, dim = x.shape
-    rows, cols = (dim, tokens) if key else (tokens, dim)
-    return [x, True, key, bits, 8, 0, True, np.zeros((n, tokens * dim * bits // 8), np.uint8),
-            np.zeros((n, rows), np.uint16), np.zeros((n, rows), np.uint16),
-            np.zeros((n, cols), np.uint16), np.zeros(n, np.int8)]
-
-
-def bench_encode_kernel(quick: bool) -> dict:
-    """The fused store kernel alone (float32 tokens in, rotation included), new vs previous."""
-    n, g, d, bits = (64 if quick else 512), 128, 128, 2
-    rng = np.random.default_rng(2)
-    k, v = (kv_blocks(rng, n, g, d).astype(np.float32) for _ in range(2))
-    cases = [(k, True), (v, False)]
-    for x, key in cases:  # correctness gate, same run: the same bytes as the previous kernel
-        new, old = _encode_args(x, key, bits), _encode_args(x, key, bits)
-        kvarn_encode(*new)
-        kvarn_reference.kvarn_encode(*old)
-        assert all(np.array_equal(a, b) for a, b in zip(new[7:], old[7:], strict=True)), "encode differs"
-    args = [_encode_args(x, key, bits) for x, key in cases]
-
-    def run_with(kernel: Any) -> Callable[[], None]:
-        return lambda: [kernel(*a) for a in args] and None
-
-    t = best_time(run_with(kvarn_encode), 5 if quick else 3)
-    tb = best_time(run_with(kvarn_reference.kvarn_encode), 5 if quick else 3)
-    out_bytes = 2 * n * (g * d * bits // 8 + (2 * d + g) * 2)
-    r = row(f"kvarn_encode kernel k2v2 g128 8 it ({t / (2 * n) * 1e6:.0f} us/tile)",
-            f"{n} K + {n} V tiles f32", t, f"previous kernel ({tb / (2 * n) * 1e6:.0f} us/tile)", tb,
-            k.nbytes + v.nbytes + out_bytes, 2 * n * g * d)
-    r["us_per_tile"] = t / (2 * n) * 1e6
-    r["baseline_us_per_tile"] = tb / (2 * n) * 1e6
-    return r
-
-
 def bench_attend(quick: bool) -> list[dict]:
     b, hk, hq, d = 1, 8, 32, 128
     tokens = 4096 if quick else 32768
@@ -185,39 +141,8 @@ def bench_attend(quick: bool) -> list[dict]:
     r["cache_bytes"] = mem["total"]
     r["fp16_bytes"] = tokens * hk * d * 2 * 2
 
-    # the kernel alone, on the arguments the front passes it, against the previous kernel
-    args = _kernel_arguments(cache, q)
-
-    def kernel_run(kernel: Any) -> tuple[np.ndarray, np.ndarray]:
-        out = (np.full_like(args[-2], np.nan), np.full_like(args[-1], np.nan))
-        kernel(*args[:-2], *out)
-        return out
-
-    new, old = kernel_run(lowbit.cpu.kv_attend), kernel_run(kv_attend_reference.kv_attend)
-    assert all(np.array_equal(a, b) for a, b in zip(new, old, strict=True)), "kv_attend differs"
-    tk = best_time(lambda: kernel_run(lowbit.cpu.kv_attend), 5)
-    tr = best_time(lambda: kernel_run(kv_attend_reference.kv_attend), 5)
-    rk = row(f"kv_attend kernel k4v2-g128 (Hq {hq}, Hk {hk})", f"{tokens // 1024}k tokens, D {d}",
-             tk, "previous kernel", tr, mem["total"], tokens * hk * d * 2)
-    return [r, rk]
-
-
-def _kernel_arguments(cache: QuantizedKVCache, q: np.ndarray) -> tuple:
-    """The arguments ``cache.attend(q)`` passes lowbit.cpu.kv_attend (captured from one call)."""
-    captured: list[tuple] = []
-    kernel = lowbit.cpu.kv_attend
-
-    def capture(*args: Any) -> None:
-        captured.append(args)
-        kernel(*args)
-
-    lowbit.cpu.kv_attend = capture
-    try:
-        cache.attend(q)
-    finally:
-        lowbit.cpu.kv_attend = kernel
-    return captured[0]
+    return [r]
 
 
 def run(quick: bool = False) -> list[dict]:
-    return [bench_quantize(quick), bench_encode_kernel(quick), *bench_attend(quick)]
+    return [bench_quantize(quick), *bench_attend(quick)]
