@@ -8,9 +8,10 @@ out=${1:-$OUT}
 export PYTHONUNBUFFERED=1
 timeout 60 python3 tools/gpu_precompile.py > "$out/precompile.log" 2>&1; tail -1 "$out/precompile.log"
 (
-    for job in "memcheck kvarn" "racecheck kvarn" "memcheck codebook" "racecheck codebook" "memcheck formats"; do
+    # the codebook runs need more than 60 s (timed out on 2026-12-03)
+    for job in "memcheck kvarn 60" "racecheck kvarn 60" "memcheck codebook 120" "racecheck codebook 120" "memcheck formats 60"; do
         set -- $job
-        timeout 60 compute-sanitizer --tool "$1" python3 "tools/gpu_sanitize_$2.py" > /tmp/san.log 2>&1
+        timeout "$3" compute-sanitizer --tool "$1" python3 "tools/gpu_sanitize_$2.py" > /tmp/san.log 2>&1
         echo "$1 $2 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|matched|Error' /tmp/san.log | tail -2 | tr '\n' ' ')"
     done
 ) > "$out/sanitize.log" 2>&1 &
