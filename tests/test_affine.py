@@ -388,6 +388,37 @@ def test_check_finite_false_on_clean_input_is_the_same_result(tmp_path, rng):
     np.testing.assert_array_equal(lowbit.load(tmp_path / "b.npz").dequantize(), a.dequantize())
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("group_size", [3, 13, 32])
+def test_group_range_flags_a_non_finite_value_at_any_position(bad, group_size, rng):
+    """cpu.rtn.minmax runs 8 lanes then a tail: a NaN/Inf in any of them (x[base] included)
+    marks its group, and only its group; finite groups get their exact min and max."""
+    from lowbit.cpu import rtn
+    x0 = rng.standard_normal(3 * group_size).astype(np.float32)
+    for pos in range(group_size):
+        x = x0.copy()
+        x[group_size + pos] = bad
+        lo, hi = np.empty(3), np.empty(3)
+        rtn.group_range(x, group_size, lo, hi)
+        assert np.isnan(lo[1]) and np.isnan(hi[1]), pos
+        g = x.reshape(3, group_size)[[0, 2]]
+        np.testing.assert_array_equal(lo[[0, 2]], g.min(axis=1))
+        np.testing.assert_array_equal(hi[[0, 2]], g.max(axis=1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fused_path_flags_a_non_finite_value_at_any_position(bad):
+    x0 = np.linspace(-1, 1, 96, dtype=np.float32)
+    for pos in range(32):
+        x = x0.copy()
+        x[32 + pos] = bad
+        q = lowbit.quantize(x, bits=4, scheme="rtn", group_size=32, check_finite=False)
+        assert np.isnan(q.fields["scale"][1]), pos
+        assert np.isfinite(q.fields["scale"][[0, 2]]).all()
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            q.check()
+
+
 def test_check_finite_false_two_pass_path_checks_at_once():
     x = np.ones(96, np.float32)
     x[5] = np.inf

@@ -20,17 +20,57 @@ _U64 = nb.uint64
 
 @nb.njit(inline="always", cache=True)
 def minmax(x: np.ndarray, base: int, size: int) -> tuple[float, float, bool]:
-    """min, max (float64) of x[base:base+size] and whether it holds NaN/Inf."""
-    mn = np.inf
-    mx = -np.inf
-    bad = False
-    for i in range(base, base + size):
-        v = np.float64(x[i])
-        bad |= not np.isfinite(v)
-        mn = min(mn, v)
-        mx = max(mx, v)
-    # "+ 0.0" turns -0.0 into +0.0, so min/max order never shows in the result
-    return mn + 0.0, mx + 0.0, bad
+    """min, max (float64) of x[base:base+size] and whether it holds NaN/Inf.
+
+    8 independent lanes (8 dependency chains instead of one; no fastmath needed), then the
+    ``size % 8`` last elements in lane 0.  Exact (min and max do not round); "+ 0.0" turns -0.0
+    into +0.0, so min/max order never shows in the result.  The bounds are meaningless when the
+    flag is set (a NaN is skipped by the comparisons unless it is x[base])."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x[base]
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = x[base]
+    nan = False
+    end8 = base + size - size % 8
+    for u in range(base, end8, 8):
+        v = x[u]
+        nan |= v != v
+        a0 = v if v < a0 else a0
+        b0 = v if v > b0 else b0
+        v = x[u + 1]
+        nan |= v != v
+        a1 = v if v < a1 else a1
+        b1 = v if v > b1 else b1
+        v = x[u + 2]
+        nan |= v != v
+        a2 = v if v < a2 else a2
+        b2 = v if v > b2 else b2
+        v = x[u + 3]
+        nan |= v != v
+        a3 = v if v < a3 else a3
+        b3 = v if v > b3 else b3
+        v = x[u + 4]
+        nan |= v != v
+        a4 = v if v < a4 else a4
+        b4 = v if v > b4 else b4
+        v = x[u + 5]
+        nan |= v != v
+        a5 = v if v < a5 else a5
+        b5 = v if v > b5 else b5
+        v = x[u + 6]
+        nan |= v != v
+        a6 = v if v < a6 else a6
+        b6 = v if v > b6 else b6
+        v = x[u + 7]
+        nan |= v != v
+        a7 = v if v < a7 else a7
+        b7 = v if v > b7 else b7
+    for u in range(end8, base + size):
+        v = x[u]
+        nan |= v != v
+        a0 = v if v < a0 else a0
+        b0 = v if v > b0 else b0
+    mn = np.float64(min(min(min(a0, a1), min(a2, a3)), min(min(a4, a5), min(a6, a7)))) + 0.0
+    mx = np.float64(max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))) + 0.0
+    return mn, mx, nan or not (np.isfinite(mn) and np.isfinite(mx))
 
 
 @nb.njit(parallel=True, cache=True)
@@ -216,44 +256,6 @@ _RNE_MAGIC = 6755399441055744.0
 
 
 @nb.njit(inline="always", cache=True)
-def group_minmax(x: np.ndarray, base: int, size: int) -> tuple[float, float]:
-    """min and max (float64) of x[base:base+size], ``size`` a multiple of 8, in 8 independent
-    lanes (8 dependency chains instead of one; no fastmath needed).  Exact (min and max do not round);
-    "+ 0.0" turns -0.0 into +0.0.  NaN is not reported: a NaN at ``base`` makes both NaN, one
-    elsewhere is skipped (callers count NaNs themselves); +-Inf comes back as a bound."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x[base]
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = x[base]
-    for u in range(base, base + size, 8):
-        v = x[u]
-        a0 = v if v < a0 else a0
-        b0 = v if v > b0 else b0
-        v = x[u + 1]
-        a1 = v if v < a1 else a1
-        b1 = v if v > b1 else b1
-        v = x[u + 2]
-        a2 = v if v < a2 else a2
-        b2 = v if v > b2 else b2
-        v = x[u + 3]
-        a3 = v if v < a3 else a3
-        b3 = v if v > b3 else b3
-        v = x[u + 4]
-        a4 = v if v < a4 else a4
-        b4 = v if v > b4 else b4
-        v = x[u + 5]
-        a5 = v if v < a5 else a5
-        b5 = v if v > b5 else b5
-        v = x[u + 6]
-        a6 = v if v < a6 else a6
-        b6 = v if v > b6 else b6
-        v = x[u + 7]
-        a7 = v if v < a7 else a7
-        b7 = v if v > b7 else b7
-    mn = min(min(min(a0, a1), min(a2, a3)), min(min(a4, a5), min(a6, a7)))
-    mx = max(max(max(b0, b1), max(b2, b3)), max(max(b4, b5), max(b6, b7)))
-    return np.float64(mn) + 0.0, np.float64(mx) + 0.0
-
-
-@nb.njit(inline="always", cache=True)
 def round_to_float32(v: float, up: bool) -> float:
     """minifloat_round(v, FLOAT32.spec, UP if up else DOWN), by hardware conversion: one
     rounding to nearest float32, then one step toward the mode if it went the wrong way; a
@@ -310,8 +312,7 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
         codes = np.empty(group_size, np.int32)
         for g in range(task * _GROUPS_PER_TASK, min(n_groups, (task + 1) * _GROUPS_PER_TASK)):
             base = g * group_size
-            mn, mx = group_minmax(x, base, group_size)
-            bad = not (np.isfinite(mn) and np.isfinite(mx))  # +-Inf, or NaN at base
+            mn, mx, bad = minmax(x, base, group_size)
             if symmetric:
                 step = max(abs(mn), abs(mx)) / hi_q
                 off = 0.0
@@ -331,12 +332,10 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
             if not bad:
                 # nearest_even, branch-free and exact: y = (x - off) / s as in encode_one (a
                 # division, which vectorizes), clamped to [lo_q - 1, hi_q + 1] (which changes
-                # no code and keeps |y| < 2**51), rounded by _RNE_MAGIC.  NaNs are counted
-                # here (group_minmax skips them).  Other modes are redone by encode_one.
-                nans = 0
+                # no code and keeps |y| < 2**51), rounded by _RNE_MAGIC.  Other modes are
+                # redone by encode_one.
                 for j in range(group_size):
                     v = float(x[base + j])
-                    nans += v != v
                     y = (v - off) / s
                     y = y if y > lo_q - 1.0 else lo_q - 1.0
                     y = y if y < hi_q + 1.0 else hi_q + 1.0
@@ -344,8 +343,7 @@ def _quantize_groups(x: np.ndarray, group_size: int, bits: int, symmetric: bool,
                     r = r if r > lo_q else lo_q
                     r = r if r < hi_q else hi_q
                     codes[j] = np.int32(r - lo_q)
-                bad = nans != 0
-                if not (bad or overflow) and mode != 0:
+                if not overflow and mode != 0:
                     for j in range(group_size):
                         i = base + j
                         codes[j] = np.int32(encode_one(np.float64(x[i]), s, off, bits, symmetric,
