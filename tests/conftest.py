@@ -97,6 +97,19 @@ class Backend:
 
         return isinstance(a, torch.Tensor) and a.is_cuda
 
+    def assert_same_as_host(self, got, want, shape: tuple[int, ...]) -> None:
+        """``got`` (a QuantizedArray of this backend's input) equals ``want`` (the numpy path's)
+        bit for bit: meta, codes, every field and the reconstruction, which is of this backend's
+        array type and has ``shape``."""
+        assert got.meta == want.meta
+        np.testing.assert_array_equal(self.to_numpy(got.codes), want.codes)
+        assert set(got.fields) == set(want.fields)
+        for k, v in want.fields.items():
+            np.testing.assert_array_equal(self.to_numpy(got.fields[k]), v, err_msg=k)
+        y = got.dequantize()
+        assert self.is_native(y) and tuple(y.shape) == shape
+        np.testing.assert_array_equal(self.to_numpy(y), want.dequantize())
+
 
 @pytest.fixture(params=[
     "numpy",
