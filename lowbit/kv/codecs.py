@@ -42,6 +42,15 @@ def _f32_origin(x: Array) -> Origin:
     return Origin("cupy", "float32", f"cuda:{x.device.id}")
 
 
+def check_kvarn_options(key_bits: Any, value_bits: Any, iterations: Any, scale_dtype: Any) -> None:
+    """The checks shared by the KVarN codecs (uniform and codebook grids)."""
+    check_bits(key_bits, name="key_bits")
+    check_bits(value_bits, name="value_bits")
+    check_iterations(iterations)
+    if scale_dtype not in KVARN_SCALE_DTYPES:
+        raise ValueError(f"scale_dtype must be one of {KVARN_SCALE_DTYPES}, got {scale_dtype!r}")
+
+
 def check_kind(kind: Any) -> str:
     if kind not in KINDS:
         raise ValueError(f"kind must be 'key' or 'value', got {kind!r}")
@@ -154,11 +163,7 @@ class KVarNCodec(Codec):
     rotated: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        check_bits(self.key_bits, name="key_bits")
-        check_bits(self.value_bits, name="value_bits")
-        check_iterations(self.iterations)
-        if self.scale_dtype not in KVARN_SCALE_DTYPES:
-            raise ValueError(f"scale_dtype must be one of {KVARN_SCALE_DTYPES}, got {self.scale_dtype!r}")
+        check_kvarn_options(self.key_bits, self.value_bits, self.iterations, self.scale_dtype)
         if not isinstance(self.tile_exponent, (bool, np.bool_)):
             raise TypeError(f"tile_exponent must be a bool, got {self.tile_exponent!r}")
 

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.arrays import Array, backend, contiguous, xp_of
-from lowbit.kv.codecs import KVARN_SCALE_DTYPES, Codec, KVarNCodec, as_float32
-from lowbit.validate import check_bits, check_iterations
+from lowbit.kv.codecs import KVARN_SCALE_DTYPES, Codec, KVarNCodec, as_float32, check_kvarn_options
 
 #: ``key_grid`` / ``value_grid`` choices.
 GRIDS = ("uniform", "lloyd-max", "uniform-fit")
@@ -73,11 +72,7 @@ class KVarNGridCodec(Codec):
     rotated: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        check_bits(self.key_bits, name="key_bits")
-        check_bits(self.value_bits, name="value_bits")
-        check_iterations(self.iterations)
-        if self.scale_dtype not in KVARN_SCALE_DTYPES:
-            raise ValueError(f"scale_dtype must be one of {KVARN_SCALE_DTYPES}, got {self.scale_dtype!r}")
+        check_kvarn_options(self.key_bits, self.value_bits, self.iterations, self.scale_dtype)
         check_grid(self.key_grid, "key_grid")
         check_grid(self.value_grid, "value_grid")
 
