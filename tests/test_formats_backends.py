@@ -303,7 +303,10 @@ def test_minifloat_encode_is_bit_identical(fmt, dtype, rng):
     for mode in ELEMENTWISE:
         for pol in policies:
             for seed, offset in ((0, 0), (SEEDS[1], 10**12 + 3), (SEEDS[2], 7)) if mode == "stochastic" else ((0, 0),):
-                for block, scale_c in ((n, ones_c), (32, sc[: -(-n // 32)]), (7, np.resize(sc, -(-n // 7)))):
+                # one block (the integer kernels: a power-of-two scale, else their float64 loop), blocks
+                for block, scale_c in ((n, ones_c), (n + 5, np.array([0.125])), (n, np.array([3.0])),
+                                       (n, np.array([0.0])), (n, np.array([2.0**600])),
+                                       (32, sc[: -(-n // 32)]), (7, np.resize(sc, -(-n // 7)))):
                     codes_c = np.empty(n, code_dtype(fmt))
                     stat_c = np.empty(n, np.uint8)
                     args = (fmt.spec, OVERFLOW[pol], mode_code(mode), np.uint64(seed), offset, 11)
@@ -314,6 +317,14 @@ def test_minifloat_encode_is_bit_identical(fmt, dtype, rng):
                     cuda.minifloat_encode(xg, block, scale_g, *args, codes_g, stat_g)
                     same(host(codes_g), codes_c)
                     same(host(stat_g), stat_c)
+    # unaligned input and codes (the integer kernels' element loop), every mode
+    for mode in ELEMENTWISE:
+        args = (fmt.spec, OVERFLOW["saturate"], mode_code(mode), np.uint64(SEEDS[1]), 3, 11)
+        codes_c = np.empty(n - 1, code_dtype(fmt))
+        cpu.minifloat_encode(np.ascontiguousarray(xc[1:]), n - 1, ones_c, *args, codes_c, np.empty(0, np.uint8))
+        codes_g = cupy.full(n, 0xAB, code_dtype(fmt))
+        cuda.minifloat_encode(xg[1:], n - 1, ones_g, *args, codes_g[1:], cupy.empty(0, cupy.uint8))
+        same(host(codes_g[1:]), codes_c)
     # no status array: not written
     codes_g = cupy.empty(n, code_dtype(fmt))
     cuda.minifloat_encode(xg, n, ones_g, fmt.spec, 0, 0, np.uint64(0), 0, 16, codes_g, cupy.empty(0, cupy.uint8))

@@ -9,21 +9,25 @@ export PYTHONUNBUFFERED=1
 timeout 60 python3 tools/gpu_precompile.py > "$out/precompile.log" 2>&1; tail -1 "$out/precompile.log"
 (
     # the codebook runs need more than 60 s (timed out on 2026-12-03)
-    for job in "memcheck kvarn 60" "racecheck kvarn 60" "memcheck codebook 120" "racecheck codebook 120" "memcheck formats 60"; do
+    # SANITIZE: the runs to make (default all; e.g. SANITIZE="memcheck:formats:90")
+    for job in ${SANITIZE:-memcheck:kvarn:60 racecheck:kvarn:60 memcheck:codebook:120 racecheck:codebook:120 memcheck:formats:60}; do
+        job=${job//:/ }
         set -- $job
         timeout "$3" compute-sanitizer --tool "$1" python3 "tools/gpu_sanitize_$2.py" > /tmp/san.log 2>&1
         echo "$1 $2 rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|matched|Error' /tmp/san.log | tail -2 | tr '\n' ' ')"
     done
 ) > "$out/sanitize.log" 2>&1 &
-timeout 330 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark -n 12 -rfE \
+timeout ${PYTEST_S:-420} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark -n ${WORKERS:-14} -rfE \
     --junitxml="$out/gpu-tests.xml" tests > "$out/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest.log" | tail -40
 wait
 cat "$out/sanitize.log"
 cd benchmarks || exit 1
 {
-    timeout 45 python3 -c "import bench_kvarn_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
-    timeout 60 python3 bench_kv_attend_cuda.py
-    timeout 100 python3 -c "import bench_formats_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
+    # BENCH: which to run (default "kvarn attend formats")
+    case " ${BENCH:-kvarn attend formats} " in *" kvarn "*)
+    timeout 45 python3 -c "import bench_kvarn_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))";; esac
+    case " ${BENCH:-kvarn attend formats} " in *" attend "*) timeout 60 python3 bench_kv_attend_cuda.py;; esac
+    case " ${BENCH:-kvarn attend formats} " in *" formats "*) ;; *) false;; esac && timeout ${FORMATS_S:-100} python3 -c "import bench_formats_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
 } > "$out/bench.log" 2>&1
 grep -vE "^ *$" "$out/bench.log" | cut -c1-170 | tail -60

@@ -4,7 +4,9 @@
 //
 // One thread per unit of 8 elements (one 16-byte load of float16 / bfloat16, two of float32,
 // four of float64), block_size / 8 consecutive lanes per block (block_size a power of two,
-// 8 .. 256, checked by the wrapper).  Stages: load_unit_of -> block amax across the block's
+// 8 .. 256, checked by the wrapper); the MX kernels (E8M0 scales, MiniFloat elements) take two
+// units of 16-bit input per thread and encode in integer operations only, the general kernel
+// (MXINT8, NVFP4, float64 input) by the float64 codec.  Stages: load_unit_of -> block amax across the block's
 // lanes (integer max of |x|'s bits by warp shuffles: non-negative floats order as their bits,
 // and NaN / Inf lie above every finite value) -> block_scale -> element_code x 8 -> one
 // store_unit (bits bytes) per thread, the scale code by the block's first lane.
@@ -102,8 +104,7 @@ struct FixedSpec {
 };
 
 // The code of x / scale in the element format by the float64 encoders (lowbit.cpu.blockcodec.
-// element_code without its integer path): fixed point (MXINT8), NVFP4's non-power-of-two
-// scales, NaN blocks, and zero / subnormal / non-finite elements of the integer path's blocks.
+// element_code without its integer path).
 template <typename T>
 __device__ __forceinline__ u32 element_code_f64(T raw, const BlockScale& bsc, const MiniSpec& s, const FixedSpec& f,
                                                 int mode, u64 seed, long long index, int rbits) {
@@ -117,31 +118,11 @@ __device__ __forceinline__ u32 element_code_f64(T raw, const BlockScale& bsc, co
     return (u32)minifloat_encode_one(scaled(codec_f64(raw), bsc.scale), s, LOWBIT_SATURATE, mode, seed, index,
                                      rbits, invalid, over);
 }
+
+// The general loop, float64 encoders: fixed point (MXINT8), NVFP4's non-power-of-two scales,
+// float64 input and formats past mini_bits_ok.
 template <typename T>
-__device__ __noinline__ u32 element_code_f64_call(T raw, BlockScale bsc, MiniSpec s, FixedSpec f, int mode, u64 seed,
-                                                  long long index, int rbits) {
-    return element_code_f64<T>(raw, bsc, s, f, mode, seed, index, rbits);
-}
-
-// The code of x / scale in the element format: lowbit.cpu.blockcodec.element_code.  MODE >= 0:
-// MiniFloat elements under E8M0 scales (the wrapper's choice), where a normal float32 element of
-// a finite block takes the integer path and the rest a float64 call; MODE = -1: everything else,
-// the float64 encoders inline (NVFP4 divides every element by its block's scale).
-template <typename T, int MODE>
-__device__ __forceinline__ u32 element_code(T raw, const BlockScale& bsc, const MiniSpec& s, const FixedSpec& f,
-                                            int mode, u64 seed, long long index, int rbits) {
-    if (MODE < 0 || sizeof(T) > 4) return element_code_f64<T>(raw, bsc, s, f, mode, seed, index, rbits);
-    if (bsc.shift != -1024) {
-        const u32 b = __float_as_uint(codec_f32(raw));
-        if ((b & 0x7fffffffu) == 0u) return (b >> 31) << (s.bits - 1);  // +-0
-        const u32 field = (b >> 23) & 0xffu;
-        if (field != 255u && field != 0u) return minifloat_encode_bits<MODE>(b, bsc.shift, s, seed, index, rbits);
-    }
-    return element_code_f64_call<T>(raw, bsc, s, f, mode, seed, index, rbits);
-}
-
-template <typename T, int MODE>
-__device__ void block_quantize_loop(const T* x, long long n, long long length, int block_size, const MiniSpec& s,
+__device__ void block_quantize_impl(const T* x, long long n, long long length, int block_size, const MiniSpec& s,
                                     const FixedSpec& f, int scale_emax, const MiniSpec& ss, double tensor_scale,
                                     int mode, u64 seed, long long offset, int rbits, u8* packed, u8* scales,
                                     long long n_blocks) {
@@ -174,37 +155,85 @@ __device__ void block_quantize_loop(const T* x, long long n, long long length, i
 #pragma unroll
         for (int j = 0; j < 8; ++j)
             if (j < p.count)
-                acc |= (u64)element_code<T, MODE>(in.t[j], bsc, s, f, mode, seed, index + j, rbits) << (j * bits);
+                acc |= (u64)element_code_f64<T>(in.t[j], bsc, s, f, mode, seed, index + j, rbits) << (j * bits);
         store_unit(packed, u, bits, bits, acc);
         if (p.lane == 0) scales[p.block] = (u8)bsc.code;
     }
 }
 
-// The mode becomes a compile-time constant of the integer path (MiniFloat elements, E8M0 scales).
-template <typename T>
-__device__ void block_quantize_impl(const T* x, long long n, long long length, int block_size, MiniSpec s,
-                                    FixedSpec f, int scale_emax, MiniSpec ss, double tensor_scale, int mode,
-                                    u64 seed, long long offset, int rbits, u8* packed, u8* scales,
-                                    long long n_blocks) {
-#define LOWBIT_BLOCK_LOOP(M)                                                                                  \
-    block_quantize_loop<T, M>(x, n, length, block_size, s, f, scale_emax, ss, tensor_scale, mode, seed, offset, \
-                              rbits, packed, scales, n_blocks)
-    if (sizeof(T) <= 4 && tensor_scale == 0.0 && f.bits == 0 && s.man_bits <= 22 && s.bits <= 16) {
-        switch (mode) {
-            case LOWBIT_NEAREST_EVEN: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_EVEN); return;
-            case LOWBIT_NEAREST_AWAY: LOWBIT_BLOCK_LOOP(LOWBIT_NEAREST_AWAY); return;
-            case LOWBIT_TOWARD_ZERO: LOWBIT_BLOCK_LOOP(LOWBIT_TOWARD_ZERO); return;
-            case LOWBIT_UP: LOWBIT_BLOCK_LOOP(LOWBIT_UP); return;
-            case LOWBIT_DOWN: LOWBIT_BLOCK_LOOP(LOWBIT_DOWN); return;
-            case LOWBIT_ODD: LOWBIT_BLOCK_LOOP(LOWBIT_ODD); return;
-            case LOWBIT_STOCHASTIC: LOWBIT_BLOCK_LOOP(LOWBIT_STOCHASTIC); return;
-            default: break;
-        }
-    }
-    LOWBIT_BLOCK_LOOP(-1);
-#undef LOWBIT_BLOCK_LOOP
+// ---- MiniFloat elements under E8M0 scales (MX): integer operations only --------------------
+// The block amax's binade from its float32 bits (finite, nonzero): the float64 exponent of the
+// same value, subnormals included.
+__device__ __forceinline__ int key_binade(u32 key) {
+    const int field = (int)(key >> 23);
+    return field > 0 ? field - 127 : (31 - __clz(key)) - 149;
 }
 
+// The MX loop (float16 / bfloat16 / float32 input, mini_bits_ok elements, E8M0 scales: the
+// wrapper's choice).  The E8M0 scale is 2^shift with |shift| <= 127, so every element of a finite
+// block is minifloat_encode_any_bits of its bits (x / scale exactly), zeros and subnormals
+// included; a block with NaN / Inf has scale code 0xff and elements +-0 (NaN: +0), as
+// lowbit.cpu.codec.scaled gives them.  A warp takes UNITS x 32 consecutive units per iteration
+// (UNITS loads issued together); blocks never straddle its 32-unit rows.
+template <typename T, int MODE>
+__device__ void block_quantize_mx_loop(const T* x, long long length, int block_size, const MiniSpec& s,
+                                       int scale_emax, u64 seed, long long offset, int rbits, u8* packed,
+                                       u8* scales, long long n_blocks) {
+    constexpr int UNITS = sizeof(T) == 4 ? 1 : 2;
+    const int lanes = block_size / 8;
+    const int unit_shift = __ffs(lanes) - 1;
+    const bool flat = length % block_size == 0;
+    const bool vector = flat && (unsigned long long)x % 16 == 0;
+    const long long n_units = n_blocks * lanes;
+    const int lane = threadIdx.x & 31;
+    const long long stride = (long long)gridDim.x * blockDim.x * UNITS;
+    for (long long u0 = ((long long)blockIdx.x * blockDim.x + (threadIdx.x & ~31)) * UNITS; u0 < n_units;
+         u0 += stride) {
+        Unit8<T> in[UNITS];
+        UnitPos p[UNITS];
+        u32 key[UNITS];
+#pragma unroll
+        for (int r = 0; r < UNITS; ++r) {
+            const long long u = u0 + r * 32 + lane;
+            p[r] = unit_pos(u < n_units ? u : 0, length, block_size, unit_shift, flat);
+            key[r] = 0;
+            if (u < n_units) load_unit_of<T>(x, p[r], vector, in[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < UNITS; ++r) {
+            const long long u = u0 + r * 32 + lane;
+            if (u < n_units) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    if (j < p[r].count) key[r] = max(key[r], abs_key(in[r].t[j]));
+            }
+            key[r] = block_max<u32>(key[r], lanes);
+        }
+#pragma unroll
+        for (int r = 0; r < UNITS; ++r) {
+            const long long u = u0 + r * 32 + lane;
+            if (u >= n_units) continue;
+            const bool nan_block = key_bad(key[r]);
+            const int shift = key[r] == 0u ? -127 : min(max(key_binade(key[r]) - scale_emax, -127), 127);
+            const long long index = offset + u * 8;  // the padded stream: unit u is elements 8u .. 8u + 7
+            u64 acc = 0;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (j >= p[r].count) continue;
+                const u32 b = f32_bits(in[r].t[j]);
+                int st;
+                const u32 c = nan_block ? ((b & 0x7fffffffu) > 0x7f800000u ? 0u : (b >> 31) << (s.bits - 1))
+                                        : minifloat_encode_any_bits<MODE>(b, shift, s, LOWBIT_SATURATE, seed,
+                                                                          index + j, rbits, st);
+                acc |= (u64)c << (j * s.bits);
+            }
+            store_unit(packed, u, s.bits, s.bits, acc);
+            if (p[r].lane == 0) scales[p[r].block] = (u8)(nan_block ? 0xff : shift + 127);
+        }
+    }
+}
+
+#define DEQUANT_UNITS 4
 // out (rows of length, padding dropped) = table[code] * scale (float64 product, rounded once to
 // out's type); a thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the
 // 8 outputs in one vector store where aligned and unpadded.
@@ -221,23 +250,39 @@ __device__ void block_dequantize_impl(const u8* packed, const u8* scales, long l
     const bool vector = flat && (unsigned long long)out % 16 == 0;
     const u64 mask = (1ull << bits) - 1ull;
     const long long n_units = n_blocks * lanes;
-    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < n_units;
-         u += (long long)gridDim.x * blockDim.x) {
-        const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
-        if (p.count == 0) continue;
-        const int code = scales[p.block];
-        const double sc = tensor_scale == 0.0 ? (code == 0xff ? LOWBIT_NAN : pow2(code - 127))
-                                              : minifloat_decode_one((u64)code, ss) * tensor_scale;
-        const u64 acc = load_unit(packed, u, bits, bits);
-        Unit8<T> res;
+    // DEQUANT_UNITS units per thread and iteration, a grid apart (coalesced), their code and
+    // scale loads issued before any arithmetic: the loads in flight are what bounds this kernel
+    const long long threads = (long long)gridDim.x * blockDim.x;
+    for (long long u0 = (long long)blockIdx.x * blockDim.x + threadIdx.x; u0 < n_units;
+         u0 += DEQUANT_UNITS * threads) {
+        u64 acc[DEQUANT_UNITS];
+        int code[DEQUANT_UNITS];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) from_f64(tab[(acc >> (j * bits)) & mask] * sc, &res.t[j]);
-        if (vector) {
-            uint4* dst = reinterpret_cast<uint4*>(out + p.first);
+        for (int r = 0; r < DEQUANT_UNITS; ++r) {
+            const long long u = u0 + r * threads;
+            if (u < n_units) {
+                acc[r] = load_unit(packed, u, bits, bits);
+                code[r] = scales[u >> unit_shift];
+            }
+        }
 #pragma unroll
-            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
-        } else {
-            for (int j = 0; j < p.count; ++j) out[p.first + j] = res.t[j];
+        for (int r = 0; r < DEQUANT_UNITS; ++r) {
+            const long long u = u0 + r * threads;
+            if (u >= n_units) break;
+            const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
+            if (p.count == 0) continue;
+            const double sc = tensor_scale == 0.0 ? (code[r] == 0xff ? LOWBIT_NAN : pow2(code[r] - 127))
+                                                  : minifloat_decode_one((u64)code[r], ss) * tensor_scale;
+            Unit8<T> res;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) from_f64(tab[(acc[r] >> (j * bits)) & mask] * sc, &res.t[j]);
+            if (vector) {
+                uint4* dst = reinterpret_cast<uint4*>(out + p.first);
+#pragma unroll
+                for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+            } else {
+                for (int j = 0; j < p.count; ++j) out[p.first + j] = res.t[j];
+            }
         }
     }
 }
@@ -306,7 +351,28 @@ __device__ void finite_block_amax_impl(const T* x, long long length, int block_s
         finite_block_amax_impl<T>(x, length, block_size, out, n_blocks);                                        \
     }
 
+// One MX kernel per rounding mode M (lowbit_block_quantize_mx<M>_<input>): the mode a
+// compile-time constant, and no mode's registers counted for another's (in one kernel with a
+// switch they were 66 against 40 each).
+#define LOWBIT_MX_KERNEL(SUFFIX, T, M)                                                                          \
+    extern "C" __global__ void lowbit_block_quantize_mx##M##_##SUFFIX(                                          \
+        const T* x, long long length, int block_size, int bits, int man_bits, int emin, int emax,               \
+        double max_value, long long code_of_max, long long code_of_inf, long long code_of_nan, int scale_emax,  \
+        u64 seed, long long offset, int rbits, u8* packed, u8* scales, long long n_blocks) {                    \
+        block_quantize_mx_loop<T, M>(x, length, block_size,                                                     \
+                                     mini_spec(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf, \
+                                               code_of_nan),                                                    \
+                                     scale_emax, seed, offset, rbits, packed, scales, n_blocks);                \
+    }
+#define LOWBIT_MX_KERNELS(SUFFIX, T)                                                                            \
+    LOWBIT_MX_KERNEL(SUFFIX, T, 0) LOWBIT_MX_KERNEL(SUFFIX, T, 1) LOWBIT_MX_KERNEL(SUFFIX, T, 2)                \
+    LOWBIT_MX_KERNEL(SUFFIX, T, 3) LOWBIT_MX_KERNEL(SUFFIX, T, 4) LOWBIT_MX_KERNEL(SUFFIX, T, 5)                \
+    LOWBIT_MX_KERNEL(SUFFIX, T, 6)
+
 LOWBIT_BLOCK_KERNELS(f16, __half)
 LOWBIT_BLOCK_KERNELS(bf16, u16)
 LOWBIT_BLOCK_KERNELS(f32, float)
 LOWBIT_BLOCK_KERNELS(f64, double)
+LOWBIT_MX_KERNELS(f16, __half)
+LOWBIT_MX_KERNELS(bf16, u16)
+LOWBIT_MX_KERNELS(f32, float)

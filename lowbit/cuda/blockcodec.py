@@ -17,6 +17,8 @@ from lowbit.cuda.codec import _spec_args
 from lowbit.validate import check_block_operands, check_tensor_scale
 
 Spec = tuple[int, int, int, int, float, int, int, int]
+#: Units of 8 codes per thread of block_dequantize (DEQUANT_UNITS in blockcodec.cu).
+DEQUANT_UNITS = 4
 
 
 def _uint8(**arrays: Any) -> None:
@@ -36,8 +38,16 @@ def block_quantize(x: Any, length: int, block_size: int, spec: Spec, fixed: tupl
     if n_blocks == 0:
         return
     fbits, frac_bits, qmin, qmax = fixed
+    units = n_blocks * (block_size // 8)
+    if tensor == 0.0 and fbits == 0 and x.dtype.itemsize <= 4 and spec[0] <= 16 and spec[1] <= 22:
+        # MX: the integer kernels, two units of 16-bit input per thread
+        per_thread = 2 if x.dtype.itemsize <= 2 else 1
+        k = kernel("blockcodec", f"lowbit_block_quantize_mx{int(mode)}_{suffix(x.dtype)}")  # a kernel per mode
+        k(persistent_grid(-(-units // per_thread)), (THREADS,),
+          (x, np.int64(length), np.int32(block_size), *_spec_args(spec), np.int32(scale_emax), np.uint64(seed), np.int64(first_index), np.int32(rbits), packed, scales, np.int64(n_blocks)))
+        return
     k = kernel("blockcodec", f"lowbit_block_quantize_{suffix(x.dtype)}")
-    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),  # a thread per unit of 8 elements
+    k(persistent_grid(units), (THREADS,),  # a thread per unit of 8 elements
       (x, np.int64(x.shape[0]), np.int64(length), np.int32(block_size), *_spec_args(spec), np.int32(fbits),
        np.int32(frac_bits), np.int64(qmin), np.int64(qmax), np.int32(scale_emax), *_spec_args(scale_spec),
        np.float64(tensor), np.int32(mode), np.uint64(seed), np.int64(first_index), np.int32(rbits), packed, scales,
@@ -57,7 +67,7 @@ def block_dequantize(packed: Any, scales: Any, length: int, block_size: int, bit
     if n_blocks == 0:
         return
     k = kernel("blockcodec", f"lowbit_block_dequantize_{suffix(out.dtype)}")
-    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),
+    k(persistent_grid(-(-n_blocks * (block_size // 8) // DEQUANT_UNITS)), (THREADS,),
       (packed, scales, np.int64(length), np.int32(block_size), np.int32(bits), table, *_spec_args(scale_spec),
        np.float64(tensor), out, np.int64(n_blocks)))
 

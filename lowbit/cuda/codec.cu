@@ -48,9 +48,9 @@ __device__ __forceinline__ bool units_aligned(const T* x, const C* codes) {
     return (unsigned long long)x % 16 == 0 && (unsigned long long)codes % (8 * sizeof(C)) == 0;
 }
 
-// One element through the float64 codec.  Out of line: inlined 8 times into the float32 loop
-// it would hold that loop's registers (and so its occupancy and bandwidth) for the rare zero,
-// subnormal and non-finite operands.
+// One element through the float64 codec.  Out of line: the integer loop calls it only for
+// elements whose block scale is not a power of two, and inlined 8 or 16 times it would hold the
+// loop's registers (and so its occupancy and bandwidth).
 template <typename T>
 __device__ __noinline__ u64 encode_at_f64(long long i, bool direct, const Blocks& blk, const double* scale,
                                           const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
@@ -63,98 +63,91 @@ __device__ __noinline__ u64 encode_at_f64(long long i, bool direct, const Blocks
     return c;
 }
 
-// One element: the float32 path (MODE >= 0; direct, or a power-of-two block scale whose
-// reciprocal is a normal float32: the product is then exact, as scaled()'s), else float64.
-template <typename T, typename C, int MODE>
-__device__ __forceinline__ C encode_at(long long i, bool direct, const Blocks& blk, const double* scale,
-                                       const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
-                                       int rbits, T raw, int& status) {
-    if (MODE >= 0 && sizeof(T) <= 4) {
-        const float xf = codec_f32(raw);
-        const u32 xb = __float_as_uint(xf);
-        bool ok = true;
-        float vf = xf;
-        if ((xb << 1) == 0u) {  // +-0 (bits, not a comparison: -ftz would count subnormals as zero)
-            status = 0;
-            return (C)((xb >> 31) ? (1ull << (s.bits - 1)) : 0ull);
-        }
-        if (!direct) {
-            const long long sb = __double_as_longlong(scale[block_index(i, blk)]);
-            const int se = (int)((sb >> 52) & 0x7ff) - 1023;
-            ok = sb > 0 && (sb & 0xfffffffffffffll) == 0 && se >= -126 && se <= 126;
-            if (ok) vf = xf * pow2f(-se);
-        }
-        u64 code;
-        int over;
-        if (ok && minifloat_encode_f32<MODE>(vf, s, overflow, seed, offset + i, rbits, code, over)) {
-            status = over << 1;
-            return (C)code;
-        }
-    }
-    return (C)encode_at_f64<T>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, raw, status);
-}
-
-template <typename T, typename C, int MODE>
-__device__ void minifloat_encode_loop(const T* x, long long n, long long block_size, const double* scale,
-                                      const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
+// The float64 loop: every format and input type, one element per thread and iteration.
+template <typename T, typename C>
+__device__ void minifloat_encode_impl(const T* x, long long n, long long block_size, const double* scale,
+                                      MiniSpec s, int overflow, int mode, u64 seed, long long offset,
                                       int rbits, C* codes, u8* status, long long status_size) {
     const bool direct = block_size >= n && scale[0] == 1.0;
     const bool want_status = status_size == n;
     const Blocks blk = blocks_of(block_size);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        int st;
+        codes[i] = (C)encode_at_f64<T>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, x[i], st);
+        if (want_status) status[i] = (u8)st;
+    }
+}
+
+// The exponent k of a block scale 2^k with |k| <= 512 (x / scale is then x * 2^-k, exact), or
+// NOT_POW2 for any other scale (the float64 call divides).
+#define LOWBIT_NOT_POW2 4096
+__device__ __forceinline__ int pow2_shift(double scale) {
+    const long long b = __double_as_longlong(scale);
+    const int k = (int)((b >> 52) & 0x7ff) - 1023;
+    return (b > 0 && (b & 0xfffffffffffffll) == 0 && k >= -512 && k <= 512) ? k : LOWBIT_NOT_POW2;
+}
+
+// The integer loop: a direct conversion (one block, block_size >= n, whose scale is a power of
+// two -- 1 for a plain cast), float16 / bfloat16 / float32 input, a mini_bits_ok format (the
+// wrapper's choice).  UNITS units of 8 elements (32 bytes of input) per thread and iteration,
+// their loads issued together.  Any other scale takes the float64 loop, decided once for the
+// whole launch, so that its registers do not add to this loop's.
+template <typename T, typename C, int MODE>
+__device__ void minifloat_encode_bits_loop(const T* x, long long n, long long block_size, const double* scale,
+                                           const MiniSpec& s, int overflow, u64 seed, long long offset, int rbits,
+                                           C* codes, u8* status, long long status_size) {
+    const int shift = pow2_shift(scale[0]);
+    if (shift == LOWBIT_NOT_POW2) {
+        minifloat_encode_impl<T, C>(x, n, block_size, scale, s, overflow, MODE, seed, offset, rbits, codes, status,
+                                    status_size);
+        return;
+    }
+    constexpr int UNITS = sizeof(T) == 4 ? 1 : 2;
+    constexpr int W = 8 * UNITS;  // elements per thread and iteration
+    const bool want_status = status_size == n;
+    const bool status_vector = want_status && (unsigned long long)status % 8 == 0;
     const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long stride = (long long)gridDim.x * blockDim.x;
-    long long vector_end = 0;  // elements [0, vector_end) go by units of 8
+    long long vector_end = 0;  // elements [0, vector_end) go by groups of W
     if (units_aligned(x, codes)) {
-        vector_end = n / 8 * 8;
-        for (long long u = tid; u < n / 8; u += stride) {
-            Unit8<T> in;
-            const uint4* src = reinterpret_cast<const uint4*>(x + u * 8);
+        vector_end = n / W * W;
+        for (long long g = tid; g < n / W; g += stride) {
+            Unit8<T> in[UNITS];
+            const uint4* src = reinterpret_cast<const uint4*>(x + g * W);
 #pragma unroll
-            for (int q = 0; q < Unit8<T>::NQ; ++q) in.q[q] = src[q];
-            Codes8<C> out;
-            int st[8];
+            for (int u = 0; u < UNITS; ++u)
 #pragma unroll
-            for (int j = 0; j < 8; ++j)
-                out.c[j] = encode_at<T, C, MODE>(u * 8 + j, direct, blk, scale, s, overflow, mode, seed, offset,
-                                                 rbits, in.t[j], st[j]);
-            unsigned long long* dst = reinterpret_cast<unsigned long long*>(codes + u * 8);
+                for (int q = 0; q < Unit8<T>::NQ; ++q) in[u].q[q] = src[u * Unit8<T>::NQ + q];
 #pragma unroll
-            for (int w = 0; w < (int)sizeof(C); ++w) dst[w] = out.w[w];
-            if (want_status) {
+            for (int u = 0; u < UNITS; ++u) {
+                const long long i = g * W + u * 8;
+                Codes8<C> out;
+                unsigned long long st = 0;  // the 8 status bytes
 #pragma unroll
-                for (int j = 0; j < 8; ++j) status[u * 8 + j] = (u8)st[j];
+                for (int j = 0; j < 8; ++j) {
+                    int sj;
+                    out.c[j] = (C)minifloat_encode_any_bits<MODE>(f32_bits(in[u].t[j]), shift, s, overflow, seed,
+                                                                   offset + i + j, rbits, sj);
+                    st |= (unsigned long long)sj << (8 * j);
+                }
+                unsigned long long* dst = reinterpret_cast<unsigned long long*>(codes + i);
+#pragma unroll
+                for (int w = 0; w < (int)sizeof(C); ++w) dst[w] = out.w[w];
+                if (status_vector) {
+                    *reinterpret_cast<unsigned long long*>(status + i) = st;
+                } else if (want_status) {
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) status[i + j] = (u8)(st >> (8 * j));
+                }
             }
         }
     }
     for (long long i = vector_end + tid; i < n; i += stride) {
         int st;
-        codes[i] = encode_at<T, C, MODE>(i, direct, blk, scale, s, overflow, mode, seed, offset, rbits, x[i], st);
+        codes[i] = (C)minifloat_encode_any_bits<MODE>(f32_bits(x[i]), shift, s, overflow, seed, offset + i, rbits, st);
         if (want_status) status[i] = (u8)st;
     }
-}
-
-// The mode becomes a compile-time constant of the float32 path where the format allows it.
-template <typename T, typename C>
-__device__ void minifloat_encode_impl(const T* x, long long n, long long block_size, const double* scale,
-                                      MiniSpec s, int overflow, int mode, u64 seed, long long offset,
-                                      int rbits, C* codes, u8* status, long long status_size) {
-#define LOWBIT_ENCODE_LOOP(M)                                                                             \
-    minifloat_encode_loop<T, C, M>(x, n, block_size, scale, s, overflow, mode, seed, offset, rbits, codes, \
-                                   status, status_size)
-    if (sizeof(T) <= 4 && mini_fast_ok(s)) {
-        switch (mode) {
-            case LOWBIT_NEAREST_EVEN: LOWBIT_ENCODE_LOOP(LOWBIT_NEAREST_EVEN); return;
-            case LOWBIT_NEAREST_AWAY: LOWBIT_ENCODE_LOOP(LOWBIT_NEAREST_AWAY); return;
-            case LOWBIT_TOWARD_ZERO: LOWBIT_ENCODE_LOOP(LOWBIT_TOWARD_ZERO); return;
-            case LOWBIT_UP: LOWBIT_ENCODE_LOOP(LOWBIT_UP); return;
-            case LOWBIT_DOWN: LOWBIT_ENCODE_LOOP(LOWBIT_DOWN); return;
-            case LOWBIT_ODD: LOWBIT_ENCODE_LOOP(LOWBIT_ODD); return;
-            case LOWBIT_STOCHASTIC: LOWBIT_ENCODE_LOOP(LOWBIT_STOCHASTIC); return;
-            default: break;
-        }
-    }
-    LOWBIT_ENCODE_LOOP(-1);
-#undef LOWBIT_ENCODE_LOOP
 }
 
 template <typename C, typename T>
@@ -186,6 +179,7 @@ __device__ void fixed_encode_impl(const T* x, long long n, long long block_size,
     }
 }
 
+#define DECODE_UNITS 4
 // out[i] = table[code_i] * scale[i // block_size] (float64 product, rounded once to out's type);
 // one thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the unit's 8
 // outputs in one vector store where aligned.
@@ -204,29 +198,41 @@ __device__ void decode_table_impl(const u8* packed, long long packed_size, int b
     const Blocks blk = blocks_of(block_size);
     const u64 mask = (1ull << bits) - 1ull;
     const long long units = (n + 7) / 8;
-    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < units;
-         u += (long long)gridDim.x * blockDim.x) {
-        const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
-        if (aligned && u * 8 + 8 <= n) {
-            Unit8<T> res;
-            if (direct) {
+    // DECODE_UNITS units per thread and iteration, a grid apart, their loads issued first
+    const long long threads = (long long)gridDim.x * blockDim.x;
+    for (long long u0 = (long long)blockIdx.x * blockDim.x + threadIdx.x; u0 < units; u0 += DECODE_UNITS * threads) {
+        u64 accs[DECODE_UNITS];
 #pragma unroll
-                for (int j = 0; j < 8; ++j) res.t[j] = tab_out[(acc >> (j * bits)) & mask];
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; ++j)
-                    from_f64(tab[(acc >> (j * bits)) & mask] * scale[block_index(u * 8 + j, blk)], &res.t[j]);
-            }
-            uint4* dst = reinterpret_cast<uint4*>(out + u * 8);
-#pragma unroll
-            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
-            continue;
+        for (int r = 0; r < DECODE_UNITS; ++r) {
+            const long long u = u0 + r * threads;
+            if (u < units) accs[r] = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
         }
-        const long long stop = min(u * 8 + 8, n);
-        for (long long i = u * 8; i < stop; ++i) {
-            const u64 c = (acc >> ((i - u * 8) * bits)) & mask;
-            if (direct) out[i] = tab_out[c];
-            else from_f64(tab[c] * scale[block_index(i, blk)], out + i);
+#pragma unroll
+        for (int r = 0; r < DECODE_UNITS; ++r) {
+            const long long u = u0 + r * threads;
+            if (u >= units) break;
+            const u64 acc = accs[r];
+            if (aligned && u * 8 + 8 <= n) {
+                Unit8<T> res;
+                if (direct) {
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) res.t[j] = tab_out[(acc >> (j * bits)) & mask];
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 8; ++j)
+                        from_f64(tab[(acc >> (j * bits)) & mask] * scale[block_index(u * 8 + j, blk)], &res.t[j]);
+                }
+                uint4* dst = reinterpret_cast<uint4*>(out + u * 8);
+#pragma unroll
+                for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+                continue;
+            }
+            const long long stop = min(u * 8 + 8, n);
+            for (long long i = u * 8; i < stop; ++i) {
+                const u64 c = (acc >> ((i - u * 8) * bits)) & mask;
+                if (direct) out[i] = tab_out[c];
+                else from_f64(tab[c] * scale[block_index(i, blk)], out + i);
+            }
         }
     }
 }
@@ -324,7 +330,33 @@ __device__ void block_absmax_impl(const T* x, long long n, long long block_size,
         block_absmax_impl<T>(x, n, block_size, run, runs_per_block, out, n_blocks);                 \
     }
 
+// One integer kernel per rounding mode M (lowbit_minifloat_encode_bits<M>_<input>_<code>): the
+// mode a compile-time constant, and no mode's registers counted for another's.
+#define LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, M)                                         \
+    extern "C" __global__ void lowbit_minifloat_encode_bits##M##_##SUFFIX##_##CSUFFIX(              \
+        const T* x, long long n, long long block_size, const double* scale, int bits, int man_bits, \
+        int emin, int emax, double max_value, long long code_of_max, long long code_of_inf,         \
+        long long code_of_nan, int overflow, u64 seed, long long offset, int rbits, C* codes,       \
+        u8* status, long long status_size) {                                                        \
+        minifloat_encode_bits_loop<T, C, M>(x, n, block_size, scale,                                \
+                                            mini_spec(bits, man_bits, emin, emax, max_value,        \
+                                                      code_of_max, code_of_inf, code_of_nan),       \
+                                            overflow, seed, offset, rbits, codes, status,           \
+                                            status_size);                                           \
+    }
+#define LOWBIT_ENCODE_BITS_MODES(SUFFIX, T, CSUFFIX, C)                                             \
+    LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 0) LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 1) \
+    LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 2) LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 3) \
+    LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 4) LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 5) \
+    LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 6)
+#define LOWBIT_ENCODE_BITS_KERNELS(SUFFIX, T)                                                       \
+    LOWBIT_ENCODE_BITS_MODES(SUFFIX, T, u8, u8)                                                     \
+    LOWBIT_ENCODE_BITS_MODES(SUFFIX, T, u16, u16)
+
 LOWBIT_CODEC_KERNELS(f16, __half)
 LOWBIT_CODEC_KERNELS(bf16, u16)
 LOWBIT_CODEC_KERNELS(f32, float)
 LOWBIT_CODEC_KERNELS(f64, double)
+LOWBIT_ENCODE_BITS_KERNELS(f16, __half)
+LOWBIT_ENCODE_BITS_KERNELS(bf16, u16)
+LOWBIT_ENCODE_BITS_KERNELS(f32, float)

@@ -80,93 +80,26 @@ __device__ __forceinline__ u64 minifloat_encode_one(double x, const MiniSpec& s,
     return sign | (u64)s.code_of_max;
 }
 
-// ---- the float32 path: the same codes as minifloat_encode_one, without float64 -------------
-// For a normal nonzero float32 v, every step of minifloat_encode_one is exact in float32 as well:
-// the binade e is v's exponent field, w = v * 2^(man_bits - e) and k * 2^(e - man_bits) are
-// power-of-two scalings that stay normal (mini_fast_ok bounds the exponents), the rounding
-// functions of an integer-plus-fraction with at most 24 significant bits are exact, and
-// max_value is a float32.  So the codes are bit-identical; the float64 path remains for zero,
-// subnormal (CuPy's -ftz=true would flush them), NaN and Inf operands and other formats.
-__device__ __forceinline__ bool mini_fast_ok(const MiniSpec& s) {
-    return s.bits <= 16 && s.man_bits - s.emin <= 126 && s.emax + 1 - s.man_bits <= 126 &&
-           (double)(float)s.max_value == s.max_value;
-}
+// ---- the integer path: minifloat_encode_one in integer operations ---------------------------
+// Formats it takes (mini_bits_ok): bits <= 16 and man_bits <= 22, every MiniFloat lowbit stores
+// elements in below float32.  A float32 operand x (its bits b) is divided by 2^shift exactly.
+__device__ __forceinline__ bool mini_bits_ok(const MiniSpec& s) { return s.bits <= 16 && s.man_bits <= 22; }
 
-// 2.0f**k for -126 <= k <= 127, from its bits.
-__device__ __forceinline__ float pow2f(int k) { return __uint_as_float((u32)(k + 127) << 23); }
-
-// round_grid in float32 (v normal or an integer-valued float32); MODE a compile-time mode.
+// The magnitude code of |v| = sig * 2^(big_e - 23), sig in [2^23, 2^24), before saturation (it
+// may exceed code_of_max).  v's binade is big_e, the grid exponent e = clip(big_e, emin,
+// emax + 1), and v in grid units is sig * 2^-sh with sh = 23 - man_bits + e - min(big_e,
+// emax + 1) >= 1: k = sig >> sh = floor(|v|), r = sig mod 2^sh its fraction, rounded by MODE as
+// round_grid does (stochastic: rint(frac * 2^rbits) from r exactly; a shift beyond 25 leaves
+// k = 0 and the deterministic decisions of 25).  Rounding carries into the exponent field and
+// codes are monotone in the value, so the value overflows exactly when mag > code_of_max.
+// Twin of the body of lowbit.cpu.codec.minifloat_encode_bits.
 template <int MODE>
-__device__ __forceinline__ float round_grid_f32(float v, u64 seed, long long index, int rbits) {
-    if (MODE == LOWBIT_NEAREST_EVEN) return rintf(v);
-    if (MODE == LOWBIT_DOWN) return floorf(v);
-    if (MODE == LOWBIT_UP) return ceilf(v);
-    if (MODE == LOWBIT_TOWARD_ZERO) return truncf(v);
-    if (MODE == LOWBIT_ODD) {
-        const float f = floorf(v);
-        if (f == v) return v;
-        return fmodf(fabsf(f), 2.0f) == 1.0f ? f : f + 1.0f;
-    }
-    const float a = fabsf(v);
-    const float i = floorf(a);
-    const float frac = a - i;  // exact
-    if (!(frac > 0.0f)) return v;
-    if (MODE == LOWBIT_NEAREST_AWAY) return copysignf(frac >= 0.5f ? i + 1.0f : i, v);
-    // stochastic: frac * 2^rbits is exact (frac has at most 24 significant bits), as in float64
-    const u64 threshold = (u64)rint(ldexp((double)frac, rbits));
-    const u64 u = random_bits(seed, index) >> (64 - rbits);
-    return copysignf(u < threshold ? i + 1.0f : i, v);
-}
-
-// minifloat_encode_one for a float32 v under mini_fast_ok(s): false (nothing written) when v is
-// zero, subnormal, NaN or Inf, which the float64 path takes.
-template <int MODE>
-__device__ __forceinline__ bool minifloat_encode_f32(float v, const MiniSpec& s, int overflow, u64 seed,
-                                                     long long index, int rbits, u64& code, int& over) {
-    const u32 b = __float_as_uint(v);
-    const int field = (int)((b >> 23) & 0xffu);
-    if (field == 0 || field == 255) return false;
-    const bool neg = (b >> 31) != 0u;
-    const u64 sign = neg ? (1ull << (s.bits - 1)) : 0ull;
-    const int e = min(max(field - 127, s.emin), s.emax + 1);
-    const float k = fabsf(round_grid_f32<MODE>(v * pow2f(s.man_bits - e), seed, index, rbits));
-    over = 0;
-    if (k * pow2f(e - s.man_bits) <= (float)s.max_value) {
-        code = sign | (u64)((((long long)(e - s.emin)) << s.man_bits) + (long long)k);
-        return true;
-    }
-    if (overflow == LOWBIT_NONFINITE) {
-        const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||
-                                 (MODE == LOWBIT_DOWN && !neg) || (MODE == LOWBIT_UP && neg);
-        if (toward_zero) code = sign | (u64)s.code_of_max;
-        else if (s.code_of_inf >= 0) code = sign | (u64)s.code_of_inf;
-        else code = sign | (u64)s.code_of_nan;
-        return true;
-    }
-    over = overflow == LOWBIT_ERROR;
-    code = sign | (u64)s.code_of_max;
-    return true;
-}
-
-// ---- the integer path: minifloat_encode_one's saturating code of v = x * 2^-shift -----------
-// For a normal float32 x given by its bits b (exponent field 1..254), any shift, man_bits <= 22
-// and bits <= 16: v's binade E = field - 127 - shift is exact, the grid exponent
-// e = clip(E, emin, emax + 1), and v in grid units is sig * 2^-sh with sh = 23 - man_bits + e -
-// min(E, emax + 1) >= 1: k = sig >> sh = floor(|v|), r = sig mod 2^sh its fraction, rounded by
-// MODE as round_grid does (stochastic: rint(frac * 2^rbits) from r exactly; a shift beyond 25
-// leaves k = 0 and the deterministic decisions of 25).  Codes are monotone in the value and
-// rounding carries into the exponent field, so overflow is mag > code_of_max (saturated).
-// Twin of lowbit.cpu.codec.minifloat_encode_bits; no float arithmetic (no -ftz concerns).
-template <int MODE>
-__device__ __forceinline__ u32 minifloat_encode_bits(u32 b, int shift, const MiniSpec& s, u64 seed,
-                                                     long long index, int rbits) {
-    const u32 neg = b >> 31;
-    const int big_e = (int)((b >> 23) & 0xffu) - 127 - shift;
+__device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, const MiniSpec& s, u64 seed,
+                                                  long long index, int rbits) {
     const int ec = min(big_e, s.emax + 1);
     const int e = max(ec, s.emin);
     const int sh = 23 - s.man_bits + e - ec;
     const int shc = min(sh, 25);
-    const u32 sig = (b & 0x7fffffu) | 0x800000u;
     const u32 k = sig >> shc;
     const u32 r = sig & ((1u << shc) - 1u);
     const u32 half = 1u << (shc - 1);
@@ -193,9 +126,66 @@ __device__ __forceinline__ u32 minifloat_encode_bits(u32 b, int shift, const Min
         const u64 u = random_bits(seed, index) >> (64 - rbits);
         up = u < thr;
     }
-    u32 mag = ((u32)(e - s.emin) << s.man_bits) + k + (up ? 1u : 0u);
-    mag = min(mag, (u32)s.code_of_max);
-    return (neg << (s.bits - 1)) | mag;
+    return ((u32)(e - s.emin) << s.man_bits) + k + (up ? 1u : 0u);
+}
+
+// minifloat_encode_one's saturating code of x * 2^-shift for a normal float32 x (exponent field
+// 1..254) given by its bits b, any shift; twin of lowbit.cpu.codec.minifloat_encode_bits.
+template <int MODE>
+__device__ __forceinline__ u32 minifloat_encode_bits(u32 b, int shift, const MiniSpec& s, u64 seed,
+                                                     long long index, int rbits) {
+    const u32 neg = b >> 31;
+    const u32 mag = minifloat_mag_bits<MODE>(neg, (int)((b >> 23) & 0xffu) - 127 - shift,
+                                             (b & 0x7fffffu) | 0x800000u, s, seed, index, rbits);
+    return (neg << (s.bits - 1)) | min(mag, (u32)s.code_of_max);
+}
+
+// minifloat_encode_one(x * 2^-shift, s, overflow, MODE, ...) for every float32 x given by its
+// bits b -- zero, subnormal, normal, Inf, NaN -- with |shift| <= 512 (the product is then an
+// exact float64, as the float64 path computes it): the same code and status (bit 0 invalid, bit
+// 1 over) in integer operations only.  A subnormal x is normalized first: its binade is that of
+// its leading significand bit, below every emin of a mini_bits_ok format but float32's own.
+template <int MODE>
+__device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const MiniSpec& s, int overflow,
+                                                         u64 seed, long long index, int rbits, int& status) {
+    const u32 neg = b >> 31;
+    const u32 sign = neg << (s.bits - 1);
+    const u32 field = (b >> 23) & 0xffu;
+    const u32 man = b & 0x7fffffu;
+    status = 0;
+    if (field == 255u) {
+        if (man != 0u) {  // NaN
+            if (s.code_of_nan < 0) {
+                status = 1;
+                return sign;
+            }
+            return sign | (u32)s.code_of_nan;
+        }
+        if (overflow == LOWBIT_NONFINITE) return sign | (u32)(s.code_of_inf >= 0 ? s.code_of_inf : s.code_of_nan);
+        status = (overflow == LOWBIT_ERROR) << 1;
+        return sign | (u32)s.code_of_max;
+    }
+    u32 sig;
+    int big_e;
+    if (field == 0u) {
+        if (man == 0u) return sign;  // +-0
+        const int lead = 31 - __clz(man);  // 0..22: x = 1.f * 2^(lead - 149)
+        sig = man << (23 - lead);
+        big_e = lead - 149 - shift;
+    } else {
+        sig = man | 0x800000u;
+        big_e = (int)field - 127 - shift;
+    }
+    const u32 mag = minifloat_mag_bits<MODE>(neg, big_e, sig, s, seed, index, rbits);
+    if (mag <= (u32)s.code_of_max) return sign | mag;
+    if (overflow == LOWBIT_NONFINITE) {
+        const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||
+                                 (MODE == LOWBIT_DOWN && !neg) || (MODE == LOWBIT_UP && neg);
+        if (toward_zero) return sign | (u32)s.code_of_max;
+        return sign | (u32)(s.code_of_inf >= 0 ? s.code_of_inf : s.code_of_nan);
+    }
+    status = (overflow == LOWBIT_ERROR) << 1;
+    return sign | (u32)s.code_of_max;
 }
 
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
@@ -260,6 +250,11 @@ __device__ __forceinline__ float codec_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float codec_f32(u16 v) { return __uint_as_float(((u32)v) << 16); }
 __device__ __forceinline__ float codec_f32(float v) { return v; }
 __device__ __forceinline__ float codec_f32(double v) { return (float)v; }
+
+// The float32 bits of a float16 / bfloat16 / float32 input (exact).
+__device__ __forceinline__ u32 f32_bits(__half v) { return __float_as_uint(__half2float(v)); }
+__device__ __forceinline__ u32 f32_bits(u16 v) { return (u32)v << 16; }
+__device__ __forceinline__ u32 f32_bits(float v) { return __float_as_uint(v); }
 
 // x / scale; a signed zero for a block whose scale is 0 or not finite (lowbit.cpu.codec.scaled).
 // A NaN x stays x (as x86's division returns its NaN operand: the sign is kept).  A power-of-two

@@ -14,6 +14,8 @@ from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid
 
 #: Code dtypes of the encoders / decoders (the format's width) -> kernel-name suffix.
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
+#: Units of 8 codes per thread of decode_table (DECODE_UNITS in codec.cu).
+DECODE_UNITS = 4
 #: Elements per thread of block_absmax when a block is longer (then a multiple of 32 runs).
 ABSMAX_RUN = 256
 
@@ -45,8 +47,18 @@ def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, 
     check_operands(x=x, scale=scale, codes=codes, status=status)
     _float64("scale", scale)
     n = x.shape[0]
+    bits, man_bits = spec[0], spec[1]
+    if block_size >= n and x.dtype.itemsize <= 4 and bits <= 16 and man_bits <= 22:
+        # a direct conversion: the integer kernels, one per mode (a float64 loop inside for a scale
+        # that is not a power of two); a thread per 16 elements of 16-bit input, 8 of float32
+        name = f"lowbit_minifloat_encode_bits{int(mode)}_{suffix(x.dtype)}_{_code_suffix(codes)}"
+        kernel("codec", name)(
+            persistent_grid(n // (32 // x.dtype.itemsize) + 1), (THREADS,),
+            (x, np.int64(n), np.int64(block_size), scale, *_spec_args(spec), np.int32(overflow), np.uint64(seed),
+             np.int64(first_index), np.int32(rbits), codes, status, np.int64(status.shape[0])))
+        return
     k = kernel("codec", f"lowbit_minifloat_encode_{suffix(x.dtype)}_{_code_suffix(codes)}")
-    k(persistent_grid(n // 8 + 8), (THREADS,),  # a thread per unit of 8 elements
+    k(persistent_grid(n), (THREADS,),  # the float64 kernel: a thread per element
       (x, np.int64(n), np.int64(block_size), scale, *_spec_args(spec), np.int32(overflow), np.int32(mode),
        np.uint64(seed), np.int64(first_index), np.int32(rbits), codes, status, np.int64(status.shape[0])))
 
@@ -82,7 +94,7 @@ def decode_table(packed: Any, bits: int, table: Any, block_size: int, scale: Any
                          f"{table.shape[0]} values")
     n = out.shape[0]
     k = kernel("codec", f"lowbit_decode_table_{suffix(out.dtype)}")
-    k(persistent_grid((n + 7) // 8), (THREADS,),
+    k(persistent_grid(-(-n // (8 * DECODE_UNITS))), (THREADS,),
       (packed, np.int64(packed.shape[0]), np.int32(bits), table, np.int64(block_size), scale, out, np.int64(n)))
 
 
