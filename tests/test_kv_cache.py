@@ -11,6 +11,7 @@ the device cache's codes, fields and exact regions must equal the numpy cache's 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -379,6 +380,169 @@ def test_bad_queries(backend: Any, rng: np.random.Generator) -> None:
                 cache.attend(**kwargs)
         with pytest.raises(TypeError, match="never copies"):
             QuantizedKVCache("kvarn-k2v2-g128", 64).append(backend.asarray(k), v)
+
+
+def _decode_steps(cache: QuantizedKVCache, backend: Any, k: np.ndarray, v: np.ndarray,
+                  q: np.ndarray) -> list[np.ndarray]:
+    """A prefill of 250 tokens, then one token at a time up to k's length, attending after
+    each (decode queries [B, Hq, D], and a chunk of 2 queries with its exact tokens at the end)."""
+    cache.append(backend.asarray(k[:, :, :250]), backend.asarray(v[:, :, :250]))
+    outs = []
+    for i in range(250, k.shape[2]):
+        cache.append(backend.asarray(k[:, :, i:i + 1]), backend.asarray(v[:, :, i:i + 1]))
+        outs.append(host(backend, cache.attend(backend.asarray(q[:, :, i - 250]))))
+    outs.append(host(backend, cache.attend(backend.asarray(q[:, :, :2]), new_k=backend.asarray(k[:, :, :2]),
+                                           new_v=backend.asarray(v[:, :, :2]))))
+    return outs
+
+
+def test_check_finite_false_skips_the_checks(backend: Any, rng: np.random.Generator,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_finite=False: append / attend never call the NaN/Inf check (patched to fail) and
+    give bit for bit what the default cache gives on finite input (storage and outputs),
+    through the completion of a tile (sink 128 + G 128: token 256) by a one-token append."""
+    on(backend)
+    k, v = kv(rng, 2, 2, 262, 64)
+    q = rng.standard_normal((2, 4, 12, 64)).astype(np.float32)
+    checked = QuantizedKVCache("kvarn-k4v2-g128", 64)
+    want = _decode_steps(checked, backend, k, v, q)
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("check_finite was called")
+
+    import lowbit.kv.cache
+    import lowbit.kv.storage
+
+    monkeypatch.setattr(lowbit.kv.cache, "check_finite", fail)
+    monkeypatch.setattr(lowbit.kv.storage, "check_finite", fail)
+    with pytest.raises(AssertionError, match="was called"):  # the patch is where the cache looks
+        QuantizedKVCache("kvarn-k4v2-g128", 64).append(backend.asarray(k[:, :, :1]), backend.asarray(v[:, :, :1]))
+    unchecked = QuantizedKVCache("kvarn-k4v2-g128", 64, check_finite=False)
+    got = _decode_steps(unchecked, backend, k, v, q)
+    assert unchecked.n_tiles == checked.n_tiles == 1 and unchecked.check_finite is False
+    for a, b in zip(snapshot(unchecked), snapshot(checked), strict=True):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_check_finite_false_lets_nan_through(backend: Any, rng: np.random.Generator) -> None:
+    """NaN / Inf input: the default cache raises as before (nothing appended); with
+    check_finite=False nothing raises and the bad values stay in the (sequence, kv head) they
+    were given for: a tile holding NaN reproduces as NaN (NaN scales, no garbage), and every
+    other tile, exact token and attention output is bit for bit what a cache given finite
+    values there holds (the affected outputs themselves are not specified)."""
+    on(backend)
+    k, v = kv(rng, 2, 2, 300, 64)
+    fine_k, fine_v = k.copy(), v.copy()
+    k[1, 0, 200, 3] = np.nan  # inside the first tile (tokens 128 .. 255) of sequence 1, kv head 0
+    v[0, 1, 10, 0] = np.inf  # in the sink of sequence 0, kv head 1
+    default = QuantizedKVCache("kvarn-k4v2-g128", 64)
+    with pytest.raises(ValueError, match=r"^k contains NaN or Inf; nothing was appended$"):
+        default.append(backend.asarray(k), backend.asarray(v))
+    with pytest.raises(ValueError, match=r"^v contains NaN or Inf; nothing was appended$"):
+        default.append(backend.asarray(k[:, :, :100]), backend.asarray(v[:, :, :100]))
+    assert default.batch is None and len(default) == 0
+    cache = QuantizedKVCache("kvarn-k4v2-g128", 64, check_finite=False)
+    cache.append(backend.asarray(k), backend.asarray(v))
+    default.append(backend.asarray(fine_k), backend.asarray(fine_v))
+    assert cache.n_tiles == default.n_tiles == 1 and len(cache) == 300
+    keys, want_keys = (host(backend, c.dequantized_keys()) for c in (cache, default))
+    assert np.isnan(keys[1, 0, 128:256]).all()
+    keys[1, 0, 128:256] = want_keys[1, 0, 128:256]
+    np.testing.assert_array_equal(keys, want_keys)
+    values, want_values = (host(backend, c.dequantized_values()) for c in (cache, default))
+    assert values[0, 1, 10, 0] == np.inf
+    values[0, 1, 10, 0] = want_values[0, 1, 10, 0]
+    np.testing.assert_array_equal(values, want_values)
+    q = rng.standard_normal((2, 4, 64)).astype(np.float32)  # query heads 0, 1 read kv head 0
+    out, want = (host(backend, c.attend(backend.asarray(q))) for c in (cache, default))
+    np.testing.assert_array_equal(out[0, :2], want[0, :2])
+    np.testing.assert_array_equal(out[1, 2:], want[1, 2:])
+    q[0, 0, 0] = np.nan
+    out = host(backend, cache.attend(backend.asarray(q)))  # a NaN query does not raise either
+    np.testing.assert_array_equal(out[0, 1], want[0, 1])
+    np.testing.assert_array_equal(out[1, 2:], want[1, 2:])
+    with pytest.raises(ValueError, match=r"^q contains NaN or Inf$"):  # the default still raises
+        default.attend(backend.asarray(q))
+
+
+@pytest.mark.parametrize("scale_dtype", ["float16", "float8_e4m3"])
+def test_check_finite_false_stores_unrepresentable_tiles_as_nan(backend: Any, rng: np.random.Generator,
+                                                                scale_dtype: str) -> None:
+    """A finite tile whose magnitudes KVarN's per-tile exponent cannot represent (here the
+    median |x| below 2**-128 after the rotation): the default raises when the tile completes;
+    with check_finite=False it is stored with NaN scales instead (nothing is read back)."""
+    from lowbit.kv.codecs import KVarNCodec
+
+    on(backend)
+    k, v = kv(rng, 1, 1, 128, 64)
+    k *= 2.0**-140  # float32 subnormals: finite, but out of the exponent's range
+    opts = {"sink": 0, "scale_dtype": scale_dtype}
+    with pytest.raises(ValueError, match="per-tile exponent cannot represent"):
+        QuantizedKVCache("kvarn-k4v2-g128", 64, **opts).append(backend.asarray(k), backend.asarray(v))
+    cache = QuantizedKVCache("kvarn-k4v2-g128", 64, check_finite=False, **opts)
+    cache.append(backend.asarray(k), backend.asarray(v))
+    assert cache.n_tiles == 1
+    assert np.isnan(host(backend, cache.dequantized_keys())).all()
+    assert np.isfinite(host(backend, cache.dequantized_values())).all()
+    with pytest.raises(ValueError, match=r"invalid must be one of \('raise', 'nan'\), got 'zero'"):
+        KVarNCodec().encode_tokens(backend.asarray(k[0]), "key", invalid="zero")
+
+
+@pytest.mark.gpu
+def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.Generator) -> None:
+    """check_finite=False on CuPy: a decode step (append one token, here one that completes a
+    KVarN tile and one that does not, then attend through the fused CUDA kv_attend) makes no
+    host synchronization.  Each step is captured with CuPy's stream capture, under which a
+    synchronizing call (a read-back, a synchronous copy) raises, then launched once: the cache's
+    storage and the output equal the eager step's bit for bit.  A first eager step on a third
+    cache compiles the kernels, allocates kv_attend's workspaces and uploads the constants."""
+    cupy = pytest.importorskip("cupy")
+
+    b, hk, hq, d, prefill = 2, 2, 8, 128, 128 + 128 + 127  # sink, one tile, G - 1 recent tokens
+    k, v = kv(rng, b, hk, prefill + 2, d)
+    q = rng.standard_normal((2, b, hq, d)).astype(np.float32)
+    stream = cupy.cuda.Stream(non_blocking=True)  # capture needs a stream other than the legacy one
+    with stream:
+        kd, vd, qd = cupy.asarray(k), cupy.asarray(v), cupy.asarray(q)
+        warm, eager, graphed = (QuantizedKVCache("kvarn-k4v2-g128", d, check_finite=False) for _ in range(3))
+        for cache in (warm, eager, graphed):
+            cache.append(kd[:, :, :prefill], vd[:, :, :prefill])
+
+        def step(cache: QuantizedKVCache, i: int) -> Any:
+            cache.append(kd[:, :, prefill + i:prefill + i + 1], vd[:, :, prefill + i:prefill + i + 1])
+            return cache.attend(qd[i])
+
+        for i in range(2):
+            step(warm, i)
+        want = [step(eager, i) for i in range(2)]
+        stream.synchronize()
+        for i, tiles_before in ((0, 1), (1, 2)):  # step 0 completes the second tile
+            assert graphed.n_tiles == tiles_before
+            stream.begin_capture()
+            try:
+                got = step(graphed, i)
+            except BaseException:
+                with contextlib.suppress(Exception):  # report the call that broke the capture
+                    stream.end_capture()
+                raise
+            graph = stream.end_capture()
+            graph.launch(stream)
+            stream.synchronize()
+            assert graphed.n_tiles == eager.n_tiles == 2 and len(graphed) == prefill + i + 1
+            np.testing.assert_array_equal(to_host(got), to_host(want[i]))
+        for a, c in zip(snapshot(graphed), snapshot(eager), strict=True):
+            np.testing.assert_array_equal(a.view(np.uint8), c.view(np.uint8))
+        for a, c in zip(graphed.exact_tokens(), eager.exact_tokens(), strict=True):
+            np.testing.assert_array_equal(to_host(a), to_host(c))
+
+
+@pytest.mark.parametrize("flag", [1, 0, "no", None, 1.0])
+def test_check_finite_must_be_a_bool(flag: Any) -> None:
+    with pytest.raises(TypeError, match=r"check_finite must be a bool, got"):
+        QuantizedKVCache("kvarn-k4v2-g128", 64, check_finite=flag)
+    assert QuantizedKVCache("kvarn", 64, check_finite=np.bool_(False)).check_finite is False
 
 
 def test_torch_tensors_go_through_lowbit_kv_hf() -> None:

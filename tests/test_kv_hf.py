@@ -179,6 +179,47 @@ def test_memory_saving_layer_chunks(rng: np.random.Generator, exact_within_call:
     assert fused.get_seq_length() == 260 and fused.cache is not None and fused.cache.n_tiles == 3
 
 
+@pytest.mark.parametrize("fake_quant", [False, True])
+@pytest.mark.parametrize(("name", "make"), CACHES, ids=[n for n, _ in CACHES])
+def test_check_finite_passes_through(name: str, make: object, fake_quant: bool) -> None:
+    """check_finite=False reaches every layer's QuantizedKVCache (both paths, every cache
+    class); the default stays True; a non-bool is a TypeError at construction."""
+    cfg = tiny_config()
+    for flag in (False, True):
+        cache = make(cfg, sink=16, fake_quant=fake_quant, check_finite=flag)
+        layer = cache.layers[0]
+        k = torch.zeros(1, 2, 3, 64)
+        layer.update(k, k)
+        assert layer.cache is not None and layer.cache.check_finite is flag
+    layer = make(cfg, fake_quant=fake_quant).layers[0]
+    layer.update(k, k)
+    assert layer.cache is not None and layer.cache.check_finite is True
+    with pytest.raises(TypeError, match="check_finite must be a bool"):
+        make(cfg, fake_quant=fake_quant, check_finite="no")
+
+
+def test_memory_saving_layer_without_checks_takes_nan(rng: np.random.Generator) -> None:
+    """QuantizedKVLayer.attend with check_finite=False: a NaN query or key does not raise (the
+    default layer raises, as before); the other sequence's output equals the checked layer's."""
+    checked = QuantizedKVLayer("kvarn-k2v2-g64", sink=8)
+    unchecked = QuantizedKVLayer("kvarn-k2v2-g64", sink=8, check_finite=False)
+    k = torch.from_numpy(rng.standard_normal((2, 2, 80, 64)).astype(np.float32))
+    q = torch.from_numpy(rng.standard_normal((2, 4, 1, 64)).astype(np.float32))
+    for layer in (checked, unchecked):
+        layer.update(k[:, :, :79], k[:, :, :79])
+        layer.attend(torch.from_numpy(rng.standard_normal((2, 4, 79, 64)).astype(np.float32)))
+    bad_q = q.clone()
+    bad_q[1, 0, 0, 0] = float("nan")
+    unchecked.update(k[:, :, 79:], k[:, :, 79:])
+    got = unchecked.attend(bad_q)
+    checked.update(k[:, :, 79:], k[:, :, 79:])
+    want = checked.attend(q)
+    assert torch.equal(got[0], want[0])
+    checked.update(k[:, :, 79:], k[:, :, 79:])
+    with pytest.raises(ValueError, match="q contains NaN or Inf"):
+        checked.attend(bad_q)
+
+
 def storage_is_on(cache: QuantizedKVCache, device: str) -> bool:
     """Every array of the cache's storage is numpy (CPU) or CuPy (CUDA)."""
     from lowbit.arrays import is_cupy

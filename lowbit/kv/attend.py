@@ -16,6 +16,7 @@ copy of the history is made.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -142,8 +143,23 @@ def code_values(codec: Codec, kind: str) -> np.ndarray:
     return np.arange(2**bits, dtype=np.float32)
 
 
-def _luts(codec: Codec, xp: Any) -> tuple[Any, Any]:
-    return tuple(xp.asarray(code_values(codec, kind)) for kind in ("key", "value"))  # type: ignore[return-value]
+def _luts(codec: Codec, q: Any) -> tuple[Any, Any]:
+    """``(k_lut, v_lut)`` in q's array module and on q's device."""
+    if xp_of(q) is np:
+        return code_values(codec, "key"), code_values(codec, "value")
+    return _device_luts(codec, int(q.device.id))
+
+
+@functools.cache
+def _device_luts(codec: Codec, device: int) -> tuple[Any, Any]:
+    # constants of the codec, uploaded once per codec and device: no host-to-device copy per
+    # call (which would also keep a decode step out of a CUDA graph)
+    import cupy
+
+    with cupy.cuda.Device(device):
+        luts = (cupy.asarray(code_values(codec, "key")), cupy.asarray(code_values(codec, "value")))
+        cupy.cuda.get_current_stream().synchronize()  # complete before any other stream reads them
+    return luts
 
 
 def _field_arrays(store: TileStore, kind: str, xp: Any) -> tuple[Any, Any, Any]:
@@ -215,7 +231,7 @@ def attend(store: TileStore, q: Any, new_k: Any = None, new_v: Any = None,
         new_k = new_v = xp.zeros((b, hk, 0, d), xp.float32)
     ka, kz, ks = _field_arrays(store, "key", xp)
     va, vz, vs = _field_arrays(store, "value", xp)
-    k_lut, v_lut = _luts(store.codec, xp)
+    k_lut, v_lut = _luts(store.codec, q)
     out_exact = xp.empty((b, hq, nq, d), xp.float32)
     out_rot = xp.empty((b, hq, nq, d), xp.float32)
     backend(q32).kv_attend(

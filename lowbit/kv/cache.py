@@ -102,6 +102,22 @@ class QuantizedKVCache:
         Bits of K and V codes for a family (default 2; presets fix them; fp8 is 8).
     group_size : int, optional
         Tokens per tile G, a multiple of 8 (default 128; presets fix it).
+    check_finite : bool
+        True (default): :meth:`append` and :meth:`attend` raise ``ValueError`` for NaN or
+        Inf in their inputs (on a GPU each call reads a flag back: one host synchronization)
+        and a KVarN tile whose magnitudes its per-tile exponent cannot represent raises when
+        it completes (another read-back, once per completed tile).  False: none of these
+        checks runs and nothing is read back, so that a KVarN decode step (append one
+        token, store a completed tile, attend through the fused kernel) can be captured in
+        a CUDA graph.  NaN / Inf in the inputs are then not detected: like torch's
+        ``scaled_dot_product_attention``, the cache passes them on instead of raising, and
+        they stay within the (sequence, kv head) they were given for, but the outputs they
+        reach are not specified (the fused kernels' online softmax does not propagate NaN
+        the way dense attention does: a block of NaN scores can count as masked, an output
+        can come out 0).  A KVarN tile that cannot be represented is stored with NaN
+        scales (its keys / values reproduce as NaN, never as stale memory).  The tile
+        encoders of the other schemes (kivi, quarot, rtn, fp8, KVarN codebook grids,
+        turboquant) keep their own checks (and read-backs) when a tile completes.
     **options
         Codec options: kvarn ``iterations`` (8) and ``scale_dtype`` ("float16" or
         "float8_e4m3"); kivi ``value_group_size`` (32); turboquant ``variant`` ("mse" or
@@ -115,11 +131,17 @@ class QuantizedKVCache:
     ------
     ValueError
         Unknown scheme, bad bits / group_size / sink / recent / options, unsupported head_dim.
+    TypeError
+        ``check_finite`` is not a bool.
     """
 
     def __init__(self, scheme: str = "kvarn-k4v2-g128", head_dim: int = 128, *, sink: int = 128,
                  recent: int = 0, key_bits: int | None = None, value_bits: int | None = None,
-                 group_size: int | None = None, **options: Any) -> None:
+                 group_size: int | None = None, check_finite: bool = True, **options: Any) -> None:
+        if not isinstance(check_finite, (bool, np.bool_)):
+            raise TypeError(f"check_finite must be a bool, got {check_finite!r}")
+        #: validate inputs for NaN / Inf (and KVarN tiles for representable magnitudes)
+        self.check_finite = bool(check_finite)
         if not isinstance(scheme, str):
             raise ValueError(f"scheme must be a preset or scheme name, got {scheme!r}")
         if scheme in PRESETS:
@@ -246,7 +268,7 @@ class QuantizedKVCache:
                              f"{(self.batch, self.kv_heads)}")
         if k.shape[0] == 0 or k.shape[1] == 0:
             raise ValueError(f"k and v need batch >= 1 and kv_heads >= 1, got shape {k.shape}")
-        if finite:
+        if finite and self.check_finite:
             check_finite(xp, {"k": k, "v": v}, "; nothing was appended")
         dtype = k.dtype if self.dtype is None else self.dtype
         return k.astype(dtype, copy=False), v.astype(dtype, copy=False)
@@ -254,7 +276,11 @@ class QuantizedKVCache:
     def _encode(self, block: Any, kind: str) -> tuple[Any, dict[str, Any]]:
         """Quantize one tile per (batch, head): block [B, H, G, D] -> codes [B, H, bytes], fields."""
         b, h, g, d = block.shape
-        codes, fields = self.codec.encode_tokens(contiguous(block).reshape(b * h, g, d), kind)
+        x = contiguous(block).reshape(b * h, g, d)
+        if type(self.codec) is KVarNCodec and not self.check_finite:
+            codes, fields = self.codec.encode_tokens(x, kind, invalid="nan")  # no read-back
+        else:
+            codes, fields = self.codec.encode_tokens(x, kind)
         return (codes.reshape(b, h, -1), {k: f.reshape((b, h) + f.shape[1:]) for k, f in fields.items()})
 
     def append(self, k: Any, v: Any) -> None:
@@ -269,7 +295,8 @@ class QuantizedKVCache:
         TypeError, ValueError
             Not numpy / CuPy float arrays, arrays of another module (TypeError) or device
             (ValueError) than the storage, wrong shape or head_dim, k/v shapes differ, batch
-            or kv_heads differ from earlier appends, NaN or Inf.  The cache is then unchanged.
+            or kv_heads differ from earlier appends, NaN or Inf (unless ``check_finite=False``).
+            The cache is then unchanged.
         """
         self._append(k, v)
 
@@ -434,7 +461,7 @@ class QuantizedKVCache:
         assert self.kv_heads is not None
         if q.shape[1] == 0 or q.shape[1] % self.kv_heads:
             raise ValueError(f"query heads ({q.shape[1]}) must be a positive multiple of kv_heads ({self.kv_heads})")
-        if finite:
+        if finite and self.check_finite:
             check_finite(xp, {"q": q})
         return q
 
@@ -481,6 +508,13 @@ class QuantizedKVCache:
         Returns
         -------
         array of the storage's module, float32, the shape of q
+
+        Raises
+        ------
+        TypeError, ValueError
+            Arrays of another module or device than the storage, bad shapes, an empty cache;
+            NaN or Inf in ``q``, ``new_k`` or ``new_v`` (unless the cache was built with
+            ``check_finite=False``: they are then passed on, see the class docstring).
         """
         q = self._check_q(q, finite=False)
         q4 = q[:, :, None] if q.ndim == 3 else q
@@ -492,7 +526,8 @@ class QuantizedKVCache:
             if new_k.shape[2] < q4.shape[2]:
                 raise ValueError(f"new_k has {new_k.shape[2]} tokens, fewer than the {q4.shape[2]} queries")
         xp = xp_of(q)
-        check_finite(xp, {"q": q, "new_k": new_k, "new_v": new_v})  # one host sync on a GPU
+        if self.check_finite:
+            check_finite(xp, {"q": q, "new_k": new_k, "new_v": new_v})  # one host sync on a GPU
         if scale is None:
             scale = 1.0 / math.sqrt(self.head_dim)
         first = self._check_start(start)

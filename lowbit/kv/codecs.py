@@ -33,6 +33,8 @@ from lowbit.validate import check_bits, check_iterations
 KINDS = ("key", "value")
 #: scale storage of the KVarN codec: A and s_col as float16 bits or float8 e4m3 codes
 KVARN_SCALE_DTYPES = ("float16", "float8_e4m3")
+#: what KVarNCodec.encode_tokens does with a tile its per-tile exponent cannot represent
+INVALID_TILES = ("raise", "nan")
 
 
 def _f32_origin(x: Array) -> Origin:
@@ -186,13 +188,29 @@ class KVarNCodec(Codec):
     def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
         return self._encode(kernel_tokens(x), kind, rotate=False)
 
-    def encode_tokens(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+    def encode_tokens(self, x: Array, kind: str, *,
+                      invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
+        """:meth:`Codec.encode_tokens`; ``invalid`` says what happens to a tile the per-tile
+        exponent cannot represent (NaN / Inf, or magnitudes out of range; with
+        ``tile_exponent``):
+
+        =========  ================================================================
+        invalid    such a tile
+        =========  ================================================================
+        "raise"    ValueError (default; on a GPU the exponents are read back: one
+                   host synchronization per call)
+        "nan"      stored with NaN scales (decodes to NaN); nothing is read back
+        =========  ================================================================
+        """
+        if invalid not in INVALID_TILES:
+            raise ValueError(f"invalid must be one of {INVALID_TILES}, got {invalid!r}")
         # the kernels rotate power-of-two head_dims themselves (one pass over the tokens)
         if _fused_rotation(x.shape[-1]):
-            return self._encode(kernel_tokens(x), kind, rotate=True)
-        return self._encode(rotate(x), kind, rotate=False)
+            return self._encode(kernel_tokens(x), kind, rotate=True, invalid=invalid)
+        return self._encode(rotate(x), kind, rotate=False, invalid=invalid)
 
-    def _encode(self, x: Array, kind: str, rotate: bool) -> tuple[Array, dict[str, Array]]:
+    def _encode(self, x: Array, kind: str, rotate: bool,
+                invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
         from lowbit.cpu.kvarn import EXPONENT_INVALID
 
         xp = xp_of(x)
@@ -206,7 +224,15 @@ class KVarNCodec(Codec):
         e = xp.empty(n, np.int8)
         backend(x).kvarn_encode(x, rotate, kind == "key", bits, self.iterations, self.scale_format,
                                 self.tile_exponent, packed, a, z, s, e)
-        if self.tile_exponent and n:
+        if self.tile_exponent and n and invalid == "nan":
+            # on the device, no read-back: NaN scales (float16 0x7e00, e4m3 0x7f), exponent 0
+            bad = e == EXPONENT_INVALID
+            nan_scale = 0x7E00 if self.scale_format == 0 else 0x7F
+            a = xp.where(bad[:, None], nan_scale, a).astype(np.uint16, copy=False)
+            z = xp.where(bad[:, None], 0x7E00, z).astype(np.uint16, copy=False)
+            s = xp.where(bad[:, None], nan_scale, s).astype(np.uint16, copy=False)
+            e = xp.where(bad, 0, e).astype(np.int8, copy=False)
+        elif self.tile_exponent and n:
             bad = e == EXPONENT_INVALID
             if bool(bad.any()):
                 raise ValueError(

@@ -35,7 +35,9 @@ attend with the fused CUDA ``kv_attend``, the layouts it does not cover -- quaro
 chunks of L > 1 queries -- attend on tiles dequantized on the device).  Nothing goes through the
 host; results come back as torch tensors on the model's device and in its dtype.  The
 memory-saving layer checks each step's query and new keys / values for NaN / Inf once, which on
-a GPU waits for the device (one host synchronization per layer and step).  bfloat16 models keep their exact regions in float32 (exact for
+a GPU waits for the device (one host synchronization per layer and step); caches built with
+``check_finite=False`` skip these checks (NaN / Inf are then passed on, not detected; see
+:class:`lowbit.kv.QuantizedKVCache`).  bfloat16 models keep their exact regions in float32 (exact for
 bfloat16 values).  Importing this module imports torch and transformers and registers the
 ``"lowbit"`` attention implementation.
 """
@@ -465,7 +467,7 @@ class LowbitKVCache(Cache):
         ``"quarot"``, ``"rtn"``, ``"fp8"``); see :class:`lowbit.kv.QuantizedKVCache`.
     sink, recent, **cache_options
         As for :class:`lowbit.kv.QuantizedKVCache` (``key_bits``, ``value_bits``, ``group_size``,
-        ``iterations``, ``scale_dtype``, ``value_group_size``).
+        ``iterations``, ``scale_dtype``, ``value_group_size``, ``check_finite``).
     exact_within_call : bool
         Tokens of one ``update`` see each other exactly in that call (default; see the
         module docstring).
@@ -515,16 +517,17 @@ class LowbitKVCache(Cache):
 class KVarNCache(LowbitKVCache):
     """KVarN cache: ``KVarNCache(model.config, preset="kvarn-k4v2-g128", sink=128)``.
 
-    ``preset`` is one of :data:`lowbit.kv.PRESETS`; ``iterations`` (8) and ``scale_dtype``
-    ("float16" or "float8_e4m3") pass through.
+    ``preset`` is one of :data:`lowbit.kv.PRESETS`; ``iterations`` (8), ``scale_dtype``
+    ("float16" or "float8_e4m3") and ``check_finite`` pass through.
     """
 
     def __init__(self, config: Any, preset: str = "kvarn-k4v2-g128", *, sink: int = 128,
                  recent: int = 0, iterations: int = 8, scale_dtype: str = "float16",
-                 exact_within_call: bool = True, fake_quant: bool = False) -> None:
+                 exact_within_call: bool = True, fake_quant: bool = False,
+                 check_finite: bool = True) -> None:
         super().__init__(config, preset, sink=sink, recent=recent, iterations=iterations,
                          scale_dtype=scale_dtype, exact_within_call=exact_within_call,
-                         fake_quant=fake_quant)
+                         fake_quant=fake_quant, check_finite=check_finite)
 
 
 class KiviCache(LowbitKVCache):
@@ -533,9 +536,10 @@ class KiviCache(LowbitKVCache):
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
                  value_bits: int | None = None, group_size: int = 128, value_group_size: int = 32,
                  sink: int = 128, recent: int = 0, exact_within_call: bool = True,
-                 fake_quant: bool = False) -> None:
+                 fake_quant: bool = False, check_finite: bool = True) -> None:
         super().__init__(config, "kivi", sink=sink, recent=recent, group_size=group_size,
                          exact_within_call=exact_within_call, fake_quant=fake_quant,
+                         check_finite=check_finite,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits,
                          value_group_size=value_group_size)
@@ -546,9 +550,11 @@ class QuaRotCache(LowbitKVCache):
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
                  value_bits: int | None = None, group_size: int = 128, sink: int = 128,
-                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False) -> None:
+                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False,
+                 check_finite: bool = True) -> None:
         super().__init__(config, "quarot", sink=sink, recent=recent, group_size=group_size,
                          exact_within_call=exact_within_call, fake_quant=fake_quant,
+                         check_finite=check_finite,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits)
 
@@ -558,9 +564,11 @@ class RTNCache(LowbitKVCache):
 
     def __init__(self, config: Any, bits: int = 2, *, key_bits: int | None = None,
                  value_bits: int | None = None, group_size: int = 128, sink: int = 128,
-                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False) -> None:
+                 recent: int = 0, exact_within_call: bool = True, fake_quant: bool = False,
+                 check_finite: bool = True) -> None:
         super().__init__(config, "rtn", sink=sink, recent=recent, group_size=group_size,
                          exact_within_call=exact_within_call, fake_quant=fake_quant,
+                         check_finite=check_finite,
                          key_bits=bits if key_bits is None else key_bits,
                          value_bits=bits if value_bits is None else value_bits)
 
@@ -569,6 +577,8 @@ class FP8Cache(LowbitKVCache):
     """float8 e4m3 baseline with one absmax scale per head and tile."""
 
     def __init__(self, config: Any, *, group_size: int = 128, sink: int = 128, recent: int = 0,
-                 exact_within_call: bool = True, fake_quant: bool = False) -> None:
+                 exact_within_call: bool = True, fake_quant: bool = False,
+                 check_finite: bool = True) -> None:
         super().__init__(config, "fp8", sink=sink, recent=recent, group_size=group_size,
-                         exact_within_call=exact_within_call, fake_quant=fake_quant)
+                         exact_within_call=exact_within_call, fake_quant=fake_quant,
+                         check_finite=check_finite)
