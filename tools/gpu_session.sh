@@ -2,7 +2,10 @@
 # One device call for a whole session's CUDA work (about 10 minutes): precompile every module, the
 # whole GPU suite (12 workers) with compute-sanitizer runs of the kvarn, codebook and block-format
 # kernels beside it, then the benchmarks of the KVarN store / decoders, decode attention and the
-# formats.  Logs under $1 (default $OUT); run from the repo root with PYTHONPATH set.
+# formats.  Logs under $1 (default $OUT); run from the repo root with PYTHONPATH set.  torchao
+# goes on the path of the formats benchmark only (TORCHAO_SITE: where its wheel was installed):
+# on the test run's path transformers imports it, and a SyntaxWarning of torchao 0.18 fails
+# the collection of tests/test_kv_hf.py (2026-12-04).
 set -o pipefail
 out=${1:-$OUT}
 export PYTHONUNBUFFERED=1
@@ -28,6 +31,6 @@ cd benchmarks || exit 1
     case " ${BENCH:-kvarn attend formats} " in *" kvarn "*)
     timeout 45 python3 -c "import bench_kvarn_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))";; esac
     case " ${BENCH:-kvarn attend formats} " in *" attend "*) timeout 60 python3 bench_kv_attend_cuda.py;; esac
-    case " ${BENCH:-kvarn attend formats} " in *" formats "*) ;; *) false;; esac && timeout ${FORMATS_S:-100} python3 -c "import bench_formats_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
+    case " ${BENCH:-kvarn attend formats} " in *" formats "*) ;; *) false;; esac && PYTHONPATH=${TORCHAO_SITE:+$TORCHAO_SITE:}$PYTHONPATH timeout ${FORMATS_S:-100} python3 -c "import bench_formats_cuda as b; from lowbit.benchrun import format_table; print(format_table(b.run()))"
 } > "$out/bench.log" 2>&1
 grep -vE "^ *$" "$out/bench.log" | cut -c1-170 | tail -60

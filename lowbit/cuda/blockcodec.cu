@@ -233,7 +233,6 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
     }
 }
 
-#define DEQUANT_UNITS 4
 // out (rows of length, padding dropped) = table[code] * scale (float64 product, rounded once to
 // out's type); a thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the
 // 8 outputs in one vector store where aligned and unpadded.
@@ -250,39 +249,23 @@ __device__ void block_dequantize_impl(const u8* packed, const u8* scales, long l
     const bool vector = flat && (unsigned long long)out % 16 == 0;
     const u64 mask = (1ull << bits) - 1ull;
     const long long n_units = n_blocks * lanes;
-    // DEQUANT_UNITS units per thread and iteration, a grid apart (coalesced), their code and
-    // scale loads issued before any arithmetic: the loads in flight are what bounds this kernel
-    const long long threads = (long long)gridDim.x * blockDim.x;
-    for (long long u0 = (long long)blockIdx.x * blockDim.x + threadIdx.x; u0 < n_units;
-         u0 += DEQUANT_UNITS * threads) {
-        u64 acc[DEQUANT_UNITS];
-        int code[DEQUANT_UNITS];
+    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < n_units;
+         u += (long long)gridDim.x * blockDim.x) {
+        const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
+        if (p.count == 0) continue;
+        const int code = scales[p.block];
+        const double sc = tensor_scale == 0.0 ? (code == 0xff ? LOWBIT_NAN : pow2(code - 127))
+                                              : minifloat_decode_one((u64)code, ss) * tensor_scale;
+        const u64 acc = load_unit(packed, u, bits, bits);
+        Unit8<T> res;
 #pragma unroll
-        for (int r = 0; r < DEQUANT_UNITS; ++r) {
-            const long long u = u0 + r * threads;
-            if (u < n_units) {
-                acc[r] = load_unit(packed, u, bits, bits);
-                code[r] = scales[u >> unit_shift];
-            }
-        }
+        for (int j = 0; j < 8; ++j) from_f64(tab[(acc >> (j * bits)) & mask] * sc, &res.t[j]);
+        if (vector) {
+            uint4* dst = reinterpret_cast<uint4*>(out + p.first);
 #pragma unroll
-        for (int r = 0; r < DEQUANT_UNITS; ++r) {
-            const long long u = u0 + r * threads;
-            if (u >= n_units) break;
-            const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
-            if (p.count == 0) continue;
-            const double sc = tensor_scale == 0.0 ? (code[r] == 0xff ? LOWBIT_NAN : pow2(code[r] - 127))
-                                                  : minifloat_decode_one((u64)code[r], ss) * tensor_scale;
-            Unit8<T> res;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) from_f64(tab[(acc[r] >> (j * bits)) & mask] * sc, &res.t[j]);
-            if (vector) {
-                uint4* dst = reinterpret_cast<uint4*>(out + p.first);
-#pragma unroll
-                for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
-            } else {
-                for (int j = 0; j < p.count; ++j) out[p.first + j] = res.t[j];
-            }
+            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+        } else {
+            for (int j = 0; j < p.count; ++j) out[p.first + j] = res.t[j];
         }
     }
 }

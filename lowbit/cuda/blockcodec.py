@@ -17,8 +17,6 @@ from lowbit.cuda.codec import _spec_args
 from lowbit.validate import check_block_operands, check_tensor_scale
 
 Spec = tuple[int, int, int, int, float, int, int, int]
-#: Units of 8 codes per thread of block_dequantize (DEQUANT_UNITS in blockcodec.cu).
-DEQUANT_UNITS = 4
 
 
 def _uint8(**arrays: Any) -> None:
@@ -67,7 +65,7 @@ def block_dequantize(packed: Any, scales: Any, length: int, block_size: int, bit
     if n_blocks == 0:
         return
     k = kernel("blockcodec", f"lowbit_block_dequantize_{suffix(out.dtype)}")
-    k(persistent_grid(-(-n_blocks * (block_size // 8) // DEQUANT_UNITS)), (THREADS,),
+    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),
       (packed, scales, np.int64(length), np.int32(block_size), np.int32(bits), table, *_spec_args(scale_spec),
        np.float64(tensor), out, np.int64(n_blocks)))
 

@@ -179,7 +179,6 @@ __device__ void fixed_encode_impl(const T* x, long long n, long long block_size,
     }
 }
 
-#define DECODE_UNITS 4
 // out[i] = table[code_i] * scale[i // block_size] (float64 product, rounded once to out's type);
 // one thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the unit's 8
 // outputs in one vector store where aligned.
@@ -198,41 +197,29 @@ __device__ void decode_table_impl(const u8* packed, long long packed_size, int b
     const Blocks blk = blocks_of(block_size);
     const u64 mask = (1ull << bits) - 1ull;
     const long long units = (n + 7) / 8;
-    // DECODE_UNITS units per thread and iteration, a grid apart, their loads issued first
-    const long long threads = (long long)gridDim.x * blockDim.x;
-    for (long long u0 = (long long)blockIdx.x * blockDim.x + threadIdx.x; u0 < units; u0 += DECODE_UNITS * threads) {
-        u64 accs[DECODE_UNITS];
+    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < units;
+         u += (long long)gridDim.x * blockDim.x) {
+        const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
+        if (aligned && u * 8 + 8 <= n) {
+            Unit8<T> res;
+            if (direct) {
 #pragma unroll
-        for (int r = 0; r < DECODE_UNITS; ++r) {
-            const long long u = u0 + r * threads;
-            if (u < units) accs[r] = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
+                for (int j = 0; j < 8; ++j) res.t[j] = tab_out[(acc >> (j * bits)) & mask];
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                    from_f64(tab[(acc >> (j * bits)) & mask] * scale[block_index(u * 8 + j, blk)], &res.t[j]);
+            }
+            uint4* dst = reinterpret_cast<uint4*>(out + u * 8);
+#pragma unroll
+            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+            continue;
         }
-#pragma unroll
-        for (int r = 0; r < DECODE_UNITS; ++r) {
-            const long long u = u0 + r * threads;
-            if (u >= units) break;
-            const u64 acc = accs[r];
-            if (aligned && u * 8 + 8 <= n) {
-                Unit8<T> res;
-                if (direct) {
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) res.t[j] = tab_out[(acc >> (j * bits)) & mask];
-                } else {
-#pragma unroll
-                    for (int j = 0; j < 8; ++j)
-                        from_f64(tab[(acc >> (j * bits)) & mask] * scale[block_index(u * 8 + j, blk)], &res.t[j]);
-                }
-                uint4* dst = reinterpret_cast<uint4*>(out + u * 8);
-#pragma unroll
-                for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
-                continue;
-            }
-            const long long stop = min(u * 8 + 8, n);
-            for (long long i = u * 8; i < stop; ++i) {
-                const u64 c = (acc >> ((i - u * 8) * bits)) & mask;
-                if (direct) out[i] = tab_out[c];
-                else from_f64(tab[c] * scale[block_index(i, blk)], out + i);
-            }
+        const long long stop = min(u * 8 + 8, n);
+        for (long long i = u * 8; i < stop; ++i) {
+            const u64 c = (acc >> ((i - u * 8) * bits)) & mask;
+            if (direct) out[i] = tab_out[c];
+            else from_f64(tab[c] * scale[block_index(i, blk)], out + i);
         }
     }
 }

@@ -251,8 +251,10 @@ __device__ __forceinline__ float codec_f32(u16 v) { return __uint_as_float(((u32
 __device__ __forceinline__ float codec_f32(float v) { return v; }
 __device__ __forceinline__ float codec_f32(double v) { return (float)v; }
 
-// The float32 bits of a float16 / bfloat16 / float32 input (exact).
-__device__ __forceinline__ u32 f32_bits(__half v) { return __float_as_uint(__half2float(v)); }
+// The float32 bits of a float16 / bfloat16 / float32 input (exact; NaN keeps its sign, as on the CPU).
+__device__ __forceinline__ u32 f32_bits(__half v) {  // the sign by hand: the conversion drops NaN's
+    return (__float_as_uint(__half2float(v)) & 0x7fffffffu) | ((u32)(__half_as_ushort(v) & 0x8000u) << 16);
+}
 __device__ __forceinline__ u32 f32_bits(u16 v) { return (u32)v << 16; }
 __device__ __forceinline__ u32 f32_bits(float v) { return __float_as_uint(v); }
 

@@ -14,8 +14,6 @@ from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid
 
 #: Code dtypes of the encoders / decoders (the format's width) -> kernel-name suffix.
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
-#: Units of 8 codes per thread of decode_table (DECODE_UNITS in codec.cu).
-DECODE_UNITS = 4
 #: Elements per thread of block_absmax when a block is longer (then a multiple of 32 runs).
 ABSMAX_RUN = 256
 
@@ -94,7 +92,7 @@ def decode_table(packed: Any, bits: int, table: Any, block_size: int, scale: Any
                          f"{table.shape[0]} values")
     n = out.shape[0]
     k = kernel("codec", f"lowbit_decode_table_{suffix(out.dtype)}")
-    k(persistent_grid(-(-n // (8 * DECODE_UNITS))), (THREADS,),
+    k(persistent_grid((n + 7) // 8), (THREADS,),
       (packed, np.int64(packed.shape[0]), np.int32(bits), table, np.int64(block_size), scale, out, np.int64(n)))
 
 

@@ -41,10 +41,10 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
         bool bad = false;
         if (idx < rows * cols) {
             const int r = div_by(idx, cols, cshift), c = idx - r * cols;
-            const float a = fabsf(tile[r * pitch + c]);
-            const u32 bits = __float_as_uint(a);
+            // |x| by its bits: fabsf flushes subnormals under CuPy's -ftz=true (the CPU counts them)
+            const u32 bits = __float_as_uint(tile[r * pitch + c]) & 0x7fffffffu;
             bad = bits >= 0x7f800000u;  // Inf or NaN
-            if (!bad && bits != 0u) bin = binade_f32(a) + LOWBIT_BIN0;
+            if (!bad && bits != 0u) bin = binade_f32(__uint_as_float(bits)) + LOWBIT_BIN0;
         }
         const unsigned counted = __ballot_sync(0xffffffffu, bin >= 0);
         if (__any_sync(0xffffffffu, bad) && lane == 0) atomicOr(nonfinite, 1);
