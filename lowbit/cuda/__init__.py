@@ -69,14 +69,14 @@ AGREEMENT: dict[str, str] = {
                   "block) - tests/test_gpu_codebook.py",
     "codebook_encode": "bit-identical (the CPU's float64 comparisons; one counter-based generator) - "
                        "tests/test_gpu_codebook.py",
-    "block_dequantize": "bit-identical for float16 / bfloat16 / float32 input (float64 input: written so, "
-                        "not yet run on a GPU) (one float64 product, rounded once to the output dtype) - "
+    "block_dequantize": "bit-identical for float16 / bfloat16 / float32 / float64 input (one float64 "
+                        "product, rounded once to the output dtype) - "
                         "tests/test_blockcodec.py",
-    "block_quantize": "bit-identical for float16 / bfloat16 / float32 input (float64 input: written so, not "
-                      "yet run on a GPU) (one pass per block; one codec, lowbit/cuda/codec.cuh; one "
-                      "counter-based generator) - tests/test_blockcodec.py",
-    "finite_block_amax": "bit-identical for float16 / bfloat16 / float32 input (float64: not yet run on a GPU) "
-                         "(max is exact in any order) - tests/test_blockcodec.py",
+    "block_quantize": "bit-identical for float16 / bfloat16 / float32 / float64 input (one pass per block; "
+                      "one codec, lowbit/cuda/codec.cuh; one counter-based generator; MX formats in "
+                      "integer-only kernels, one per mode) - tests/test_blockcodec.py",
+    "finite_block_amax": "bit-identical for float16 / bfloat16 / float32 / float64 input (max is exact "
+                         "in any order) - tests/test_blockcodec.py",
     "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
                     "tests/test_formats_backends.py",
     "diffuse_2d": "bit-identical (one thread per image, the CPU's visiting and summation order) - "
@@ -84,7 +84,9 @@ AGREEMENT: dict[str, str] = {
     "diffuse_rows": "bit-identical (same float64 recursion per row) - tests/test_formats_backends.py",
     "fixed_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh) - tests/test_formats_backends.py",
     "minifloat_decode": "bit-identical (one codec, lowbit/cuda/codec.cuh) - tests/test_formats_backends.py",
-    "minifloat_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh; one counter-based generator) - "
+    "minifloat_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh; one counter-based generator; "
+                        "direct conversions of float16 / bfloat16 / float32 in integer-only kernels, one "
+                        "per mode; their float16 NaN-sign fix, f4afddc, not yet run on a GPU) - "
                         "tests/test_formats_backends.py",
     "round_elementwise": "bit-identical (one counter-based generator) - tests/test_formats_backends.py",
     "balance_tiles": "bit-identical (same float32 operations in the same order; lowbit's own exp/log) "
@@ -98,7 +100,8 @@ AGREEMENT: dict[str, str] = {
     "kvarn_decode": "bit-identical (float32 operations in the CPU's order; the output rounded once to "
                     "its dtype) - tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
-                    "float16 / bfloat16 tokens widened exactly) - tests/test_gpu_kvarn.py",
+                    "float16 / bfloat16 tokens widened exactly; float32 subnormal tiles: the tile-"
+                    "exponent fix f4afddc not yet run on a GPU) - tests/test_gpu_kvarn.py",
     "kvarn_grid_decode": "bit-identical (the CPU's float64 reconstruction rounded once to float32) - "
                          "tests/test_gpu_kvarn_grid.py",
     "kvarn_grid_encode": "bit-identical (kvarn.cu's balance; the CPU's float64 fit in its order, one thread "
