@@ -132,7 +132,8 @@ def minifloat_encode_bits(b: np.int64, shift: int, spec: Spec, mode: int, seed: 
     (stochastic: the threshold rint(frac * 2**rbits) from r exactly).  A shift beyond 25 leaves
     k = 0 and the same decisions as 25 for the deterministic modes.  Rounding past the binade
     carries into the exponent field, and the code is monotone in the value, so overflow is
-    ``mag > code_of_max`` (saturated to it).  Twin: minifloat_encode_bits in codec.cuh.
+    ``mag > code_of_max`` (saturated to it).  Twin: minifloat_mag_bits in codec.cuh (the same
+    rounding; its minifloat_encode_any_bits adds zeros, subnormals, NaN / Inf and the policies).
     """
     bits, man_bits, emin, emax, _, code_of_max, _, _ = spec
     neg = (b >> 31) & 1

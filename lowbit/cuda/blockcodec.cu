@@ -162,13 +162,6 @@ __device__ void block_quantize_impl(const T* x, long long n, long long length, i
 }
 
 // ---- MiniFloat elements under E8M0 scales (MX): integer operations only --------------------
-// The block amax's binade from its float32 bits (finite, nonzero): the float64 exponent of the
-// same value, subnormals included.
-__device__ __forceinline__ int key_binade(u32 key) {
-    const int field = (int)(key >> 23);
-    return field > 0 ? field - 127 : (31 - __clz(key)) - 149;
-}
-
 // The MX loop (float16 / bfloat16 / float32 input, mini_bits_ok elements, E8M0 scales: the
 // wrapper's choice).  The E8M0 scale is 2^shift with |shift| <= 127, so every element of a finite
 // block is minifloat_encode_any_bits of its bits (x / scale exactly), zeros and subnormals
@@ -214,7 +207,8 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
             const long long u = u0 + r * 32 + lane;
             if (u >= n_units) continue;
             const bool nan_block = key_bad(key[r]);
-            const int shift = key[r] == 0u ? -127 : min(max(key_binade(key[r]) - scale_emax, -127), 127);
+            // block_scale's E8M0 rule (shift -1024 and code 0xff for a NaN block)
+            const BlockScale bsc = block_scale(nan_block ? LOWBIT_NAN : key_value(key[r]), scale_emax, s, 0.0);
             const long long index = offset + u * 8;  // the padded stream: unit u is elements 8u .. 8u + 7
             u64 acc = 0;
 #pragma unroll
@@ -223,12 +217,12 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
                 const u32 b = f32_bits(in[r].t[j]);
                 int st;
                 const u32 c = nan_block ? ((b & 0x7fffffffu) > 0x7f800000u ? 0u : (b >> 31) << (s.bits - 1))
-                                        : minifloat_encode_any_bits<MODE>(b, shift, s, LOWBIT_SATURATE, seed,
+                                        : minifloat_encode_any_bits<MODE>(b, bsc.shift, s, LOWBIT_SATURATE, seed,
                                                                           index + j, rbits, st);
                 acc |= (u64)c << (j * s.bits);
             }
             store_unit(packed, u, s.bits, s.bits, acc);
-            if (p[r].lane == 0) scales[p[r].block] = (u8)(nan_block ? 0xff : shift + 127);
+            if (p[r].lane == 0) scales[p[r].block] = (u8)bsc.code;
         }
     }
 }

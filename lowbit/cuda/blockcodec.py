@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid, suffix
-from lowbit.cuda.codec import _spec_args
+from lowbit.cuda.codec import _spec_args, integer_path
 from lowbit.validate import check_block_operands, check_tensor_scale
 
 Spec = tuple[int, int, int, int, float, int, int, int]
@@ -37,12 +37,13 @@ def block_quantize(x: Any, length: int, block_size: int, spec: Spec, fixed: tupl
         return
     fbits, frac_bits, qmin, qmax = fixed
     units = n_blocks * (block_size // 8)
-    if tensor == 0.0 and fbits == 0 and x.dtype.itemsize <= 4 and spec[0] <= 16 and spec[1] <= 22:
-        # MX: the integer kernels, two units of 16-bit input per thread
+    if tensor == 0.0 and fbits == 0 and integer_path(x, spec):
+        # MX: the integer kernels, one per mode, two units of 16-bit input per thread
         per_thread = 2 if x.dtype.itemsize <= 2 else 1
-        k = kernel("blockcodec", f"lowbit_block_quantize_mx{int(mode)}_{suffix(x.dtype)}")  # a kernel per mode
+        k = kernel("blockcodec", f"lowbit_block_quantize_mx{int(mode)}_{suffix(x.dtype)}")
         k(persistent_grid(-(-units // per_thread)), (THREADS,),
-          (x, np.int64(length), np.int32(block_size), *_spec_args(spec), np.int32(scale_emax), np.uint64(seed), np.int64(first_index), np.int32(rbits), packed, scales, np.int64(n_blocks)))
+          (x, np.int64(length), np.int32(block_size), *_spec_args(spec), np.int32(scale_emax),
+           np.uint64(seed), np.int64(first_index), np.int32(rbits), packed, scales, np.int64(n_blocks)))
         return
     k = kernel("blockcodec", f"lowbit_block_quantize_{suffix(x.dtype)}")
     k(persistent_grid(units), (THREADS,),  # a thread per unit of 8 elements

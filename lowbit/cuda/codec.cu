@@ -48,11 +48,9 @@ __device__ __forceinline__ bool units_aligned(const T* x, const C* codes) {
     return (unsigned long long)x % 16 == 0 && (unsigned long long)codes % (8 * sizeof(C)) == 0;
 }
 
-// One element through the float64 codec.  Out of line: the integer loop calls it only for
-// elements whose block scale is not a power of two, and inlined 8 or 16 times it would hold the
-// loop's registers (and so its occupancy and bandwidth).
+// One element through the float64 codec.
 template <typename T>
-__device__ __noinline__ u64 encode_at_f64(long long i, bool direct, const Blocks& blk, const double* scale,
+__device__ __forceinline__ u64 encode_at_f64(long long i, bool direct, const Blocks& blk, const double* scale,
                                           const MiniSpec& s, int overflow, int mode, u64 seed, long long offset,
                                           int rbits, T raw, int& status) {
     double v = codec_f64(raw);

@@ -81,9 +81,9 @@ __device__ __forceinline__ u64 minifloat_encode_one(double x, const MiniSpec& s,
 }
 
 // ---- the integer path: minifloat_encode_one in integer operations ---------------------------
-// Formats it takes (mini_bits_ok): bits <= 16 and man_bits <= 22, every MiniFloat lowbit stores
-// elements in below float32.  A float32 operand x (its bits b) is divided by 2^shift exactly.
-__device__ __forceinline__ bool mini_bits_ok(const MiniSpec& s) { return s.bits <= 16 && s.man_bits <= 22; }
+// Formats it takes: bits <= 16 and man_bits <= 22 (lowbit.cuda.codec.integer_path), every
+// MiniFloat lowbit stores elements in below float32.  A float32 operand x (its bits b) is divided
+// by 2^shift exactly.
 
 // The magnitude code of |v| = sig * 2^(big_e - 23), sig in [2^23, 2^24), before saturation (it
 // may exceed code_of_max).  v's binade is big_e, the grid exponent e = clip(big_e, emin,
@@ -92,7 +92,7 @@ __device__ __forceinline__ bool mini_bits_ok(const MiniSpec& s) { return s.bits 
 // round_grid does (stochastic: rint(frac * 2^rbits) from r exactly; a shift beyond 25 leaves
 // k = 0 and the deterministic decisions of 25).  Rounding carries into the exponent field and
 // codes are monotone in the value, so the value overflows exactly when mag > code_of_max.
-// Twin of the body of lowbit.cpu.codec.minifloat_encode_bits.
+// Twin of the body of lowbit.cpu.codec.minifloat_encode_bits (which saturates it for normal inputs).
 template <int MODE>
 __device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, const MiniSpec& s, u64 seed,
                                                   long long index, int rbits) {
@@ -127,17 +127,6 @@ __device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, c
         up = u < thr;
     }
     return ((u32)(e - s.emin) << s.man_bits) + k + (up ? 1u : 0u);
-}
-
-// minifloat_encode_one's saturating code of x * 2^-shift for a normal float32 x (exponent field
-// 1..254) given by its bits b, any shift; twin of lowbit.cpu.codec.minifloat_encode_bits.
-template <int MODE>
-__device__ __forceinline__ u32 minifloat_encode_bits(u32 b, int shift, const MiniSpec& s, u64 seed,
-                                                     long long index, int rbits) {
-    const u32 neg = b >> 31;
-    const u32 mag = minifloat_mag_bits<MODE>(neg, (int)((b >> 23) & 0xffu) - 127 - shift,
-                                             (b & 0x7fffffu) | 0x800000u, s, seed, index, rbits);
-    return (neg << (s.bits - 1)) | min(mag, (u32)s.code_of_max);
 }
 
 // minifloat_encode_one(x * 2^-shift, s, overflow, MODE, ...) for every float32 x given by its
@@ -244,12 +233,6 @@ __device__ __forceinline__ double codec_f64(float v) {
     return d == d ? d : nan_signed(__float_as_uint(v) >> 31);
 }
 __device__ __forceinline__ double codec_f64(double v) { return v; }
-
-// The input as float32 (exact for float16, bfloat16 and float32; float64 never takes the fast path).
-__device__ __forceinline__ float codec_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float codec_f32(u16 v) { return __uint_as_float(((u32)v) << 16); }
-__device__ __forceinline__ float codec_f32(float v) { return v; }
-__device__ __forceinline__ float codec_f32(double v) { return (float)v; }
 
 // The float32 bits of a float16 / bfloat16 / float32 input (exact; NaN keeps its sign, as on the CPU).
 __device__ __forceinline__ u32 f32_bits(__half v) {  // the sign by hand: the conversion drops NaN's

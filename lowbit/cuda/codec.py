@@ -39,14 +39,19 @@ def _spec_args(spec: tuple[int, int, int, int, float, int, int, int]) -> tuple[A
             np.int64(code_of_max), np.int64(code_of_inf), np.int64(code_of_nan))
 
 
+def integer_path(x: Any, spec: tuple[int, int, int, int, float, int, int, int]) -> bool:
+    """Whether the integer-only encoders (minifloat_encode_any_bits in codec.cuh) take ``x`` into
+    the format ``spec``: float16 / bfloat16 / float32 input, at most 16 bits and 22 mantissa bits."""
+    return x.dtype.itemsize <= 4 and spec[0] <= 16 and spec[1] <= 22
+
+
 def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, int, int, float, int, int, int],
                      overflow: int, mode: int, seed: np.uint64, first_index: Any, rbits: int, codes: Any,
                      status: Any) -> None:
     check_operands(x=x, scale=scale, codes=codes, status=status)
     _float64("scale", scale)
     n = x.shape[0]
-    bits, man_bits = spec[0], spec[1]
-    if block_size >= n and x.dtype.itemsize <= 4 and bits <= 16 and man_bits <= 22:
+    if block_size >= n and integer_path(x, spec):
         # a direct conversion: the integer kernels, one per mode (a float64 loop inside for a scale
         # that is not a power of two); a thread per 16 elements of 16-bit input, 8 of float32
         name = f"lowbit_minifloat_encode_bits{int(mode)}_{suffix(x.dtype)}_{_code_suffix(codes)}"
