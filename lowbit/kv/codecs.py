@@ -224,22 +224,20 @@ class KVarNCodec(Codec):
         e = xp.empty(n, np.int8)
         backend(x).kvarn_encode(x, rotate, kind == "key", bits, self.iterations, self.scale_format,
                                 self.tile_exponent, packed, a, z, s, e)
-        if self.tile_exponent and n and invalid == "nan":
+        bad = e == EXPONENT_INVALID if self.tile_exponent and n else None
+        if bad is not None and invalid == "nan":
             # on the device, no read-back: NaN scales (float16 0x7e00, e4m3 0x7f), exponent 0
-            bad = e == EXPONENT_INVALID
             nan_scale = 0x7E00 if self.scale_format == 0 else 0x7F
             a = xp.where(bad[:, None], nan_scale, a).astype(np.uint16, copy=False)
             z = xp.where(bad[:, None], 0x7E00, z).astype(np.uint16, copy=False)
             s = xp.where(bad[:, None], nan_scale, s).astype(np.uint16, copy=False)
             e = xp.where(bad, 0, e).astype(np.int8, copy=False)
-        elif self.tile_exponent and n:
-            bad = e == EXPONENT_INVALID
-            if bool(bad.any()):
-                raise ValueError(
-                    f"{int(bad.sum())} of {n} blocks (the first: block {int(bad.argmax())}) have "
-                    f"magnitudes KVarN's per-tile exponent cannot represent: the median nonzero |x| "
-                    f"must lie in [2**-128, 2**127), the largest |x| (after the Hadamard rotation, "
-                    f"which can grow a value by sqrt(head_dim)) below 2**127 and within 2**48 of the median")
+        elif bad is not None and bool(bad.any()):
+            raise ValueError(
+                f"{int(bad.sum())} of {n} blocks (the first: block {int(bad.argmax())}) have "
+                f"magnitudes KVarN's per-tile exponent cannot represent: the median nonzero |x| "
+                f"must lie in [2**-128, 2**127), the largest |x| (after the Hadamard rotation, "
+                f"which can grow a value by sqrt(head_dim)) below 2**127 and within 2**48 of the median")
         fields = {"row_scale": self._stored(a), "row_offset": z.view(np.float16), "col_scale": self._stored(s)}
         if self.tile_exponent:
             fields["tile_exponent"] = e.reshape(n, 1)
