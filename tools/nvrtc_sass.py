@@ -4,7 +4,8 @@ to its register use and code size before a device run.  (nvdisasm/cuobjdump 13.5
 reject NVRTC's cubins here, hence PTX.)
 
 Needs cupy-cuda13x + nvidia-cuda-nvrtc under /tmp/cupysite (pip --target):
-  LD_LIBRARY_PATH=/tmp/cupysite/nvidia/cu13/lib PYTHONPATH=$PWD python tools/nvrtc_sass.py codec [filter] [--dump]
+  LD_LIBRARY_PATH=/tmp/cupysite/nvidia/cu13/lib PYTHONPATH=$PWD python tools/nvrtc_sass.py codec [filter] [--dump] [-DNAME=VALUE ...]
+(-D options are passed to NVRTC: e.g. kv_attend -DLOWBIT_ATTEND_MMA=1 for its tensor-core kernel)
 """
 import glob
 import re
@@ -43,12 +44,13 @@ def regcounts(cubin: bytes) -> dict[str, tuple[int, int]]:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    defines = [a for a in sys.argv[1:] if a.startswith("-D")]
     dump = "--dump" in sys.argv
     name, pattern = args[0], (args[1] if len(args) > 1 else "")
     inc = glob.glob("/tmp/cupysite/cupy/_core/include")[0]
     prog = nvrtc.createProgram(source(name), name + ".cu", [], [])
-    opts = list(OPTIONS) + ["-arch=sm_90", "-ftz=true", f"-I{inc}", "-I/usr/local/cuda/include"]
+    opts = list(OPTIONS) + ["-arch=sm_90", "-ftz=true", f"-I{inc}", "-I/usr/local/cuda/include", *defines]
     try:
         nvrtc.compileProgram(prog, opts)
     except Exception:

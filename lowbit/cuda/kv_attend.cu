@@ -7,8 +7,12 @@
 // softmax; lowbit_kv_attend_combine merges the splits with their (max, sum) (log-sum-exp).
 // Key tiles have codes [D, G] (rows = channels), value tiles [G, D] (rows = tokens, in
 // VGROUPS column groups): per code one fused multiply-add per query head.
+// LOWBIT_ATTEND_MMA=1 selects the tensor-core kernel of kv_attend_mma.cuh instead (same entry).
 #include "kv_attend.cuh"
 
+#if LOWBIT_ATTEND_MMA
+#include "kv_attend_mma.cuh"
+#else
 extern "C" __global__ void __launch_bounds__(LOWBIT_THREADS)
 lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_rot,
                        const int* __restrict__ lengths,
@@ -256,6 +260,8 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
         ws_ml[(bh * splits + split) * 2 + 1] = l_s[tid];
     }
 }
+
+#endif  // LOWBIT_ATTEND_MMA
 
 // out_rot, out_exact [B * Hq, D] = the splits' sums weighted by e^(m_s - max m) / total weight.
 extern "C" __global__ void lowbit_kv_attend_combine(const float* __restrict__ ws_acc,

@@ -40,6 +40,9 @@
 #ifndef LOWBIT_EXACT_F16
 #define LOWBIT_EXACT_F16 0    // exact tokens: 1 float16, 0 float32
 #endif
+#ifndef LOWBIT_ATTEND_MMA
+#define LOWBIT_ATTEND_MMA 0   // 1: the tensor-core split kernel (kv_attend_mma.cuh)
+#endif
 #define LOWBIT_THREADS 128
 
 #define KV_NEG_INF (-__int_as_float(0x7f800000))

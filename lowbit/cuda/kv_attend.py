@@ -41,10 +41,53 @@ def _workspace(device: int, bhq: int, splits: int, dim: int) -> tuple[Any, Any]:
 #: 0.356 ms at (1, 128k) (k4v2): 16 has the least total time
 BLOCKS_PER_SM = 16
 
+#: the tensor-core split kernel (lowbit/cuda/kv_attend_mma.cuh, -DLOWBIT_ATTEND_MMA=1) for the
+#: layouts it takes (:func:`mma_layout`); False until it is verified on a GPU
+#: (tools/gpu_attend_check.py), the CUDA-core kernel of kv_attend.cu otherwise
+MMA = False
+#: warps per block of the tensor-core kernel: each takes G / MMA_WARPS tokens of every chunk with
+#: its own softmax and workspace entry (the blocks' shared-memory stages hold one tile each)
+MMA_WARPS = 2
+#: B operands of the tensor-core kernel as tf32 hi + lo (two mma's on the same codes; error per
+#: product <= 2^-22, float32-like) rather than one tf32 (2^-11, float16-like)
+MMA_SPLIT = True
+#: split-K target of the tensor-core kernel, blocks per SM (about 6 of its blocks are resident
+#: per SM for k4v2 at D = G = 128, limited by the two tile stages in shared memory); not yet tuned
+MMA_BLOCKS_PER_SM = 12
 
-def split_count(batch: int, kv_heads: int, chunks: int, sms: int) -> int:
-    """Splits per (sequence, kv head): about BLOCKS_PER_SM blocks per SM, at most one per chunk."""
-    return max(1, min(chunks, -(-BLOCKS_PER_SM * sms // max(1, batch * kv_heads))))
+
+def split_count(batch: int, kv_heads: int, chunks: int, sms: int, per_sm: int | None = None) -> int:
+    """Splits per (sequence, kv head): about ``per_sm`` (default BLOCKS_PER_SM) blocks per SM,
+    at most one per chunk."""
+    per_sm = BLOCKS_PER_SM if per_sm is None else per_sm
+    return max(1, min(chunks, -(-per_sm * sms // max(1, batch * kv_heads))))
+
+
+def mma_layout(dim: int, group: int, value_col_groups: int, value_bits: int) -> bool:
+    """Whether the tensor-core kernel takes this tile geometry: G / MMA_WARPS a multiple of 32
+    tokens; value column groups of a multiple of 16 channels holding at least a byte of codes
+    per lane (channels / 8 * bits >= 8)."""
+    tw, cg = group // MMA_WARPS, dim // value_col_groups
+    return group % MMA_WARPS == 0 and tw % 32 == 0 and cg % 16 == 0 and 8 <= cg // 8 * value_bits <= 128
+
+
+def uses_mma(layout: tuple, dim: int) -> bool:
+    """Whether a launch for ``layout`` and head_dim ``dim`` runs the tensor-core kernel."""
+    return MMA and mma_layout(dim, layout[L.GROUP], layout[L.VALUE_COL_GROUPS], layout[L.VALUE_BITS])
+
+
+def kernel_defines(layout: tuple, dim: int, m: int, exact_f16: bool) -> tuple[str, ...]:
+    """The -D options of kv_attend.cu for ``layout``, head_dim ``dim``, ``m`` query heads per kv
+    head and float16 (else float32) exact tokens (tools/gpu_attend_check.py precompiles them)."""
+    fmts = [layout[i] for i in (L.FMT_KEY_A, L.FMT_KEY_Z, L.FMT_KEY_S, L.FMT_VALUE_A,
+                                L.FMT_VALUE_Z, L.FMT_VALUE_S)]
+    return (f"-DLOWBIT_D={dim}", f"-DLOWBIT_G={layout[L.GROUP]}", f"-DLOWBIT_M={m}",
+            f"-DLOWBIT_KBITS={layout[L.KEY_BITS]}", f"-DLOWBIT_VBITS={layout[L.VALUE_BITS]}",
+            f"-DLOWBIT_VGROUPS={layout[L.VALUE_COL_GROUPS]}",
+            *(f"-DLOWBIT_F{n}={f}" for n, f in zip(("KA", "KZ", "KS", "VA", "VZ", "VS"), fmts, strict=True)),
+            f"-DLOWBIT_EXACT_F16={int(exact_f16)}",
+            *(("-DLOWBIT_ATTEND_MMA=1", f"-DLOWBIT_ATTEND_WARPS={MMA_WARPS}",
+               f"-DLOWBIT_ATTEND_SPLIT={int(MMA_SPLIT)}") if uses_mma(layout, dim) else ()))
 
 
 def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent_k: Any,
@@ -76,20 +119,19 @@ def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent
     g = group
     cap_chunks = -(-sink_k.shape[2] // g) + k_codes.shape[2] + -(-recent_k.shape[2] // g) + -(-n_new // g)
     dev = cupy_device()
-    splits = split_count(b, hk, max(cap_chunks, 1), _sm_count(dev))
+    mma = uses_mma(layout, dim)
+    splits = split_count(b, hk, max(cap_chunks, 1), _sm_count(dev), MMA_BLOCKS_PER_SM if mma else None)
     per_split = max(1, -(-cap_chunks // splits))
-    ws_acc, ws_ml = _workspace(dev, b * hq, splits, dim)
-    defines = (f"-DLOWBIT_D={dim}", f"-DLOWBIT_G={g}", f"-DLOWBIT_M={m}", f"-DLOWBIT_KBITS={kbits}",
-               f"-DLOWBIT_VBITS={vbits}", f"-DLOWBIT_VGROUPS={layout[L.VALUE_COL_GROUPS]}",
-               *(f"-DLOWBIT_F{n}={f}" for n, f in zip(("KA", "KZ", "KS", "VA", "VZ", "VS"), fmts, strict=True)),
-               f"-DLOWBIT_EXACT_F16={int(exact == 'float16')}")
+    entries = splits * MMA_WARPS if mma else splits  # workspace entries: one per warp (mma) or block
+    ws_acc, ws_ml = _workspace(dev, b * hq, entries, dim)
+    defines = kernel_defines(layout, dim, m, exact == "float16")
     i32 = np.int32
     kernel("kv_attend", "lowbit_kv_attend_split", defines)(
-        (splits, hk, b), (128,),
+        (splits, hk, b), (32 * MMA_WARPS if mma else 128,),
         (q, q_rot, lengths, sink_k, sink_v, i32(sink_k.shape[2]), recent_k, recent_v,
          i32(recent_k.shape[2]), new_k, new_v, i32(n_new), k_codes, k_a, k_z, k_s, v_codes, v_a, v_z,
          v_s, i32(k_codes.shape[2]), i32(k_a.shape[3]), i32(k_z.shape[3]), i32(k_s.shape[3]),
          i32(v_a.shape[3]), i32(v_z.shape[3]), i32(v_s.shape[3]), np.float32(scale), i32(per_split),
          ws_acc, ws_ml))
     kernel("kv_attend", "lowbit_kv_attend_combine", defines)(
-        (b * hq,), (dim,), (ws_acc, ws_ml, i32(splits), out_exact, out_rot))
+        (b * hq,), (dim,), (ws_acc, ws_ml, i32(entries), out_exact, out_rot))
