@@ -83,45 +83,100 @@ def _check_status(status: Array, scale_dtype: str, done: Any = None) -> None:
 
 
 def _quantize_two_pass(k: Any, x: Array, g: int, bits: int, symmetric: bool, scale_dtype: str,
-                       mode: int, seed: np.uint64, rbits: int, packed: Array,
-                       order: int = 1) -> dict[str, Array]:
+                       mode: int, seed: np.uint64, rbits: int, packed: Array, order: int = 1,
+                       check_finite: bool = True) -> tuple[dict[str, Array], Array | None]:
+    """(fields, status): the group range, then the stored scales (scales.py), then the codes.
+
+    ``check_finite=True`` raises at once for NaN/Inf input or a scale or offset overflowing
+    ``scale_dtype`` (status None); False decides on the device, reading nothing back: a
+    flawed group gets a NaN scale (its codes are unspecified; it decodes to NaN), and
+    ``status`` (int32 [1]) the fused kernel's flags (bit 0: NaN/Inf input, bit 1: an
+    overflow) for :func:`_check_status`.
+    """
     xp = xp_of(x)
     n_groups = x.size // g
     lo = xp.empty(n_groups, xp.float64)
     hi = xp.empty(n_groups, xp.float64)
-    k.group_range(x, g, lo, hi)
-    if not bool(xp.isfinite(lo).all()):
+    k.group_range(x, g, lo, hi)  # NaN for a group holding NaN/Inf
+    if check_finite and not bool(xp.isfinite(lo).all()):
         raise ValueError("x contains NaN or Inf; rtn quantization needs finite values")
+    invalid = "raise" if check_finite else "nan"
+
+    def store(values: Array, direction: scales.Direction) -> Array:
+        return scales.store(values, scale_dtype, direction, invalid=invalid)
+
+    def step_scale(step: Array) -> Array:  # 1 for a constant group; NaN stays NaN
+        return store(xp.where(step <= 0, 1.0, step), "up")
+
     fields: dict[str, Array] = {}
     if symmetric and bits == 1:
         mean = xp.empty(n_groups, xp.float64)
         k.group_abs_mean(x, g, mean)
-        fields["scale"] = scales.store(mean, scale_dtype, "nearest")
+        fields["scale"] = store(mean, "nearest")
         offset32 = xp.zeros(n_groups, xp.float32)
     elif symmetric:
         amax = xp.maximum(xp.abs(lo), xp.abs(hi))
-        step = amax / float(2 ** (bits - 1) - 1)
-        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
+        fields["scale"] = step_scale(amax / float(2 ** (bits - 1) - 1))
         offset32 = xp.zeros(n_groups, xp.float32)
     else:
-        fields["offset"] = scales.store(lo, scale_dtype, "down")
+        fields["offset"] = store(lo, "down")
         offset32 = scales.load(fields["offset"], scale_dtype)
-        step = (hi - offset32.astype(xp.float64)) / float(2**bits - 1)
-        fields["scale"] = scales.store(xp.where(step > 0, step, 1.0), scale_dtype, "up")
+        fields["scale"] = step_scale((hi - offset32.astype(xp.float64)) / float(2**bits - 1))
     scale32 = scales.load(fields["scale"], scale_dtype)
+    status = None
+    if not check_finite:
+        flawed = xp.isnan(scale32)  # a NaN offset (NaN input, overflow) makes the scale NaN too
+        nan_input = xp.isnan(lo)
+        status = (nan_input.any().astype(xp.int32)
+                  | ((flawed & ~nan_input).any().astype(xp.int32) << 1)).reshape(1)
     if mode >= 0:
         k.rtn_encode(x, g, scale32, offset32, bits, symmetric, mode, seed, rbits, packed)
-        return fields
+        return fields, status
     # error diffusion (order 1 or 2) along each group, on the same grid
     grid = (x.reshape(n_groups, g).astype(xp.float64) - offset32.astype(xp.float64)[:, None]) / scale32.astype(
         xp.float64
     )[:, None]
+    if status is not None:  # flawed groups (NaN scale): codes 0, not a cast of NaN
+        grid = xp.where(xp.isnan(scale32)[:, None], 0.0, grid)
     m = float(2 ** (bits - 1) - 1) if symmetric else 0.0
     top = m if symmetric else float(2**bits - 1)
     out = xp.empty_like(grid)
     k.diffuse_rows(grid, order, -m, top, out)
     k.pack_codes((out + m).astype(xp.uint8).reshape(-1), bits, packed)
-    return fields
+    return fields, status
+
+
+def encode_groups(x: Array, group_size: int, bits: int, symmetric: bool, scale_dtype: str,
+                  rounding: str, seed: np.uint64, rbits: int, order: int = 1,
+                  check_finite: bool = True) -> tuple[Array, dict[str, Array], Array | None]:
+    """(packed codes, fields, status) of flat ``x`` (a kernel input) in groups of ``group_size``:
+    the encoder of :func:`quantize` (arguments checked there), also for callers that keep no
+    :class:`QuantizedArray` (the KV codecs).
+
+    ``check_finite=True`` raises for NaN/Inf input or a scale or offset overflowing
+    ``scale_dtype`` (status None).  False reads nothing back (no host synchronization on a
+    GPU): a flawed group gets a non-finite scale (NaN; +Inf for an overflow on the single-pass
+    path, whose codes are then 0) and decodes to non-finite values, and ``status`` (int32 [1],
+    on x's device) holds the flags for :func:`_check_status` (bit 0: NaN/Inf input, bit 1: an
+    overflow).
+    """
+    xp = xp_of(x)
+    k = backend(x)
+    mode = mode_code(rounding)
+    packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
+    if rounding == "diffuse":
+        fields, status = _quantize_two_pass(k, x, group_size, bits, symmetric, scale_dtype, -1, seed, rbits,
+                                            packed, order, check_finite)
+    elif group_size in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
+        fields, status = _quantize_fused(k, x, group_size, bits, symmetric, scale_dtype, mode, seed, rbits,
+                                         packed)
+        if check_finite:
+            _check_status(status, scale_dtype)
+            status = None
+    else:
+        fields, status = _quantize_two_pass(k, x, group_size, bits, symmetric, scale_dtype, mode, seed,
+                                            rbits, packed, check_finite=check_finite)
+    return packed, fields, status
 
 
 def quantize(
@@ -166,11 +221,13 @@ def quantize(
     check_finite : bool, default True
         Raise at once if ``x`` holds NaN/Inf or a scale or offset overflows ``scale_dtype``.
         On a GPU that means waiting for the kernel (one synchronization per call).  With
-        False, the single-pass path (group sizes in ``FUSED_GROUP_SIZES``) returns without
-        waiting and leaves the check to :meth:`QuantizedArray.check` (also run by ``save``);
-        until then a flawed group decodes to non-finite values (NaN; -Inf for a symmetric
-        overflow), as its scale is NaN (NaN/Inf input) or +Inf (overflow), and no other group
-        is affected.  The two-pass paths check at once either way.
+        False, it returns without waiting and leaves the check to :meth:`QuantizedArray.check`
+        (also run by ``save``); until then a flawed group decodes to non-finite values (NaN;
+        -Inf for a symmetric overflow on the single-pass path), as its scale is NaN (NaN/Inf
+        input; the two-pass paths (other group sizes, 1-bit symmetric, ``diffuse``): overflow
+        too) or +Inf (overflow, single-pass path, group sizes in ``FUSED_GROUP_SIZES``), and
+        no other group is affected.  The codes of a flawed group are 0 on the single-pass
+        path and unspecified on the two-pass paths.
     order : {1, 2}, default 1
         Order of ``rounding="diffuse"`` (``lowbit.round``'s ``order``); other roundings take
         only 1.  Decoding does not depend on it, so it is not recorded in ``meta``.
@@ -196,7 +253,7 @@ def quantize(
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be a bool, got {symmetric!r}")
     symmetric = bool(symmetric)
-    mode = mode_code(rounding)
+    mode_code(rounding)  # ValueError for an unknown mode
     if rounding == "diffuse" and symmetric and bits == 1:
         raise ValueError("rounding='diffuse' needs a uniform grid; 1-bit symmetric (sign) has none")
     if isinstance(order, (bool, np.bool_)) or order not in (1, 2):
@@ -211,28 +268,15 @@ def quantize(
     shape = tuple(int(s) for s in arr.shape)
     ax, gs, g = check_grouping(shape, axis, group_size)
 
-    xp = xp_of(arr)
     x = kernel_input(axis_last(arr, ax), origin.dtype).reshape(-1)
-    k = backend(x)
-    packed = xp.empty((x.size * bits + 7) // 8, xp.uint8)
-    seed_u64 = np.uint64(seed or 0)
-    status = None
-    if rounding == "diffuse":
-        fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, -1, seed_u64, rbits, packed,
-                                    int(order))
-    elif g in FUSED_GROUP_SIZES and not (symmetric and bits == 1):
-        fields, status = _quantize_fused(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
-    else:
-        fields = _quantize_two_pass(k, x, g, bits, symmetric, scale_dtype, mode, seed_u64, rbits, packed)
+    packed, fields, status = encode_groups(x, g, bits, symmetric, scale_dtype, rounding,
+                                           np.uint64(seed or 0), rbits, int(order), bool(check_finite))
     meta = RtnMeta(shape=shape, dtype=origin.dtype, bits=bits, axis=ax, group_size=gs,
                    symmetric=symmetric, scale_dtype=scale_dtype, rounding=rounding, seed=seed,
                    rbits=rbits).to_meta()
     q = QuantizedArray(packed, fields, meta, origin)
-    if status is not None:
-        if check_finite:
-            _check_status(status, scale_dtype)
-        else:
-            q._pending = functools.partial(_check_status, status, scale_dtype, done_event(status))
+    if status is not None:  # check_finite=False
+        q._pending = functools.partial(_check_status, status, scale_dtype, done_event(status))
     return q
 
 

@@ -314,6 +314,34 @@ def _external_stream(ts: Any) -> Any:
     return stream
 
 
+@contextlib.contextmanager
+def cupy_uses_torch_memory() -> Iterator[None]:
+    """CuPy allocates device memory from torch's caching allocator inside the block.
+
+    For capturing lowbit's CuPy work in a ``torch.cuda.CUDAGraph`` (e.g. a decode step of
+    :class:`lowbit.kv.QuantizedKVCache` built with ``check_finite=False``): during capture
+    torch serves the allocations from the graph's private pool and keeps that memory for the
+    graph's replays, whereas CuPy's own pool would call ``cudaMalloc``, which a capture
+    forbids, and could hand memory a graph still uses to later work.  Each allocation holds
+    a uint8 torch tensor on the current device (freed when CuPy frees the memory).  Restores
+    the previous allocator on exit.
+    """
+    import cupy
+    import torch
+
+    def allocate(size: int) -> Any:
+        device = cupy.cuda.Device().id
+        t = torch.empty(max(int(size), 1), dtype=torch.uint8, device=f"cuda:{device}")
+        return cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(t.data_ptr(), size, t, device), 0)
+
+    previous = cupy.cuda.get_allocator()
+    cupy.cuda.set_allocator(allocate)
+    try:
+        yield
+    finally:
+        cupy.cuda.set_allocator(previous)
+
+
 def done_event(arr: Array) -> Any:
     """An event recorded now on the current stream (None for a host array): waiting on it
     later waits for the work queued so far, whichever stream is current by then."""
@@ -324,6 +352,27 @@ def done_event(arr: Array) -> Any:
     event = cupy.cuda.Event(disable_timing=True)
     event.record()
     return event
+
+
+def device_constant(make: Any, *args: Any, like: Array) -> Array:
+    """``make(*args)`` (a numpy array of constants of an algorithm, e.g. a code table) in
+    ``like``'s array module: as made for a host array; for a CuPy array a copy on its device,
+    uploaded once per ``(make, args, device)`` and cached (read-only by use), so that no later
+    call copies from the host (a host-to-device copy per call would synchronize with the host
+    and keep the caller out of a CUDA graph).  ``args`` must be hashable."""
+    if not is_cupy(like):
+        return make(*args)
+    return _device_constant(make, args, int(like.device.id))
+
+
+@functools.lru_cache(maxsize=256)
+def _device_constant(make: Any, args: tuple[Any, ...], device: int) -> Array:
+    import cupy
+
+    with cupy.cuda.Device(device):
+        out = cupy.asarray(make(*args))
+        cupy.cuda.get_current_stream().synchronize()  # complete before any other stream reads it
+    return out
 
 
 def zero(arr: Array) -> None:

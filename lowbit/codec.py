@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, backend, is_cupy, xp_of
+from lowbit.arrays import Array, backend, device_constant, is_cupy, xp_of
 from lowbit.formats import (
     BFLOAT16,
     FLOAT16,
@@ -50,6 +50,7 @@ from lowbit.formats import (
     MiniFloat,
 )
 from lowbit.rounding.modes import mode_code
+from lowbit.validate import check_invalid
 
 #: Rounding modes of :func:`to_codes` / :func:`round_to_format` on device arrays (the array
 #: form; host arrays take every mode but ``diffuse``).
@@ -84,6 +85,12 @@ def decode_values(fmt: ElementFormat | Codebook) -> np.ndarray:
     return np.array([float(fmt.value_of(c)) for c in range(1 << fmt.bits)], np.float64)
 
 
+@functools.cache
+def codebook_table(cb: Codebook, which: str) -> np.ndarray:
+    """``cb.levels`` or ``cb.thresholds`` as a float64 array (cached, read-only by use)."""
+    return np.array(cb.levels if which == "levels" else cb.thresholds, np.float64)
+
+
 def needs_status(fmt: ElementFormat, overflow: int) -> bool:
     """Whether an encode can produce an error: NaN/Inf the format cannot hold, or overflow='error'."""
     cannot_hold_nan = isinstance(fmt, FixedPoint) or not fmt.has_nan
@@ -92,8 +99,10 @@ def needs_status(fmt: ElementFormat, overflow: int) -> bool:
 
 def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode: int, seed: int,
            first_index: int, rbits: int, overflow: int, qmin: int | None = None,
-           qmax: int | None = None) -> tuple[Array, int, int]:
-    """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow)."""
+           qmax: int | None = None, count: bool = True) -> tuple[Array, int, int]:
+    """Run the encoder kernel of ``fmt`` on flat ``x``; returns (packed, n_invalid, n_overflow).
+
+    ``count=False`` skips the counts (0, 0; on a GPU counting reads them back)."""
     xp = xp_of(x)
     k = backend(x)
     codes = xp.empty(x.size, code_dtype(fmt))
@@ -107,7 +116,7 @@ def encode(x: Array, fmt: ElementFormat, block_size: int, scale: Array, *, mode:
         k.fixed_encode(x, block_size, scale, fmt.bits, fmt.frac_bits, lo, hi, overflow, mode,
                        np.uint64(seed), first_index, rbits, codes, status)
     n_invalid = n_over = 0
-    if status.size and bool(status.any()):
+    if count and status.size and bool(status.any()):
         n_invalid = int(xp.count_nonzero(status & 1))
         n_over = int(xp.count_nonzero(status & 2))
     if fmt.bits == 8:
@@ -125,8 +134,8 @@ def encode_levels(x: Array, cb: Codebook, block_size: int, scale: Array, *, mode
     xp = xp_of(x)
     k = backend(x)
     codes = xp.empty(x.size, xp.uint8)
-    levels = xp.asarray(np.array(cb.levels, np.float64))
-    thresholds = xp.asarray(np.array(cb.thresholds, np.float64))
+    levels = device_constant(codebook_table, cb, "levels", like=x)
+    thresholds = device_constant(codebook_table, cb, "thresholds", like=x)
     k.codebook_encode(x, block_size, scale, levels, thresholds, mode, np.uint64(seed), first_index, rbits,
                       codes)
     if cb.bits == 8:
@@ -136,27 +145,33 @@ def encode_levels(x: Array, cb: Codebook, block_size: int, scale: Array, *, mode
     return packed
 
 
-def absmax_scale(amax: Array, fmt: ElementFormat) -> Array:
+def absmax_scale(amax: Array, fmt: ElementFormat, invalid: str = "raise") -> Array:
     """Per-group scale for ``scale="absmax"``: the smallest float32 s with amax / s <= fmt.max.
 
     Rounded *up* (as rtn's scales), so that no x / s of the group exceeds the format's max
     and ``overflow="error"`` never raises on finite data, whatever the rounding mode; 1 for
     an all-zero group.  Returned as float64 values that float32 represents exactly.
+    A scale beyond float32's range (or a NaN / Inf ``amax``): ``invalid="raise"`` raises (on
+    a GPU: one host synchronization), ``"nan"`` gives NaN there, reading nothing back.
 
     Raises
     ------
     ValueError
-        A scale would exceed float32's range (float64 input beyond ~1.5e41 for fp8 e4m3).
+        With ``invalid="raise"``: a scale would exceed float32's range (float64 input beyond
+        ~1.5e41 for fp8 e4m3).
     """
     xp = xp_of(amax)
+    nan = check_invalid(invalid) == "nan"
     s = round_to_format(amax / fmt.max, FLOAT32, "up")
     # amax / max was rounded once in float64 and may sit just below the exact quotient; s * max
     # is exact (24 + at most 8 significant bits), so this comparison is exact, and the next
     # float32 up is then the answer (s * (1 + 2**-30) lies strictly between s and it).
     low = s * fmt.max < amax
-    if bool(low.any()):
+    if nan or bool(low.any()):  # (the test reads a flag back; without it, always)
         s = xp.where(low, round_to_format(s * (1.0 + 2.0**-30), FLOAT32, "up"), s)
     s = xp.where(amax > 0, s, 1.0)
+    if nan:
+        return xp.where(xp.isfinite(amax) & (s <= FLOAT32.max), s, xp.nan)
     if not bool((s <= FLOAT32.max).all()):
         raise ValueError(f"scale='absmax' stores float32 scales; max|x| = {float(amax.max()):.6g} "
                          f"needs max|x| / {fmt.max:g} beyond float32's range")
@@ -164,24 +179,32 @@ def absmax_scale(amax: Array, fmt: ElementFormat) -> Array:
 
 
 def encode_absmax(x: Array, fmt: ElementFormat, block_size: int, *, mode: int, seed: int,
-                  first_index: int, rbits: int, overflow: int) -> tuple[Array, Array]:
+                  first_index: int, rbits: int, overflow: int,
+                  invalid: str = "raise") -> tuple[Array, Array]:
     """Packed codes of flat ``x`` / scale per block of ``block_size`` elements, and the float32
     scales (:func:`absmax_scale`), for ``scale="absmax"`` (element schemes, the KV fp8 codec).
+
+    ``invalid`` (:data:`lowbit.validate.INVALID_POLICIES`): "raise" (default) raises for the
+    cases below, which on a GPU reads flags back (host synchronizations); "nan" checks
+    nothing and reads nothing back: a block holding NaN/Inf, or whose scale exceeds float32's
+    range, gets a NaN scale (it decodes to NaN), and overflows follow ``overflow`` uncounted.
 
     Raises
     ------
     ValueError
-        NaN/Inf in ``x``; a scale beyond float32's range; values that overflow with
-        ``overflow="error"`` (:func:`raise_on_counts`).
+        With ``invalid="raise"``: NaN/Inf in ``x``; a scale beyond float32's range; values that
+        overflow with ``overflow="error"`` (:func:`raise_on_counts`).
     """
     xp = xp_of(x)
+    check = check_invalid(invalid) == "raise"
     amax = xp.empty(x.size // block_size, xp.float64)
     backend(x).block_absmax(x, block_size, amax)
-    if not bool(xp.isfinite(amax).all()):
+    if check and not bool(xp.isfinite(amax).all()):
         raise ValueError("x contains NaN or Inf; scale='absmax' needs finite values")
-    scale64 = absmax_scale(amax, fmt)
+    scale64 = absmax_scale(amax, fmt, invalid)
     packed, n_invalid, n_over = encode(x, fmt, block_size, scale64, mode=mode, seed=seed,
-                                       first_index=first_index, rbits=rbits, overflow=overflow)
+                                       first_index=first_index, rbits=rbits, overflow=overflow,
+                                       count=check)
     raise_on_counts(fmt, n_invalid, n_over)
     return packed, to_codes(scale64, FLOAT32).view(xp.float32)  # exact
 
@@ -203,7 +226,7 @@ def decode(packed: Array, fmt: ElementFormat | Codebook, n: int, block_size: int
 
     xp = xp_of(packed)
     out = xp.empty(n, decode_output_dtype(packed, dtype))
-    table = xp.asarray(decode_values(fmt))
+    table = device_constant(decode_values, fmt, like=packed)
     backend(packed).decode_table(packed, fmt.bits, table, block_size, scale, out)
     want = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
     return out if out.dtype == want else to_dtype(out, dtype)

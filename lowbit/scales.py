@@ -19,6 +19,7 @@ from typing import Literal
 from lowbit import codec
 from lowbit.arrays import Array, xp_of
 from lowbit.formats import BFLOAT16, FLOAT16, FLOAT32, MiniFloat
+from lowbit.validate import check_invalid
 
 #: Storage formats accepted for scales (``scale_dtype=``); the position is the kernels' code.
 SCALE_FORMATS: dict[str, MiniFloat] = {"float32": FLOAT32, "float16": FLOAT16, "bfloat16": BFLOAT16}
@@ -57,19 +58,25 @@ def overflow_error(scale_dtype: str, magnitude: float | None = None) -> ValueErr
     )
 
 
-def store(values: Array, scale_dtype: str, direction: Direction = "nearest") -> Array:
+def store(values: Array, scale_dtype: str, direction: Direction = "nearest", *,
+          invalid: str = "raise") -> Array:
     """Round float64 ``values`` to ``scale_dtype`` storage (bfloat16 as uint16 bits).
+
+    A value that overflows the storage dtype (its rounding lies beyond the dtype's max, +-Inf
+    included) or is NaN raises with ``invalid="raise"`` (on a GPU: one host synchronization);
+    with ``invalid="nan"`` it is stored as NaN, on the device (:data:`lowbit.validate.INVALID_POLICIES`).
 
     Raises
     ------
     ValueError
-        A value overflows the storage dtype (its rounding lies beyond the dtype's max), or is
-        NaN.
+        With ``invalid="raise"``: a value overflows the storage dtype, or is NaN.
     """
     xp = xp_of(values)
-    codes, over = codec.to_codes(values, SCALE_FORMATS[scale_dtype], _MODES[direction], "saturate",
-                                 return_overflow=True)
-    if values.size and bool(over.any() | xp.isnan(values).any()):
+    fmt = SCALE_FORMATS[scale_dtype]
+    codes, over = codec.to_codes(values, fmt, _MODES[direction], "saturate", return_overflow=True)
+    if check_invalid(invalid) == "nan":
+        codes = xp.where(over | xp.isnan(values), fmt.code_of_nan, codes).astype(codes.dtype, copy=False)
+    elif values.size and bool(over.any() | xp.isnan(values).any()):
         raise overflow_error(scale_dtype, float(xp.max(xp.abs(values))))
     return _storage(codes, scale_dtype)
 

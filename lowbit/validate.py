@@ -15,6 +15,19 @@ def check_bits(bits: Any, allowed: range = range(1, 9), name: str = "bits") -> i
     return int(bits)
 
 
+#: ``invalid=`` of the encoders that can meet values they cannot store (NaN / Inf input, scales
+#: out of range): "raise" a ValueError (which on a GPU reads a flag back: one host
+#: synchronization), or "nan": store the block / group with NaN fields (it decodes to NaN),
+#: decided on the device, nothing read back (a CUDA-graph-capturable encode)
+INVALID_POLICIES = ("raise", "nan")
+
+
+def check_invalid(invalid: Any) -> str:
+    if invalid not in INVALID_POLICIES:
+        raise ValueError(f"invalid must be one of {INVALID_POLICIES}, got {invalid!r}")
+    return str(invalid)
+
+
 def check_axis(axis: Any, ndim: int) -> int | None:
     if axis is None:
         return None

@@ -419,11 +419,35 @@ def test_fused_path_flags_a_non_finite_value_at_any_position(bad):
             q.check()
 
 
-def test_check_finite_false_two_pass_path_checks_at_once():
-    x = np.ones(96, np.float32)
-    x[5] = np.inf
-    with pytest.raises(ValueError, match="NaN or Inf"):  # group 96: no single-pass kernel
-        lowbit.quantize(x, bits=4, scheme="rtn", group_size=96, check_finite=False)
+@pytest.mark.parametrize("kw", [{"group_size": 96}, {"group_size": 96, "symmetric": True},
+                                {"group_size": 128, "symmetric": True, "bits": 1},
+                                {"group_size": 128, "rounding": "diffuse"}])
+def test_check_finite_false_two_pass_paths_defer_the_error(rng, kw):
+    """The two-pass paths (a group size without a single-pass kernel, 1-bit symmetric,
+    diffuse) with check_finite=False read nothing back either: a flawed group (Inf input, a
+    float16 overflow) gets a NaN scale and decodes to NaN, the others exactly as with the
+    check; check() raises for each flaw."""
+    kw = dict(kw)
+    g, bits = kw["group_size"], kw.pop("bits", 2)
+    x = rng.standard_normal(4 * g).astype(np.float32)
+    opts = dict(bits=bits, scheme="rtn", scale_dtype="float16", **kw)
+    ref = lowbit.quantize(x, **opts).dequantize()
+    x[5] = np.inf  # group 0
+    x[2 * g:3 * g] += 1e5  # group 2: its offset / scale / mean |x| overflows float16 (max 65504)
+    q = lowbit.quantize(x, check_finite=False, **opts)
+    scale = q.fields["scale"].astype(np.float32)
+    assert np.isnan(scale[[0, 2]]).all() and np.isfinite(scale[[1, 3]]).all()
+    d = q.dequantize()
+    assert np.isnan(d[:g]).all() and np.isnan(d[2 * g:3 * g]).all()
+    np.testing.assert_array_equal(d[g:2 * g], ref[g:2 * g])
+    np.testing.assert_array_equal(d[3 * g:], ref[3 * g:])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        q.check()
+    x[5] = 0.0
+    with pytest.raises(ValueError, match="overflows scale_dtype='float16'"):
+        lowbit.quantize(x, check_finite=False, **opts).check()
+    with pytest.raises(ValueError, match="overflows scale_dtype='float16'"):
+        lowbit.quantize(x, **opts)
 
 
 @pytest.mark.parametrize("value", [0, 1, "no", None])

@@ -11,7 +11,6 @@ the device cache's codes, fields and exact regions must equal the numpy cache's 
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -490,45 +489,180 @@ def test_check_finite_false_stores_unrepresentable_tiles_as_nan(backend: Any, rn
         KVarNCodec().encode_tokens(backend.asarray(k[0]), "key", invalid="zero")
 
 
+#: one scheme per codec (and encode path) the cache offers: KVarN (uniform grid, codebook
+#: grid), KIVI, QuaRot, per-token RTN, fp8, TurboQuant (mse, prod)
+EVERY_SCHEME = ["kvarn-k4v2-g128", "kvarn-lm-k2v2-g128", "kivi", "quarot", "rtn", "fp8",
+                "turboquant-mse-k2v2", "turboquant-prod-k2v2"]
+
+
+def nan_unit(scheme: str, kind: str, token: int, channel: int, group: int, dim: int) -> np.ndarray:
+    """bool [G, D]: the values of a tile that one bad input value (at ``token``, ``channel``
+    of the tile) makes unstorable, by the scheme's unit of scaling: the whole tile (kvarn,
+    fp8: one scale per (head, tile)), a key channel over the tile's tokens or a value token's
+    group of 32 channels (kivi), the token vector (rtn, quarot, turboquant)."""
+    unit = np.zeros((group, dim), bool)
+    if scheme.startswith("kvarn") or scheme == "fp8":
+        unit[:] = True
+    elif scheme == "kivi" and kind == "key":
+        unit[:, channel] = True
+    elif scheme == "kivi":
+        unit[token, channel // 32 * 32:(channel // 32 + 1) * 32] = True
+    else:
+        unit[token] = True
+    return unit
+
+
+@pytest.mark.parametrize("head_dim", [64, 96])  # 96: RTN's two-pass encoder, KVarN's unfused rotation
+@pytest.mark.parametrize("scheme", EVERY_SCHEME)
+def test_check_finite_false_stores_nan_for_every_scheme(backend: Any, rng: np.random.Generator, scheme: str,
+                                                        head_dim: int) -> None:
+    """NaN / Inf input with check_finite=False, every scheme: nothing raises; exactly the
+    values sharing a scale (or norm) with a bad one reproduce as NaN (not Inf, not finite
+    garbage), every other stored value is bit for bit what a cache given finite values
+    holds, and so are the attention outputs of the (sequence, kv head)s without bad input.
+    The default cache raises naming the argument, and appends nothing."""
+    on(backend)
+    g = 128
+    k, v = kv(rng, 2, 2, 300, head_dim)
+    fine_k, fine_v = k.copy(), v.copy()
+    k[1, 0, 200, 3] = np.nan  # the first tile (tokens 128 .. 255) of sequence 1, kv head 0
+    v[0, 1, 150, 37] = np.inf  # the first tile of sequence 0, kv head 1
+    default = QuantizedKVCache(scheme, head_dim)
+    with pytest.raises(ValueError, match=r"^k contains NaN or Inf; nothing was appended$"):
+        default.append(backend.asarray(k), backend.asarray(v))
+    assert default.batch is None
+    default.append(backend.asarray(fine_k), backend.asarray(fine_v))
+    cache = QuantizedKVCache(scheme, head_dim, check_finite=False)
+    cache.append(backend.asarray(k), backend.asarray(v))
+    assert cache.n_tiles == default.n_tiles == 1 and len(cache) == 300
+    for got, want, (b, h, t, c), kind in ((cache.dequantized_keys(), default.dequantized_keys(), (1, 0, 200, 3), "key"),
+                                          (cache.dequantized_values(), default.dequantized_values(), (0, 1, 150, 37),
+                                           "value")):
+        got, want = host(backend, got), host(backend, want)
+        expect = np.zeros(got.shape, bool)
+        expect[b, h, 128:128 + g] = nan_unit(scheme, kind, t - 128, c, g, head_dim)
+        np.testing.assert_array_equal(np.isnan(got), expect)
+        np.testing.assert_array_equal(got[~expect], want[~expect])
+    q = rng.standard_normal((2, 4, head_dim)).astype(np.float32)  # query heads 0, 1 read kv head 0
+    out, ref = (host(backend, c.attend(backend.asarray(q))) for c in (cache, default))
+    np.testing.assert_array_equal(out[0, :2], ref[0, :2])
+    np.testing.assert_array_equal(out[1, 2:], ref[1, 2:])
+    q[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^q contains NaN or Inf$"):
+        default.attend(backend.asarray(q))
+    out = host(backend, cache.attend(backend.asarray(q)))  # does not raise
+    np.testing.assert_array_equal(out[1, 2:], ref[1, 2:])
+
+
+@pytest.mark.parametrize("scheme", ["kivi", "quarot", "rtn", "turboquant-mse-k2v2"])
+def test_check_finite_false_stores_overflowing_groups_as_nan(backend: Any, rng: np.random.Generator,
+                                                             scheme: str) -> None:
+    """Finite input whose scale (or norm) float16 cannot hold (one token 1e6 times larger):
+    the default raises when the tile completes; with check_finite=False the units it
+    overflows are stored as NaN instead (nothing read back), and every other value as the
+    default stores it given finite values there."""
+    on(backend)
+    k, v = kv(rng, 1, 1, 128, 64)
+    k_big = k.copy()
+    k_big[0, 0, 5] *= 1e6
+    with pytest.raises(ValueError, match="overflows"):
+        QuantizedKVCache(scheme, 64, sink=0).append(backend.asarray(k_big), backend.asarray(v))
+    cache = QuantizedKVCache(scheme, 64, sink=0, check_finite=False)
+    cache.append(backend.asarray(k_big), backend.asarray(v))
+    got = host(backend, cache.dequantized_keys())[0, 0]
+    expect = np.zeros(got.shape, bool)
+    if scheme == "kivi":  # per channel over the tokens: the channels where token 5 overflows
+        expect[:] = np.isnan(got).all(axis=0)
+        assert expect[0, np.abs(k_big[0, 0, 5]).argmax()]
+    else:
+        expect[5] = True
+    np.testing.assert_array_equal(np.isnan(got), expect)
+    ref = QuantizedKVCache(scheme, 64, sink=0)  # given the same tokens, but finite ones where NaN came out
+    ref.append(backend.asarray(np.where(expect, k, k_big)), backend.asarray(v))
+    np.testing.assert_array_equal(got[~expect], host(backend, ref.dequantized_keys())[0, 0][~expect])
+    np.testing.assert_array_equal(host(backend, cache.dequantized_values()), host(backend, ref.dequantized_values()))
+
+
+@pytest.mark.parametrize("scheme", EVERY_SCHEME)
+def test_every_codec_takes_invalid(scheme: str) -> None:
+    """``invalid=`` is one switch of every codec (lowbit.validate.INVALID_POLICIES)."""
+    codec = QuantizedKVCache(scheme, 64).codec
+    with pytest.raises(ValueError, match=r"invalid must be one of \('raise', 'nan'\), got 'zero'"):
+        codec.encode_tokens(np.zeros((1, 128, 64), np.float32), "key", invalid="zero")
+
+
+def test_start_as_integers_is_written_without_a_host_copy(rng: np.random.Generator) -> None:
+    """attend(start=[ints]) equals attend(start=array), and the ints are written by scalar
+    fills (storage.device_ints: no host-to-device copy on a GPU)."""
+    from lowbit.kv.storage import device_ints
+
+    k, v = kv(rng, 3, 2, 300, 64)
+    cache = QuantizedKVCache("kvarn-k4v2-g128", 64)
+    cache.append(k, v)
+    q = rng.standard_normal((3, 4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(cache.attend(q, start=[0, 7, 0]), cache.attend(q, start=np.array([0, 7, 0])))
+    for values in ([5], [0, 3, 3, 9], [2, 2]):
+        host_values = np.array(values, np.int32)
+        got = device_ints(np, host_values)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, host_values)
+
+
 @pytest.mark.gpu
-def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.Generator) -> None:
-    """check_finite=False on CuPy: a decode step (append one token, here one that completes a
-    KVarN tile and one that does not, then attend through the fused CUDA kv_attend) makes no
-    host synchronization.  Each step is captured with CuPy's stream capture, under which a
-    synchronizing call (a read-back, a synchronous copy) raises, then launched once: the cache's
-    storage and the output equal the eager step's bit for bit.  A first eager step on a third
-    cache compiles the kernels, allocates kv_attend's workspaces and uploads the constants."""
+@pytest.mark.parametrize("scheme", EVERY_SCHEME)
+def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.Generator, scheme: str) -> None:
+    """check_finite=False on CuPy, every scheme: a decode step (append one token, here one
+    that completes a tile and one that does not, then attend) makes no host synchronization.
+    Each step is captured in a torch.cuda.CUDAGraph (a read-back or a host-to-device copy
+    breaks the capture; torch's own syncs raise under set_sync_debug_mode("error")) from
+    static inputs holding zeros, the step's token and query are then copied into them, and
+    one replay gives the eager step's output and storage bit for bit.  CuPy allocates from
+    torch's caching allocator (lowbit.arrays.cupy_uses_torch_memory), so that the graph's
+    memory comes from its private pool.  A first eager run of both steps on a third cache
+    compiles the kernels, allocates kv_attend's workspaces and uploads the constants."""
     cupy = pytest.importorskip("cupy")
+    torch = pytest.importorskip("torch")
+    from lowbit.arrays import cupy_uses_torch_memory
 
     b, hk, hq, d, prefill = 2, 2, 8, 128, 128 + 128 + 127  # sink, one tile, G - 1 recent tokens
     k, v = kv(rng, b, hk, prefill + 2, d)
     q = rng.standard_normal((2, b, hq, d)).astype(np.float32)
-    stream = cupy.cuda.Stream(non_blocking=True)  # capture needs a stream other than the legacy one
-    with stream:
+    stream = torch.cuda.Stream()
+    with cupy_uses_torch_memory(), torch.cuda.stream(stream), cupy.cuda.Stream.from_external(stream):
         kd, vd, qd = cupy.asarray(k), cupy.asarray(v), cupy.asarray(q)
-        warm, eager, graphed = (QuantizedKVCache("kvarn-k4v2-g128", d, check_finite=False) for _ in range(3))
+        static_k = cupy.zeros((b, hk, 1, d), cupy.float32)
+        static_v = cupy.zeros((b, hk, 1, d), cupy.float32)
+        static_q = cupy.zeros((b, hq, d), cupy.float32)
+        warm, eager, graphed = (QuantizedKVCache(scheme, d, check_finite=False) for _ in range(3))
         for cache in (warm, eager, graphed):
             cache.append(kd[:, :, :prefill], vd[:, :, :prefill])
 
-        def step(cache: QuantizedKVCache, i: int) -> Any:
-            cache.append(kd[:, :, prefill + i:prefill + i + 1], vd[:, :, prefill + i:prefill + i + 1])
-            return cache.attend(qd[i])
+        def step(cache: QuantizedKVCache, k_t: Any, v_t: Any, q_t: Any) -> Any:
+            cache.append(k_t, v_t)
+            return cache.attend(q_t)
+
+        def token(a: Any, i: int) -> Any:
+            return a[:, :, prefill + i:prefill + i + 1]
 
         for i in range(2):
-            step(warm, i)
-        want = [step(eager, i) for i in range(2)]
+            step(warm, token(kd, i), token(vd, i), qd[i])
+        want = [step(eager, token(kd, i), token(vd, i), qd[i]) for i in range(2)]
         stream.synchronize()
         for i, tiles_before in ((0, 1), (1, 2)):  # step 0 completes the second tile
             assert graphed.n_tiles == tiles_before
-            stream.begin_capture()
-            try:
-                got = step(graphed, i)
-            except BaseException:
-                with contextlib.suppress(Exception):  # report the call that broke the capture
-                    stream.end_capture()
-                raise
-            graph = stream.end_capture()
-            graph.launch(stream)
+            for static in (static_k, static_v, static_q):
+                static.fill(0)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):  # (entering it synchronizes, by design)
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    got = step(graphed, static_k, static_v, static_q)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            static_k[...] = token(kd, i)
+            static_v[...] = token(vd, i)
+            static_q[...] = qd[i]
+            graph.replay()
             stream.synchronize()
             assert graphed.n_tiles == eager.n_tiles == 2 and len(graphed) == prefill + i + 1
             np.testing.assert_array_equal(to_host(got), to_host(want[i]))

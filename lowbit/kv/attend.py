@@ -16,14 +16,13 @@ copy of the history is made.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import backend, xp_of
+from lowbit.arrays import backend, device_constant, xp_of
 from lowbit.kv import layout as K
 from lowbit.kv.codecs import Codec, FP8Codec, KiviCodec, KVarNCodec, TokenRTNCodec
 
@@ -144,22 +143,10 @@ def code_values(codec: Codec, kind: str) -> np.ndarray:
 
 
 def _luts(codec: Codec, q: Any) -> tuple[Any, Any]:
-    """``(k_lut, v_lut)`` in q's array module and on q's device."""
-    if xp_of(q) is np:
-        return code_values(codec, "key"), code_values(codec, "value")
-    return _device_luts(codec, int(q.device.id))
-
-
-@functools.cache
-def _device_luts(codec: Codec, device: int) -> tuple[Any, Any]:
-    # constants of the codec, uploaded once per codec and device: no host-to-device copy per
-    # call (which would also keep a decode step out of a CUDA graph)
-    import cupy
-
-    with cupy.cuda.Device(device):
-        luts = (cupy.asarray(code_values(codec, "key")), cupy.asarray(code_values(codec, "value")))
-        cupy.cuda.get_current_stream().synchronize()  # complete before any other stream reads them
-    return luts
+    """``(k_lut, v_lut)`` in q's array module and on q's device (uploaded once per codec and
+    device: no host-to-device copy per call)."""
+    return (device_constant(code_values, codec, "key", like=q),
+            device_constant(code_values, codec, "value", like=q))
 
 
 def _field_arrays(store: TileStore, kind: str, xp: Any) -> tuple[Any, Any, Any]:

@@ -53,6 +53,7 @@ from lowbit.kv.storage import (
     check_count,
     check_finite,
     describe,
+    device_ints,
     location,
     on_device,
 )
@@ -104,20 +105,22 @@ class QuantizedKVCache:
         Tokens per tile G, a multiple of 8 (default 128; presets fix it).
     check_finite : bool
         True (default): :meth:`append` and :meth:`attend` raise ``ValueError`` for NaN or
-        Inf in their inputs (on a GPU each call reads a flag back: one host synchronization)
-        and a KVarN tile whose magnitudes its per-tile exponent cannot represent raises when
-        it completes (another read-back, once per completed tile).  False: none of these
-        checks runs and nothing is read back, so that a KVarN decode step (append one
-        token, store a completed tile, attend through the fused kernel) can be captured in
-        a CUDA graph.  NaN / Inf in the inputs are then not detected: like torch's
+        Inf in their inputs, naming the argument (on a GPU each call reads a flag back: one
+        host synchronization), and a tile the scheme cannot store (a KVarN tile whose
+        magnitudes its per-tile exponent cannot represent, a kivi / quarot / rtn scale or
+        offset beyond float16, a TurboQuant norm beyond ``norm_dtype``) raises when it
+        completes (another read-back, once per completed tile).  False: none of these checks
+        runs and nothing is read back, for every scheme, so that a decode step (append one
+        token, store a completed tile, attend) can be captured in a CUDA graph (docs/kv.md).
+        NaN / Inf in the inputs are then not detected: like torch's
         ``scaled_dot_product_attention``, the cache passes them on instead of raising, and
         they stay within the (sequence, kv head) they were given for, but the outputs they
         reach are not specified (the fused kernels' online softmax does not propagate NaN
         the way dense attention does: a block of NaN scores can count as masked, an output
-        can come out 0).  A KVarN tile that cannot be represented is stored with NaN
-        scales (its keys / values reproduce as NaN, never as stale memory).  The tile
-        encoders of the other schemes (kivi, quarot, rtn, fp8, KVarN codebook grids,
-        turboquant) keep their own checks (and read-backs) when a tile completes.
+        can come out 0).  A tile that cannot be stored is stored with NaN fields (the
+        encoders' ``invalid="nan"``): the values sharing a scale with a bad one (the KVarN
+        or fp8 tile, the kivi channel / channel group, the rtn / quarot / TurboQuant token)
+        reproduce as NaN, never as stale memory or finite garbage.
     **options
         Codec options: kvarn ``iterations`` (8) and ``scale_dtype`` ("float16" or
         "float8_e4m3"); kivi ``value_group_size`` (32); turboquant ``variant`` ("mse" or
@@ -277,10 +280,8 @@ class QuantizedKVCache:
         """Quantize one tile per (batch, head): block [B, H, G, D] -> codes [B, H, bytes], fields."""
         b, h, g, d = block.shape
         x = contiguous(block).reshape(b * h, g, d)
-        if type(self.codec) is KVarNCodec and not self.check_finite:
-            codes, fields = self.codec.encode_tokens(x, kind, invalid="nan")  # no read-back
-        else:
-            codes, fields = self.codec.encode_tokens(x, kind)
+        # unchecked: a tile that cannot be stored gets NaN fields on the device (no read-back)
+        codes, fields = self.codec.encode_tokens(x, kind, invalid="raise" if self.check_finite else "nan")
         return (codes.reshape(b, h, -1), {k: f.reshape((b, h) + f.shape[1:]) for k, f in fields.items()})
 
     def append(self, k: Any, v: Any) -> None:
@@ -401,7 +402,7 @@ class QuantizedKVCache:
         else:
             host = np.asarray(index, dtype=np.int64).reshape(-1)
             bad = host.size == 0 or host.min() < -self.batch or host.max() >= self.batch
-            idx = host if xp is np else xp.asarray(host)
+            idx = host if xp is np else device_ints(xp, host)
         if bad:
             shown = idx.get().tolist() if is_cupy(idx) else idx.tolist()
             raise ValueError(f"batch index out of range for batch {self.batch}: {shown}")
@@ -474,8 +475,9 @@ class QuantizedKVCache:
             check_array(start, "start")
             self._check_module(start=start)
             first = start.astype(np.int32)
-        else:  # Python integers (copied to the device for a CuPy cache: a few bytes)
-            first = xp.asarray(np.asarray(start, np.int32))
+        else:  # Python integers (written on the device for a CuPy cache: no host copy)
+            host = np.asarray(start, np.int32)
+            first = host if xp is np else device_ints(xp, host)
         if first.shape != (self.batch,):
             raise ValueError(f"start must have shape ({self.batch},), got {first.shape}")
         return first

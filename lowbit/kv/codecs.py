@@ -28,17 +28,18 @@ from typing import Any
 import numpy as np
 
 from lowbit.arrays import Array, Origin, backend, contiguous, xp_of
-from lowbit.validate import check_bits, check_iterations
+from lowbit.validate import INVALID_POLICIES, check_bits, check_invalid, check_iterations
 
 KINDS = ("key", "value")
 #: scale storage of the KVarN codec: A and s_col as float16 bits or float8 e4m3 codes
 KVARN_SCALE_DTYPES = ("float16", "float8_e4m3")
-#: what KVarNCodec.encode_tokens does with a tile its per-tile exponent cannot represent
-INVALID_TILES = ("raise", "nan")
+#: what every codec's encode / encode_tokens does with a block it cannot store (``invalid=``):
+#: "raise" a ValueError, or "nan": store it with NaN fields (it decodes to NaN), nothing read back
+INVALID_TILES = INVALID_POLICIES
 
 
 def _f32_origin(x: Array) -> Origin:
-    """Origin of a float32 backend array on x's device (for the affine / minifloat fronts)."""
+    """Origin of a float32 backend array on x's device (for the affine decoder's front)."""
     if xp_of(x) is np:
         return Origin("numpy", "float32", "cpu")
     return Origin("cupy", "float32", f"cuda:{x.device.id}")
@@ -117,8 +118,22 @@ class Codec:
         ``tokens`` x ``dim`` (the layout lowbit.schema checks saved files against)."""
         raise NotImplementedError
 
-    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
-        """Blocks ``x [n, t, D]`` (float32; the rotated frame if :attr:`rotated`) -> codes, fields."""
+    def encode(self, x: Array, kind: str, *, invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
+        """Blocks ``x [n, t, D]`` (float32; the rotated frame if :attr:`rotated`) -> codes, fields.
+
+        ``invalid`` (:data:`INVALID_TILES`) says what happens to a block the codec cannot
+        store (NaN / Inf in it, or magnitudes its fields cannot represent):
+
+        =========  ================================================================
+        invalid    such a block
+        =========  ================================================================
+        "raise"    ValueError (default; on a GPU the check reads flags back: host
+                   synchronizations)
+        "nan"      stored with NaN fields (its values decode to NaN; KVarN, KIVI,
+                   rtn / quarot, fp8: the whole block or group; TurboQuant: the token
+                   vector), decided on the device: nothing is read back
+        =========  ================================================================
+        """
         raise NotImplementedError
 
     def decode(self, codes: Array, fields: dict[str, Array], kind: str,
@@ -126,10 +141,11 @@ class Codec:
         """Codes and fields -> blocks ``[n, t, D]`` float32 (the rotated frame if :attr:`rotated`)."""
         raise NotImplementedError
 
-    def encode_tokens(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+    def encode_tokens(self, x: Array, kind: str, *, invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
         """:meth:`encode` of blocks in the original frame (numpy or CuPy, any float dtype; the
         caller's array is not modified): rotated first when the codec is :attr:`rotated`."""
-        return self.encode(rotate(x) if self.rotated else as_float32(x), kind)
+        check_invalid(invalid)
+        return self.encode(rotate(x) if self.rotated else as_float32(x), kind, invalid=invalid)
 
     def decode_tokens(self, codes: Array, fields: dict[str, Array], kind: str,
                       tokens: int, dim: int) -> Array:
@@ -185,25 +201,17 @@ class KVarNCodec(Codec):
             out["tile_exponent"] = (np.int8, 1)
         return out
 
-    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
-        return self._encode(kernel_tokens(x), kind, rotate=False)
+    def encode(self, x: Array, kind: str, *, invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
+        return self._encode(kernel_tokens(x), kind, rotate=False, invalid=check_invalid(invalid))
 
     def encode_tokens(self, x: Array, kind: str, *,
                       invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
-        """:meth:`Codec.encode_tokens`; ``invalid`` says what happens to a tile the per-tile
+        """:meth:`Codec.encode_tokens`; a tile that cannot be stored is one the per-tile
         exponent cannot represent (NaN / Inf, or magnitudes out of range; with
-        ``tile_exponent``):
-
-        =========  ================================================================
-        invalid    such a tile
-        =========  ================================================================
-        "raise"    ValueError (default; on a GPU the exponents are read back: one
-                   host synchronization per call)
-        "nan"      stored with NaN scales (decodes to NaN); nothing is read back
-        =========  ================================================================
-        """
-        if invalid not in INVALID_TILES:
-            raise ValueError(f"invalid must be one of {INVALID_TILES}, got {invalid!r}")
+        ``tile_exponent``; without it, one holding NaN / Inf, checked with ``invalid="nan"``
+        only): ``"raise"`` reads the exponents back (one host synchronization per call),
+        ``"nan"`` stores it with NaN scales on the device."""
+        check_invalid(invalid)
         # the kernels rotate power-of-two head_dims themselves (one pass over the tokens)
         if _fused_rotation(x.shape[-1]):
             return self._encode(kernel_tokens(x), kind, rotate=True, invalid=invalid)
@@ -225,13 +233,13 @@ class KVarNCodec(Codec):
         backend(x).kvarn_encode(x, rotate, kind == "key", bits, self.iterations, self.scale_format,
                                 self.tile_exponent, packed, a, z, s, e)
         bad = e == EXPONENT_INVALID if self.tile_exponent and n else None
-        if bad is not None and invalid == "nan":
-            # on the device, no read-back: NaN scales (float16 0x7e00, e4m3 0x7f), exponent 0
-            nan_scale = 0x7E00 if self.scale_format == 0 else 0x7F
-            a = xp.where(bad[:, None], nan_scale, a).astype(np.uint16, copy=False)
-            z = xp.where(bad[:, None], 0x7E00, z).astype(np.uint16, copy=False)
-            s = xp.where(bad[:, None], nan_scale, s).astype(np.uint16, copy=False)
-            e = xp.where(bad, 0, e).astype(np.int8, copy=False)
+        if invalid == "nan" and n:
+            # on the device, no read-back: NaN scales, exponent 0
+            if bad is None:  # no exponent to flag them: the tiles holding NaN / Inf
+                bad = nonfinite_blocks(x)
+            a, z, s = nan_scales(bad, a, z, s, self.scale_format)
+            if self.tile_exponent:
+                e = xp.where(bad, 0, e).astype(np.int8, copy=False)
         elif bad is not None and bool(bad.any()):
             raise ValueError(
                 f"{int(bad.sum())} of {n} blocks (the first: block {int(bad.argmax())}) have "
@@ -283,31 +291,77 @@ class KVarNCodec(Codec):
                 "tile_exponent": bool(self.tile_exponent)}
 
 
+def nonfinite_blocks(x: Array) -> Array:
+    """bool [n]: which blocks of ``x [n, ...]`` hold NaN or Inf (float16 / float32, or
+    bfloat16 bits as uint16), on x's device."""
+    xp = xp_of(x)
+    flat = x.reshape(x.shape[0], -1)
+    if flat.dtype == np.uint16:  # bfloat16 bits: exponent field all ones
+        return ((flat & 0x7F80) == 0x7F80).any(axis=1)
+    return ~xp.isfinite(flat).all(axis=1)
+
+
+def nan_scales(bad: Array, a: Array, z: Array, s: Array, scale_format: int) -> tuple[Array, Array, Array]:
+    """The KVarN fields as the kernels write them (uint16 codes [n, rows] / [n, cols]) with
+    the blocks ``bad [n]`` set to NaN (A and s_col: float16 0x7e00 or e4m3 0x7f codes, Z
+    float16 0x7e00); on the device, nothing read back (KVarN and its codebook grids)."""
+    from lowbit.formats import FLOAT16, FP8_E4M3
+
+    xp = xp_of(a)
+    nan_scale = FLOAT16.code_of_nan if scale_format == 0 else FP8_E4M3.code_of_nan
+
+    def put(codes: Array, nan: int | None) -> Array:
+        return xp.where(bad[:, None], nan, codes).astype(np.uint16, copy=False)
+
+    return put(a, nan_scale), put(z, FLOAT16.code_of_nan), put(s, nan_scale)
+
+
 def _fused_rotation(dim: int) -> bool:
     """True if the KVarN kernels rotate blocks of this head_dim themselves (a power of two)."""
     return dim >= 1 and dim & (dim - 1) == 0
 
 
-def _rtn_rows(x: np.ndarray, bits: int, group_size: int | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _rtn_rows(x: np.ndarray, bits: int, group_size: int | None,
+              invalid: str = "raise") -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Asymmetric RTN (scheme ``rtn``) along the last axis of ``x [n, r, c]``, float16 scales.
 
-    Reuses :mod:`lowbit.affine`.  Each block's codes start on a byte boundary: in one call
-    when ``r * c * bits`` is a multiple of 8 (the cache's geometries), else block by block.
+    The encoder of :mod:`lowbit.affine` (nearest_even, groups of ``group_size`` or ``c``).
+    Each block's codes start on a byte boundary: in one call when ``r * c * bits`` is a
+    multiple of 8 (the cache's geometries), else block by block.  ``invalid="nan"``: a group
+    holding NaN / Inf, or whose scale or offset overflows float16, gets NaN scale and offset
+    and codes 0, decided on the device (nothing read back).
     """
     from lowbit import affine
 
-    n = x.shape[0]
+    n, _, c = x.shape
+    g = c if group_size is None else group_size
     xp = xp_of(x)
+    check = check_invalid(invalid) == "raise"
     chunks = [x] if (x[0].size * bits) % 8 == 0 else [x[i:i + 1] for i in range(n)]
     parts = []
-    for c in chunks:
-        q = affine.quantize(contiguous(c), _f32_origin(x), bits, axis=-1,
-                            group_size=group_size, scale_dtype="float16")
-        parts.append((q.codes.reshape(c.shape[0], -1),
-                      {"scale": q.fields["scale"].reshape(c.shape[0], -1),
-                       "offset": q.fields["offset"].reshape(c.shape[0], -1)}))
+    for ch in chunks:
+        packed, fields, _ = affine.encode_groups(contiguous(ch).reshape(-1), g, bits, False, "float16",
+                                                 "nearest_even", np.uint64(0), 16, check_finite=check)
+        if not check:
+            packed, fields = _nan_groups(packed, fields, g * bits)
+        parts.append((packed.reshape(ch.shape[0], -1),
+                      {k: fields[k].reshape(ch.shape[0], -1) for k in ("scale", "offset")}))
     codes = xp.concatenate([p[0] for p in parts])
     return codes, {k: xp.concatenate([p[1][k] for p in parts]) for k in ("scale", "offset")}
+
+
+def _nan_groups(packed: Array, fields: dict[str, Array], group_bits: int) -> tuple[Array, dict[str, Array]]:
+    """RTN groups whose scale or offset is not finite (:func:`lowbit.affine.encode_groups`'
+    markers: NaN input, overflow) with NaN scale and offset and, when every group's codes
+    fill whole bytes (``group_bits`` a multiple of 8), codes 0; on the device."""
+    xp = xp_of(packed)
+    scale, offset = fields["scale"], fields["offset"]
+    bad = ~(xp.isfinite(scale) & xp.isfinite(offset))
+    fields = {k: xp.where(bad, xp.nan, f).astype(f.dtype, copy=False) for k, f in fields.items()}
+    if group_bits % 8 == 0:
+        per_group = packed.reshape(bad.size, -1)
+        packed = xp.where(bad[:, None], 0, per_group).astype(np.uint8, copy=False).reshape(-1)
+    return packed, fields
 
 
 def _rtn_rows_decode(codes: np.ndarray, fields: dict[str, np.ndarray], bits: int,
@@ -369,10 +423,10 @@ class KiviCodec(Codec):
             raise ValueError(f"value_group_size={self.value_group_size} does not divide head_dim {dim}")
         return self.value_group_size
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def encode(self, x: np.ndarray, kind: str, *, invalid: str = "raise") -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if kind == "key":
-            return _rtn_rows(contiguous(x.transpose(0, 2, 1)), self.key_bits, None)
-        return _rtn_rows(x, self.value_bits, self._value_group(x.shape[2]))
+            return _rtn_rows(contiguous(x.transpose(0, 2, 1)), self.key_bits, None, invalid)
+        return _rtn_rows(x, self.value_bits, self._value_group(x.shape[2]), invalid)
 
     def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
                tokens: int, dim: int) -> np.ndarray:
@@ -411,8 +465,8 @@ class TokenRTNCodec(Codec):
     def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
         return _rtn_row_fields(tokens, 1)
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return _rtn_rows(x, self.bits(kind), None)
+    def encode(self, x: np.ndarray, kind: str, *, invalid: str = "raise") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return _rtn_rows(x, self.bits(kind), None, invalid)
 
     def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,
                tokens: int, dim: int) -> np.ndarray:
@@ -438,14 +492,15 @@ class FP8Codec(Codec):
     def field_specs(self, tokens: int, dim: int, kind: str) -> dict[str, tuple[Any, int]]:
         return {"scale": (np.float32, 1)}
 
-    def encode(self, x: np.ndarray, kind: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def encode(self, x: np.ndarray, kind: str, *, invalid: str = "raise") -> tuple[np.ndarray, dict[str, np.ndarray]]:
         from lowbit.codec import check_overflow, encode_absmax
         from lowbit.formats import FP8_E4M3
 
         n = x.shape[0]
         flat = as_float32(x).reshape(-1)
         codes, scale = encode_absmax(flat, FP8_E4M3, max(flat.size // max(n, 1), 1), mode=0, seed=0,
-                                     first_index=0, rbits=16, overflow=check_overflow("saturate", FP8_E4M3))
+                                     first_index=0, rbits=16, overflow=check_overflow("saturate", FP8_E4M3),
+                                     invalid=invalid)
         return codes.reshape(n, -1), {"scale": scale.reshape(n, 1)}
 
     def decode(self, codes: np.ndarray, fields: dict[str, np.ndarray], kind: str,

@@ -25,13 +25,23 @@ copied to the device, the tokens never leave it).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from lowbit.arrays import Array, backend, contiguous, xp_of
-from lowbit.kv.codecs import KVARN_SCALE_DTYPES, Codec, KVarNCodec, as_float32, check_kvarn_options
+from lowbit.arrays import Array, backend, contiguous, device_constant, xp_of
+from lowbit.kv.codecs import (
+    KVARN_SCALE_DTYPES,
+    Codec,
+    KVarNCodec,
+    as_float32,
+    check_kvarn_options,
+    nan_scales,
+    nonfinite_blocks,
+)
+from lowbit.validate import check_invalid
 
 #: ``key_grid`` / ``value_grid`` choices.
 GRIDS = ("uniform", "lloyd-max", "uniform-fit")
@@ -45,8 +55,10 @@ def check_grid(grid: Any, name: str) -> str:
     return str(grid)
 
 
+@functools.cache
 def grid_levels(grid: str, bits: int) -> np.ndarray:
-    """The level table (float64, increasing) of a codebook ``grid`` at ``bits`` bits."""
+    """The level table (float64, increasing; cached, read-only by use) of a codebook ``grid``
+    at ``bits`` bits."""
     from lowbit.codebooks import lloyd_max
 
     lm = np.array(lloyd_max(bits, "gaussian").levels, np.float64)
@@ -55,6 +67,14 @@ def grid_levels(grid: str, bits: int) -> np.ndarray:
     if grid == "uniform-fit":
         return np.linspace(lm[0], lm[-1], lm.size)
     raise ValueError(f"grid {grid!r} has no level table (the uniform grid is KVarN's own)")
+
+
+@functools.cache
+def grid_thresholds(grid: str, bits: int) -> np.ndarray:
+    """The midpoints between consecutive levels of :func:`grid_levels` (the encoder's
+    nearest-level thresholds)."""
+    levels = grid_levels(grid, bits)
+    return (levels[1:] + levels[:-1]) / 2
 
 
 @dataclass(frozen=True)
@@ -109,22 +129,28 @@ class KVarNGridCodec(Codec):
     def _stored(self, codes16: Array) -> Array:
         return codes16.view(np.float16) if self.scale_format == 0 else codes16.astype(np.uint8)
 
-    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+    def encode(self, x: Array, kind: str, *, invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
+        """:meth:`Codec.encode`.  The codebook-grid kernels flag nothing: with
+        ``invalid="raise"`` the input is not checked (the caches check it for NaN / Inf
+        first); with ``"nan"`` a tile holding NaN / Inf is stored with NaN scales."""
         if self.grid(kind) == "uniform":
-            return self.uniform.encode(x, kind)
+            return self.uniform.encode(x, kind, invalid=invalid)
+        check_invalid(invalid)
         xp = xp_of(x)
         n, tokens, dim = x.shape
         rows, cols = (dim, tokens) if kind == "key" else (tokens, dim)
         bits = self.bits(kind)
-        levels = grid_levels(self.grid(kind), bits)
-        thresholds = (levels[1:] + levels[:-1]) / 2
+        x32 = as_float32(x)
         packed = xp.empty((n, self.code_bytes(tokens, dim, kind)), np.uint8)
         a = xp.empty((n, rows), np.uint16)
         z = xp.empty((n, rows), np.uint16)
         s = xp.empty((n, cols), np.uint16)
-        backend(x).kvarn_grid_encode(as_float32(x), kind == "key", bits, xp.asarray(levels),
-                                     xp.asarray(thresholds), self.iterations, FITS, self.scale_format,
-                                     packed, a, z, s)
+        backend(x).kvarn_grid_encode(x32, kind == "key", bits,
+                                     device_constant(grid_levels, self.grid(kind), bits, like=x),
+                                     device_constant(grid_thresholds, self.grid(kind), bits, like=x),
+                                     self.iterations, FITS, self.scale_format, packed, a, z, s)
+        if invalid == "nan" and n:
+            a, z, s = nan_scales(nonfinite_blocks(x32), a, z, s, self.scale_format)
         return packed, {"row_scale": self._stored(a), "row_offset": z.view(np.float16),
                         "col_scale": self._stored(s)}
 
@@ -139,7 +165,8 @@ class KVarNGridCodec(Codec):
         xp = xp_of(codes)
         out = xp.empty((codes.shape[0], tokens, dim), np.float32)
         backend(codes).kvarn_grid_decode(contiguous(codes), kind == "key", self.bits(kind),
-                                         xp.asarray(grid_levels(self.grid(kind), self.bits(kind))),
+                                         device_constant(grid_levels, self.grid(kind), self.bits(kind),
+                                                         like=codes),
                                          self.scale_format, k(fields["row_scale"]), k(fields["row_offset"]),
                                          k(fields["col_scale"]), out)
         return out

@@ -46,6 +46,18 @@ def check_finite(xp: Any, named: dict[str, Any], context: str = "") -> None:
             raise ValueError(f"{name} contains NaN or Inf{context}")
 
 
+def device_ints(xp: Any, values: np.ndarray) -> Any:
+    """A few host integers (1-D) as an array of xp (CuPy) of their dtype, written by scalar
+    fills on the device instead of a host-to-device copy (which synchronizes with the host and
+    cannot be captured in a CUDA graph): one fill, plus one per value that differs from the
+    first."""
+    first = int(values[0]) if values.size else 0
+    out = xp.full(values.shape, first, values.dtype)
+    for i in np.flatnonzero(values != first):
+        out[int(i)] = int(values[i])
+    return out
+
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 

@@ -100,20 +100,12 @@ def qjl_matrix(seed: int, dim: int) -> np.ndarray:
     return s
 
 
-@functools.lru_cache(maxsize=64)
-def _device_matrix(which: str, seed: int, dim: int, device: int) -> Any:
-    """A CuPy copy of :func:`rotation` or :func:`qjl_matrix` on ``device`` (read-only by use)."""
-    import cupy
-
-    with cupy.cuda.Device(device):
-        return cupy.asarray(rotation(seed, dim) if which == "rotation" else qjl_matrix(seed, dim))
-
-
 def _matrix(which: str, seed: int, dim: int, like: Array) -> Any:
-    """:func:`rotation` or :func:`qjl_matrix` in ``like``'s array library and device."""
-    if xp_of(like) is np:
-        return rotation(seed, dim) if which == "rotation" else qjl_matrix(seed, dim)
-    return _device_matrix(which, seed, dim, int(like.device.id))
+    """:func:`rotation` or :func:`qjl_matrix` in ``like``'s array library and device (a CuPy
+    copy uploaded once per (seed, dim, device): :func:`lowbit.arrays.device_constant`)."""
+    from lowbit.arrays import device_constant
+
+    return device_constant(rotation if which == "rotation" else qjl_matrix, seed, dim, like=like)
 
 
 def _pack(codes: Array, bits: int) -> Array:
@@ -200,32 +192,39 @@ class TurboQuantCodec(Codec):
         b = self.mse_bits(kind)
         return lloyd_max(b, "sphere", dim=_check_dim(dim)) if b else None
 
-    def _norms(self, y: Array, dim: int) -> tuple[Array, Array]:
-        """(stored norms, their float64 values) of the rows of flat ``y`` (blocks of ``dim``)."""
+    def _norms(self, y: Array, dim: int, invalid: str = "raise") -> tuple[Array, Array]:
+        """(stored norms, their float64 values) of the rows of flat ``y`` (blocks of ``dim``).
+
+        A norm that ``norm_dtype`` cannot hold (NaN, overflow, nonzero below its normal
+        range): ``invalid="raise"`` raises, ``"nan"`` stores NaN (on the device)."""
         from lowbit import scales
         from lowbit.arrays import backend
 
-        s = xp_of(y).empty(y.size // dim, np.float64)
+        xp = xp_of(y)
+        s = xp.empty(y.size // dim, np.float64)
         backend(y).block_norm(y, dim, s)
         try:
-            stored = scales.store(s, self.norm_dtype, "nearest")
+            stored = scales.store(s, self.norm_dtype, "nearest", invalid=invalid)
         except ValueError:
             raise ValueError(f"a vector norm of {float(s.max()):.6g} overflows norm_dtype="
                              f"{self.norm_dtype!r}; use norm_dtype='float32'") from None
         back = scales.load(stored, self.norm_dtype).astype(np.float64)
         tiny = scales.SCALE_FORMATS[self.norm_dtype].smallest_normal
         low = (s > 0) & (back < tiny)
-        if bool(low.any()):
+        if invalid == "nan":
+            stored = xp.where(low, xp.nan, stored).astype(stored.dtype, copy=False)
+            back = xp.where(low, xp.nan, back)
+        elif bool(low.any()):
             raise ValueError(f"a vector norm of {float(s[low].min()):.3g} lies below norm_dtype="
                              f"{self.norm_dtype!r}'s normal range ({tiny:.3g}); use norm_dtype='float32'")
         return stored, back
 
-    def _mse(self, y: Array, kind: str, dim: int) -> tuple[Array | None, Array, Array]:
+    def _mse(self, y: Array, kind: str, dim: int, invalid: str) -> tuple[Array | None, Array, Array]:
         """(packed codes or None, stored norms, y_hat) of the rotated rows ``y [m, dim]``."""
         from lowbit.codec import decode, encode_levels
 
         flat = contiguous(y).reshape(-1)
-        stored, s = self._norms(flat, dim)
+        stored, s = self._norms(flat, dim, invalid)
         cb = self.codebook(kind, dim)
         if cb is None:
             return None, stored, xp_of(y).zeros_like(y)
@@ -233,18 +232,23 @@ class TurboQuantCodec(Codec):
         y_hat = decode(codes, cb, flat.size, dim, s, "float64").reshape(y.shape)
         return codes, stored, y_hat
 
-    def encode(self, x: Array, kind: str) -> tuple[Array, dict[str, Array]]:
+    def encode(self, x: Array, kind: str, *, invalid: str = "raise") -> tuple[Array, dict[str, Array]]:
         """Encode ``x [n, t, D]`` (float32/float64, finite; numpy or CuPy) into codes
-        ``[n, code_bytes]`` and fields ``{"norm": [n, t], "residual_norm": [n, t] (prod keys)}``."""
-        from lowbit.arrays import backend
+        ``[n, code_bytes]`` and fields ``{"norm": [n, t], "residual_norm": [n, t] (prod keys)}``.
 
+        ``invalid="nan"``: a token vector holding NaN / Inf, or whose norm ``norm_dtype``
+        cannot hold, gets NaN norms (it decodes to NaN), decided on the device."""
+        from lowbit.arrays import backend
+        from lowbit.validate import check_invalid
+
+        check_invalid(invalid)
         xp = xp_of(x)
         n, t, d = x.shape
         pi = _matrix("rotation", self.seed, _check_dim(d), x)
         y = x.astype(np.float64).reshape(n * t, d) @ pi
         b = self.mse_bits(kind)
         parts: list[Array] = []
-        codes, stored, y_hat = self._mse(y, kind, d)
+        codes, stored, y_hat = self._mse(y, kind, d, invalid)
         fields = {"norm": stored.reshape(n, t)}
         if codes is not None:
             # re-pack per block so that every block starts on a byte boundary
@@ -255,7 +259,9 @@ class TurboQuantCodec(Codec):
             r = y - y_hat
             sign = (r @ _matrix("qjl", self.seed, d, x).T) >= 0
             parts.append(_pack(sign.astype(np.uint8).reshape(n, t * d), 1))
-            res_stored, _ = self._norms(contiguous(r).reshape(-1), d)
+            res_stored, _ = self._norms(contiguous(r).reshape(-1), d, invalid)
+            if invalid == "nan":  # NaN norm, NaN residual norm: also without MSE codes (1-bit keys)
+                res_stored = xp.where(xp.isnan(stored), xp.nan, res_stored).astype(res_stored.dtype, copy=False)
             fields["residual_norm"] = res_stored.reshape(n, t)
         packed = xp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         return contiguous(packed), fields
@@ -272,7 +278,10 @@ class TurboQuantCodec(Codec):
         y = xp.zeros((n * tokens, dim), np.float64)
         mse_bytes = (m * b + 7) // 8
         if b:
-            levels = xp.asarray(np.array(self.codebook(kind, dim).levels, np.float64))
+            from lowbit.arrays import device_constant
+            from lowbit.codec import codebook_table
+
+            levels = device_constant(codebook_table, self.codebook(kind, dim), "levels", like=codes)
             c = _unpack(codes[:, :mse_bytes], b, m).reshape(n * tokens, dim)
             y = levels[c] * s[:, None]
         if self.qjl(kind):
