@@ -338,6 +338,81 @@ def _stepwise_logits(model: object, ids: object, cache: object, tokens: object) 
     return torch.stack(logits, 1)
 
 
+def layer_storage(layer: QuantizedKVLayer) -> list[np.ndarray]:
+    """A memory-saving layer's storage on the host: tile codes and fields, exact regions."""
+    cache = layer.cache
+    assert cache is not None
+    out = []
+    for tiles in (cache._k, cache._v):
+        codes, fields = tiles.used()
+        out += [codes.get()] + [f.get().view(np.uint8) for _, f in sorted(fields.items())]
+    return out + [a.get() for a in cache.exact_tokens()]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g128", "kivi", "rtn", "turboquant-mse-k2v2"])
+def test_cuda_layer_decode_step_captures_in_a_torch_graph(rng: np.random.Generator, scheme: str) -> None:
+    """The serving path with check_finite=False: a QuantizedKVLayer fed float16 CUDA tensors,
+    one decode step (update + attend of one token: it completes a tile, then one that does
+    not) captured in a torch.cuda.CUDAGraph with torch's sync check set to "error" (CuPy's
+    read-backs and host copies would break the capture itself), from static tensors holding
+    zeros; the token and query copied into them, one replay gives the eager layer's output
+    (bit for bit through the fused kv_attend, kvarn / kivi; float32-close through the dense
+    fallback, whose einsum uses cuBLAS) and storage (bit for bit).  CuPy allocates from
+    torch's caching allocator (lowbit.arrays.cupy_uses_torch_memory)."""
+    cuda = cuda_device()
+    from lowbit.arrays import cupy_uses_torch_memory
+
+    b, hk, hq, d, prefill = 2, 2, 8, 128, 128 + 128 + 127  # sink, one tile, G - 1 recent tokens
+    half = torch.float16
+    k, v = (torch.tensor(rng.standard_normal((b, hk, prefill + 2, d)), dtype=half, device=cuda) for _ in range(2))
+    q = torch.tensor(rng.standard_normal((2, b, hq, 1, d)), dtype=half, device=cuda)
+    stream = torch.cuda.Stream(device=cuda)
+    with cupy_uses_torch_memory(), torch.cuda.stream(stream):
+        static_k, static_v = (torch.zeros((b, hk, 1, d), dtype=half, device=cuda) for _ in range(2))
+        static_q = torch.zeros((b, hq, 1, d), dtype=half, device=cuda)
+        warm, eager, graphed = (QuantizedKVLayer(scheme, check_finite=False) for _ in range(3))
+        for layer in (warm, eager, graphed):
+            layer.update(k[:, :, :prefill], v[:, :, :prefill])
+            layer.append_pending()
+
+        def step(layer: QuantizedKVLayer, k_t: torch.Tensor, v_t: torch.Tensor, q_t: torch.Tensor) -> torch.Tensor:
+            layer.update(k_t, v_t)
+            return layer.attend(q_t)
+
+        def token(a: torch.Tensor, i: int) -> torch.Tensor:
+            return a[:, :, prefill + i:prefill + i + 1]
+
+        for i in range(2):
+            step(warm, token(k, i), token(v, i), q[i])
+        want = [step(eager, token(k, i), token(v, i), q[i]) for i in range(2)]
+        stream.synchronize()
+        for i in range(2):
+            for static in (static_k, static_v, static_q):
+                static.zero_()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):  # (entering it synchronizes, by design)
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    got = step(graphed, static_k, static_v, static_q)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            static_k.copy_(token(k, i))
+            static_v.copy_(token(v, i))
+            static_q.copy_(q[i])
+            graph.replay()
+            stream.synchronize()
+            assert graphed.get_seq_length() == eager.get_seq_length() == prefill + i + 1
+            if scheme in ("kvarn-k4v2-g128", "kivi"):
+                assert torch.equal(got, want[i])
+            else:  # float32-close values, rounded to float16: at most one float16 step apart
+                torch.testing.assert_close(got.float(), want[i].float(), rtol=0,
+                                           atol=2.0**-10 * float(want[i].float().abs().max()))
+        assert graphed.cache is not None and graphed.cache.n_tiles == 2
+        for a, c in zip(layer_storage(graphed), layer_storage(eager), strict=True):
+            np.testing.assert_array_equal(a, c)
+
+
 GPU_CACHES = [c for c in CACHES if c[0] in ("kvarn-k4v2-g64", "kivi", "quarot")]
 
 

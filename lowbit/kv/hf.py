@@ -37,7 +37,9 @@ host; results come back as torch tensors on the model's device and in its dtype.
 memory-saving layer checks each step's query and new keys / values for NaN / Inf once, which on
 a GPU waits for the device (one host synchronization per layer and step); caches built with
 ``check_finite=False`` skip these checks (NaN / Inf are then passed on, not detected; see
-:class:`lowbit.kv.QuantizedKVCache`).  bfloat16 models keep their exact regions in float32 (exact for
+:class:`lowbit.kv.QuantizedKVCache`): a decode step then makes no host synchronization, for
+every scheme, and can be captured in a ``torch.cuda.CUDAGraph`` with CuPy allocating from
+torch's caching allocator (:func:`lowbit.arrays.cupy_uses_torch_memory`; docs/kv.md).  bfloat16 models keep their exact regions in float32 (exact for
 bfloat16 values).  Importing this module imports torch and transformers and registers the
 ``"lowbit"`` attention implementation.
 """
