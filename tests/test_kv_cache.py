@@ -622,9 +622,9 @@ def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.
     static inputs holding zeros, the step's token and query are then copied into them, and
     one replay gives the eager step's storage bit for bit, and its output (bit for bit through
     the fused kv_attend; within float32 tolerance through the dense fallback, whose einsum
-    goes through cuBLAS).  CuPy allocates from
-    torch's caching allocator (lowbit.arrays.cupy_uses_torch_memory), so that the graph's
-    memory comes from its private pool.  A first eager run of both steps on a third cache
+    goes through cuBLAS).  CuPy allocates from torch's caching allocator
+    (lowbit.arrays.cupy_uses_torch_memory), so that the graph's memory comes from its private
+    pool.  A first eager run of both steps on a third cache, on the same static inputs,
     compiles the kernels, allocates kv_attend's workspaces and uploads the constants."""
     cupy = pytest.importorskip("cupy")
     torch = pytest.importorskip("torch")
@@ -650,9 +650,18 @@ def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.
         def token(a: Any, i: int) -> Any:
             return a[:, :, prefill + i:prefill + i + 1]
 
+        def load(i: int) -> None:  # step i's token and query into the static inputs
+            static_k[...] = token(kd, i)
+            static_v[...] = token(vd, i)
+            static_q[...] = qd[i]
+
+        def eager_step(cache: QuantizedKVCache, i: int) -> Any:  # on the static inputs too: the
+            load(i)  # same array layouts, so the capture meets no kernel it has not compiled
+            return step(cache, static_k, static_v, static_q)
+
         for i in range(2):
-            step(warm, token(kd, i), token(vd, i), qd[i])
-        want = [step(eager, token(kd, i), token(vd, i), qd[i]) for i in range(2)]
+            eager_step(warm, i)
+        want = [eager_step(eager, i) for i in range(2)]
         stream.synchronize()
         for i, tiles_before in ((0, 1), (1, 2)):  # step 0 completes the second tile
             assert graphed.n_tiles == tiles_before
@@ -665,9 +674,7 @@ def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.
                     got = step(graphed, static_k, static_v, static_q)
                 finally:
                     torch.cuda.set_sync_debug_mode("default")
-            static_k[...] = token(kd, i)
-            static_v[...] = token(vd, i)
-            static_q[...] = qd[i]
+            load(i)
             graph.replay()
             stream.synchronize()
             assert graphed.n_tiles == eager.n_tiles == 2 and len(graphed) == prefill + i + 1

@@ -380,12 +380,18 @@ def test_cuda_layer_decode_step_captures_in_a_torch_graph(rng: np.random.Generat
             layer.update(k_t, v_t)
             return layer.attend(q_t)
 
-        def token(a: torch.Tensor, i: int) -> torch.Tensor:
-            return a[:, :, prefill + i:prefill + i + 1]
+        def load(i: int) -> None:  # step i's token and query into the static tensors
+            static_k.copy_(k[:, :, prefill + i:prefill + i + 1])
+            static_v.copy_(v[:, :, prefill + i:prefill + i + 1])
+            static_q.copy_(q[i])
+
+        def eager_step(layer: QuantizedKVLayer, i: int) -> torch.Tensor:  # on the static tensors
+            load(i)  # too: the same layouts, so the capture meets no kernel it has not compiled
+            return step(layer, static_k, static_v, static_q)
 
         for i in range(2):
-            step(warm, token(k, i), token(v, i), q[i])
-        want = [step(eager, token(k, i), token(v, i), q[i]) for i in range(2)]
+            eager_step(warm, i)
+        want = [eager_step(eager, i) for i in range(2)]
         stream.synchronize()
         for i in range(2):
             for static in (static_k, static_v, static_q):
@@ -397,9 +403,7 @@ def test_cuda_layer_decode_step_captures_in_a_torch_graph(rng: np.random.Generat
                     got = step(graphed, static_k, static_v, static_q)
                 finally:
                     torch.cuda.set_sync_debug_mode("default")
-            static_k.copy_(token(k, i))
-            static_v.copy_(token(v, i))
-            static_q.copy_(q[i])
+            load(i)
             graph.replay()
             stream.synchronize()
             assert graphed.get_seq_length() == eager.get_seq_length() == prefill + i + 1
