@@ -323,8 +323,10 @@ def cupy_uses_torch_memory() -> Iterator[None]:
     torch serves the allocations from the graph's private pool and keeps that memory for the
     graph's replays, whereas CuPy's own pool would call ``cudaMalloc``, which a capture
     forbids, and could hand memory a graph still uses to later work.  Each allocation holds
-    a uint8 torch tensor on the current device (freed when CuPy frees the memory).  Restores
-    the previous allocator on exit.
+    a uint8 torch tensor on the current device and torch's current stream (freed when CuPy
+    frees the memory; torch then reuses it in that stream's order, so run the CuPy work on
+    torch's current stream, as :func:`stream_for` does).  Restores the previous allocator on
+    exit.
     """
     import cupy
     import torch
