@@ -65,6 +65,13 @@ constexpr int O_VS = O_VZ + al16(G * VG * fsz(LOWBIT_FVZ)), SB = O_VS + al16(D *
 constexpr int PS = TW * 8 + 64;        // per-warp weights p[token][head], padded (see p_at)
 constexpr int QS = D + 4;              // q_rot row stride (conflict-free B loads)
 constexpr int REST = 4 * (WB * PS + 8 * QS);
+// resident blocks the registers are capped for (~170 registers a thread, 12 warps per SM: the two
+// tile stages of k4v2 at D = G = 128 let 6 blocks of 2 warps share an SM's shared memory); one
+// warp per block needs more registers (twice the tokens per warp) and is not capped
+#ifndef LOWBIT_ATTEND_MIN_BLOCKS
+#define LOWBIT_ATTEND_MIN_BLOCKS (LOWBIT_ATTEND_WARPS == 1 ? 1 : 12 / LOWBIT_ATTEND_WARPS)
+#endif
+constexpr int MIN_BLOCKS = LOWBIT_ATTEND_MIN_BLOCKS;
 constexpr int NSTAGE = (2 * SB + REST <= 48 * 1024) ? 2 : 1;
 static_assert(NSTAGE * SB + REST <= 48 * 1024, "tile stage does not fit static shared memory");
 static_assert(M >= 1 && M <= 8, "at most 8 query heads per kv head (the mma's 8 columns)");
@@ -156,6 +163,26 @@ __device__ __forceinline__ void mma_bop(float (&d)[4], unsigned a0, unsigned a1,
     if (LOWBIT_ATTEND_SPLIT) mma_tf32(d, a0, a1, a2, a3, b0.lo, b1.lo);
 }
 
+// exact tokens: 4 (load4) or D / 32 (load_dpl) consecutive elements as float (aligned)
+__device__ __forceinline__ float4 load4(const EXACT_T* p) {
+#if LOWBIT_EXACT_F16
+    const uint2 u = *(const uint2*)p;
+    const float2 a = __half22float2(*(const __half2*)&u.x), b = __half22float2(*(const __half2*)&u.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+#else
+    return *(const float4*)p;
+#endif
+}
+__device__ __forceinline__ void load_dpl(const EXACT_T* p, float (&v)[DPL]) {
+    if constexpr (DPL == 4) {
+        const float4 x = load4(p);
+        v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
+    } else {
+#pragma unroll
+        for (int u = 0; u < DPL; ++u) v[u] = to_float(p[u]);
+    }
+}
+
 __device__ __forceinline__ float shfl(float x, int lane) { return __shfl_sync(0xffffffffu, x, lane); }
 
 // max / sum over the 8 lanes of one tig (lane bits 2..4): every lane gets the same bits
@@ -174,7 +201,7 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 }  // namespace kvmma
 
-extern "C" __global__ void __launch_bounds__(kvmma::NT)
+extern "C" __global__ void __launch_bounds__(kvmma::NT, kvmma::MIN_BLOCKS)
 lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_rot,
                        const int* __restrict__ lengths,
                        const EXACT_T* __restrict__ sink_k, const EXACT_T* __restrict__ sink_v, int sink_cap,
@@ -238,16 +265,20 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
             for (int j = 0; j < M; ++j) s[i][j] = 0.f;
             if (t < count) {
                 const EXACT_T* kr = ek + (long)t * D;
-                for (int d = 0; d < D; ++d) {
-                    const float kd = to_float(kr[d]);
+                for (int d = 0; d < D; d += 4) {
+                    const float4 k4 = load4(kr + d);
 #pragma unroll
-                    for (int j = 0; j < M; ++j) s[i][j] = __fmaf_rn(__ldg(qa + j * D + d), kd, s[i][j]);
+                    for (int j = 0; j < M; ++j) {
+                        const float4 q4 = __ldg((const float4*)(qa + j * D + d));
+                        s[i][j] = __fmaf_rn(q4.w, k4.w, __fmaf_rn(q4.z, k4.z, __fmaf_rn(q4.y, k4.y,
+                                  __fmaf_rn(q4.x, k4.x, s[i][j]))));
+                    }
                 }
             }
 #pragma unroll
             for (int j = 0; j < M; ++j) s[i][j] = (t < count && pos0 + t >= start) ? s[i][j] * scale : KV_NEG_INF;
         }
-        float al[2] = {1.f, 1.f};
+        float al[2] = {1.f, 1.f}, f[M];
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < M; ++j) {
@@ -271,27 +302,31 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
                 m_r[j & 1] = nm;
                 l_r[j & 1] = old_l * alpha + sum;
             }
-            // the exact output: rescale from its reference max to the new one, add this chunk
-            float* we = ws_acc + (((bh0 + j) * entries + entry) * 2 + 1) * D;
-            const float f = (m_e[j] == KV_NEG_INF) ? 0.f : __expf(m_e[j] - nm);
-            float e[DPL];
-#pragma unroll
-            for (int u = 0; u < DPL; ++u) e[u] = (m_e[j] == KV_NEG_INF) ? 0.f : we[lane * DPL + u] * f;
-            __syncwarp();
-            for (int t = 0; t < n; ++t) {
-                const float p = pw[t * 8 + j];
-                const EXACT_T* vr = ev + (long)(t0 + t) * D + lane * DPL;
-#pragma unroll
-                for (int u = 0; u < DPL; ++u) e[u] = __fmaf_rn(p, to_float(vr[u]), e[u]);
-            }
-#pragma unroll
-            for (int u = 0; u < DPL; ++u) we[lane * DPL + u] = e[u];
-            m_e[j] = nm;
+            f[j] = (m_e[j] == KV_NEG_INF) ? 0.f : __expf(m_e[j] - nm);   // exact output: old max -> new
+            m_e[j] = (m_e[j] == KV_NEG_INF && nm == KV_NEG_INF) ? KV_NEG_INF : nm;
         }
 #pragma unroll
         for (int mt = 0; mt < MTV; ++mt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mt][i] *= al[i & 1];
+        // the exact output (this warp's workspace entry): rescaled, plus this chunk's tokens
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < M; ++j) {
+            float* we = ws_acc + (((bh0 + j) * entries + entry) * 2 + 1) * D + lane * DPL;
+            float e[DPL];
+#pragma unroll
+            for (int u = 0; u < DPL; ++u) e[u] = (f[j] == 0.f) ? 0.f : we[u] * f[j];
+            for (int t = 0; t < n; ++t) {
+                float v[DPL];
+                load_dpl(ev + (long)(t0 + t) * D + lane * DPL, v);
+                const float p = pw[t * 8 + j];
+#pragma unroll
+                for (int u = 0; u < DPL; ++u) e[u] = __fmaf_rn(p, v[u], e[u]);
+            }
+#pragma unroll
+            for (int u = 0; u < DPL; ++u) we[u] = e[u];
+        }
         __syncwarp();
     };
 
