@@ -1,5 +1,6 @@
 """kv_attend (lowbit.kv.attend): fused attention on packed codes vs float64 attention over the
-dequantized cache — every scheme, GQA 1/4/8, ragged batches, region boundaries, multi-query.
+dequantized cache — every scheme, GQA 1/4/8, ragged batches, region boundaries, multi-query,
+and NaN / Inf propagation (against a float64 oracle written out query by query).
 
 Tolerance: the kernel accumulates in float32 over at most a few hundred tokens and D = 64
 products (measured relative error ~1e-5); 1e-3 of the output's largest magnitude is the
@@ -13,11 +14,14 @@ rounding per product, propagated through the softmax; with the default hi + lo o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kv_attend_bound import tf32_bound
 
 from lowbit.kv import QuantizedKVCache
@@ -263,3 +267,225 @@ def test_cuda_kv_attend_is_deterministic(rng: np.random.Generator) -> None:
     first = cupy.asnumpy(attend(store, q))
     for _ in range(4):
         np.testing.assert_array_equal(cupy.asnumpy(attend(store, q)), first)
+
+
+# ---- NaN / Inf: they reach exactly the outputs that attend them (issue #14) ------------------
+
+
+def oracle(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Float64 attention written out query by query (the tests' own oracle, not lowbit's):
+    softmax over the positions start[b] .. the query's own (T - L + i), then the weighted sum
+    of those positions' values only.  IEEE arithmetic throughout, elementwise (a BLAS may skip
+    zero weights): a NaN max, inf - inf, -inf - -inf and weight * NaN all give NaN, as in
+    torch's math ``scaled_dot_product_attention``; masked positions are never read."""
+    b, hq, nq, d = q.shape
+    hk, t = k.shape[1], k.shape[2]
+    out = np.zeros((b, hq, nq, d))
+    with np.errstate(invalid="ignore"):
+        for bi, h, i in np.ndindex(b, hq, nq):
+            seen = slice(max(int(start[bi]), 0), max(t - nq + i + 1, 0))
+            kk = k[bi, h // (hq // hk), seen].astype(np.float64)
+            if kk.shape[0] == 0:
+                continue
+            s = (kk * q[bi, h, i].astype(np.float64)).sum(-1) / np.sqrt(d)
+            w = np.exp(s - s.max())
+            w = w / w.sum()
+            out[bi, h, i] = (w[:, None] * v[bi, h // (hq // hk), seen].astype(np.float64)).sum(0)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class NanCase:
+    """A scheme of the NaN tests and what its float16 tile fields reach, from the separable
+    form x_hat = (code A + Z) S: ``key_rows`` the rows of the key codes ("channels": [D, G],
+    "tokens": [G, D]; value codes are [G, D]); ``roles`` maps each field to "row" (A, Z: one
+    value per code row, or per (row, column group)) or "col" (S: one per column);
+    ``rotated``: a NaN channel of the tiles' frame reaches every channel of the original one."""
+
+    opts: dict
+    key_rows: str
+    rotated: bool
+    roles: dict
+
+    def reached(self, kind: str, name: str, index: int, n: int, d: int, g: int) -> tuple[slice, slice]:
+        """(tile tokens, original-frame channels) that field element ``index`` (of ``n``) reaches."""
+        channel_rows = kind == "key" and self.key_rows == "channels"
+        rows, cols = (d, g) if channel_rows else (g, d)
+        if self.roles[name] == "row":
+            per = n // rows  # column groups per row
+            r, grp = divmod(index, per)
+            row, col = slice(r, r + 1), slice(grp * cols // per, (grp + 1) * cols // per)
+        else:
+            row, col = slice(None), slice(index, index + 1)
+        tokens, channels = (col, row) if channel_rows else (row, col)
+        return tokens, slice(None) if self.rotated else channels
+
+
+NAN_CASES = {
+    "kvarn-k4v2-g64": NanCase({}, "channels", True,
+                              {"row_scale": "row", "row_offset": "row", "col_scale": "col"}),
+    "kivi": NanCase({"group_size": 64}, "channels", False, {"scale": "row", "offset": "row"}),
+    "rtn": NanCase({"group_size": 64, "key_bits": 4}, "tokens", False, {"scale": "row", "offset": "row"}),
+}
+#: sink 32, tiles at 32 and 96 (G = 64), recent 160 .. 179; the chunk's new tokens 180 .. 185
+NAN_T, NAN_NEW = 32 + 2 * 64 + 20, 6
+
+
+@functools.cache
+def nan_setup(scheme: str) -> tuple[TileStore, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(store, dequantized keys, dequantized values, new_k, new_v) of a 2-sequence, 2-kv-head
+    cache (numpy; each test copies what it changes)."""
+    rng = np.random.default_rng(20261206)
+    k, v = kv(rng, 2, 2, NAN_T, 64)
+    cache = filled(scheme, NAN_CASES[scheme].opts, k, v)
+    assert cache.n_tiles == 2 and cache.tile_store().lengths[0, 3] == 20
+    nk, nv = kv(rng, 2, 2, NAN_NEW, 64)
+    return cache.tile_store(), cache.dequantized_keys(), cache.dequantized_values(), nk, nv
+
+
+def copied(store: TileStore) -> TileStore:
+    fields = {f.name: getattr(store, f.name) for f in dataclasses.fields(store)}
+    for name, value in fields.items():
+        if isinstance(value, np.ndarray):
+            fields[name] = value.copy()
+        elif isinstance(value, dict):
+            fields[name] = {k: a.copy() for k, a in value.items()}
+    return TileStore(**fields)
+
+
+def assert_nan_where_the_oracle_has_it(got: np.ndarray, want: np.ndarray, clean: np.ndarray) -> None:
+    """NaN exactly where the oracle has NaN; rows the NaN does not reach are the bits of the
+    run without it; finite elements within TOL of the oracle."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    rows = ~np.isnan(want).any(-1)
+    np.testing.assert_array_equal(got[rows], clean[rows])
+    fin = ~np.isnan(want)
+    assert np.isfinite(got[fin]).all()
+    assert np.abs(got[fin] - want[fin]).max() <= TOL * max(np.abs(want[fin]).max(), 1e-30)
+
+
+@pytest.mark.parametrize("scheme", list(NAN_CASES))
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_nan_reaches_exactly_the_outputs_that_attend_it(backend: Any, scheme: str, data: st.DataObject) -> None:
+    """One NaN in a query, an exact key / value (sink, recent, the chunk's new tokens) or a
+    float16 A / Z / S field of a quantized tile: the queries that attend it get NaN (the whole
+    row for a score, the channels a value reaches), every other output — other queries (masked
+    by ``start`` or causally), heads, kv heads, batch rows — keeps its bits."""
+    cuda_skips(backend, scheme)
+    case = NAN_CASES[scheme]
+    store0, keys0, values0, nk0, nv0 = nan_setup(scheme)
+    where = data.draw(st.sampled_from(["q", "sink_k", "sink_v", "recent_k", "recent_v", "new_k",
+                                       "new_v", "key", "value"]), "where")
+    if backend.on_gpu:
+        n_q = 1
+    elif where.startswith("new"):
+        n_q = data.draw(st.sampled_from([1, 3, 6]), "n_q")
+    else:
+        n_q = data.draw(st.sampled_from([1, 3, 100]), "n_q")  # 100: queries before, in and after tile 1
+    use_new = where.startswith("new") or (n_q <= NAN_NEW and data.draw(st.booleans(), "new"))
+    starts = np.array([data.draw(st.integers(0, 130), "start") for _ in range(2)], np.int32)
+    b, kvh, dd = data.draw(st.integers(0, 1)), data.draw(st.integers(0, 1)), data.draw(st.integers(0, 63))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), "seed"))
+    q = rng.standard_normal((2, 8, n_q, 64)).astype(np.float32)
+    keys, values = keys0, values0
+    if use_new:
+        keys, values = np.concatenate([keys, nk0], 2), np.concatenate([values, nv0], 2)
+    keys, values, nk, nv = keys.copy(), values.copy(), nk0.copy(), nv0.copy()
+    store = copied(store0)
+    store.lengths[:, 0] = starts
+    clean_store = copied(store)
+    n_sink, n_tiles = int(store.lengths[b, 1]), int(store.lengths[b, 2])
+    q_nan = q.copy()
+    if where == "q":
+        q_nan[b, data.draw(st.integers(0, 7)), data.draw(st.integers(0, n_q - 1)), dd] = np.nan
+    elif where in ("key", "value"):
+        fields = store.k_fields if where == "key" else store.v_fields
+        name = data.draw(st.sampled_from(sorted(case.roles)), "field")
+        tile = data.draw(st.integers(0, n_tiles - 1), "tile")
+        n = fields[name].shape[3]
+        index = data.draw(st.integers(0, n - 1), "index")
+        fields[name][b, kvh, tile, index] = np.nan
+        tokens, channels = case.reached(where, name, index, n, 64, 64)
+        target = keys if where == "key" else values
+        pos0 = n_sink + tile * 64
+        target[b, kvh, pos0:pos0 + 64][tokens, channels] = np.nan
+    else:
+        region, kind = where.split("_")
+        size = {"sink": n_sink, "recent": int(store.lengths[b, 3]), "new": NAN_NEW}[region]
+        p = data.draw(st.integers(0, size - 1), "token")
+        first = {"sink": 0, "recent": n_sink + n_tiles * 64, "new": NAN_T}[region]
+        array = (nk if kind == "k" else nv) if region == "new" else getattr(store, where)
+        array[b, kvh, p, dd] = np.nan
+        (keys if kind == "k" else values)[b, kvh, first + p, dd] = np.nan
+    extra = (backend.asarray(nk), backend.asarray(nv)) if use_new else ()
+    clean_extra = (backend.asarray(nk0), backend.asarray(nv0)) if use_new else ()
+    got = backend.to_numpy(attend(on(backend, store), backend.asarray(q_nan), *extra))
+    clean = backend.to_numpy(attend(on(backend, clean_store), backend.asarray(q), *clean_extra))
+    assert_nan_where_the_oracle_has_it(got, oracle(q_nan, keys, values, starts), clean)
+
+
+@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g64", "kivi"])
+def test_inf_scores_follow_dense_attention(backend: Any, scheme: str) -> None:
+    """An exact key with a +inf element: a query whose score becomes +inf gets NaN (inf - inf);
+    one whose score becomes -inf gives that token weight 0 (finite: the attention without it),
+    unless it attends nothing else (every attended score -inf: 0 / 0 = NaN), as dense attention."""
+    cuda_skips(backend, scheme)
+    store0, keys, values, _, _ = nan_setup(scheme)
+    store, keys = copied(store0), keys.copy()
+    store.recent_k[:, 0, 19, 0] = np.inf  # position NAN_T - 1, kv head 0
+    keys[:, 0, NAN_T - 1, 0] = np.inf
+    store.lengths[1, 0] = NAN_T - 1  # sequence 1 attends only that position
+    q = np.random.default_rng(5).standard_normal((2, 8, 1, 64)).astype(np.float32)
+    q[:, :4, 0, 0] = np.array([1.5, -1.5, 2.0, -0.5], np.float32)  # the heads of kv head 0
+    clean_store = copied(store0)
+    clean_store.lengths[1, 0] = NAN_T - 1
+    got = backend.to_numpy(attend(on(backend, store), backend.asarray(q)))
+    want = oracle(q, keys, values, store.lengths[:, 0])
+    rows_nan = np.isnan(want).all(-1)[:, :, 0]
+    np.testing.assert_array_equal(rows_nan, [[True, False, True, False, False, False, False, False],
+                                             [True, True, True, True, False, False, False, False]])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    fin = ~rows_nan
+    assert rel_err(got[fin], want[fin]) <= TOL
+    clean = backend.to_numpy(attend(on(backend, clean_store), backend.asarray(q)))
+    np.testing.assert_array_equal(got[:, 4:], clean[:, 4:])  # kv head 1
+
+
+@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g64", "kivi", "rtn"])
+def test_masked_positions_never_contribute(backend: Any, scheme: str) -> None:
+    """NaN in everything no query attends — left padding (the sink and the first tokens of a
+    tile), the slots past a shorter sequence's tiles and recent tokens (ragged batch), garbage
+    codes there — changes no bit of the output."""
+    cuda_skips(backend, scheme)
+    case = NAN_CASES[scheme]
+    rng = np.random.default_rng(11)
+    caches = []
+    for t in (NAN_T, 32 + 64 + 5):
+        k, v = kv(rng, 1, 2, t, 64)
+        caches.append(filled(scheme, case.opts, k, v))
+    clean = stack([c.tile_store() for c in caches])
+    clean.lengths[0, 0] = 50  # positions 0 .. 49: the sink and tile 0's tokens 0 .. 17
+    assert clean.lengths[1].tolist() == [0, 32, 1, 5]
+    dirty = copied(clean)
+    dirty.sink_k[0], dirty.sink_v[0] = np.nan, np.nan
+    dirty.recent_k[1, :, 5:], dirty.recent_v[1, :, 5:] = np.nan, np.nan
+    dirty.k_codes[1, :, 1:] = rng.integers(0, 256, dirty.k_codes[1, :, 1:].shape, np.uint8)
+    dirty.v_codes[1, :, 1:] = rng.integers(0, 256, dirty.v_codes[1, :, 1:].shape, np.uint8)
+    masked = 0
+    for kind, fields in (("key", dirty.k_fields), ("value", dirty.v_fields)):
+        for name in case.roles:
+            fields[name][1, :, 1:] = np.nan
+            n = fields[name].shape[3]
+            for index in range(n):
+                tokens, _ = case.reached(kind, name, index, n, 64, 64)
+                if range(64)[tokens][-1] < 18:  # reaches only tile 0's masked tokens
+                    fields[name][0, :, 0, index] = np.nan
+                    masked += 1
+    assert masked > 0
+    q = rng.standard_normal((2, 8, 1, 64)).astype(np.float32)
+    want = backend.to_numpy(attend(on(backend, clean), backend.asarray(q)))
+    got = backend.to_numpy(attend(on(backend, dirty), backend.asarray(q)))
+    assert np.isfinite(want).all()
+    np.testing.assert_array_equal(got, want)

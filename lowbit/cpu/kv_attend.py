@@ -27,6 +27,16 @@ online (running max and sum per query, rescaled per block), so a query needs O(D
 not O(T).  Two accumulators share the softmax: exact tokens in the original frame
 (``out_exact``) and tiles in the tiles' frame (``out_rot``; rotated codecs: the caller
 un-rotates it once).  A query that sees no token gets 0.
+
+NaN propagates as in dense attention (torch's math ``scaled_dot_product_attention``, the
+float64 :func:`lowbit.kv.dense.dense_attend`): a query's whole output row is NaN when a score
+it attends to is NaN (the block max keeps a NaN, and exp(x - NaN) is NaN) or +inf (inf - inf),
+or when every score it attends to is -inf (0 / 0); an attended value that is NaN makes the
+channels it reaches NaN, whatever its weight (weight * NaN is NaN even for a weight that
+underflowed to 0: zero weights of attended tokens are not skipped).  Masked positions (before
+``start``, after the query's own, past the lengths) never contribute, whatever they hold.
+For finite inputs the results are the bits of the version that skipped zero weights (the
+accumulators start at +0 and are never -0, so adding a zero product changes no bit).
 """
 
 from __future__ import annotations
@@ -161,17 +171,22 @@ def _softmax_block(sc: np.ndarray, n: int, mx: np.ndarray, ls: np.ndarray, acc_e
     """Online softmax over one block of ``n`` scores per query: scores become weights.
 
     Raises the running max when needed (rescaling the running sum and both accumulators)
-    and adds the block's weights to the running sum; masked scores (-inf) get weight 0.
+    and adds the block's weights to the running sum; masked scores (-inf) get weight 0.  A
+    NaN score makes the block max, then the running max, sum and accumulators NaN (and they
+    stay NaN: exp(x - NaN) is NaN); weights of masked scores are then NaN too, the callers
+    read only attended ones.
     """
     for j in range(sc.shape[0]):
         bm = _NEG_INF
         for t in range(n):
-            bm = max(bm, sc[j, t])
+            s = sc[j, t]
+            if s > bm or s != s:  # NaN sticks (max() would let a later score replace it)
+                bm = s
         if bm == _NEG_INF:
             for t in range(n):
                 sc[j, t] = _F32(0.0)
             continue
-        if bm > mx[j]:
+        if bm > mx[j] or bm != bm:
             alpha = _F32(np.exp(mx[j] - bm))
             ls[j] *= alpha
             for d in range(acc_e.shape[1]):
@@ -190,7 +205,9 @@ def _softmax_block(sc: np.ndarray, n: int, mx: np.ndarray, ls: np.ndarray, acc_e
 def _exact_block(qa: np.ndarray, k: np.ndarray, v: np.ndarray, count: int, pos0: int, start: int,
                  qpos: np.ndarray, scale: float, mx: np.ndarray, ls: np.ndarray, acc_e: np.ndarray,
                  acc_r: np.ndarray, sc: np.ndarray) -> None:
-    """Exact tokens ``k, v [count.., D]`` at positions pos0 .. pos0+count-1, in chunks."""
+    """Exact tokens ``k, v [count.., D]`` at positions pos0 .. pos0+count-1, in chunks; the
+    values of the tokens a query attends are all added (a zero weight included: 0 * NaN is
+    NaN), those of masked tokens never."""
     mq, dim = qa.shape
     for c0 in range(0, count, _CHUNK):
         n = min(_CHUNK, count - c0)
@@ -207,8 +224,8 @@ def _exact_block(qa: np.ndarray, k: np.ndarray, v: np.ndarray, count: int, pos0:
         _softmax_block(sc, n, mx, ls, acc_e, acc_r)
         for j in range(mq):
             for t in range(n):
-                p = sc[j, t]
-                if p != 0:
+                if start <= pos0 + c0 + t <= qpos[j]:
+                    p = sc[j, t]
                     for d in range(dim):
                         acc_e[j, d] += p * v[c0 + t, d]
 
@@ -298,13 +315,17 @@ def _scores_token_rows(qr: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.n
 
 
 @nb.njit(cache=True)
-def _values_token_rows(p: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.ndarray,
-                       s: np.ndarray, fa: int, fz: int, fs: int, ngroups: int, bits: int,
-                       lut: np.ndarray, tbl: np.ndarray, e4m3: np.ndarray, group: int,
-                       tmp: np.ndarray, pz: np.ndarray, rows4: np.ndarray, ag: np.ndarray,
-                       zg: np.ndarray, acc_r: np.ndarray) -> None:
-    """acc_r[j] += sum_t p[j, t] v_hat_t for a value tile with codes [G, D] (``rows4``
-    [4, >= D] scratch)."""
+def _values_token_rows(p: np.ndarray, first: int, last: np.ndarray, codes: np.ndarray,
+                       a: np.ndarray, z: np.ndarray, s: np.ndarray, fa: int, fz: int, fs: int,
+                       ngroups: int, bits: int, lut: np.ndarray, tbl: np.ndarray,
+                       e4m3: np.ndarray, group: int, tmp: np.ndarray, pz: np.ndarray,
+                       rows4: np.ndarray, ag: np.ndarray, zg: np.ndarray,
+                       acc_r: np.ndarray) -> None:
+    """acc_r[j] += sum_t p[j, t] v_hat_t over the tokens first <= t <= last[j] query j attends,
+    for a value tile with codes [G, D] (``rows4`` [4, >= D] scratch).  Masked tokens are never
+    read, an attended token always (a zero weight included: 0 * NaN is NaN); a query that
+    attends no token of the tile (first > last[j]) is left unchanged (S[d] * 0 is NaN for a
+    NaN S[d])."""
     mq, dim = acc_r.shape
     cg = dim // ngroups
     for j in range(mq):
@@ -325,16 +346,16 @@ def _values_token_rows(p: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.nd
             for j in range(mq):
                 p0, p1, p2, p3 = p[j, t], p[j, t + 1], p[j, t + 2], p[j, t + 3]
                 tj = tmp[j]
-                if p0 != 0 and p1 != 0 and p2 != 0 and p3 != 0:
+                if first <= t and t + 3 <= last[j]:  # four attended tokens
                     pz[j, 0] = (((pz[j, 0] + p0 * z0) + p1 * z1) + p2 * z2) + p3 * z3
                     c0, c1, c2, c3 = p0 * a0, p1 * a1, p2 * a2, p3 * a3
                     for d in range(dim):
                         tj[d] = (((tj[d] + c0 * r0[d]) + c1 * r1[d]) + c2 * r2[d]) + c3 * r3[d]
-                else:  # a zero weight adds nothing (not even a signed zero): one token at a time
+                else:  # the attended ones among them, one token at a time
                     for k in range(4):
-                        pk = p[j, t + k]
-                        if pk == 0:
+                        if t + k < first or t + k > last[j]:
                             continue
+                        pk = p[j, t + k]
                         ak = _field(a, t + k, fa, 1.0, e4m3)
                         pz[j, 0] += pk * _field(z, t + k, fz, 0.0, e4m3)
                         pa = pk * ak
@@ -349,9 +370,9 @@ def _values_token_rows(p: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.nd
             ag[g] = _field(a, t * ngroups + g, fa, 1.0, e4m3)
             zg[g] = _field(z, t * ngroups + g, fz, 0.0, e4m3)
         for j in range(mq):
-            pt = p[j, t]
-            if pt == 0:
+            if t < first or t > last[j]:
                 continue
+            pt = p[j, t]
             tj = tmp[j]
             for g in range(ngroups):
                 pa = pt * ag[g]
@@ -363,7 +384,8 @@ def _values_token_rows(p: np.ndarray, codes: np.ndarray, a: np.ndarray, z: np.nd
         sd = _field(s, d, fs, 1.0, e4m3)
         g = d // cg
         for j in range(mq):
-            acc_r[j, d] += sd * (tmp[j, d] + pz[j, g])
+            if first <= last[j]:
+                acc_r[j, d] += sd * (tmp[j, d] + pz[j, g])
 
 
 @nb.njit(parallel=True, cache=True)
@@ -411,6 +433,7 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
         n_recent = lengths[b, N_RECENT]
         total = n_sink + n_tiles * group + n_recent + n_new
         qpos = np.empty(mq, np.int64)
+        tlast = np.empty(mq, np.int64)  # per query: its last attended token of the tile
         qa = np.empty((mq, dim), np.float32)
         qr = np.empty((mq, dim), np.float32)
         for j in range(mq):
@@ -453,9 +476,12 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
                         if pos0 + t < start or pos0 + t > qpos[j]:
                             sc[j, t] = _NEG_INF
             _softmax_block(sc, group, mx, ls, acc_e, acc_r)
-            _values_token_rows(sc, v_codes[b, kv, tile], v_a[b, kv, tile], v_z[b, kv, tile],
-                               v_s[b, kv, tile], fva, fvz, fvs, vgroups, vbits, v_lut, v_tbl,
-                               e4m3, group, tmp, qz, rows4, ag, zg, acc_r)
+            for j in range(mq):
+                tlast[j] = min(qpos[j] - pos0, group - 1)
+            _values_token_rows(sc, max(start - pos0, 0), tlast, v_codes[b, kv, tile],
+                               v_a[b, kv, tile], v_z[b, kv, tile], v_s[b, kv, tile], fva, fvz,
+                               fvs, vgroups, vbits, v_lut, v_tbl, e4m3, group, tmp, qz, rows4,
+                               ag, zg, acc_r)
         pos0 = n_sink + n_tiles * group
         _exact_block(qa, recent_k[b, kv], recent_v[b, kv], n_recent, pos0, start, qpos, scale,
                      mx, ls, acc_e, acc_r, sc)
@@ -463,7 +489,12 @@ def kv_attend(q: np.ndarray, q_rot: np.ndarray, lengths: np.ndarray, sink_k: np.
                      mx, ls, acc_e, acc_r, sc)
         for j in range(mq):
             h, i = h0 + j // nq, j % nq
-            inv = _F32(1.0) / ls[j] if ls[j] > 0 else _F32(0.0)
+            if ls[j] != 0:  # (a NaN sum: NaN)
+                inv = _F32(1.0) / ls[j]
+            elif max(start, 0) <= qpos[j]:  # every attended score -inf: 0 / 0, as dense attention
+                inv = _F32(np.nan)
+            else:  # sees no token
+                inv = _F32(0.0)
             for d in range(dim):
                 out_exact[b, h, i, d] = acc_e[j, d] * inv
                 out_rot[b, h, i, d] = acc_r[j, d] * inv

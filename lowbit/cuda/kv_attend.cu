@@ -8,6 +8,12 @@
 // Key tiles have codes [D, G] (rows = channels), value tiles [G, D] (rows = tokens, in
 // VGROUPS column groups): per code one fused multiply-add per query head.
 // LOWBIT_ATTEND_MMA=1 selects the tensor-core kernel of kv_attend_mma.cuh instead (same entry).
+//
+// NaN (the CPU twin's docstring has the rules): the maxima use max_nan, so a NaN (or, through
+// inf - inf, a +inf) score makes the running max, sum and accumulators NaN (__expf(NaN) is
+// NaN); value loops start at the first attended token (never read a masked one, read every
+// attended one, zero weights included: 0 * NaN is NaN); the combine keeps NaN from any split
+// and gives 0 / 0 = NaN to a query whose attended scores are all -inf.  Marked "NaN:" below.
 #include "kv_attend.cuh"
 
 #if LOWBIT_ATTEND_MMA
@@ -160,11 +166,11 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
         __syncthreads();
         // ---- online softmax over the chunk: weights into sc_s, alpha_s rescales -------------
         for (int j = warp; j < M; j += T / 32) {
-            float mx = KV_NEG_INF;
-            for (int t = lane; t < G; t += 32) mx = fmaxf(mx, sc_s[j][t]);
+            float mx = KV_NEG_INF;   // NaN: max_nan, not fmaxf (a NaN score must stick)
+            for (int t = lane; t < G; t += 32) mx = max_nan(mx, sc_s[j][t]);
             mx = warp_max(mx);
             const float old = m_s[j];
-            const float nm = fmaxf(old, mx);
+            const float nm = max_nan(old, mx);
             float sum = 0.f;
             for (int t = lane; t < G; t += 32) {
                 const float p = (nm == KV_NEG_INF) ? 0.f : __expf(sc_s[j][t] - nm);
@@ -192,6 +198,8 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
             const long fv = seq_kv * tile_cap + tile;
             const unsigned char* vc = v_codes + fv * VBYTES;
             const int g = (vcol * 8) / CG;
+            // NaN: the first token this thread's slice attends (masked tokens' fields are not read)
+            const int tv0 = tslice + (max(start - pos0 - tslice, 0) + TS - 1) / TS * TS;
             float tmp[M][8], pz[M];
 #pragma unroll
             for (int j = 0; j < M; ++j) {
@@ -200,7 +208,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
                 for (int e = 0; e < 8; ++e) tmp[j][e] = 0.f;
             }
 #pragma unroll 2
-            for (int t = tslice; t < G; t += TS) {
+            for (int t = tv0; t < G; t += TS) {
                 const long fi = (long)t * LOWBIT_VGROUPS + g;
                 const float at = field<LOWBIT_FVA>(v_a, fv * nva + (nva == 1 ? 0 : fi), 1.f);
                 const float zt = field<LOWBIT_FVZ>(v_z, fv * nvz + (nvz == 1 ? 0 : fi), 0.f);
@@ -229,7 +237,8 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
             for (int i = tid; i < M * D; i += T) {
                 const int j = i / D, d = i % D;
                 float s = oute_s[j][d];
-                for (int t = 0; t < count; ++t) s = __fmaf_rn(sc_s[j][t], to_float(ev[(long)t * D + d]), s);
+                // NaN: from the first attended token (a masked one is not read)
+                for (int t = max(start - pos0, 0); t < count; ++t) s = __fmaf_rn(sc_s[j][t], to_float(ev[(long)t * D + d]), s);
                 oute_s[j][d] = s;
             }
         }
@@ -264,28 +273,33 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #endif  // LOWBIT_ATTEND_MMA
 
 // out_rot, out_exact [B * Hq, D] = the splits' sums weighted by e^(m_s - max m) / total weight.
+// NaN: the max keeps a NaN split max; a split whose scores are all -inf is weighted by 0, not
+// skipped (its sums hold NaN if an attended value is NaN: 0 * NaN is NaN); a query that attends
+// a token (start <= its position, total - 1) but has total weight 0 gets 0 / 0 = NaN.
 extern "C" __global__ void lowbit_kv_attend_combine(const float* __restrict__ ws_acc,
                                                     const float* __restrict__ ws_ml, int splits,
+                                                    const int* __restrict__ lengths, int n_new, int hq,
                                                     float* __restrict__ out_exact, float* __restrict__ out_rot)
 {
-    constexpr int D = LOWBIT_D;
+    constexpr int D = LOWBIT_D, G = LOWBIT_G;
     const long bh = blockIdx.x;
     float mx = KV_NEG_INF;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ws_ml[(bh * splits + s) * 2]);
+    for (int s = 0; s < splits; ++s) mx = max_nan(mx, ws_ml[(bh * splits + s) * 2]);
     float tot = 0.f;
     if (mx != KV_NEG_INF)
         for (int s = 0; s < splits; ++s) {
             const float m = ws_ml[(bh * splits + s) * 2];
             if (m != KV_NEG_INF) tot += __expf(m - mx) * ws_ml[(bh * splits + s) * 2 + 1];
         }
-    const float inv = tot > 0.f ? 1.f / tot : 0.f;
+    const int* len = lengths + 4 * (bh / hq);
+    const bool sees = max(len[0], 0) < len[1] + len[2] * G + len[3] + n_new;
+    const float inv = tot != 0.f ? 1.f / tot : (sees ? __int_as_float(0x7fc00000) : 0.f);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float r = 0.f, e = 0.f;
-        if (tot > 0.f)
+        if (tot != 0.f)
             for (int s = 0; s < splits; ++s) {
                 const float m = ws_ml[(bh * splits + s) * 2];
-                if (m == KV_NEG_INF) continue;
-                const float w = __expf(m - mx);
+                const float w = (m == KV_NEG_INF) ? 0.f : __expf(m - mx);
                 const float* src = ws_acc + ((bh * splits + s) * 2) * D;
                 r = __fmaf_rn(w, src[d], r);
                 e = __fmaf_rn(w, src[D + d], e);

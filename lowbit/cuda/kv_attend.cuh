@@ -94,7 +94,11 @@ __device__ __forceinline__ float warp_sum(float x) {
     return x;
 }
 
-__device__ __forceinline__ float warp_max(float x) {
-    for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
+// max(a, b) that propagates NaN (fmaxf returns the other operand): a NaN score must reach the
+// softmax's running max, so that the query's output is NaN as in dense attention
+__device__ __forceinline__ float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+
+__device__ __forceinline__ float warp_max(float x) {   // NaN if any lane holds NaN
+    for (int off = 16; off > 0; off >>= 1) x = max_nan(x, __shfl_xor_sync(0xffffffffu, x, off));
     return x;
 }

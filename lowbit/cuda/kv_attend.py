@@ -7,6 +7,7 @@ layouts raise NotImplementedError.  Split-K: ``splits`` blocks per (sequence, kv
 from the capacities (host-known shapes, no device values are read), then a combine kernel
 (log-sum-exp).  Workspaces are cached per shape and device, so a captured CUDA graph replays
 with the same buffers; every launch is on CuPy's current stream and nothing syncs the host.
+NaN / Inf propagate as in the CPU twin (its module docstring; the .cu marks each place "NaN:").
 """
 
 from __future__ import annotations
@@ -134,4 +135,4 @@ def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent
          i32(v_a.shape[3]), i32(v_z.shape[3]), i32(v_s.shape[3]), np.float32(scale), i32(per_split),
          ws_acc, ws_ml))
     kernel("kv_attend", "lowbit_kv_attend_combine", defines)(
-        (b * hq,), (dim,), (ws_acc, ws_ml, i32(entries), out_exact, out_rot))
+        (b * hq,), (dim,), (ws_acc, ws_ml, i32(entries), lengths, i32(n_new), i32(hq), out_exact, out_rot))

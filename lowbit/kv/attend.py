@@ -25,6 +25,7 @@ import numpy as np
 from lowbit.arrays import backend, device_constant, xp_of
 from lowbit.kv import layout as K
 from lowbit.kv.codecs import Codec, FP8Codec, KiviCodec, KVarNCodec, TokenRTNCodec
+from lowbit.kv.dense import dense_attend
 
 
 @dataclass
@@ -236,24 +237,13 @@ def reference_attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float |
     """The float64 reference of :func:`attend` over explicit keys/values ``[B, Hk, T, D]``.
 
     Query i of ``q [B, Hq, L, D]`` sits at position T - L + i and sees positions
-    ``start[b]`` .. its own; a query that sees nothing gets 0.
+    ``start[b]`` .. its own; a query that sees nothing gets 0.  NaN / Inf as the kernels:
+    :func:`lowbit.kv.dense.dense_attend` (on numpy) has the rules.
     """
-    b, hq, nq, d = q.shape
-    hk, t = k.shape[1], k.shape[2]
     if scale is None:
-        scale = 1.0 / math.sqrt(d)
-    qg = q.reshape(b, hk, hq // hk, nq, d).astype(np.float64)
-    s = np.einsum("bgmid,bgtd->bgmit", qg, k.astype(np.float64)) * scale
-    pos = np.arange(t)
-    qpos = t - nq + np.arange(nq)
-    first = np.zeros(b, np.int64) if start is None else np.asarray(start, np.int64)
-    visible = (pos[None, None, :] <= qpos[None, :, None]) & (pos[None, None, :] >= first[:, None, None])
-    s = np.where(visible[:, None, None], s, -np.inf)
-    mx = s.max(axis=-1, keepdims=True)
-    p = np.where(np.isfinite(mx), np.exp(s - np.where(np.isfinite(mx), mx, 0)), 0.0)
-    tot = p.sum(axis=-1, keepdims=True)
-    p = np.divide(p, tot, out=np.zeros_like(p), where=tot > 0)
-    return np.einsum("bgmit,bgtd->bgmid", p, v.astype(np.float64)).reshape(b, hq, nq, d)
+        scale = 1.0 / math.sqrt(q.shape[3])
+    first = np.zeros(q.shape[0], np.int64) if start is None else np.asarray(start, np.int64)
+    return dense_attend(q, k, v, scale, first)
 
 
 def stack(stores: list[TileStore]) -> TileStore:

@@ -114,10 +114,10 @@ class QuantizedKVCache:
         token, store a completed tile, attend) can be captured in a CUDA graph (docs/kv.md).
         NaN / Inf in the inputs are then not detected: like torch's
         ``scaled_dot_product_attention``, the cache passes them on instead of raising, and
-        they stay within the (sequence, kv head) they were given for, but the outputs they
-        reach are not specified (the fused kernels' online softmax does not propagate NaN
-        the way dense attention does: a block of NaN scores can count as masked, an output
-        can come out 0).  A tile that cannot be stored is stored with NaN fields (the
+        they stay within the (sequence, kv head) they were given for, and :meth:`attend`
+        propagates them as dense attention does (NaN in the outputs of the queries that
+        attend them; the rules in lowbit/cpu/kv_attend.py and docs/kv.md, the same on every
+        backend).  A tile that cannot be stored is stored with NaN fields (the
         encoders' ``invalid="nan"``): the values sharing a scale with a bad one (the KVarN
         or fp8 tile, the kivi channel / channel group, the rtn / quarot / TurboQuant token)
         reproduce as NaN, never as stale memory or finite garbage.
