@@ -160,6 +160,87 @@ def test_block_quantize_equals_the_cpu(name, dtype, rng):
             np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg=f"codes {name} {dtype} mode {mode}")
 
 
+E2M1_MIDPOINTS = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+E2M1_VALUES = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+def fp4_tie_blocks(block: int, scales: list[float], dtype: str) -> np.ndarray:
+    """Blocks of fp4 e2m1 midpoints and values times ``scale`` (the block scale the amax, 6 *
+    scale, gives), their neighbours one ulp of ``dtype`` either side, and both signs: every
+    tie and near-tie of the nearest-even thresholds (blockcodec_fp4.cu)."""
+    ftype = np.float32 if dtype in ("float32", "bfloat16") else np.float16
+    rows = []
+    for sc in scales:
+        grid = np.concatenate([E2M1_MIDPOINTS, E2M1_VALUES, [0.1, 0.0]]) * sc
+        with np.errstate(over="ignore", under="ignore"):
+            g = grid.astype(ftype)
+            for v in (g, np.nextafter(g, ftype(np.inf)), np.nextafter(g, ftype(0))):
+                vals = np.concatenate([v, -v])
+                for start in range(0, vals.size, block - 1):
+                    blk = np.zeros(block, ftype)
+                    part = vals[start:start + block - 1]
+                    blk[:part.size] = part
+                    blk[-1] = ftype(6.0 * sc)  # pins the block's amax, so its scale
+                    rows.append(blk)
+    return np.concatenate(rows).astype(np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_fp4_ties_subnormals_and_tensor_scales_equal_the_cpu(name, dtype, rng):
+    """blockcodec_fp4.cu's threshold encoder at every e2m1 tie, near-tie and signed zero, with
+    block scales from the float16 subnormal to the float32 subnormal range; NVFP4 with float32
+    tensor scales (the fp4 kernel) and one of float64 precision (the general kernel)."""
+    import cupy as xp
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS[name]
+    bs = fmt.block_size
+    exps = (-24, -20, -14, -6, 0, 3, 12) if dtype == "float16" else (-149, -140, -133, -126, -100, -30, 0, 60, 120)
+    x = fp4_tie_blocks(bs, [2.0 ** e for e in exps] + [0.75 * 2.0 ** exps[2]], dtype)
+    xd, xc = device_input(True, x, dtype)
+    tensors = [0.0] if not fmt.tensor_scale else [1.0, float(np.float32(0.37)), 2.0**-100, float(np.float32(1e-40)),
+                                                  2.0**100 * 3, tensor_of(xc, bs, fmt), 1.0 / 3.0]
+    for tensor in tensors:
+        for mode, seed in ((0, 0), (6, 5), (2, 0)):
+            got = fused(k, xp, xd, bs, fmt, mode, seed, 3, 16, tensor, poison=0x5A)
+            want = fused(cpu, np, xc, bs, fmt, mode, seed, 3, 16, tensor)
+            np.testing.assert_array_equal(to_host(got[1]), want[1], err_msg=f"scales {tensor} mode {mode}")
+            np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg=f"codes {tensor} mode {mode}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "mxfp8", "mxfp6_e3m2"])
+def test_unaligned_and_padded_arrays_equal_the_cpu(name, dtype, rng):
+    """Input one element off 16-byte alignment, packed codes one byte off (the kernels'
+    element loads and byte stores), and rows of partial blocks."""
+    import cupy as xp
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS[name]
+    bs, bits = fmt.block_size, fmt.element.bits
+    x = rng.standard_normal(64 * 40 + 1) * np.logspace(-4, 4, 64 * 40 + 1)
+    x[5] = -0.0
+    xd, xc = device_input(True, x, dtype)
+    for length in (bs, 40):
+        xs, xcs = xd[1:], np.ascontiguousarray(xc[1:])
+        tensor = tensor_of(xcs, length, fmt)
+        spec, fixed = element_args(fmt)
+        n_blocks = xcs.size // length * -(-length // bs)
+        for mode in (0, 6):
+            want = fused(cpu, np, xcs, length, fmt, mode, 9, 0, 16, tensor)
+            packed = xp.full(n_blocks * bs * bits // 8 + 1, 0xA5, xp.uint8)
+            scales = xp.full(n_blocks, 0xA5, xp.uint8)
+            k.block_quantize(xs, length, bs, spec, fixed, fmt.element.emax, FP8_E4M3.spec, tensor, mode, np.uint64(9),
+                             0, 16, packed[1:], scales)
+            np.testing.assert_array_equal(to_host(scales), want[1], err_msg=f"scales {length} mode {mode}")
+            np.testing.assert_array_equal(to_host(packed[1:]), want[0], err_msg=f"codes {length} mode {mode}")
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "mxfp8", "nvfp4", "mxfp6"])
 def test_chunked_calls_with_first_index_equal_one_call(backend, name, rng):
     fmt = BLOCK_FORMATS[name]

@@ -74,7 +74,9 @@ AGREEMENT: dict[str, str] = {
                         "tests/test_blockcodec.py",
     "block_quantize": "bit-identical for float16 / bfloat16 / float32 / float64 input (one pass per block; "
                       "one codec, lowbit/cuda/codec.cuh; one counter-based generator; MX formats in "
-                      "integer-only kernels, one per mode) - tests/test_blockcodec.py",
+                      "integer-only kernels, one per mode, the OCP element formats compiled as constants; "
+                      "fp4 e2m1 (MXFP4, NVFP4 nearest even) by exact thresholds, one thread per block, "
+                      "not yet run on a GPU) - tests/test_blockcodec.py",
     "finite_block_amax": "bit-identical for float16 / bfloat16 / float32 / float64 input (max is exact "
                          "in any order) - tests/test_blockcodec.py",
     "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
@@ -86,7 +88,7 @@ AGREEMENT: dict[str, str] = {
     "minifloat_decode": "bit-identical (one codec, lowbit/cuda/codec.cuh) - tests/test_formats_backends.py",
     "minifloat_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh; one counter-based generator; "
                         "direct conversions of float16 / bfloat16 / float32 in integer-only kernels, one "
-                        "per mode; their float16 NaN-sign fix, f4afddc, not yet run on a GPU) - "
+                        "per mode, the OCP formats compiled as constants (not yet run on a GPU)) - "
                         "tests/test_formats_backends.py",
     "round_elementwise": "bit-identical (one counter-based generator) - tests/test_formats_backends.py",
     "balance_tiles": "bit-identical (same float32 operations in the same order; lowbit's own exp/log) "
@@ -116,6 +118,7 @@ AGREEMENT: dict[str, str] = {
 #: The .cu sources of each CUDA kernel where they are not ``<wrapper module>.cu`` (one file per
 #: kernel family; shared pieces in .cuh headers), for docs/backends.md.
 SOURCES: dict[str, tuple[str, ...]] = {
+    "block_quantize": ("blockcodec.cu", "blockcodec_fp4.cu"),
     "kvarn_decode": ("kvarn_decode.cu",),
     "rtn_decode": ("rtn.cu", "rtn_decode_lanes.cu"),
     "rtn_quantize_groups": ("rtn_groups.cu", "rtn_lanes.cu", "rtn_seg.cu"),

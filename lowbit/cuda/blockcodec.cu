@@ -11,92 +11,7 @@
 // and NaN / Inf lie above every finite value) -> block_scale -> element_code x 8 -> one
 // store_unit (bits bytes) per thread, the scale code by the block's first lane.
 // Input suffixes: _f16 (__half), _bf16 (bfloat16 bits), _f32, _f64.
-#include "codec.cuh"
-
-// |x| as an ordered integer key (float32 bits for 16/32-bit inputs, float64 bits for float64),
-// its float64 value, and whether it is NaN or Inf.
-template <typename T> struct AbsKey { typedef u32 type; };
-template <> struct AbsKey<double> { typedef u64 type; };
-__device__ __forceinline__ u32 abs_key(__half v) { return __float_as_uint(__half2float(v)) & 0x7fffffffu; }
-__device__ __forceinline__ u32 abs_key(u16 v) { return ((u32)v << 16) & 0x7fffffffu; }
-__device__ __forceinline__ u32 abs_key(float v) { return __float_as_uint(v) & 0x7fffffffu; }
-__device__ __forceinline__ u64 abs_key(double v) { return (u64)__double_as_longlong(v) & 0x7fffffffffffffffull; }
-__device__ __forceinline__ bool key_bad(u32 k) { return k >= 0x7f800000u; }
-__device__ __forceinline__ bool key_bad(u64 k) { return k >= 0x7ff0000000000000ull; }
-__device__ __forceinline__ double key_value(u32 k) { return f32_to_f64(__uint_as_float(k)); }
-__device__ __forceinline__ double key_value(u64 k) { return __longlong_as_double((long long)k); }
-
-// Where unit u lies: its first element in x, how many of its 8 elements are real (0..8), and
-// its block.  `flat`: no padding (length % block_size == 0), so unit u is x[8u .. 8u + 8).
-struct UnitPos {
-    long long first, block;
-    int count, lane;  // lane: the unit's position in its block
-};
-__device__ __forceinline__ UnitPos unit_pos(long long u, long long length, int block_size, int unit_shift,
-                                            bool flat) {
-    UnitPos p;
-    p.block = u >> unit_shift;
-    p.lane = (int)(u & ((1 << unit_shift) - 1));
-    if (flat) {
-        p.first = u * 8;
-        p.count = 8;
-        return p;
-    }
-    const long long per_row = (length + block_size - 1) / block_size;
-    const long long row = p.block / per_row;
-    const long long j = (p.block - row * per_row) * block_size + p.lane * 8;  // position in the row
-    p.first = row * length + j;
-    p.count = (int)max(0ll, min(8ll, length - j));
-    return p;
-}
-
-// The unit's 8 inputs (zeros beyond count), one vector load where aligned.
-template <typename T>
-__device__ __forceinline__ void load_unit_of(const T* x, const UnitPos& p, bool vector, Unit8<T>& in) {
-    if (vector) {
-        const uint4* src = reinterpret_cast<const uint4*>(x + p.first);
-#pragma unroll
-        for (int q = 0; q < Unit8<T>::NQ; ++q) in.q[q] = src[q];
-        return;
-    }
-#pragma unroll
-    for (int j = 0; j < 8; ++j) in.t[j] = j < p.count ? x[p.first + j] : T();
-}
-
-// max of a key over the block's `lanes` consecutive lanes (a power of two <= 32), all lanes live.
-template <typename K>
-__device__ __forceinline__ K block_max(K key, int lanes) {
-    for (int o = 1; o < lanes; o <<= 1) key = max(key, (K)__shfl_xor_sync(0xffffffffu, key, o));
-    return key;
-}
-
-// (scale code, float64 scale, exponent of a power-of-two scale or -1024): lowbit.cpu.blockcodec.block_scale.
-struct BlockScale {
-    int code, shift;
-    double scale;
-};
-__device__ __forceinline__ BlockScale block_scale(double amax, int scale_emax, const MiniSpec& ss,
-                                                  double tensor_scale) {
-    BlockScale r;
-    if (tensor_scale == 0.0) {
-        if (amax != amax) {
-            r.code = 0xff; r.scale = LOWBIT_NAN; r.shift = -1024;
-            return r;
-        }
-        long long s = -127;
-        if (amax > 0.0) {
-            const long long e = (__double_as_longlong(amax) >> 52) - 1023ll;  // floor(log2 amax)
-            s = min(max(e - (long long)scale_emax, -127ll), 127ll);
-        }
-        r.code = (int)(s + 127); r.scale = pow2(s); r.shift = (int)s;
-        return r;
-    }
-    int invalid, over;
-    const u64 c = minifloat_encode_one(amax / 6.0 / tensor_scale, ss, LOWBIT_SATURATE, LOWBIT_NEAREST_EVEN, 0ull,
-                                       0ll, 16, invalid, over);
-    r.code = (int)c; r.scale = minifloat_decode_one(c, ss) * tensor_scale; r.shift = -1024;
-    return r;
-}
+#include "blockcodec.cuh"
 
 struct FixedSpec {
     int bits, frac_bits;
@@ -168,10 +83,12 @@ __device__ void block_quantize_impl(const T* x, long long n, long long length, i
 // included; a block with NaN / Inf has scale code 0xff and elements +-0 (NaN: +0), as
 // lowbit.cpu.codec.scaled gives them.  A warp takes UNITS x 32 consecutive units per iteration
 // (UNITS loads issued together); blocks never straddle its 32-unit rows.
-template <typename T, int MODE>
-__device__ void block_quantize_mx_loop(const T* x, long long length, int block_size, const MiniSpec& s,
-                                       int scale_emax, u64 seed, long long offset, int rbits, u8* packed,
-                                       u8* scales, long long n_blocks) {
+// `s`: the element format for the integer encoder (MiniSpec, or the MiniConst of a build with
+// -DLOWBIT_ELEM_SPEC: its fields folded), `rs` the same at run time.
+template <typename T, int MODE, typename S>
+__device__ void block_quantize_mx_loop(const T* x, long long length, int block_size, const MiniSpec& rs,
+                                       const S& s, int scale_emax, u64 seed, long long offset, int rbits,
+                                       u8* packed, u8* scales, long long n_blocks) {
     constexpr int UNITS = sizeof(T) == 4 ? 1 : 2;
     const int lanes = block_size / 8;
     const int unit_shift = __ffs(lanes) - 1;
@@ -208,7 +125,7 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
             if (u >= n_units) continue;
             const bool nan_block = key_bad(key[r]);
             // block_scale's E8M0 rule (shift -1024 and code 0xff for a NaN block)
-            const BlockScale bsc = block_scale(nan_block ? LOWBIT_NAN : key_value(key[r]), scale_emax, s, 0.0);
+            const BlockScale bsc = block_scale(nan_block ? LOWBIT_NAN : key_value(key[r]), scale_emax, rs, 0.0);
             const long long index = offset + u * 8;  // the padded stream: unit u is elements 8u .. 8u + 7
             u64 acc = 0;
 #pragma unroll
@@ -330,26 +247,35 @@ __device__ void finite_block_amax_impl(const T* x, long long length, int block_s
 
 // One MX kernel per rounding mode M (lowbit_block_quantize_mx<M>_<input>): the mode a
 // compile-time constant, and no mode's registers counted for another's (in one kernel with a
-// switch they were 66 against 40 each).
+// switch they were 66 against 40 each).  Built with -DLOWBIT_ELEM_SPEC (codec.cuh's MiniConst)
+// the source holds only these kernels, for that one element format, with the same arguments.
+#ifdef LOWBIT_ELEM_SPEC
+typedef MiniConst<LOWBIT_ELEM_SPEC> ElemSpec;
+#define LOWBIT_ELEM(rs) ElemSpec()
+#else
+#define LOWBIT_ELEM(rs) (rs)
+#endif
 #define LOWBIT_MX_KERNEL(SUFFIX, T, M)                                                                          \
     extern "C" __global__ void lowbit_block_quantize_mx##M##_##SUFFIX(                                          \
         const T* x, long long length, int block_size, int bits, int man_bits, int emin, int emax,               \
         double max_value, long long code_of_max, long long code_of_inf, long long code_of_nan, int scale_emax,  \
         u64 seed, long long offset, int rbits, u8* packed, u8* scales, long long n_blocks) {                    \
-        block_quantize_mx_loop<T, M>(x, length, block_size,                                                     \
-                                     mini_spec(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf, \
-                                               code_of_nan),                                                    \
-                                     scale_emax, seed, offset, rbits, packed, scales, n_blocks);                \
+        const MiniSpec rs = mini_spec(bits, man_bits, emin, emax, max_value, code_of_max, code_of_inf,          \
+                                      code_of_nan);                                                             \
+        block_quantize_mx_loop<T, M>(x, length, block_size, rs, LOWBIT_ELEM(rs), scale_emax, seed, offset,      \
+                                     rbits, packed, scales, n_blocks);                                          \
     }
 #define LOWBIT_MX_KERNELS(SUFFIX, T)                                                                            \
     LOWBIT_MX_KERNEL(SUFFIX, T, 0) LOWBIT_MX_KERNEL(SUFFIX, T, 1) LOWBIT_MX_KERNEL(SUFFIX, T, 2)                \
     LOWBIT_MX_KERNEL(SUFFIX, T, 3) LOWBIT_MX_KERNEL(SUFFIX, T, 4) LOWBIT_MX_KERNEL(SUFFIX, T, 5)                \
     LOWBIT_MX_KERNEL(SUFFIX, T, 6)
 
+#ifndef LOWBIT_ELEM_SPEC
 LOWBIT_BLOCK_KERNELS(f16, __half)
 LOWBIT_BLOCK_KERNELS(bf16, u16)
 LOWBIT_BLOCK_KERNELS(f32, float)
 LOWBIT_BLOCK_KERNELS(f64, double)
+#endif
 LOWBIT_MX_KERNELS(f16, __half)
 LOWBIT_MX_KERNELS(bf16, u16)
 LOWBIT_MX_KERNELS(f32, float)

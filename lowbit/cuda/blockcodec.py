@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid, suffix
-from lowbit.cuda.codec import _spec_args, integer_path
+from lowbit.cuda.codec import _spec_args, elem_defines, integer_path
+from lowbit.formats import FP4_E2M1
 from lowbit.validate import check_block_operands, check_tensor_scale
 
 Spec = tuple[int, int, int, int, float, int, int, int]
@@ -23,6 +24,19 @@ def _uint8(**arrays: Any) -> None:
     for name, a in arrays.items():
         if a.dtype != np.uint8:
             raise TypeError(f"{name} must be uint8, got {a.dtype}")
+
+
+def _fp4_path(x: Any, spec: Spec, block_size: int, scale_spec: Spec, tensor: float, mode: int) -> bool:
+    """Whether blockcodec_fp4.cu's kernels take the block format: fp4 e2m1 elements of
+    float16 / bfloat16 / float32 input, in MX blocks of 32 (every mode) or NVFP4 blocks of 16
+    (nearest even; a tensor scale of float32 precision and scale codes of at most 24
+    significant bits: the kernels' exactness argument)."""
+    if spec != FP4_E2M1.spec or x.dtype.itemsize > 4:
+        return False
+    if tensor == 0.0:
+        return block_size == 32
+    return (block_size == 16 and int(mode) == 0 and scale_spec[1] <= 23
+            and float(np.float32(tensor)) == tensor)
 
 
 def block_quantize(x: Any, length: int, block_size: int, spec: Spec, fixed: tuple[int, int, int, int],
@@ -37,10 +51,22 @@ def block_quantize(x: Any, length: int, block_size: int, spec: Spec, fixed: tupl
         return
     fbits, frac_bits, qmin, qmax = fixed
     units = n_blocks * (block_size // 8)
+    if fbits == 0 and _fp4_path(x, spec, block_size, scale_spec, tensor, mode):
+        # fp4 e2m1 (blockcodec_fp4.cu): a thread per block
+        fp4 = kernel("blockcodec_fp4", f"lowbit_block_quantize_fp4_{'nv' if tensor else f'mx{int(mode)}'}_"
+                     f"{suffix(x.dtype)}", elem_defines(FP4_E2M1.spec))
+        if tensor:
+            fp4(persistent_grid(n_blocks), (THREADS,),
+                (x, np.int64(length), *_spec_args(scale_spec), np.float64(tensor), packed, scales, np.int64(n_blocks)))
+        else:
+            fp4(persistent_grid(n_blocks), (THREADS,),
+                (x, np.int64(length), np.int32(scale_emax), np.uint64(seed), np.int64(first_index), np.int32(rbits),
+                 packed, scales, np.int64(n_blocks)))
+        return
     if tensor == 0.0 and fbits == 0 and integer_path(x, spec):
         # MX: the integer kernels, one per mode, two units of 16-bit input per thread
         per_thread = 2 if x.dtype.itemsize <= 2 else 1
-        k = kernel("blockcodec", f"lowbit_block_quantize_mx{int(mode)}_{suffix(x.dtype)}")
+        k = kernel("blockcodec", f"lowbit_block_quantize_mx{int(mode)}_{suffix(x.dtype)}", elem_defines(spec))
         k(persistent_grid(-(-units // per_thread)), (THREADS,),
           (x, np.int64(length), np.int32(block_size), *_spec_args(spec), np.int32(scale_emax),
            np.uint64(seed), np.int64(first_index), np.int32(rbits), packed, scales, np.int64(n_blocks)))

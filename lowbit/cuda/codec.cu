@@ -86,20 +86,108 @@ __device__ __forceinline__ int pow2_shift(double scale) {
     return (b > 0 && (b & 0xfffffffffffffll) == 0 && k >= -512 && k <= 512) ? k : LOWBIT_NOT_POW2;
 }
 
+// ---- fp8 e4m3 / e5m2 from float16 by the conversion instruction (sm_89 and later) -----------
+// cvt.rn.satfinite.{e4m3x2,e5m2x2}.f16x2 rounds two float16 to nearest even, subnormals
+// included, and gives finite values beyond the format's range +-max: the codes of
+// minifloat_encode_any_bits<nearest even> with overflow = saturate and shift 0 for every finite
+// input.  +-Inf and NaN lanes are set by hand (sign | code_of_max, sign | code_of_nan, as the
+// CPU writes them) whatever the instruction gives them.  Saturating, these formats (which hold
+// NaN) report no status.  HwFp8<S>::kind: 1 for e4m3, 2 for e5m2 (their specs), 0 otherwise.
+template <typename S> struct HwFp8 { static constexpr int kind = 0; };
+template <> struct HwFp8<MiniConst<8, 3, -6, 8, 126, -1, 127>> { static constexpr int kind = 1; };
+template <> struct HwFp8<MiniConst<8, 2, -14, 15, 123, 124, 126>> { static constexpr int kind = 2; };
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define LOWBIT_HW_FP8 1
+#else
+#define LOWBIT_HW_FP8 0
+#endif
+template <typename A, typename B> struct SameType { static constexpr bool value = false; };
+template <typename A> struct SameType<A, A> { static constexpr bool value = true; };
+
+// Two float16 (a word, element 0 low) -> two codes (element 0 in the low byte); `fix`: set the
+// Inf / NaN lanes (the caller tests for them: any lane with |x|'s bits + 0x0400 >= 0x8000).
+template <typename S>
+__device__ __forceinline__ u32 fp8x2_of_f16x2(u32 w, const S& s, bool fix) {
+    unsigned short d = 0;
+#if LOWBIT_HW_FP8
+    if (HwFp8<S>::kind == 1) asm("cvt.rn.satfinite.e4m3x2.f16x2 %0, %1;" : "=h"(d) : "r"(w));
+    else asm("cvt.rn.satfinite.e5m2x2.f16x2 %0, %1;" : "=h"(d) : "r"(w));
+#endif
+    u32 c = d;
+    if (fix) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const u32 h = (w >> (16 * j)) & 0xffffu;
+            if ((h & 0x7fffu) < 0x7c00u) continue;
+            const u32 code = ((h >> 15) << 7) | (u32)((h & 0x7fffu) > 0x7c00u ? s.code_of_nan : s.code_of_max);
+            c = (c & ~(0xffu << (8 * j))) | (code << (8 * j));
+        }
+    }
+    return c;
+}
+__device__ __forceinline__ u32 f16x2_special(u32 w) { return ((w & 0x7fff7fffu) + 0x04000400u) & 0x80008000u; }
+
+// The hardware loop: 16 float16 per thread and iteration (two 16-byte loads, one 16-byte store).
+template <typename S>
+__device__ void minifloat_encode_fp8_hw_loop(const __half* x, long long n, const S& s, u8* codes, u8* status,
+                                             long long status_size) {
+    const bool want_status = status_size == n;
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    long long vector_end = 0;
+    if ((unsigned long long)x % 16 == 0 && (unsigned long long)codes % 16 == 0) {
+        vector_end = n / 16 * 16;
+        for (long long g = tid; g < n / 16; g += stride) {
+            const uint4* src = reinterpret_cast<const uint4*>(x + g * 16);
+            uint4 in[2];
+            in[0] = src[0];
+            in[1] = src[1];
+            const u32* w = reinterpret_cast<const u32*>(in);
+            u32 special = 0;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) special |= (w[k] & 0x7fff7fffu) + 0x04000400u;
+            const bool fix = (special & 0x80008000u) != 0u;
+            u32 out[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+                out[k] = fp8x2_of_f16x2(w[2 * k], s, fix) | (fp8x2_of_f16x2(w[2 * k + 1], s, fix) << 16);
+            *reinterpret_cast<uint4*>(codes + g * 16) = make_uint4(out[0], out[1], out[2], out[3]);
+            if (want_status) {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) status[g * 16 + j] = 0;
+            }
+        }
+    }
+    for (long long i = vector_end + tid; i < n; i += stride) {
+        const u32 h = (u32)__half_as_ushort(x[i]);
+        codes[i] = (u8)fp8x2_of_f16x2(h, s, f16x2_special(h) != 0u);
+        if (want_status) status[i] = 0;
+    }
+}
+
 // The integer loop: a direct conversion (one block, block_size >= n, whose scale is a power of
 // two -- 1 for a plain cast), float16 / bfloat16 / float32 input, a mini_bits_ok format (the
 // wrapper's choice).  UNITS units of 8 elements (32 bytes of input) per thread and iteration,
 // their loads issued together.  Any other scale takes the float64 loop, decided once for the
 // whole launch, so that its registers do not add to this loop's.
-template <typename T, typename C, int MODE>
+// `s` is the format for the integer encoder (MiniSpec, or a MiniConst of a specialized build),
+// `rs` the same format at run time for the float64 loop.
+template <typename T, typename C, int MODE, typename S>
 __device__ void minifloat_encode_bits_loop(const T* x, long long n, long long block_size, const double* scale,
-                                           const MiniSpec& s, int overflow, u64 seed, long long offset, int rbits,
-                                           C* codes, u8* status, long long status_size) {
+                                           const MiniSpec& rs, const S& s, int overflow, u64 seed, long long offset,
+                                           int rbits, C* codes, u8* status, long long status_size) {
     const int shift = pow2_shift(scale[0]);
     if (shift == LOWBIT_NOT_POW2) {
-        minifloat_encode_impl<T, C>(x, n, block_size, scale, s, overflow, MODE, seed, offset, rbits, codes, status,
+        minifloat_encode_impl<T, C>(x, n, block_size, scale, rs, overflow, MODE, seed, offset, rbits, codes, status,
                                     status_size);
         return;
+    }
+    if constexpr (LOWBIT_HW_FP8 && HwFp8<S>::kind != 0 && MODE == LOWBIT_NEAREST_EVEN && SameType<T, __half>::value &&
+                  sizeof(C) == 1) {
+        if (shift == 0 && overflow == LOWBIT_SATURATE) {
+            minifloat_encode_fp8_hw_loop<S>(x, n, s, codes, status, status_size);
+            return;
+        }
     }
     constexpr int UNITS = sizeof(T) == 4 ? 1 : 2;
     constexpr int W = 8 * UNITS;  // elements per thread and iteration
@@ -316,18 +404,25 @@ __device__ void block_absmax_impl(const T* x, long long n, long long block_size,
     }
 
 // One integer kernel per rounding mode M (lowbit_minifloat_encode_bits<M>_<input>_<code>): the
-// mode a compile-time constant, and no mode's registers counted for another's.
+// mode a compile-time constant, and no mode's registers counted for another's.  Built with
+// -DLOWBIT_ELEM_SPEC (codec.cuh's MiniConst), the source holds only these kernels, for that one
+// format (8-bit codes), its fields constants the compiler folds; the arguments stay the same.
+#ifdef LOWBIT_ELEM_SPEC
+typedef MiniConst<LOWBIT_ELEM_SPEC> ElemSpec;
+#define LOWBIT_ELEM(rs) ElemSpec()
+#else
+#define LOWBIT_ELEM(rs) (rs)
+#endif
 #define LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, M)                                         \
     extern "C" __global__ void lowbit_minifloat_encode_bits##M##_##SUFFIX##_##CSUFFIX(              \
         const T* x, long long n, long long block_size, const double* scale, int bits, int man_bits, \
         int emin, int emax, double max_value, long long code_of_max, long long code_of_inf,         \
         long long code_of_nan, int overflow, u64 seed, long long offset, int rbits, C* codes,       \
         u8* status, long long status_size) {                                                        \
-        minifloat_encode_bits_loop<T, C, M>(x, n, block_size, scale,                                \
-                                            mini_spec(bits, man_bits, emin, emax, max_value,        \
-                                                      code_of_max, code_of_inf, code_of_nan),       \
-                                            overflow, seed, offset, rbits, codes, status,           \
-                                            status_size);                                           \
+        const MiniSpec rs = mini_spec(bits, man_bits, emin, emax, max_value, code_of_max,           \
+                                      code_of_inf, code_of_nan);                                    \
+        minifloat_encode_bits_loop<T, C, M>(x, n, block_size, scale, rs, LOWBIT_ELEM(rs), overflow, \
+                                            seed, offset, rbits, codes, status, status_size);       \
     }
 #define LOWBIT_ENCODE_BITS_MODES(SUFFIX, T, CSUFFIX, C)                                             \
     LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 0) LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, 1) \
@@ -338,6 +433,11 @@ __device__ void block_absmax_impl(const T* x, long long n, long long block_size,
     LOWBIT_ENCODE_BITS_MODES(SUFFIX, T, u8, u8)                                                     \
     LOWBIT_ENCODE_BITS_MODES(SUFFIX, T, u16, u16)
 
+#ifdef LOWBIT_ELEM_SPEC
+LOWBIT_ENCODE_BITS_MODES(f16, __half, u8, u8)
+LOWBIT_ENCODE_BITS_MODES(bf16, u16, u8, u8)
+LOWBIT_ENCODE_BITS_MODES(f32, float, u8, u8)
+#else
 LOWBIT_CODEC_KERNELS(f16, __half)
 LOWBIT_CODEC_KERNELS(bf16, u16)
 LOWBIT_CODEC_KERNELS(f32, float)
@@ -345,3 +445,4 @@ LOWBIT_CODEC_KERNELS(f64, double)
 LOWBIT_ENCODE_BITS_KERNELS(f16, __half)
 LOWBIT_ENCODE_BITS_KERNELS(bf16, u16)
 LOWBIT_ENCODE_BITS_KERNELS(f32, float)
+#endif

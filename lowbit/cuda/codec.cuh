@@ -23,6 +23,16 @@ struct MiniSpec {
     long long code_of_max, code_of_inf, code_of_nan;
 };
 
+// The same fields as compile-time constants (a format specialized at compile time: the
+// wrapper passes its spec as -DLOWBIT_ELEM_SPEC=bits,man_bits,emin,emax,code_of_max,code_of_inf,
+// code_of_nan, lowbit.cuda.codec.elem_defines).  The integer encoders below take either type.
+template <int BITS, int MAN_BITS, int EMIN, int EMAX, long long CODE_OF_MAX, long long CODE_OF_INF,
+          long long CODE_OF_NAN>
+struct MiniConst {
+    static constexpr int bits = BITS, man_bits = MAN_BITS, emin = EMIN, emax = EMAX;
+    static constexpr long long code_of_max = CODE_OF_MAX, code_of_inf = CODE_OF_INF, code_of_nan = CODE_OF_NAN;
+};
+
 __device__ __forceinline__ MiniSpec mini_spec(int bits, int man_bits, int emin, int emax, double max_value,
                                               long long code_of_max, long long code_of_inf,
                                               long long code_of_nan) {
@@ -93,8 +103,8 @@ __device__ __forceinline__ u64 minifloat_encode_one(double x, const MiniSpec& s,
 // k = 0 and the deterministic decisions of 25).  Rounding carries into the exponent field and
 // codes are monotone in the value, so the value overflows exactly when mag > code_of_max.
 // Twin of the body of lowbit.cpu.codec.minifloat_encode_bits (which saturates it for normal inputs).
-template <int MODE>
-__device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, const MiniSpec& s, u64 seed,
+template <int MODE, typename S>
+__device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, const S& s, u64 seed,
                                                   long long index, int rbits) {
     const int ec = min(big_e, s.emax + 1);
     const int e = max(ec, s.emin);
@@ -134,8 +144,8 @@ __device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, c
 // exact float64, as the float64 path computes it): the same code and status (bit 0 invalid, bit
 // 1 over) in integer operations only.  A subnormal x is normalized first: its binade is that of
 // its leading significand bit, below every emin of a mini_bits_ok format but float32's own.
-template <int MODE>
-__device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const MiniSpec& s, int overflow,
+template <int MODE, typename S>
+__device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const S& s, int overflow,
                                                          u64 seed, long long index, int rbits, int& status) {
     const u32 neg = b >> 31;
     const u32 sign = neg << (s.bits - 1);
@@ -165,7 +175,7 @@ __device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const
         sig = man | 0x800000u;
         big_e = (int)field - 127 - shift;
     }
-    const u32 mag = minifloat_mag_bits<MODE>(neg, big_e, sig, s, seed, index, rbits);
+    const u32 mag = minifloat_mag_bits<MODE, S>(neg, big_e, sig, s, seed, index, rbits);
     if (mag <= (u32)s.code_of_max) return sign | mag;
     if (overflow == LOWBIT_NONFINITE) {
         const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||

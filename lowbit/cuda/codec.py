@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid, suffix
+from lowbit.formats import MINIFLOATS
 
 #: Code dtypes of the encoders / decoders (the format's width) -> kernel-name suffix.
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
@@ -45,6 +46,23 @@ def integer_path(x: Any, spec: tuple[int, int, int, int, float, int, int, int]) 
     return x.dtype.itemsize <= 4 and spec[0] <= 16 and spec[1] <= 22
 
 
+#: Element formats whose integer kernels are compiled with the format's fields as constants
+#: (``-DLOWBIT_ELEM_SPEC``, codec.cuh's MiniConst; one module per format, built on first use):
+#: the OCP minifloats, every element format of the MX / NVFP4 presets.  Other formats take the
+#: same kernels with the fields as arguments.
+SPECIALIZED = frozenset(f.spec for f in MINIFLOATS.values())
+
+
+def elem_defines(spec: tuple[int, int, int, int, float, int, int, int]) -> tuple[str, ...]:
+    """The compile options of the kernels specialized for the format ``spec`` (in
+    :data:`SPECIALIZED`), ``()`` for the kernels that take it as arguments: the one place that
+    decides which build an element format's integer kernels come from."""
+    if spec not in SPECIALIZED:
+        return ()
+    bits, man_bits, emin, emax, _, code_of_max, code_of_inf, code_of_nan = spec
+    return (f"-DLOWBIT_ELEM_SPEC={bits},{man_bits},{emin},{emax},{code_of_max},{code_of_inf},{code_of_nan}",)
+
+
 def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, int, int, float, int, int, int],
                      overflow: int, mode: int, seed: np.uint64, first_index: Any, rbits: int, codes: Any,
                      status: Any) -> None:
@@ -55,7 +73,7 @@ def minifloat_encode(x: Any, block_size: int, scale: Any, spec: tuple[int, int, 
         # a direct conversion: the integer kernels, one per mode (a float64 loop inside for a scale
         # that is not a power of two); a thread per 16 elements of 16-bit input, 8 of float32
         name = f"lowbit_minifloat_encode_bits{int(mode)}_{suffix(x.dtype)}_{_code_suffix(codes)}"
-        kernel("codec", name)(
+        kernel("codec", name, elem_defines(spec) if codes.dtype.itemsize == 1 else ())(
             persistent_grid(n // (32 // x.dtype.itemsize) + 1), (THREADS,),
             (x, np.int64(n), np.int64(block_size), scale, *_spec_args(spec), np.int32(overflow), np.uint64(seed),
              np.int64(first_index), np.int32(rbits), codes, status, np.int64(status.shape[0])))

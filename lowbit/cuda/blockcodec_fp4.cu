@@ -1,0 +1,257 @@
+// lowbit/cuda/blockcodec_fp4.cu -- block_quantize with fp4 e2m1 elements (MXFP4: E8M0 scales,
+// blocks of 32; NVFP4: e4m3 scales times a tensor scale, blocks of 16), bit for bit the codes
+// and scales of lowbit.cpu.blockcodec.block_quantize (layout and rules in its docstring).
+//
+// Built with -DLOWBIT_ELEM_SPEC=<lowbit.formats.FP4_E2M1.spec> (lowbit.cuda.codec.elem_defines);
+// the static_assert checks it is the e2m1 layout the thresholds below assume.
+//
+// One thread per block: the block's BLOCK inputs in 16-byte loads (2 or 4 of float16 /
+// bfloat16, 4 or 8 of float32) where rows are whole blocks and x is 16-byte aligned, the amax
+// as an integer max of |x|'s bits (16-bit lanes two at a time), the scale once, the codes
+// packed into BLOCK / 2 bytes and stored at once (8 or 16 bytes).
+//
+// Nearest even (mode 0) by thresholds.  The e2m1 magnitudes 0, .5, 1, 1.5, 2, 3, 4, 6 (codes
+// 0..7) have the midpoints m_i = .25, .75, 1.25, 1.75, 2.5, 3.5, 5 (i = 0..6); |x| / scale
+// rounds past m_i when |x| > m_i * scale (i even: the tie goes down, to the even code i) or
+// |x| >= m_i * scale (i odd: up, to the even code i + 1), and saturates at 6 (code 7): the code
+// is the number of midpoints passed.  Each comparison is exact: m_i * scale is an exact float64
+// (the scale has at most 28 significant bits: a power of two, or an e4m3 value times a tensor
+// scale of float32 precision, which the wrapper checks), and |x| > T <=> |x| > rd(T), |x| >= T
+// <=> |x| > rd(T) - [T representable], with rd(T) the largest magnitude of x's type at most T
+// (below_bits), compared as bits (non-negative floats order as their bits).  For NVFP4 the CPU
+// rounds the float64 quotient x / scale: it lies on the same side of every m_i as the exact
+// quotient, since x (24 bits) and m_i * scale (31 bits) differ by at least 2^-32 of their size
+// unless equal.  |x|'s bits + (LANE_MAX - rd) carries into a lane's top bit exactly when |x| >
+// rd, with no carry out of the lane, so one integer add tests two float16 lanes at once; the
+// count's bits come from the 7 flags (bit 2 = flag 3, bit 1 = flags 1 & !3 | 5, bit 0 = their
+// parity).  Other modes (MX): minifloat_encode_any_bits per element (the CPU's integer path).
+#include "blockcodec.cuh"
+
+typedef MiniConst<LOWBIT_ELEM_SPEC> E2M1;
+static_assert(E2M1::bits == 4 && E2M1::man_bits == 1 && E2M1::emin == 0 && E2M1::emax == 2 &&
+                  E2M1::code_of_max == 7,
+              "blockcodec_fp4.cu holds fp4 e2m1 kernels only");
+
+// The input's magnitudes in 32-bit words: two 16-bit lanes of float16 / bfloat16, one float32.
+template <typename T> struct Lanes;
+template <> struct Lanes<__half> {
+    static constexpr int PER_WORD = 2, MAN = 10, EMIN = -14, EMAX = 15;
+    static constexpr u32 SIGN = 0x80008000u, ONE = 0x00010001u, LANE_MAX = 0x7fffu, INF = 0x7c00u,
+                         MAX_FINITE = 0x7bffu;
+};
+template <> struct Lanes<u16> {  // bfloat16 bits
+    static constexpr int PER_WORD = 2, MAN = 7, EMIN = -126, EMAX = 127;
+    static constexpr u32 SIGN = 0x80008000u, ONE = 0x00010001u, LANE_MAX = 0x7fffu, INF = 0x7f80u,
+                         MAX_FINITE = 0x7f7fu;
+};
+template <> struct Lanes<float> {
+    static constexpr int PER_WORD = 1, MAN = 23, EMIN = -126, EMAX = 127;
+    static constexpr u32 SIGN = 0x80000000u, ONE = 1u, LANE_MAX = 0x7fffffffu, INF = 0x7f800000u,
+                         MAX_FINITE = 0x7f7fffffu;
+};
+
+// The float64 value of a magnitude of T given by its bits (exact).
+template <typename T> __device__ __forceinline__ double lane_value(u32 m);
+template <> __device__ __forceinline__ double lane_value<__half>(u32 m) { return to_f64(__ushort_as_half((u16)m)); }
+template <> __device__ __forceinline__ double lane_value<u16>(u32 m) { return to_f64((u16)m); }
+template <> __device__ __forceinline__ double lane_value<float>(u32 m) { return to_f64(__uint_as_float(m)); }
+
+// rd(t) - [or_equal and t representable], as bits of T, for a normal float64 t > 0: the
+// largest magnitude of T at most t (the largest finite one beyond T's range).
+template <typename T>
+__device__ __forceinline__ u32 below_bits(double t, bool or_equal) {
+    typedef Lanes<T> L;
+    const u64 tb = (u64)__double_as_longlong(t);
+    const int e = (int)(tb >> 52) - 1023;
+    const u64 sig = (tb & 0xfffffffffffffull) | (1ull << 52);
+    u32 bits;
+    bool exact;
+    if (e > L::EMAX) {
+        bits = L::MAX_FINITE;
+        exact = false;
+    } else if (e >= L::EMIN) {
+        bits = ((u32)(e - L::EMIN + 1) << L::MAN) | (u32)((sig >> (52 - L::MAN)) & ((1ull << L::MAN) - 1ull));
+        exact = (sig & ((1ull << (52 - L::MAN)) - 1ull)) == 0ull;
+    } else {  // a subnormal of T, or below them
+        const int sh = 52 - L::MAN + L::EMIN - e;
+        bits = sh < 64 ? (u32)(sig >> sh) : 0u;
+        exact = sh < 64 && (sig & ((1ull << sh) - 1ull)) == 0ull;
+    }
+    return bits - (u32)(or_equal && exact);
+}
+
+// The 7 lane constants LANE_MAX - (below_bits of m_i * scale), in every lane of a word; all 0
+// (every element to a signed zero) for a block whose scale is 0 or NaN.
+template <typename T>
+__device__ __forceinline__ void fp4_thresholds(double scale, u32 (&c)[7]) {
+    typedef Lanes<T> L;
+    const double mid[7] = {0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0};
+    const bool zero = !(scale > 0.0);
+#pragma unroll
+    for (int i = 0; i < 7; ++i) c[i] = zero ? 0u : (L::LANE_MAX - below_bits<T>(mid[i] * scale, i & 1)) * L::ONE;
+}
+
+// A word of inputs -> per lane, its top nibble = sign and e2m1 magnitude code (lower bits junk).
+template <typename T>
+__device__ __forceinline__ u32 fp4_nibbles(u32 w, const u32 (&c)[7]) {
+    typedef Lanes<T> L;
+    const u32 a = w & ~L::SIGN;
+    u32 f[7];
+#pragma unroll
+    for (int i = 0; i < 7; ++i) f[i] = a + c[i];  // lane top bit: |x| passed midpoint i
+    const u32 b0 = f[0] ^ f[1] ^ f[2] ^ f[3] ^ f[4] ^ f[5] ^ f[6];
+    const u32 b1 = (f[1] & ~f[3]) | f[5];
+    constexpr u32 M1 = L::SIGN, M2 = M1 | (M1 >> 1), M3 = M2 | (M1 >> 2);
+    u32 r = (w & M1) | ((f[3] >> 1) & ~M1);
+    r = (r & M2) | ((b1 >> 2) & ~M2);
+    return (r & M3) | ((b0 >> 3) & ~M3);
+}
+
+// Four codes in the high nibbles of t's bytes -> (code 0 | code 1 << 4) in byte 0, (code 2 |
+// code 3 << 4) in byte 2.
+__device__ __forceinline__ u32 pair_bytes(u32 t) { return ((t >> 4) & 0x0f0f0f0fu) | ((t >> 8) & 0xf0f0f0f0u); }
+
+// The 8 codes of elements 8k .. 8k + 7 (their fp4_nibbles words r) packed, element 8k lowest.
+template <typename T>
+__device__ __forceinline__ u32 fp4_pack8(const u32* r) {
+    if (Lanes<T>::PER_WORD == 2)  // elements 2p, 2p + 1: the nibbles at bits 12 and 28 of r[p]
+        return __byte_perm(pair_bytes(__byte_perm(r[0], r[1], 0x7531)), pair_bytes(__byte_perm(r[2], r[3], 0x7531)),
+                           0x6420);
+    const u32 t0 = __byte_perm(__byte_perm(r[0], r[1], 0x73), __byte_perm(r[2], r[3], 0x73), 0x5410);
+    const u32 t1 = __byte_perm(__byte_perm(r[4], r[5], 0x73), __byte_perm(r[6], r[7], 0x73), 0x5410);
+    return __byte_perm(pair_bytes(t0), pair_bytes(t1), 0x6420);
+}
+
+template <typename T, int BLOCK>
+union BlockIn {
+    static constexpr int NQ = BLOCK * (int)sizeof(T) / 16, NW = BLOCK * (int)sizeof(T) / 4;
+    uint4 q[NQ];
+    u32 w[NW];
+    T t[BLOCK];
+};
+
+// MODE: a rounding mode; NV: NVFP4 (scale = e4m3 code of amax / 6 / tensor_scale, times it)
+// instead of E8M0.  NV takes nearest even only (the wrapper's choice).
+template <typename T, int BLOCK, int MODE, bool NV>
+__device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_emax, const MiniSpec& ss,
+                                        double tensor_scale, u64 seed, long long offset, int rbits, u8* packed,
+                                        u8* scales, long long n_blocks) {
+    typedef Lanes<T> L;
+    typedef BlockIn<T, BLOCK> In;
+    constexpr int WORDS = BLOCK / 8;  // packed u32 words per block
+    const bool flat = length % BLOCK == 0;
+    const bool vector = flat && (unsigned long long)x % 16 == 0;
+    const bool vector_out = (unsigned long long)packed % (4 * WORDS) == 0;
+    const long long per_row = (length + BLOCK - 1) / BLOCK;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks; b += stride) {
+        In in;
+        if (vector) {
+            const uint4* src = reinterpret_cast<const uint4*>(x + b * BLOCK);
+#pragma unroll
+            for (int q = 0; q < In::NQ; ++q) in.q[q] = src[q];
+        } else {
+            long long first = b * BLOCK, count = BLOCK;
+            if (!flat) {
+                const long long row = b / per_row;
+                const long long j = (b - row * per_row) * BLOCK;
+                first = row * length + j;
+                count = min((long long)BLOCK, length - j);
+            }
+#pragma unroll
+            for (int j = 0; j < BLOCK; ++j) in.t[j] = j < count ? x[first + j] : T();
+        }
+        u32 m = 0;
+#pragma unroll
+        for (int k = 0; k < In::NW; ++k) m = L::PER_WORD == 2 ? __vmaxu2(m, in.w[k] & ~L::SIGN) : max(m, in.w[k] & ~L::SIGN);
+        const u32 amax = L::PER_WORD == 2 ? max(m & 0xffffu, m >> 16) : m;
+        const bool bad = amax >= L::INF;  // NaN or Inf in the block
+        int code;
+        double scale;
+        int shift = 0;
+        if (NV) {
+            const BlockScale bsc = block_scale(bad ? LOWBIT_NAN : lane_value<T>(amax), scale_emax, ss, tensor_scale);
+            code = bsc.code;
+            scale = bsc.scale;
+        } else {  // block_scale's E8M0 rule from amax's bits: floor(log2 amax) - scale_emax, clamped
+            const int field = (int)(amax >> L::MAN);
+            const int e = field ? field - 1 + L::EMIN : 31 - __clz(amax) - L::MAN + L::EMIN;
+            shift = amax == 0u ? -127 : min(max(e - scale_emax, -127), 127);
+            code = bad ? 0xff : shift + 127;
+            scale = bad ? LOWBIT_NAN : pow2(shift);
+        }
+        if (bad) {  // NaN lanes lose their sign (scaled: NaN / NaN scale -> +0)
+#pragma unroll
+            for (int k = 0; k < In::NW; ++k)
+                in.w[k] &= ~(((in.w[k] & ~L::SIGN) + (L::LANE_MAX - L::INF) * L::ONE) & L::SIGN);
+        }
+        u32 out[WORDS];
+        if (MODE == LOWBIT_NEAREST_EVEN) {
+            u32 c[7];
+            fp4_thresholds<T>(scale, c);
+#pragma unroll
+            for (int k = 0; k < WORDS; ++k) {
+                u32 r[8 / L::PER_WORD];
+#pragma unroll
+                for (int p = 0; p < 8 / L::PER_WORD; ++p) r[p] = fp4_nibbles<T>(in.w[k * (8 / L::PER_WORD) + p], c);
+                out[k] = fp4_pack8<T>(r);
+            }
+        } else {
+            const long long index = offset + b * BLOCK;  // the padded stream's counter
+#pragma unroll
+            for (int k = 0; k < WORDS; ++k) {
+                u32 acc = 0;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const u32 xb = f32_bits(in.t[k * 8 + j]);
+                    int st;
+                    const u32 cj = bad ? (xb >> 31) << 3
+                                       : minifloat_encode_any_bits<MODE>(xb, shift, E2M1(), LOWBIT_SATURATE, seed,
+                                                                         index + k * 8 + j, rbits, st);
+                    acc |= cj << (4 * j);
+                }
+                out[k] = acc;
+            }
+        }
+        u8* dst = packed + b * (BLOCK / 2);
+        if (vector_out && WORDS == 4) {
+            *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2 % WORDS], out[3 % WORDS]);
+        } else if (vector_out && WORDS == 2) {
+            *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[1]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < WORDS; ++k)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) dst[4 * k + i] = (u8)(out[k] >> (8 * i));
+        }
+        scales[b] = (u8)code;
+    }
+}
+
+// MXFP4: lowbit_block_quantize_fp4_mx<M>_<input>, one per rounding mode M, blocks of 32.
+#define LOWBIT_FP4_MX_KERNEL(SUFFIX, T, M)                                                                      \
+    extern "C" __global__ void lowbit_block_quantize_fp4_mx##M##_##SUFFIX(                                      \
+        const T* x, long long length, int scale_emax, u64 seed, long long offset, int rbits, u8* packed,        \
+        u8* scales, long long n_blocks) {                                                                       \
+        block_quantize_fp4_loop<T, 32, M, false>(x, length, scale_emax, MiniSpec(), 0.0, seed, offset, rbits,  \
+                                                 packed, scales, n_blocks);                                     \
+    }
+// NVFP4: lowbit_block_quantize_fp4_nv_<input>, nearest even, blocks of 16.
+#define LOWBIT_FP4_KERNELS(SUFFIX, T)                                                                           \
+    LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 0) LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 1) LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 2)    \
+    LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 3) LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 4) LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 5)    \
+    LOWBIT_FP4_MX_KERNEL(SUFFIX, T, 6)                                                                          \
+    extern "C" __global__ void lowbit_block_quantize_fp4_nv_##SUFFIX(                                           \
+        const T* x, long long length, int s_bits, int s_man_bits, int s_emin, int s_emax, double s_max_value,   \
+        long long s_code_of_max, long long s_code_of_inf, long long s_code_of_nan, double tensor_scale,         \
+        u8* packed, u8* scales, long long n_blocks) {                                                           \
+        block_quantize_fp4_loop<T, 16, LOWBIT_NEAREST_EVEN, true>(                                              \
+            x, length, 0,                                                                                       \
+            mini_spec(s_bits, s_man_bits, s_emin, s_emax, s_max_value, s_code_of_max, s_code_of_inf,            \
+                      s_code_of_nan),                                                                           \
+            tensor_scale, 0ull, 0ll, 16, packed, scales, n_blocks);                                             \
+    }
+
+LOWBIT_FP4_KERNELS(f16, __half)
+LOWBIT_FP4_KERNELS(bf16, u16)
+LOWBIT_FP4_KERNELS(f32, float)
