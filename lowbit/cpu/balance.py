@@ -21,6 +21,14 @@ Standard deviations are unbiased and two-pass, with the mean computed around the
 of the column/row: ``m = x0 + sum(x - x0) / n``, ``var = sum((x - m)**2) / (n - 1)``.  The shift
 makes the std of a constant column *exactly* 0 (so constant and all-zero tiles have an exact
 imbalance of 0), and costs one subtraction.
+
+Summation order (ours to choose, fixed so both backends round alike): each sum over ``n`` terms
+``s_i`` is split into ``LANES = 8`` interleaved partial sums, ``P_p = (((0 + s_p) + s_(p+8)) +
+s_(p+16)) + ...`` (terms in increasing ``i``; an empty partial is ``0.0``), combined as
+``((P0 + P1) + (P2 + P3)) + ((P4 + P5) + (P6 + P7))``.  On the GPU the 8 partials are 8 lanes
+of one warp (a column or row per 8-lane group) and the tree is a ``__shfl_xor`` butterfly over
+lane offsets 1, 2, 4, which forms exactly these sums (``a + b == b + a`` in IEEE arithmetic).
+Pass 1 sums ``s_i = x_i - x_0`` over all ``i`` (``s_0`` is a zero), pass 2 ``s_i = (x_i - m)**2``.
 """
 
 from __future__ import annotations
@@ -35,55 +43,52 @@ from lowbit.cpu.scalar import clip_f32, exp_f32, log_f32
 _F32 = nb.float32
 
 
-@nb.njit(inline="always", cache=True)
-def _weighted_std(t: np.ndarray, w: np.ndarray, acc: np.ndarray, mean: np.ndarray,
-                  std: np.ndarray) -> None:
-    """``std[j]`` = unbiased std over ``i`` of ``t[i, j] * w[i]`` (``t`` row-major ``[n, m]``).
+#: Partial sums per std (the CUDA twin's lanes per column / row): element i goes to partial i % 8.
+LANES = 8
 
-    Every inner loop runs over ``j`` (contiguous), so LLVM vectorizes it without reassociating;
-    four rows per sweep keep the accumulator traffic at one load/store per four elements.
-    Sums run in a fixed order: ``acc += (v0 + v1) + (v2 + v3)`` per group of four rows.
+
+@nb.njit(inline="always", cache=True)
+def _lane_tree(part: np.ndarray, j: int) -> np.float32:
+    """``((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))`` of ``part[:, j]`` (the CUDA twin's
+    ``__shfl_xor`` butterfly over offsets 1, 2, 4; float addition is commutative)."""
+    return (((part[0, j] + part[1, j]) + (part[2, j] + part[3, j]))
+            + ((part[4, j] + part[5, j]) + (part[6, j] + part[7, j])))
+
+
+@nb.njit(inline="always", cache=True)
+def _weighted_std(t: np.ndarray, w: np.ndarray, part: np.ndarray, mean: np.ndarray,
+                  std: np.ndarray) -> None:
+    """``std[j]`` = unbiased std over ``i`` of ``x[i] = t[i, j] * w[i]`` (``t`` row-major ``[n, m]``).
+
+    The summation order (shared with the CUDA twin, DESIGN-level; see the module docstring):
+    each of the two sums of ``n`` terms is split into ``LANES = 8`` partial sums, partial ``p``
+    adding the terms ``i = p, p + 8, p + 16, ...`` in increasing ``i`` from ``0.0``; the partials
+    are combined by :func:`_lane_tree`.  Pass 1 sums ``x[i] - x[0]`` (``i = 0`` included, a zero),
+    ``mean = x[0] + sum / n``; pass 2 sums ``(x[i] - mean)**2``; ``std = sqrt(sum / (n - 1))``.
+    Every inner loop runs over ``j`` (contiguous), so LLVM vectorizes it without reassociating.
+    ``part`` is float32 scratch of at least ``[LANES, m]``.
     """
     n, m = t.shape
     w0 = w[0]
     for j in range(m):
         mean[j] = t[0, j] * w0  # shift: the first element
-        acc[j] = _F32(0.0)
-    i = 1
-    while i + 4 <= n:
-        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+    part[:, :m] = _F32(0.0)
+    for i in range(n):
+        p = i % LANES
+        wi = w[i]
         for j in range(m):
-            x0 = mean[j]
-            acc[j] += (((t[i, j] * w0 - x0) + (t[i + 1, j] * w1 - x0))
-                       + ((t[i + 2, j] * w2 - x0) + (t[i + 3, j] * w3 - x0)))
-        i += 4
-    while i < n:
-        w0 = w[i]
-        for j in range(m):
-            acc[j] += t[i, j] * w0 - mean[j]
-        i += 1
+            part[p, j] += t[i, j] * wi - mean[j]
     for j in range(m):
-        mean[j] += acc[j] / _F32(n)
-        acc[j] = _F32(0.0)
-    i = 0
-    while i + 4 <= n:
-        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        mean[j] += _lane_tree(part, j) / _F32(n)  # type: ignore[operator]  # (nb.float32() types as a Signature)
+    part[:, :m] = _F32(0.0)
+    for i in range(n):
+        p = i % LANES
+        wi = w[i]
         for j in range(m):
-            mj = mean[j]
-            d0 = t[i, j] * w0 - mj
-            d1 = t[i + 1, j] * w1 - mj
-            d2 = t[i + 2, j] * w2 - mj
-            d3 = t[i + 3, j] * w3 - mj
-            acc[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-        i += 4
-    while i < n:
-        w0 = w[i]
-        for j in range(m):
-            d = t[i, j] * w0 - mean[j]
-            acc[j] += d * d
-        i += 1
+            d = t[i, j] * wi - mean[j]
+            part[p, j] += d * d
     for j in range(m):
-        std[j] = math.sqrt(acc[j] / _F32(n - 1))
+        std[j] = math.sqrt(_lane_tree(part, j) / _F32(n - 1))
 
 
 @nb.njit(inline="always", cache=True)
@@ -162,7 +167,7 @@ def balance_tile_t(tile: np.ndarray, tt: np.ndarray, iterations: int, std_min: n
     inv_col = np.ones(nc, dtype=np.float32)
     inv_row = np.ones(nr, dtype=np.float32)
     n = max(nr, nc)
-    acc = np.empty(n, dtype=np.float32)
+    part = np.empty((LANES, n), dtype=np.float32)
     mean = np.empty(n, dtype=np.float32)
     base_col = np.empty(nc, dtype=np.float32)  # std over rows of T * inv_row
     base_row = np.empty(nr, dtype=np.float32)  # std over columns of T * inv_col
@@ -172,21 +177,21 @@ def balance_tile_t(tile: np.ndarray, tt: np.ndarray, iterations: int, std_min: n
     best_log_row = np.zeros(nr, dtype=np.float32)
     identity = True
 
-    _weighted_std(tile, inv_row, acc, mean, std_col)
-    _weighted_std(tt, inv_col, acc, mean, std_row)
+    _weighted_std(tile, inv_row, part, mean, std_col)
+    _weighted_std(tt, inv_col, part, mean, std_row)
     best = _spread(std_col, imbalance_floor) + _spread(std_row, imbalance_floor)
 
     for _ in range(iterations):
         # columns: std_col holds the column stds of the current iterate
         _update_log_scale(log_col, std_col, inv_col, std_min, std_max, log_min, log_max)
         # rows: std over columns of cur[r, :] = inv_row[r] * std of T[r, :] * inv_col
-        _weighted_std(tt, inv_col, acc, mean, base_row)
+        _weighted_std(tt, inv_col, part, mean, base_row)
         for r in range(nr):
             std_row[r] = inv_row[r] * base_row[r]
         _update_log_scale(log_row, std_row, inv_row, std_min, std_max, log_min, log_max)
         for r in range(nr):
             std_row[r] = inv_row[r] * base_row[r]
-        _weighted_std(tile, inv_row, acc, mean, base_col)
+        _weighted_std(tile, inv_row, part, mean, base_col)
         for c in range(nc):
             std_col[c] = inv_col[c] * base_col[c]
         imb = _spread(std_col, imbalance_floor) + _spread(std_row, imbalance_floor)

@@ -4,9 +4,17 @@
 // (f32 arithmetic keeps subnormals; exp/log are common.cuh's exp_f32/log_f32, identical to
 // lowbit.cpu.scalar's), so scales, imbalance and balanced tiles equal the CPU's bit for bit.
 //
-// Work split: thread t owns columns c = t, t + blockDim.x, ... and rows r likewise; a column's
-// (row's) statistics are one thread's sequential sums, in the CPU's order.  A tile is read
-// through a view V with `f32 operator()(int r, int c)`; SharedTile is the usual one.
+// Work split: a column's (row's) std is computed by one group of LOWBIT_LANES = 8 lanes of a
+// warp; lane p sums the elements i = p, p + 8, p + 16, ... in increasing i (balance.py's partial
+// p) and the 8 partials are combined by a __shfl_xor butterfly over lane offsets 1, 2, 4, which
+// forms ((P0 + P1) + (P2 + P3)) + ((P4 + P5) + (P6 + P7)) in every lane (a + b == b + a in IEEE
+// arithmetic), balance.py's _lane_tree.  A lane keeps its elements x_i in registers between
+// the two passes of a std when the vector has at most 8 * 16 elements.
+// Vectors go to groups in rounds: round u of chunk b is vectors 32 b + u + 8 q for the warp's
+// groups q = 0..3 (with a tile pitch of 1 mod 32, the 32 lanes of a warp read 32 different
+// banks, in column and row sweeps alike); warp w takes rounds w, w + warps, ...  Lane 0 of a
+// group writes the vector's std.  blockDim.x must be a multiple of 32.
+// A tile is read through a view V with `f32 operator()(int r, int c)`; SharedTile is the usual one.
 #ifndef LOWBIT_BALANCE_CUH
 #define LOWBIT_BALANCE_CUH
 
@@ -33,81 +41,137 @@ struct Transposed {
     __device__ __forceinline__ f32 operator()(int i, int j) const { return t(j, i); }
 };
 
-// Unbiased std over i = 0..n-1 of t(i, j) * w[i], two-pass with the mean taken around the first
-// element: m = x0 + sum(x - x0) / n, var = sum((x - m)^2) / (n - 1); sums in groups of four
-// elements, acc = acc + ((d0 + d1) + (d2 + d3)), as balance.py's _weighted_std.
+#define LOWBIT_LANES 8        // lanes per column / row (balance.py LANES)
+#define LOWBIT_LANE_CACHE 16  // elements a lane keeps in registers: vectors of up to 128
+
+// The sum over the 8 lanes of a group of one value per lane, in every lane of the group:
+// ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) (balance.py _lane_tree).
+__device__ __forceinline__ f32 lane_sum(f32 s) {
+    s = s + f32(__shfl_xor_sync(0xffffffffu, s.v, 1));
+    s = s + f32(__shfl_xor_sync(0xffffffffu, s.v, 2));
+    s = s + f32(__shfl_xor_sync(0xffffffffu, s.v, 4));
+    return s;
+}
+
+// Unbiased std over i = 0..n-1 of x_i = t(i, j) * w[i], two-pass with the mean taken around the
+// first element: m = x0 + sum(x - x0) / n, var = sum((x - m)^2) / (n - 1); called by the 8
+// lanes p of a group together (all with the same j), every lane gets the result.  Each sum is
+// lane p's partial over i = p (mod 8), from 0.0 in increasing i, then lane_sum: balance.py's
+// _weighted_std.  (The weights stay in shared memory: one broadcast read serves the warp's four
+// groups, and caching them too cost 47 registers.)
 template <class V>
-__device__ __forceinline__ f32 weighted_std(const V& t, int n, int j, const float* w) {
+__device__ __forceinline__ f32 group_std(const V& t, int n, int j, const float* w, int p) {
     const f32 x0 = t(0, j) * f32(w[0]);
-    f32 acc = f32(0.0f);
-    int i = 1;
-#pragma unroll 2
-    for (; i + 4 <= n; i += 4) {
-        acc = acc + (((t(i, j) * f32(w[i]) - x0) + (t(i + 1, j) * f32(w[i + 1]) - x0))
-                     + ((t(i + 2, j) * f32(w[i + 2]) - x0) + (t(i + 3, j) * f32(w[i + 3]) - x0)));
+    f32 acc(0.0f);
+    if (n <= LOWBIT_LANES * LOWBIT_LANE_CACHE) {  // the lane's elements stay in registers
+        f32 x[LOWBIT_LANE_CACHE];
+#pragma unroll
+        for (int k = 0; k < LOWBIT_LANE_CACHE; ++k) {
+            const int i = p + LOWBIT_LANES * k;
+            x[k] = f32(0.0f);
+            if (i < n) {
+                x[k] = t(i, j) * f32(w[i]);
+                acc = acc + (x[k] - x0);
+            }
+        }
+        const f32 mean = x0 + lane_sum(acc) / f32((float)n);
+        acc = f32(0.0f);
+#pragma unroll
+        for (int k = 0; k < LOWBIT_LANE_CACHE; ++k) {
+            if (p + LOWBIT_LANES * k < n) {
+                const f32 d = x[k] - mean;
+                acc = acc + d * d;
+            }
+        }
+        return sqrt_rn(lane_sum(acc) / f32((float)(n - 1)));
     }
-    for (; i < n; ++i) acc = acc + (t(i, j) * f32(w[i]) - x0);
-    const f32 mean = x0 + acc / f32((float)n);
+    for (int i = p; i < n; i += LOWBIT_LANES) acc = acc + (t(i, j) * f32(w[i]) - x0);
+    const f32 mean = x0 + lane_sum(acc) / f32((float)n);
     acc = f32(0.0f);
-    i = 0;
-#pragma unroll 2
-    for (; i + 4 <= n; i += 4) {
-        const f32 d0 = t(i, j) * f32(w[i]) - mean;
-        const f32 d1 = t(i + 1, j) * f32(w[i + 1]) - mean;
-        const f32 d2 = t(i + 2, j) * f32(w[i + 2]) - mean;
-        const f32 d3 = t(i + 3, j) * f32(w[i + 3]) - mean;
-        acc = acc + ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3));
-    }
-    for (; i < n; ++i) {
+    for (int i = p; i < n; i += LOWBIT_LANES) {
         const f32 d = t(i, j) * f32(w[i]) - mean;
         acc = acc + d * d;
     }
-    return sqrt_rn(acc / f32((float)(n - 1)));
+    return sqrt_rn(lane_sum(acc) / f32((float)(n - 1)));
 }
 
-// max(std) / max(min(std), floor) over std[0..count), NaN if one is NaN (balance.py _spread);
-// every thread gets the result.  `red` holds 3 floats per warp.  Starts and ends with a barrier.
-__device__ __forceinline__ f32 block_spread(const float* std, int count, f32 floor, float* red) {
-    __syncthreads();
-    f32 lo = f32(__uint_as_float(0x7f800000u)), hi = f32(__uint_as_float(0xff800000u));
-    unsigned bad = 0u;
-    for (int i = threadIdx.x; i < count; i += blockDim.x) {
-        const f32 v = f32(std[i]);
+// The first vector of round `rd` (its group q = 0 takes it, group q takes it + 8 q).
+__device__ __forceinline__ int round_first(int rd) { return ((rd >> 3) << 5) + (rd & 7); }
+__device__ __forceinline__ int round_count(int count) { return ((count + 31) >> 5) * LOWBIT_LANES; }
+
+// f(v, std over i of t(i, v) * w[i]) (group_std) in lane 0 of the group of every vector v < count
+// (the rounds above); every lane of every warp must call it.
+template <class V, class F>
+__device__ __forceinline__ void sweep(const V& t, int n, int count, const float* w, F f) {
+    const int lane = threadIdx.x & 31, p = lane & (LOWBIT_LANES - 1), q = lane >> 3;
+    for (int rd = threadIdx.x >> 5; rd < round_count(count); rd += blockDim.x >> 5) {
+        const int first = round_first(rd);
+        if (first >= count) continue;  // uniform across the warp
+        const int v = first + q * LOWBIT_LANES;
+        const f32 s = group_std(t, n, v < count ? v : first, w, p);
+        if (v < count && p == 0) f(v, s);
+    }
+}
+
+// Running min / max / NaN flag of the stds a lane owns, for the imbalance.
+struct SpreadAcc {
+    f32 lo, hi;
+    unsigned bad;
+    __device__ __forceinline__ void reset() {
+        lo = f32(__uint_as_float(0x7f800000u));
+        hi = f32(__uint_as_float(0xff800000u));
+        bad = 0u;
+    }
+    __device__ __forceinline__ void add(f32 v) {
         bad |= is_nan(v) ? 1u : 0u;
         lo = minimum(lo, v);
         hi = maximum(hi, v);
     }
-    for (int o = 16; o; o >>= 1) {
-        lo = minimum(lo, f32(__shfl_xor_sync(0xffffffffu, lo.v, o)));
-        hi = maximum(hi, f32(__shfl_xor_sync(0xffffffffu, hi.v, o)));
+};
+
+// Imb = max(std_col) / max(min(std_col), floor) + max(std_row) / max(min(std_row), floor), NaN if
+// one std is NaN (balance.py _spread + _spread), from every lane's column and row accumulators;
+// every thread gets the result.  `red` holds 5 floats per warp; one barrier (red is next
+// written after at least one more barrier).
+__device__ __forceinline__ f32 block_imbalance(SpreadAcc c, SpreadAcc r, f32 floor, float* red) {
+    unsigned bad = c.bad | r.bad;
+    for (int o = 16; o; o >>= 1) {  // min, max and or are exact: any order gives the same
+        c.lo = minimum(c.lo, f32(__shfl_xor_sync(0xffffffffu, c.lo.v, o)));
+        c.hi = maximum(c.hi, f32(__shfl_xor_sync(0xffffffffu, c.hi.v, o)));
+        r.lo = minimum(r.lo, f32(__shfl_xor_sync(0xffffffffu, r.lo.v, o)));
+        r.hi = maximum(r.hi, f32(__shfl_xor_sync(0xffffffffu, r.hi.v, o)));
         bad |= __shfl_xor_sync(0xffffffffu, bad, o);
     }
-    const int warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     if ((threadIdx.x & 31) == 0) {
-        red[3 * warp] = lo.v;
-        red[3 * warp + 1] = hi.v;
-        red[3 * warp + 2] = __uint_as_float(bad);
+        red[5 * warp] = c.lo.v;
+        red[5 * warp + 1] = c.hi.v;
+        red[5 * warp + 2] = r.lo.v;
+        red[5 * warp + 3] = r.hi.v;
+        red[5 * warp + 4] = __uint_as_float(bad);
     }
     __syncthreads();
-    for (int w = 0; w < warps; ++w) {  // min, max and or are exact: any order gives the same
-        lo = minimum(lo, f32(red[3 * w]));
-        hi = maximum(hi, f32(red[3 * w + 1]));
-        bad |= __float_as_uint(red[3 * w + 2]);
+    for (int w = 0; w < warps; ++w) {
+        c.lo = minimum(c.lo, f32(red[5 * w]));
+        c.hi = maximum(c.hi, f32(red[5 * w + 1]));
+        r.lo = minimum(r.lo, f32(red[5 * w + 2]));
+        r.hi = maximum(r.hi, f32(red[5 * w + 3]));
+        bad |= __float_as_uint(red[5 * w + 4]);
     }
-    __syncthreads();
-    return bad ? f32(__uint_as_float(0x7fc00000u)) : hi / maximum(lo, floor);
+    return bad ? f32(__uint_as_float(0x7fc00000u)) : c.hi / maximum(c.lo, floor) + r.hi / maximum(r.lo, floor);
 }
 
-// Shared-memory vectors balance_tile works in: [C] per column, [R] per row, 3 floats per warp.
+// Shared-memory vectors balance_tile works in: [C] per column, [R] per row, 5 floats per warp.
 struct BalanceScratch {
     float *log_col, *inv_col, *std_col, *best_col;
-    float *log_row, *inv_row, *std_row, *best_row;
+    float *log_row, *inv_row, *base_row, *best_row;
     float* red;
 };
 
-// Floats of shared memory a BalanceScratch needs for an R x C tile and `threads` threads.
+// Floats of shared memory a BalanceScratch needs for an R x C tile and `threads` threads
+// (lowbit/cuda/balance.py scratch_floats mirrors it).
 __host__ __device__ constexpr int balance_scratch_floats(int rows, int cols, int threads) {
-    return 4 * cols + 4 * rows + 3 * ((threads + 31) / 32);
+    return 4 * cols + 4 * rows + 5 * ((threads + 31) / 32);
 }
 
 // Carve a BalanceScratch out of `p` (balance_scratch_floats floats).
@@ -120,7 +184,7 @@ __device__ __forceinline__ BalanceScratch balance_scratch(float* p, int rows, in
     p += 4 * cols;
     s.log_row = p;
     s.inv_row = p + rows;
-    s.std_row = p + 2 * rows;
+    s.base_row = p + 2 * rows;
     s.best_row = p + 3 * rows;
     s.red = p + 4 * rows;
     return s;
@@ -144,6 +208,8 @@ struct BalanceParams {
 // Balance the R x C tile `t` (R, C >= 2) with the whole block: writes e^Lc and e^Lr of the best
 // candidate to col_scale [C] and row_scale [R] (shared memory; exactly 1 when the identity
 // won) and returns the best imbalance (NaN for a tile holding NaN or Inf).  Ends with a barrier.
+// The stds come from sweep() (8-lane groups); the scale updates (float64 exp / log) run one
+// thread per column / row, so that whole warps share them: four barriers per round.
 template <class V>
 __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams& p, const BalanceScratch& s,
                             float* col_scale, float* row_scale) {
@@ -159,9 +225,15 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
         s.best_row[r] = 0.0f;
     }
     __syncthreads();
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) s.std_col[c] = weighted_std(t, rows, c, s.inv_row).v;
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) s.std_row[r] = weighted_std(tt, cols, r, s.inv_col).v;
-    f32 best = block_spread(s.std_col, cols, p.floor, s.red) + block_spread(s.std_row, rows, p.floor, s.red);
+    SpreadAcc sc, sr;
+    sc.reset();
+    sr.reset();
+    sweep(t, rows, cols, s.inv_row, [&](int c, f32 v) {
+        s.std_col[c] = v.v;
+        sc.add(v);
+    });
+    sweep(tt, cols, rows, s.inv_col, [&](int, f32 v) { sr.add(v); });
+    f32 best = block_imbalance(sc, sr, p.floor, s.red);  // std_col is read after its barrier
     bool identity = true;
     for (int it = 0; it < p.iterations; ++it) {
         // columns: std_col holds the column stds of the current iterate
@@ -169,16 +241,23 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
             update_log_scale(s.log_col, s.inv_col, c, f32(s.std_col[c]), p.std_min, p.std_max, p.log_min, p.log_max);
         __syncthreads();
         // rows: std over columns of cur[r, :] = inv_row[r] * std of T[r, :] * inv_col
+        sweep(tt, cols, rows, s.inv_col, [&](int r, f32 base) { s.base_row[r] = base.v; });
+        __syncthreads();
+        sr.reset();
         for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-            const f32 base = weighted_std(tt, cols, r, s.inv_col);
+            const f32 base(s.base_row[r]);
             update_log_scale(s.log_row, s.inv_row, r, f32(s.inv_row[r]) * base, p.std_min, p.std_max, p.log_min,
                              p.log_max);
-            s.std_row[r] = (f32(s.inv_row[r]) * base).v;
+            sr.add(f32(s.inv_row[r]) * base);
         }
         __syncthreads();
-        for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            s.std_col[c] = (f32(s.inv_col[c]) * weighted_std(t, rows, c, s.inv_row)).v;
-        const f32 imb = block_spread(s.std_col, cols, p.floor, s.red) + block_spread(s.std_row, rows, p.floor, s.red);
+        sc.reset();
+        sweep(t, rows, cols, s.inv_row, [&](int c, f32 base) {
+            const f32 v = f32(s.inv_col[c]) * base;
+            s.std_col[c] = v.v;
+            sc.add(v);
+        });
+        const f32 imb = block_imbalance(sc, sr, p.floor, s.red);
         if (imb <= best) {  // ties go to the later iterate
             best = imb;
             identity = false;

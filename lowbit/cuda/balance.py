@@ -24,11 +24,16 @@ def threads_for(rows: int, cols: int) -> int:
     return min(256, max(32, -(-max(rows, cols) // 32) * 32))
 
 
+def scratch_floats(rows: int, cols: int, threads: int) -> int:
+    """Shared floats of balance.cuh's BalanceScratch (balance_scratch_floats): four [C] and four
+    [R] vectors, five floats per warp."""
+    return 4 * cols + 4 * rows + 5 * -(-threads // 32)
+
+
 def smem_floats(rows: int, cols: int, threads: int, on_chip: bool) -> int:
     """Shared floats per block (balance.cu: tile with an odd pitch, scales, balance.cuh scratch)."""
     pitch = cols if cols % 2 else cols + 1
-    warps = -(-threads // 32)
-    return (rows * pitch if on_chip else 0) + (rows + cols) + 4 * cols + 4 * rows + 3 * warps
+    return (rows * pitch if on_chip else 0) + (rows + cols) + scratch_floats(rows, cols, threads)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.cuda._module import check_operands, cupy_device, kernel, suffix
-from lowbit.cuda.balance import _smem_limit, threads_for
+from lowbit.cuda.balance import _smem_limit, scratch_floats, threads_for
 
 _TOKENS = ("float16", "uint16", "float32")  # uint16: bfloat16 bits
 _OUTPUTS = ("float16", "uint16", "float32", "float64")
@@ -52,8 +52,7 @@ def _pitch(cols: int) -> int:
 def encode_smem_bytes(rows: int, cols: int, threads: int) -> int:
     """Dynamic shared memory of one encode block (kvarn.cu encode_smem_floats; the codes are
     written over the tile's rows)."""
-    warps = -(-threads // 32)
-    floats = rows * _pitch(cols) + cols + rows + (4 * cols + 4 * rows + 3 * warps)
+    floats = rows * _pitch(cols) + cols + rows + scratch_floats(rows, cols, threads)
     return 4 * (floats + _HIST)
 
 

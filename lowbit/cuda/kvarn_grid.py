@@ -15,13 +15,12 @@ import numpy as np
 
 from lowbit.cuda import kvarn
 from lowbit.cuda._module import THREADS, check_operands, kernel, persistent_grid
-from lowbit.cuda.balance import threads_for
+from lowbit.cuda.balance import scratch_floats, threads_for
 
 
 def encode_smem_bytes(rows: int, cols: int, threads: int, n_levels: int) -> int:
     """Dynamic shared memory of one encode block (kvarn_grid.cu grid_encode_smem_bytes)."""
-    warps = -(-threads // 32)
-    floats = rows * kvarn._pitch(cols) + cols + rows + (4 * cols + 4 * rows + 3 * warps)
+    floats = rows * kvarn._pitch(cols) + cols + rows + scratch_floats(rows, cols, threads)
     return 8 * (2 * n_levels + cols) + 4 * floats + rows * cols
 
 
