@@ -142,17 +142,40 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
             if (scale_format != 0) cs[c] = f64_to_f32(minifloat_decode_one(code, e4m3));
         }
         __syncthreads();
-        // rtn_rows: one thread per row (kvarn.py's row loop, same operations)
-        for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-            const f32 sr(rs[r]);
+        // rtn_rows (kvarn.py's row loop, same operations), in three steps: an 8-lane group per row
+        // (balance.cuh's rounds, lane p taking the columns c = p mod 8) normalizes the row in
+        // place and finds its min / max (exact: any order gives the same); one thread per row
+        // derives step and base and the stored A / Z codes; the groups write the codes.
+        float* rbase = scratch.base_row;  // [R] each, free after the balance
+        float* rstep = scratch.best_row;
+        const int lane = threadIdx.x & 31, lp = lane & (LOWBIT_LANES - 1);
+        for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
+            const int first = round_first(rd);
+            if (first >= rows) continue;  // uniform across the warp
+            const int r = first + (lane >> 3) * LOWBIT_LANES;
             f32 lo(__uint_as_float(0x7f800000u)), hi(__uint_as_float(0xff800000u));
-            float* row = tile + r * pitch;  // becomes the normalized row (the tile is not read again)
-            for (int c = 0; c < cols; ++c) {
-                const f32 v = scale_format == 0 ? (f32(row[c]) / f32(cs[c])) / sr : f32(row[c]) / f32(cs[c]);
-                row[c] = v.v;
-                lo = minimum(lo, v);
-                hi = maximum(hi, v);
+            if (r < rows) {
+                const f32 sr(rs[r]);
+                float* row = tile + r * pitch;  // becomes the normalized row (the tile is not read again)
+                for (int c = lp; c < cols; c += LOWBIT_LANES) {
+                    const f32 v = scale_format == 0 ? (f32(row[c]) / f32(cs[c])) / sr : f32(row[c]) / f32(cs[c]);
+                    row[c] = v.v;
+                    lo = minimum(lo, v);
+                    hi = maximum(hi, v);
+                }
             }
+            for (int o = 1; o < LOWBIT_LANES; o <<= 1) {
+                lo = minimum(lo, f32(__shfl_xor_sync(0xffffffffu, lo.v, o)));
+                hi = maximum(hi, f32(__shfl_xor_sync(0xffffffffu, hi.v, o)));
+            }
+            if (r < rows && lp == 0) {
+                rbase[r] = lo.v;
+                rstep[r] = hi.v;
+            }
+        }
+        __syncthreads();
+        for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+            const f32 sr(rs[r]), lo(rbase[r]), hi(rstep[r]);
             f32 step, base;
             if (scale_format == 0) {
                 step = maximum((hi - lo) / lf, f32(1e-10f));
@@ -169,13 +192,31 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 row_scale[i * rows + r] = (u16)acode;
                 row_offset[i * rows + r] = (u16)zcode;
             }
-            // the codes overwrite the row's own bytes: code c lands in byte c, below float c (byte
-            // 4c), which was read first, so no unread value is clobbered (no code buffer: one
-            // more block fits a multiprocessor)
+            rbase[r] = base.v;
+            rstep[r] = step.v;
+        }
+        __syncthreads();
+        // the codes overwrite the row's own bytes: in step c0 the group reads floats c0 .. c0 + 7 and
+        // then (after a __syncwarp) writes bytes c0 .. c0 + 7, which lie in floats c0 / 4 and
+        // c0 / 4 + 1, read in this or an earlier step; so no unread value is clobbered (no code
+        // buffer: one more block fits a multiprocessor)
+        for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
+            const int first = round_first(rd);
+            if (first >= rows) continue;  // uniform across the warp
+            const int r = first + (lane >> 3) * LOWBIT_LANES;
+            const bool own = r < rows;
+            float* row = tile + (own ? r : first) * pitch;
             u8* out = reinterpret_cast<u8*>(row);
-            for (int c = 0; c < cols; ++c) {
-                const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
-                out[c] = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
+            const f32 base(rbase[own ? r : first]), step(rstep[own ? r : first]);
+            for (int c0 = 0; c0 < cols; c0 += LOWBIT_LANES) {
+                const int c = c0 + lp;
+                u8 code = 0;
+                if (own && c < cols) {
+                    const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
+                    code = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
+                }
+                __syncwarp();
+                if (own && c < cols) out[c] = code;
             }
         }
         __syncthreads();
@@ -197,10 +238,13 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
     }
 }
 
+// At most 256 threads (lowbit.cuda.balance.threads_for); 80 registers let three blocks share a
+// multiprocessor, as their shared memory does for D = G = 128 (ptxas: no spills).
 #define LOWBIT_KVARN_ENCODE(NAME, T)                                                                          \
-    extern "C" __global__ void NAME(const T* x, long long n, int tokens, int dim, int rotate, int key, int bits,  \
-                                    int iterations, int scale_format, int normalize, u8* packed, u16* row_scale,  \
-                                    u16* row_offset, u16* col_scale, signed char* tile_exponent) {                \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                                      \
+        NAME(const T* x, long long n, int tokens, int dim, int rotate, int key, int bits, int iterations,     \
+             int scale_format, int normalize, u8* packed, u16* row_scale, u16* row_offset, u16* col_scale,     \
+             signed char* tile_exponent) {                                                                    \
         kvarn_encode_impl<T>(x, n, tokens, dim, rotate, key, bits, iterations, scale_format, normalize, packed,   \
                              row_scale, row_offset, col_scale, tile_exponent);                                    \
     }
