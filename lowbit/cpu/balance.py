@@ -23,12 +23,14 @@ makes the std of a constant column *exactly* 0 (so constant and all-zero tiles h
 imbalance of 0), and costs one subtraction.
 
 Summation order (ours to choose, fixed so both backends round alike): each sum over ``n`` terms
-``s_i`` is split into ``LANES = 8`` interleaved partial sums, ``P_p = (((0 + s_p) + s_(p+8)) +
-s_(p+16)) + ...`` (terms in increasing ``i``; an empty partial is ``0.0``), combined as
-``((P0 + P1) + (P2 + P3)) + ((P4 + P5) + (P6 + P7))``.  On the GPU the 8 partials are 8 lanes
-of one warp (a column or row per 8-lane group) and the tree is a ``__shfl_xor`` butterfly over
-lane offsets 1, 2, 4, which forms exactly these sums (``a + b == b + a`` in IEEE arithmetic).
-Pass 1 sums ``s_i = x_i - x_0`` over all ``i`` (``s_0`` is a zero), pass 2 ``s_i = (x_i - m)**2``.
+``s_i`` is split into ``LANES = 8`` interleaved partial sums, partial ``p`` taking the terms
+``i = p (mod 8)``: from ``0.0``, ``acc = acc + ((s_i + s_(i+8)) + (s_(i+16) + s_(i+24)))`` for
+``i = 32 g + p``, ``g = 0 .. ceil(n / 32) - 1`` (terms past ``n`` are ``+0.0``); the partials
+are combined as ``((P0 + P1) + (P2 + P3)) + ((P4 + P5) + (P6 + P7))``.  On the GPU the 8
+partials are 8 lanes of one warp (a column or row per 8-lane group) and the tree is a
+``__shfl_xor`` butterfly over lane offsets 1, 2, 4, which forms exactly these sums (``a + b ==
+b + a`` in IEEE arithmetic).  Pass 1 sums ``s_i = x_i - x_0`` (``s_0`` is a zero), pass 2
+``s_i = (x_i - m)**2`` (``d d`` products, the group as ``(d0 d0 + d1 d1) + (d2 d2 + d3 d3)``).
 """
 
 from __future__ import annotations
@@ -56,37 +58,75 @@ def _lane_tree(part: np.ndarray, j: int) -> np.float32:
 
 
 @nb.njit(inline="always", cache=True)
+def _dev(t: np.ndarray, w: np.ndarray, i: int, j: int, m: np.float32) -> np.float32:
+    """``t[i, j] * w[i] - m``, or ``+0.0`` for a row ``i`` past the end (a tail block's gap)."""
+    return t[i, j] * w[i] - m if i < t.shape[0] else _F32(0.0)
+
+
+@nb.njit(inline="always", cache=True)
+def _sq(t: np.ndarray, w: np.ndarray, i: int, j: int, m: np.float32) -> np.float32:
+    """``(t[i, j] * w[i] - m)**2``, or ``+0.0`` for a row ``i`` past the end."""
+    if i < t.shape[0]:
+        d = t[i, j] * w[i] - m
+        return d * d
+    return _F32(0.0)
+
+
+@nb.njit(inline="always", cache=True)
 def _weighted_std(t: np.ndarray, w: np.ndarray, part: np.ndarray, mean: np.ndarray,
                   std: np.ndarray) -> None:
     """``std[j]`` = unbiased std over ``i`` of ``x[i] = t[i, j] * w[i]`` (``t`` row-major ``[n, m]``).
 
-    The summation order (shared with the CUDA twin, DESIGN-level; see the module docstring):
-    each of the two sums of ``n`` terms is split into ``LANES = 8`` partial sums, partial ``p``
-    adding the terms ``i = p, p + 8, p + 16, ...`` in increasing ``i`` from ``0.0``; the partials
-    are combined by :func:`_lane_tree`.  Pass 1 sums ``x[i] - x[0]`` (``i = 0`` included, a zero),
-    ``mean = x[0] + sum / n``; pass 2 sums ``(x[i] - mean)**2``; ``std = sqrt(sum / (n - 1))``.
-    Every inner loop runs over ``j`` (contiguous), so LLVM vectorizes it without reassociating.
-    ``part`` is float32 scratch of at least ``[LANES, m]``.
+    The summation order (shared with the CUDA twin; see the module docstring): partial ``p``
+    (``part[p]``) adds the terms ``i = p (mod 8)`` four at a time, one group per block of 32 rows
+    (rows past the end count as ``+0.0``); :func:`_lane_tree` combines the partials.  Pass 1
+    sums ``x[i] - x[0]`` (``i = 0`` included, a zero), ``mean = x[0] + sum / n``; pass 2 sums
+    ``(x[i] - mean)**2``; ``std = sqrt(sum / (n - 1))``.  Every inner loop runs over ``j``
+    (contiguous), so LLVM vectorizes it without reassociating; one accumulator load / store per
+    four elements.  ``part`` is float32 scratch of at least ``[LANES, m]``.
     """
     n, m = t.shape
+    n32 = n - n % 32  # rows of the whole blocks; a partial block follows when n32 < n
     w0 = w[0]
     for j in range(m):
         mean[j] = t[0, j] * w0  # shift: the first element
     part[:, :m] = _F32(0.0)
-    for i in range(n):
-        p = i % LANES
-        wi = w[i]
-        for j in range(m):
-            part[p, j] += t[i, j] * wi - mean[j]
+    for i0 in range(0, n32, 32):
+        for p in range(LANES):
+            i = i0 + p
+            w0, w1, w2, w3 = w[i], w[i + 8], w[i + 16], w[i + 24]
+            for j in range(m):
+                x0 = mean[j]
+                part[p, j] += (((t[i, j] * w0 - x0) + (t[i + 8, j] * w1 - x0))
+                               + ((t[i + 16, j] * w2 - x0) + (t[i + 24, j] * w3 - x0)))
+    if n32 < n:
+        for p in range(LANES):
+            i = n32 + p
+            for j in range(m):
+                x0 = mean[j]
+                part[p, j] += ((_dev(t, w, i, j, x0) + _dev(t, w, i + 8, j, x0))
+                               + (_dev(t, w, i + 16, j, x0) + _dev(t, w, i + 24, j, x0)))
     for j in range(m):
         mean[j] += _lane_tree(part, j) / _F32(n)  # type: ignore[operator]  # (nb.float32() types as a Signature)
     part[:, :m] = _F32(0.0)
-    for i in range(n):
-        p = i % LANES
-        wi = w[i]
-        for j in range(m):
-            d = t[i, j] * wi - mean[j]
-            part[p, j] += d * d
+    for i0 in range(0, n32, 32):
+        for p in range(LANES):
+            i = i0 + p
+            w0, w1, w2, w3 = w[i], w[i + 8], w[i + 16], w[i + 24]
+            for j in range(m):
+                mj = mean[j]
+                d0 = t[i, j] * w0 - mj
+                d1 = t[i + 8, j] * w1 - mj
+                d2 = t[i + 16, j] * w2 - mj
+                d3 = t[i + 24, j] * w3 - mj
+                part[p, j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+    if n32 < n:
+        for p in range(LANES):
+            i = n32 + p
+            for j in range(m):
+                mj = mean[j]
+                part[p, j] += ((_sq(t, w, i, j, mj) + _sq(t, w, i + 8, j, mj))
+                               + (_sq(t, w, i + 16, j, mj) + _sq(t, w, i + 24, j, mj)))
     for j in range(m):
         std[j] = math.sqrt(_lane_tree(part, j) / _F32(n - 1))
 

@@ -12,14 +12,21 @@
 
 __host__ __device__ constexpr int tile_pitch(int cols) { return (cols % 2) ? cols : cols + 1; }
 
-// balance_tile on one tile view, then dst = tile / col_scale / row_scale (row-major, coalesced).
+// Row of element idx of a row-major tile with `cols` columns (`shift` = log2(cols), or -1).
+__device__ __forceinline__ int row_of(int idx, int cols, int shift) { return shift >= 0 ? idx >> shift : idx / cols; }
+__device__ __forceinline__ int log2_or_minus1(int d) { return (d & (d - 1)) == 0 ? __ffs(d) - 1 : -1; }
+
+// balance_tile on one tile view, then dst = tile / col_scale / row_scale (row-major, coalesced,
+// every thread of the block over the flattened tile).
 template <class V, typename T>
 __device__ __forceinline__ f32 balance_and_divide(const V& view, int rows, int cols, const BalanceParams& p,
                                                   const BalanceScratch& s, float* cs, float* rs, T* dst) {
     const f32 imb = balance_tile(view, rows, cols, p, s, cs, rs);
-    for (int r = 0; r < rows; ++r)
-        for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            narrow(divide_scales(view, r, c, cs, rs), dst + (long long)r * cols + c);
+    const int shift = log2_or_minus1(cols);
+    for (int idx = threadIdx.x; idx < rows * cols; idx += blockDim.x) {
+        const int r = row_of(idx, cols, shift), c = idx - r * cols;
+        narrow(divide_scales(view, r, c, cs, rs), dst + idx);
+    }
     return imb;
 }
 
@@ -41,8 +48,11 @@ __device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_t
         const T* src = tiles + b * size;
         T* dst = balanced + b * size;
         if (ON_CHIP) {  // load_tile: coalesced along rows, widened once
-            for (int r = 0; r < rows; ++r)
-                for (int c = threadIdx.x; c < cols; c += blockDim.x) tile_s[r * pitch + c] = widen(src[(long long)r * cols + c]).v;
+            const int shift = log2_or_minus1(cols);
+            for (int idx = threadIdx.x; idx < rows * cols; idx += blockDim.x) {
+                const int r = row_of(idx, cols, shift), c = idx - r * cols;
+                tile_s[r * pitch + c] = widen(src[idx]).v;
+            }
             __syncthreads();
         }
         const f32 imb = ON_CHIP ? balance_and_divide(SharedTile{tile_s, pitch}, rows, cols, p, s, cs, rs, dst)
@@ -54,12 +64,14 @@ __device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_t
     }
 }
 
-#define LOWBIT_BALANCE_TILES(NAME, T, ON_CHIP)                                                        \
-    extern "C" __global__ void NAME(const T* tiles, long long n_tiles, int rows, int cols, int iterations,   \
-                                    float std_min, float std_max, float log_min, float log_max,              \
-                                    float imbalance_floor, T* balanced, float* col_scale, float* row_scale,  \
-                                    float* imbalance) {                                                      \
-        balance_tiles_impl<T, ON_CHIP>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,    \
+// At most 256 threads (lowbit.cuda.balance.threads_for); at most 80 registers, so that three blocks
+// share a multiprocessor as their shared memory does for 128 x 128 tiles (ptxas: no spills).
+#define LOWBIT_BALANCE_TILES(NAME, T, ON_CHIP)                                                           \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                                   \
+        NAME(const T* tiles, long long n_tiles, int rows, int cols, int iterations, float std_min,          \
+             float std_max, float log_min, float log_max, float imbalance_floor, T* balanced, float* col_scale, \
+             float* row_scale, float* imbalance) {                                                         \
+        balance_tiles_impl<T, ON_CHIP>(tiles, n_tiles, rows, cols, iterations, std_min, std_max, log_min,   \
                                        log_max, imbalance_floor, balanced, col_scale, row_scale, imbalance); \
     }
 

@@ -5,11 +5,12 @@
 // lowbit.cpu.scalar's), so scales, imbalance and balanced tiles equal the CPU's bit for bit.
 //
 // Work split: a column's (row's) std is computed by one group of LOWBIT_LANES = 8 lanes of a
-// warp; lane p sums the elements i = p, p + 8, p + 16, ... in increasing i (balance.py's partial
-// p) and the 8 partials are combined by a __shfl_xor butterfly over lane offsets 1, 2, 4, which
-// forms ((P0 + P1) + (P2 + P3)) + ((P4 + P5) + (P6 + P7)) in every lane (a + b == b + a in IEEE
-// arithmetic), balance.py's _lane_tree.  A lane keeps its elements x_i in registers between
-// the two passes of a std when the vector has at most 8 * 16 elements.
+// warp; lane p sums the elements i = p, p + 8, p + 16, ... in increasing i, four at a time per
+// block of 32 rows (balance.py's partial p, in its order), and the 8 partials are combined by a
+// __shfl_xor butterfly over lane offsets 1, 2, 4, which forms ((P0 + P1) + (P2 + P3)) + ((P4 +
+// P5) + (P6 + P7)) in every lane (a + b == b + a in IEEE arithmetic), balance.py's _lane_tree.
+// A lane keeps its elements x_i in registers between the two passes of a std when the vector has
+// at most 8 * 16 elements.
 // Vectors go to groups in rounds: round u of chunk b is vectors 32 b + u + 8 q for the warp's
 // groups q = 0..3 (with a tile pitch of 1 mod 32, the 32 lanes of a warp read 32 different
 // banks, in column and row sweeps alike); warp w takes rounds w, w + warps, ...  Lane 0 of a
@@ -56,41 +57,63 @@ __device__ __forceinline__ f32 lane_sum(f32 s) {
 // Unbiased std over i = 0..n-1 of x_i = t(i, j) * w[i], two-pass with the mean taken around the
 // first element: m = x0 + sum(x - x0) / n, var = sum((x - m)^2) / (n - 1); called by the 8
 // lanes p of a group together (all with the same j), every lane gets the result.  Each sum is
-// lane p's partial over i = p (mod 8), from 0.0 in increasing i, then lane_sum: balance.py's
+// lane p's partial over i = p (mod 8) -- from 0.0, acc = acc + ((s_i + s_i+8) + (s_i+16 + s_i+24))
+// for i = 32 g + p, g < ceil(n / 32), terms past n being +0.0 -- then lane_sum: balance.py's
 // _weighted_std.  (The weights stay in shared memory: one broadcast read serves the warp's four
 // groups, and caching them too cost 47 registers.)
 template <class V>
 __device__ __forceinline__ f32 group_std(const V& t, int n, int j, const float* w, int p) {
     const f32 x0 = t(0, j) * f32(w[0]);
+    const f32 zero(0.0f);
     f32 acc(0.0f);
     if (n <= LOWBIT_LANES * LOWBIT_LANE_CACHE) {  // the lane's elements stay in registers
         f32 x[LOWBIT_LANE_CACHE];
 #pragma unroll
         for (int k = 0; k < LOWBIT_LANE_CACHE; ++k) {
             const int i = p + LOWBIT_LANES * k;
-            x[k] = f32(0.0f);
-            if (i < n) {
-                x[k] = t(i, j) * f32(w[i]);
-                acc = acc + (x[k] - x0);
+            x[k] = i < n ? t(i, j) * f32(w[i]) : zero;
+        }
+#pragma unroll
+        for (int g = 0; g < LOWBIT_LANE_CACHE / 4; ++g) {
+            if (32 * g < n) {  // uniform across the group
+                f32 a[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) a[e] = p + 32 * g + 8 * e < n ? x[4 * g + e] - x0 : zero;
+                acc = acc + ((a[0] + a[1]) + (a[2] + a[3]));
             }
         }
         const f32 mean = x0 + lane_sum(acc) / f32((float)n);
-        acc = f32(0.0f);
+        acc = zero;
 #pragma unroll
-        for (int k = 0; k < LOWBIT_LANE_CACHE; ++k) {
-            if (p + LOWBIT_LANES * k < n) {
-                const f32 d = x[k] - mean;
-                acc = acc + d * d;
+        for (int g = 0; g < LOWBIT_LANE_CACHE / 4; ++g) {
+            if (32 * g < n) {
+                f32 a[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const f32 d = x[4 * g + e] - mean;
+                    a[e] = p + 32 * g + 8 * e < n ? d * d : zero;
+                }
+                acc = acc + ((a[0] + a[1]) + (a[2] + a[3]));
             }
         }
         return sqrt_rn(lane_sum(acc) / f32((float)(n - 1)));
     }
-    for (int i = p; i < n; i += LOWBIT_LANES) acc = acc + (t(i, j) * f32(w[i]) - x0);
+    for (int i = p; i < n + p; i += 32) {  // i = 32 g + p for g < ceil(n / 32)
+        f32 a[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) a[e] = i + 8 * e < n ? t(i + 8 * e, j) * f32(w[i + 8 * e]) - x0 : zero;
+        acc = acc + ((a[0] + a[1]) + (a[2] + a[3]));
+    }
     const f32 mean = x0 + lane_sum(acc) / f32((float)n);
-    acc = f32(0.0f);
-    for (int i = p; i < n; i += LOWBIT_LANES) {
-        const f32 d = t(i, j) * f32(w[i]) - mean;
-        acc = acc + d * d;
+    acc = zero;
+    for (int i = p; i < n + p; i += 32) {
+        f32 a[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const f32 d = i + 8 * e < n ? t(i + 8 * e, j) * f32(w[i + 8 * e]) - mean : zero;
+            a[e] = i + 8 * e < n ? d * d : zero;
+        }
+        acc = acc + ((a[0] + a[1]) + (a[2] + a[3]));
     }
     return sqrt_rn(lane_sum(acc) / f32((float)(n - 1)));
 }
