@@ -54,25 +54,42 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
     }
     __syncthreads();
     __shared__ int result;
-    if (threadIdx.x == 0) {
-        int e;
-        if (*nonfinite) e = LOWBIT_EXPONENT_INVALID;
-        else if (*nnz == 0) e = 0;
-        else {
-            const int k = (*nnz - 1) / 2;
-            int cum = 0, med = 0, top = 0;
-            for (int b = 0; b < LOWBIT_BINS; ++b) {
-                if (hist[b]) {
-                    if (cum <= k) med = b - LOWBIT_BIN0;
-                    top = b - LOWBIT_BIN0;
-                }
-                cum += hist[b];
-            }
-            e = med - LOWBIT_MEDIAN_LOG;
-            if (e < -LOWBIT_EXPONENT_LIMIT || e > LOWBIT_EXPONENT_LIMIT || top >= 127 || top - e > LOWBIT_RANGE_LOG)
-                e = LOWBIT_EXPONENT_INVALID;
+    if (threadIdx.x < 32) {  // warp 0: lane l scans bins [9 l, 9 l + 9) after an exclusive prefix sum
+        const int b0 = lane * 9;  // 32 * 9 = 288 >= LOWBIT_BINS
+        int own = 0;
+        for (int b = b0; b < b0 + 9 && b < LOWBIT_BINS; ++b) own += hist[b];
+        int incl = own;
+        for (int o = 1; o < 32; o <<= 1) {
+            const int v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
         }
-        result = e;
+        // med: the last nonzero bin whose preceding count is <= k (the lower median's); top: the
+        // last nonzero bin; integer counts, so the warp's max equals the sequential scan's
+        const int k = (*nnz - 1) / 2;
+        int cum = incl - own, med = -1, top = -1;
+        for (int b = b0; b < b0 + 9 && b < LOWBIT_BINS; ++b) {
+            if (hist[b]) {
+                if (cum <= k) med = b;
+                top = b;
+            }
+            cum += hist[b];
+        }
+        for (int o = 16; o; o >>= 1) {
+            med = max(med, __shfl_xor_sync(0xffffffffu, med, o));
+            top = max(top, __shfl_xor_sync(0xffffffffu, top, o));
+        }
+        if (lane == 0) {
+            int e;
+            if (*nonfinite) e = LOWBIT_EXPONENT_INVALID;
+            else if (*nnz == 0) e = 0;
+            else {
+                e = (med - LOWBIT_BIN0) - LOWBIT_MEDIAN_LOG;
+                const int t = top - LOWBIT_BIN0;
+                if (e < -LOWBIT_EXPONENT_LIMIT || e > LOWBIT_EXPONENT_LIMIT || t >= 127 || t - e > LOWBIT_RANGE_LOG)
+                    e = LOWBIT_EXPONENT_INVALID;
+            }
+            result = e;
+        }
     }
     __syncthreads();
     const int e = result;
