@@ -270,8 +270,6 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
     }
 }
 
-#endif  // LOWBIT_ATTEND_MMA
-
 // out_rot, out_exact [B * Hq, D] = the splits' sums weighted by e^(m_s - max m) / total weight.
 // NaN: the max keeps a NaN split max; a split whose scores are all -inf is weighted by 0, not
 // skipped (its sums hold NaN if an attended value is NaN: 0 * NaN is NaN); a query that attends
@@ -308,3 +306,4 @@ extern "C" __global__ void lowbit_kv_attend_combine(const float* __restrict__ ws
         out_exact[bh * D + d] = e * inv;
     }
 }
+#endif  // LOWBIT_ATTEND_MMA

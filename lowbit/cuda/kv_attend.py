@@ -135,4 +135,5 @@ def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent
          i32(v_a.shape[3]), i32(v_z.shape[3]), i32(v_s.shape[3]), np.float32(scale), i32(per_split),
          ws_acc, ws_ml))
     kernel("kv_attend", "lowbit_kv_attend_combine", defines)(
-        (b * hq,), (dim,), (ws_acc, ws_ml, i32(entries), lengths, i32(n_new), i32(hq), out_exact, out_rot))
+        (b * hq,), (256 if mma else dim,), (ws_acc, ws_ml, i32(entries), lengths, i32(n_new), i32(hq),
+                                             out_exact, out_rot))

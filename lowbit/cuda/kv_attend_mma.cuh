@@ -34,6 +34,9 @@
 // LOWBIT_ATTEND_SPLIT (default) B = hi + lo, hi = tf32(B), lo = tf32(B - hi) (B - hi is exact),
 // and each product is two mma's on the same A registers: relative error <= 2^-22 per product, as
 // good as float32 for the sums here, for twice the tensor-core work and no more code unpacking.
+// NaN (the CPU twin's rules, as the CUDA-core kernel): max_nan maxima; masked tokens' value fields
+// and exact values are never read (a weight-0 B operand / the loop starts at the first attended
+// token), attended ones always (0 * NaN is NaN); the exact output is rescaled by products only.
 #ifndef LOWBIT_ATTEND_WARPS
 #define LOWBIT_ATTEND_WARPS 2
 #endif
@@ -185,9 +188,9 @@ __device__ __forceinline__ void load_dpl(const EXACT_T* p, float (&v)[DPL]) {
 
 __device__ __forceinline__ float shfl(float x, int lane) { return __shfl_sync(0xffffffffu, x, lane); }
 
-// max / sum over the 8 lanes of one tig (lane bits 2..4): every lane gets the same bits
+// max (NaN-propagating) / sum over the 8 lanes of one tig (lane bits 2..4): every lane gets the same bits
 __device__ __forceinline__ float group_max(float x) {
-    for (int off = 4; off < 32; off <<= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
+    for (int off = 4; off < 32; off <<= 1) x = max_nan(x, __shfl_xor_sync(0xffffffffu, x, off));
     return x;
 }
 __device__ __forceinline__ float group_sum(float x) {
@@ -252,6 +255,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
     float m_e[M];
 #pragma unroll
     for (int j = 0; j < M; ++j) m_e[j] = KV_NEG_INF;
+    bool e_written = false;   // the exact output entry holds sums (else it is not read)
 
     // ---- exact tokens of one chunk (CUDA cores): lane = token for scores, lane = channels for values
     auto exact_chunk = [&](const EXACT_T* ek, const EXACT_T* ev, int count, int pos0) {
@@ -284,10 +288,10 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
         for (int j = 0; j < M; ++j) {
             float mx = KV_NEG_INF;
 #pragma unroll
-            for (int i = 0; i < TW / 32; ++i) mx = fmaxf(mx, s[i][j]);
+            for (int i = 0; i < TW / 32; ++i) mx = max_nan(mx, s[i][j]);
             mx = warp_max(mx);
             const float old = shfl(m_r[j & 1], j >> 1), old_l = shfl(l_r[j & 1], j >> 1);
-            const float nm = fmaxf(old, mx);
+            const float nm = max_nan(old, mx);
             float sum = 0.f;
 #pragma unroll
             for (int i = 0; i < TW / 32; ++i) {
@@ -303,21 +307,23 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
                 l_r[j & 1] = old_l * alpha + sum;
             }
             f[j] = (m_e[j] == KV_NEG_INF) ? 0.f : __expf(m_e[j] - nm);   // exact output: old max -> new
-            m_e[j] = (m_e[j] == KV_NEG_INF && nm == KV_NEG_INF) ? KV_NEG_INF : nm;
+            m_e[j] = nm;
         }
 #pragma unroll
         for (int mt = 0; mt < MTV; ++mt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mt][i] *= al[i & 1];
-        // the exact output (this warp's workspace entry): rescaled, plus this chunk's tokens
+        // the exact output (this warp's workspace entry): rescaled (a product, so that NaN stays),
+        // plus this chunk's attended tokens (NaN: from the first attended one, zero weights included)
+        const int ta = max(start - pos0 - t0, 0);
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < M; ++j) {
             float* we = ws_acc + (((bh0 + j) * entries + entry) * 2 + 1) * D + lane * DPL;
             float e[DPL];
 #pragma unroll
-            for (int u = 0; u < DPL; ++u) e[u] = (f[j] == 0.f) ? 0.f : we[u] * f[j];
-            for (int t = 0; t < n; ++t) {
+            for (int u = 0; u < DPL; ++u) e[u] = e_written ? we[u] * f[j] : 0.f;
+            for (int t = ta; t < n; ++t) {
                 float v[DPL];
                 load_dpl(ev + (long)(t0 + t) * D + lane * DPL, v);
                 const float p = pw[t * 8 + j];
@@ -327,6 +333,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #pragma unroll
             for (int u = 0; u < DPL; ++u) we[u] = e[u];
         }
+        e_written = true;
         __syncwarp();
     };
 
@@ -368,12 +375,12 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
                 const float st_t = field<LOWBIT_FKS>(st + O_KS, nks == 1 ? 0 : t, 1.f);
                 const float s = __fmaf_rn(sk[mt][i], code_unscale<KB>(e), qzc[i & 1]);
                 sk[mt][i] = (j >= M || pos0 + t < start) ? KV_NEG_INF : st_t * scale * s;
-                mx[i & 1] = fmaxf(mx[i & 1], sk[mt][i]);
+                mx[i & 1] = max_nan(mx[i & 1], sk[mt][i]);
             }
         float al[2];
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-            const float nm = fmaxf(m_r[c], group_max(mx[c]));
+            const float nm = max_nan(m_r[c], group_max(mx[c]));
             al[c] = (m_r[c] == KV_NEG_INF) ? 0.f : __expf(m_r[c] - nm);
             float sum = 0.f;
 #pragma unroll
@@ -408,13 +415,14 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
         for (int ks = 0; ks < KSV; ++ks) {
             const int l0 = ks * 8 + tig, t0 = warp * TW + l0, t1 = t0 + 4;
             const float p0 = pw[p_at(l0, g)], p1 = pw[p_at(l0 + 4, g)];
+            const bool a0 = pos0 + t0 >= start, a1 = pos0 + t1 >= start;   // NaN: masked fields unread
 #pragma unroll
             for (int gr = 0; gr < VG; ++gr) {
                 const long f0 = (long)t0 * VG + gr, f1 = (long)t1 * VG + gr;
-                const bop b0 = to_bop(p0 * field<LOWBIT_FVA>(st + O_VA, nva == 1 ? 0 : f0, 1.f));
-                const bop b1 = to_bop(p1 * field<LOWBIT_FVA>(st + O_VA, nva == 1 ? 0 : f1, 1.f));
-                pz[gr] = __fmaf_rn(p0, field<LOWBIT_FVZ>(st + O_VZ, nvz == 1 ? 0 : f0, 0.f), pz[gr]);
-                pz[gr] = __fmaf_rn(p1, field<LOWBIT_FVZ>(st + O_VZ, nvz == 1 ? 0 : f1, 0.f), pz[gr]);
+                const bop b0 = to_bop(a0 ? p0 * field<LOWBIT_FVA>(st + O_VA, nva == 1 ? 0 : f0, 1.f) : 0.f);
+                const bop b1 = to_bop(a1 ? p1 * field<LOWBIT_FVA>(st + O_VA, nva == 1 ? 0 : f1, 1.f) : 0.f);
+                if (a0) pz[gr] = __fmaf_rn(p0, field<LOWBIT_FVZ>(st + O_VZ, nvz == 1 ? 0 : f0, 0.f), pz[gr]);
+                if (a1) pz[gr] = __fmaf_rn(p1, field<LOWBIT_FVZ>(st + O_VZ, nvz == 1 ? 0 : f1, 0.f), pz[gr]);
                 unsigned r0[(VRUN * VB + 31) / 32], r1[(VRUN * VB + 31) / 32];
                 load_run<VRUN * VB>(vc + t0 * VROW + gr * CG * VB / 8, r0);
                 load_run<VRUN * VB>(vc + t1 * VROW + gr * CG * VB / 8, r1);
@@ -498,7 +506,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
         float* we = ws_acc + (((bh0 + j) * entries + entry) * 2 + 1) * D;
         const float f = (m_e[j] == KV_NEG_INF) ? 0.f : __expf(m_e[j] - mf);
 #pragma unroll
-        for (int u = 0; u < DPL; ++u) we[lane * DPL + u] = (m_e[j] == KV_NEG_INF) ? 0.f : we[lane * DPL + u] * f;
+        for (int u = 0; u < DPL; ++u) we[lane * DPL + u] = e_written ? we[lane * DPL + u] * f : 0.f;
     }
     if (g == 0)
 #pragma unroll
@@ -509,4 +517,74 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
                 ws_ml[((bh0 + j) * entries + entry) * 2 + 1] = l_r[c];
             }
         }
+}
+
+// out_rot, out_exact [B * Hq, D] = the entries' sums weighted by e^(m_s - max m) / total weight
+// (the CUDA-core kernel's combine, NaN rules included, with the entries - twice the splits, or
+// more - strided over 8 warps and the warps' sums added in warp order: the same bits every run)
+extern "C" __global__ void __launch_bounds__(256)
+lowbit_kv_attend_combine(const float* __restrict__ ws_acc, const float* __restrict__ ws_ml, int splits,
+                         const int* __restrict__ lengths, int n_new, int hq,
+                         float* __restrict__ out_exact, float* __restrict__ out_rot)
+{
+    using namespace kvmma;
+    constexpr int CW = 8;
+    __shared__ float red_s[CW][2][D];
+    __shared__ float mx_s[CW], tot_s[CW];
+    const long bh = blockIdx.x;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float* ml = ws_ml + bh * splits * 2;
+    float mx = KV_NEG_INF;     // NaN: max_nan keeps a NaN split max
+    for (int s = tid; s < splits; s += 32 * CW) mx = max_nan(mx, ml[2 * s]);
+    mx = warp_max(mx);
+    if (lane == 0) mx_s[warp] = mx;
+    __syncthreads();
+    mx = mx_s[0];
+#pragma unroll
+    for (int w = 1; w < CW; ++w) mx = max_nan(mx, mx_s[w]);
+    float tot = 0.f;
+    for (int s = tid; s < splits; s += 32 * CW) {
+        const float m = ml[2 * s];
+        if (m != KV_NEG_INF) tot += __expf(m - mx) * ml[2 * s + 1];
+    }
+    tot = warp_sum(tot);
+    if (lane == 0) tot_s[warp] = tot;
+    __syncthreads();
+    tot = tot_s[0];
+#pragma unroll
+    for (int w = 1; w < CW; ++w) tot += tot_s[w];
+    float r[DPL], e[DPL];
+#pragma unroll
+    for (int u = 0; u < DPL; ++u) r[u] = e[u] = 0.f;
+    if (tot != 0.f)
+        for (int s = warp; s < splits; s += CW) {
+            const float m = ml[2 * s];
+            const float w = (m == KV_NEG_INF) ? 0.f : __expf(m - mx);   // NaN: weighted by 0, not skipped
+            const float* src = ws_acc + ((bh * splits + s) * 2) * D + lane;
+#pragma unroll
+            for (int u = 0; u < DPL; ++u) {
+                r[u] = __fmaf_rn(w, src[32 * u], r[u]);
+                e[u] = __fmaf_rn(w, src[D + 32 * u], e[u]);
+            }
+        }
+#pragma unroll
+    for (int u = 0; u < DPL; ++u) {
+        red_s[warp][0][lane + 32 * u] = r[u];
+        red_s[warp][1][lane + 32 * u] = e[u];
+    }
+    __syncthreads();
+    // NaN: a query that attends a token (start < total) but has total weight 0 gets 0 / 0
+    const int* len = lengths + 4 * (bh / hq);
+    const bool sees = max(len[0], 0) < len[1] + len[2] * G + len[3] + n_new;
+    const float inv = tot != 0.f ? 1.f / tot : (sees ? __int_as_float(0x7fc00000) : 0.f);
+    for (int i = tid; i < D; i += 32 * CW) {
+        float a = red_s[0][0][i], x = red_s[0][1][i];
+#pragma unroll
+        for (int w = 1; w < CW; ++w) {
+            a += red_s[w][0][i];
+            x += red_s[w][1][i];
+        }
+        out_rot[bh * D + i] = a * inv;
+        out_exact[bh * D + i] = x * inv;
+    }
 }
