@@ -1,7 +1,7 @@
 """On a GPU, about a minute: the tensor-core kv_attend kernel (lowbit/cuda/kv_attend_mma.cuh,
 lowbit.cuda.kv_attend.MMA) against float64 attention and its error bound, then its speed.
 
-  python tools/gpu_attend_check.py [--no-bench]
+  python tools/gpu_attend_check.py [--no-bench] [--no-tests]
 
 1. Correctness.  Caches are built on the device (the CUDA encoders: no Numba compile); the oracle
    is float64 attention over the cache's own dequantized tokens (lowbit.kv.attend.reference_attend),
@@ -14,6 +14,9 @@ lowbit.cuda.kv_attend.MMA) against float64 attention and its error bound, then i
 3. Speed (skipped with --no-bench): the shapes of benchmarks/bench_kv_attend_cuda.py, fp16 SDPA
    vs the CUDA-core kernel vs the tensor-core kernel (hi + lo or single tf32 B operands, 1 / 2 / 4
    warps per block, split-K targets).
+4. tests/test_kv_attend.py on the cupy backend with the tensor-core kernel on (skipped with
+   --no-tests; the NaN / Inf / masked-position tests build their caches on the CPU: Numba compiles
+   on first use).
 Every kv_attend module variant is compiled first, in parallel.
 """
 
@@ -272,6 +275,14 @@ def main() -> int:
     setv(True, True, 2)
     if "--no-bench" not in sys.argv:
         bench()
+    if "--no-tests" not in sys.argv:
+        import pytest
+
+        setv(True, True, 2)
+        ck.MMA_BLOCKS_PER_SM = 12
+        print("tests/test_kv_attend.py -k cupy with lowbit.cuda.kv_attend.MMA = True", flush=True)
+        if pytest.main(["-q", "-p", "no:cacheprovider", str(root / "tests" / "test_kv_attend.py"), "-k", "cupy"]):
+            failures.append("tests/test_kv_attend.py")
     print(f"{len(failures)} failures{': ' + ', '.join(failures) if failures else ''}; "
           f"{time.perf_counter() - t:.0f} s")
     return 1 if failures else 0
