@@ -241,24 +241,37 @@ def _compile(defines: tuple[str, ...]) -> float:
     return time.perf_counter() - t
 
 
-def precompile() -> None:
-    """Every kv_attend variant the runs below build, compiled in parallel into CuPy's cache."""
+def variant_defines() -> set[tuple[str, ...]]:
+    """The -D options of every kv_attend module the runs below build (their layouts / variants)."""
     from lowbit.kv import PRESETS
     from lowbit.kv.codecs import KVarNCodec
 
-    jobs = set()
-    layouts = []
-    for scheme, opts in SCHEMES + [("kvarn-k4v2-g128", {})]:
+    def lay64(scheme: str, opts: dict) -> tuple:
         c = QuantizedKVCache(scheme, 64, sink=32, **opts)
-        layouts += [(kernel_layout(c.codec, 64, c.group_size), 64, m, False) for m in (1, 2, 4, 8)]
+        return kernel_layout(c.codec, 64, c.group_size)
+
+    first, every = [VARIANTS[0], VARIANTS[-1]], VARIANTS
+    runs = []   # (layout, head_dim, M, float16 exact tokens, variants) as correctness() / bench() use them
+    for scheme, opts in SCHEMES:
+        runs += [(lay64(scheme, opts), 64, 1, False, first), (lay64(scheme, opts), 64, 4, False, every),
+                 (lay64(scheme, opts), 64, 8, False, first)]
+    runs += [(lay64("kvarn-k4v2-g128", {}), 64, 4, False, first), (lay64("kvarn-k4v4-g128", {}), 64, 2, False, every)]
     for preset in ("kvarn-k4v2-g128", "kvarn-k2v2-g128"):
         p = PRESETS[preset]
         lay = kernel_layout(KVarNCodec(p.key_bits, p.value_bits), 128, 128)
-        layouts += [(lay, 128, 4, True), (lay, 128, 8, False)]
-    for lay, dim, m, f16 in layouts:
-        for _, mma, split, warps in VARIANTS:
+        runs.append((lay, 128, 4, True, every))
+    runs.append((runs[-1][0], 128, 8, False, every))   # determinism: k2v2 D = 128, M = 8
+    jobs = set()
+    for lay, dim, m, f16, variants in runs:
+        for _, mma, split, warps in variants:
             setv(mma, split, warps)
             jobs.add(ck.kernel_defines(lay, dim, m, f16))
+    return jobs
+
+
+def precompile() -> None:
+    """Every kv_attend variant the runs build, compiled in parallel into CuPy's cache."""
+    jobs = variant_defines()
     t = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(16, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_compile, sorted(jobs)))
