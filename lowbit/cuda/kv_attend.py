@@ -8,6 +8,12 @@ from the capacities (host-known shapes, no device values are read), then a combi
 (log-sum-exp).  Workspaces are cached per shape and device, so a captured CUDA graph replays
 with the same buffers; every launch is on CuPy's current stream and nothing syncs the host.
 NaN / Inf propagate as in the CPU twin (its module docstring; the .cu marks each place "NaN:").
+
+Two split kernels share the entry ``lowbit_kv_attend_split``: the CUDA-core one of kv_attend.cu
+(float32 throughout, the default) and, with :data:`MMA`, the tensor-core one of
+kv_attend_mma.cuh (TF32 mma's on the packed codes, B operands as tf32 hi + lo by default; its
+error bound is tests/kv_attend_bound.py's).  tools/gpu_attend_check.py checks the latter against
+float64 attention and times both against float16 SDPA.
 """
 
 from __future__ import annotations
