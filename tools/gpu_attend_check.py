@@ -51,16 +51,20 @@ from lowbit.kv.attend import (  # noqa: E402
 
 ck = importlib.import_module("lowbit.cuda.kv_attend")  # the module (lowbit.cuda.kv_attend is also the function)
 TOL = 1e-3
-#: (name, MMA, MMA_SPLIT, MMA_WARPS) of the correctness runs
-VARIANTS = [("mma hi+lo w2", True, True, 2), ("mma tf32 w2", True, False, 2), ("mma hi+lo w1", True, True, 1),
-            ("mma hi+lo w4", True, True, 4), ("cuda-core", False, True, 2)]
+#: (name, MMA, MMA_SPLIT, MMA_WARPS, MMA_PACK) of the correctness runs (the first: the defaults once
+#: MMA is on; "packed": hi / lo parts in one mma's columns, M <= 4; the last: the CUDA-core kernel)
+VARIANTS = [("mma hi+lo w2", True, True, 2, False), ("mma tf32 w2", True, False, 2, False),
+            ("mma hi+lo w1", True, True, 1, False), ("mma hi+lo w4", True, True, 4, False),
+            ("mma packed w2", True, True, 2, True), ("cuda-core", False, True, 2, False)]
+BASE = [VARIANTS[0], VARIANTS[4], VARIANTS[5]]              # hi+lo, packed, cuda-core
+WITH_TF32 = BASE[:1] + VARIANTS[1:2] + BASE[1:]
 SCHEMES = [("kvarn-k2v2-g64", {}), ("kvarn-k4v2-g64", {"scale_dtype": "float8_e4m3"}),
            ("kvarn-k4v4-g128", {}), ("kivi", {"group_size": 64})]
 failures: list[str] = []
 
 
-def setv(mma: bool, split: bool, warps: int) -> None:
-    ck.MMA, ck.MMA_SPLIT, ck.MMA_WARPS = mma, split, warps
+def setv(mma: bool, split: bool, warps: int, pack: bool = False) -> None:
+    ck.MMA, ck.MMA_SPLIT, ck.MMA_WARPS, ck.MMA_PACK = mma, split, warps, pack
 
 
 def kv(rng: np.random.Generator, b: int, h: int, t: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +112,8 @@ def check(name: str, run, q: np.ndarray, store: TileStore, keys: np.ndarray, val
     """``run()`` -> output (numpy) for the current variant; compared with the float64 oracle."""
     want = reference_attend(q, keys, values, start=start)
     hstore, fields = host(store)
-    for label, mma, split, warps in variants:
-        setv(mma, split, warps)
+    for label, mma, split, warps, pack in variants:
+        setv(mma, split, warps, pack)
         got = run()
         bound = tf32_bound(q, hstore, keys, values, start=start, split=split, fields=fields) if mma else 0.0
         report(name, label, got, want, bound)
@@ -125,7 +129,7 @@ def correctness(rng: np.random.Generator) -> None:
             store = cache.tile_store()
             check(f"{scheme} Hq/Hk={ratio}", functools.partial(front, store, q), q, store,
                   cupy.asnumpy(cache.dequantized_keys()), cupy.asnumpy(cache.dequantized_values()),
-                  variants=VARIANTS if ratio == 4 else VARIANTS[:1] + VARIANTS[-1:])
+                  variants={1: BASE, 4: VARIANTS, 8: BASE[:1] + BASE[2:]}[ratio])
     for scheme, opts in SCHEMES[1:2] + SCHEMES[3:]:   # ragged batch, start inside the sink and a tile
         caches, starts = [], [0, 5, 40, 0]
         for t in (20, 32 + 2 * 128 + 50, 32 + 3 * 128, 32 + 128 + 1):
@@ -140,7 +144,7 @@ def correctness(rng: np.random.Generator) -> None:
             check(f"{scheme} ragged seq {i} start {first}", functools.partial(front, batch, q, row=slice(i, i + 1)),
                   q[i:i + 1],
                   stores[i], cupy.asnumpy(c.dequantized_keys()), cupy.asnumpy(c.dequantized_values()),
-                  start=np.array([first]), variants=VARIANTS[:2] + VARIANTS[-1:])
+                  start=np.array([first]), variants=WITH_TF32)
     for tokens in (31, 33, 32 + 127, 32 + 128, 32 + 129, 32 + 256 + 127):   # region boundaries
         for recent in (0, 64):
             k, v = kv(rng, 1, 2, tokens, 64)
@@ -149,21 +153,21 @@ def correctness(rng: np.random.Generator) -> None:
             store = cache.tile_store()
             check(f"regions T={tokens} recent={recent}", functools.partial(front, store, q), q,
                   store, cupy.asnumpy(cache.dequantized_keys()), cupy.asnumpy(cache.dequantized_values()),
-                  variants=VARIANTS[:1] + VARIANTS[-1:])
+                  variants=BASE)
     k, v = kv(rng, 2, 2, 32 + 2 * 128 + 10, 64)          # a chunk of new exact tokens after the cache
     cache = device_cache("kvarn-k2v2-g64", {}, k, v)
     nk, nv = kv(rng, 2, 2, 9, 64)
     q = rng.standard_normal((2, 8, 1, 64)).astype(np.float32)
     store = cache.tile_store()
     check("new tokens N=9", functools.partial(front, store, q, nk, nv), q, store, np.concatenate([cupy.asnumpy(cache.dequantized_keys()), nk], 2),
-          np.concatenate([cupy.asnumpy(cache.dequantized_values()), nv], 2), variants=VARIANTS[:2] + VARIANTS[-1:])
+          np.concatenate([cupy.asnumpy(cache.dequantized_values()), nv], 2), variants=WITH_TF32)
     k, v = kv(rng, 1, 2, 32 + 2 * 128 + 10, 64)          # scores in the thousands
     cache = device_cache("kvarn-k4v4-g128", {}, k, v)
     q = (rng.standard_normal((1, 4, 1, 64)) * 300).astype(np.float32)
     store = cache.tile_store()
     check("large scores", functools.partial(front, store, q), q, store,
           cupy.asnumpy(cache.dequantized_keys()), cupy.asnumpy(cache.dequantized_values()),
-          variants=VARIANTS[:2] + VARIANTS[-1:])
+          variants=WITH_TF32)
     for preset in ("kvarn-k4v2-g128", "kvarn-k2v2-g128"):  # the benchmark's layouts, float16 exact tokens
         k, v = kv(rng, 3, 2, 128 + 9 * 128 + 40, 128)
         cache = device_cache(preset, {}, k, v, sink=128)
@@ -202,8 +206,8 @@ def determinism(rng: np.random.Generator) -> None:
     cache = device_cache("kvarn-k2v2-g128", {}, k, v)
     store = cache.tile_store()
     q = cupy.asarray(rng.standard_normal((3, 16, 1, 128)).astype(np.float32))
-    for label, mma, split, warps in VARIANTS:
-        setv(mma, split, warps)
+    for label, mma, split, warps, pack in VARIANTS:
+        setv(mma, split, warps, pack)
         first = cupy.asnumpy(attend(store, q))
         same = all(np.array_equal(cupy.asnumpy(attend(store, q)), first) for _ in range(4))
         print(f"  {'PASS' if same else 'FAIL'} {label}", flush=True)
@@ -219,11 +223,12 @@ def bench() -> None:
         fp, name = bk.fp16_baseline(b, t)
         print(f"({b}, {t // 1024}k) fp16 {name}: {fp * 1e3:.3f} ms", flush=True)
         for preset in ("kvarn-k4v2-g128", "kvarn-k2v2-g128"):
-            rows = [("cuda-core 16/SM", False, True, 2, 16)]
-            rows += [(f"mma hi+lo w{w} {n}/SM", True, True, w, n) for w in (1, 2, 4) for n in (6, 12, 24)]
-            rows += [(f"mma tf32 w2 {n}/SM", True, False, 2, n) for n in (6, 12, 24)]
-            for label, mma, split, warps, per_sm in rows:
-                setv(mma, split, warps)
+            rows = [("cuda-core 16/SM", False, True, 2, False, 16)]
+            rows += [(f"mma hi+lo w{w} {n}/SM", True, True, w, False, n) for w in (1, 2, 4) for n in (6, 12, 24)]
+            rows += [(f"mma tf32 w2 {n}/SM", True, False, 2, False, n) for n in (6, 12, 24)]
+            rows += [(f"mma packed w{w} {n}/SM", True, True, w, True, n) for w in (2, 4) for n in (6, 12, 24)]
+            for label, mma, split, warps, pack, per_sm in rows:
+                setv(mma, split, warps, pack)
                 ck.MMA_BLOCKS_PER_SM = per_sm
                 sec, _ = bk.lowbit_case(preset, b, t)
                 print(f"  {preset} {label:<22} {sec * 1e3:8.3f} ms  {fp / sec:5.2f}x", flush=True)
@@ -250,12 +255,12 @@ def variant_defines() -> set[tuple[str, ...]]:
         c = QuantizedKVCache(scheme, 64, sink=32, **opts)
         return kernel_layout(c.codec, 64, c.group_size)
 
-    first, every = [VARIANTS[0], VARIANTS[-1]], VARIANTS
+    every = VARIANTS
     runs = []   # (layout, head_dim, M, float16 exact tokens, variants) as correctness() / bench() use them
     for scheme, opts in SCHEMES:
-        runs += [(lay64(scheme, opts), 64, 1, False, first), (lay64(scheme, opts), 64, 4, False, every),
-                 (lay64(scheme, opts), 64, 8, False, first)]
-    runs += [(lay64("kvarn-k4v2-g128", {}), 64, 4, False, first), (lay64("kvarn-k4v4-g128", {}), 64, 2, False, every)]
+        runs += [(lay64(scheme, opts), 64, 1, False, BASE), (lay64(scheme, opts), 64, 4, False, every),
+                 (lay64(scheme, opts), 64, 8, False, BASE[:1] + BASE[2:])]
+    runs += [(lay64("kvarn-k4v2-g128", {}), 64, 4, False, BASE), (lay64("kvarn-k4v4-g128", {}), 64, 2, False, WITH_TF32)]
     for preset in ("kvarn-k4v2-g128", "kvarn-k2v2-g128"):
         p = PRESETS[preset]
         lay = kernel_layout(KVarNCodec(p.key_bits, p.value_bits), 128, 128)
@@ -263,9 +268,12 @@ def variant_defines() -> set[tuple[str, ...]]:
     runs.append((runs[-1][0], 128, 8, False, every))   # determinism: k2v2 D = 128, M = 8
     jobs = set()
     for lay, dim, m, f16, variants in runs:
-        for _, mma, split, warps in variants:
-            setv(mma, split, warps)
+        for _, mma, split, warps, pack in variants:
+            setv(mma, split, warps, pack)
             jobs.add(ck.kernel_defines(lay, dim, m, f16))
+    for lay, dim, m, f16, _ in runs[-3:-1]:   # the benchmark's packed 4-warp rows
+        setv(True, True, 4, True)
+        jobs.add(ck.kernel_defines(lay, dim, m, f16))
     return jobs
 
 

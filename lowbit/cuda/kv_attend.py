@@ -58,6 +58,9 @@ MMA_WARPS = 2
 #: B operands of the tensor-core kernel as tf32 hi + lo (two mma's on the same codes; error per
 #: product <= 2^-22, float32-like) rather than one tf32 (2^-11, float16-like)
 MMA_SPLIT = True
+#: with MMA_SPLIT and at most 4 query heads per kv head: the hi parts in the mma's B columns 0..3,
+#: the lo parts in 4..7 (one mma instead of two); not yet measured
+MMA_PACK = False
 #: split-K target of the tensor-core kernel, blocks per SM (about 6 of its blocks are resident
 #: per SM for k4v2 at D = G = 128, limited by the two tile stages in shared memory); not yet tuned
 MMA_BLOCKS_PER_SM = 12
@@ -94,7 +97,8 @@ def kernel_defines(layout: tuple, dim: int, m: int, exact_f16: bool) -> tuple[st
             *(f"-DLOWBIT_F{n}={f}" for n, f in zip(("KA", "KZ", "KS", "VA", "VZ", "VS"), fmts, strict=True)),
             f"-DLOWBIT_EXACT_F16={int(exact_f16)}",
             *(("-DLOWBIT_ATTEND_MMA=1", f"-DLOWBIT_ATTEND_WARPS={MMA_WARPS}",
-               f"-DLOWBIT_ATTEND_SPLIT={int(MMA_SPLIT)}") if uses_mma(layout, dim) else ()))
+               f"-DLOWBIT_ATTEND_SPLIT={int(MMA_SPLIT)}", f"-DLOWBIT_ATTEND_PACK={int(MMA_PACK)}")
+              if uses_mma(layout, dim) else ()))
 
 
 def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent_k: Any,

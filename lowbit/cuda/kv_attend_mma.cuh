@@ -34,6 +34,10 @@
 // LOWBIT_ATTEND_SPLIT (default) B = hi + lo, hi = tf32(B), lo = tf32(B - hi) (B - hi is exact),
 // and each product is two mma's on the same A registers: relative error <= 2^-22 per product, as
 // good as float32 for the sums here, for twice the tensor-core work and no more code unpacking.
+// LOWBIT_ATTEND_PACK (M <= 4) puts the hi parts of the M heads in B columns 0..3 and the lo parts
+// in 4..7 (column n: head n & 3, part n >> 2): one mma gives both, and D's columns j and j + 4,
+// held by lanes tig and tig ^ 2, are added with one shuffle (the "lo lanes" tig >= 2 then hold the
+// same sums as tig - 2 and write nothing).
 // NaN (the CPU twin's rules, as the CUDA-core kernel): max_nan maxima; masked tokens' value fields
 // and exact values are never read (a weight-0 B operand / the loop starts at the first attended
 // token), attended ones always (0 * NaN is NaN); the exact output is rescaled by products only.
@@ -42,6 +46,9 @@
 #endif
 #ifndef LOWBIT_ATTEND_SPLIT
 #define LOWBIT_ATTEND_SPLIT 1  // 1: B = tf32 hi + tf32 lo, two mma's on the same codes (|error| <= 2^-22 |B|)
+#endif
+#ifndef LOWBIT_ATTEND_PACK
+#define LOWBIT_ATTEND_PACK 0   // 1 (with SPLIT, M <= 4): hi in B columns 0..3, lo in 4..7, one mma
 #endif
 
 namespace kvmma {
@@ -78,6 +85,7 @@ constexpr int MIN_BLOCKS = LOWBIT_ATTEND_MIN_BLOCKS;
 constexpr int NSTAGE = (2 * SB + REST <= 48 * 1024) ? 2 : 1;
 static_assert(NSTAGE * SB + REST <= 48 * 1024, "tile stage does not fit static shared memory");
 static_assert(M >= 1 && M <= 8, "at most 8 query heads per kv head (the mma's 8 columns)");
+constexpr bool PACK = LOWBIT_ATTEND_SPLIT && LOWBIT_ATTEND_PACK && M <= 4;
 static_assert(G % WB == 0 && TW % 32 == 0 && D % 32 == 0, "G / warps must be a multiple of 32");
 static_assert(KRUN * KB >= 8 && KRUN * KB <= 128 && (KRUN * KB) % 8 == 0, "key run of 1..16 bytes");
 static_assert(CG % 16 == 0 && VRUN * VB >= 8 && VRUN * VB <= 128, "value run of 1..16 bytes");
@@ -160,8 +168,13 @@ __device__ __forceinline__ bop to_bop(float x) {
     const unsigned hi = to_tf32(x);
     return {hi, LOWBIT_ATTEND_SPLIT ? to_tf32(x - __uint_as_float(hi)) : 0u};
 }
+// the products of A with B (lo_col: this lane's B column holds the lo parts, PACK only)
 __device__ __forceinline__ void mma_bop(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                        bop b0, bop b1) {
+                                        bop b0, bop b1, bool lo_col) {
+    if (PACK) {
+        mma_tf32(d, a0, a1, a2, a3, lo_col ? b0.lo : b0.hi, lo_col ? b1.lo : b1.hi);
+        return;
+    }
     mma_tf32(d, a0, a1, a2, a3, b0.hi, b1.hi);
     if (LOWBIT_ATTEND_SPLIT) mma_tf32(d, a0, a1, a2, a3, b0.lo, b1.lo);
 }
@@ -226,6 +239,10 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
     const int split = blockIdx.x, kv = blockIdx.y, b = blockIdx.z;
     const int hk = gridDim.y, hq = hk * M, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tig = lane & 3;
+    // this lane's B column: head hb (part lo_col); its D columns: heads 2 hp + c (PACK: the lo parts
+    // in lo lanes, tig >= 2, which after the column-pair shuffle hold the same sums as tig - 2)
+    const int hb = PACK ? (g & 3) : g, hp = PACK ? (tig & 1) : tig;
+    const bool lo_col = PACK && g >= 4, lo_lane = PACK && tig >= 2;
     const int start = lengths[4 * b + 0], n_sink = lengths[4 * b + 1];
     const int n_tiles = lengths[4 * b + 2], n_recent = lengths[4 * b + 3];
     const int cs = (n_sink + G - 1) / G, cr = (n_recent + G - 1) / G, cn = (n_new + G - 1) / G;
@@ -243,7 +260,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
     }
     float* pw = p_s[warp];
 
-    // this warp's state: softmax (max, sum) of heads 2 tig + c (same in the 8 lanes of a tig),
+    // this warp's state: softmax (max, sum) of heads 2 hp + c (same in the 8 lanes of a tig),
     // the tiles' output in the values' D layout, the reference max of the exact output (which
     // accumulates in this warp's workspace entry, rescaled only when an exact chunk adds to it)
     float m_r[2] = {KV_NEG_INF, KV_NEG_INF}, l_r[2] = {0.f, 0.f};
@@ -301,7 +318,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
             }
             sum = warp_sum(sum);
             const float alpha = (old == KV_NEG_INF) ? 0.f : __expf(old - nm);
-            if ((j >> 1) == tig) {
+            if ((j >> 1) == hp) {
                 al[j & 1] = alpha;
                 m_r[j & 1] = nm;
                 l_r[j & 1] = old_l * alpha + sum;
@@ -353,7 +370,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
             unsigned w0[(KRUN * KB + 31) / 32], w1[(KRUN * KB + 31) / 32];
             load_run<KRUN * KB>(kc + ch0 * KROW, w0);
             load_run<KRUN * KB>(kc + ch1 * KROW, w1);
-            const float q0 = q_s[g][ch0], q1 = q_s[g][ch1];
+            const float q0 = q_s[hb][ch0], q1 = q_s[hb][ch1];
             const bop b0 = to_bop(q0 * field<LOWBIT_FKA>(st + O_KA, nka == 1 ? 0 : ch0, 1.f));
             const bop b1 = to_bop(q1 * field<LOWBIT_FKA>(st + O_KA, nka == 1 ? 0 : ch1, 1.f));
             qz = __fmaf_rn(q0, field<LOWBIT_FKZ>(st + O_KZ, nkz == 1 ? 0 : ch0, 0.f), qz);
@@ -361,17 +378,22 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #pragma unroll
             for (int mt = 0; mt < MTK; ++mt)
                 mma_bop(sk[mt], code_tf32<KB>(w0, 2 * mt), code_tf32<KB>(w0, 2 * mt + 1),
-                         code_tf32<KB>(w1, 2 * mt), code_tf32<KB>(w1, 2 * mt + 1), b0, b1);
+                         code_tf32<KB>(w1, 2 * mt), code_tf32<KB>(w1, 2 * mt + 1), b0, b1, lo_col);
         }
-        qz = quad_sum(qz);                                   // head g, in the 4 lanes of group g
-        const float qzc[2] = {shfl(qz, (2 * tig) * 4), shfl(qz, (2 * tig + 1) * 4)};
-        // scores, masked; online softmax of heads 2 tig + c over this warp's TW tokens
+        qz = quad_sum(qz);                                   // head hb, in the 4 lanes of group g
+        const float qzc[2] = {shfl(qz, (2 * hp) * 4), shfl(qz, (2 * hp + 1) * 4)};
+        if (PACK)                                            // hi + lo columns
+#pragma unroll
+            for (int mt = 0; mt < MTK; ++mt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) sk[mt][i] += __shfl_xor_sync(0xffffffffu, sk[mt][i], 2);
+        // scores, masked; online softmax of heads 2 hp + c over this warp's TW tokens
         float mx[2] = {KV_NEG_INF, KV_NEG_INF};
 #pragma unroll
         for (int mt = 0; mt < MTK; ++mt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const int e = 2 * mt + (i >> 1), t = warp * TW + g * KRUN + e, j = 2 * tig + (i & 1);
+                const int e = 2 * mt + (i >> 1), t = warp * TW + g * KRUN + e, j = 2 * hp + (i & 1);
                 const float st_t = field<LOWBIT_FKS>(st + O_KS, nks == 1 ? 0 : t, 1.f);
                 const float s = __fmaf_rn(sk[mt][i], code_unscale<KB>(e), qzc[i & 1]);
                 sk[mt][i] = (j >= M || pos0 + t < start) ? KV_NEG_INF : st_t * scale * s;
@@ -395,11 +417,12 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
             m_r[c] = nm;
         }
         __syncwarp();
+        if (!lo_lane)
 #pragma unroll
-        for (int mt = 0; mt < MTK; ++mt)
+            for (int mt = 0; mt < MTK; ++mt)
 #pragma unroll
-            for (int h = 0; h < 2; ++h)
-                *(float2*)&pw[p_at(g * KRUN + 2 * mt + h, 2 * tig)] = make_float2(sk[mt][2 * h], sk[mt][2 * h + 1]);
+                for (int h = 0; h < 2; ++h)
+                    *(float2*)&pw[p_at(g * KRUN + 2 * mt + h, 2 * hp)] = make_float2(sk[mt][2 * h], sk[mt][2 * h + 1]);
         __syncwarp();
         // values: out^T[channel, head] over this warp's TW tokens
         float cv[MTV][4];
@@ -414,7 +437,7 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #pragma unroll 2
         for (int ks = 0; ks < KSV; ++ks) {
             const int l0 = ks * 8 + tig, t0 = warp * TW + l0, t1 = t0 + 4;
-            const float p0 = pw[p_at(l0, g)], p1 = pw[p_at(l0 + 4, g)];
+            const float p0 = pw[p_at(l0, hb)], p1 = pw[p_at(l0 + 4, hb)];
             const bool a0 = pos0 + t0 >= start, a1 = pos0 + t1 >= start;   // NaN: masked fields unread
 #pragma unroll
             for (int gr = 0; gr < VG; ++gr) {
@@ -429,13 +452,13 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #pragma unroll
                 for (int ml = 0; ml < VRUN / 2; ++ml)
                     mma_bop(cv[gr * (VRUN / 2) + ml], code_tf32<VB>(r0, 2 * ml), code_tf32<VB>(r0, 2 * ml + 1),
-                             code_tf32<VB>(r1, 2 * ml), code_tf32<VB>(r1, 2 * ml + 1), b0, b1);
+                             code_tf32<VB>(r1, 2 * ml), code_tf32<VB>(r1, 2 * ml + 1), b0, b1, lo_col);
             }
         }
 #pragma unroll
         for (int gr = 0; gr < VG; ++gr) {
-            const float z = quad_sum(pz[gr]);                // head g
-            const float zc[2] = {shfl(z, (2 * tig) * 4), shfl(z, (2 * tig + 1) * 4)};
+            const float z = quad_sum(pz[gr]);                // head hb
+            const float zc[2] = {lo_lane ? 0.f : shfl(z, (2 * hp) * 4), lo_lane ? 0.f : shfl(z, (2 * hp + 1) * 4)};
 #pragma unroll
             for (int ml = 0; ml < VRUN / 2; ++ml)
 #pragma unroll
@@ -491,14 +514,19 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
     }
 
     // ---- this warp's entry: tiles' output, exact output at the final max, (max, sum) ----------
+    if (PACK)                                                // hi + lo columns
+#pragma unroll
+        for (int mt = 0; mt < MTV; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mt][i] += __shfl_xor_sync(0xffffffffu, acc[mt][i], 2);
 #pragma unroll
     for (int gr = 0; gr < VG; ++gr)
 #pragma unroll
         for (int ml = 0; ml < VRUN / 2; ++ml)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const int j = 2 * tig + (i & 1), ch = gr * CG + g * VRUN + 2 * ml + (i >> 1);
-                if (j < M) ws_acc[((bh0 + j) * entries + entry) * 2 * D + ch] = acc[gr * (VRUN / 2) + ml][i];
+                const int j = 2 * hp + (i & 1), ch = gr * CG + g * VRUN + 2 * ml + (i >> 1);
+                if (j < M && !lo_lane) ws_acc[((bh0 + j) * entries + entry) * 2 * D + ch] = acc[gr * (VRUN / 2) + ml][i];
             }
 #pragma unroll
     for (int j = 0; j < M; ++j) {
@@ -508,10 +536,10 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #pragma unroll
         for (int u = 0; u < DPL; ++u) we[lane * DPL + u] = e_written ? we[lane * DPL + u] * f : 0.f;
     }
-    if (g == 0)
+    if (g == 0 && !lo_lane)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-            const int j = 2 * tig + c;
+            const int j = 2 * hp + c;
             if (j < M) {
                 ws_ml[((bh0 + j) * entries + entry) * 2] = m_r[c];
                 ws_ml[((bh0 + j) * entries + entry) * 2 + 1] = l_r[c];
