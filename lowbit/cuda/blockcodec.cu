@@ -132,10 +132,13 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
             for (int j = 0; j < 8; ++j) {
                 if (j >= p[r].count) continue;
                 const u32 b = f32_bits(in[r].t[j]);
+                const u64 rnd = MODE == LOWBIT_STOCHASTIC ? random_bits(seed, index + j) : 0ull;
                 int st;
+                // a finite block of float16: every element +-0 or normal as float32
                 const u32 c = nan_block ? ((b & 0x7fffffffu) > 0x7f800000u ? 0u : (b >> 31) << (s.bits - 1))
-                                        : minifloat_encode_any_bits<MODE>(b, bsc.shift, s, LOWBIT_SATURATE, seed,
-                                                                          index + j, rbits, st);
+                              : SameType<T, __half>::value
+                                  ? minifloat_encode_normal_bits<MODE>(b, bsc.shift, s, LOWBIT_SATURATE, rnd, rbits, st)
+                                  : minifloat_encode_any_bits<MODE>(b, bsc.shift, s, LOWBIT_SATURATE, rnd, rbits, st);
                 acc |= (u64)c << (j * s.bits);
             }
             store_unit(packed, u, s.bits, s.bits, acc);

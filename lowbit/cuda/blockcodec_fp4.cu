@@ -204,10 +204,14 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     const u32 xb = f32_bits(in.t[k * 8 + j]);
+                    const u64 rnd = MODE == LOWBIT_STOCHASTIC ? random_bits(seed, index + k * 8 + j) : 0ull;
                     int st;
-                    const u32 cj = bad ? (xb >> 31) << 3
-                                       : minifloat_encode_any_bits<MODE>(xb, shift, E2M1(), LOWBIT_SATURATE, seed,
-                                                                         index + k * 8 + j, rbits, st);
+                    // a finite block of float16: every element +-0 or normal as float32
+                    const u32 cj =
+                        bad ? (xb >> 31) << 3
+                        : SameType<T, __half>::value
+                            ? minifloat_encode_normal_bits<MODE>(xb, shift, E2M1(), LOWBIT_SATURATE, rnd, rbits, st)
+                            : minifloat_encode_any_bits<MODE>(xb, shift, E2M1(), LOWBIT_SATURATE, rnd, rbits, st);
                     acc |= cj << (4 * j);
                 }
                 out[k] = acc;

@@ -101,8 +101,6 @@ template <> struct HwFp8<MiniConst<8, 2, -14, 15, 123, 124, 126>> { static const
 #else
 #define LOWBIT_HW_FP8 0
 #endif
-template <typename A, typename B> struct SameType { static constexpr bool value = false; };
-template <typename A> struct SameType<A, A> { static constexpr bool value = true; };
 
 // Two float16 (a word, element 0 low) -> two codes (element 0 in the low byte); `fix`: set the
 // Inf / NaN lanes (the caller tests for them: any lane with |x|'s bits + 0x0400 >= 0x8000).
@@ -165,6 +163,34 @@ __device__ void minifloat_encode_fp8_hw_loop(const __half* x, long long n, const
     }
 }
 
+// Whether every element of a unit widens to a +-0 or normal float32 (minifloat_encode_normal_bits
+// takes it): float16 without Inf / NaN (|x|'s bits + 0x0400 carry into bit 15 from 0x7c00 on).
+template <typename T> __device__ __forceinline__ bool unit_is_plain(const Unit8<T>&) { return false; }
+template <> __device__ __forceinline__ bool unit_is_plain<__half>(const Unit8<__half>& in) {
+    const u32* w = reinterpret_cast<const u32*>(in.q);
+    u32 special = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) special |= (w[k] & 0x7fff7fffu) + 0x04000400u;
+    return (special & 0x80008000u) == 0u;
+}
+
+// The 8 codes and status bytes of a unit (elements index .. index + 7); PLAIN: every
+// element +-0 or normal as float32 (unit_is_plain).
+template <bool PLAIN, int MODE, typename T, typename C, typename S>
+__device__ __forceinline__ void encode_unit(const Unit8<T>& in, int shift, const S& s, int overflow,
+                                            u64 seed, long long index, int rbits, Codes8<C>& out,
+                                            unsigned long long& st) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        int sj;
+        const u64 rnd = MODE == LOWBIT_STOCHASTIC ? random_bits(seed, index + j) : 0ull;
+        const u32 b = f32_bits(in.t[j]);
+        out.c[j] = (C)(PLAIN ? minifloat_encode_normal_bits<MODE>(b, shift, s, overflow, rnd, rbits, sj)
+                             : minifloat_encode_any_bits<MODE>(b, shift, s, overflow, rnd, rbits, sj));
+        st |= (unsigned long long)sj << (8 * j);
+    }
+}
+
 // The integer loop: a direct conversion (one block, block_size >= n, whose scale is a power of
 // two -- 1 for a plain cast), float16 / bfloat16 / float32 input, a mini_bits_ok format (the
 // wrapper's choice).  UNITS units of 8 elements (32 bytes of input) per thread and iteration,
@@ -210,13 +236,10 @@ __device__ void minifloat_encode_bits_loop(const T* x, long long n, long long bl
                 const long long i = g * W + u * 8;
                 Codes8<C> out;
                 unsigned long long st = 0;  // the 8 status bytes
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    int sj;
-                    out.c[j] = (C)minifloat_encode_any_bits<MODE>(f32_bits(in[u].t[j]), shift, s, overflow, seed,
-                                                                   offset + i + j, rbits, sj);
-                    st |= (unsigned long long)sj << (8 * j);
-                }
+                if (MODE == LOWBIT_STOCHASTIC && unit_is_plain(in[u]))  // (the other modes: fewer registers so)
+                    encode_unit<true, MODE>(in[u], shift, s, overflow, seed, offset + i, rbits, out, st);
+                else
+                    encode_unit<false, MODE>(in[u], shift, s, overflow, seed, offset + i, rbits, out, st);
                 unsigned long long* dst = reinterpret_cast<unsigned long long*>(codes + i);
 #pragma unroll
                 for (int w = 0; w < (int)sizeof(C); ++w) dst[w] = out.w[w];
@@ -231,7 +254,8 @@ __device__ void minifloat_encode_bits_loop(const T* x, long long n, long long bl
     }
     for (long long i = vector_end + tid; i < n; i += stride) {
         int st;
-        codes[i] = (C)minifloat_encode_any_bits<MODE>(f32_bits(x[i]), shift, s, overflow, seed, offset + i, rbits, st);
+        const u64 rnd = MODE == LOWBIT_STOCHASTIC ? random_bits(seed, offset + i) : 0ull;
+        codes[i] = (C)minifloat_encode_any_bits<MODE>(f32_bits(x[i]), shift, s, overflow, rnd, rbits, st);
         if (want_status) status[i] = (u8)st;
     }
 }

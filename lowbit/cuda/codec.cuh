@@ -42,6 +42,9 @@ __device__ __forceinline__ MiniSpec mini_spec(int bits, int man_bits, int emin, 
     return s;
 }
 
+template <typename A, typename B> struct SameType { static constexpr bool value = false; };
+template <typename A> struct SameType<A, A> { static constexpr bool value = true; };
+
 // 2.0**k for -1022 <= k <= 1023, built from its bits (lowbit.cpu.codec.pow2).
 __device__ __forceinline__ double pow2(long long k) { return __longlong_as_double((k + 1023ll) << 52); }
 
@@ -95,17 +98,19 @@ __device__ __forceinline__ u64 minifloat_encode_one(double x, const MiniSpec& s,
 // MiniFloat lowbit stores elements in below float32.  A float32 operand x (its bits b) is divided
 // by 2^shift exactly.
 
-// The magnitude code of |v| = sig * 2^(big_e - 23), sig in [2^23, 2^24), before saturation (it
-// may exceed code_of_max).  v's binade is big_e, the grid exponent e = clip(big_e, emin,
-// emax + 1), and v in grid units is sig * 2^-sh with sh = 23 - man_bits + e - min(big_e,
-// emax + 1) >= 1: k = sig >> sh = floor(|v|), r = sig mod 2^sh its fraction, rounded by MODE as
-// round_grid does (stochastic: rint(frac * 2^rbits) from r exactly; a shift beyond 25 leaves
-// k = 0 and the deterministic decisions of 25).  Rounding carries into the exponent field and
-// codes are monotone in the value, so the value overflows exactly when mag > code_of_max.
-// Twin of the body of lowbit.cpu.codec.minifloat_encode_bits (which saturates it for normal inputs).
+// The magnitude code of |v| = sig * 2^(big_e - 23), sig in [2^23, 2^24) (or sig = 0 with big_e
+// below every binade: code 0), before saturation (it may exceed code_of_max).  v's binade is
+// big_e, the grid exponent e = clip(big_e, emin, emax + 1), and v in grid units is sig * 2^-sh
+// with sh = 23 - man_bits + e - min(big_e, emax + 1) >= 1: k = sig >> sh = floor(|v|), r = sig
+// mod 2^sh its fraction, rounded by MODE as round_grid does (stochastic: rint(frac * 2^rbits)
+// from r exactly, by the nearest-even right shift (r + 2^(d-1) - 1 + bit d of r) >> d, which is 0
+// for d >= 26 since r < 2^25; `rnd` = random_bits(seed, index), read in that mode only; a shift
+// beyond 25 leaves k = 0 and the deterministic decisions of 25).  Rounding carries into the
+// exponent field and codes are monotone in the value, so the value overflows exactly when mag >
+// code_of_max.  Twin of the body of lowbit.cpu.codec.minifloat_encode_bits (which saturates it
+// for normal inputs).
 template <int MODE, typename S>
-__device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, const S& s, u64 seed,
-                                                  long long index, int rbits) {
+__device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, const S& s, u64 rnd, int rbits) {
     const int ec = min(big_e, s.emax + 1);
     const int e = max(ec, s.emin);
     const int sh = 23 - s.man_bits + e - ec;
@@ -122,31 +127,54 @@ __device__ __forceinline__ u32 minifloat_mag_bits(u32 neg, int big_e, u32 sig, c
     else if (MODE == LOWBIT_ODD) up = r != 0u && (k & 1u) == 0u;
     else {  // stochastic: threshold = rint(r * 2^(rbits - sh)), nearest even
         const int d = sh - rbits;
-        u64 thr;
-        if (d <= 0) {
-            thr = (u64)r << (-d);
-        } else if (d >= 26) {
-            thr = 0ull;
-        } else {
-            thr = r >> d;
-            const u32 rem = r & ((1u << d) - 1u);
-            const u32 hd = 1u << (d - 1);
-            if (rem > hd || (rem == hd && (thr & 1ull))) thr += 1ull;
-        }
-        const u64 u = random_bits(seed, index) >> (64 - rbits);
-        up = u < thr;
+        const int dr = min(max(d, 1), 26);
+        const u64 thr = d <= 0 ? (u64)r << max(-d, 0)
+                               : (u64)((r + (1u << (dr - 1)) - 1u + ((r >> dr) & 1u)) >> dr);
+        up = (u64)((u32)(rnd >> 32) >> (32 - rbits)) < thr;  // rnd >> (64 - rbits), rbits <= 32
     }
     return ((u32)(e - s.emin) << s.man_bits) + k + (up ? 1u : 0u);
+}
+
+// The code (sign included) of a magnitude code `mag` from minifloat_mag_bits, with the
+// overflow policy and its status (bit 1 over) when mag > code_of_max.
+template <int MODE, typename S>
+__device__ __forceinline__ u32 minifloat_code_of_mag(u32 neg, u32 mag, const S& s, int overflow, int& status) {
+    const u32 sign = neg << (s.bits - 1);
+    status = 0;
+    if (mag <= (u32)s.code_of_max) return sign | mag;
+    if (overflow == LOWBIT_NONFINITE) {
+        const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||
+                                 (MODE == LOWBIT_DOWN && !neg) || (MODE == LOWBIT_UP && neg);
+        if (toward_zero) return sign | (u32)s.code_of_max;
+        return sign | (u32)(s.code_of_inf >= 0 ? s.code_of_inf : s.code_of_nan);
+    }
+    status = (overflow == LOWBIT_ERROR) << 1;
+    return sign | (u32)s.code_of_max;
+}
+
+// minifloat_encode_any_bits for a float32 b that is +-0 or normal (no NaN, Inf or subnormal),
+// without a branch on its class: a zero goes through minifloat_mag_bits as sig = 0 below every
+// binade (code 0 in every mode).  Every float16 input widens to such a float32.
+template <int MODE, typename S>
+__device__ __forceinline__ u32 minifloat_encode_normal_bits(u32 b, int shift, const S& s, int overflow, u64 rnd,
+                                                            int rbits, int& status) {
+    const u32 neg = b >> 31;
+    const u32 a = b & 0x7fffffffu;
+    const int big_e = a != 0u ? (int)(a >> 23) - 127 - shift : -1024;
+    const u32 sig = a != 0u ? (a & 0x7fffffu) | 0x800000u : 0u;
+    return minifloat_code_of_mag<MODE, S>(neg, minifloat_mag_bits<MODE, S>(neg, big_e, sig, s, rnd, rbits), s, overflow,
+                                          status);
 }
 
 // minifloat_encode_one(x * 2^-shift, s, overflow, MODE, ...) for every float32 x given by its
 // bits b -- zero, subnormal, normal, Inf, NaN -- with |shift| <= 512 (the product is then an
 // exact float64, as the float64 path computes it): the same code and status (bit 0 invalid, bit
-// 1 over) in integer operations only.  A subnormal x is normalized first: its binade is that of
-// its leading significand bit, below every emin of a mini_bits_ok format but float32's own.
+// 1 over) in integer operations only; `rnd` = random_bits(seed, index) (stochastic mode).  A
+// subnormal x is normalized first: its binade is that of its leading significand bit, below
+// every emin of a mini_bits_ok format but float32's own.
 template <int MODE, typename S>
-__device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const S& s, int overflow,
-                                                         u64 seed, long long index, int rbits, int& status) {
+__device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const S& s, int overflow, u64 rnd,
+                                                         int rbits, int& status) {
     const u32 neg = b >> 31;
     const u32 sign = neg << (s.bits - 1);
     const u32 field = (b >> 23) & 0xffu;
@@ -164,27 +192,12 @@ __device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const
         status = (overflow == LOWBIT_ERROR) << 1;
         return sign | (u32)s.code_of_max;
     }
-    u32 sig;
-    int big_e;
-    if (field == 0u) {
-        if (man == 0u) return sign;  // +-0
+    if (field == 0u && man != 0u) {  // subnormal
         const int lead = 31 - __clz(man);  // 0..22: x = 1.f * 2^(lead - 149)
-        sig = man << (23 - lead);
-        big_e = lead - 149 - shift;
-    } else {
-        sig = man | 0x800000u;
-        big_e = (int)field - 127 - shift;
+        const u32 mag = minifloat_mag_bits<MODE, S>(neg, lead - 149 - shift, man << (23 - lead), s, rnd, rbits);
+        return minifloat_code_of_mag<MODE, S>(neg, mag, s, overflow, status);
     }
-    const u32 mag = minifloat_mag_bits<MODE, S>(neg, big_e, sig, s, seed, index, rbits);
-    if (mag <= (u32)s.code_of_max) return sign | mag;
-    if (overflow == LOWBIT_NONFINITE) {
-        const bool toward_zero = MODE == LOWBIT_TOWARD_ZERO || MODE == LOWBIT_ODD ||
-                                 (MODE == LOWBIT_DOWN && !neg) || (MODE == LOWBIT_UP && neg);
-        if (toward_zero) return sign | (u32)s.code_of_max;
-        return sign | (u32)(s.code_of_inf >= 0 ? s.code_of_inf : s.code_of_nan);
-    }
-    status = (overflow == LOWBIT_ERROR) << 1;
-    return sign | (u32)s.code_of_max;
+    return minifloat_encode_normal_bits<MODE, S>(b, shift, s, overflow, rnd, rbits, status);
 }
 
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
