@@ -136,7 +136,8 @@ def tf32_bound(q: np.ndarray, store: TileStore, keys: np.ndarray, values: np.nda
     if store.codec.rotated:
         val = np.broadcast_to(val.sum(-1, keepdims=True) / math.sqrt(d), val.shape)
     dmax = np.where(visible[:, None, None], delta, 0.0).max(-1, keepdims=True)
-    grow = np.exp(2 * dmax)
-    bound = (grow - 1) * np.einsum("bhmt,bhmtd->bhmd", p, np.abs(v64[:, :, None] - o[:, :, :, None])) \
-        + grow * (rel * val + F32_REL * np.einsum("bhmt,bhtd->bhmd", p, np.abs(v64)))
-    return bound.reshape(b, hq, 1, d)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge scores: e^(2 Delta) = inf, no bound
+        grow = np.exp(2 * dmax)
+        bound = (grow - 1) * np.einsum("bhmt,bhmtd->bhmd", p, np.abs(v64[:, :, None] - o[:, :, :, None])) \
+            + grow * (rel * val + F32_REL * np.einsum("bhmt,bhtd->bhmd", p, np.abs(v64)))
+    return np.where(np.isnan(bound), np.inf, bound).reshape(b, hq, 1, d)
