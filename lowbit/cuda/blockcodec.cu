@@ -85,6 +85,11 @@ __device__ void block_quantize_impl(const T* x, long long n, long long length, i
 // (UNITS loads issued together); blocks never straddle its 32-unit rows.
 // `s`: the element format for the integer encoder (MiniSpec, or the MiniConst of a build with
 // -DLOWBIT_ELEM_SPEC: its fields folded), `rs` the same at run time.
+// mx_fp8_by_instruction: float16 input, fp8 e4m3 / e5m2 elements, nearest even, the OCP scale
+// rule (scale_emax = the element's emax), sm_89+: x / 2^shift is exact in float32 and normal or
+// zero there (|x| >= 2^-24 and shift <= 15 - emax in a float16 block, |x| / 2^shift <
+// 2^(emax + 1); shift = -127 only for an all-zero block), so one float32 product and the
+// conversion instruction (fp8x2_of_f32: nearest even, saturating) give the integer encoder's codes.
 template <typename T, int MODE, typename S>
 __device__ void block_quantize_mx_loop(const T* x, long long length, int block_size, const MiniSpec& rs,
                                        const S& s, int scale_emax, u64 seed, long long offset, int rbits,
@@ -128,6 +133,20 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
             const BlockScale bsc = block_scale(nan_block ? LOWBIT_NAN : key_value(key[r]), scale_emax, rs, 0.0);
             const long long index = offset + u * 8;  // the padded stream: unit u is elements 8u .. 8u + 7
             u64 acc = 0;
+            if constexpr (LOWBIT_HW_FP8 && HwFp8<S>::kind != 0 && MODE == LOWBIT_NEAREST_EVEN &&
+                          SameType<T, __half>::value) {
+                if (!nan_block && scale_emax == s.emax) {  // by instruction (mx_fp8_by_instruction)
+                    const float inv = __uint_as_float((u32)(127 - bsc.shift) << 23);  // 2^-shift
+#pragma unroll
+                    for (int j = 0; j < 8; j += 2)
+                        acc |= (u64)fp8x2_of_f32<HwFp8<S>::kind>(__fmul_rn(__half2float(in[r].t[j]), inv),
+                                                                 __fmul_rn(__half2float(in[r].t[j + 1]), inv))
+                               << (8 * j);
+                    store_unit(packed, u, 8, 8, acc);
+                    if (p[r].lane == 0) scales[p[r].block] = (u8)bsc.code;
+                    continue;
+                }
+            }
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
                 if (j >= p[r].count) continue;

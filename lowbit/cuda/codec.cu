@@ -93,14 +93,7 @@ __device__ __forceinline__ int pow2_shift(double scale) {
 // input.  +-Inf and NaN lanes are set by hand (sign | code_of_max, sign | code_of_nan, as the
 // CPU writes them) whatever the instruction gives them.  Saturating, these formats (which hold
 // NaN) report no status.  HwFp8<S>::kind: 1 for e4m3, 2 for e5m2 (their specs), 0 otherwise.
-template <typename S> struct HwFp8 { static constexpr int kind = 0; };
-template <> struct HwFp8<MiniConst<8, 3, -6, 8, 126, -1, 127>> { static constexpr int kind = 1; };
-template <> struct HwFp8<MiniConst<8, 2, -14, 15, 123, 124, 126>> { static constexpr int kind = 2; };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-#define LOWBIT_HW_FP8 1
-#else
-#define LOWBIT_HW_FP8 0
-#endif
+// (HwFp8, LOWBIT_HW_FP8: codec.cuh.)
 
 // Two float16 (a word, element 0 low) -> two codes (element 0 in the low byte); `fix`: set the
 // Inf / NaN lanes (the caller tests for them: any lane with |x|'s bits + 0x0400 >= 0x8000).

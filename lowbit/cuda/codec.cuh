@@ -45,6 +45,29 @@ __device__ __forceinline__ MiniSpec mini_spec(int bits, int man_bits, int emin, 
 template <typename A, typename B> struct SameType { static constexpr bool value = false; };
 template <typename A> struct SameType<A, A> { static constexpr bool value = true; };
 
+// The formats the GPU converts to by instruction (sm_89+: cvt.rn.satfinite.{e4m3x2,e5m2x2}):
+// HwFp8<S>::kind is 1 for fp8 e4m3, 2 for e5m2 (their specs), 0 for every other format.
+template <typename S> struct HwFp8 { static constexpr int kind = 0; };
+template <> struct HwFp8<MiniConst<8, 3, -6, 8, 126, -1, 127>> { static constexpr int kind = 1; };
+template <> struct HwFp8<MiniConst<8, 2, -14, 15, 123, 124, 126>> { static constexpr int kind = 2; };
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define LOWBIT_HW_FP8 1
+#else
+#define LOWBIT_HW_FP8 0
+#endif
+
+// Two float32 (normal or zero) -> their codes, lo in the low byte: nearest even, subnormals of
+// the format included, beyond its range +-max (satfinite); kind as HwFp8.
+template <int KIND>
+__device__ __forceinline__ u32 fp8x2_of_f32(float lo, float hi) {
+    unsigned short d = 0;
+#if LOWBIT_HW_FP8
+    if (KIND == 1) asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(d) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(d) : "f"(hi), "f"(lo));
+#endif
+    return d;
+}
+
 // 2.0**k for -1022 <= k <= 1023, built from its bits (lowbit.cpu.codec.pow2).
 __device__ __forceinline__ double pow2(long long k) { return __longlong_as_double((k + 1023ll) << 52); }
 
