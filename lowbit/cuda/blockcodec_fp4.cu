@@ -144,6 +144,11 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
     const bool vector_out = (unsigned long long)packed % (4 * WORDS) == 0;
     const long long per_row = (length + BLOCK - 1) / BLOCK;
     const long long stride = (long long)gridDim.x * blockDim.x;
+    // MX: the thresholds at scale 1 (c1); at 2^shift with EMIN + 2 <= shift <= EMAX - 2 every
+    // m_i * 2^shift is an exact normal of T (m_i has 3 significant bits), so its bits are m_i's +
+    // shift << MAN in each lane (c1 - that, lane by lane, no borrow: every lane stays in range)
+    u32 c1[7];
+    if (!NV && MODE == LOWBIT_NEAREST_EVEN) fp4_thresholds<T>(1.0, c1);
     for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks; b += stride) {
         In in;
         if (vector) {
@@ -188,7 +193,12 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
         u32 out[WORDS];
         if (MODE == LOWBIT_NEAREST_EVEN) {
             u32 c[7];
-            fp4_thresholds<T>(scale, c);
+            if (!NV && !bad && shift >= L::EMIN + 2 && shift <= L::EMAX - 2) {
+#pragma unroll
+                for (int i = 0; i < 7; ++i) c[i] = c1[i] - ((u32)shift << L::MAN) * L::ONE;
+            } else {
+                fp4_thresholds<T>(scale, c);
+            }
 #pragma unroll
             for (int k = 0; k < WORDS; ++k) {
                 u32 r[8 / L::PER_WORD];
