@@ -81,14 +81,30 @@ __device__ __forceinline__ u32 below_bits(double t, bool or_equal) {
 }
 
 // The 7 lane constants LANE_MAX - (below_bits of m_i * scale), in every lane of a word; all 0
-// (every element to a signed zero) for a block whose scale is 0 or NaN.
+// (every element to a signed zero) for a block whose scale is 0 or NaN.  m_4 = 2 m_2, m_5 =
+// 2 m_3, m_6 = 4 m_2 (exact float64 products): where m_2 and m_3 are normals of T whose doubles
+// stay below T's top binade, rd and exactness commute with the doubling, so their bits are m_2's /
+// m_3's + (1 or 2) << MAN (the same strictness: i = 2, 4, 6 strict, 3, 5 or-equal).
 template <typename T>
 __device__ __forceinline__ void fp4_thresholds(double scale, u32 (&c)[7]) {
     typedef Lanes<T> L;
     const double mid[7] = {0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0};
     const bool zero = !(scale > 0.0);
+    u32 t[7];
 #pragma unroll
-    for (int i = 0; i < 7; ++i) c[i] = zero ? 0u : (L::LANE_MAX - below_bits<T>(mid[i] * scale, i & 1)) * L::ONE;
+    for (int i = 0; i < 4; ++i) t[i] = below_bits<T>(mid[i] * scale, i & 1);
+    const int e2 = (int)((u64)__double_as_longlong(mid[2] * scale) >> 52) - 1023;
+    const int e3 = (int)((u64)__double_as_longlong(mid[3] * scale) >> 52) - 1023;
+    if (e2 >= L::EMIN && e2 + 2 <= L::EMAX && e3 + 1 <= L::EMAX) {  // (e3 >= e2)
+        t[4] = t[2] + (1u << L::MAN);
+        t[5] = t[3] + (1u << L::MAN);
+        t[6] = t[2] + (2u << L::MAN);
+    } else {
+#pragma unroll
+        for (int i = 4; i < 7; ++i) t[i] = below_bits<T>(mid[i] * scale, i & 1);
+    }
+#pragma unroll
+    for (int i = 0; i < 7; ++i) c[i] = zero ? 0u : (L::LANE_MAX - t[i]) * L::ONE;
 }
 
 // A word of inputs -> per lane, its top nibble = sign and e2m1 magnitude code (lower bits junk).
