@@ -155,7 +155,7 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
                 int st;
                 // a finite block of float16: every element +-0 or normal as float32
                 const u32 c = nan_block ? ((b & 0x7fffffffu) > 0x7f800000u ? 0u : (b >> 31) << (s.bits - 1))
-                              : SameType<T, __half>::value
+                              : SameType<T, __half>::value && !SameType<S, MiniSpec>::value
                                   ? minifloat_encode_normal_bits<MODE>(b, bsc.shift, s, LOWBIT_SATURATE, rnd, rbits, st)
                                   : minifloat_encode_any_bits<MODE>(b, bsc.shift, s, LOWBIT_SATURATE, rnd, rbits, st);
                 acc |= (u64)c << (j * s.bits);

@@ -229,7 +229,8 @@ __device__ void minifloat_encode_bits_loop(const T* x, long long n, long long bl
                 const long long i = g * W + u * 8;
                 Codes8<C> out;
                 unsigned long long st = 0;  // the 8 status bytes
-                if (MODE == LOWBIT_STOCHASTIC && unit_is_plain(in[u]))  // (the other modes: fewer registers so)
+                // (a plain-unit path in stochastic mode of the specialized builds only: registers)
+                if (MODE == LOWBIT_STOCHASTIC && !SameType<S, MiniSpec>::value && unit_is_plain(in[u]))
                     encode_unit<true, MODE>(in[u], shift, s, overflow, seed, offset + i, rbits, out, st);
                 else
                     encode_unit<false, MODE>(in[u], shift, s, overflow, seed, offset + i, rbits, out, st);
