@@ -21,7 +21,7 @@ timeout 60 python3 tools/gpu_precompile.py > "$out/precompile.log" 2>&1; tail -1
     done
 ) > "$out/sanitize.log" 2>&1 &
 timeout ${PYTEST_S:-420} python3 -m pytest -m gpu ${PYTEST_V:--q} -p no:cacheprovider -p no:benchmark -n ${WORKERS:-14} -rfE \
-    --junitxml="$out/gpu-tests.xml" tests > "$out/pytest.log" 2>&1
+    --junitxml="$out/gpu-tests.xml" ${PYTEST_FILES:-tests} > "$out/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest.log" | tail -40
 # PYTEST_V=-v: one line per test, so a run killed at PYTEST_S still shows what passed and failed
 case "${PYTEST_V:-}" in *-v*) echo "per-test lines: $(grep -c " PASSED " "$out/pytest.log") passed, $(grep -c " SKIPPED " "$out/pytest.log") skipped"; grep -E " (FAILED|ERROR) " "$out/pytest.log" | sort -u | head -40;; esac
