@@ -91,19 +91,23 @@ AGREEMENT: dict[str, str] = {
                         "per mode, the OCP formats compiled as constants (not yet run on a GPU)) - "
                         "tests/test_formats_backends.py",
     "round_elementwise": "bit-identical (one counter-based generator) - tests/test_formats_backends.py",
-    "balance_tiles": "bit-identical (same float32 operations in the same order; lowbit's own exp/log) "
-                     "- tests/test_gpu_balance.py",
+    "balance_tiles": "bit-identical (same float32 operations in the same order, the two-pass std by "
+                     "8-lane groups in the order lowbit/cpu/balance.py documents; lowbit's own exp/log; "
+                     "test_balance's CuPy / torch cases passed on an H100 2026-12-06, test_gpu_balance "
+                     "not yet run after the order change) - tests/test_gpu_balance.py",
     "fwht": "bit-identical (same butterflies in the same order) - tests/test_gpu_hadamard.py",
     "group_abs_mean": "bit-identical - tests/test_gpu_rtn.py",
     "group_range": "bit-identical - tests/test_gpu_rtn.py",
     "hadamard_signs": "bit-identical (one counter-based generator) - tests/test_gpu_hadamard.py",
-    "kv_attend": "float32 tolerance, deterministic (decode L = 1; kvarn and kivi layouts; other "
-                 "layouts raise NotImplementedError) - tests/test_kv_attend.py",
+    "kv_attend": "float32 tolerance, deterministic, NaN / Inf propagated as dense attention (decode "
+                 "L = 1; kvarn and kivi layouts; other layouts raise NotImplementedError; the tensor-"
+                 "core variant, lowbit.cuda.kv_attend.MMA, is off: not yet verified) - "
+                 "tests/test_kv_attend.py",
     "kvarn_decode": "bit-identical (float32 operations in the CPU's order; the output rounded once to "
                     "its dtype) - tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
-                    "float16 / bfloat16 tokens widened exactly; float32 subnormal tiles: the tile-"
-                    "exponent fix f4afddc not yet run on a GPU) - tests/test_gpu_kvarn.py",
+                    "float16 / bfloat16 tokens widened exactly; RTN rows by 8-lane groups; test_gpu_kvarn "
+                    "passed on an H100 2026-12-06) - tests/test_gpu_kvarn.py",
     "kvarn_grid_decode": "bit-identical (the CPU's float64 reconstruction rounded once to float32) - "
                          "tests/test_gpu_kvarn_grid.py",
     "kvarn_grid_encode": "bit-identical (kvarn.cu's balance; the CPU's float64 fit in its order, one thread "
