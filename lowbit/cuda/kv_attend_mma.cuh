@@ -458,7 +458,9 @@ lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_
 #pragma unroll
         for (int gr = 0; gr < VG; ++gr) {
             const float z = quad_sum(pz[gr]);                // head hb
-            const float zc[2] = {lo_lane ? 0.f : shfl(z, (2 * hp) * 4), lo_lane ? 0.f : shfl(z, (2 * hp + 1) * 4)};
+            // every lane shuffles (full mask), then the lo lanes take 0: a shfl.sync they skip is undefined
+            const float z0 = shfl(z, (2 * hp) * 4), z1 = shfl(z, (2 * hp + 1) * 4);
+            const float zc[2] = {lo_lane ? 0.f : z0, lo_lane ? 0.f : z1};
 #pragma unroll
             for (int ml = 0; ml < VRUN / 2; ++ml)
 #pragma unroll
