@@ -271,12 +271,6 @@ __device__ void finite_block_amax_impl(const T* x, long long length, int block_s
 // compile-time constant, and no mode's registers counted for another's (in one kernel with a
 // switch they were 66 against 40 each).  Built with -DLOWBIT_ELEM_SPEC (codec.cuh's MiniConst)
 // the source holds only these kernels, for that one element format, with the same arguments.
-#ifdef LOWBIT_ELEM_SPEC
-typedef MiniConst<LOWBIT_ELEM_SPEC> ElemSpec;
-#define LOWBIT_ELEM(rs) ElemSpec()
-#else
-#define LOWBIT_ELEM(rs) (rs)
-#endif
 #define LOWBIT_MX_KERNEL(SUFFIX, T, M)                                                                          \
     extern "C" __global__ void lowbit_block_quantize_mx##M##_##SUFFIX(                                          \
         const T* x, long long length, int block_size, int bits, int man_bits, int emin, int emax,               \

@@ -27,7 +27,7 @@
 // parity).  Other modes (MX): minifloat_encode_any_bits per element (the CPU's integer path).
 #include "blockcodec.cuh"
 
-typedef MiniConst<LOWBIT_ELEM_SPEC> E2M1;
+typedef ElemSpec E2M1;  // (codec.cuh)
 static_assert(E2M1::bits == 4 && E2M1::man_bits == 1 && E2M1::emin == 0 && E2M1::emax == 2 &&
                   E2M1::code_of_max == 7,
               "blockcodec_fp4.cu holds fp4 e2m1 kernels only");

@@ -425,12 +425,6 @@ __device__ void block_absmax_impl(const T* x, long long n, long long block_size,
 // mode a compile-time constant, and no mode's registers counted for another's.  Built with
 // -DLOWBIT_ELEM_SPEC (codec.cuh's MiniConst), the source holds only these kernels, for that one
 // format (8-bit codes), its fields constants the compiler folds; the arguments stay the same.
-#ifdef LOWBIT_ELEM_SPEC
-typedef MiniConst<LOWBIT_ELEM_SPEC> ElemSpec;
-#define LOWBIT_ELEM(rs) ElemSpec()
-#else
-#define LOWBIT_ELEM(rs) (rs)
-#endif
 #define LOWBIT_ENCODE_BITS_KERNEL(SUFFIX, T, CSUFFIX, C, M)                                         \
     extern "C" __global__ void lowbit_minifloat_encode_bits##M##_##SUFFIX##_##CSUFFIX(              \
         const T* x, long long n, long long block_size, const double* scale, int bits, int man_bits, \

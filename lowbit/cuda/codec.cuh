@@ -33,6 +33,15 @@ struct MiniConst {
     static constexpr long long code_of_max = CODE_OF_MAX, code_of_inf = CODE_OF_INF, code_of_nan = CODE_OF_NAN;
 };
 
+// The build's format: ElemSpec (a MiniConst) when compiled with -DLOWBIT_ELEM_SPEC, and
+// LOWBIT_ELEM(rs) the spec the encoders are given: those constants, or the run-time spec `rs`.
+#ifdef LOWBIT_ELEM_SPEC
+typedef MiniConst<LOWBIT_ELEM_SPEC> ElemSpec;
+#define LOWBIT_ELEM(rs) ElemSpec()
+#else
+#define LOWBIT_ELEM(rs) (rs)
+#endif
+
 __device__ __forceinline__ MiniSpec mini_spec(int bits, int man_bits, int emin, int emax, double max_value,
                                               long long code_of_max, long long code_of_inf,
                                               long long code_of_nan) {

@@ -20,18 +20,7 @@
 #include "kv_attend_mma.cuh"
 #else
 extern "C" __global__ void __launch_bounds__(LOWBIT_THREADS)
-lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_rot,
-                       const int* __restrict__ lengths,
-                       const EXACT_T* __restrict__ sink_k, const EXACT_T* __restrict__ sink_v, int sink_cap,
-                       const EXACT_T* __restrict__ recent_k, const EXACT_T* __restrict__ recent_v, int recent_cap,
-                       const EXACT_T* __restrict__ new_k, const EXACT_T* __restrict__ new_v, int n_new,
-                       const unsigned char* __restrict__ k_codes, const void* __restrict__ k_a,
-                       const void* __restrict__ k_z, const void* __restrict__ k_s,
-                       const unsigned char* __restrict__ v_codes, const void* __restrict__ v_a,
-                       const void* __restrict__ v_z, const void* __restrict__ v_s,
-                       int tile_cap, int nka, int nkz, int nks, int nva, int nvz, int nvs,
-                       float scale, int chunks_per_split, float* __restrict__ ws_acc,
-                       float* __restrict__ ws_ml)
+lowbit_kv_attend_split(LOWBIT_KV_ATTEND_SPLIT_PARAMS)
 {
     constexpr int D = LOWBIT_D, G = LOWBIT_G, M = LOWBIT_M, T = LOWBIT_THREADS;
     constexpr int UK = G / 8, DS = T / UK;          // key tile: unit columns x row slices

@@ -55,6 +55,22 @@ typedef float EXACT_T;
 __device__ __forceinline__ float to_float(float x) { return x; }
 #endif
 
+// The parameters of lowbit_kv_attend_split: one list for both kernels (the CUDA-core one in
+// kv_attend.cu, the tensor-core one in kv_attend_mma.cuh), which the wrapper calls alike.
+#define LOWBIT_KV_ATTEND_SPLIT_PARAMS \
+    const float* __restrict__ q, const float* __restrict__ q_rot, \
+    const int* __restrict__ lengths, \
+    const EXACT_T* __restrict__ sink_k, const EXACT_T* __restrict__ sink_v, int sink_cap, \
+    const EXACT_T* __restrict__ recent_k, const EXACT_T* __restrict__ recent_v, int recent_cap, \
+    const EXACT_T* __restrict__ new_k, const EXACT_T* __restrict__ new_v, int n_new, \
+    const unsigned char* __restrict__ k_codes, const void* __restrict__ k_a, \
+    const void* __restrict__ k_z, const void* __restrict__ k_s, \
+    const unsigned char* __restrict__ v_codes, const void* __restrict__ v_a, \
+    const void* __restrict__ v_z, const void* __restrict__ v_s, \
+    int tile_cap, int nka, int nkz, int nks, int nva, int nvz, int nvs, \
+    float scale, int chunks_per_split, float* __restrict__ ws_acc, \
+    float* __restrict__ ws_ml
+
 // float8 e4m3 (OCP, no inf; 0x7f / 0xff NaN) -> float
 __device__ __forceinline__ float e4m3_value(unsigned int c) {
     const unsigned int e = (c >> 3) & 15u, m = c & 7u;

@@ -218,18 +218,7 @@ __device__ __forceinline__ float quad_sum(float x) {
 }  // namespace kvmma
 
 extern "C" __global__ void __launch_bounds__(kvmma::NT, kvmma::MIN_BLOCKS)
-lowbit_kv_attend_split(const float* __restrict__ q, const float* __restrict__ q_rot,
-                       const int* __restrict__ lengths,
-                       const EXACT_T* __restrict__ sink_k, const EXACT_T* __restrict__ sink_v, int sink_cap,
-                       const EXACT_T* __restrict__ recent_k, const EXACT_T* __restrict__ recent_v, int recent_cap,
-                       const EXACT_T* __restrict__ new_k, const EXACT_T* __restrict__ new_v, int n_new,
-                       const unsigned char* __restrict__ k_codes, const void* __restrict__ k_a,
-                       const void* __restrict__ k_z, const void* __restrict__ k_s,
-                       const unsigned char* __restrict__ v_codes, const void* __restrict__ v_a,
-                       const void* __restrict__ v_z, const void* __restrict__ v_s,
-                       int tile_cap, int nka, int nkz, int nks, int nva, int nvz, int nvs,
-                       float scale, int chunks_per_split, float* __restrict__ ws_acc,
-                       float* __restrict__ ws_ml)
+lowbit_kv_attend_split(LOWBIT_KV_ATTEND_SPLIT_PARAMS)
 {
     using namespace kvmma;
     __shared__ __align__(16) unsigned char stage_s[NSTAGE][SB];
