@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kv_attend_bound import tf32_bound
+from kv_attend_cases import RAGGED_STARTS, kv, ragged_batch
 
 from lowbit.kv import QuantizedKVCache
 from lowbit.kv.attend import TileStore, attend, kernel_layout, reference_attend, stack
@@ -33,12 +34,6 @@ SCHEMES = [
     ("quarot", {"group_size": 64}), ("fp8", {"group_size": 64}),
 ]
 TOL = 1e-3
-
-
-def kv(rng: np.random.Generator, b: int, h: int, t: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    k = rng.standard_normal((b, h, t, d)) * np.exp(rng.normal(0, 0.5, (b, h, t, 1)))
-    v = rng.standard_normal((b, h, t, d))
-    return k.astype(np.float32), v.astype(np.float32)
 
 
 def on(backend: Any, store: TileStore) -> TileStore:
@@ -106,17 +101,9 @@ def test_ragged_batch_and_left_padding(backend: Any, rng: np.random.Generator, s
     """Sequences of their own lengths (sink only, tiles + recent, tiles exactly) in one batch,
     with ``start`` masking left padding (inside the sink, and inside a tile)."""
     cuda_skips(backend, scheme)
-    caches, starts = [], [0, 5, 40, 0]
-    for t in (20, 32 + 2 * 128 + 50, 32 + 3 * 128, 32 + 128 + 1):
-        k, v = kv(rng, 1, 2, t, 64)
-        caches.append(filled(scheme, opts, k, v))
-    stores = [c.tile_store() for c in caches]
-    for s, first in zip(stores, starts, strict=True):
-        s.lengths[:, 0] = first
-    batch = stack(stores)
-    q = rng.standard_normal((4, 8, 1, 64)).astype(np.float32)
+    caches, _, batch, q = ragged_batch(rng, lambda k, v: filled(scheme, opts, k, v))
     got = backend.to_numpy(attend(on(backend, batch), backend.asarray(q)))
-    for i, (c, first) in enumerate(zip(caches, starts, strict=True)):
+    for i, (c, first) in enumerate(zip(caches, RAGGED_STARTS, strict=True)):
         keys, values = c.dequantized_keys(), c.dequantized_values()
         want = reference_attend(q[i:i + 1], keys, values, start=np.array([first]))
         assert_close(backend, got[i:i + 1], want, q[i:i + 1], c.tile_store(), keys, values, np.array([first]))

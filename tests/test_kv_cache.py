@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from torch_syncs import torch_syncs_raise
+from torch_syncs import capture
 
 from lowbit.kv import QuantizedKVCache, reference_attention
 
@@ -668,13 +668,7 @@ def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.
             assert graphed.n_tiles == tiles_before
             for static in (static_k, static_v, static_q):
                 static.fill(0)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):  # (entering it synchronizes, by design)
-                torch_syncs_raise(torch)
-                try:
-                    got = step(graphed, static_k, static_v, static_q)
-                finally:
-                    torch.cuda.set_sync_debug_mode("default")
+            graph, got = capture(torch, stream, lambda: step(graphed, static_k, static_v, static_q))
             load(i)
             graph.replay()
             stream.synchronize()

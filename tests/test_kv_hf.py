@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from torch_syncs import torch_syncs_raise  # noqa: E402
+from torch_syncs import capture  # noqa: E402
 
 from lowbit.kv import QuantizedKVCache  # noqa: E402
 from lowbit.kv.hf import (  # noqa: E402
@@ -398,13 +398,7 @@ def test_cuda_layer_decode_step_captures_in_a_torch_graph(rng: np.random.Generat
         for i in range(2):
             for static in (static_k, static_v, static_q):
                 static.zero_()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):  # (entering it synchronizes, by design)
-                torch_syncs_raise(torch)
-                try:
-                    got = step(graphed, static_k, static_v, static_q)
-                finally:
-                    torch.cuda.set_sync_debug_mode("default")
+            graph, got = capture(torch, stream, lambda: step(graphed, static_k, static_v, static_q))
             load(i)
             graph.replay()
             stream.synchronize()

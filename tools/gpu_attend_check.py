@@ -36,6 +36,7 @@ sys.path[:0] = [str(root), str(root / "tests"), str(root / "benchmarks")]
 import cupy  # noqa: E402
 import numpy as np  # noqa: E402
 from kv_attend_bound import tf32_bound  # noqa: E402
+from kv_attend_cases import RAGGED_STARTS, kv, ragged_batch  # noqa: E402
 
 import lowbit.cuda as table  # noqa: E402
 from lowbit.kv import QuantizedKVCache  # noqa: E402
@@ -46,7 +47,6 @@ from lowbit.kv.attend import (  # noqa: E402
     kernel_layout,
     reference_attend,
     rotate,
-    stack,
 )
 
 ck = importlib.import_module("lowbit.cuda.kv_attend")  # the module (lowbit.cuda.kv_attend is also the function)
@@ -70,11 +70,6 @@ failures: list[str] = []
 
 def setv(mma: bool, split: bool, warps: int, pack: bool = False) -> None:
     ck.MMA, ck.MMA_SPLIT, ck.MMA_WARPS, ck.MMA_PACK = mma, split, warps, pack
-
-
-def kv(rng: np.random.Generator, b: int, h: int, t: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    k = rng.standard_normal((b, h, t, d)) * np.exp(rng.normal(0, 0.5, (b, h, t, 1)))
-    return k.astype(np.float32), rng.standard_normal((b, h, t, d)).astype(np.float32)
 
 
 def device_cache(scheme: str, opts: dict, k: np.ndarray, v: np.ndarray, sink: int = 32,
@@ -136,16 +131,8 @@ def correctness(rng: np.random.Generator) -> None:
                   cupy.asnumpy(cache.dequantized_keys()), cupy.asnumpy(cache.dequantized_values()),
                   variants={1: BASE, 4: VARIANTS, 8: UNPACKED}[ratio])
     for scheme, opts in SCHEMES[1:2] + SCHEMES[3:]:   # ragged batch, start inside the sink and a tile
-        caches, starts = [], [0, 5, 40, 0]
-        for t in (20, 32 + 2 * 128 + 50, 32 + 3 * 128, 32 + 128 + 1):
-            k, v = kv(rng, 1, 2, t, 64)
-            caches.append(device_cache(scheme, opts, k, v))
-        stores = [c.tile_store() for c in caches]
-        for s, first in zip(stores, starts, strict=True):
-            s.lengths[:, 0] = first
-        batch = stack(stores)
-        q = rng.standard_normal((4, 8, 1, 64)).astype(np.float32)
-        for i, (c, first) in enumerate(zip(caches, starts, strict=True)):
+        caches, stores, batch, q = ragged_batch(rng, lambda k, v, s=scheme, o=opts: device_cache(s, o, k, v))
+        for i, (c, first) in enumerate(zip(caches, RAGGED_STARTS, strict=True)):
             check(f"{scheme} ragged seq {i} start {first}", functools.partial(front, batch, q, row=slice(i, i + 1)),
                   q[i:i + 1],
                   stores[i], cupy.asnumpy(c.dequantized_keys()), cupy.asnumpy(c.dequantized_values()),
