@@ -41,9 +41,10 @@ def _tokens(kind: str, n: int, t: int, d: int, seed: int) -> np.ndarray:
 
 
 def _bf16_bits(x: np.ndarray) -> np.ndarray:
-    """Nearest-even bfloat16 bits of float32 x (as lowbit.arrays.to_dtype)."""
+    """Nearest-even bfloat16 bits of float32 x, NaN as 0x7fc0 (as lowbit.arrays.to_dtype)."""
     b = x.view(np.uint32).astype(np.uint64)
-    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    bits = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FC0), bits)
 
 
 def _storage(x32: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,9 +110,13 @@ def test_encode_matches_cpu(cp, data: str, n: int, tokens: int, dim: int, rotate
                 np.testing.assert_array_equal(g, w, err_msg=f"{name} key={key} bits={bits}")
 
 
-DECODE_CASES = [  # (tokens, dim, rotate): D 16..512 take the register decoder, D = 12 the generic one
+DECODE_CASES = [  # (tokens, dim, rotate): D 16..512 take the register decoder, D = 12 the generic one;
+    # D = 128 with 2 / 4 bits the one-warp-per-tile decoder (K: where T * bits % 32 == 0): a word
+    # per lane and token block (128, 64, 16), a last block of words with idle lanes (120, 4-bit),
+    # partial V steps (33, 1, 120), no rotation (33, 32)
     (128, 128, True), (64, 128, True), (5, 64, True), (24, 12, False), (1, 16, True), (37, 32, True),
-    (100, 256, True), (16, 512, True), (33, 128, False), (3, 64, False),
+    (100, 256, True), (16, 512, True), (33, 128, False), (3, 64, False), (16, 128, True), (32, 128, False),
+    (120, 128, True), (1, 128, True),
 ]
 
 
@@ -139,25 +144,79 @@ def test_decode_matches_cpu(cp, monkeypatch: pytest.MonkeyPatch, out_dtype: str,
             np.testing.assert_array_equal(cp.asnumpy(out), ref_out, err_msg=f"key={key} bits={bits}")
 
 
-def test_decode_unaligned_views(cp) -> None:
+@pytest.mark.parametrize("bits", [3, 2, 4])
+def test_decode_unaligned_views(cp, bits: int) -> None:
     """A packed record at an odd byte offset and an output that is not 16-byte aligned (views into
-    larger buffers) decode to the same values as aligned copies."""
+    larger buffers) decode to the same values as aligned copies (2 / 4 bits: the aligned copies
+    take kvarn_decode128.cu's decoder, the views kvarn_decode.cu's)."""
     x = _tokens("random", 4, 64, 128, 5)
     for key in (True, False):
-        want, _ = _encode_both(cp, x, "float32", True, key, 3, 0)
+        want, _ = _encode_both(cp, x, "float32", True, key, bits, 0)
         packed, a, z, s, e = (cp.asarray(v) for v in want)
         ref = cp.empty(x.shape, np.float16)
-        cuda_kvarn.kvarn_decode(packed, True, key, 3, 0, a, z, s, e, ref)
+        cuda_kvarn.kvarn_decode(packed, True, key, bits, 0, a, z, s, e, ref)
         raw = cp.zeros(packed.size + 1, np.uint8)
         odd = raw[1:].reshape(packed.shape)
         odd[...] = packed
         aligned = cp.empty(x.shape, np.float16)  # the register decoder, staging bytes one by one
-        cuda_kvarn.kvarn_decode(odd, True, key, 3, 0, a, z, s, e, aligned)
+        cuda_kvarn.kvarn_decode(odd, True, key, bits, 0, a, z, s, e, aligned)
         buf = cp.empty(x.size + 1, np.float16)
         out = buf[1:].reshape(x.shape)  # 2 bytes past an aligned start: the generic decoder
-        cuda_kvarn.kvarn_decode(odd, True, key, 3, 0, a, z, s, e, out)
+        cuda_kvarn.kvarn_decode(odd, True, key, bits, 0, a, z, s, e, out)
         for got in (aligned, out):
             np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(ref))
+
+
+def _random_record(rng: np.random.Generator, n: int, rows: int, cols: int, bits: int, fmt: int,
+                   wild: bool) -> tuple[np.ndarray, ...]:
+    """Fields no encoder writes: random code bytes and scale codes, every sign, float16 subnormals
+    and zeros; `wild`: every float16 / e4m3 code (Inf, NaN) and every tile exponent (results that
+    overflow or fall to float32 subnormals), else scales near 1 and exponents in [-8, 8]."""
+    packed = rng.integers(0, 256, (n, (rows * cols * bits + 7) // 8), dtype=np.uint8)
+
+    def codes(size: tuple[int, int], e4m3: bool) -> np.ndarray:
+        if e4m3:
+            c = rng.integers(0, 256, size) if wild else rng.integers(0x20, 0x48, size) | (rng.integers(0, 2, size) << 7)
+        else:
+            c = rng.integers(0, 1 << 16, size) if wild else (rng.integers(0x3000, 0x4400, size)
+                                                              | (rng.integers(0, 2, size) << 15))
+            c[:, ::17] = rng.choice([0x0000, 0x8000, 0x0001, 0x83FF], c[:, ::17].shape)  # zeros, subnormals
+        return c.astype(np.uint16)
+
+    e = rng.integers(-128, 128, n) if wild else rng.integers(-8, 9, n)
+    return (packed, codes((n, rows), fmt == 1), codes((n, rows), False), codes((n, cols), fmt == 1),
+            e.astype(np.int8))
+
+
+@pytest.mark.parametrize("out_dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("tokens", [128, 64, 16, 33])
+@pytest.mark.parametrize("wild", [False, True], ids=["tame", "wild"])
+def test_decode128_random_fields(cp, monkeypatch: pytest.MonkeyPatch, out_dtype: str, tokens: int,
+                                 wild: bool) -> None:
+    """kvarn_decode128.cu (D = 128, 2 / 4 bits) on random records == the CPU twin rounded once,
+    every element of a poisoned output written; one block of 4 warps for 9 tiles and 3 blocks
+    (grid-stride over tiles) give the same bytes as one warp per tile."""
+    rng = np.random.default_rng(zlib.crc32(f"{out_dtype}{tokens}{wild}".encode()))
+    n, dim = 9, 128
+    for key in (True, False):
+        for bits in (2, 4):
+            for fmt in (0, 1):
+                rows, cols = (dim, tokens) if key else (tokens, dim)
+                fields = _random_record(rng, n, rows, cols, bits, fmt, wild)
+                for rotate in (True, False):
+                    ref = np.empty((n, tokens, dim), np.float32)
+                    cpu.kvarn_decode(fields[0], rotate, key, bits, fmt, *fields[1:], ref)
+                    ref_out = _bf16_bits(ref) if out_dtype == "bfloat16" else ref.astype(out_dtype)
+                    dev = [cp.asarray(f) for f in fields]
+                    for blocks in (cuda_kvarn.MAX_BLOCKS, 1, 3):
+                        monkeypatch.setattr(cuda_kvarn, "MAX_BLOCKS", blocks)
+                        out = cp.empty((n, tokens, dim), np.uint16 if out_dtype == "bfloat16" else out_dtype)
+                        out.view(np.uint8).fill(0xFF)
+                        if not key or tokens * bits % 32 == 0:
+                            assert cuda_kvarn.decode128_applies(tokens, dim, key, bits, *dev, out)
+                        cuda_kvarn.kvarn_decode(dev[0], rotate, key, bits, fmt, *dev[1:], out)
+                        np.testing.assert_array_equal(cp.asnumpy(out), ref_out,
+                                                      err_msg=f"key={key} bits={bits} fmt={fmt} rotate={rotate}")
 
 
 @pytest.mark.skipif("kvarn_encode" not in lowbit.cuda.KERNELS, reason="kvarn CUDA kernels not registered yet")

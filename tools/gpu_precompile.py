@@ -38,6 +38,7 @@ MODULES = {
     "diffusion": [()],
     "kvarn": [_kvarn_defines()],
     "kvarn_decode": [_kvarn_defines()],
+    "kvarn_decode128": [_kvarn_defines()],
     "codebook": [()],
     "kvarn_grid": [_kvarn_defines()],
     "kv_attend": [("-DLOWBIT_M=4",)],

@@ -123,7 +123,7 @@ AGREEMENT: dict[str, str] = {
 #: kernel family; shared pieces in .cuh headers), for docs/backends.md.
 SOURCES: dict[str, tuple[str, ...]] = {
     "block_quantize": ("blockcodec.cu", "blockcodec_fp4.cu"),
-    "kvarn_decode": ("kvarn_decode.cu",),
+    "kvarn_decode": ("kvarn_decode.cu", "kvarn_decode128.cu"),
     "rtn_decode": ("rtn.cu", "rtn_decode_lanes.cu"),
     "rtn_quantize_groups": ("rtn_groups.cu", "rtn_lanes.cu", "rtn_seg.cu"),
 }

@@ -7,9 +7,11 @@ in shared memory as float32 (D = G = 128: about 74 KiB, three blocks per H200 mu
 codes are written over the rows they came from).
 ``kvarn_decode`` writes ``out`` in float16, bfloat16 bits, float32 or float64 (the CPU twin
 writes float32; the CUDA output is that float32 value rounded once, as the front's conversion)
-with ``lowbit/cuda/kvarn_decode.cu``'s register decoder when ``D`` is a power of two in 16..512
+with ``lowbit/cuda/kvarn_decode128.cu``'s one-warp-per-tile decoder for the presets' tiles
+(D = 128, 2- or 4-bit codes, :func:`decode128_applies`; no shared memory), else
+``lowbit/cuda/kvarn_decode.cu``'s register decoder when ``D`` is a power of two in 16..512
 and ``out`` is 16-byte aligned (D = 128: about 24-36 KiB of shared memory per 256-thread
-block), else with its generic in-shared-memory decoder; both give the same bytes.
+block), else with its generic in-shared-memory decoder; all give the same bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MAX_BLOCKS = 1 << 20
 FAST_DECODE = True
 #: threads of a register-decoder block
 DECODE_THREADS = 256
+#: warps (one tile each) of a kvarn_decode128.cu block (LOWBIT_D128_WARPS)
+DECODE128_WARPS = 4
 
 
 def _defines() -> tuple[str, ...]:
@@ -67,6 +71,14 @@ def fast_decode_smem_bytes(rows: int, cols: int, dim: int, tokens: int, bits: in
     words = -(-((rows * cols * bits + 7) // 8) // 4)
     head = 4 * (2 * rows + cols) + 4 * (words + words // 32 + 1)
     return -(-head // 16) * 16 + tokens * (dim + 16)
+
+
+def decode128_applies(tokens: int, dim: int, key: bool, bits: int, *arrays: Any) -> bool:
+    """Whether kvarn_decode128.cu's one-warp-per-tile decoder takes the tiles: D = 128, 2- or 4-bit
+    codes, K rows of whole 32-bit words (T * bits % 32 == 0: full G = 64 / 128 tiles), every array
+    16-byte aligned (its vector loads and stores)."""
+    return (dim == 128 and bits in (2, 4) and (not key or tokens * bits % 32 == 0)
+            and all(a.data.ptr % 16 == 0 for a in arrays))
 
 
 def _geometry(tokens: int, dim: int, key: bool, bits: int, rotate: bool) -> tuple[int, int]:
@@ -144,6 +156,11 @@ def kvarn_decode(packed: Any, rotate: bool, key: bool, bits: int, scale_format: 
     i32 = np.int32
     args = (packed, np.int64(n), i32(tokens), i32(dim), i32(bool(rotate)), i32(bool(key)), i32(bits),
             i32(scale_format), row_scale, row_offset, col_scale, tile_exponent, out)
+    if FAST_DECODE and decode128_applies(tokens, dim, key, bits, packed, row_scale, row_offset, col_scale, out):
+        k = kernel("kvarn_decode128", f"lowbit_kvarn_decode128_{'k' if key else 'v'}{bits}_{suffix(out.dtype)}",
+                   _defines())
+        k((min(-(-n // DECODE128_WARPS), MAX_BLOCKS),), (32 * DECODE128_WARPS,), args)
+        return
     fast_bytes = fast_decode_smem_bytes(rows, cols, dim, tokens, bits)
     if (FAST_DECODE and 16 <= dim <= 512 and dim & (dim - 1) == 0 and out.data.ptr % 16 == 0
             and fast_bytes <= _smem_limit(cupy_device())):
