@@ -19,7 +19,8 @@
 //   lane reads word w0 + b of each of its 32 channels' rows (16 or 8 tokens of codes) and decodes
 //   those tokens one by one; A and Z of its 32 channels stay in registers for the tile.
 // Exact rewrites of the CPU's operations (the same rounded values):
-//   code -> float as (2**23 + code) - 2**23;  (q * A) + Z as one fma.rn: q * A is exact in
+//   code -> float as (2**23 + code) - 2**23 (V: code i of a chunk in place, q 2**p with p = bits i,
+//   times A 2**-p, exact products);  (q * A) + Z as one fma.rn: q * A is exact in
 //   float32 (q < 16 and A a float16 / e4m3 value: at most 15 significant bits), so rounding
 //   q * A + Z once is the CPU's mul-then-add;  the upper lane of a shuffled butterfly computes
 //   a - b as fma(b, -1, a).
@@ -62,12 +63,11 @@ __device__ __forceinline__ f32 pow2_bits(int e) {
     return f32(__uint_as_float(e >= -126 ? (u32)(e + 127) << 23 : 1u << (e + 149)));
 }
 
-// The code in the low bits of `word` (above them: other codes) as float32, exactly:
-// (2**23 + code) - 2**23, the masking and the 2**23 in one lop3 ((word & mask) | 0x4b000000).
-template <u32 MASK>
-__device__ __forceinline__ f32 code_f32(u32 word) {
+// The bits `mask` (below bit 23) of `word` as float32, exactly: (2**23 + (word & mask)) - 2**23,
+// the masking and the 2**23 in one lop3 ((word & mask) | 0x4b000000; mask a constant after unrolling).
+__device__ __forceinline__ f32 code_f32(u32 word, u32 mask) {
     u32 r;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(word), "n"(MASK), "n"(0x4b000000));
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(word), "r"(mask), "n"(0x4b000000));
     return f32(__uint_as_float(r)) - f32(8388608.0f);
 }
 
@@ -187,19 +187,26 @@ __device__ __forceinline__ void kvarn_decode128_impl(const u8* packed, long long
             for (int t0 = 0; t0 < tokens; t0 += 8) {  // uniform over the warp: every lane shuffles
                 const int t = t0 + b;
                 const bool live = t < tokens;
+                // code i of a chunk read in place at bit p = BITS i (below bit 23; 4-bit codes 5..7
+                // from the chunk >> 20) as q 2**p, against A 2**-p (exact: A >= 2**-24)
+                constexpr int LOW = BITS == 2 ? 8 : 5;  // codes read in place
                 const f32 a = scale_f32(ca, e4m3), z = scale_f32(cz, false);
-                u32 cur[4] = {c[0], c[1], c[2], c[3]};
+                f32 ap[LOW];
+#pragma unroll
+                for (int k = 0; k < LOW; ++k) ap[k] = k ? a * f32(__uint_as_float((u32)(127 - BITS * k) << 23)) : a;
+                f32 v[32];
+#pragma unroll
+                for (int r = 0; r < 32; ++r) {
+                    const int i = r & 7, lo = i < LOW ? i : i - LOW;
+                    const u32 word = i < LOW ? c[r >> 3] : c[r >> 3] >> (BITS * LOW);
+                    const f32 q = code_f32(word, MASK << (BITS * lo));  // q 2**(BITS lo)
+                    v[r] = (fma_rn(q, ap[lo], z) * s[r]) * pe;
+                }
                 if (t0 + 8 < tokens) {  // prefetch the next token's codes and row scales
                     const int tn = t + 8 < tokens ? t + 8 : tokens - 1;
                     chunks(tn, c);
                     ca = ra[tn];
                     cz = rz[tn];
-                }
-                f32 v[32];
-#pragma unroll
-                for (int r = 0; r < 32; ++r) {
-                    const f32 q = code_f32<MASK>(cur[r >> 3] >> (BITS * (r & 7)));
-                    v[r] = (fma_rn(q, a, z) * s[r]) * pe;
                 }
                 if (rotate) fwht128(v, sign8, sign16, scale);
                 if (live) store_row(dst + (long long)t * 128, g, v);
@@ -230,7 +237,7 @@ __device__ __forceinline__ void kvarn_decode128_impl(const u8* packed, long long
                     f32 v[32];
 #pragma unroll
                     for (int r = 0; r < 32; ++r) {
-                        const f32 qf = code_f32<MASK>(q[r] >> (BITS * j));
+                        const f32 qf = code_f32(q[r] >> (BITS * j), MASK);
                         v[r] = (fma_rn(qf, a[r], z[r]) * st) * pe;
                     }
                     if (rotate) fwht128(v, sign8, sign16, scale);
