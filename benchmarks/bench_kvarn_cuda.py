@@ -6,7 +6,9 @@ per-tile exponent, balance at 8 iterations, RTN, fold, float16 scales, packing),
 batched torch implementation of the same algorithm in the same run (cuBLAS rotation,
 bench_balance_cuda's torch balance, RTN, fold and packing as torch ops; timed on 16 384 tiles,
 reported per tile).  Decode: 2- and 4-bit tiles -> float16 tokens (un-rotated), bytes moved
-(codes + scales read, tokens written) against the measured device copy bandwidth.
+(codes + scales read, tokens written) against the measured device copy bandwidth; the decoder
+the wrapper picks (kvarn_decode128.cu) against the register decoder (kvarn_decode.cu) on the same
+tiles, and the generic one's time printed.
 """
 
 from __future__ import annotations
@@ -106,20 +108,27 @@ def run(quick: bool = False) -> list[dict]:
                                     *[cp.asnumpy(a[:16]) for a in out[1:]], ref)
             assert np.array_equal(cp.asnumpy(dec[:16]), ref.astype(np.float16)), "GPU and CPU decodes differ"
             t = event_time(fn, repeat=10)
-            # the generic in-shared-memory decoder, same run: the same bytes, and the ratio
-            generic = cp.empty_like(dec)
-            gfn = functools.partial(cuda_kvarn.kvarn_decode, out[0], True, key, bits, 0, *out[1:], generic)
-            cuda_kvarn.FAST_DECODE = False
-            try:
-                gfn()
-                assert bool((generic == dec).all()), "the two CUDA decoders differ"
-                tg = event_time(gfn, repeat=5)
-            finally:
-                cuda_kvarn.FAST_DECODE = True
+            # the older decoders, same run: the register decoder (kvarn_decode.cu, the baseline)
+            # and the generic in-shared-memory one, the same bytes
+            other = cp.empty_like(dec)
+            ofn = functools.partial(cuda_kvarn.kvarn_decode, out[0], True, key, bits, 0, *out[1:], other)
+            times = {}
+            for flag in ("DECODE128", "FAST_DECODE"):
+                setattr(cuda_kvarn, flag, False)
+                try:
+                    other.fill(0)
+                    ofn()
+                    assert bool((other == dec).all()), f"the CUDA decoders differ ({flag} off)"
+                    times[flag] = event_time(ofn, repeat=5)
+                finally:
+                    setattr(cuda_kvarn, flag, True)
             nbytes = sum(a.nbytes for a in out) + dec.nbytes
+            us = {k: v / n_tiles * 1e6 for k, v in times.items()}
+            print(f"kvarn_decode {kind} {bits}-bit: {t / n_tiles * 1e6:.4f} us/tile, register decoder "
+                  f"{us['DECODE128']:.4f}, generic {us['FAST_DECODE']:.4f} us/tile", flush=True)
             results.append(gpu_row(f"kvarn_decode {kind} {bits}-bit -> f16, D=G=128 (un-rotated)",
                                    f"{n_tiles} tiles, {t / n_tiles * 1e6:.4f} us/tile", t,
-                                   "generic smem decoder", tg, nbytes, dec.size))
+                                   "register decoder (kvarn_decode.cu)", times["DECODE128"], nbytes, dec.size))
     return results
 
 

@@ -35,6 +35,9 @@ FAST_DECODE = True
 DECODE_THREADS = 256
 #: warps (one tile each) of a kvarn_decode128.cu block (LOWBIT_D128_WARPS)
 DECODE128_WARPS = 4
+#: use kvarn_decode128.cu where it applies (the benchmark switches it off to time the register
+#: decoder on the same tiles)
+DECODE128 = True
 
 
 def _defines() -> tuple[str, ...]:
@@ -156,7 +159,7 @@ def kvarn_decode(packed: Any, rotate: bool, key: bool, bits: int, scale_format: 
     i32 = np.int32
     args = (packed, np.int64(n), i32(tokens), i32(dim), i32(bool(rotate)), i32(bool(key)), i32(bits),
             i32(scale_format), row_scale, row_offset, col_scale, tile_exponent, out)
-    if FAST_DECODE and decode128_applies(tokens, dim, key, bits, packed, row_scale, row_offset, col_scale, out):
+    if FAST_DECODE and DECODE128 and decode128_applies(tokens, dim, key, bits, packed, row_scale, row_offset, col_scale, out):
         k = kernel("kvarn_decode128", f"lowbit_kvarn_decode128_{'k' if key else 'v'}{bits}_{suffix(out.dtype)}",
                    _defines())
         k((min(-(-n // DECODE128_WARPS), MAX_BLOCKS),), (32 * DECODE128_WARPS,), args)
