@@ -126,29 +126,45 @@ __device__ __forceinline__ u32 code_at(const u32* words, int pos, int bits, u32 
     return v & mask;
 }
 
-// float16 pairs by one cvt.rn.f16x2.f32 each (the same rounding as two conversions)
-__device__ __forceinline__ void narrow16(const f32* v, __half* o) {
+// 16 values as storage words (float16 / bfloat16 pairs, float32, float64 halves): float16 pairs
+// by one cvt.rn.f16x2.f32 each (the same rounding as two conversions)
+__device__ __forceinline__ void words16(const f32* v, __half*, u32* w) {
 #pragma unroll
     for (int j = 0; j < LOWBIT_DECODE_E; j += 2) {
         const __half2 h = __floats2half2_rn(v[j].v, v[j + 1].v);
-        o[j] = __low2half(h);
-        o[j + 1] = __high2half(h);
+        w[j / 2] = *reinterpret_cast<const u32*>(&h);
     }
 }
-template <typename TOut>
-__device__ __forceinline__ void narrow16(const f32* v, TOut* o) {
+__device__ __forceinline__ void words16(const f32* v, u16*, u32* w) {
 #pragma unroll
-    for (int j = 0; j < LOWBIT_DECODE_E; ++j) narrow_out(v[j], o + j);
+    for (int j = 0; j < LOWBIT_DECODE_E; j += 2)
+        w[j / 2] = (u32)f32_to_bf16_bits(v[j].v) | ((u32)f32_to_bf16_bits(v[j + 1].v) << 16);
+}
+__device__ __forceinline__ void words16(const f32* v, float*, u32* w) {
+#pragma unroll
+    for (int j = 0; j < LOWBIT_DECODE_E; ++j) w[j] = __float_as_uint(v[j].v);
+}
+__device__ __forceinline__ void words16(const f32* v, double*, u32* w) {
+#pragma unroll
+    for (int j = 0; j < LOWBIT_DECODE_E; ++j) {
+        const double d = f32_to_f64(v[j].v);
+        w[2 * j] = (u32)__double2loint(d);
+        w[2 * j + 1] = (u32)__double2hiint(d);
+    }
 }
 
+// 16 values to dst (16-byte aligned) by st.global.v4 (uint4 stores, from a local array or from
+// registers, were split into 4-byte stores by NVVM here)
 template <typename TOut>
 __device__ __forceinline__ void store16(TOut* dst, const f32* v) {
-    __align__(16) TOut o[LOWBIT_DECODE_E];
-    narrow16(v, o);
-    uint4* d4 = reinterpret_cast<uint4*>(dst);
-    const uint4* s4 = reinterpret_cast<const uint4*>(o);
+    constexpr int W = LOWBIT_DECODE_E * (int)sizeof(TOut) / 4;
+    u32 w[W];
+    words16(v, dst, w);
 #pragma unroll
-    for (int k = 0; k < (int)(sizeof(o) / 16); ++k) d4[k] = s4[k];
+    for (int k = 0; k < W / 4; ++k)
+        asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(reinterpret_cast<uint4*>(dst) + k),
+                     "r"(w[4 * k]), "r"(w[4 * k + 1]), "r"(w[4 * k + 2]), "r"(w[4 * k + 3])
+                     : "memory");
 }
 
 // Four consecutive floats of shared memory (16-byte aligned).
