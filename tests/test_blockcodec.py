@@ -294,6 +294,76 @@ def test_block_dequantize_and_tensor_amax_equal_the_cpu(name, dtype, rng):
         assert float(got_amax[0]) == amax[0]
 
 
+def same_decoded(got: np.ndarray, want: np.ndarray, dtype: str, err_msg: str = "") -> None:
+    """GPU outputs ``got`` (bfloat16 as uint16 bits) equal the CPU's float64 ``want`` rounded once
+    to ``dtype``: NaN by position, every other value bit for bit (+-0 included)."""
+    w = to_dtype(want, dtype)
+    if dtype == "bfloat16":
+        nan = (w & 0x7FFF) > 0x7F80
+        np.testing.assert_array_equal((got & 0x7FFF) > 0x7F80, nan, err_msg=err_msg)
+        np.testing.assert_array_equal(got[~nan], w[~nan], err_msg=err_msg)
+        return
+    nan = np.isnan(w)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=err_msg)
+    view = {2: np.uint16, 4: np.uint32, 8: np.uint64}[w.dtype.itemsize]
+    np.testing.assert_array_equal(got[~nan].view(view), w[~nan].view(view), err_msg=err_msg)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("name", FORMATS)
+def test_block_dequantize_aligned_outputs_equal_the_cpu(name, dtype, rng):
+    """16-byte aligned outputs: the vector loop of 1/2/4-bit codes (blockcodec.cu's table of
+    products, DEQ_UNITS units per thread) and the uint4 stores of every path, on flat rows whose
+    unit counts end inside a warp's row of units, padded rows (one element per unit store), and
+    an output starting 16 bytes in; every float16 value (NaN / Inf blocks: the NaN scale,
+    subnormals, +-0) and a tensor scale far from 1 for NVFP4."""
+    import cupy
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS[name]
+    bs = fmt.block_size
+    f16 = ALL_F16.astype(np.float32)
+    wide = (rng.standard_normal(bs * 37) * np.logspace(-6, 6, bs * 37)).astype(np.float32)
+    cases = [(f16, 4096), (f16[: bs * 129], bs), (wide, bs), (wide, bs * 37), (f16[:1600], 40), (f16[-999:], 999)]
+    storage = "uint16" if dtype == "bfloat16" else dtype
+    for x, length in cases:
+        for tensor in ([tensor_of(x, length, fmt), float(np.float32(2.0 ** -30 / 3))] if fmt.tensor_scale else [0.0]):
+            packed, scales = fused(cpu, np, x, length, fmt, tensor=tensor)
+            want = np.empty(x.size, np.float64)
+            cpu.block_dequantize(packed, scales, length, fmt.block_size, fmt.element.bits,
+                                 decode_values(fmt.element), FP8_E4M3.spec, tensor, want)
+            table = cupy.asarray(decode_values(fmt.element))
+            for skip in (0, 16 // np.dtype(storage).itemsize):  # aligned, and 16 bytes in
+                out = cupy.full(x.size + skip, 7, storage)[skip:]
+                k.block_dequantize(cupy.asarray(packed), cupy.asarray(scales), length, bs, fmt.element.bits, table,
+                                   FP8_E4M3.spec, tensor, out)
+                same_decoded(out.get(), want, dtype, f"{name} {dtype} n={x.size} length={length} tensor={tensor}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["mxfp4", "nvfp4"])
+def test_block_dequantize_of_a_large_array_equals_the_cpu(name, rng):
+    """More units than one pass of the persistent grid (16 CTAs per SM x 256 threads x DEQ_UNITS
+    units): the grid-stride step of the vector loop, float16 out."""
+    import cupy
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS[name]
+    x = (rng.standard_normal((1 << 25) + 3 * fmt.block_size) * 50).astype(np.float32)
+    tensor = tensor_of(x, fmt.block_size, fmt)
+    packed, scales = fused(cpu, np, x, fmt.block_size, fmt, tensor=tensor)
+    want = np.empty(x.size, np.float64)
+    cpu.block_dequantize(packed, scales, fmt.block_size, fmt.block_size, 4, decode_values(fmt.element),
+                         FP8_E4M3.spec, tensor, want)
+    out = cupy.empty(x.size, cupy.float16)
+    k.block_dequantize(cupy.asarray(packed), cupy.asarray(scales), fmt.block_size, fmt.block_size, 4,
+                       cupy.asarray(decode_values(fmt.element)), FP8_E4M3.spec, tensor, out)
+    same_decoded(out.get(), want, "float16")
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "mxint8", "mxfp6"])
 def test_front_round_trip_on_every_backend(backend, name, rng):
     x = rng.standard_normal((5, 70)).astype(np.float32) * 3

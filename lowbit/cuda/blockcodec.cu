@@ -167,39 +167,99 @@ __device__ void block_quantize_mx_loop(const T* x, long long length, int block_s
 }
 
 // out (rows of length, padding dropped) = table[code] * scale (float64 product, rounded once to
-// out's type); a thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the
-// 8 outputs in one vector store where aligned and unpadded.
+// out's type).  For codes of at most 4 bits and 16/32-bit outputs every product a block can
+// hold is in a per-CTA table lut[scale code][element code], built by the same float64 product
+// and rounding (from_f64(table[c] * scale)): one shared load per element, no float64
+// arithmetic or conversion in the loop.  Otherwise the product per element (the table and the
+// scale of every scale code in shared memory).  Unpadded rows, aligned out and 1/2/4-bit codes
+// of the table path (MXFP4, NVFP4) take the vector loop: a warp takes DEQ_UNITS x 32
+// consecutive units of 8 codes per iteration, their packed words and scale codes loaded
+// together, each unit's 8 outputs in whole uint4 stores.  Everything else a thread per unit.
+#define LOWBIT_DEQ_UNITS 4
 template <typename T>
 __device__ void block_dequantize_impl(const u8* packed, const u8* scales, long long length, int block_size,
                                       int bits, const double* table, MiniSpec ss, double tensor_scale, T* out,
                                       long long n_blocks) {
+    typedef typename Raw<T>::type R;
+    constexpr bool LUT_TYPE = sizeof(T) <= 4;
     __shared__ double tab[256];
-    for (int t = threadIdx.x; t < (1 << bits); t += blockDim.x) tab[t] = table[t];
+    __shared__ double row_scale[256];  // the scale of every scale code
+    __shared__ R lut[LUT_TYPE ? 256 * 16 : 1];
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) {
+        if (t < (1 << bits)) tab[t] = table[t];
+        row_scale[t] = tensor_scale == 0.0 ? (t == 0xff ? LOWBIT_NAN : pow2(t - 127))
+                                           : minifloat_decode_one((u64)t, ss) * tensor_scale;
+    }
     __syncthreads();
+    const bool use_lut = LUT_TYPE && bits <= 4;
+    if (use_lut) {
+        for (int e = threadIdx.x; e < 256 * 16; e += blockDim.x) {
+            if ((e & 15) >= (1 << bits)) continue;
+            T v;
+            from_f64(tab[e & 15] * row_scale[e >> 4], &v);
+            lut[e] = (R)raw_bits(v);
+        }
+        __syncthreads();
+    }
     const int lanes = block_size / 8;
     const int unit_shift = __ffs(lanes) - 1;
     const bool flat = length % block_size == 0;
     const bool vector = flat && (unsigned long long)out % 16 == 0;
-    const u64 mask = (1ull << bits) - 1ull;
+    const u32 mask = (1u << bits) - 1u;
     const long long n_units = n_blocks * lanes;
+    if (LUT_TYPE && use_lut && vector && bits != 3 && (unsigned long long)packed % 4 == 0) {
+        constexpr int UNITS = LOWBIT_DEQ_UNITS;
+        const int lane = threadIdx.x & 31;
+        const long long stride = (long long)gridDim.x * blockDim.x * UNITS;
+        for (long long u0 = ((long long)blockIdx.x * blockDim.x + (threadIdx.x & ~31)) * UNITS; u0 < n_units;
+             u0 += stride) {
+            u32 acc[UNITS];
+            int row[UNITS];
+#pragma unroll
+            for (int r = 0; r < UNITS; ++r) {  // the loads first: UNITS words and scale codes in flight
+                const long long u = u0 + r * 32 + lane;
+                acc[r] = 0u;
+                row[r] = 0;
+                if (u < n_units) {
+                    acc[r] = bits == 4 ? reinterpret_cast<const u32*>(packed)[u]
+                                       : bits == 2 ? reinterpret_cast<const u16*>(packed)[u] : packed[u];
+                    row[r] = scales[u >> unit_shift];
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < UNITS; ++r) {
+                const long long u = u0 + r * 32 + lane;
+                if (u >= n_units) continue;
+                const R* l = lut + row[r] * 16;
+                Words8<T> res;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) put_bits(res, j, l[(acc[r] >> (j * bits)) & mask]);
+                store_words8(out, u * 8, 8, true, res);
+            }
+        }
+        return;
+    }
     for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < n_units;
          u += (long long)gridDim.x * blockDim.x) {
         const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
         if (p.count == 0) continue;
         const int code = scales[p.block];
-        const double sc = tensor_scale == 0.0 ? (code == 0xff ? LOWBIT_NAN : pow2(code - 127))
-                                              : minifloat_decode_one((u64)code, ss) * tensor_scale;
         const u64 acc = load_unit(packed, u, bits, bits);
-        Unit8<T> res;
+        Words8<T> res;
+        if (LUT_TYPE && use_lut) {
+            const R* l = lut + code * 16;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) from_f64(tab[(acc >> (j * bits)) & mask] * sc, &res.t[j]);
-        if (vector) {
-            uint4* dst = reinterpret_cast<uint4*>(out + p.first);
-#pragma unroll
-            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
+            for (int j = 0; j < 8; ++j) put_bits(res, j, l[(acc >> (j * bits)) & mask]);
         } else {
-            for (int j = 0; j < p.count; ++j) out[p.first + j] = res.t[j];
+            const double sc = row_scale[code];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                T v;
+                from_f64(tab[(acc >> (j * bits)) & mask] * sc, &v);
+                put_bits(res, j, raw_bits(v));
+            }
         }
+        store_words8(out, p.first, p.count, vector, res);
     }
 }
 

@@ -19,6 +19,9 @@ from lowbit.validate import check_block_operands, check_tensor_scale
 
 Spec = tuple[int, int, int, int, float, int, int, int]
 
+#: Units of 8 codes per thread and iteration of block_dequantize (LOWBIT_DEQ_UNITS in blockcodec.cu).
+DEQ_UNITS = 4
+
 
 def _uint8(**arrays: Any) -> None:
     for name, a in arrays.items():
@@ -92,7 +95,7 @@ def block_dequantize(packed: Any, scales: Any, length: int, block_size: int, bit
     if n_blocks == 0:
         return
     k = kernel("blockcodec", f"lowbit_block_dequantize_{suffix(out.dtype)}")
-    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),
+    k(persistent_grid(-(-n_blocks * (block_size // 8) // DEQ_UNITS)), (THREADS,),  # DEQ_UNITS units per thread
       (packed, scales, np.int64(length), np.int32(block_size), np.int32(bits), table, *_spec_args(scale_spec),
        np.float64(tensor), out, np.int64(n_blocks)))
 

@@ -270,6 +270,55 @@ union Unit8 {
     T t[8];
 };
 
+// 8 decoded outputs as their storage bits in 32-bit words (element 0 lowest), built in registers
+// by constant indices only (a union indexed at run time lives in local memory) and written by
+// store_words8: whole uint4 stores where `vector`, else the first `count` elements one by one.
+template <typename T> struct Raw { typedef u16 type; };  // __half, u16 = bfloat16 bits
+template <> struct Raw<float> { typedef u32 type; };
+template <> struct Raw<double> { typedef u64 type; };
+__device__ __forceinline__ u64 raw_bits(__half v) { return __half_as_ushort(v); }
+__device__ __forceinline__ u64 raw_bits(u16 v) { return v; }
+__device__ __forceinline__ u64 raw_bits(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ u64 raw_bits(double v) { return (u64)__double_as_longlong(v); }
+template <typename T>
+struct Words8 {
+    static constexpr int N = 2 * (int)sizeof(T);  // 32-bit words of 8 outputs
+    u32 w[N];
+};
+// element j (a constant after unrolling) = the storage bits b
+template <typename T>
+__device__ __forceinline__ void put_bits(Words8<T>& o, int j, u64 b) {
+    if (sizeof(T) == 2) {
+        if (j & 1) o.w[j >> 1] |= (u32)b << 16;
+        else o.w[j >> 1] = (u32)b;
+    } else if (sizeof(T) == 4) {
+        o.w[j] = (u32)b;
+    } else {
+        o.w[2 * j] = (u32)b;
+        o.w[2 * j + 1] = (u32)(b >> 32);
+    }
+}
+template <typename T>
+__device__ __forceinline__ u64 get_bits(const Words8<T>& o, int j) {
+    if (sizeof(T) == 2) return (o.w[j >> 1] >> (16 * (j & 1))) & 0xffffu;
+    if (sizeof(T) == 4) return o.w[j];
+    return (u64)o.w[2 * j] | ((u64)o.w[2 * j + 1] << 32);
+}
+template <typename T>
+__device__ __forceinline__ void store_words8(T* out, long long first, int count, bool vector, const Words8<T>& o) {
+    if (vector) {
+        uint4* dst = reinterpret_cast<uint4*>(out + first);
+#pragma unroll
+        for (int q = 0; q < Words8<T>::N / 4; ++q)
+            dst[q] = make_uint4(o.w[4 * q], o.w[4 * q + 1], o.w[4 * q + 2], o.w[4 * q + 3]);
+        return;
+    }
+    typedef typename Raw<T>::type R;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+        if (j < count) reinterpret_cast<R*>(out)[first + j] = (R)get_bits(o, j);
+}
+
 // The input as float64, exactly, NaN with its sign: the CPU widens NaN keeping its sign (and the
 // encoders keep the sign bit of NaN), while a float conversion on the device may not.
 __device__ __forceinline__ double nan_signed(bool neg) {
