@@ -211,6 +211,44 @@ def test_fp4_ties_subnormals_and_tensor_scales_equal_the_cpu(name, dtype, rng):
             np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg=f"codes {tensor} mode {mode}")
 
 
+def nvfp4_amax_values(dtype: str, tensor: float) -> np.ndarray:
+    """Block amaxes that meet every NVFP4 scale-code step: every finite float16 / bfloat16
+    magnitude; for float32 the 7 neighbours either side of 6 * tensor * (each midpoint of two
+    consecutive e4m3 scale values), where the code steps up."""
+    if dtype == "float16":
+        return np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        return (np.arange(0x7F80, dtype=np.uint32) << 16).view(np.float32).astype(np.float64)
+    e4m3 = FP8_E4M3.decode_table()[:127]  # codes 0 .. 126 (127: NaN)
+    bits = ((e4m3[:-1] + e4m3[1:]) / 2 * 6 * tensor).astype(np.float32).view(np.uint32).astype(np.int64)
+    near = (bits[:, None] + np.arange(-7, 8)[None, :]).reshape(-1)
+    near = near[(near >= 0) & (near < 0x7F800000)].astype(np.uint32)
+    return near.view(np.float32).astype(np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_nvfp4_scale_table_at_every_amax_equal_the_cpu(dtype):
+    """blockcodec_fp4.cu's NVFP4 scale table (nv_scale_table: the amax bounds of every scale code,
+    found by search, and the thresholds of every code): a block per amax of
+    :func:`nvfp4_amax_values`, its other elements fractions of it (both signs, zeros), under
+    tensor scales of several binades; every scale code and packed byte equal the CPU's."""
+    import cupy as xp
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS["nvfp4"]
+    frac = np.array([1.0, -0.9, 0.75, -0.6, 0.5, 0.41, -0.33, 0.25, 0.2, -0.15, 0.1, 0.07, -0.04, 0.02, 0.0, -0.0])
+    for tensor in (1.0, 2.0**-12, float(np.float32(0.37)), float(np.float32(2.0**-20 / 3)), 3000.0):
+        amax = nvfp4_amax_values(dtype, tensor)
+        x = (amax[:, None] * frac[None, :]).reshape(-1)
+        xd, xc = device_input(True, x, dtype)
+        got = fused(k, xp, xd, 16, fmt, tensor=tensor, poison=0x5A)
+        want = fused(cpu, np, xc, 16, fmt, tensor=tensor)
+        np.testing.assert_array_equal(to_host(got[1]), want[1], err_msg=f"scales {dtype} tensor {tensor}")
+        np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg=f"codes {dtype} tensor {tensor}")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "mxfp8", "mxfp6_e3m2"])

@@ -33,12 +33,13 @@ def _fp4_path(x: Any, spec: Spec, block_size: int, scale_spec: Spec, tensor: flo
     """Whether blockcodec_fp4.cu's kernels take the block format: fp4 e2m1 elements of
     float16 / bfloat16 / float32 input, in MX blocks of 32 (every mode) or NVFP4 blocks of 16
     (nearest even; a tensor scale of float32 precision and scale codes of at most 24
-    significant bits: the kernels' exactness argument)."""
+    significant bits: the kernels' exactness argument; at most 8 bits: the 128 magnitude codes
+    of its scale table)."""
     if spec != FP4_E2M1.spec or x.dtype.itemsize > 4:
         return False
     if tensor == 0.0:
         return block_size == 32
-    return (block_size == 16 and int(mode) == 0 and scale_spec[1] <= 23
+    return (block_size == 16 and int(mode) == 0 and scale_spec[1] <= 23 and scale_spec[0] <= 8
             and float(np.float32(tensor)) == tensor)
 
 

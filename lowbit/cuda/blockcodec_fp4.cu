@@ -146,6 +146,73 @@ union BlockIn {
     T t[BLOCK];
 };
 
+// ---- NVFP4 scales by table -------------------------------------------------------------------
+// A block's scale code is block_scale's e4m3 code of amax / 6 / tensor_scale (float64 divisions),
+// a non-decreasing function of amax (each rounding is monotone), so of amax's bits (a key: the
+// magnitudes of T order as their bits), and its thresholds fp4_thresholds(value(code) *
+// tensor_scale) a function of the code.  Each CTA tabulates both once (nv_scale_table) and a
+// block takes its code as the number of bounds its amax reaches (7 shared loads) and its 7
+// lane constants in two 16-byte shared loads, instead of two float64 divisions, the codec and
+// 4 - 7 below_bits per block.  NV_ROWS scale codes (the magnitudes of 8-bit codes: the
+// wrapper's scale formats) and a row for blocks with NaN / Inf (block_scale of NaN).
+#define LOWBIT_NV_ROWS 128
+
+// The scale code of a finite block whose amax has the bits `key`: block_scale's, the same calls.
+template <typename T>
+__device__ __forceinline__ int nv_code_of_key(u32 key, const MiniSpec& ss, double tensor_scale) {
+    return block_scale(lane_value<T>(key), 0, ss, tensor_scale).code;
+}
+
+// The smallest key (0 .. MAX_FINITE) whose scale code is >= c (c >= 1), MAX_FINITE + 1 if none:
+// a binary search of the monotone predicate, its bracket first narrowed around the key of
+// 6 * tensor_scale * (the midpoint of the scale values of codes c - 1 and c), where the code
+// steps up to c (up to the float64 roundings of the two divisions, far below T's spacing: the
+// answer is that key or the next).  Each narrowing is checked by the predicate itself, so a
+// guess that misses only costs the full search.
+template <typename T>
+__device__ u32 nv_bound(int c, const MiniSpec& ss, double tensor_scale) {
+    typedef Lanes<T> L;
+    const u32 none = L::MAX_FINITE + 1u;
+    u32 lo = 0u, hi = none;  // every key below lo has a code < c; key hi (or none) has one >= c
+    const double m = 0.5 * (minifloat_decode_one((u64)(c - 1), ss) + minifloat_decode_one((u64)c, ss));
+    if (m > 0.0 && m < LOWBIT_INF) {
+        const u32 g = below_bits<T>(m * 6.0 * tensor_scale, false);
+        if (g > 0u && nv_code_of_key<T>(g - 1u, ss, tensor_scale) < c) lo = g;
+        if (g + 1u < none && nv_code_of_key<T>(g + 1u, ss, tensor_scale) >= c) hi = g + 1u;
+    }
+    while (lo < hi) {
+        const u32 mid = lo + (hi - lo) / 2u;
+        if (nv_code_of_key<T>(mid, ss, tensor_scale) >= c) hi = mid;
+        else lo = mid + 1u;
+    }
+    return lo;
+}
+
+// bound[c] (c < NV_ROWS; bound[0] = 0), thr[2 r], thr[2 r + 1]: the 7 lane constants of scale
+// code r (r < NV_ROWS) and of the NaN row NV_ROWS, nan_code[0]: the NaN row's scale code.
+template <typename T>
+__device__ void nv_scale_table(const MiniSpec& ss, double tensor_scale, u32* bound, uint4* thr, int* nan_code) {
+    for (int i = threadIdx.x; i < 2 * LOWBIT_NV_ROWS + 1; i += blockDim.x) {
+        if (i < LOWBIT_NV_ROWS) {
+            bound[i] = i == 0 ? 0u : nv_bound<T>(i, ss, tensor_scale);
+            continue;
+        }
+        const int r = i - LOWBIT_NV_ROWS;
+        double scale;
+        if (r < LOWBIT_NV_ROWS) {
+            scale = minifloat_decode_one((u64)r, ss) * tensor_scale;  // block_scale's scale of code r
+        } else {
+            const BlockScale bsc = block_scale(LOWBIT_NAN, 0, ss, tensor_scale);
+            scale = bsc.scale;
+            nan_code[0] = bsc.code;
+        }
+        u32 c[7];
+        fp4_thresholds<T>(scale, c);
+        thr[2 * r] = make_uint4(c[0], c[1], c[2], c[3]);
+        thr[2 * r + 1] = make_uint4(c[4], c[5], c[6], 0u);
+    }
+}
+
 // MODE: a rounding mode; NV: NVFP4 (scale = e4m3 code of amax / 6 / tensor_scale, times it)
 // instead of E8M0.  NV takes nearest even only (the wrapper's choice).
 template <typename T, int BLOCK, int MODE, bool NV>
@@ -165,6 +232,14 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
     // shift << MAN in each lane (c1 - that, lane by lane, no borrow: every lane stays in range)
     u32 c1[7];
     if (!NV && MODE == LOWBIT_NEAREST_EVEN) fp4_thresholds<T>(1.0, c1);
+    // NV: the scale table (nv_scale_table)
+    __shared__ u32 nv_bounds[NV ? LOWBIT_NV_ROWS : 1];
+    __shared__ uint4 nv_thr[NV ? 2 * LOWBIT_NV_ROWS + 2 : 1];
+    __shared__ int nv_nan_code[1];
+    if (NV) {
+        nv_scale_table<T>(ss, tensor_scale, nv_bounds, nv_thr, nv_nan_code);
+        __syncthreads();
+    }
     for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks; b += stride) {
         In in;
         if (vector) {
@@ -188,12 +263,15 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
         const u32 amax = L::PER_WORD == 2 ? max(m & 0xffffu, m >> 16) : m;
         const bool bad = amax >= L::INF;  // NaN or Inf in the block
         int code;
-        double scale;
+        double scale = 0.0;
         int shift = 0;
-        if (NV) {
-            const BlockScale bsc = block_scale(bad ? LOWBIT_NAN : lane_value<T>(amax), scale_emax, ss, tensor_scale);
-            code = bsc.code;
-            scale = bsc.scale;
+        int nv_row = 0;
+        if (NV) {  // block_scale's code: the number of bounds amax reaches (nv_scale_table)
+            int k = 0;
+#pragma unroll
+            for (int step = LOWBIT_NV_ROWS / 2; step; step >>= 1) k += amax >= nv_bounds[k + step] ? step : 0;
+            nv_row = bad ? LOWBIT_NV_ROWS : k;
+            code = bad ? nv_nan_code[0] : k;
         } else {  // block_scale's E8M0 rule from amax's bits: floor(log2 amax) - scale_emax, clamped
             const int field = (int)(amax >> L::MAN);
             const int e = field ? field - 1 + L::EMIN : 31 - __clz(amax) - L::MAN + L::EMIN;
@@ -209,7 +287,11 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
         u32 out[WORDS];
         if (MODE == LOWBIT_NEAREST_EVEN) {
             u32 c[7];
-            if (!NV && !bad && shift >= L::EMIN + 2 && shift <= L::EMAX - 2) {
+            if (NV) {
+                const uint4 t0 = nv_thr[2 * nv_row], t1 = nv_thr[2 * nv_row + 1];
+                c[0] = t0.x; c[1] = t0.y; c[2] = t0.z; c[3] = t0.w;
+                c[4] = t1.x; c[5] = t1.y; c[6] = t1.z;
+            } else if (!bad && shift >= L::EMIN + 2 && shift <= L::EMAX - 2) {
 #pragma unroll
                 for (int i = 0; i < 7; ++i) c[i] = c1[i] - ((u32)shift << L::MAN) * L::ONE;
             } else {
