@@ -17,7 +17,8 @@ float8 e4m3 codes, Z as float16 bits.  Both are written by the shared codec
 largest finite).
 
 Per-tile exponent (``normalize=True``; issue 12 item 2): the tile is multiplied by ``2**-e``
-before the balance and ``x_hat`` by ``2**e`` after the decode, with ``e`` the binade of the
+before the balance and each column scale by ``2**e`` in the decode
+(``x_hat = (code * A + Z) * (s_col * 2**e)``), with ``e`` the binade of the
 tile's median nonzero magnitude (:func:`tile_exponent_of`), so that every tile reaches the
 balance, the RTN and the scale storage at the same magnitude whatever its input scale (the
 balance's clips and the float16 / e4m3 ranges are absolute).  Both scalings are float32
@@ -410,8 +411,9 @@ def kvarn_decode(packed: np.ndarray, rotate: bool, key: bool, bits: int, scale_f
                  row_scale: np.ndarray, row_offset: np.ndarray, col_scale: np.ndarray,
                  tile_exponent: np.ndarray, out: np.ndarray) -> None:
     """Reconstruct ``out`` [n, T, D] float32 from :func:`kvarn_encode` output:
-    ``((code * A + Z) * s_col) * 2**e``, float32 operations in that order, then (``rotate``)
-    each token multiplied by the normalized Hadamard matrix (its own inverse) as in encode."""
+    ``(code * A + Z) * (s_col * 2**e)``, float32 operations in that order (``s_col * 2**e``
+    once per column; docs/transforms.md, "KVarN decode"), then (``rotate``) each token
+    multiplied by the normalized Hadamard matrix (its own inverse) as in encode."""
     n, tokens, dim = out.shape
     rows, cols = (dim, tokens) if key else (tokens, dim)
     nel = rows * cols
@@ -424,9 +426,9 @@ def kvarn_decode(packed: np.ndarray, rotate: bool, key: bool, bits: int, scale_f
         for r in range(rows):
             a[r] = scale_value(row_scale[i, r], scale_format)
             z[r] = half_value(row_offset[i, r])
-        for c in range(cols):
-            s[c] = scale_value(col_scale[i, c], scale_format)
         pe = pow2_f32(int(tile_exponent[i]))
+        for c in range(cols):
+            s[c] = _F32(scale_value(col_scale[i, c], scale_format)) * pe
         for u in range(units):
             start = u * 8
             stop = min(start + 8, nel)
@@ -435,7 +437,7 @@ def kvarn_decode(packed: np.ndarray, rotate: bool, key: bool, bits: int, scale_f
                 q = _F32(get_code(acc, e - start, bits))
                 r = e // cols
                 c = e - r * cols
-                val = ((q * a[r] + z[r]) * s[c]) * pe
+                val = (q * a[r] + z[r]) * s[c]
                 if key:
                     out[i, c, r] = val
                 else:

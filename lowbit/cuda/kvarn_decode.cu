@@ -1,5 +1,6 @@
 // lowbit/cuda/kvarn_decode.cu -- kvarn_decode's kernels; twins of lowbit/cpu/kvarn.py kvarn_decode.
-// Both compute ((code * A + Z) * s_col) * 2**e in float32 in that order, then (rotate) the
+// Both compute (code * A + Z) * (s_col * 2**e) in float32 in that order (s_col * 2**e once per
+// column, docs/transforms.md "KVarN decode"), then (rotate) the
 // normalized Hadamard butterflies of the CPU's _sylvester, then round once to the output storage
 // (f16, bf16 = bfloat16 bits, f32, f64), so the results equal the CPU's bit for bit:
 //
@@ -42,9 +43,9 @@ __device__ __forceinline__ void kvarn_decode_impl(const u8* packed, long long n,
             a[r] = f64_to_f32(minifloat_decode_one(row_scale[i * rows + r], sspec));
             z[r] = f64_to_f32(minifloat_decode_one(row_offset[i * rows + r], f16));
         }
-        for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            s[c] = f64_to_f32(minifloat_decode_one(col_scale[i * cols + c], sspec));
         const f32 pe = pow2_f32((int)tile_exponent[i]);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)  // s_col 2**e, once per column
+            s[c] = (f32(f64_to_f32(minifloat_decode_one(col_scale[i * cols + c], sspec))) * pe).v;
         __syncthreads();
         const u8* src = packed + i * code_bytes;
         // (rows * cols < 2**31, checked by the wrapper: int32 positions; one division per unit)
@@ -58,7 +59,7 @@ __device__ __forceinline__ void kvarn_decode_impl(const u8* packed, long long n,
             for (int j = 0; j < 8; ++j) {
                 if (j < count) {
                     const f32 q((float)((acc >> (j * bits)) & ((1ull << bits) - 1ull)));
-                    const f32 val = ((q * f32(a[r]) + f32(z[r])) * f32(s[c])) * pe;
+                    const f32 val = (q * f32(a[r]) + f32(z[r])) * f32(s[c]);
                     tile[key ? c * pitch + r : r * pitch + c] = val.v;
                     if (++c == cols) {
                         c = 0;
@@ -209,8 +210,9 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
             a[r] = f64_to_f32(minifloat_decode_one(row_scale[i * rows + r], sspec));
             z[r] = f64_to_f32(minifloat_decode_one(row_offset[i * rows + r], f16));
         }
-        for (int c = threadIdx.x; c < cols; c += blockDim.x)
-            s[c] = f64_to_f32(minifloat_decode_one(col_scale[i * cols + c], sspec));
+        const f32 pe = pow2_f32((int)tile_exponent[i]);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x)  // s_col 2**e, once per column
+            s[c] = (f32(f64_to_f32(minifloat_decode_one(col_scale[i * cols + c], sspec))) * pe).v;
         const u8* src = packed + i * code_bytes;
         const bool aligned = ((unsigned long long)src & 3ull) == 0ull;
         for (int w = threadIdx.x; w < nwords; w += blockDim.x) {
@@ -223,7 +225,6 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
             }
             words[skewed(w)] = v;
         }
-        const f32 pe = pow2_f32((int)tile_exponent[i]);
         __syncthreads();
         if (KEY) {
             // stage 1 (K): codes unpacked token-major [t][d]; the warp's lanes take consecutive
@@ -273,7 +274,7 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
 #pragma unroll
             for (int j = 0; j < E; ++j) {
                 const f32 code = f32(__uint_as_float(0x4b000000u | q[j])) - f32(8388608.0f);  // exact, no I2F
-                v[j] = KEY ? ((code * f32(c1[j]) + f32(c2[j])) * tok1) * pe : ((code * tok1 + tok2) * f32(c1[j])) * pe;
+                v[j] = KEY ? (code * f32(c1[j]) + f32(c2[j])) * tok1 : (code * tok1 + tok2) * f32(c1[j]);
             }
             if (rotate) {
 #pragma unroll

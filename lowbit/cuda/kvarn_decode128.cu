@@ -1,7 +1,8 @@
 // lowbit/cuda/kvarn_decode128.cu -- kvarn_decode for the presets' tiles: D = 128, 2- or 4-bit codes
 // (lowbit/cuda/kvarn.py picks it; kvarn_decode.cu's decoders take every other tile).  Twins of
 // lowbit/cpu/kvarn.py kvarn_decode, the same values as kvarn_decode.cu bit for bit: per element
-// ((code * A + Z) * s_col) * 2**e in float32 in that order, then (rotate) the normalized Hadamard
+// (code * A + Z) * (s_col * 2**e) in float32 in that order (s_col * 2**e once per column: per
+// tile for V, per token for K), then (rotate) the normalized Hadamard
 // butterflies of the CPU's _sylvester (strides 1, 2, ..., 64, the lower index keeping a + b, the
 // scale fused into the last level), then one rounding to the output storage.
 //
@@ -170,6 +171,8 @@ __device__ __forceinline__ void kvarn_decode128_impl(const u8* packed, long long
             f32 s[32];
 #pragma unroll
             for (int k = 0; k < 4; ++k) scale8(col_scale + i * 128 + 32 * k + 8 * g, e4m3, s + 8 * k);
+#pragma unroll
+            for (int r = 0; r < 32; ++r) s[r] = s[r] * pe;  // s_col 2**e
             const u16* ra = row_scale + i * tokens;
             const u16* rz = row_offset + i * tokens;
             // the lane's 4 chunks of 8 codes of token tt (chunk k: channels 32 k + 8 g .. + 7)
@@ -200,7 +203,7 @@ __device__ __forceinline__ void kvarn_decode128_impl(const u8* packed, long long
                     const int i = r & 7, lo = i < LOW ? i : i - LOW;
                     const u32 word = i < LOW ? c[r >> 3] : c[r >> 3] >> (BITS * LOW);
                     const f32 q = code_f32(word, MASK << (BITS * lo));  // q 2**(BITS lo)
-                    v[r] = (fma_rn(q, ap[lo], z) * s[r]) * pe;
+                    v[r] = fma_rn(q, ap[lo], z) * s[r];
                 }
                 if (t0 + 8 < tokens) {  // prefetch the next token's codes and row scales
                     const int tn = t + 8 < tokens ? t + 8 : tokens - 1;
@@ -233,12 +236,12 @@ __device__ __forceinline__ void kvarn_decode128_impl(const u8* packed, long long
 #pragma unroll 1
                 for (int j = 0; j < PER_WORD; ++j) {
                     const int t = ww * PER_WORD + j;
-                    const f32 st = scale_f32(cs[t], e4m3);
+                    const f32 st = scale_f32(cs[t], e4m3) * pe;  // s_col 2**e
                     f32 v[32];
 #pragma unroll
                     for (int r = 0; r < 32; ++r) {
                         const f32 qf = code_f32(q[r] >> (BITS * j), MASK);
-                        v[r] = (fma_rn(qf, a[r], z[r]) * st) * pe;
+                        v[r] = fma_rn(qf, a[r], z[r]) * st;
                     }
                     if (rotate) fwht128(v, sign8, sign16, scale);
                     if (live) store_row(dst + (long long)t * 128, g, v);
