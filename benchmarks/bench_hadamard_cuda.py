@@ -2,7 +2,8 @@
 
 Skipped (no rows) without a CUDA device.  Traffic counted: x read once + the result written once
 (4 bytes per float16 element).  "kernel" rows time ``lowbit.cuda.fwht`` on a preallocated output
-(variants of hadamard.cu's compile-time knobs side by side); "front" rows ``lowbit.hadamard(x)``
+(``lowbit.cuda.hadamard.VARIANTS``: hadamard.cu's compile-time knobs and the warp kernel's grid,
+side by side, each checked bit for bit against the default on all rows); "front" rows ``lowbit.hadamard(x)``
 on a torch tensor (it allocates its output and does not synchronize: timed back to back).
 """
 
@@ -57,20 +58,21 @@ def run(quick: bool = False) -> list[dict]:
     signs = cp.empty(n, cp.float32)
     lowbit.cuda.hadamard_signs(np.uint64(1), signs)
     scale = np.float32(1 / math.sqrt(n))
-    variants = {  # the default first; 2026-12-01: E=8 59.5%, E=16 80.8%, E=8 unhinted 69.5% of copy
-        "E=16 (32 B), streaming": kh.DEFAULT,
-        "E=8 (16 B), streaming": kh.Knobs(thread_bytes=((2, 16), (4, 32), (8, 32))),
-        "E=16, no streaming hints": kh.Knobs(streaming=False),
-        "E=32 (64 B), streaming": kh.Knobs(thread_bytes=((2, 64), (4, 32), (8, 32))),
-        "E=32, no streaming hints": kh.Knobs(thread_bytes=((2, 64), (4, 32), (8, 32)), streaming=False),
-    }
+    # the default first; 2026-12-01: E=8 59.5%, E=16 80.8%, E=8 unhinted 69.5% of copy (before the
+    # resident grid, prefetch and one-FMA lane butterflies); 2026-12-03: E=32 81.5%
+    variants = dict(kh.VARIANTS)
+    ref = None
     for label, knobs in variants.items():
         run_kernel = functools.partial(kh._fwht, xc, core, none, True, scale, oc, knobs)
         run_kernel()
-        assert torch.equal(out[:4096], y), f"variant {label} differs"
+        assert torch.equal(out[:4096], y), f"variant {label} differs from the CPU"
+        if ref is None:
+            ref = out.clone()
+        assert torch.equal(out, ref), f"variant {label} differs from the default"
         t = event_time(run_kernel, repeat=20)
         results.append(gpu_row(f"fwht-128 kernel, {label}", size, t, "torch fp16 x @ H (cuBLAS)", t_mm,
                                nbytes, x.numel()))
+    del ref
     t = event_time(functools.partial(kh._fwht, xc, core, signs, True, scale, oc, kh.DEFAULT), repeat=20)
     results.append(gpu_row("fwht-128 kernel, random signs", size, t, "torch fp16 x @ H (cuBLAS)", t_mm,
                            nbytes, x.numel()))
@@ -87,7 +89,9 @@ def run(quick: bool = False) -> list[dict]:
     o32 = torch.empty_like(x32)
     t_mm32 = event_time(functools.partial(torch.matmul, x32, h32, out=o32), repeat=10)
     x32c, o32c = cp.from_dlpack(x32), cp.from_dlpack(o32)
-    t = event_time(functools.partial(kh._fwht, x32c, core, none, True, scale, o32c, kh.DEFAULT), repeat=10)
-    results.append(gpu_row("fwht-128 kernel f32", size.replace("f16", "f32"), t, "torch f32 x @ H (cuBLAS)",
-                           t_mm32, 2 * nbytes, x.numel()))
+    for label in ("resident, prefetch, 64 B/lane, 3 blocks (default)", "one group per warp, 4 blocks"):
+        t = event_time(functools.partial(kh._fwht, x32c, core, none, True, scale, o32c, kh.VARIANTS[label]),
+                       repeat=10)
+        results.append(gpu_row(f"fwht-128 kernel f32, {label}", size.replace("f16", "f32"), t,
+                               "torch f32 x @ H (cuBLAS)", t_mm32, 2 * nbytes, x.numel()))
     return results

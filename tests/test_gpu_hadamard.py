@@ -14,6 +14,7 @@ import pytest
 
 import lowbit
 import lowbit.cpu as cpu
+from lowbit.cuda import hadamard as cuda_hadamard
 from lowbit.transforms import MAX_LOG2
 
 pytestmark = pytest.mark.gpu
@@ -112,6 +113,43 @@ def test_kernel_writes_every_element(cp, n: int, rows: int, dtype: str) -> None:
         else:
             expect = out_cpu.astype(dtype)
         np.testing.assert_array_equal(_bits(got), _bits(expect))
+
+
+@pytest.mark.parametrize("label", list(cuda_hadamard.VARIANTS))
+@pytest.mark.parametrize("dtype", ["float16", "uint16", "float32", "float64"])
+def test_variants_match_cpu(cp, label: str, dtype: str) -> None:
+    """Every variant the benchmark times (resident grids whose warps loop over many groups, the
+    data's last partial group, 16-byte-unaligned views, signs first and last, in place) equals
+    the CPU kernel bit for bit."""
+    knobs = cuda_hadamard.VARIANTS[label]
+    compute = np.float64 if dtype == "float64" else np.float32
+    core = np.ones((1, 1), compute)
+    # 5.1 Mi elements of n = 128: more groups than a resident grid has warps (~8 groups each)
+    for n, rows, offset in ((128, 40_003, 0), (128, 4099, 1), (16, 2049, 0), (64, 999, 3), (256, 1031, 0),
+                            (512, 257, 0), (8, 77, 0), (1024, 9, 0)):
+        xf = _data(rows, n, "float32", seed=rows + offset)
+        if dtype == "uint16":
+            bits = (xf.view(np.uint32) >> 16).astype(np.uint16)
+            x_cpu, x_host = (bits.astype(np.uint32) << 16).view(np.float32), bits
+        else:
+            x_host = xf.astype(dtype)
+            x_cpu = x_host.astype(compute)
+        signs = np.empty(n, compute)
+        cpu.hadamard_signs(np.uint64(n), signs)
+        scale = compute(1 / math.sqrt(n))
+        for d, signs_first in ((signs, True), (signs, False), (np.empty(0, compute), True)):
+            out_cpu = np.empty(x_cpu.shape, compute)
+            cpu.fwht(x_cpu, core, d, signs_first, scale, out_cpu)
+            expect = lowbit.arrays.to_dtype(out_cpu, "bfloat16") if dtype == "uint16" else out_cpu.astype(dtype)
+            flat = cp.empty(rows * n + offset, x_host.dtype)  # offset elements: an unaligned view
+            xg = flat[offset:].reshape(rows, n)
+            xg[...] = cp.asarray(x_host)
+            out_gpu = cp.empty(x_host.shape, x_host.dtype)
+            out_gpu.view(np.uint8).fill(0xFF)
+            cuda_hadamard._fwht(xg, cp.asarray(core), cp.asarray(d), signs_first, scale, out_gpu, knobs)
+            np.testing.assert_array_equal(_bits(cp.asnumpy(out_gpu)), _bits(expect), err_msg=f"n={n} rows={rows}")
+            cuda_hadamard._fwht(xg, cp.asarray(core), cp.asarray(d), signs_first, scale, xg, knobs)  # in place
+            np.testing.assert_array_equal(_bits(cp.asnumpy(xg)), _bits(expect), err_msg=f"in place n={n}")
 
 
 @pytest.mark.parametrize("n", [128, 640, 8192, 32768])

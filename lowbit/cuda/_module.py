@@ -97,6 +97,23 @@ def persistent_grid(work_items: int, per_block: int = THREADS, blocks_per_sm: in
     return (max(1, min((work_items + per_block - 1) // per_block, blocks_per_sm * sm_count(cupy_device()))),)
 
 
+def resident_grid(k: Any, threads: int, items: int) -> tuple[int]:
+    """Blocks for a grid-stride kernel ``k``: as many as are resident on the device at once
+    (registers and shared memory bound them, per the driver's occupancy calculator), at most
+    one thread per item."""
+    return (max(1, min(-(-items // threads), _resident_blocks(k.kernel.ptr, threads))),)
+
+
+@functools.cache
+def _resident_blocks(function: int, threads: int) -> int:
+    """Blocks of ``threads`` resident on the current device at once (per kernel function:
+    each device has its own function handles)."""
+    from cupy_backends.cuda.api import driver
+
+    per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(function, threads, 0)
+    return sm_count(cupy_device()) * max(1, per_sm)
+
+
 @functools.cache
 def sm_count(device: int) -> int:
     """Multiprocessors of CUDA device ``device``."""

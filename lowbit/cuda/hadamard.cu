@@ -3,8 +3,9 @@
 // `row_len` = M 2^k elements; a pass transforms consecutive segments of M 2^seg_log elements
 // (core factor + the strides below the segment length), a column pass the next strides.
 //
-//   lowbit_fwht_warp_*    segments within a warp: each thread E consecutive elements, VEC
-//                         independent tiles in flight; the hot path (k <= log2(E/M) + 5)
+//   lowbit_fwht_warp_*    segments within a warp: each thread E consecutive elements, groups of
+//                         VEC tiles per lane, warps looping over groups; the hot path
+//                         (k <= log2(E/M) + 5)
 //   lowbit_fwht_block_*   one segment per block: the strides beyond a warp through shared memory
 //   lowbit_fwht_columns_* strides of rows longer than a block holds: F elements at stride S
 //
@@ -28,9 +29,16 @@
 #ifndef LOWBIT_THREAD_BYTES_64  // ... of float64 data
 #define LOWBIT_THREAD_BYTES_64 32
 #endif
-#ifndef LOWBIT_BYTES_IN_FLIGHT  // warp kernel: bytes each thread loads before it computes
+#ifndef LOWBIT_BYTES_IN_FLIGHT  // warp kernel: bytes of input per thread and group
 #define LOWBIT_BYTES_IN_FLIGHT 64
 #endif
+#ifndef LOWBIT_WARP_MIN_BLOCKS  // warp kernel: blocks of LOWBIT_WARP_THREADS resident per multiprocessor
+#define LOWBIT_WARP_MIN_BLOCKS 3   // (__launch_bounds__: at most 80 registers for 3 x 256 threads)
+#endif
+#ifndef LOWBIT_WARP_PREFETCH  // warp kernel: 1 loads a warp's next group before this group's butterflies
+#define LOWBIT_WARP_PREFETCH 1
+#endif
+#define LOWBIT_WARP_THREADS 256     // threads per block of the warp kernel (hadamard.py THREADS)
 #ifndef LOWBIT_COLUMN_LOG  // column kernels: log2 of the factor F
 #define LOWBIT_COLUMN_LOG 1
 #endif
@@ -44,6 +52,12 @@ __host__ __device__ constexpr int thread_elems() {
            : sizeof(T) == 2 ? LOWBIT_THREAD_BYTES_16 / 2
            : sizeof(T) == 4 ? LOWBIT_THREAD_BYTES_32 / 4
                             : LOWBIT_THREAD_BYTES_64 / 8;
+}
+// Tiles per lane and group of the warp kernel: LOWBIT_BYTES_IN_FLIGHT bytes of input (at least one).
+template <typename T>
+__host__ __device__ constexpr int warp_tiles() {
+    return LOWBIT_BYTES_IN_FLIGHT / (thread_elems<T>() * (int)sizeof(T)) > 0
+               ? LOWBIT_BYTES_IN_FLIGHT / (thread_elems<T>() * (int)sizeof(T)) : 1;
 }
 __host__ __device__ constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v / 2); }
 // Levels per shared-memory round: log2 of the largest power of two dividing E.
@@ -83,29 +97,23 @@ __device__ __forceinline__ void apply_signs(const typename storage_of<C>::type* 
 }
 
 #if LOWBIT_STAGE == 0
-template <typename Tin, typename Tout>
-__device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_elems, int seg_log, int row_len,
-                                          const scalar_t<Tin>* core, const scalar_t<Tin>* signs_in,
-                                          const scalar_t<Tin>* signs_out, compute_t<Tin> scale, int final_pass) {
+// One round of the warp kernel on group g (VEC tiles of E elements per lane, tile u of lane l at
+// ((g VEC + u) 32 + l) E), any alignment, the data's last group included.
+template <typename Tin, typename Tout, int VEC>
+__device__ __forceinline__ void fwht_warp_group(const Tin* x, Tout* out, long long n_elems, long long g,
+                                                int levels_thread, int levels_lane, int row_len,
+                                                const compute_t<Tin>* core_s, const scalar_t<Tin>* signs_in,
+                                                const scalar_t<Tin>* signs_out, compute_t<Tin> scale,
+                                                int final_pass) {
     typedef compute_t<Tin> C;
     constexpr int M = LOWBIT_CORE;
     constexpr int E = thread_elems<Tin>();
     constexpr int LOG = ilog2(E / M);
-    constexpr int VEC = LOWBIT_BYTES_IN_FLIGHT / (E * (int)sizeof(Tin)) > 0 ? LOWBIT_BYTES_IN_FLIGHT / (E * (int)sizeof(Tin)) : 1;
-    static_assert((M << LOG) == E, "E = M 2^LOG");
-    __shared__ C core_s[M * M];
-    if (M > 1) {
-        for (int i = threadIdx.x; i < M * M; i += blockDim.x) core_s[i] = widen(core[i]);
-        __syncthreads();
-    }
     const int lane = threadIdx.x & 31;
-    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int levels_thread = seg_log < LOG ? seg_log : LOG;
-    const int levels_lane = seg_log - levels_thread;
     C v[VEC][E];
 #pragma unroll
-    for (int u = 0; u < VEC; ++u) {  // load_tile: VEC tiles in flight per thread
-        const long long start = ((warp * VEC + u) * 32 + lane) * E;
+    for (int u = 0; u < VEC; ++u) {  // load_tile
+        const long long start = ((g * VEC + u) * 32 + lane) * E;
         const long long left = n_elems - start;
         if (left > 0) {
             load_tile<Tin, C, E>(x + start, v[u], left < E ? (int)left : E);
@@ -116,13 +124,12 @@ __device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_e
         if (signs_in != nullptr && left > 0) apply_signs<C, E>(signs_in, start, row_len, v[u]);
     }
 #pragma unroll
-    for (int u = 0; u < VEC; ++u) {
-        butterfly_in_thread<M, LOG, C>(v[u], core_s, levels_thread);
-        butterfly_across_warp<C, E>(v[u], levels_lane);
-    }
+    for (int u = 0; u < VEC; ++u) butterfly_in_thread<M, LOG, C>(v[u], core_s, levels_thread);
+#pragma unroll
+    for (int u = 0; u < VEC; ++u) butterfly_across_warp<C, E>(v[u], levels_lane);
 #pragma unroll
     for (int u = 0; u < VEC; ++u) {  // store_tile
-        const long long start = ((warp * VEC + u) * 32 + lane) * E;
+        const long long start = ((g * VEC + u) * 32 + lane) * E;
         const long long left = n_elems - start;
         if (left <= 0) continue;
         if (final_pass) {
@@ -132,6 +139,119 @@ __device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_e
         }
         store_tile<Tout, C, E>(out + start, v[u], left < E ? (int)left : E);
     }
+}
+
+// The wide path of the warp kernel: groups g, g + warps, ... below `full` (groups wholly within
+// the data, x and out 16-byte aligned, whole tiles per segment: levels_thread = LOG), the
+// LANE_LEVELS levels across lanes known at compile time (M = 1).  A group's 16-byte loads are all issued
+// before its first conversion; with LOWBIT_WARP_PREFETCH those of the warp's next group are
+// issued before this group's butterflies (in flight while it computes).  Tiles are transformed
+// one after the other (E compute values live).  Returns the first group it did not take.
+template <typename Tin, typename Tout, int LANE_LEVELS>
+__device__ __forceinline__ long long fwht_warp_wide(const Tin* x, Tout* out, long long g, long long full,
+                                                    long long warps, int row_len, const compute_t<Tin>* core_s,
+                                                    const scalar_t<Tin>* signs_in, const scalar_t<Tin>* signs_out,
+                                                    compute_t<Tin> scale, int final_pass) {
+    typedef compute_t<Tin> C;
+    constexpr int M = LOWBIT_CORE;
+    constexpr int E = thread_elems<Tin>();
+    constexpr int LOG = ilog2(E / M);
+    constexpr int VEC = warp_tiles<Tin>();
+    constexpr int QIN = E * (int)sizeof(Tin) / 16;  // 16-byte words per tile
+    constexpr int QOUT = E * (int)sizeof(Tout) / 16;
+    const int lane = threadIdx.x & 31;
+    uint4 raw[VEC][QIN];
+    if (LOWBIT_WARP_PREFETCH && g < full) {
+#pragma unroll
+        for (int u = 0; u < VEC; ++u) load_words<QIN>(x + ((g * VEC + u) * 32 + lane) * E, raw[u]);
+    }
+    for (; g < full; g += warps) {
+        uint4 cur[VEC][QIN];
+        if (LOWBIT_WARP_PREFETCH) {
+#pragma unroll
+            for (int u = 0; u < VEC; ++u)
+#pragma unroll
+                for (int i = 0; i < QIN; ++i) cur[u][i] = raw[u][i];
+            if (g + warps < full) {
+#pragma unroll
+                for (int u = 0; u < VEC; ++u) load_words<QIN>(x + (((g + warps) * VEC + u) * 32 + lane) * E, raw[u]);
+            }
+        } else {
+#pragma unroll
+            for (int u = 0; u < VEC; ++u) load_words<QIN>(x + ((g * VEC + u) * 32 + lane) * E, cur[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < VEC; ++u) {
+            const long long start = ((g * VEC + u) * 32 + lane) * E;
+            C v[E];
+            {
+                union { uint4 q[QIN]; Tin t[E]; } b;
+#pragma unroll
+                for (int i = 0; i < QIN; ++i) b.q[i] = cur[u][i];
+#pragma unroll
+                for (int i = 0; i < E; ++i) v[i] = widen(b.t[i]);
+            }
+            if (signs_in != nullptr) apply_signs<C, E>(signs_in, start, row_len, v);
+            butterfly_in_thread<M, LOG, C>(v, core_s, LOG);
+            butterfly_across_warp<C, E>(v, LANE_LEVELS);
+            if (final_pass) {
+#pragma unroll
+                for (int i = 0; i < E; ++i) v[i] = scale * v[i];
+                if (signs_out != nullptr) apply_signs<C, E>(signs_out, start, row_len, v);
+            }
+            union { uint4 q[QOUT]; Tout t[E]; } b;
+            narrow_tile(v, b.t);
+            store_words<QOUT>(out + start, b.q);
+        }
+    }
+    return g;
+}
+
+// Warp w of the grid takes groups w, w + W, w + 2 W, ... (W warps in the grid: one group each
+// when the grid covers the data, several when the wrapper launches only the resident blocks):
+// the wide path where it applies, fwht_warp_group for the rest (the data's last group, unaligned
+// data, segments shorter than a tile).
+template <typename Tin, typename Tout>
+__device__ __forceinline__ void fwht_warp(const Tin* x, Tout* out, long long n_elems, int seg_log, int row_len,
+                                          const scalar_t<Tin>* core, const scalar_t<Tin>* signs_in,
+                                          const scalar_t<Tin>* signs_out, compute_t<Tin> scale, int final_pass) {
+    typedef compute_t<Tin> C;
+    constexpr int M = LOWBIT_CORE;
+    constexpr int E = thread_elems<Tin>();
+    constexpr int LOG = ilog2(E / M);
+    constexpr int VEC = warp_tiles<Tin>();
+    // the wide path for the Sylvester kernels (M = 1) only: its 6 instantiations cost compile time
+    constexpr bool WIDE = M == 1 && (E * sizeof(Tin)) % 16 == 0 && (E * sizeof(Tout)) % 16 == 0;
+    static_assert((M << LOG) == E, "E = M 2^LOG");
+    __shared__ C core_s[M * M];
+    if (M > 1) {
+        for (int i = threadIdx.x; i < M * M; i += blockDim.x) core_s[i] = widen(core[i]);
+        __syncthreads();
+    }
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long group = 32LL * VEC * E;  // elements per warp and group
+    const long long groups = (n_elems + group - 1) / group;
+    long long g = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int levels_thread = seg_log < LOG ? seg_log : LOG;
+    const int levels_lane = seg_log - levels_thread;
+    if constexpr (WIDE) {
+      if (levels_thread == LOG && (((unsigned long long)x | (unsigned long long)out) & 15) == 0) {
+        const long long full = n_elems / group;
+#define LOWBIT_WIDE_CASE(L)                                                                                   \
+    case L:                                                                                                   \
+        g = fwht_warp_wide<Tin, Tout, L>(x, out, g, full, warps, row_len, core_s, signs_in, signs_out, scale, \
+                                         final_pass);                                                         \
+        break;
+        switch (levels_lane) {
+            LOWBIT_WIDE_CASE(0) LOWBIT_WIDE_CASE(1) LOWBIT_WIDE_CASE(2) LOWBIT_WIDE_CASE(3) LOWBIT_WIDE_CASE(4)
+            LOWBIT_WIDE_CASE(5)
+        }
+#undef LOWBIT_WIDE_CASE
+      }
+    }
+    for (; g < groups; g += warps)
+        fwht_warp_group<Tin, Tout, VEC>(x, out, n_elems, g, levels_thread, levels_lane, row_len, core_s, signs_in,
+                                        signs_out, scale, final_pass);
 }
 
 // One segment of n = M 2^seg_log elements per block, n / E threads (dynamic shared memory:
@@ -174,7 +294,8 @@ __device__ __forceinline__ void fwht_block(const Tin* x, Tout* out, int seg_log,
 }
 
 #define LOWBIT_FWHT_ROWS(SIN, SOUT, TIN, TOUT, S)                                                            \
-    extern "C" __global__ void lowbit_fwht_warp_##SIN##_##SOUT(                                               \
+    extern "C" __global__ void __launch_bounds__(LOWBIT_WARP_THREADS, LOWBIT_WARP_MIN_BLOCKS)                 \
+        lowbit_fwht_warp_##SIN##_##SOUT(                                                                      \
         const TIN* x, TOUT* out, long long n_elems, int seg_log, int row_len, const S* core, const S* signs_in, \
         const S* signs_out, S scale, int final_pass) {                                                        \
         fwht_warp<TIN, TOUT>(x, out, n_elems, seg_log, row_len, core, signs_in, signs_out,                    \

@@ -21,11 +21,35 @@ __device__ __forceinline__ double flip_sign(double v, u32 mask) {
 }
 __device__ __forceinline__ f32 shfl_xor(f32 v, int m) { return f32(__shfl_xor_sync(0xffffffffu, v.v, m)); }
 __device__ __forceinline__ double shfl_xor(double v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+// other + sign * v for sign = +1 or -1, in one fused multiply-add: the product is exact (v or -v),
+// so the one rounding is that of other + v or other + (-v) (NaN, infinities and zeros included).
+__device__ __forceinline__ f32 add_signed(f32 other, f32 sign, f32 v) {
+    float r;
+    asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(sign.v), "f"(v.v), "f"(other.v));
+    return f32(r);
+}
+__device__ __forceinline__ double add_signed(double other, double sign, double v) { return __fma_rn(sign, v, other); }
 
 // ---- load_tile / store_tile: K consecutive elements at p, widest vector accesses p allows ----
 #ifndef LOWBIT_STREAMING  // 1: streaming cache hints (__ldcs / __stcs) on 16-byte accesses
 #define LOWBIT_STREAMING 1
 #endif
+
+// Q 16-byte words at p (16-byte aligned), with the streaming hints when STREAM.
+template <int Q, bool STREAM = (LOWBIT_STREAMING != 0)>
+__device__ __forceinline__ void load_words(const void* p, uint4 (&q)[Q]) {
+#pragma unroll
+    for (int i = 0; i < Q; ++i)
+        q[i] = STREAM ? __ldcs(reinterpret_cast<const uint4*>(p) + i) : reinterpret_cast<const uint4*>(p)[i];
+}
+template <int Q>
+__device__ __forceinline__ void store_words(void* p, const uint4 (&q)[Q]) {
+#pragma unroll
+    for (int i = 0; i < Q; ++i) {
+        if (LOWBIT_STREAMING) __stcs(reinterpret_cast<uint4*>(p) + i, q[i]);
+        else reinterpret_cast<uint4*>(p)[i] = q[i];
+    }
+}
 
 template <typename T, int K, bool STREAM = (LOWBIT_STREAMING != 0)>
 __device__ __forceinline__ void load_vector(const T* p, T (&raw)[K]) {
@@ -33,9 +57,7 @@ __device__ __forceinline__ void load_vector(const T* p, T (&raw)[K]) {
     union { T t[K]; uint4 q[(BYTES + 15) / 16]; uint2 d[(BYTES + 7) / 8]; unsigned w[(BYTES + 3) / 4]; } buf;
     const unsigned long long addr = (unsigned long long)p;
     if (BYTES % 16 == 0 && addr % 16 == 0) {
-#pragma unroll
-        for (int i = 0; i < BYTES / 16; ++i)
-            buf.q[i] = STREAM ? __ldcs(reinterpret_cast<const uint4*>(p) + i) : reinterpret_cast<const uint4*>(p)[i];
+        load_words<(BYTES + 15) / 16, STREAM>(p, buf.q);
     } else if (BYTES % 8 == 0 && addr % 8 == 0) {
 #pragma unroll
         for (int i = 0; i < BYTES / 8; ++i) buf.d[i] = reinterpret_cast<const uint2*>(p)[i];
@@ -58,11 +80,7 @@ __device__ __forceinline__ void store_vector(T* p, const T (&raw)[K]) {
     for (int i = 0; i < K; ++i) buf.t[i] = raw[i];
     const unsigned long long addr = (unsigned long long)p;
     if (BYTES % 16 == 0 && addr % 16 == 0) {
-#pragma unroll
-        for (int i = 0; i < BYTES / 16; ++i) {
-            if (LOWBIT_STREAMING) __stcs(reinterpret_cast<uint4*>(p) + i, buf.q[i]);
-            else reinterpret_cast<uint4*>(p)[i] = buf.q[i];
-        }
+        store_words<(BYTES + 15) / 16>(p, buf.q);
     } else if (BYTES % 8 == 0 && addr % 8 == 0) {
 #pragma unroll
         for (int i = 0; i < BYTES / 8; ++i) reinterpret_cast<uint2*>(p)[i] = buf.d[i];
@@ -163,18 +181,16 @@ __device__ __forceinline__ void butterfly_in_thread(C (&v)[M << LOG], const C* c
 // Across lanes: level s (s < levels <= 5) pairs the elements of lanes that differ in bit s, at
 // stride E 2^s: the lower lane keeps a + b, the upper b' - a' (= other + (-mine), exactly).
 // A segment's 2^levels lanes are consecutive and aligned; every lane of the warp must call.
+// One fused multiply-add per element and level (add_signed; the sign is the lane's).
 template <typename C, int E>
 __device__ __forceinline__ void butterfly_across_warp(C (&v)[E], int levels) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int s = 0; s < 5; ++s) {
         if (s < levels) {
-            const u32 mask = ((lane >> s) & 1) ? 0x80000000u : 0u;
+            const C sign = flip_sign(C(1.0f), ((lane >> s) & 1) ? 0x80000000u : 0u);
 #pragma unroll
-            for (int i = 0; i < E; ++i) {
-                const C other = shfl_xor(v[i], 1 << s);
-                v[i] = other + flip_sign(v[i], mask);
-            }
+            for (int i = 0; i < E; ++i) v[i] = add_signed(shfl_xor(v[i], 1 << s), sign, v[i]);
         }
     }
 }

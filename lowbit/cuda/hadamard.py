@@ -5,7 +5,8 @@
 * rows of ``n = M * 2**k`` with ``k <= log2(E / M) + 5`` (E elements per thread: 16 for 16-bit
   data, 8 for float32, 4 for float64, M for the cores 12 and 20): one pass of the warp kernel,
   the data read and written once (n = 128 float16: 8 lanes per row, 2 tiles of 32 bytes per
-  thread);
+  thread and group); by default only the resident blocks are launched and each warp loops over
+  groups, its next group's loads in flight while it transforms the current one;
 * longer rows whose segment fits a block's shared memory (40 KiB of compute values, 1024
   threads): one pass of the block kernel;
 * longer still (float32 rows of 16384 and 32768, 12 * 2**k for k >= 10, ...): the block kernel
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.cuda._module import check_operands, kernel, suffix
+from lowbit.cuda._module import check_operands, kernel, resident_grid, suffix
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class Knobs:
     bytes_in_flight: int = 64
     #: Streaming cache hints on 16-byte accesses.
     streaming: bool = True
+    #: Warp kernel grid: only the blocks resident at once, each warp looping over groups (else
+    #: one group per warp, the grid covering the data).
+    resident: bool = True
+    #: Warp kernel: a warp's next group loaded before the butterflies of this one (in flight
+    #: while it computes; with ``resident``).
+    prefetch: bool = True
+    #: Warp kernel: blocks of THREADS per multiprocessor its registers must allow
+    #: (``__launch_bounds__``: 3 = at most 80 registers, 4 = 64).
+    min_blocks: int = 3
 
     def elems(self, m: int, itemsize: int) -> int:
         """Elements per thread and tile (the .cu's thread_elems)."""
@@ -48,11 +58,23 @@ class Knobs:
         tb = dict(self.thread_bytes)
         return (f"-DLOWBIT_THREAD_BYTES_16={tb[2]}", f"-DLOWBIT_THREAD_BYTES_32={tb[4]}",
                 f"-DLOWBIT_THREAD_BYTES_64={tb[8]}", f"-DLOWBIT_BYTES_IN_FLIGHT={self.bytes_in_flight}",
-                f"-DLOWBIT_STREAMING={int(self.streaming)}")
+                f"-DLOWBIT_STREAMING={int(self.streaming)}", f"-DLOWBIT_WARP_PREFETCH={int(self.prefetch)}",
+                f"-DLOWBIT_WARP_MIN_BLOCKS={self.min_blocks}")
 
 
 DEFAULT = Knobs()
-#: Threads per block of the warp and column kernels.
+_E32 = ((2, 64), (4, 32), (8, 32))
+#: Variants that benchmarks/bench_hadamard_cuda.py times side by side and
+#: tests/test_gpu_hadamard.py checks bit for bit (the default first).
+VARIANTS: dict[str, Knobs] = {
+    "resident, prefetch, 64 B/lane, 3 blocks (default)": DEFAULT,
+    "resident, prefetch, 32 B/lane, 4 blocks": Knobs(bytes_in_flight=32, min_blocks=4),
+    "resident, no prefetch, 4 blocks": Knobs(prefetch=False, min_blocks=4),
+    "one group per warp, 4 blocks": Knobs(resident=False, prefetch=False, min_blocks=4),
+    "default without streaming hints": Knobs(streaming=False),
+    "E=32 (16-bit), resident, prefetch, 2 blocks": Knobs(thread_bytes=_E32, min_blocks=2),
+}
+#: Threads per block of the warp and column kernels (the warp kernel's LOWBIT_WARP_THREADS).
 THREADS = 256
 #: Shared memory (bytes of compute values) and threads of one block-kernel segment.
 BLOCK_SMEM = 40 << 10
@@ -156,8 +178,10 @@ def _fwht(x: Any, core: Any, signs: Any, signs_first: bool, scale: np.floating, 
         tail = (core, signs_in, signs_out if final else _NULL, scale, np.int32(final))
         e = knobs.elems(m, x.dtype.itemsize)
         if kind == "warp":
-            per_block = THREADS * knobs.vectors(m, x.dtype.itemsize) * e
-            k((-(-total // per_block),), (THREADS,), (src, dst, np.int64(total), np.int32(a), np.int32(n), *tail))
+            per_warp = 32 * knobs.vectors(m, x.dtype.itemsize) * e
+            threads = 32 * -(-total // per_warp)  # one warp per group
+            blocks = resident_grid(k, THREADS, threads) if knobs.resident else (-(-threads // THREADS),)
+            k(blocks, (THREADS,), (src, dst, np.int64(total), np.int32(a), np.int32(n), *tail))
         else:
             seg = m << a
             k((total // seg,), (seg // e,), (src, dst, np.int32(a), np.int32(n), *tail),

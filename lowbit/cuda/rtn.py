@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.cuda._module import THREADS, cupy_device, grid, kernel, suffix
+from lowbit.cuda._module import THREADS, cupy_device, grid, kernel, resident_grid, suffix
 
 WARPS_PER_BLOCK = THREADS // 32
 
@@ -62,30 +62,6 @@ SEG_THREADS = 32
 
 def _lane_defines(bits: int) -> tuple[str, ...]:
     return (f"-DLOWBIT_LANE_BITS={bits}",)
-
-
-def resident_grid(k: Any, threads: int, items: int) -> tuple[int]:
-    """Blocks for a grid-stride kernel: as many as are resident on the device at once
-    (registers and shared memory bound them, per the driver's occupancy calculator)."""
-    return (max(1, min(-(-items // threads), _resident_blocks(k.kernel.ptr, threads))),)
-
-
-@functools.cache
-def _resident_blocks(function: int, threads: int) -> int:
-    """Blocks of ``threads`` resident on the current device at once (per kernel function:
-    each device has its own function handles)."""
-    import cupy
-    from cupy_backends.cuda.api import driver
-
-    per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(function, threads, 0)
-    return _sm_count(cupy.cuda.Device().id) * max(1, per_sm)
-
-
-@functools.cache
-def _sm_count(device: int) -> int:
-    import cupy
-
-    return int(cupy.cuda.runtime.getDeviceProperties(device)["multiProcessorCount"])
 
 
 def _lane_layout(dtype: Any, group_size: int) -> bool:
