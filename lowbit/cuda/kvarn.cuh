@@ -32,6 +32,14 @@ __device__ __forceinline__ f32 pow2_f32(int e) { return f32(f64_to_f32(ldexp(1.0
 // float32(1 / sqrt(D)): kvarn.py rotation_scale (IEEE sqrt and division in float64, rounded once).
 __device__ __forceinline__ f32 rotation_scale(int dim) { return f32(f64_to_f32(1.0 / sqrt((double)dim))); }
 
+// a * b + c rounded once (fma.rn, subnormals kept): the decoders' exact rewrites, q * A + Z with
+// q * A exact and a - b as fma(b, -1, a) (docs/transforms.md "KVarN decode").
+__device__ __forceinline__ f32 fma_rn(f32 a, f32 b, f32 c) {
+    float r;
+    asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a.v), "f"(b.v), "f"(c.v));
+    return f32(r);
+}
+
 __device__ __forceinline__ u32 scale_code(double v, const MiniSpec& s) {
     int invalid, over;
     return (u32)minifloat_encode_one(v, s, LOWBIT_SATURATE, LOWBIT_NEAREST_EVEN, 0ull, 0ll, 16, invalid, over);

@@ -292,11 +292,11 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
                 for (int h = E; h < (DIM ? DIM : 512); h <<= 1) {
                     if (h >= dim) break;
                     const bool last = 2 * h == dim;
-                    const u32 flip = (d0 & h) ? 0x80000000u : 0u;  // the upper lane: other + (-mine) = a - b
+                    const f32 sign((d0 & h) ? -1.0f : 1.0f);  // the upper lane: fma(mine, -1, other) = a - b
 #pragma unroll
                     for (int j = 0; j < E; ++j) {
                         const f32 other(__shfl_xor_sync(0xffffffffu, v[j].v, h / E));
-                        const f32 r = other + f32(__uint_as_float(__float_as_uint(v[j].v) ^ flip));
+                        const f32 r = fma_rn(v[j], sign, other);
                         v[j] = last ? scale * r : r;
                     }
                 }

@@ -33,12 +33,6 @@
 
 #define LOWBIT_D128_WARPS 4  // warps (tiles in flight) per block: lowbit/cuda/kvarn.py DECODE128_WARPS
 
-__device__ __forceinline__ f32 fma_rn(f32 a, f32 b, f32 c) {
-    float r;
-    asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a.v), "f"(b.v), "f"(c.v));
-    return f32(r);
-}
-
 // A / Z / s_col code as float32: float16 bits, or an e4m3 code (low byte).
 __device__ __forceinline__ f32 scale_f32(u32 code, bool e4m3) {
     if (!e4m3) return f32(__half2float(__ushort_as_half((unsigned short)code)));
