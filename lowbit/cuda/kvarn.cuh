@@ -32,8 +32,8 @@ __device__ __forceinline__ f32 pow2_f32(int e) { return f32(f64_to_f32(ldexp(1.0
 // float32(1 / sqrt(D)): kvarn.py rotation_scale (IEEE sqrt and division in float64, rounded once).
 __device__ __forceinline__ f32 rotation_scale(int dim) { return f32(f64_to_f32(1.0 / sqrt((double)dim))); }
 
-// a * b + c rounded once (fma.rn, subnormals kept): the decoders' exact rewrites, q * A + Z with
-// q * A exact and a - b as fma(b, -1, a) (docs/transforms.md "KVarN decode").
+// a * b + c rounded once (fma.rn, subnormals kept): the decoders' q * A + Z with q * A exact
+// (docs/transforms.md "KVarN decode").
 __device__ __forceinline__ f32 fma_rn(f32 a, f32 b, f32 c) {
     float r;
     asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a.v), "f"(b.v), "f"(c.v));

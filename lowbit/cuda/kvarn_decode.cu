@@ -14,6 +14,7 @@
 //                                   16-byte stores: two barriers per tile (three for K).
 
 #include "kvarn.cuh"
+#include "hadamard.cuh"
 
 // Shared memory of one decode block, in floats: the token-major tile and A, Z, s_col.
 __host__ __device__ constexpr int decode_smem_floats(int tokens, int dim, int rows, int cols) {
@@ -292,11 +293,11 @@ __device__ __forceinline__ void kvarn_decode_fast_impl(const u8* packed, long lo
                 for (int h = E; h < (DIM ? DIM : 512); h <<= 1) {
                     if (h >= dim) break;
                     const bool last = 2 * h == dim;
-                    const f32 sign((d0 & h) ? -1.0f : 1.0f);  // the upper lane: fma(mine, -1, other) = a - b
+                    const f32 sign((d0 & h) ? -1.0f : 1.0f);  // the upper lane: other - mine = a - b
 #pragma unroll
                     for (int j = 0; j < E; ++j) {
                         const f32 other(__shfl_xor_sync(0xffffffffu, v[j].v, h / E));
-                        const f32 r = fma_rn(v[j], sign, other);
+                        const f32 r = add_signed(other, sign, v[j]);
                         v[j] = last ? scale * r : r;
                     }
                 }

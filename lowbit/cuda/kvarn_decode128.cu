@@ -24,12 +24,13 @@
 //   times A 2**-p, exact products);  (q * A) + Z as one fma.rn: q * A is exact in
 //   float32 (q < 16 and A a float16 / e4m3 value: at most 15 significant bits), so rounding
 //   q * A + Z once is the CPU's mul-then-add;  the upper lane of a shuffled butterfly computes
-//   a - b as fma(b, -1, a).
+//   a - b as fma(-1, b, a) (hadamard.cuh add_signed).
 //   Scale codes as float32 by the hardware's exact float16 -> float32 conversion (e4m3: its
 //   value as float16, times 256); the values of minifloat_decode_one, and NaN for its NaN codes
 //   (any NaN: the first float32 operation makes every NaN the canonical one).
 
 #include "kvarn.cuh"
+#include "hadamard.cuh"
 
 #define LOWBIT_D128_WARPS 4  // warps (tiles in flight) per block: lowbit/cuda/kvarn.py DECODE128_WARPS
 
@@ -84,8 +85,7 @@ __device__ __forceinline__ void fwht128(f32 (&v)[32], f32 sign8, f32 sign16, f32
         const f32 sign = s ? sign16 : sign8;
 #pragma unroll
         for (int r = 0; r < 32; ++r) {
-            const f32 other(__shfl_xor_sync(0xffffffffu, v[r].v, 1 << s));
-            v[r] = fma_rn(v[r], sign, other);  // lower lane: mine + other; upper: other - mine
+            v[r] = add_signed(shfl_xor(v[r], 1 << s), sign, v[r]);  // lower lane: other + mine; upper: other - mine
         }
     }
 #pragma unroll
