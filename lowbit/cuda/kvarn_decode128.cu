@@ -194,8 +194,8 @@ __device__ __forceinline__ void kvarn_decode128_impl(const u8* packed, long long
                 f32 v[32];
 #pragma unroll
                 for (int r = 0; r < 32; ++r) {
-                    const int i = r & 7, lo = i < LOW ? i : i - LOW;
-                    const u32 word = i < LOW ? c[r >> 3] : c[r >> 3] >> (BITS * LOW);
+                    const int ci = r & 7, lo = ci < LOW ? ci : ci - LOW;  // code ci of chunk r >> 3
+                    const u32 word = ci < LOW ? c[r >> 3] : c[r >> 3] >> (BITS * LOW);
                     const f32 q = code_f32(word, MASK << (BITS * lo));  // q 2**(BITS lo)
                     v[r] = fma_rn(q, ap[lo], z) * s[r];
                 }
