@@ -36,7 +36,7 @@ def main() -> None:
             else:
                 stored, wide = x, x
             for key in (True, False):
-                for bits, fmt in ((2, 0), (3, 1)):
+                for bits, fmt in ((2, 0), (3, 1), (4, 1)):  # D = 128 with 2 / 4 bits: kvarn_decode128.cu
                     rows, cols = (d, t) if key else (t, d)
                     shapes = ((n, (rows * cols * bits + 7) // 8), (n, rows), (n, rows), (n, cols), (n,))
                     dts = (np.uint8, np.uint16, np.uint16, np.uint16, np.int8)
@@ -51,7 +51,7 @@ def main() -> None:
                     ref = np.empty((n, t, d), np.float32)
                     lowbit.cpu.kvarn_decode(want[0], rotate, key, bits, fmt, *want[1:], ref)
                     for out_dtype in ("float16", "uint16", "float32", "float64"):
-                        for fast in (True, False):  # the register decoder (where it applies) and the generic one
+                        for fast in (True, False):  # the fastest decoder that applies, and the generic one
                             cuda_kvarn.FAST_DECODE = fast
                             out = cp.empty((n, t, d), out_dtype)
                             cuda_kvarn.kvarn_decode(got[0], rotate, key, bits, fmt, *got[1:], out)
