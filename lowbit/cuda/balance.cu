@@ -18,10 +18,11 @@ __device__ __forceinline__ int log2_or_minus1(int d) { return (d & (d - 1)) == 0
 
 // balance_tile on one tile view, then dst = tile / col_scale / row_scale (row-major, coalesced,
 // every thread of the block over the flattened tile).
-template <class V, typename T>
+// (NR, NC > 0: the tile is NR x NC, balance_tile's fixed-length sweeps.)
+template <int NR = 0, int NC = 0, class V, typename T>
 __device__ __forceinline__ f32 balance_and_divide(const V& view, int rows, int cols, const BalanceParams& p,
                                                   const BalanceScratch& s, float* cs, float* rs, T* dst) {
-    const f32 imb = balance_tile(view, rows, cols, p, s, cs, rs);
+    const f32 imb = balance_tile<NR, NC>(view, rows, cols, p, s, cs, rs);
     const int shift = log2_or_minus1(cols);
     for (int idx = threadIdx.x; idx < rows * cols; idx += blockDim.x) {
         const int r = row_of(idx, cols, shift), c = idx - r * cols;
@@ -55,8 +56,11 @@ __device__ __forceinline__ void balance_tiles_impl(const T* tiles, long long n_t
             }
             __syncthreads();
         }
-        const f32 imb = ON_CHIP ? balance_and_divide(SharedTile{tile_s, pitch}, rows, cols, p, s, cs, rs, dst)
-                                : balance_and_divide(GlobalTile<T>{src, cols}, rows, cols, p, s, cs, rs, dst);
+        // 128 x 128 (KVarN's D = G = 128): compile-time sizes and pitch (balance.cuh group_std_n)
+        const f32 imb = !ON_CHIP ? balance_and_divide(GlobalTile<T>{src, cols}, rows, cols, p, s, cs, rs, dst)
+                        : rows == 128 && cols == 128
+                            ? balance_and_divide<128, 128>(FixedTile<tile_pitch(128)>{tile_s}, rows, cols, p, s, cs, rs, dst)
+                            : balance_and_divide(SharedTile{tile_s, pitch}, rows, cols, p, s, cs, rs, dst);
         for (int c = threadIdx.x; c < cols; c += blockDim.x) col_scale[b * cols + c] = cs[c];
         for (int r = threadIdx.x; r < rows; r += blockDim.x) row_scale[b * rows + r] = rs[r];
         if (threadIdx.x == 0) imbalance[b] = imb.v;

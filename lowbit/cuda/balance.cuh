@@ -27,6 +27,13 @@ struct SharedTile {
     __device__ __forceinline__ f32 operator()(int r, int c) const { return f32(p[r * pitch + c]); }
 };
 
+// SharedTile with a compile-time pitch: the offsets of a lane's elements are immediates.
+template <int PITCH>
+struct FixedTile {
+    const float* p;
+    __device__ __forceinline__ f32 operator()(int r, int c) const { return f32(p[r * PITCH + c]); }
+};
+
 // A tile of storage type T in global memory (row-major, `ld` elements per row).
 template <typename T>
 struct GlobalTile {
@@ -122,16 +129,60 @@ __device__ __forceinline__ f32 group_std(const V& t, int n, int j, const float* 
 __device__ __forceinline__ int round_first(int rd) { return ((rd >> 3) << 5) + (rd & 7); }
 __device__ __forceinline__ int round_count(int count) { return ((count + 31) >> 5) * LOWBIT_LANES; }
 
+// s / N in float32 for a compile-time count N: a product by the exact 1 / N when N is a power of
+// two (both round the same real number s / N once, subnormal results included), else a division.
+template <int N>
+__device__ __forceinline__ f32 over_count(f32 s) {
+    return (N & (N - 1)) == 0 ? s * f32(1.0f / (float)N) : s / f32((float)N);
+}
+
+// group_std for vectors of a compile-time length N (a multiple of 32, at most 8 * LOWBIT_LANE_CACHE):
+// the same operations in the same order, without bounds tests; x0 comes from lane 0 of the group
+// (a shuffle of its x[0] = t(0, j) * w[0]) and the lane's weights w[p + 8 k] from registers
+// (`wl`, loaded once per sweep).  Every lane of the warp must call it.
+template <int N, class V>
+__device__ __forceinline__ f32 group_std_n(const V& t, int j, const f32 (&wl)[N / LOWBIT_LANES], int p) {
+    constexpr int K = N / LOWBIT_LANES;
+    static_assert(N % 32 == 0 && K <= LOWBIT_LANE_CACHE, "N: a multiple of 32, at most 128");
+    f32 x[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) x[k] = t(p + LOWBIT_LANES * k, j) * wl[k];
+    const f32 x0(__shfl_sync(0xffffffffu, x[0].v, 0, LOWBIT_LANES));
+    f32 acc(0.0f);
+#pragma unroll
+    for (int g = 0; g < K / 4; ++g)
+        acc = acc + (((x[4 * g] - x0) + (x[4 * g + 1] - x0)) + ((x[4 * g + 2] - x0) + (x[4 * g + 3] - x0)));
+    const f32 mean = x0 + over_count<N>(lane_sum(acc));
+    acc = f32(0.0f);
+#pragma unroll
+    for (int g = 0; g < K / 4; ++g) {
+        f32 d[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) d[e] = x[4 * g + e] - mean;
+        acc = acc + ((d[0] * d[0] + d[1] * d[1]) + (d[2] * d[2] + d[3] * d[3]));
+    }
+    return sqrt_rn(over_count<N - 1>(lane_sum(acc)));
+}
+
 // f(v, std over i of t(i, v) * w[i]) (group_std) in lane 0 of the group of every vector v < count
-// (the rounds above); every lane of every warp must call it.
-template <class V, class F>
+// (the rounds above); every lane of every warp must call it.  N > 0: vectors of that compile-time
+// length n = N (group_std_n), the weights read once per sweep.
+template <int N = 0, class V, class F>
 __device__ __forceinline__ void sweep(const V& t, int n, int count, const float* w, F f) {
     const int lane = threadIdx.x & 31, p = lane & (LOWBIT_LANES - 1), q = lane >> 3;
+    f32 wl[N > 0 ? N / LOWBIT_LANES : 1];
+    if (N > 0) {
+#pragma unroll
+        for (int k = 0; k < N / LOWBIT_LANES; ++k) wl[k] = f32(w[p + LOWBIT_LANES * k]);
+    }
     for (int rd = threadIdx.x >> 5; rd < round_count(count); rd += blockDim.x >> 5) {
         const int first = round_first(rd);
         if (first >= count) continue;  // uniform across the warp
         const int v = first + q * LOWBIT_LANES;
-        const f32 s = group_std(t, n, v < count ? v : first, w, p);
+        const int j = v < count ? v : first;
+        f32 s;
+        if constexpr (N > 0) s = group_std_n<N>(t, j, wl, p);
+        else s = group_std(t, n, j, w, p);
         if (v < count && p == 0) f(v, s);
     }
 }
@@ -233,7 +284,8 @@ struct BalanceParams {
 // won) and returns the best imbalance (NaN for a tile holding NaN or Inf).  Ends with a barrier.
 // The stds come from sweep() (8-lane groups); the scale updates (float64 exp / log) run one
 // thread per column / row, so that whole warps share them: four barriers per round.
-template <class V>
+// NR, NC > 0: rows == NR and cols == NC at compile time (sweep's fixed-length path).
+template <int NR = 0, int NC = 0, class V>
 __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams& p, const BalanceScratch& s,
                             float* col_scale, float* row_scale) {
     const Transposed<V> tt{t};
@@ -251,11 +303,11 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
     SpreadAcc sc, sr;
     sc.reset();
     sr.reset();
-    sweep(t, rows, cols, s.inv_row, [&](int c, f32 v) {
+    sweep<NR>(t, rows, cols, s.inv_row, [&](int c, f32 v) {
         s.std_col[c] = v.v;
         sc.add(v);
     });
-    sweep(tt, cols, rows, s.inv_col, [&](int, f32 v) { sr.add(v); });
+    sweep<NC>(tt, cols, rows, s.inv_col, [&](int, f32 v) { sr.add(v); });
     f32 best = block_imbalance(sc, sr, p.floor, s.red);  // std_col is read after its barrier
     bool identity = true;
     for (int it = 0; it < p.iterations; ++it) {
@@ -264,7 +316,7 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
             update_log_scale(s.log_col, s.inv_col, c, f32(s.std_col[c]), p.std_min, p.std_max, p.log_min, p.log_max);
         __syncthreads();
         // rows: std over columns of cur[r, :] = inv_row[r] * std of T[r, :] * inv_col
-        sweep(tt, cols, rows, s.inv_col, [&](int r, f32 base) { s.base_row[r] = base.v; });
+        sweep<NC>(tt, cols, rows, s.inv_col, [&](int r, f32 base) { s.base_row[r] = base.v; });
         __syncthreads();
         sr.reset();
         for (int r = threadIdx.x; r < rows; r += blockDim.x) {
@@ -275,7 +327,7 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
         }
         __syncthreads();
         sc.reset();
-        sweep(t, rows, cols, s.inv_row, [&](int c, f32 base) {
+        sweep<NR>(t, rows, cols, s.inv_row, [&](int c, f32 base) {
             const f32 v = f32(s.inv_col[c]) * base;
             s.std_col[c] = v.v;
             sc.add(v);

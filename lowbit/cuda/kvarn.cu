@@ -146,7 +146,10 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
         }
         // balance_tile (identity scales for a 1-token tile: no token std)
         if (rows >= 2 && cols >= 2) {
-            balance_tile(SharedTile{tile, pitch}, rows, cols, params, scratch, cs, rs);
+            if (rows == 128 && cols == 128)  // D = G = 128: compile-time sizes (balance.cuh group_std_n)
+                balance_tile<128, 128>(FixedTile<kv_pitch(128)>{tile}, rows, cols, params, scratch, cs, rs);
+            else
+                balance_tile(SharedTile{tile, pitch}, rows, cols, params, scratch, cs, rs);
         } else {
             for (int c = threadIdx.x; c < cols; c += blockDim.x) cs[c] = 1.0f;
             for (int r = threadIdx.x; r < rows; r += blockDim.x) rs[r] = 1.0f;
