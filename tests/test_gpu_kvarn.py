@@ -256,6 +256,20 @@ def test_bad_input(cp) -> None:
         cuda_kvarn.kvarn_encode(big, True, True, 2, 8, 0, True, *out)
 
 
+@pytest.mark.parametrize("threads", [256, 128, 32])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_encode_any_block_size_matches_cpu(cp, monkeypatch: pytest.MonkeyPatch, threads: int, dtype: str) -> None:
+    """D = G = 128 tiles (the in-register rotation and fixed-size balance) with 8, 4 and 1 warps
+    per tile: the CPU's bytes whatever the block size (and 16 iterations: the scales' history)."""
+    monkeypatch.setattr(cuda_kvarn, "ENCODE_THREADS", threads)
+    x = _tokens("outlier", 3, 128, 128, 17)
+    for key, bits, fmt, iterations in ((True, 4, 0, 8), (False, 2, 0, 8), (True, 2, 1, 16), (False, 4, 1, 1)):
+        want, got = _encode_both(cp, x, dtype, True, key, bits, fmt, iterations)
+        for name, w, g in zip(("packed", "row_scale", "row_offset", "col_scale", "tile_exponent"), want, got,
+                              strict=True):
+            np.testing.assert_array_equal(g, w, err_msg=f"{name} key={key} bits={bits}")
+
+
 def test_deterministic_across_launch_geometries(cp, monkeypatch: pytest.MonkeyPatch) -> None:
     wrapper = cuda_kvarn
     x = cp.asarray(_tokens("outlier", 37, 128, 128, 11).astype(np.float16))

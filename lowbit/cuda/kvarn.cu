@@ -11,6 +11,7 @@
 // CPU's bit for bit.  Suffixes name the token storage (f16, bf16 = bfloat16 bits, f32).
 
 #include "balance.cuh"
+#include "hadamard.cuh"
 #include "kvarn.cuh"
 
 // Histogram bins of float32 binades floor(log2|v|) = -149 .. 127 (lowbit/cpu/kvarn.py _BINS).
@@ -26,34 +27,51 @@ __device__ __forceinline__ int binade_f32(float a) {
 
 // The tile's exponent (kvarn.py tile_exponent_of): the binade of the lower-median nonzero
 // magnitude minus LOWBIT_MEDIAN_LOG, from a histogram of binades (integer atomics: the same
-// counts in any order).  `hist` holds LOWBIT_BINS + 2 ints; every thread gets the result.
-__device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch, int* hist) {
+// counts in any order).  `hist` holds LOWBIT_BINS + 2 ints: the bins, the nonzero count and the
+// non-finite flag.  Three steps: hist_clear; every element through a lane's BinadeCounts (add,
+// then flush); exponent_of_hist.
+
+__device__ __forceinline__ void hist_clear(int* hist) {
     for (int b = threadIdx.x; b < LOWBIT_BINS + 2; b += blockDim.x) hist[b] = 0;
-    __syncthreads();
-    int* nnz = hist + LOWBIT_BINS;
-    int* nonfinite = hist + LOWBIT_BINS + 1;
-    // counts aggregated per warp (lanes with the same binade add once): most magnitudes share
-    // a few binades, and one shared-memory atomic per element serialized on them
-    const int lane = threadIdx.x & 31, cshift = pow2_shift(cols);
-    for (int base = 0; base < rows * cols; base += blockDim.x) {  // uniform per warp (blockDim % 32 == 0)
-        const int idx = base + threadIdx.x;
-        int bin = -1;
-        bool bad = false;
-        if (idx < rows * cols) {
-            const int r = div_by(idx, cols, cshift), c = idx - r * cols;
-            // |x| by its bits: fabsf flushes subnormals under CuPy's -ftz=true (the CPU counts them)
-            const u32 bits = __float_as_uint(tile[r * pitch + c]) & 0x7fffffffu;
-            bad = bits >= 0x7f800000u;  // Inf or NaN
-            if (!bad && bits != 0u) bin = binade_f32(__uint_as_float(bits)) + LOWBIT_BIN0;
-        }
-        const unsigned counted = __ballot_sync(0xffffffffu, bin >= 0);
-        if (__any_sync(0xffffffffu, bad) && lane == 0) atomicOr(nonfinite, 1);
-        if (counted && lane == 0) atomicAdd(nnz, __popc(counted));
+}
+
+// A lane's share of the histogram: bins by shared-memory atomics aggregated per warp (lanes with
+// the same binade add once: most magnitudes share a few binades, and one atomic per element
+// serialized on them), the nonzero count and the non-finite flag in registers until flush().
+struct BinadeCounts {
+    int nnz = 0;
+    unsigned bad = 0u;  // 1: an Inf or NaN
+    // every lane of the warp calls it (`valid`: the lane holds an element); branch-free
+    __device__ __forceinline__ void add(float v, bool valid, int* hist) {
+        // |v| by its bits: fabsf flushes subnormals under CuPy's -ftz=true (the CPU counts them)
+        const u32 bits = __float_as_uint(v) & 0x7fffffffu;
+        bad |= valid && bits >= 0x7f800000u ? 1u : 0u;  // Inf or NaN
+        const u32 ex = bits >> 23;  // binade_f32, for a nonzero finite |v|
+        const int b = (ex ? (int)ex - 127 : (31 - __clz(bits)) - 149) + LOWBIT_BIN0;
+        const bool counted = valid && bits - 1u < 0x7f7fffffu;  // nonzero and finite
+        const int bin = counted ? b : -1;
+        nnz += counted ? 1 : 0;
         const unsigned same = __match_any_sync(0xffffffffu, bin);
-        if (bin >= 0 && lane == __ffs(same) - 1) atomicAdd(hist + bin, __popc(same));
+        const unsigned below = (1u << (threadIdx.x & 31)) - 1u;  // lanes before this one
+        if (counted && (same & below) == 0u) atomicAdd(hist + bin, __popc(same));  // the first of its bin
     }
+    // every lane of the warp calls it, once, after its last add
+    __device__ __forceinline__ void flush(int* hist) const {
+        const int n = __reduce_add_sync(0xffffffffu, nnz);
+        const bool any = __any_sync(0xffffffffu, bad != 0u);
+        if ((threadIdx.x & 31) == 0) {
+            if (n) atomicAdd(hist + LOWBIT_BINS, n);
+            if (any) atomicOr(hist + LOWBIT_BINS + 1, 1);
+        }
+    }
+};
+
+// The exponent from a complete histogram (starts with a barrier); every thread gets the result.
+__device__ int exponent_of_hist(const int* hist) {
     __syncthreads();
     __shared__ int result;
+    const int lane = threadIdx.x & 31;
+    const int nnz = hist[LOWBIT_BINS], nonfinite = hist[LOWBIT_BINS + 1];
     if (threadIdx.x < 32) {  // warp 0: lane l scans bins [9 l, 9 l + 9) after an exclusive prefix sum
         const int b0 = lane * 9;  // 32 * 9 = 288 >= LOWBIT_BINS
         int own = 0;
@@ -65,7 +83,7 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
         }
         // med: the last nonzero bin whose preceding count is <= k (the lower median's); top: the
         // last nonzero bin; integer counts, so the warp's max equals the sequential scan's
-        const int k = (*nnz - 1) / 2;
+        const int k = (nnz - 1) / 2;
         int cum = incl - own, med = -1, top = -1;
         for (int b = b0; b < b0 + 9 && b < LOWBIT_BINS; ++b) {
             if (hist[b]) {
@@ -80,8 +98,8 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
         }
         if (lane == 0) {
             int e;
-            if (*nonfinite) e = LOWBIT_EXPONENT_INVALID;
-            else if (*nnz == 0) e = 0;
+            if (nonfinite) e = LOWBIT_EXPONENT_INVALID;
+            else if (nnz == 0) e = 0;
             else {
                 e = (med - LOWBIT_BIN0) - LOWBIT_MEDIAN_LOG;
                 const int t = top - LOWBIT_BIN0;
@@ -95,6 +113,59 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
     const int e = result;
     __syncthreads();  // `result` is rewritten by the next tile
     return e;
+}
+
+// The exponent of a tile in shared memory (after a barrier that follows its last write).
+__device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch, int* hist) {
+    hist_clear(hist);
+    __syncthreads();
+    const int cshift = pow2_shift(cols);
+    BinadeCounts counts;
+    for (int base = 0; base < rows * cols; base += blockDim.x) {  // uniform per warp (blockDim % 32 == 0)
+        const int idx = base + threadIdx.x;
+        const bool valid = idx < rows * cols;
+        float v = 0.0f;
+        if (valid) {
+            const int r = div_by(idx, cols, cshift), c = idx - r * cols;
+            v = tile[r * pitch + c];
+        }
+        counts.add(v, valid, hist);
+    }
+    counts.flush(hist);
+    return exponent_of_hist(hist);
+}
+
+// load_tile + rotate_tokens for D = 128 in registers, the rotated values straight into the tile
+// (`pitch` floats per row) and, with `hist`, into the exponent histogram: 16 lanes per token,
+// lane L holding channels 8 L .. 8 L + 7 (one 16-byte load of float16 / bfloat16), Sylvester
+// levels 1, 2, 4 in the thread and 8 .. 64 across the lanes (hadamard.cuh's butterfly_in_thread /
+// butterfly_across_warp: the same a + b and a - b per element as rotate_tokens and the CPU), then
+// the scale.  No barrier.
+template <typename T, bool KEY>
+__device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float* tile, int pitch, int* hist) {
+    constexpr int D = 128;
+    const int lane = threadIdx.x & 31, L = lane & 15;
+    const f32 scale = rotation_scale(D);
+    BinadeCounts counts;
+    for (int t0 = 2 * (int)(threadIdx.x >> 5); t0 < tokens; t0 += 2 * (int)(blockDim.x >> 5)) {  // uniform per warp
+        const int t = t0 + (lane >> 4);
+        const bool valid = t < tokens;
+        f32 v[8];
+        if (valid) load_tile<T, f32, 8>(src + t * D + 8 * L, v);
+        else {
+#pragma unroll
+            for (int m = 0; m < 8; ++m) v[m] = f32(0.0f);
+        }
+        butterfly_in_thread<1, 3, f32>(v, nullptr, 3);
+        butterfly_across_warp<f32, 8>(v, 4);
+#pragma unroll
+        for (int m = 0; m < 8; ++m) {
+            v[m] = scale * v[m];
+            if (hist) counts.add(v[m].v, valid, hist);
+            if (valid) tile[token_index(t, 8 * L + m, pitch, KEY)] = v[m].v;
+        }
+    }
+    if (hist) counts.flush(hist);
 }
 
 // Shared memory of one encode block, in floats (kvarn.py's wrapper mirrors it: smem_bytes).
@@ -125,15 +196,27 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
     const long long units = (nel + 7) / 8;
     const int dshift = pow2_shift(dim), cshift = pow2_shift(cols);
     for (long long i = blockIdx.x; i < n; i += gridDim.x) {
-        // load_tile: coalesced along the tokens' channels, transposed into K tiles
         const T* src = x + i * nel;
-        for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
-            const int t = div_by(idx, dim, dshift), d = idx - t * dim;
-            tile[token_index(t, d, pitch, key != 0)] = widen(src[idx]).v;
+        int e = 0;
+        if (rotate && dim == 128) {  // in registers, the histogram on the way (load_rotate_d128)
+            if (normalize) {
+                hist_clear(hist);
+                __syncthreads();
+            }
+            if (key) load_rotate_d128<T, true>(src, tokens, tile, pitch, normalize ? hist : nullptr);
+            else load_rotate_d128<T, false>(src, tokens, tile, pitch, normalize ? hist : nullptr);
+            if (normalize) e = exponent_of_hist(hist);  // (its first barrier completes the tile)
+            else __syncthreads();
+        } else {
+            // load_tile: coalesced along the tokens' channels, transposed into K tiles
+            for (int idx = threadIdx.x; idx < nel; idx += blockDim.x) {
+                const int t = div_by(idx, dim, dshift), d = idx - t * dim;
+                tile[token_index(t, d, pitch, key != 0)] = widen(src[idx]).v;
+            }
+            if (rotate) rotate_tokens(tile, tokens, dim, pitch, key != 0);
+            __syncthreads();
+            if (normalize) e = tile_exponent_of(tile, rows, cols, pitch, hist);
         }
-        if (rotate) rotate_tokens(tile, tokens, dim, pitch, key != 0);
-        __syncthreads();
-        const int e = normalize ? tile_exponent_of(tile, rows, cols, pitch, hist) : 0;
         if (threadIdx.x == 0) tile_exponent[i] = (signed char)e;
         if (e == LOWBIT_EXPONENT_INVALID) continue;  // uniform across the block; the front raises
         if (e != 0) {

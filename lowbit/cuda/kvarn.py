@@ -3,8 +3,8 @@
 ``kvarn_encode`` runs ``lowbit/cuda/kvarn.cu``'s one-block-per-tile kernel over every tile of
 the launch: tokens ``x [n, T, D]`` in float16, bfloat16 (uint16 bits) or float32 go straight to
 the packed record (rotation, exponent, balance, RTN, fold, scale codes, packing), the tile held
-in shared memory as float32 (D = G = 128: about 74 KiB, three blocks per H200 multiprocessor; the
-codes are written over the rows they came from).
+in shared memory as float32 (D = G = 128: about 71 KiB and 256 threads, three blocks per H100 / H200
+multiprocessor; the codes are written over the rows they came from).
 ``kvarn_decode`` writes ``out`` in float16, bfloat16 bits, float32 or float64 (the CPU twin
 writes float32; the CUDA output is that float32 value rounded once, as the front's conversion)
 with ``lowbit/cuda/kvarn_decode128.cu``'s one-warp-per-tile decoder for the presets' tiles
@@ -38,6 +38,15 @@ DECODE128_WARPS = 4
 #: use kvarn_decode128.cu where it applies (the benchmark switches it off to time the register
 #: decoder on the same tiles)
 DECODE128 = True
+#: threads of an encode block for tiles of at least 128 x 128 (smaller tiles: balance.threads_for):
+#: 8 warps per tile, three blocks (24 warps) per multiprocessor at 80 registers; the output does
+#: not depend on it (tests vary it)
+ENCODE_THREADS = 256
+
+
+def encode_threads(rows: int, cols: int) -> int:
+    """Threads of one encode block (kvarn.cu: any multiple of 32 up to 256)."""
+    return ENCODE_THREADS if rows * cols >= 128 * 128 else threads_for(rows, cols)
 
 
 def _defines() -> tuple[str, ...]:
@@ -133,7 +142,7 @@ def kvarn_encode(x: Any, rotate: bool, key: bool, bits: int, iterations: int, sc
                   tile_exponent)
     if n == 0:
         return
-    threads = threads_for(rows, cols)
+    threads = encode_threads(rows, cols)
     k = kernel("kvarn", f"lowbit_kvarn_encode_{suffix(x.dtype)}", _defines())
     i32 = np.int32
     _launch(k, n, threads, encode_smem_bytes(rows, cols, threads),
