@@ -206,18 +206,23 @@ struct SpreadAcc {
 // Imb = max(std_col) / max(min(std_col), floor) + max(std_row) / max(min(std_row), floor), NaN if
 // one std is NaN (balance.py _spread + _spread), from every lane's column and row accumulators;
 // every thread gets the result.  `red` holds 5 floats per warp; one barrier (red is next
-// written after at least one more barrier).
-__device__ __forceinline__ f32 block_imbalance(SpreadAcc c, SpreadAcc r, f32 floor, float* red) {
-    unsigned bad = c.bad | r.bad;
-    for (int o = 16; o; o >>= 1) {  // min, max and or are exact: any order gives the same
+// written after at least one more barrier).  After the barrier lane w of every warp takes warp w's
+// values and a second butterfly combines them (min, max and or are exact: any order gives the same).
+__device__ __forceinline__ void spread_butterfly(SpreadAcc& c, SpreadAcc& r, unsigned& bad) {
+    for (int o = 16; o; o >>= 1) {
         c.lo = minimum(c.lo, f32(__shfl_xor_sync(0xffffffffu, c.lo.v, o)));
         c.hi = maximum(c.hi, f32(__shfl_xor_sync(0xffffffffu, c.hi.v, o)));
         r.lo = minimum(r.lo, f32(__shfl_xor_sync(0xffffffffu, r.lo.v, o)));
         r.hi = maximum(r.hi, f32(__shfl_xor_sync(0xffffffffu, r.hi.v, o)));
         bad |= __shfl_xor_sync(0xffffffffu, bad, o);
     }
-    const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    if ((threadIdx.x & 31) == 0) {
+}
+
+__device__ __forceinline__ f32 block_imbalance(SpreadAcc c, SpreadAcc r, f32 floor, float* red) {
+    unsigned bad = c.bad | r.bad;
+    spread_butterfly(c, r, bad);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    if (lane == 0) {
         red[5 * warp] = c.lo.v;
         red[5 * warp + 1] = c.hi.v;
         red[5 * warp + 2] = r.lo.v;
@@ -225,13 +230,17 @@ __device__ __forceinline__ f32 block_imbalance(SpreadAcc c, SpreadAcc r, f32 flo
         red[5 * warp + 4] = __uint_as_float(bad);
     }
     __syncthreads();
-    for (int w = 0; w < warps; ++w) {
-        c.lo = minimum(c.lo, f32(red[5 * w]));
-        c.hi = maximum(c.hi, f32(red[5 * w + 1]));
-        r.lo = minimum(r.lo, f32(red[5 * w + 2]));
-        r.hi = maximum(r.hi, f32(red[5 * w + 3]));
-        bad |= __float_as_uint(red[5 * w + 4]);
+    c.reset();
+    r.reset();
+    bad = 0u;
+    if (lane < warps) {  // at most 32 warps
+        c.lo = f32(red[5 * lane]);
+        c.hi = f32(red[5 * lane + 1]);
+        r.lo = f32(red[5 * lane + 2]);
+        r.hi = f32(red[5 * lane + 3]);
+        bad = __float_as_uint(red[5 * lane + 4]);
     }
+    spread_butterfly(c, r, bad);
     return bad ? f32(__uint_as_float(0x7fc00000u)) : c.hi / maximum(c.lo, floor) + r.hi / maximum(r.lo, floor);
 }
 

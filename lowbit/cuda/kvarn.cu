@@ -158,11 +158,13 @@ __device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float
         }
         butterfly_in_thread<1, 3, f32>(v, nullptr, 3);
         butterfly_across_warp<f32, 8>(v, 4);
+        float* out = tile + token_index(t, 8 * L, pitch, KEY);  // channel 8 L + m at out[m * stride]
+        const int stride = KEY ? pitch : 1;
 #pragma unroll
         for (int m = 0; m < 8; ++m) {
             v[m] = scale * v[m];
             if (hist) counts.add(v[m].v, valid, hist);
-            if (valid) tile[token_index(t, 8 * L + m, pitch, KEY)] = v[m].v;
+            if (valid) out[m * stride] = v[m].v;
         }
     }
     if (hist) counts.flush(hist);
@@ -299,43 +301,68 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
             rstep[r] = step.v;
         }
         __syncthreads();
-        // the codes overwrite the row's own bytes: in step c0 the group reads floats c0 .. c0 + 7 and
-        // then (after a __syncwarp) writes bytes c0 .. c0 + 7, which lie in floats c0 / 4 and
-        // c0 / 4 + 1, read in this or an earlier step; so no unread value is clobbered (no code
-        // buffer: one more block fits a multiprocessor)
-        for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
-            const int first = round_first(rd);
-            if (first >= rows) continue;  // uniform across the warp
-            const int r = first + (lane >> 3) * LOWBIT_LANES;
-            const bool own = r < rows;
-            float* row = tile + (own ? r : first) * pitch;
-            u8* out = reinterpret_cast<u8*>(row);
-            const f32 base(rbase[own ? r : first]), step(rstep[own ? r : first]);
-            for (int c0 = 0; c0 < cols; c0 += LOWBIT_LANES) {
-                const int c = c0 + lp;
-                u8 code = 0;
-                if (own && c < cols) {
-                    const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
-                    code = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
-                }
-                __syncwarp();
-                if (own && c < cols) out[c] = code;
-            }
-        }
-        __syncthreads();
-        // pack_codes: unit u = codes 8u .. 8u + 7 into `bits` bytes (fewer for the last unit)
         u8* dst = packed + i * code_bytes;
-        for (long long u = threadIdx.x; u < units; u += blockDim.x) {
-            const long long start = u * 8;
-            const int count = nel - start < 8 ? (int)(nel - start) : 8;
-            u64 acc = 0ull;
-            for (int j = 0; j < count; ++j) {
-                const int e = (int)start + j, r = div_by(e, cols, cshift);
-                const u8 code = reinterpret_cast<const u8*>(tile + r * pitch)[e - r * cols];
-                acc |= ((u64)(code & levels)) << (j * bits);
+        if (cols % 8 == 0) {
+            // codes and packing in one step (every unit's 8 codes in one row): the units of a row
+            // to the lanes of its group, lane p taking units p, p + 8, ...; within a unit lane p
+            // reads element (k + p) mod 8 at step k (pitch 1 mod 32, as for C = 128: the 32 lanes in
+            // 32 banks), each code shifted to its place in the unit; the same code expression as below
+            const int upr = cols >> 3;  // units per row
+            for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
+                const int r = round_first(rd) + (lane >> 3) * LOWBIT_LANES;
+                if (r >= rows) continue;  // no warp-wide operation below
+                const float* row = tile + r * pitch;
+                const f32 base(rbase[r]), step(rstep[r]);
+                for (int uu = lp; uu < upr; uu += LOWBIT_LANES) {
+                    u64 acc = 0ull;
+#pragma unroll
+                    for (int k = 0; k < 8; ++k) {
+                        const int kk = (k + lp) & 7;
+                        const f32 q = f32(rintf(((f32(row[8 * uu + kk]) - base) / step).v));
+                        const u32 code = q < f32(0.0f) ? 0u : (q > lf ? (u32)levels : (u32)q.v);
+                        acc |= (u64)code << (kk * bits);
+                    }
+                    store_unit(dst, (long long)r * upr + uu, bits, bits, acc);
+                }
             }
-            const long long left = code_bytes - u * bits;
-            store_unit(dst, u, bits, left < bits ? left : bits, acc);
+        } else {
+            // the codes overwrite the row's own bytes: in step c0 the group reads floats c0 .. c0 + 7 and
+            // then (after a __syncwarp) writes bytes c0 .. c0 + 7, which lie in floats c0 / 4 and
+            // c0 / 4 + 1, read in this or an earlier step; so no unread value is clobbered (no code
+            // buffer: one more block fits a multiprocessor)
+            for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
+                const int first = round_first(rd);
+                if (first >= rows) continue;  // uniform across the warp
+                const int r = first + (lane >> 3) * LOWBIT_LANES;
+                const bool own = r < rows;
+                float* row = tile + (own ? r : first) * pitch;
+                u8* out = reinterpret_cast<u8*>(row);
+                const f32 base(rbase[own ? r : first]), step(rstep[own ? r : first]);
+                for (int c0 = 0; c0 < cols; c0 += LOWBIT_LANES) {
+                    const int c = c0 + lp;
+                    u8 code = 0;
+                    if (own && c < cols) {
+                        const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
+                        code = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
+                    }
+                    __syncwarp();
+                    if (own && c < cols) out[c] = code;
+                }
+            }
+            __syncthreads();
+            // pack_codes: unit u = codes 8u .. 8u + 7 into `bits` bytes (fewer for the last unit)
+            for (long long u = threadIdx.x; u < units; u += blockDim.x) {
+                const long long start = u * 8;
+                const int count = nel - start < 8 ? (int)(nel - start) : 8;
+                u64 acc = 0ull;
+                for (int j = 0; j < count; ++j) {
+                    const int e = (int)start + j, r = div_by(e, cols, cshift);
+                    const u8 code = reinterpret_cast<const u8*>(tile + r * pitch)[e - r * cols];
+                    acc |= ((u64)(code & levels)) << (j * bits);
+                }
+                const long long left = code_bytes - u * bits;
+                store_unit(dst, u, bits, left < bits ? left : bits, acc);
+            }
         }
         __syncthreads();  // the next tile overwrites shared memory
     }
