@@ -94,7 +94,8 @@ AGREEMENT: dict[str, str] = {
     "balance_tiles": "bit-identical (same float32 operations in the same order, the two-pass std by "
                      "8-lane groups in the order lowbit/cpu/balance.py documents; lowbit's own exp/log; "
                      "test_balance's CuPy / torch cases passed on an H100 2026-12-06, test_gpu_balance "
-                     "not yet run after the order change) - tests/test_gpu_balance.py",
+                     "not yet run after the order change nor with the fixed-size 128 x 128 sweeps of "
+                     "2026-12-07) - tests/test_gpu_balance.py",
     "fwht": "bit-identical (same butterflies in the same order) - tests/test_gpu_hadamard.py",
     "group_abs_mean": "bit-identical - tests/test_gpu_rtn.py",
     "group_range": "bit-identical - tests/test_gpu_rtn.py",
@@ -108,7 +109,9 @@ AGREEMENT: dict[str, str] = {
                     "on a GPU) - tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
                     "float16 / bfloat16 tokens widened exactly; RTN rows by 8-lane groups; test_gpu_kvarn "
-                    "passed on an H100 2026-12-06) - tests/test_gpu_kvarn.py",
+                    "passed on an H100 2026-12-06; the D = 128 in-register rotation, fixed-size 128 x 128 "
+                    "balance and one-step codes + packing of 2026-12-07 not yet run on a GPU) - "
+                    "tests/test_gpu_kvarn.py",
     "kvarn_grid_decode": "bit-identical (the CPU's float64 reconstruction rounded once to float32) - "
                          "tests/test_gpu_kvarn_grid.py",
     "kvarn_grid_encode": "bit-identical (kvarn.cu's balance; the CPU's float64 fit in its order, one thread "

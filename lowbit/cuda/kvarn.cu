@@ -170,6 +170,13 @@ __device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float
     if (hist) counts.flush(hist);
 }
 
+// The RTN code of a normalized value: clip(rint((v - base) / step), 0, L) (kvarn.py's row loop;
+// max / min are exact and give 0 for -0 and NaN, as the CPU's conversion does).
+__device__ __forceinline__ u32 rtn_code(f32 v, f32 base, f32 step, f32 lf) {
+    const f32 q = f32(rintf(((v - base) / step).v));
+    return (u32)minimum(maximum(q, f32(0.0f)), lf).v;
+}
+
 // Shared memory of one encode block, in floats (kvarn.py's wrapper mirrors it: smem_bytes).
 __host__ __device__ constexpr int encode_smem_floats(int rows, int cols, int threads) {
     return rows * kv_pitch(cols) + cols + rows + balance_scratch_floats(rows, cols, threads) + LOWBIT_BINS + 2;
@@ -304,9 +311,8 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
         u8* dst = packed + i * code_bytes;
         if (cols % 8 == 0) {
             // codes and packing in one step (every unit's 8 codes in one row): the units of a row
-            // to the lanes of its group, lane p taking units p, p + 8, ...; within a unit lane p
-            // reads element (k + p) mod 8 at step k (pitch 1 mod 32, as for C = 128: the 32 lanes in
-            // 32 banks), each code shifted to its place in the unit; the same code expression as below
+            // to the lanes of its group, lane p taking units p, p + 8, ..., each code shifted to its
+            // place in the unit register (32 bits for bits <= 4)
             const int upr = cols >> 3;  // units per row
             for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
                 const int r = round_first(rd) + (lane >> 3) * LOWBIT_LANES;
@@ -314,13 +320,16 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 const float* row = tile + r * pitch;
                 const f32 base(rbase[r]), step(rstep[r]);
                 for (int uu = lp; uu < upr; uu += LOWBIT_LANES) {
+                    const float* u8v = row + 8 * uu;
                     u64 acc = 0ull;
+                    if (bits <= 4) {
+                        u32 a = 0u;
 #pragma unroll
-                    for (int k = 0; k < 8; ++k) {
-                        const int kk = (k + lp) & 7;
-                        const f32 q = f32(rintf(((f32(row[8 * uu + kk]) - base) / step).v));
-                        const u32 code = q < f32(0.0f) ? 0u : (q > lf ? (u32)levels : (u32)q.v);
-                        acc |= (u64)code << (kk * bits);
+                        for (int k = 0; k < 8; ++k) a |= rtn_code(f32(u8v[k]), base, step, lf) << (k * bits);
+                        acc = a;
+                    } else {
+#pragma unroll
+                        for (int k = 0; k < 8; ++k) acc |= (u64)rtn_code(f32(u8v[k]), base, step, lf) << (k * bits);
                     }
                     store_unit(dst, (long long)r * upr + uu, bits, bits, acc);
                 }
@@ -341,10 +350,7 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 for (int c0 = 0; c0 < cols; c0 += LOWBIT_LANES) {
                     const int c = c0 + lp;
                     u8 code = 0;
-                    if (own && c < cols) {
-                        const f32 q = f32(rintf(((f32(row[c]) - base) / step).v));
-                        code = q < f32(0.0f) ? (u8)0 : (q > lf ? (u8)levels : (u8)q.v);
-                    }
+                    if (own && c < cols) code = (u8)rtn_code(f32(row[c]), base, step, lf);
                     __syncwarp();
                     if (own && c < cols) out[c] = code;
                 }
