@@ -141,8 +141,10 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
 // levels 1, 2, 4 in the thread and 8 .. 64 across the lanes (hadamard.cuh's butterfly_in_thread /
 // butterfly_across_warp: the same a + b and a - b per element as rotate_tokens and the CPU), then
 // the scale.  No barrier.
-template <typename T, bool KEY>
+// PITCH > 0: `pitch` == PITCH at compile time (immediate offsets for K tiles).
+template <typename T, bool KEY, int PITCH = 0>
 __device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float* tile, int pitch, int* hist) {
+    if (PITCH > 0) pitch = PITCH;
     constexpr int D = 128;
     const int lane = threadIdx.x & 31, L = lane & 15;
     const f32 scale = rotation_scale(D);
@@ -212,7 +214,9 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 hist_clear(hist);
                 __syncthreads();
             }
-            if (key) load_rotate_d128<T, true>(src, tokens, tile, pitch, normalize ? hist : nullptr);
+            if (key && tokens == 128)
+                load_rotate_d128<T, true, kv_pitch(128)>(src, tokens, tile, pitch, normalize ? hist : nullptr);
+            else if (key) load_rotate_d128<T, true>(src, tokens, tile, pitch, normalize ? hist : nullptr);
             else load_rotate_d128<T, false>(src, tokens, tile, pitch, normalize ? hist : nullptr);
             if (normalize) e = exponent_of_hist(hist);  // (its first barrier completes the tile)
             else __syncthreads();
