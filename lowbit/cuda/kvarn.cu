@@ -6,6 +6,11 @@
 //   load_tile -> rotate_tokens (hadamard.cuh's butterfly order) -> tile_exponent -> balance_tile
 //   (balance.cuh) -> encode_scales -> rtn_rows (fold into A / Z) -> pack_codes
 //
+// D = 128 with the rotation: load, rotation and exponent histogram in registers
+// (load_rotate_d128); 128 x 128 tiles: balance_tile's fixed-size sweeps; C % 8 == 0: codes and
+// packing in one step.  256 threads per 128 x 128 tile (kvarn.py encode_threads); any multiple
+// of 32 gives the same bytes.
+//
 // Every step performs the CPU's float32 / float64 operations in the CPU's order (f32 arithmetic
 // without flushing, codec.cuh's encoder for the scale codes), so codes and scale bytes equal the
 // CPU's bit for bit.  Suffixes name the token storage (f16, bf16 = bfloat16 bits, f32).
