@@ -68,15 +68,15 @@ def _outputs(xp, n: int, rows: int, cols: int, nbytes: int, poison: bool):  # ty
 
 
 def _encode_both(cp, x32: np.ndarray, dtype: str, rotate: bool, key: bool, bits: int, fmt: int,
-                 iterations: int = 8):  # type: ignore[no-untyped-def]
+                 iterations: int = 8, normalize: bool = True):  # type: ignore[no-untyped-def]
     n, t, d = x32.shape
     rows, cols = (d, t) if key else (t, d)
     nbytes = (rows * cols * bits + 7) // 8
     stored, widened = _storage(x32, dtype)
     want = _outputs(np, n, rows, cols, nbytes, False)
-    cpu.kvarn_encode(np.ascontiguousarray(widened), rotate, key, bits, iterations, fmt, True, *want)
+    cpu.kvarn_encode(np.ascontiguousarray(widened), rotate, key, bits, iterations, fmt, normalize, *want)
     got = _outputs(cp, n, rows, cols, nbytes, True)
-    cuda_kvarn.kvarn_encode(cp.asarray(stored), rotate, key, bits, iterations, fmt, True, *got)
+    cuda_kvarn.kvarn_encode(cp.asarray(stored), rotate, key, bits, iterations, fmt, normalize, *got)
     return want, tuple(cp.asnumpy(a) for a in got)
 
 
@@ -260,11 +260,14 @@ def test_bad_input(cp) -> None:
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_encode_any_block_size_matches_cpu(cp, monkeypatch: pytest.MonkeyPatch, threads: int, dtype: str) -> None:
     """D = G = 128 tiles (the in-register rotation and fixed-size balance) with 8, 4 and 1 warps
-    per tile: the CPU's bytes whatever the block size (and 16 iterations: the scales' history)."""
+    per tile: the CPU's bytes whatever the block size (16 iterations: the scales' history; without
+    the tile exponent: the in-register rotation without its histogram)."""
     monkeypatch.setattr(cuda_kvarn, "ENCODE_THREADS", threads)
     x = _tokens("outlier", 3, 128, 128, 17)
-    for key, bits, fmt, iterations in ((True, 4, 0, 8), (False, 2, 0, 8), (True, 2, 1, 16), (False, 4, 1, 1)):
-        want, got = _encode_both(cp, x, dtype, True, key, bits, fmt, iterations)
+    for key, bits, fmt, iterations, normalize in ((True, 4, 0, 8, True), (False, 2, 0, 8, True),
+                                                  (True, 2, 1, 16, True), (False, 4, 1, 1, True),
+                                                  (True, 4, 0, 8, False), (False, 2, 1, 8, False)):
+        want, got = _encode_both(cp, x, dtype, True, key, bits, fmt, iterations, normalize)
         for name, w, g in zip(("packed", "row_scale", "row_offset", "col_scale", "tile_exponent"), want, got,
                               strict=True):
             np.testing.assert_array_equal(g, w, err_msg=f"{name} key={key} bits={bits}")
