@@ -38,6 +38,9 @@
 #ifndef LOWBIT_WARP_PREFETCH  // warp kernel: 1 loads a warp's next group before this group's butterflies
 #define LOWBIT_WARP_PREFETCH 1
 #endif
+#ifndef LOWBIT_WARP_EXCHANGE  // warp kernel, 16 elements per lane and 8 lanes per segment (n = 128 of
+#define LOWBIT_WARP_EXCHANGE 0   // 16-bit data): 1 takes the lane levels through shared memory
+#endif
 #define LOWBIT_WARP_THREADS 256     // threads per block of the warp kernel (hadamard.py THREADS)
 #ifndef LOWBIT_COLUMN_LOG  // column kernels: log2 of the factor F
 #define LOWBIT_COLUMN_LOG 1
@@ -141,6 +144,70 @@ __device__ __forceinline__ void fwht_warp_group(const Tin* x, Tout* out, long lo
     }
 }
 
+// Lane levels through shared memory (LOWBIT_WARP_EXCHANGE; E = 16, segments of 8 lanes = 128
+// elements, 16-bit data): lane l writes its 16 float32 values at word 20 l + 16 (l >> 3) of its
+// warp's buffer (XBUF words: rows padded to 20 words, segment s shifted by 16 s words, so the
+// 16-byte writes, 8 lanes a phase, and the 8-byte reads, 16 lanes a phase, meet no bank
+// conflict: a numpy emulation of these addresses checked both and the result); lane j of segment s then reads columns 2 j, 2 j + 1 of the segment's 8 rows t, and
+// does the strides 16, 32, 64 (the rows t = lane bits) in registers, in the shuffles' order (the
+// lower row keeps a + b, the upper a - b).  The last pass's scale and output signs follow, and
+// the pairs are stored as 4-byte (16-bit output) or 8-byte words at seg_out + 16 t + 2 j.
+constexpr int XBUF = 32 * 20 + 4 * 16;
+template <int BYTES> struct word_of;  // the unsigned word of BYTES bytes
+template <> struct word_of<4> { typedef unsigned type; };
+template <> struct word_of<8> { typedef uint2 type; };
+template <typename Tout>
+__device__ __forceinline__ void lanes_by_shared(const f32 (&v)[16], float* buf, Tout* seg_out, long long seg_start,
+                                                int row_len, const float* signs_out, f32 scale, int final_pass,
+                                                bool reuse) {
+    typedef typename word_of<2 * sizeof(Tout)>::type Word;
+    const int lane = threadIdx.x & 31, s = lane >> 3, j = lane & 7;
+    Word* pair_out = reinterpret_cast<Word*>(seg_out + 2 * j);  // pair t at word 8 t
+    float* wr = buf + 20 * lane + 16 * s;
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+        reinterpret_cast<float4*>(wr)[q] = make_float4(v[4 * q].v, v[4 * q + 1].v, v[4 * q + 2].v, v[4 * q + 3].v);
+    __syncwarp();
+    const float* rd = buf + 176 * s + 2 * j;  // row t of segment s, column 2 j: 20 (8 s + t) + 16 s + 2 j
+    f32 w[8][2];
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+        const float2 p = reinterpret_cast<const float2*>(rd + 20 * t)[0];
+        w[t][0] = f32(p.x);
+        w[t][1] = f32(p.y);
+    }
+    if (reuse) __syncwarp();  // every lane has read before the buffer is written again
+#pragma unroll
+    for (int l = 0; l < 3; ++l) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            if (((t >> l) & 1) == 0) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const f32 a = w[t][c], b = w[t + (1 << l)][c];
+                    w[t][c] = a + b;
+                    w[t + (1 << l)][c] = a - b;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+        if (final_pass) {
+            w[t][0] = scale * w[t][0];
+            w[t][1] = scale * w[t][1];
+            if (signs_out != nullptr) {
+                const int k = row_pos(seg_start + 16 * t + 2 * j, row_len);  // even: k + 1 in the row
+                w[t][0] = widen(signs_out[k]) * w[t][0];
+                w[t][1] = widen(signs_out[k + 1]) * w[t][1];
+            }
+        }
+        union { Tout t[2]; Word u; } b;
+        narrow_tile(w[t], b.t);
+        if (LOWBIT_STREAMING) __stcs(pair_out + 8 * t, b.u);  // a constant offset from one address
+        else pair_out[8 * t] = b.u;
+    }
+}
 // The wide path of the warp kernel: groups g, g + warps, ... below `full` (groups wholly within
 // the data, x and out 16-byte aligned, whole tiles per segment: levels_thread = LOG), the
 // LANE_LEVELS levels across lanes known at compile time (M = 1).  A group's 16-byte loads are all issued
@@ -159,6 +226,9 @@ __device__ __forceinline__ long long fwht_warp_wide(const Tin* x, Tout* out, lon
     constexpr int VEC = warp_tiles<Tin>();
     constexpr int QIN = E * (int)sizeof(Tin) / 16;  // 16-byte words per tile
     constexpr int QOUT = E * (int)sizeof(Tout) / 16;
+    // the lane levels through shared memory (lanes_by_shared) where it applies
+    constexpr bool EXCHANGE = LOWBIT_WARP_EXCHANGE && E == 16 && LANE_LEVELS == 3 && sizeof(C) == 4;
+    __shared__ __align__(16) float xbuf[EXCHANGE ? LOWBIT_WARP_THREADS / 32 : 1][VEC][EXCHANGE ? XBUF : 4];
     const int lane = threadIdx.x & 31;
     uint4 raw[VEC][QIN];
     if (LOWBIT_WARP_PREFETCH && g < full) {
@@ -193,6 +263,12 @@ __device__ __forceinline__ long long fwht_warp_wide(const Tin* x, Tout* out, lon
             }
             if (signs_in != nullptr) apply_signs<C, E>(signs_in, start, row_len, v);
             butterfly_in_thread<M, LOG, C>(v, core_s, LOG);
+            if constexpr (EXCHANGE) {
+                const long long seg_start = start - (long long)(lane & 7) * E;
+                lanes_by_shared<Tout>(v, xbuf[threadIdx.x >> 5][u], out + seg_start, seg_start, row_len, signs_out,
+                                      scale, final_pass, VEC == 1);
+                continue;
+            }
             butterfly_across_warp<C, E>(v, LANE_LEVELS);
             if (final_pass) {
 #pragma unroll

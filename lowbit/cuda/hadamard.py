@@ -45,6 +45,9 @@ class Knobs:
     #: Warp kernel: blocks of THREADS per multiprocessor its registers must allow
     #: (``__launch_bounds__``: 3 = at most 80 registers, 4 = 64).
     min_blocks: int = 3
+    #: Warp kernel, rows of 128 16-bit values: the lane levels through shared memory (a padded
+    #: transpose within each 8-lane segment) instead of xor shuffles.
+    exchange: bool = False
 
     def elems(self, m: int, itemsize: int) -> int:
         """Elements per thread and tile (the .cu's thread_elems)."""
@@ -59,7 +62,7 @@ class Knobs:
         return (f"-DLOWBIT_THREAD_BYTES_16={tb[2]}", f"-DLOWBIT_THREAD_BYTES_32={tb[4]}",
                 f"-DLOWBIT_THREAD_BYTES_64={tb[8]}", f"-DLOWBIT_BYTES_IN_FLIGHT={self.bytes_in_flight}",
                 f"-DLOWBIT_STREAMING={int(self.streaming)}", f"-DLOWBIT_WARP_PREFETCH={int(self.prefetch)}",
-                f"-DLOWBIT_WARP_MIN_BLOCKS={self.min_blocks}")
+                f"-DLOWBIT_WARP_MIN_BLOCKS={self.min_blocks}", f"-DLOWBIT_WARP_EXCHANGE={int(self.exchange)}")
 
 
 DEFAULT = Knobs()
@@ -73,6 +76,8 @@ VARIANTS: dict[str, Knobs] = {
     "one group per warp, 4 blocks": Knobs(resident=False, prefetch=False, min_blocks=4),
     "default without streaming hints": Knobs(streaming=False),
     "E=32 (16-bit), resident, prefetch, 2 blocks": Knobs(thread_bytes=_E32, min_blocks=2),
+    "shared-memory lane levels, 64 B/lane, 3 blocks": Knobs(exchange=True),
+    "shared-memory lane levels, 32 B/lane, 4 blocks": Knobs(exchange=True, bytes_in_flight=32, min_blocks=4),
 }
 #: Threads per block of the warp and column kernels (the warp kernel's LOWBIT_WARP_THREADS).
 THREADS = 256
