@@ -392,6 +392,42 @@ def test_decode_table_any_table_and_length(bits, rng):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_decode_table_vector_loop_and_tails(bits, dtype, rng):
+    """codec.cu's decode_table paths: a direct decoding (one block, scale 1) of 1/2/4/8-bit codes
+    into aligned out (the vector loop, DT_UNITS units per thread) with lengths that end inside a
+    warp's units and in a partial unit (the unit loop after it); unaligned out and packed bytes
+    one off (the unit loop); one scale for the whole array (not 1), per unit (blocks of 8, 16)
+    and spanning units (blocks of 3)."""
+    import cupy
+
+    import lowbit.cuda as cuda
+
+    table = rng.standard_normal(1 << bits) * 1e3
+    table[0], table[-1] = -0.0, np.nan
+    if bits > 2:
+        table[1], table[2] = 1e-7, 1e6  # a float16 subnormal, beyond float16's range
+    storage = np.uint16 if dtype == "bfloat16" else dtype
+    for n in (1, 8, 9, 255, 1000, 4099, 32768 + 24):
+        codes = rng.integers(0, 1 << bits, n).astype(np.uint8)
+        packed = np.empty((n * bits + 7) // 8 + 1, np.uint8)
+        cpu.pack_codes(codes, bits, packed[1:])
+        for block, scale in ((n, np.ones(1)), (n, np.array([0.75])), (8, None), (16, None), (3, None)):
+            if scale is None:
+                scale = 2.0 ** rng.integers(-20, 20, -(-n // block)) * rng.choice([1.0, 1.5, -3.0], -(-n // block))
+            want = np.empty(n, np.float64)
+            cpu.decode_table(packed[1:], bits, table, block, scale, want)
+            g_packed = cupy.asarray(packed)
+            for p0 in (0, 1):  # packed at the allocation's start (after a copy), one byte in
+                src = cupy.ascontiguousarray(g_packed[1:]) if p0 == 0 else g_packed[1:]
+                for skip in (0, 1):
+                    out = cupy.full(n + skip, 0x7B, storage)[skip:]
+                    cuda.decode_table(src, bits, cupy.asarray(table), block, cupy.asarray(scale), out)
+                    same(host(out), to_dtype(want, dtype), dtype == "bfloat16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_fixed_encode_is_bit_identical(dtype, rng):
     import cupy
 

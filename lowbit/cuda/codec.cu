@@ -284,47 +284,89 @@ __device__ void fixed_encode_impl(const T* x, long long n, long long block_size,
 }
 
 // out[i] = table[code_i] * scale[i // block_size] (float64 product, rounded once to out's type);
-// one thread per unit of 8 codes, the table (<= 256 entries) in shared memory, the unit's 8
-// outputs in one vector store where aligned.
+// the table (<= 256 entries) in shared memory, and for a direct decoding (no scale) already in
+// out's type (the same rounding).  A direct decoding of 1/2/4/8-bit codes into aligned out takes
+// the vector loop over the whole units: a warp takes DT_UNITS x 32 consecutive units of 8 codes
+// per iteration, their packed words loaded together, each unit's 8 outputs in whole uint4
+// stores.  Everything else (and the last partial unit) a thread per unit, one scale load per
+// unit whose elements share a block, the outputs in registers (Words8) and one vector store
+// where aligned.
+#define LOWBIT_DT_UNITS 4
 template <typename T>
 __device__ void decode_table_impl(const u8* packed, long long packed_size, int bits, const double* table,
                                   long long block_size, const double* scale, T* out, long long n) {
+    typedef typename Raw<T>::type R;
     __shared__ double tab[256];
-    __shared__ T tab_out[256];  // direct decoding: the table already in out's type (the same rounding)
+    __shared__ R tab_out[256];  // direct decoding: the table already in out's type (the same rounding)
     for (int t = threadIdx.x; t < (1 << bits); t += blockDim.x) {
         tab[t] = table[t];
-        from_f64(table[t], &tab_out[t]);
+        T v;
+        from_f64(table[t], &v);
+        tab_out[t] = (R)raw_bits(v);
     }
     __syncthreads();
     const bool direct = block_size >= n && scale[0] == 1.0;
     const bool aligned = (unsigned long long)out % 16 == 0;
     const Blocks blk = blocks_of(block_size);
-    const u64 mask = (1ull << bits) - 1ull;
+    const u32 mask = (1u << bits) - 1u;
     const long long units = (n + 7) / 8;
-    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < units;
-         u += (long long)gridDim.x * blockDim.x) {
-        const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
-        if (aligned && u * 8 + 8 <= n) {
-            Unit8<T> res;
-            if (direct) {
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    long long first_unit = 0;  // the units before it went by the vector loop
+    const long long whole = n / 8;  // the units of 8 real codes
+    if (direct && aligned && (bits & (bits - 1)) == 0 && (unsigned long long)packed % bits == 0 &&
+        packed_size >= whole * bits) {
+        constexpr int UNITS = LOWBIT_DT_UNITS;
+        const int lane = threadIdx.x & 31;
+        for (long long u0 = (tid & ~31ll) * UNITS; u0 < whole; u0 += stride * UNITS) {
+            u64 acc[UNITS];
 #pragma unroll
-                for (int j = 0; j < 8; ++j) res.t[j] = tab_out[(acc >> (j * bits)) & mask];
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; ++j)
-                    from_f64(tab[(acc >> (j * bits)) & mask] * scale[block_index(u * 8 + j, blk)], &res.t[j]);
+            for (int r = 0; r < UNITS; ++r) {  // the loads first: UNITS words in flight
+                const long long u = u0 + r * 32 + lane;
+                acc[r] = 0ull;
+                if (u < whole) {
+                    acc[r] = bits == 8   ? reinterpret_cast<const u64*>(packed)[u]
+                             : bits == 4 ? reinterpret_cast<const u32*>(packed)[u]
+                             : bits == 2 ? reinterpret_cast<const u16*>(packed)[u]
+                                         : packed[u];
+                }
             }
-            uint4* dst = reinterpret_cast<uint4*>(out + u * 8);
 #pragma unroll
-            for (int q = 0; q < Unit8<T>::NQ; ++q) dst[q] = res.q[q];
-            continue;
+            for (int r = 0; r < UNITS; ++r) {
+                const long long u = u0 + r * 32 + lane;
+                if (u >= whole) continue;
+                Words8<T> res;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) put_bits(res, j, tab_out[(u32)(acc[r] >> (j * bits)) & mask]);
+                store_words8(out, u * 8, 8, true, res);
+            }
         }
-        const long long stop = min(u * 8 + 8, n);
-        for (long long i = u * 8; i < stop; ++i) {
-            const u64 c = (acc >> ((i - u * 8) * bits)) & mask;
-            if (direct) out[i] = tab_out[c];
-            else from_f64(tab[c] * scale[block_index(i, blk)], out + i);
+        first_unit = whole;
+    }
+    for (long long u = first_unit + tid; u < units; u += stride) {
+        const u64 acc = load_unit(packed, u, bits, min((long long)bits, packed_size - u * bits));
+        const long long first = u * 8;
+        const int count = (int)min(8ll, n - first);
+        Words8<T> res;
+        if (direct) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) put_bits(res, j, tab_out[(u32)(acc >> (j * bits)) & mask]);
+        } else {
+            const long long b0 = block_index(first, blk);
+            if (b0 != block_index(first + count - 1, blk)) {  // the unit spans blocks: a scale per element
+                for (int j = 0; j < count; ++j)
+                    from_f64(tab[(u32)(acc >> (j * bits)) & mask] * scale[block_index(first + j, blk)], out + first + j);
+                continue;
+            }
+            const double sc = scale[b0];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                T v;
+                from_f64(tab[(u32)(acc >> (j * bits)) & mask] * sc, &v);
+                put_bits(res, j, raw_bits(v));
+            }
         }
+        store_words8(out, first, count, aligned && count == 8, res);
     }
 }
 

@@ -15,6 +15,8 @@ from lowbit.formats import MINIFLOATS
 
 #: Code dtypes of the encoders / decoders (the format's width) -> kernel-name suffix.
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
+#: Units of 8 codes per thread and iteration of decode_table's vector loop (LOWBIT_DT_UNITS in codec.cu).
+DT_UNITS = 4
 #: Elements per thread of block_absmax when a block is longer (then a multiple of 32 runs).
 ABSMAX_RUN = 256
 
@@ -115,7 +117,7 @@ def decode_table(packed: Any, bits: int, table: Any, block_size: int, scale: Any
                          f"{table.shape[0]} values")
     n = out.shape[0]
     k = kernel("codec", f"lowbit_decode_table_{suffix(out.dtype)}")
-    k(persistent_grid((n + 7) // 8), (THREADS,),
+    k(persistent_grid(_ceil_div(_ceil_div(n, 8), DT_UNITS)), (THREADS,),  # DT_UNITS units of 8 codes per thread
       (packed, np.int64(packed.shape[0]), np.int32(bits), table, np.int64(block_size), scale, out, np.int64(n)))
 
 
