@@ -402,6 +402,33 @@ def test_block_dequantize_of_a_large_array_equals_the_cpu(name, rng):
     same_decoded(out.get(), want, "float16")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_finite_block_amax_of_large_and_unaligned_arrays_equals_the_cpu(dtype, rng):
+    """finite_block_amax's vector loop over more units than one pass of the persistent grid (its
+    grid-stride step, AMAX_UNITS units per thread), the largest finite block far in, blocks with
+    NaN / Inf holding larger values (left out), and the unit loop of x one element off alignment
+    and of padded rows."""
+    import cupy
+
+    import lowbit.cuda as k
+
+    n = (1 << 25) + 3 * 256
+    x = rng.standard_normal(n) * 10
+    x[n - 1000] = -12345.5  # the largest finite block amax, near the end
+    x[[5, 77777, n - 40]] = [np.nan, np.inf, -np.inf]
+    x[[6, 77778, n - 41]] = 1e5  # in those blocks: larger, but not finite blocks
+    xd, xc = device_input(True, x, dtype)
+    for block in (16, 32, 256):
+        for length, lo in ((n, 0), (256, 0), (n - 1, 1), (24, 1 + (n - 1) % 24)):
+            xs, xcs = xd[lo:], np.ascontiguousarray(xc[lo:])
+            want = np.empty(1)
+            cpu.finite_block_amax(xcs, length, block, want)
+            got = cupy.full(1, 5.0)
+            k.finite_block_amax(xs, length, block, got)
+            assert float(got[0]) == want[0], (dtype, block, length, lo)
+
+
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "mxint8", "mxfp6"])
 def test_front_round_trip_on_every_backend(backend, name, rng):
     x = rng.standard_normal((5, 70)).astype(np.float32) * 3

@@ -263,36 +263,100 @@ __device__ void block_dequantize_impl(const u8* packed, const u8* scales, long l
     }
 }
 
+// The |x| key of a unit's first `count` elements (AbsKey: keys order as the values): of 16-bit
+// inputs by a lane-wise max of the magnitudes' bits (__vmaxu2) and one widening of the
+// largest, which is monotone (NaN above Inf).
+template <typename T>
+__device__ __forceinline__ typename AbsKey<T>::type unit_key(const Unit8<T>& in, int count) {
+    typename AbsKey<T>::type key = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+        if (j < count) key = max(key, abs_key(in.t[j]));
+    return key;
+}
+__device__ __forceinline__ u32 unit_max_bits16(const uint4& q, int count) {
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+    u32 m = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+        m = __vmaxu2(m, w[k] & ((2 * k < count ? 0x7fffu : 0u) | (2 * k + 1 < count ? 0x7fff0000u : 0u)));
+    return max(m & 0xffffu, m >> 16);
+}
+template <> __device__ __forceinline__ u32 unit_key<__half>(const Unit8<__half>& in, int count) {
+    return abs_key(__ushort_as_half((u16)unit_max_bits16(in.q[0], count)));
+}
+template <> __device__ __forceinline__ u32 unit_key<u16>(const Unit8<u16>& in, int count) {
+    return abs_key((u16)unit_max_bits16(in.q[0], count));
+}
+
+// The largest finite block key of a thread's units (finite_block_amax): a warp takes UNITS x 32
+// consecutive units per iteration, their loads issued together; VECTOR: unpadded rows and
+// 16-byte aligned x (unit u is x[8u .. 8u + 8), whole uint4 loads).  The trip count is uniform
+// over the warp (block_max shuffles need every lane; a block's lanes share a warp).
+template <typename T, int UNITS, bool VECTOR>
+__device__ __forceinline__ typename AbsKey<T>::type finite_amax_loop(const T* x, long long length, int block_size,
+                                                                    long long n_blocks) {
+    typedef typename AbsKey<T>::type K;
+    const int lanes = block_size / 8;
+    const int unit_shift = __ffs(lanes) - 1;
+    const long long n_units = n_blocks * lanes;
+    const int lane = threadIdx.x & 31;
+    const long long stride = (long long)gridDim.x * blockDim.x * UNITS;
+    K best = 0;
+    for (long long u0 = ((long long)blockIdx.x * blockDim.x + (threadIdx.x & ~31)) * UNITS; u0 < n_units;
+         u0 += stride) {
+        Unit8<T> in[UNITS];
+        int count[UNITS];
+#pragma unroll
+        for (int r = 0; r < UNITS; ++r) {  // the loads first
+            const long long u = u0 + r * 32 + lane;
+            count[r] = 0;
+            if (u < n_units) {
+                if (VECTOR) {
+                    count[r] = 8;
+                    const uint4* src = reinterpret_cast<const uint4*>(x + u * 8);
+#pragma unroll
+                    for (int q = 0; q < Unit8<T>::NQ; ++q) in[r].q[q] = src[q];
+                } else {
+                    const UnitPos p = unit_pos(u, length, block_size, unit_shift, false);
+                    count[r] = p.count;
+                    load_unit_of<T>(x, p, false, in[r]);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < UNITS; ++r) {
+            const K key = block_max<K>(unit_key<T>(in[r], count[r]), lanes);
+            if (u0 + r * 32 + lane < n_units && !key_bad(key)) best = max(best, key);
+        }
+    }
+    return best;
+}
+
 // out[0] = the largest amax over the blocks without NaN / Inf (out zeroed by the wrapper): the
-// block amax as in block_quantize, then a warp max and one atomicMax on the float64 bits.
+// block amax as in block_quantize (unit keys, block_max across the block's lanes), the finite
+// ones kept as a per-thread integer max of keys (which order as the values), AMAX_UNITS units
+// per thread and iteration where unpadded and aligned; then a warp max, a CTA max in shared
+// memory and one atomicMax on the float64 bits per CTA.
+#define LOWBIT_AMAX_UNITS 4
 template <typename T>
 __device__ void finite_block_amax_impl(const T* x, long long length, int block_size, double* out,
                                        long long n_blocks) {
     typedef typename AbsKey<T>::type K;
-    const int lanes = block_size / 8;
-    const int unit_shift = __ffs(lanes) - 1;
-    const bool flat = length % block_size == 0;
-    const bool vector = flat && (unsigned long long)x % 16 == 0;
-    const long long n_units = n_blocks * lanes;
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    u64 best = 0;  // float64 bits of the thread's largest finite block amax
-    for (long long u0 = (long long)blockIdx.x * blockDim.x + (threadIdx.x & ~31); u0 < n_units; u0 += stride) {
-        const long long u = u0 + (threadIdx.x & 31);
-        const bool live = u < n_units;
-        K key = 0;
-        if (live) {
-            const UnitPos p = unit_pos(u, length, block_size, unit_shift, flat);
-            Unit8<T> in;
-            load_unit_of<T>(x, p, vector, in);
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-                if (j < p.count) key = max(key, abs_key(in.t[j]));
-        }
-        key = block_max<K>(key, lanes);
-        if (live && !key_bad(key)) best = max(best, (u64)__double_as_longlong(key_value(key)));
+    constexpr int UNITS = sizeof(T) == 8 ? 2 : LOWBIT_AMAX_UNITS;  // (float64: 2 units of 64 bytes)
+    const bool vector = length % block_size == 0 && (unsigned long long)x % 16 == 0;
+    K best = vector ? finite_amax_loop<T, UNITS, true>(x, length, block_size, n_blocks)
+                    : finite_amax_loop<T, 1, false>(x, length, block_size, n_blocks);
+    __shared__ K warp_best[32];
+    for (int o = 16; o; o >>= 1) best = max(best, (K)__shfl_xor_sync(0xffffffffu, best, o));
+    if ((threadIdx.x & 31) == 0) warp_best[threadIdx.x >> 5] = best;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        best = threadIdx.x < (blockDim.x >> 5) ? warp_best[threadIdx.x] : (K)0;
+        for (int o = 16; o; o >>= 1) best = max(best, (K)__shfl_xor_sync(0xffffffffu, best, o));
+        if (threadIdx.x == 0 && best)
+            atomicMax(reinterpret_cast<unsigned long long*>(out), (u64)__double_as_longlong(key_value(best)));
     }
-    for (int o = 16; o; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
-    if ((threadIdx.x & 31) == 0 && best) atomicMax(reinterpret_cast<unsigned long long*>(out), best);
 }
 
 #define LOWBIT_BLOCK_KERNELS(SUFFIX, T)                                                                         \

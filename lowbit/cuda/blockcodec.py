@@ -21,6 +21,8 @@ Spec = tuple[int, int, int, int, float, int, int, int]
 
 #: Units of 8 codes per thread and iteration of block_dequantize (LOWBIT_DEQ_UNITS in blockcodec.cu).
 DEQ_UNITS = 4
+#: Units of 8 elements per thread and iteration of finite_block_amax (LOWBIT_AMAX_UNITS).
+AMAX_UNITS = 4
 
 
 def _uint8(**arrays: Any) -> None:
@@ -111,5 +113,5 @@ def finite_block_amax(x: Any, length: int, block_size: int, out: Any) -> None:
     if n_blocks == 0:
         return
     k = kernel("blockcodec", f"lowbit_finite_block_amax_{suffix(x.dtype)}")
-    k(persistent_grid(n_blocks * (block_size // 8)), (THREADS,),
+    k(persistent_grid(-(-n_blocks * (block_size // 8) // AMAX_UNITS)), (THREADS,),  # AMAX_UNITS units per thread
       (x, np.int64(length), np.int32(block_size), out, np.int64(n_blocks)))
