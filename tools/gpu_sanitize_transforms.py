@@ -1,7 +1,8 @@
 """Small runs of the CUDA fwht / hadamard_signs / balance_tiles kernels for compute-sanitizer.
 
 Every kernel variant once (warp, block and column passes; cores 1, 12, 20; 16/32/64-bit data;
-balance on chip and from global memory), each checked against the CPU twin:
+the warp kernel's VARIANTS; balance on chip and from global memory), each checked against the
+CPU twin:
   compute-sanitizer --tool memcheck python tools/gpu_sanitize_transforms.py
   compute-sanitizer --tool racecheck python tools/gpu_sanitize_transforms.py
 """
@@ -29,6 +30,18 @@ def main() -> None:
             assert np.array_equal(cp.asnumpy(y), lowbit.hadamard(x, seed=seed)), (n, dtype, seed)
             z = lowbit.inverse_hadamard(y, seed=seed)
             assert np.array_equal(cp.asnumpy(z), lowbit.inverse_hadamard(cp.asnumpy(y), seed=seed))
+    # every warp-kernel variant (lowbit.cuda.hadamard.VARIANTS: resident grids whose warps loop,
+    # the shared-memory lane levels) on more groups than a resident grid has warps
+    from lowbit.cuda import hadamard as kh
+
+    x = rng.standard_normal((25_001, 128)).astype(np.float16)
+    expect = lowbit.hadamard(x)
+    xg = cp.asarray(x)
+    core, none = cp.ones((1, 1), cp.float32), cp.empty(0, cp.float32)
+    for label, knobs in kh.VARIANTS.items():
+        out = cp.empty_like(xg)
+        kh._fwht(xg, core, none, True, np.float32(1 / np.sqrt(128)), out, knobs)
+        assert np.array_equal(cp.asnumpy(out).view(np.uint16), expect.view(np.uint16)), label
     for shape in ((3, 128, 128), (2, 17, 33), (1, 256, 256)):
         t = (rng.standard_normal(shape) * np.exp(rng.standard_normal(shape[:2] + (1,)))).astype(np.float32)
         got = lowbit.balance(cp.asarray(t), return_imbalance=True)
