@@ -249,6 +249,52 @@ def test_nvfp4_scale_table_at_every_amax_equal_the_cpu(dtype):
         np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg=f"codes {dtype} tensor {tensor}")
 
 
+def sr_blocks(rng, block: int) -> np.ndarray:
+    """float16 blocks for stochastic MX rounding: for every block amax 2^e (e = -24 .. 15, so
+    E8M0 scales 2^(e - 2) on both sides of the GPU fast path's range), 3 blocks of elements
+    spread over 26 binades below it (float16 subnormals, zeros and both signs included), one
+    with the amax's neighbours (saturation at 6 * scale); then every float16 pattern shuffled
+    into blocks (Inf / NaN blocks, random scales)."""
+    rows = []
+    for e in range(-24, 16):
+        amax = np.float16(2.0 ** e * 1.75) if e < 15 else np.float16(65504)
+        for _ in range(3):
+            blk = (rng.choice([-1, 1], block) * 2.0 ** rng.uniform(-26, 0, block) * float(amax)).astype(np.float16)
+            blk[rng.integers(0, block, 2)] = 0
+            blk[0] = amax
+            rows.append(blk)
+        near = np.full(block, amax)
+        near[1::2] = np.nextafter(amax, np.float16(0))
+        near[2::4] *= -1
+        rows.append(near)
+    rows.append(rng.permutation(np.arange(1 << 16, dtype=np.uint16)).view(np.float16))
+    with np.errstate(invalid="ignore"):  # (signalling NaN patterns)
+        return np.concatenate(rows).astype(np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rbits", [1, 2, 7, 8, 15, 16, 17, 21, 22, 31, 32])
+def test_mxfp4_stochastic_float16_equals_the_cpu_for_every_rbits(rbits, rng):
+    """MXFP4 stochastic rounding of float16 (blockcodec_fp4.cu: its fast path where the block
+    scale allows, the general one elsewhere), bit for bit the CPU's codes and scales, for every
+    rbits and three seeds / offsets, whole rows of blocks (vector loads) and rows of 40 (partial,
+    padded blocks)."""
+    import cupy as xp
+
+    import lowbit.cuda as k
+
+    fmt = BLOCK_FORMATS["mxfp4"]
+    xd, xc = device_input(True, sr_blocks(rng, fmt.block_size), "float16")
+    for length in (4096, 40):
+        n = xc.size // length * length
+        for seed, first in ((7, 5), (2**64 - 1, 0), (12345, 10**12 + 3)):
+            got = fused(k, xp, xd[:n], length, fmt, 6, seed, first, rbits, poison=0xA5)
+            want = fused(cpu, np, xc[:n], length, fmt, 6, seed, first, rbits)
+            msg = f"rbits {rbits} seed {seed} length {length}"
+            np.testing.assert_array_equal(to_host(got[1]), want[1], err_msg="scales " + msg)
+            np.testing.assert_array_equal(to_host(got[0]), want[0], err_msg="codes " + msg)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("name", ["mxfp4", "nvfp4", "mxfp8", "mxfp6_e3m2"])

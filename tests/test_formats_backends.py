@@ -333,6 +333,85 @@ def test_minifloat_encode_is_bit_identical(fmt, dtype, rng):
     same(host(codes_g), codes_c)
 
 
+#: rbits for the stochastic kernel sweeps: both ends, and either side of the float16 fast path's
+#: switches (docs/rounding.md, "The GPU's fast path": ties possible below the discarded bit
+#: count, 15 / 16 for fp8 e4m3; 31 / 32, the last with ties left to the general path)
+SR_RBITS = (1, 2, 7, 8, 15, 16, 17, 21, 22, 31, 32)
+#: (seed, first_index) pairs of the stochastic sweeps
+SR_STREAMS = ((0, 0), (SEEDS[1], 10**12 + 3), (SEEDS[2], 7))
+
+
+def sr_shifts(fmt) -> list[int]:
+    """Block scale exponents 2^s for a direct stochastic conversion from float16: either side of
+    the fast path's range (-14 - emin <= s <= 8 + man_bits - emin: every float16 subnormal below the
+    format's normal range, every fraction exact in 32 bits), 0, and far outside it."""
+    lo, hi = -14 - fmt.emin, 8 + fmt.man_bits - fmt.emin
+    return sorted({lo - 1, lo, 0, 1, hi - 1, hi, hi + 1, -30, 40})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", [f for f in MINIFLOATS if f.bits <= 8], ids=lambda f: f.name)
+def test_stochastic_float16_equals_the_cpu_for_every_rbits(fmt, rng):
+    """Stochastic rounding of every float16 pattern into each format of 8-bit codes (the integer
+    kernels compiled for it), bit for bit the CPU's codes and status: sorted, and shuffled so
+    that each unit of 8 mixes binades, signs, zeros, subnormals, Inf and NaN (units without Inf /
+    NaN take the GPU's fast path, the others the general one); every rbits of SR_RBITS, three
+    seeds / offsets, power-of-two scales either side of the fast path's limits, every overflow
+    policy, with and without a status array."""
+    import cupy
+
+    import lowbit.cuda as cuda
+
+    bits = np.concatenate([np.arange(1 << 16, dtype=np.uint16), rng.permutation(1 << 16).astype(np.uint16)])
+    xg, xc = _gpu_input(bits.view(np.float16), "float16")
+    n = xc.size
+    policies = ["saturate", "error"] + (["nonfinite"] if fmt.has_nan else [])
+    for shift in sr_shifts(fmt):
+        scale = np.array([2.0 ** shift])
+        for pol in policies if shift in (0, 8 + fmt.man_bits - fmt.emin) else ["saturate"]:
+            for rbits in SR_RBITS:
+                for seed, offset in SR_STREAMS:
+                    args = (fmt.spec, OVERFLOW[pol], mode_code("stochastic"), np.uint64(seed), offset, rbits)
+                    codes_c, stat_c = np.empty(n, np.uint8), np.empty(n, np.uint8)
+                    cpu.minifloat_encode(xc, n, scale, *args, codes_c, stat_c)
+                    codes_g = cupy.full(n, 0xAB, cupy.uint8)
+                    stat_g = cupy.full(n, 0xCD, cupy.uint8)
+                    cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, stat_g)
+                    msg = f"{fmt.name} shift {shift} {pol} rbits {rbits} seed {seed}"
+                    np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg)
+                    np.testing.assert_array_equal(host(stat_g), stat_c, err_msg=msg)
+                    codes_g.fill(0xAB)  # no status array (the benchmark's call)
+                    cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, cupy.empty(0, cupy.uint8))
+                    np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg + " (no status)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("fmt", [f for f in MINIFLOATS if f.bits <= 8], ids=lambda f: f.name)
+def test_stochastic_bfloat16_and_float32_equal_the_cpu_for_every_rbits(fmt, dtype, rng):
+    """The same for bfloat16 (every pattern) and float32 (random patterns of every class, every
+    float16 value and their midpoints) inputs, which take the general integer path."""
+    import cupy
+
+    import lowbit.cuda as cuda
+
+    xg, xc = _gpu_input(_inputs(dtype, rng), dtype)
+    n = xc.size
+    for shift in (0, 3, -5):
+        scale = np.array([2.0 ** shift])
+        for rbits in SR_RBITS:
+            for seed, offset in SR_STREAMS[1:]:
+                args = (fmt.spec, OVERFLOW["saturate"], mode_code("stochastic"), np.uint64(seed), offset, rbits)
+                codes_c, stat_c = np.empty(n, np.uint8), np.empty(n, np.uint8)
+                cpu.minifloat_encode(xc, n, scale, *args, codes_c, stat_c)
+                codes_g = cupy.full(n, 0xAB, cupy.uint8)
+                stat_g = cupy.full(n, 0xCD, cupy.uint8)
+                cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, stat_g)
+                msg = f"{fmt.name} {dtype} shift {shift} rbits {rbits} seed {seed}"
+                np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg)
+                np.testing.assert_array_equal(host(stat_g), stat_c, err_msg=msg)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", MINIFLOATS, ids=lambda f: f.name)
 def test_every_code_decodes_identically(fmt, rng):

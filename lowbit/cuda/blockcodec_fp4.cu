@@ -138,6 +138,31 @@ __device__ __forceinline__ u32 fp4_pack8(const u32* r) {
     return __byte_perm(pair_bytes(t0), pair_bytes(t1), 0x6420);
 }
 
+// Stochastic rounding of a finite float16 block (its BLOCK / 2 words w, element 2p in the low half
+// of w[p]) into BLOCK / 8 words of 8 packed codes, element e's counter state z0 + e * 0x9E37..:
+// the magnitude by sr_mag_f16 (codec.cuh) of the input clamped at 6 * 2^shift (saturation), the
+// sign of each float16 (bit 15 of its half) at bit 3 of its nibble.
+template <bool TIE, int BLOCK>
+__device__ __forceinline__ void fp4_sr_words(const u32* w, u64 z0, const SrPlan& plan, u32* out) {
+#pragma unroll
+    for (int k = 0; k < BLOCK / 8; ++k) {
+        u32 pair[4];  // byte p: the codes of elements 8k + 2p (low nibble) and 8k + 2p + 1
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+            const u32 a2 = __vminu2(w[4 * k + p] & 0x7fff7fffu, plan.clamp2);  // saturation (SrPlan)
+            const u64 z = z0 + 0x9E3779B97F4A7C15ull * (u64)(8 * k + 2 * p);
+            const u32 m0 = sr_mag_f16<TIE>(a2 & 0xffffu, sr_not_top(z), plan);
+            const u32 m1 = sr_mag_f16<TIE>(a2 >> 16, sr_not_top(z + 0x9E3779B97F4A7C15ull), plan);
+            pair[p] = m0 | (m1 << 4);
+        }
+        const u32 acc = __byte_perm(__byte_perm(pair[0], pair[1], 0x0040), __byte_perm(pair[2], pair[3], 0x0040), 0x5410);
+        // bytes 1 and 3 of w[4k + p] (the sign bytes of elements 8k + 2p, 8k + 2p + 1) -> byte p
+        const u32 lo = __byte_perm(w[4 * k], w[4 * k + 1], 0x7531), hi = __byte_perm(w[4 * k + 2], w[4 * k + 3], 0x7531);
+        const u32 even = __byte_perm(lo, hi, 0x6420), odd = __byte_perm(lo, hi, 0x7531);
+        out[k] = acc | ((even & 0x80808080u) >> 4) | (odd & 0x80808080u);
+    }
+}
+
 template <typename T, int BLOCK>
 union BlockIn {
     static constexpr int NQ = BLOCK * (int)sizeof(T) / 16, NW = BLOCK * (int)sizeof(T) / 4;
@@ -240,6 +265,8 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
         nv_scale_table<T>(ss, tensor_scale, nv_bounds, nv_thr, nv_nan_code);
         __syncthreads();
     }
+    const u64 key = MODE == LOWBIT_STOCHASTIC ? mix64(seed) : 0ull;
+    SrPlan plan;
     for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks; b += stride) {
         In in;
         if (vector) {
@@ -304,6 +331,11 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
                 for (int p = 0; p < 8 / L::PER_WORD; ++p) r[p] = fp4_nibbles<T>(in.w[k * (8 / L::PER_WORD) + p], c);
                 out[k] = fp4_pack8<T>(r);
             }
+        } else if (MODE == LOWBIT_STOCHASTIC && SameType<T, __half>::value && !bad &&
+                   (plan = sr_plan(E2M1(), shift, rbits)).ok) {  // float16: by sr_mag_f16 (codec.cuh)
+            const u64 z0 = key + 0x9E3779B97F4A7C15ull * ((u64)(offset + b * BLOCK) + 1ull);
+            if (plan.tie) fp4_sr_words<true, BLOCK>(in.w, z0, plan, out);
+            else fp4_sr_words<false, BLOCK>(in.w, z0, plan, out);
         } else {
             const long long index = offset + b * BLOCK;  // the padded stream's counter
 #pragma unroll

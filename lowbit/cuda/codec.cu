@@ -41,6 +41,7 @@ template <typename C>
 union Codes8 {
     C c[8];
     unsigned long long w[sizeof(C)];
+    u32 u[2 * sizeof(C)];
 };
 
 template <typename T, typename C>
@@ -184,6 +185,79 @@ __device__ __forceinline__ void encode_unit(const Unit8<T>& in, int shift, const
     }
 }
 
+// The stochastic loop of a float16 direct conversion into an 8-bit format given at compile time,
+// when sr_plan(s, shift, rbits).ok (codec.cuh): 16 elements per thread and iteration as the
+// integer loop below; a unit without Inf / NaN (unit_is_plain) by sr_mag_f16 (TIE: plan.tie;
+// SAT: overflow = saturate, no status bits), any other unit by minifloat_encode_any_bits.  The
+// counter state of element i is z0 + i * 0x9E37..: one 64-bit add per element.
+template <bool TIE, bool SAT, typename S>
+__device__ void minifloat_encode_sr16_loop(const __half* x, long long n, int shift, const S& s, const SrPlan& plan,
+                                           int overflow, u64 seed, long long offset, int rbits, u8* codes,
+                                           u8* status, long long status_size) {
+    constexpr u64 GAMMA = 0x9E3779B97F4A7C15ull;
+    const bool want_status = status_size == n;
+    const bool status_vector = want_status && (unsigned long long)status % 8 == 0;
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    const u64 key = mix64(seed);
+    const long long vector_end = units_aligned(x, codes) ? n / 16 * 16 : 0;
+    for (long long g = tid; g < vector_end / 16; g += stride) {
+        Unit8<__half> in[2];
+        const uint4* src = reinterpret_cast<const uint4*>(x + g * 16);
+        in[0].q[0] = src[0];
+        in[1].q[0] = src[1];
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const long long i = g * 16 + u * 8;
+            const u64 z0 = key + GAMMA * ((u64)(offset + i) + 1ull);
+            Codes8<u8> out;
+            unsigned long long st = 0;
+            if (unit_is_plain(in[u])) {
+                const u32* w = reinterpret_cast<const u32*>(in[u].q);
+                u32 m[8];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const u32 h = (w[j / 2] >> (16 * (j & 1))) & 0xffffu;
+                    if (SAT) {  // saturated by clamping the input (SrPlan::clamp2), two halves at once
+                        const u32 a2 = __vminu2(w[j / 2] & 0x7fff7fffu, plan.clamp2);
+                        m[j] = sr_mag_f16<TIE>((a2 >> (16 * (j & 1))) & 0xffffu, sr_not_top(z0 + GAMMA * (u64)j),
+                                               plan);
+                    } else {
+                        const u32 mag = sr_mag_f16<TIE>(h & 0x7fffu, sr_not_top(z0 + GAMMA * (u64)j), plan);
+                        int sj;
+                        out.c[j] = (u8)minifloat_code_of_mag<LOWBIT_STOCHASTIC, S>(h >> 15, mag, s, overflow, sj);
+                        st |= (unsigned long long)sj << (8 * j);
+                    }
+                }
+                if (SAT) {  // 4 codes a word; the signs (bit 15 of each float16) at bit bits - 1 of theirs
+#pragma unroll
+                    for (int k = 0; k < 2; ++k) {
+                        const u32 mags = __byte_perm(__byte_perm(m[4 * k], m[4 * k + 1], 0x0040),
+                                                     __byte_perm(m[4 * k + 2], m[4 * k + 3], 0x0040), 0x5410);
+                        const u32 signs = __byte_perm(w[2 * k], w[2 * k + 1], 0x7531) >> (8 - s.bits);
+                        out.u[k] = mags | (signs & (0x01010101u << (s.bits - 1)));
+                    }
+                }
+            } else {
+                encode_unit<false, LOWBIT_STOCHASTIC>(in[u], shift, s, overflow, seed, offset + i, rbits, out, st);
+            }
+            *reinterpret_cast<unsigned long long*>(codes + i) = out.w[0];
+            if (status_vector) {
+                *reinterpret_cast<unsigned long long*>(status + i) = st;
+            } else if (want_status) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) status[i + j] = (u8)(st >> (8 * j));
+            }
+        }
+    }
+    for (long long i = vector_end + tid; i < n; i += stride) {
+        int st;
+        codes[i] = (u8)minifloat_encode_any_bits<LOWBIT_STOCHASTIC>(f32_bits(x[i]), shift, s, overflow,
+                                                                    random_bits(seed, offset + i), rbits, st);
+        if (want_status) status[i] = (u8)st;
+    }
+}
+
 // The integer loop: a direct conversion (one block, block_size >= n, whose scale is a power of
 // two -- 1 for a plain cast), float16 / bfloat16 / float32 input, a mini_bits_ok format (the
 // wrapper's choice).  UNITS units of 8 elements (32 bytes of input) per thread and iteration,
@@ -205,6 +279,26 @@ __device__ void minifloat_encode_bits_loop(const T* x, long long n, long long bl
                   sizeof(C) == 1) {
         if (shift == 0 && overflow == LOWBIT_SATURATE) {
             minifloat_encode_fp8_hw_loop<S>(x, n, s, codes, status, status_size);
+            return;
+        }
+    }
+    if constexpr (MODE == LOWBIT_STOCHASTIC && !SameType<S, MiniSpec>::value && SameType<T, __half>::value &&
+                  sizeof(C) == 1) {
+        const SrPlan plan = sr_plan(s, shift, rbits);
+        if (plan.ok) {  // (the four variants: ties or not, saturating or not)
+            const bool sat = overflow == LOWBIT_SATURATE;
+            if (plan.tie && sat)
+                minifloat_encode_sr16_loop<true, true>(x, n, shift, s, plan, overflow, seed, offset, rbits, codes,
+                                                       status, status_size);
+            else if (plan.tie)
+                minifloat_encode_sr16_loop<true, false>(x, n, shift, s, plan, overflow, seed, offset, rbits, codes,
+                                                        status, status_size);
+            else if (sat)
+                minifloat_encode_sr16_loop<false, true>(x, n, shift, s, plan, overflow, seed, offset, rbits, codes,
+                                                        status, status_size);
+            else
+                minifloat_encode_sr16_loop<false, false>(x, n, shift, s, plan, overflow, seed, offset, rbits, codes,
+                                                         status, status_size);
             return;
         }
     }

@@ -232,6 +232,80 @@ __device__ __forceinline__ u32 minifloat_encode_any_bits(u32 b, int shift, const
     return minifloat_encode_normal_bits<MODE, S>(b, shift, s, overflow, rnd, rbits, status);
 }
 
+// ---- stochastic rounding of float16 by one 64-bit multiply-add (the fast path) ------------
+// minifloat_encode_normal_bits<stochastic> for float16 inputs (no Inf / NaN) and 8-bit formats
+// given at compile time, rewritten around one 64-bit multiply-add per value (no class branches,
+// no variable-width threshold): the same codes, by the derivation below (docs/rounding.md, "The
+// GPU's fast path").
+//
+// Input a = |x|'s 15 bits, F = a >> 10 its exponent field; the block scale is 2^shift.  With
+// c0 = 14 + shift + emin (>= 0), mm = clip(F - 1, 0, c0) and xx = a - (mm << 10), |x| / 2^shift
+// in grid units is v = xx / 2^s with s = cs - mm, cs = 10 - man_bits + c0 (s = 10 - man_bits
+// where the target is normal, mm = c0; F - 1 < c0: a subnormal target, xx = the significand with
+// its implicit bit, F = 0 and 1 sharing the spacing 2^-24).  cs <= 32 (the caller checks), so the
+// 64-bit xx * 2^(32 - s) = (k, A) holds k = floor(v) -- the magnitude code, the exponent field
+// included (k counts grid steps from code 0, ((e - emin) << man_bits) + floor(|v|) of round_grid's
+// grid) -- and the exact fraction A = frac(v) * 2^32.  With u = the top r = rbits bits of the
+// random word t, Q = 2^(32 - r), W = u Q + Q / 2 and b = u & 1, the rule u < rint(frac * 2^r)
+// (ties to even) is A + b > W, i.e. A + (~W + b) >= 2^32: k + up = hi(xx * 2^(32 - s) + L) with
+// L = ~W + b = (~t & ~(Q - 1)) | (Q / 2 - (bit 32 - r of ~t)).  When every element's fraction is a
+// multiple of Q (cs <= min(r, 31): no ties) it is u Q < A <=> t < A, and L = ~t.  Only bits 1..31 of
+// t = hi32(random_bits) enter, and those of hi32(mix64's z * C2) are the same (mix64's last step
+// z ^ (z >> 31) changes bit 0 of the top word only), and ~hi32(y) = hi32(~y), ~(z * C2) = z * (-C2)
+// - 1: sr_not_top(z) below returns ~t from three multiply-adds.
+struct SrPlan {
+    bool ok, tie;       // the fast path applies; L needs the tie term
+    int c0;             // 14 + shift + emin
+    u32 p0;             // 2^(32 - cs)
+    u32 mask_hi, half;  // ~(Q - 1), Q / 2
+    u32 q;              // Q
+    u32 clamp2;         // max_value * 2^shift as float16 bits (0x7bff if beyond), in both halves
+};
+
+// The plan for format S (man_bits M, emin), a block scale 2^shift and rbits: ok when c0 >= 0,
+// cs <= 32 and the bits are covered (r <= 31, or no ties: cs <= 31).
+template <typename S>
+__device__ __forceinline__ SrPlan sr_plan(const S& s, int shift, int rbits) {
+    SrPlan p;
+    p.c0 = 14 + shift + s.emin;
+    const int cs = 10 - s.man_bits + p.c0;
+    p.tie = cs > min(rbits, 31);
+    p.ok = p.c0 >= 0 && cs <= 32 && !(p.tie && rbits > 31);
+    p.p0 = p.ok ? 1u << (32 - cs) : 0u;
+    const int bs = 32 - min(rbits, 31);
+    p.q = 1u << bs;
+    p.mask_hi = ~(p.q - 1u);
+    p.half = p.q >> 1;
+    // saturation as a clamp of the input: |x| > max * 2^shift (an exact float16, c0 >= 0) has code
+    // code_of_max with fraction 0, and every |x| <= it rounds to at most code_of_max
+    const int top = (int)(s.code_of_max >> s.man_bits) + s.emin + 14 + shift;  // its float16 field
+    const u32 t = top >= 31 ? 0x7bffu
+                            : ((u32)top << 10) | (((u32)s.code_of_max & ((1u << s.man_bits) - 1u)) << (10 - s.man_bits));
+    p.clamp2 = t * 0x10001u;
+    return p;
+}
+
+// ~hi32(random_bits) in bits 1..31 for the counter state z = mix64(seed) + 0x9E37.. * (index + 1).
+__device__ __forceinline__ u32 sr_not_top(u64 z) {
+    // z ^ (z >> n) with the high word's shift as a multiply-high, umulhi(x, 2^(32 - n)) = x >> n
+    // (the multiply-add pipe, not the integer one that the rest of the encoder fills)
+    z ^= ((u64)__umulhi((u32)(z >> 32), 4u) << 32) | (u32)(z >> 30);
+    z *= 0xBF58476D1CE4E5B9ull;
+    z ^= ((u64)__umulhi((u32)(z >> 32), 32u) << 32) | (u32)(z >> 27);
+    return (u32)((z * 0x6B2FB644ECCEEE15ull + 0xFFFFFFFFFFFFFFFFull) >> 32);  // -0x94D049BB133111EB
+}
+
+// The magnitude code k + up (before saturation) of a float16 magnitude a (15 bits) with ~t = nt
+// (k + up <= code_of_max for a <= the low half of plan.clamp2).
+template <bool TIE>
+__device__ __forceinline__ u32 sr_mag_f16(u32 a, u32 nt, const SrPlan& p) {
+    const int mm = min(max((int)(a >> 10) - 1, 0), p.c0);
+    const u32 xx = a - ((u32)mm << 10);
+    u32 l = nt;
+    if (TIE) l = (nt & p.mask_hi) | ((nt & p.q) ? p.half - 1u : p.half);
+    return (u32)(((u64)xx * (u64)(p.p0 << mm) + l) >> 32);
+}
+
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
 __device__ __forceinline__ double minifloat_decode_one(u64 code, const MiniSpec& s) {
     const long long c = (long long)code;
