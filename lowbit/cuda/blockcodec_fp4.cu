@@ -142,8 +142,23 @@ __device__ __forceinline__ u32 fp4_pack8(const u32* r) {
 // of w[p]) into BLOCK / 8 words of 8 packed codes, element e's counter state z0 + e * 0x9E37..:
 // the magnitude by sr_mag_f16 (codec.cuh) of the input clamped at 6 * 2^shift (saturation), the
 // sign of each float16 (bit 15 of its half) at bit 3 of its nibble.
+//
+// The grid of each element, (mm << 10, p0 << mm) of sr_mag_f16 for its exponent field F and the
+// block's c0, comes from a per-CTA table (fp4_sr_table): row c0 (0 .. 23, the plan's range),
+// column F ^ c0 (rows skewed so that blocks of equal F and other scales read other banks); `key`
+// = the row's byte offset ^ (c0 << 3), so that the entry's byte offset is ((a >> 7) & 0xf8) ^ key.
+#define LOWBIT_FP4_SR_ROWS 24
+__device__ __forceinline__ void fp4_sr_table(uint2* tab) {
+    for (int t = threadIdx.x; t < LOWBIT_FP4_SR_ROWS * 32; t += blockDim.x) {
+        const int c0 = t >> 5, field = (t & 31) ^ c0, mm = sr_mm((u32)field, c0);
+        tab[t] = make_uint2((u32)mm << 10, (1u << (32 - (9 + c0))) << mm);  // p0 = 2^(32 - cs), cs = 9 + c0
+    }
+}
+
 template <bool TIE, int BLOCK>
-__device__ __forceinline__ void fp4_sr_words(const u32* w, u64 z0, const SrPlan& plan, u32* out) {
+__device__ __forceinline__ void fp4_sr_words(const u32* w, u64 z0, const SrPlan& plan, const uint2* tab, u32* out) {
+    const u32 key = ((u32)plan.c0 * 32u * (u32)sizeof(uint2)) ^ ((u32)plan.c0 << 3);
+    const char* base = reinterpret_cast<const char*>(tab);
 #pragma unroll
     for (int k = 0; k < BLOCK / 8; ++k) {
         u32 pair[4];  // byte p: the codes of elements 8k + 2p (low nibble) and 8k + 2p + 1
@@ -151,8 +166,10 @@ __device__ __forceinline__ void fp4_sr_words(const u32* w, u64 z0, const SrPlan&
         for (int p = 0; p < 4; ++p) {
             const u32 a2 = __vminu2(w[4 * k + p] & 0x7fff7fffu, plan.clamp2);  // saturation (SrPlan)
             const u64 z = z0 + 0x9E3779B97F4A7C15ull * (u64)(8 * k + 2 * p);
-            const u32 m0 = sr_mag_f16<TIE>(a2 & 0xffffu, sr_not_top(z), plan);
-            const u32 m1 = sr_mag_f16<TIE>(a2 >> 16, sr_not_top(z + 0x9E3779B97F4A7C15ull), plan);
+            const uint2 g0 = *reinterpret_cast<const uint2*>(base + (((a2 >> 7) & 0xf8u) ^ key));
+            const uint2 g1 = *reinterpret_cast<const uint2*>(base + (((a2 >> 23) & 0xf8u) ^ key));
+            const u32 m0 = sr_round<TIE>((a2 & 0xffffu) - g0.x, g0.y, sr_not_top(z), plan);
+            const u32 m1 = sr_round<TIE>((a2 >> 16) - g1.x, g1.y, sr_not_top(z + 0x9E3779B97F4A7C15ull), plan);
             pair[p] = m0 | (m1 << 4);
         }
         const u32 acc = __byte_perm(__byte_perm(pair[0], pair[1], 0x0040), __byte_perm(pair[2], pair[3], 0x0040), 0x5410);
@@ -267,6 +284,12 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
     }
     const u64 key = MODE == LOWBIT_STOCHASTIC ? mix64(seed) : 0ull;
     SrPlan plan;
+    constexpr bool SR16 = MODE == LOWBIT_STOCHASTIC && SameType<T, __half>::value;
+    __shared__ uint2 sr_tab[SR16 ? LOWBIT_FP4_SR_ROWS * 32 : 1];  // (fp4_sr_table)
+    if (SR16) {
+        fp4_sr_table(sr_tab);
+        __syncthreads();
+    }
     for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks; b += stride) {
         In in;
         if (vector) {
@@ -331,11 +354,10 @@ __device__ void block_quantize_fp4_loop(const T* x, long long length, int scale_
                 for (int p = 0; p < 8 / L::PER_WORD; ++p) r[p] = fp4_nibbles<T>(in.w[k * (8 / L::PER_WORD) + p], c);
                 out[k] = fp4_pack8<T>(r);
             }
-        } else if (MODE == LOWBIT_STOCHASTIC && SameType<T, __half>::value && !bad &&
-                   (plan = sr_plan(E2M1(), shift, rbits)).ok) {  // float16: by sr_mag_f16 (codec.cuh)
+        } else if (SR16 && !bad && (plan = sr_plan(E2M1(), shift, rbits)).ok) {  // (c0 <= 23: the table's rows)
             const u64 z0 = key + 0x9E3779B97F4A7C15ull * ((u64)(offset + b * BLOCK) + 1ull);
-            if (plan.tie) fp4_sr_words<true, BLOCK>(in.w, z0, plan, out);
-            else fp4_sr_words<false, BLOCK>(in.w, z0, plan, out);
+            if (plan.tie) fp4_sr_words<true, BLOCK>(in.w, z0, plan, sr_tab, out);
+            else fp4_sr_words<false, BLOCK>(in.w, z0, plan, sr_tab, out);
         } else {
             const long long index = offset + b * BLOCK;  // the padded stream's counter
 #pragma unroll

@@ -297,13 +297,21 @@ __device__ __forceinline__ u32 sr_not_top(u64 z) {
 
 // The magnitude code k + up (before saturation) of a float16 magnitude a (15 bits) with ~t = nt
 // (k + up <= code_of_max for a <= the low half of plan.clamp2).
+// mm = clip(F - 1, 0, c0) of the float16 exponent field F: xx = a - (mm << 10), its scale p0 << mm.
+__device__ __forceinline__ int sr_mm(u32 field, int c0) { return min(max((int)field - 1, 0), c0); }
+
+// k + up = hi32(xx * p2 + L) (L: the tie term, or ~t).
 template <bool TIE>
-__device__ __forceinline__ u32 sr_mag_f16(u32 a, u32 nt, const SrPlan& p) {
-    const int mm = min(max((int)(a >> 10) - 1, 0), p.c0);
-    const u32 xx = a - ((u32)mm << 10);
+__device__ __forceinline__ u32 sr_round(u32 xx, u32 p2, u32 nt, const SrPlan& p) {
     u32 l = nt;
     if (TIE) l = (nt & p.mask_hi) | ((nt & p.q) ? p.half - 1u : p.half);
-    return (u32)(((u64)xx * (u64)(p.p0 << mm) + l) >> 32);
+    return (u32)(((u64)xx * (u64)p2 + l) >> 32);
+}
+
+template <bool TIE>
+__device__ __forceinline__ u32 sr_mag_f16(u32 a, u32 nt, const SrPlan& p) {
+    const int mm = sr_mm(a >> 10, p.c0);
+    return sr_round<TIE>(a - ((u32)mm << 10), p.p0 << mm, nt, p);
 }
 
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
