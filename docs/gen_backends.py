@@ -43,7 +43,7 @@ def render() -> str:
               "A front that meets a CUDA kernel's `NotImplementedError` for a layout the kernel does not",
               "cover falls back on the device, never on the host: `QuantizedKVCache.attend` (lowbit/kv/cache.py)",
               "dequantizes its tiles on the GPU and attends with CuPy operations (lowbit/kv/dense.py) where",
-              "`kv_attend` does not take the layout (quarot, rtn, fp8 tiles, L > 1 queries, ...).", "",
+              "`kv_attend` does not take the layout (L > 1 queries, other code widths or shapes, ...).", "",
               "\"Bit-identical\" means every output byte equals the CPU twin's on the same input (the sign",
               "and payload of NaNs aside), whatever the launch geometry. CuPy compiles with `-ftz=true`, so the CUDA",
               "kernels compute in float64 (rtn, the format codec, rounding and diffusion) or with float32",

@@ -26,7 +26,15 @@ from kv_attend_bound import tf32_bound
 from kv_attend_cases import RAGGED_STARTS, kv, ragged_batch
 
 from lowbit.kv import QuantizedKVCache
-from lowbit.kv.attend import TileStore, attend, kernel_layout, reference_attend, stack
+from lowbit.kv.attend import (
+    TileStore,
+    attend,
+    code_values,
+    kernel_layout,
+    reference_attend,
+    rotate,
+    stack,
+)
 
 SCHEMES = [
     ("kvarn-k2v2-g64", {}), ("kvarn-k4v2-g64", {"scale_dtype": "float8_e4m3"}),
@@ -48,10 +56,10 @@ def on(backend: Any, store: TileStore) -> TileStore:
     return TileStore(**moved)
 
 
-def cuda_skips(backend: Any, scheme: str, n_q: int = 1) -> None:
-    """The CUDA kernel: decode (L = 1) over kvarn and kivi tiles (lowbit/cuda/kv_attend.py)."""
-    if backend.on_gpu and (n_q != 1 or not (scheme.startswith("kvarn") or scheme == "kivi")):
-        pytest.skip("CUDA kv_attend: decode over kvarn / kivi tiles only (a known gap)")
+def cuda_skips(backend: Any, n_q: int) -> None:
+    """The CUDA kernel: decode (L = 1) only (lowbit/cuda/kv_attend.py), every scheme's tiles."""
+    if backend.on_gpu and n_q != 1:
+        pytest.skip("CUDA kv_attend: decode (one query per head) only (a known gap)")
 
 
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
@@ -65,7 +73,8 @@ def assert_close(backend: Any, got: np.ndarray, want: np.ndarray, q: np.ndarray,
     bound: Any = 0.0
     if backend.on_gpu:
         cuda_kv = importlib.import_module("lowbit.cuda.kv_attend")  # the module, not the function
-        if cuda_kv.MMA:
+        d = q.shape[3]
+        if cuda_kv.uses_mma(kernel_layout(store.codec, d, store.group_size), d):  # kvarn / kivi only
             bound = tf32_bound(q, store, keys, values, start=start, split=cuda_kv.MMA_SPLIT)
     assert (np.abs(got - want) <= TOL * np.abs(want).max() + bound).all(), rel_err(got, want)
 
@@ -83,7 +92,6 @@ def filled(scheme: str, opts: dict, k: np.ndarray, v: np.ndarray, sink: int = 32
 @pytest.mark.parametrize("ratio", [1, 4, 8])
 def test_matches_float64_attention_over_the_dequantized_cache(backend: Any, rng: np.random.Generator,
                                                              scheme: str, opts: dict, ratio: int) -> None:
-    cuda_skips(backend, scheme)
     k, v = kv(rng, 2, 2, 32 + 3 * 128 + 21, 64)
     cache = filled(scheme, opts, k, v)
     assert cache.n_tiles >= 3
@@ -95,12 +103,11 @@ def test_matches_float64_attention_over_the_dequantized_cache(backend: Any, rng:
     assert_close(backend, got, want, q, cache.tile_store(), keys, values)
 
 
-@pytest.mark.parametrize(("scheme", "opts"), SCHEMES[:4], ids=[s for s, _ in SCHEMES[:4]])
+@pytest.mark.parametrize(("scheme", "opts"), SCHEMES, ids=[s for s, _ in SCHEMES])
 def test_ragged_batch_and_left_padding(backend: Any, rng: np.random.Generator, scheme: str,
                                        opts: dict) -> None:
     """Sequences of their own lengths (sink only, tiles + recent, tiles exactly) in one batch,
     with ``start`` masking left padding (inside the sink, and inside a tile)."""
-    cuda_skips(backend, scheme)
     caches, _, batch, q = ragged_batch(rng, lambda k, v: filled(scheme, opts, k, v))
     got = backend.to_numpy(attend(on(backend, batch), backend.asarray(q)))
     for i, (c, first) in enumerate(zip(caches, RAGGED_STARTS, strict=True)):
@@ -127,7 +134,7 @@ def test_multi_query_causal(backend: Any, rng: np.random.Generator, scheme: str,
     """L queries: (a) a chunk of N >= L exact tokens not yet cached (queries = its last L);
     (b) queries at the cache's own last L positions, which lie inside quantized tiles (the
     causal mask cuts through tiles)."""
-    cuda_skips(backend, scheme, 6)
+    cuda_skips(backend, 6)
     k, v = kv(rng, 2, 2, 32 + 2 * 128 + 10, 64)
     cache = filled(scheme, opts, k, v)
     store = on(backend, cache.tile_store())
@@ -155,13 +162,17 @@ def test_large_scores_stay_finite(backend: Any, rng: np.random.Generator) -> Non
     assert_close(backend, got, reference_attend(q, keys, values), q, cache.tile_store(), keys, values)
 
 
-def test_kernel_writes_every_output_and_zero_for_empty_views(backend: Any, rng: np.random.Generator) -> None:
-    """Outputs pre-filled with NaN are fully written; a sequence whose ``start`` lies past
-    every position its queries see gets exactly 0."""
+@pytest.mark.parametrize(("scheme", "opts"), SCHEMES, ids=[s for s, _ in SCHEMES])
+def test_kernel_writes_every_output_and_zero_for_empty_views(backend: Any, rng: np.random.Generator,
+                                                             scheme: str, opts: dict) -> None:
+    """Outputs pre-filled with NaN (poisoned) are fully written, with the bits of the front's
+    result (:func:`attend`, which allocates them; the same kernel); a sequence whose ``start``
+    lies past every position its queries see gets exactly 0."""
     from lowbit.arrays import backend as table
 
-    k, v = kv(rng, 2, 2, 32 + 128 + 5, 64)
-    cache = filled("kvarn-k2v2-g64", {}, k, v)
+    k, v = kv(rng, 2, 2, 32 + 2 * 128 + 5, 64)
+    cache = filled(scheme, opts, k, v)
+    assert cache.n_tiles >= 2
     store = cache.tile_store()
     store.lengths[1, 0] = 10_000
     store = on(backend, store)
@@ -173,14 +184,17 @@ def test_kernel_writes_every_output_and_zero_for_empty_views(backend: Any, rng: 
     from lowbit.kv.attend import _field_arrays  # the kernel's A, Z, S (KVarN: S = s_col * 2**e)
 
     f, g = _field_arrays(store, "key", xp), _field_arrays(store, "value", xp)
-    lut = xp.arange(4, dtype=np.float32)
-    table(q).kv_attend(q, q, store.lengths, store.sink_k, store.sink_v, store.recent_k, store.recent_v,
-                       empty, empty, store.k_codes, *f, store.v_codes, *g, lut, lut,
-                       kernel_layout(cache.codec, 64, 64), 0.125, out_e, out_r)
+    k_lut, v_lut = (xp.asarray(code_values(cache.codec, kind)) for kind in ("key", "value"))
+    q_rot = rotate(q) if cache.codec.rotated else q
+    table(q).kv_attend(q, q_rot, store.lengths, store.sink_k, store.sink_v, store.recent_k, store.recent_v,
+                       empty, empty, store.k_codes, *f, store.v_codes, *g, k_lut, v_lut,
+                       kernel_layout(cache.codec, 64, cache.group_size), 0.125, out_e, out_r)
+    both = backend.to_numpy(out_e + (rotate(out_r) if cache.codec.rotated else out_r))
     out_e, out_r = backend.to_numpy(out_e), backend.to_numpy(out_r)
     assert np.isfinite(out_e).all() and np.isfinite(out_r).all()
     assert (out_e[1] == 0).all() and (out_r[1] == 0).all()
-    assert np.abs(out_e[0]).max() > 0
+    assert np.abs(out_e[0]).max() > 0 and np.abs(out_r[0]).max() > 0
+    np.testing.assert_array_equal(both, backend.to_numpy(attend(store, q, scale=0.125)))
 
 
 def test_cache_attend_arguments(rng: np.random.Generator) -> None:
@@ -197,7 +211,8 @@ def test_cache_attend_arguments(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_decode_step_is_graph_capturable(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g128", "quarot", "fp8"])  # key codes [D, G] / [G, D]
+def test_cuda_decode_step_is_graph_capturable(rng: np.random.Generator, scheme: str) -> None:
     """kv_attend on device arrays makes no host sync: a decode step captured in a CUDA graph
     replays to the eager result, also after the query changes in place."""
     cupy = pytest.importorskip("cupy")
@@ -206,16 +221,16 @@ def test_cuda_decode_step_is_graph_capturable(rng: np.random.Generator) -> None:
     from lowbit.kv.attend import _field_arrays
 
     k, v = kv(rng, 4, 2, 32 + 4 * 128 + 9, 128)
-    cache = filled("kvarn-k4v2-g128", {}, k, v)
+    cache = filled(scheme, {}, k, v)
     store = on(type("B", (), {"name": "cupy", "asarray": staticmethod(cupy.asarray)})(), cache.tile_store())
     q = cupy.asarray(rng.standard_normal((4, 8, 1, 128)).astype(np.float32))
     ka, kz, ks = _field_arrays(store, "key", cupy)
     va, vz, vs = _field_arrays(store, "value", cupy)
-    lut = cupy.arange(16, dtype=cupy.float32)
+    k_lut, v_lut = (cupy.asarray(code_values(cache.codec, kind)) for kind in ("key", "value"))
     empty = cupy.zeros((4, 2, 0, 128), cupy.float32)
     outs = [cupy.empty_like(q) for _ in range(4)]
     args = (store.lengths, store.sink_k, store.sink_v, store.recent_k, store.recent_v, empty, empty,
-            store.k_codes, ka, kz, ks, store.v_codes, va, vz, vs, lut, lut,
+            store.k_codes, ka, kz, ks, store.v_codes, va, vz, vs, k_lut, v_lut,
             kernel_layout(cache.codec, 128, 128), 0.088)
     import warnings
 
@@ -243,12 +258,13 @@ def test_cuda_decode_step_is_graph_capturable(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_kv_attend_is_deterministic(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("scheme", ["kvarn-k2v2-g128", "rtn", "fp8"])
+def test_cuda_kv_attend_is_deterministic(rng: np.random.Generator, scheme: str) -> None:
     """The same inputs give the same bits on every call (the split's token slices are summed in
     a fixed order, not with atomics; the split count depends only on shapes)."""
     cupy = pytest.importorskip("cupy")
     k, v = kv(rng, 3, 2, 32 + 9 * 128 + 40, 128)
-    cache = filled("kvarn-k2v2-g128", {}, k, v)
+    cache = filled(scheme, {}, k, v)
     store = on(type("B", (), {"name": "cupy", "asarray": staticmethod(cupy.asarray)})(), cache.tile_store())
     q = cupy.asarray(rng.standard_normal((3, 16, 1, 128)).astype(np.float32))
     first = cupy.asnumpy(attend(store, q))
@@ -283,11 +299,12 @@ def oracle(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: np.ndarray) -> np
 
 @dataclasses.dataclass(frozen=True)
 class NanCase:
-    """A scheme of the NaN tests and what its float16 tile fields reach, from the separable
-    form x_hat = (code A + Z) S: ``key_rows`` the rows of the key codes ("channels": [D, G],
+    """A scheme of the NaN tests and what its tile fields reach, from the separable form
+    x_hat = (code A + Z) S: ``key_rows`` the rows of the key codes ("channels": [D, G],
     "tokens": [G, D]; value codes are [G, D]); ``roles`` maps each field to "row" (A, Z: one
-    value per code row, or per (row, column group)) or "col" (S: one per column);
-    ``rotated``: a NaN channel of the tiles' frame reaches every channel of the original one."""
+    value per code row, or per (row, column group)), "col" (S: one per column) or "tile" (one
+    value for the whole tile: fp8's float32 scale); ``rotated``: a NaN channel of the tiles'
+    frame reaches every channel of the original one."""
 
     opts: dict
     key_rows: str
@@ -298,6 +315,8 @@ class NanCase:
         """(tile tokens, original-frame channels) that field element ``index`` (of ``n``) reaches."""
         channel_rows = kind == "key" and self.key_rows == "channels"
         rows, cols = (d, g) if channel_rows else (g, d)
+        if self.roles[name] == "tile":
+            return slice(None), slice(None)
         if self.roles[name] == "row":
             per = n // rows  # column groups per row
             r, grp = divmod(index, per)
@@ -313,6 +332,8 @@ NAN_CASES = {
                               {"row_scale": "row", "row_offset": "row", "col_scale": "col"}),
     "kivi": NanCase({"group_size": 64}, "channels", False, {"scale": "row", "offset": "row"}),
     "rtn": NanCase({"group_size": 64, "key_bits": 4}, "tokens", False, {"scale": "row", "offset": "row"}),
+    "quarot": NanCase({"group_size": 64}, "tokens", True, {"scale": "row", "offset": "row"}),
+    "fp8": NanCase({"group_size": 64}, "tokens", False, {"scale": "tile"}),
 }
 #: sink 32, tiles at 32 and 96 (G = 64), recent 160 .. 179; the chunk's new tokens 180 .. 185
 NAN_T, NAN_NEW = 32 + 2 * 64 + 20, 6
@@ -357,10 +378,9 @@ def assert_nan_where_the_oracle_has_it(got: np.ndarray, want: np.ndarray, clean:
 @given(data=st.data())
 def test_nan_reaches_exactly_the_outputs_that_attend_it(backend: Any, scheme: str, data: st.DataObject) -> None:
     """One NaN in a query, an exact key / value (sink, recent, the chunk's new tokens) or a
-    float16 A / Z / S field of a quantized tile: the queries that attend it get NaN (the whole
+    A / Z / S field of a quantized tile: the queries that attend it get NaN (the whole
     row for a score, the channels a value reaches), every other output — other queries (masked
     by ``start`` or causally), heads, kv heads, batch rows — keeps its bits."""
-    cuda_skips(backend, scheme)
     case = NAN_CASES[scheme]
     store0, keys0, values0, nk0, nv0 = nan_setup(scheme)
     where = data.draw(st.sampled_from(["q", "sink_k", "sink_v", "recent_k", "recent_v", "new_k",
@@ -413,12 +433,11 @@ def test_nan_reaches_exactly_the_outputs_that_attend_it(backend: Any, scheme: st
     assert_nan_where_the_oracle_has_it(got, oracle(q_nan, keys, values, starts), clean)
 
 
-@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g64", "kivi"])
+@pytest.mark.parametrize("scheme", list(NAN_CASES))
 def test_inf_scores_follow_dense_attention(backend: Any, scheme: str) -> None:
     """An exact key with a +inf element: a query whose score becomes +inf gets NaN (inf - inf);
     one whose score becomes -inf gives that token weight 0 (finite: the attention without it),
     unless it attends nothing else (every attended score -inf: 0 / 0 = NaN), as dense attention."""
-    cuda_skips(backend, scheme)
     store0, keys, values, _, _ = nan_setup(scheme)
     store, keys = copied(store0), keys.copy()
     store.recent_k[:, 0, 19, 0] = np.inf  # position NAN_T - 1, kv head 0
@@ -440,12 +459,11 @@ def test_inf_scores_follow_dense_attention(backend: Any, scheme: str) -> None:
     np.testing.assert_array_equal(got[:, 4:], clean[:, 4:])  # kv head 1
 
 
-@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g64", "kivi", "rtn"])
+@pytest.mark.parametrize("scheme", list(NAN_CASES))
 def test_masked_positions_never_contribute(backend: Any, scheme: str) -> None:
     """NaN in everything no query attends — left padding (the sink and the first tokens of a
     tile), the slots past a shorter sequence's tiles and recent tokens (ragged batch), garbage
     codes there — changes no bit of the output."""
-    cuda_skips(backend, scheme)
     case = NAN_CASES[scheme]
     rng = np.random.default_rng(11)
     caches = []
@@ -470,7 +488,7 @@ def test_masked_positions_never_contribute(backend: Any, scheme: str) -> None:
                 if range(64)[tokens][-1] < 18:  # reaches only tile 0's masked tokens
                     fields[name][0, :, 0, index] = np.nan
                     masked += 1
-    assert masked > 0
+    assert masked > 0 or set(case.roles.values()) == {"tile"}  # fp8: no field of masked tokens only
     q = rng.standard_normal((2, 8, 1, 64)).astype(np.float32)
     want = backend.to_numpy(attend(on(backend, clean), backend.asarray(q)))
     got = backend.to_numpy(attend(on(backend, dirty), backend.asarray(q)))

@@ -496,8 +496,9 @@ EVERY_SCHEME = ["kvarn-k4v2-g128", "kvarn-lm-k2v2-g128", "kivi", "quarot", "rtn"
                 "turboquant-mse-k2v2", "turboquant-prod-k2v2"]
 
 
-#: the schemes whose decode attend runs the fused CUDA kv_attend (kvarn, kivi; 2/4/8-bit, D = G = 128)
-FUSED_ON_CUDA = ("kvarn-k4v2-g128", "kivi")
+#: the schemes whose decode attend runs the fused CUDA kv_attend (kvarn, kivi: key codes [D, G];
+#: quarot, rtn, fp8: [G, D]; 2/4/8-bit, D = G = 128)
+FUSED_ON_CUDA = ("kvarn-k4v2-g128", "kivi", "quarot", "rtn", "fp8")
 
 
 def nan_unit(scheme: str, kind: str, token: int, channel: int, group: int, dim: int) -> np.ndarray:
@@ -614,16 +615,16 @@ def test_start_as_integers_is_written_without_a_host_copy(rng: np.random.Generat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("scheme", FUSED_ON_CUDA)  # the others attend through CuPy's cuBLAS einsum,
+@pytest.mark.parametrize("scheme", FUSED_ON_CUDA)  # codebook grids, TurboQuant: CuPy's cuBLAS einsum
 def test_check_finite_false_decode_steps_capture_in_a_cuda_graph(rng: np.random.Generator, scheme: str) -> None:
-    """check_finite=False on CuPy, every scheme: a decode step (append one token, here one
-    that completes a tile and one that does not, then attend) makes no host synchronization.
+    """check_finite=False on CuPy, every scheme of the fused CUDA kv_attend: a decode step
+    (append one token, here one that completes a tile and one that does not, then attend)
+    makes no host synchronization.
     Each step is captured in a torch.cuda.CUDAGraph (a read-back or a host-to-device copy
     breaks the capture; torch's own syncs raise under set_sync_debug_mode("error")) from
     static inputs holding zeros, the step's token and query are then copied into them, and
-    one replay gives the eager step's storage bit for bit, and its output (bit for bit through
-    the fused kv_attend; within float32 tolerance through the dense fallback, whose einsum
-    goes through cuBLAS).  CuPy allocates from torch's caching allocator
+    one replay gives the eager step's storage and output bit for bit (the fused kv_attend;
+    the other schemes' dense fallback calls cuBLAS, which CuPy refuses under capture).  CuPy allocates from torch's caching allocator
     (lowbit.arrays.cupy_uses_torch_memory), so that the graph's memory comes from its private
     pool.  A first eager run of both steps on a third cache, on the same static inputs,
     compiles the kernels, allocates kv_attend's workspaces and uploads the constants."""

@@ -352,15 +352,15 @@ def layer_storage(layer: QuantizedKVLayer) -> list[np.ndarray]:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g128", "kivi"])  # the schemes of the fused kv_attend:
+@pytest.mark.parametrize("scheme", ["kvarn-k4v2-g128", "kivi", "quarot", "rtn", "fp8"])  # fused kv_attend
 def test_cuda_layer_decode_step_captures_in_a_torch_graph(rng: np.random.Generator, scheme: str) -> None:
     """The serving path with check_finite=False: a QuantizedKVLayer fed float16 CUDA tensors,
     one decode step (update + attend of one token: it completes a tile, then one that does
     not) captured in a torch.cuda.CUDAGraph with torch's sync check set to "error" (CuPy's
     read-backs and host copies would break the capture itself), from static tensors holding
     zeros; the token and query copied into them, one replay gives the eager layer's output
-    (bit for bit through the fused kv_attend, kvarn / kivi; float32-close through the dense
-    fallback, whose einsum uses cuBLAS) and storage (bit for bit).  CuPy allocates from
+    (bit for bit: the fused kv_attend, which every scheme here runs; the codebook grids' and
+    TurboQuant's dense fallback uses cuBLAS, which a capture refuses) and storage (bit for bit).  CuPy allocates from
     torch's caching allocator (lowbit.arrays.cupy_uses_torch_memory)."""
     cuda = cuda_device()
     from lowbit.arrays import cupy_uses_torch_memory

@@ -101,9 +101,11 @@ AGREEMENT: dict[str, str] = {
     "group_range": "bit-identical - tests/test_gpu_rtn.py",
     "hadamard_signs": "bit-identical (one counter-based generator) - tests/test_gpu_hadamard.py",
     "kv_attend": "float32 tolerance, deterministic, NaN / Inf propagated as dense attention (decode "
-                 "L = 1; kvarn and kivi layouts; other layouts raise NotImplementedError; the tensor-"
-                 "core variant, lowbit.cuda.kv_attend.MMA, is off: not yet verified) - "
-                 "tests/test_kv_attend.py",
+                 "L = 1; key codes [D, G] (kvarn, kivi) and [G, D] (quarot, rtn, fp8: e4m3 codes "
+                 "decoded exactly), 2/4/8-bit; other layouts raise NotImplementedError; the tensor-"
+                 "core variant, lowbit.cuda.kv_attend.MMA, is off: not yet verified, and takes "
+                 "kvarn / kivi tiles only, quarot / rtn / fp8 always run the CUDA-core kernel; the "
+                 "[G, D] path not yet run on a GPU) - tests/test_kv_attend.py",
     "kvarn_decode": "bit-identical (float32 operations in the CPU's order; the output rounded once to "
                     "its dtype; kvarn_decode128.cu and the s_col 2^e order of 2026-12-07 not yet run "
                     "on a GPU) - tests/test_gpu_kvarn.py",

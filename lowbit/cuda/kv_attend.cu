@@ -5,8 +5,10 @@
 // query heads of one kv head over one split of the sequence's chunks (chunks of G tokens:
 // the sink's, the quantized tiles, the recent tokens', the new tokens'), with an online
 // softmax; lowbit_kv_attend_combine merges the splits with their (max, sum) (log-sum-exp).
-// Key tiles have codes [D, G] (rows = channels), value tiles [G, D] (rows = tokens, in
-// VGROUPS column groups): per code one fused multiply-add per query head.
+// Key tiles have codes [D, G] (rows = channels: kvarn, kivi) or, with LOWBIT_KROWS=1, [G, D]
+// (rows = tokens: quarot, rtn, fp8), value tiles [G, D] (rows = tokens, in VGROUPS column
+// groups): per code one fused multiply-add per query head.  Codes are integers or, with
+// LOWBIT_KCODES / LOWBIT_VCODES = 1, float8 e4m3 values (fp8; code_value in kv_attend.cuh).
 // LOWBIT_ATTEND_MMA=1 selects the tensor-core kernel of kv_attend_mma.cuh instead (same entry).
 //
 // NaN (the CPU twin's docstring has the rules): the maxima use max_nan, so a NaN (or, through
@@ -17,6 +19,9 @@
 #include "kv_attend.cuh"
 
 #if LOWBIT_ATTEND_MMA
+#if LOWBIT_KROWS || LOWBIT_KCODES || LOWBIT_VCODES
+#error "the tensor-core kernel reads key codes [D, G] of integer codes (lowbit.cuda.kv_attend.uses_mma)"
+#endif
 #include "kv_attend_mma.cuh"
 #else
 extern "C" __global__ void __launch_bounds__(LOWBIT_THREADS)
@@ -31,7 +36,13 @@ lowbit_kv_attend_split(LOWBIT_KV_ATTEND_SPLIT_PARAMS)
     static_assert(CG % 8 == 0, "value column groups must hold whole 8-code units");
     constexpr long KBYTES = (long)D * G * LOWBIT_KBITS / 8, VBYTES = (long)G * D * LOWBIT_VBITS / 8;
 
+#if LOWBIT_KROWS
+    __shared__ float qr_s[M][D], qa_s[M][D];
+    __shared__ __align__(16) float w_s[M][D];      // float4 reads (token-row key tiles)
+    __shared__ float sc_s[M][G];
+#else
     __shared__ float qr_s[M][D], qa_s[M][D], w_s[M][D], sc_s[M][G];
+#endif
     __shared__ float red_s[T / 32][M][G];
     __shared__ float oute_s[M][D], outr_s[M][D];
     __shared__ float qz_s[M], m_s[M], l_s[M], alpha_s[M];
@@ -86,6 +97,7 @@ lowbit_kv_attend_split(LOWBIT_KV_ATTEND_SPLIT_PARAMS)
         if (pos0 + count <= start) continue;   // uniform across the block
 
         if (tile >= 0) {
+#if LOWBIT_KROWS == 0
             // ---- scores of a key tile: S[t] (sum_d (q_d A_d) code[d, t] + sum_d q_d Z_d) ----
             const long fk = seq_kv * tile_cap + tile;
             for (int i = tid; i < M * D; i += T) {
@@ -138,6 +150,72 @@ lowbit_kv_attend_split(LOWBIT_KV_ATTEND_SPLIT_PARAMS)
                 const float st = field<LOWBIT_FKS>(k_s, fk * nks + (nks == 1 ? 0 : t), 1.f);
                 sc_s[j][t] = (pos0 + t < start) ? KV_NEG_INF : st * scale * (s + qz_s[j]);
             }
+#else
+            // ---- scores of a key tile with codes [G, D] (rows = tokens): A[t] sum_d w_d code[t, d]
+            // + Z[t] sum_d w_d, w_d = q_d S[d]; KT threads per token row, DP channels each ------
+            constexpr int KT = T / G, DP = D / KT, CW = 64 / LOWBIT_KBITS;   // CW codes per word
+            static_assert(T % G == 0 && KT <= T / 32 && DP % CW == 0 && CW % 4 == 0, "unsupported D / G");
+            const long fk = seq_kv * tile_cap + tile;
+            for (int i = tid; i < M * D; i += T) {
+                const int j = i / D, d = i % D;
+                w_s[j][d] = qr_s[j][d] * field<LOWBIT_FKS>(k_s, fk * nks + (nks == 1 ? 0 : d), 1.f);
+            }
+            if (LOWBIT_FKZ != 3)
+                for (int j = warp; j < M; j += T / 32) {
+                    float s = 0.f;
+                    for (int d = lane; d < D; d += 32)
+                        s = __fmaf_rn(qr_s[j][d], field<LOWBIT_FKS>(k_s, fk * nks + (nks == 1 ? 0 : d), 1.f), s);
+                    s = warp_sum(s);
+                    if (lane == 0) qz_s[j] = s;
+                }
+            const int kt = tid % G, part = tid / G;   // a warp: 32 tokens, one part (w_s broadcast)
+            const unsigned long long* kw =
+                (const unsigned long long*)(k_codes + fk * KBYTES) + ((long)kt * D + part * DP) / CW;
+            constexpr int NW = DP / CW, CH = NW < 8 ? NW : 8;   // 8-byte words, in chunks of CH
+            unsigned long long u[CH];                 // the first chunk loaded before the sync
+#pragma unroll
+            for (int i = 0; i < CH; ++i) u[i] = kw[i];
+            __syncthreads();
+            float ks[M];
+#pragma unroll
+            for (int j = 0; j < M; ++j) ks[j] = 0.f;
+#pragma unroll
+            for (int h = 0; h < NW; h += CH) {
+                if (h > 0)
+#pragma unroll
+                    for (int i = 0; i < CH; ++i) u[i] = kw[h + i];
+#pragma unroll
+                for (int i = 0; i < CH; ++i)
+#pragma unroll
+                    for (int e = 0; e < CW; e += 4) {
+                        float code[4];
+#pragma unroll
+                        for (int k = 0; k < 4; ++k) code[k] = code_value<LOWBIT_KBITS, LOWBIT_KCODES>(u[i], e + k);
+                        const int d = part * DP + (h + i) * CW + e;
+#pragma unroll
+                        for (int j = 0; j < M; ++j) {
+                            const float4 w4 = *reinterpret_cast<const float4*>(&w_s[j][d]);
+                            ks[j] = __fmaf_rn(w4.x, code[0], ks[j]);
+                            ks[j] = __fmaf_rn(w4.y, code[1], ks[j]);
+                            ks[j] = __fmaf_rn(w4.z, code[2], ks[j]);
+                            ks[j] = __fmaf_rn(w4.w, code[3], ks[j]);
+                        }
+                    }
+            }
+#pragma unroll
+            for (int j = 0; j < M; ++j) red_s[part][j][kt] = ks[j];
+            __syncthreads();
+            for (int i = tid; i < M * G; i += T) {
+                const int j = i / G, t = i % G;
+                float s = red_s[0][j][t];
+#pragma unroll
+                for (int p = 1; p < KT; ++p) s += red_s[p][j][t];
+                float st = field<LOWBIT_FKA>(k_a, fk * nka + (nka == 1 ? 0 : t), 1.f) * s;
+                if (LOWBIT_FKZ != 3)
+                    st = __fmaf_rn(field<LOWBIT_FKZ>(k_z, fk * nkz + (nkz == 1 ? 0 : t), 0.f), qz_s[j], st);
+                sc_s[j][t] = (pos0 + t < start) ? KV_NEG_INF : scale * st;
+            }
+#endif
         } else {
             // ---- scores of exact tokens (original frame) -----------------------------------
             for (int i = tid; i < M * G; i += T) {
@@ -204,7 +282,7 @@ lowbit_kv_attend_split(LOWBIT_KV_ATTEND_SPLIT_PARAMS)
                 const unsigned long long u = load_unit<LOWBIT_VBITS>(vc, (long)t * UV + vcol);
                 float code[8];
 #pragma unroll
-                for (int e = 0; e < 8; ++e) code[e] = unit_code<LOWBIT_VBITS>(u, e);
+                for (int e = 0; e < 8; ++e) code[e] = code_value<LOWBIT_VBITS, LOWBIT_VCODES>(u, e);
 #pragma unroll
                 for (int j = 0; j < M; ++j) {
                     const float p = sc_s[j][t];

@@ -37,6 +37,15 @@
 #ifndef LOWBIT_FVS
 #define LOWBIT_FVS 0
 #endif
+#ifndef LOWBIT_KROWS
+#define LOWBIT_KROWS 0        // key codes: 0 [D, G] (rows = channels: kvarn, kivi), 1 [G, D] (tokens)
+#endif
+#ifndef LOWBIT_KCODES
+#define LOWBIT_KCODES 0       // code values (lowbit/kv/layout.py): 0 integers, 1 float8 e4m3 (8 bits)
+#endif
+#ifndef LOWBIT_VCODES
+#define LOWBIT_VCODES 0
+#endif
 #ifndef LOWBIT_EXACT_F16
 #define LOWBIT_EXACT_F16 0    // exact tokens: 1 float16, 0 float32
 #endif
@@ -103,6 +112,15 @@ template <int BITS>
 __device__ __forceinline__ float unit_code(unsigned long long u, int e) {
     const unsigned int c = (unsigned int)((u >> (e * BITS)) & ((1ull << BITS) - 1ull));
     return __int_as_float(0x4b000000 | (int)c) - 8388608.0f;
+}
+
+// value of code e of unit u: KIND 0 the integer (unit_code), 1 the float8 e4m3 value (8-bit
+// codes; e4m3_value, the fields' decoder: the values of lowbit.kv.attend.code_values exactly)
+template <int BITS, int KIND>
+__device__ __forceinline__ float code_value(unsigned long long u, int e) {
+    static_assert(KIND == 0 || BITS == 8, "e4m3 codes are 8 bits");
+    if (KIND == 1) return e4m3_value((unsigned int)(u >> (e * 8)) & 0xffu);
+    return unit_code<BITS>(u, e);
 }
 
 __device__ __forceinline__ float warp_sum(float x) {

@@ -1,9 +1,12 @@
 """CUDA wrapper of kv_attend: same name and signature as :mod:`lowbit.cpu.kv_attend`.
 
-Decode only (one query per head, L = 1); key tiles with codes [D, G] (kvarn, kivi), 2-, 4- or
-8-bit codes, integer code values (``k_lut``/``v_lut`` are not read), field formats float16 /
-e4m3 / float32 / absent (float32: the column scales with the tile exponent folded in), exact tokens float32 or float16, Hq/Hk <= 8, D and G in {64, 128}.  Other
-layouts raise NotImplementedError.  Split-K: ``splits`` blocks per (sequence, kv head) chosen
+Decode only (one query per head, L = 1); key tiles with codes [D, G] (rows = channels: kvarn,
+kivi) or [G, D] (rows = tokens, one column group: quarot, rtn, fp8), 2-, 4- or 8-bit codes whose
+values are the integers or, for 8-bit codes, the float8 e4m3 values (``layout[KEY_CODES]``,
+``[VALUE_CODES]``; the kernel decodes them itself, ``k_lut``/``v_lut`` are not read), field
+formats float16 / e4m3 / float32 / absent (float32: the column scales with the tile exponent
+folded in, fp8's per-tile scales), exact tokens float32 or float16, Hq/Hk <= 8, D and G in
+{64, 128}.  Other layouts raise NotImplementedError.  Split-K: ``splits`` blocks per (sequence, kv head) chosen
 from the capacities (host-known shapes, no device values are read), then a combine kernel
 (log-sum-exp).  Workspaces are cached per shape and device, so a captured CUDA graph replays
 with the same buffers; every launch is on CuPy's current stream and nothing syncs the host.
@@ -12,7 +15,8 @@ NaN / Inf propagate as in the CPU twin (its module docstring; the .cu marks each
 Two split kernels share the entry ``lowbit_kv_attend_split``: the CUDA-core one of kv_attend.cu
 (float32 throughout, the default) and, with :data:`MMA`, the tensor-core one of
 kv_attend_mma.cuh (TF32 mma's on the packed codes, B operands as tf32 hi + lo by default; its
-error bound is tests/kv_attend_bound.py's).  tools/gpu_attend_check.py checks the latter against
+error bound is tests/kv_attend_bound.py's) for key codes [D, G] of integer values only: token-row
+key tiles (quarot, rtn, fp8) always run the CUDA-core kernel (:func:`uses_mma`).  tools/gpu_attend_check.py checks the latter against
 float64 attention and times both against float16 SDPA.
 """
 
@@ -49,8 +53,9 @@ def _workspace(device: int, bhq: int, splits: int, dim: int) -> tuple[Any, Any]:
 BLOCKS_PER_SM = 16
 
 #: the tensor-core split kernel (lowbit/cuda/kv_attend_mma.cuh, -DLOWBIT_ATTEND_MMA=1) for the
-#: layouts it takes (:func:`mma_layout`); False until it is verified on a GPU
-#: (tools/gpu_attend_check.py), the CUDA-core kernel of kv_attend.cu otherwise
+#: layouts it takes (:func:`uses_mma`: key codes [D, G], integer codes, :func:`mma_layout`'s
+#: geometry); False until it is verified on a GPU (tools/gpu_attend_check.py), the CUDA-core
+#: kernel of kv_attend.cu otherwise (always for quarot, rtn and fp8 tiles)
 MMA = False
 #: warps per block of the tensor-core kernel: each takes G / MMA_WARPS tokens of every chunk with
 #: its own softmax and workspace entry (the blocks' shared-memory stages hold one tile each)
@@ -82,8 +87,12 @@ def mma_layout(dim: int, group: int, value_col_groups: int, value_bits: int) -> 
 
 
 def uses_mma(layout: tuple, dim: int) -> bool:
-    """Whether a launch for ``layout`` and head_dim ``dim`` runs the tensor-core kernel."""
-    return MMA and mma_layout(dim, layout[L.GROUP], layout[L.VALUE_COL_GROUPS], layout[L.VALUE_BITS])
+    """Whether a launch for ``layout`` and head_dim ``dim`` runs the tensor-core kernel: with
+    :data:`MMA`, for key codes [D, G] of integer values (kvarn, kivi) in :func:`mma_layout`'s
+    geometry; token-row key tiles and e4m3 codes (quarot, rtn, fp8) run the CUDA-core kernel."""
+    return (MMA and layout[L.KEY_ROWS] == L.ROWS_CHANNELS
+            and layout[L.KEY_CODES] == layout[L.VALUE_CODES] == L.CODES_INTEGER
+            and mma_layout(dim, layout[L.GROUP], layout[L.VALUE_COL_GROUPS], layout[L.VALUE_BITS]))
 
 
 def kernel_defines(layout: tuple, dim: int, m: int, exact_f16: bool) -> tuple[str, ...]:
@@ -93,7 +102,8 @@ def kernel_defines(layout: tuple, dim: int, m: int, exact_f16: bool) -> tuple[st
                                 L.FMT_VALUE_Z, L.FMT_VALUE_S)]
     return (f"-DLOWBIT_D={dim}", f"-DLOWBIT_G={layout[L.GROUP]}", f"-DLOWBIT_M={m}",
             f"-DLOWBIT_KBITS={layout[L.KEY_BITS]}", f"-DLOWBIT_VBITS={layout[L.VALUE_BITS]}",
-            f"-DLOWBIT_VGROUPS={layout[L.VALUE_COL_GROUPS]}",
+            f"-DLOWBIT_VGROUPS={layout[L.VALUE_COL_GROUPS]}", f"-DLOWBIT_KROWS={layout[L.KEY_ROWS]}",
+            f"-DLOWBIT_KCODES={layout[L.KEY_CODES]}", f"-DLOWBIT_VCODES={layout[L.VALUE_CODES]}",
             *(f"-DLOWBIT_F{n}={f}" for n, f in zip(("KA", "KZ", "KS", "VA", "VZ", "VS"), fmts, strict=True)),
             f"-DLOWBIT_EXACT_F16={int(exact_f16)}",
             *(("-DLOWBIT_ATTEND_MMA=1", f"-DLOWBIT_ATTEND_WARPS={MMA_WARPS}",
@@ -111,14 +121,19 @@ def kv_attend(q: Any, q_rot: Any, lengths: Any, sink_k: Any, sink_v: Any, recent
     kbits, vbits = layout[L.KEY_BITS], layout[L.VALUE_BITS]
     if nq != 1:
         raise NotImplementedError(f"the CUDA kv_attend takes one query per head (decode), got L={nq}")
-    if layout[L.KEY_ROWS] != L.ROWS_CHANNELS or layout[L.KEY_COL_GROUPS] != 1:
-        raise NotImplementedError("the CUDA kv_attend reads key codes [D, G] (kvarn, kivi); "
-                                  "quarot, rtn and fp8 are a known gap on CUDA")
+    if layout[L.KEY_ROWS] not in (L.ROWS_CHANNELS, L.ROWS_TOKENS) or layout[L.KEY_COL_GROUPS] != 1:
+        raise NotImplementedError("the CUDA kv_attend reads key codes [D, G] or [G, D] in one "
+                                  f"column group, got rows {layout[L.KEY_ROWS]}, "
+                                  f"{layout[L.KEY_COL_GROUPS]} groups")
     fmts = [layout[i] for i in (L.FMT_KEY_A, L.FMT_KEY_Z, L.FMT_KEY_S, L.FMT_VALUE_A,
                                 L.FMT_VALUE_Z, L.FMT_VALUE_S)]
     if kbits not in (2, 4, 8) or vbits not in (2, 4, 8):
         raise NotImplementedError(f"the CUDA kv_attend takes 2/4/8-bit codes, "
                                   f"got bits {kbits}/{vbits}, formats {fmts}")
+    for bits, codes in ((kbits, layout[L.KEY_CODES]), (vbits, layout[L.VALUE_CODES])):
+        if codes not in (L.CODES_INTEGER, L.CODES_E4M3) or (codes == L.CODES_E4M3 and bits != 8):
+            raise NotImplementedError(f"the CUDA kv_attend takes integer codes or 8-bit e4m3 codes, "
+                                      f"got code values {codes} of {bits} bits")
     m = hq // hk
     if m > 8 or dim not in (64, 128) or group not in (64, 128):
         raise NotImplementedError(f"the CUDA kv_attend takes Hq/Hk <= 8 and D, G in (64, 128); "

@@ -1,7 +1,7 @@
-// lowbit/cuda/kv_attend_mma.cuh -- lowbit_kv_attend_split on tensor cores (LOWBIT_ATTEND_MMA=1),
-// included by kv_attend.cu; same signature and workspace meaning as the CUDA-core kernel there,
-// except that each block writes LOWBIT_ATTEND_WARPS workspace entries (one per warp) per split.
-//
+// lowbit/cuda/kv_attend_mma.cuh -- lowbit_kv_attend_split on tensor cores (LOWBIT_ATTEND_MMA=1) for key
+// codes [D, G] of integers only (kvarn, kivi; quarot / rtn / fp8 run the CUDA-core kernel), included by
+// kv_attend.cu; same signature and workspace meaning as the CUDA-core kernel there, except that each
+// block writes LOWBIT_ATTEND_WARPS workspace entries (one per warp) per split.
 // Block: WB warps over one split of one (sequence, kv head).  Tiles go through shared memory by
 // cp.async, double-buffered (tile i+1 is copied while tile i is computed; one __syncthreads per
 // tile).  Warp w takes tokens [w TW, (w+1) TW) of every chunk (TW = G / WB) with its own online

@@ -104,6 +104,9 @@ def kernel_layout(codec: Codec, head_dim: int, group_size: int) -> tuple[int, ..
     quarot, rtn  [G, D] tokens     scale, offset per token      per token
     fp8          [G, D] tokens     one float32 scale per tile   one scale per tile
     ===========  ================  ===========================  ======================
+
+    Code values (``layout[KEY_CODES]``, ``[VALUE_CODES]``): integers, fp8's e4m3 values
+    (:func:`code_values`).
     """
     kvarn = isinstance(codec, KVarNCodec)
     if kvarn or isinstance(codec, KiviCodec):
@@ -118,6 +121,8 @@ def kernel_layout(codec: Codec, head_dim: int, group_size: int) -> tuple[int, ..
     layout[K.KEY_ROWS] = key_rows
     layout[K.KEY_COL_GROUPS] = 1
     layout[K.VALUE_COL_GROUPS] = vgroups
+    codes = K.CODES_E4M3 if isinstance(codec, FP8Codec) else K.CODES_INTEGER  # code_values' table
+    layout[K.KEY_CODES] = layout[K.VALUE_CODES] = codes
     for kind, first in (("key", K.FMT_KEY_A), ("value", K.FMT_VALUE_A)):
         for i, name in enumerate(_names(codec, kind)):
             if name is None:

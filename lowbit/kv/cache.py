@@ -20,8 +20,8 @@ attention for one or L queries per head (GQA: query head h reads kv head h // (H
 optionally with the current chunk's exact keys/values (causal), by running the fused kernel
 ``kv_attend`` (:mod:`lowbit.kv.attend`, through the backend table) on the packed codes: no
 tile is dequantized, memory per query is O(head_dim + group_size).  Where the CUDA kernel
-does not cover a layout (it raises ``NotImplementedError``: quarot / rtn / fp8 tiles, L > 1,
-...), a CuPy cache dequantizes its tiles on the device and attends with CuPy operations
+does not cover a layout (it raises ``NotImplementedError``: L > 1 queries, other code widths
+or shapes, ...), a CuPy cache dequantizes its tiles on the device and attends with CuPy operations
 (:func:`lowbit.kv.dense.dense_attend`), never on the host.
 """
 
@@ -542,8 +542,8 @@ class QuantizedKVCache:
             except NotImplementedError:
                 if xp is np:
                     raise
-                # the CUDA kernel does not cover this layout (quarot / rtn / fp8 tiles, L > 1,
-                # ...): dequantize on the device instead (never on the host)
+                # the CUDA kernel does not cover this layout (L > 1 queries, other code
+                # widths or shapes, ...): dequantize on the device instead (never on the host)
         if out is None:
             keys, values = self.dequantized_keys(), self.dequantized_values()
             if new_k is not None:

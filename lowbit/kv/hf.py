@@ -30,15 +30,16 @@ chunked, ...) keep transformers' own unquantized layers.
 
 CPU and CUDA tensors: a layer's storage lives where the model's first keys live -- numpy
 arrays for CPU tensors (the Numba kernels), CuPy arrays on the tensor's device for CUDA tensors
-(zero-copy through DLPack, the CUDA kernels on torch's current stream; kvarn and kivi decode
-attend with the fused CUDA ``kv_attend``, the layouts it does not cover -- quarot, rtn, fp8,
-chunks of L > 1 queries -- attend on tiles dequantized on the device).  Nothing goes through the
+(zero-copy through DLPack, the CUDA kernels on torch's current stream; kvarn, kivi, quarot,
+rtn and fp8 decode attend with the fused CUDA ``kv_attend``, what it does not cover -- chunks
+of L > 1 queries, codebook grids, TurboQuant -- attends on tiles dequantized on the device).  Nothing goes through the
 host; results come back as torch tensors on the model's device and in its dtype.  The
 memory-saving layer checks each step's query and new keys / values for NaN / Inf once, which on
 a GPU waits for the device (one host synchronization per layer and step); caches built with
 ``check_finite=False`` skip these checks (NaN / Inf are then passed on, not detected; see
 :class:`lowbit.kv.QuantizedKVCache`): a decode step then makes no host synchronization, for
-every scheme, and can be captured in a ``torch.cuda.CUDAGraph`` with CuPy allocating from
+every scheme, and for the schemes of the fused ``kv_attend`` (all but the codebook grids and
+TurboQuant) can be captured in a ``torch.cuda.CUDAGraph`` with CuPy allocating from
 torch's caching allocator (:func:`lowbit.arrays.cupy_uses_torch_memory`; docs/kv.md).  bfloat16 models keep their exact regions in float32 (exact for
 bfloat16 values).  Importing this module imports torch and transformers and registers the
 ``"lowbit"`` attention implementation.
