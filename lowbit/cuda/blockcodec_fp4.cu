@@ -140,18 +140,18 @@ __device__ __forceinline__ u32 fp4_pack8(const u32* r) {
 
 // Stochastic rounding of a finite float16 block (its BLOCK / 2 words w, element 2p in the low half
 // of w[p]) into BLOCK / 8 words of 8 packed codes, element e's counter state z0 + e * 0x9E37..:
-// the magnitude by sr_mag_f16 (codec.cuh) of the input clamped at 6 * 2^shift (saturation), the
+// the magnitude by sr_round (codec.cuh) of the input clamped at 6 * 2^shift (saturation), the
 // sign of each float16 (bit 15 of its half) at bit 3 of its nibble.
 //
-// The grid of each element, (mm << 10, p0 << mm) of sr_mag_f16 for its exponent field F and the
+// The grid of each element, sr_grid (codec.cuh) of its exponent field F and the
 // block's c0, comes from a per-CTA table (fp4_sr_table): row c0 (0 .. 23, the plan's range),
 // column F ^ c0 (rows skewed so that blocks of equal F and other scales read other banks); `key`
 // = the row's byte offset ^ (c0 << 3), so that the entry's byte offset is ((a >> 7) & 0xf8) ^ key.
 #define LOWBIT_FP4_SR_ROWS 24
 __device__ __forceinline__ void fp4_sr_table(uint2* tab) {
     for (int t = threadIdx.x; t < LOWBIT_FP4_SR_ROWS * 32; t += blockDim.x) {
-        const int c0 = t >> 5, field = (t & 31) ^ c0, mm = sr_mm((u32)field, c0);
-        tab[t] = make_uint2((u32)mm << 10, (1u << (32 - (9 + c0))) << mm);  // p0 = 2^(32 - cs), cs = 9 + c0
+        const int c0 = t >> 5;
+        tab[t] = sr_grid((u32)((t & 31) ^ c0), c0, 1u << (32 - (9 + c0)));  // p0 = 2^(32 - cs), cs = 9 + c0
     }
 }
 
@@ -166,8 +166,7 @@ __device__ __forceinline__ void fp4_sr_words(const u32* w, u64 z0, const SrPlan&
         for (int p = 0; p < 4; ++p) {
             const u32 a2 = __vminu2(w[4 * k + p] & 0x7fff7fffu, plan.clamp2);  // saturation (SrPlan)
             const u64 z = z0 + 0x9E3779B97F4A7C15ull * (u64)(8 * k + 2 * p);
-            const uint2 g0 = *reinterpret_cast<const uint2*>(base + (((a2 >> 7) & 0xf8u) ^ key));
-            const uint2 g1 = *reinterpret_cast<const uint2*>(base + (((a2 >> 23) & 0xf8u) ^ key));
+            const uint2 g0 = sr_grid_at<false>(base, a2, key), g1 = sr_grid_at<true>(base, a2, key);
             const u32 m0 = sr_round<TIE>((a2 & 0xffffu) - g0.x, g0.y, sr_not_top(z), plan);
             const u32 m1 = sr_round<TIE>((a2 >> 16) - g1.x, g1.y, sr_not_top(z + 0x9E3779B97F4A7C15ull), plan);
             pair[p] = m0 | (m1 << 4);

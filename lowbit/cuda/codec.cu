@@ -187,9 +187,10 @@ __device__ __forceinline__ void encode_unit(const Unit8<T>& in, int shift, const
 
 // The stochastic loop of a float16 direct conversion into an 8-bit format given at compile time,
 // when sr_plan(s, shift, rbits).ok (codec.cuh): 16 elements per thread and iteration as the
-// integer loop below; a unit without Inf / NaN (unit_is_plain) by sr_mag_f16 (TIE: plan.tie;
-// SAT: overflow = saturate, no status bits), any other unit by minifloat_encode_any_bits.  The
-// counter state of element i is z0 + i * 0x9E37..: one 64-bit add per element.
+// integer loop below; a unit without Inf / NaN (unit_is_plain) by sr_round, its grid from a
+// per-CTA table of sr_grid (codec.cuh) (TIE: plan.tie; SAT: overflow = saturate, no status bits),
+// any other unit by minifloat_encode_any_bits.  The counter state of element i is z0 + i * 0x9E37..:
+// one 64-bit add per element.
 template <bool TIE, bool SAT, typename S>
 __device__ void minifloat_encode_sr16_loop(const __half* x, long long n, int shift, const S& s, const SrPlan& plan,
                                            int overflow, u64 seed, long long offset, int rbits, u8* codes,
@@ -201,6 +202,10 @@ __device__ void minifloat_encode_sr16_loop(const __half* x, long long n, int shi
     const long long stride = (long long)gridDim.x * blockDim.x;
     const u64 key = mix64(seed);
     const long long vector_end = units_aligned(x, codes) ? n / 16 * 16 : 0;
+    __shared__ uint2 grid[32];  // sr_grid of every float16 exponent field (every thread gets here)
+    for (int t = threadIdx.x; t < 32; t += blockDim.x) grid[t] = sr_grid((u32)t, plan.c0, plan.p0);
+    __syncthreads();
+    const char* base = reinterpret_cast<const char*>(grid);
     for (long long g = tid; g < vector_end / 16; g += stride) {
         Unit8<__half> in[2];
         const uint4* src = reinterpret_cast<const uint4*>(x + g * 16);
@@ -218,12 +223,15 @@ __device__ void minifloat_encode_sr16_loop(const __half* x, long long n, int shi
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     const u32 h = (w[j / 2] >> (16 * (j & 1))) & 0xffffu;
+                    const u32 nt = sr_not_top(z0 + GAMMA * (u64)j);
                     if (SAT) {  // saturated by clamping the input (SrPlan::clamp2), two halves at once
                         const u32 a2 = __vminu2(w[j / 2] & 0x7fff7fffu, plan.clamp2);
-                        m[j] = sr_mag_f16<TIE>((a2 >> (16 * (j & 1))) & 0xffffu, sr_not_top(z0 + GAMMA * (u64)j),
-                                               plan);
+                        const uint2 g = (j & 1) ? sr_grid_at<true>(base, a2, 0u) : sr_grid_at<false>(base, a2, 0u);
+                        m[j] = sr_round<TIE>(((a2 >> (16 * (j & 1))) & 0xffffu) - g.x, g.y, nt, plan);
                     } else {
-                        const u32 mag = sr_mag_f16<TIE>(h & 0x7fffu, sr_not_top(z0 + GAMMA * (u64)j), plan);
+                        const u32 a = h & 0x7fffu;
+                        const uint2 g = sr_grid_at<false>(base, a, 0u);
+                        const u32 mag = sr_round<TIE>(a - g.x, g.y, nt, plan);
                         int sj;
                         out.c[j] = (u8)minifloat_code_of_mag<LOWBIT_STOCHASTIC, S>(h >> 15, mag, s, overflow, sj);
                         st |= (unsigned long long)sj << (8 * j);

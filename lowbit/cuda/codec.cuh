@@ -295,9 +295,10 @@ __device__ __forceinline__ u32 sr_not_top(u64 z) {
     return (u32)((z * 0x6B2FB644ECCEEE15ull + 0xFFFFFFFFFFFFFFFFull) >> 32);  // -0x94D049BB133111EB
 }
 
-// The magnitude code k + up (before saturation) of a float16 magnitude a (15 bits) with ~t = nt
-// (k + up <= code_of_max for a <= the low half of plan.clamp2).
-// mm = clip(F - 1, 0, c0) of the float16 exponent field F: xx = a - (mm << 10), its scale p0 << mm.
+// The magnitude code k + up (before saturation; <= code_of_max for a <= the low half of
+// plan.clamp2) of a float16 magnitude a (15 bits, exponent field F) with ~t = nt is
+// sr_round(a - (mm << 10), p0 << mm, nt) with mm = sr_mm(F, c0) = clip(F - 1, 0, c0); the kernels
+// read (mm << 10, p0 << mm) from a per-CTA table of sr_grid(F) (one row per c0).
 __device__ __forceinline__ int sr_mm(u32 field, int c0) { return min(max((int)field - 1, 0), c0); }
 
 // k + up = hi32(xx * p2 + L) (L: the tie term, or ~t).
@@ -308,10 +309,16 @@ __device__ __forceinline__ u32 sr_round(u32 xx, u32 p2, u32 nt, const SrPlan& p)
     return (u32)(((u64)xx * (u64)p2 + l) >> 32);
 }
 
-template <bool TIE>
-__device__ __forceinline__ u32 sr_mag_f16(u32 a, u32 nt, const SrPlan& p) {
-    const int mm = sr_mm(a >> 10, p.c0);
-    return sr_round<TIE>(a - ((u32)mm << 10), p.p0 << mm, nt, p);
+// The grid (mm << 10, p0 << mm) of exponent field F, as the kernels' per-CTA tables hold it, and
+// the entry of the float16 magnitude in the low (HI false) or high half of a2 in such a table of
+// 32 entries at `base` (bytes; `key` xored into the byte offset F * 8).
+__device__ __forceinline__ uint2 sr_grid(u32 field, int c0, u32 p0) {
+    const int mm = sr_mm(field, c0);
+    return make_uint2((u32)mm << 10, p0 << mm);
+}
+template <bool HI>
+__device__ __forceinline__ uint2 sr_grid_at(const char* base, u32 a2, u32 key) {
+    return *reinterpret_cast<const uint2*>(base + (((a2 >> (HI ? 23 : 7)) & 0xf8u) ^ key));
 }
 
 // The float64 value of `code` in the format `s` (exact; NaN keeps its sign).
