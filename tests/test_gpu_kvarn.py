@@ -206,7 +206,8 @@ def test_decode128_random_fields(cp, monkeypatch: pytest.MonkeyPatch, out_dtype:
                 for rotate in (True, False):
                     ref = np.empty((n, tokens, dim), np.float32)
                     cpu.kvarn_decode(fields[0], rotate, key, bits, fmt, *fields[1:], ref)
-                    ref_out = _bf16_bits(ref) if out_dtype == "bfloat16" else ref.astype(out_dtype)
+                    with np.errstate(over="ignore"):  # wild records overflow float16: Inf on purpose
+                        ref_out = _bf16_bits(ref) if out_dtype == "bfloat16" else ref.astype(out_dtype)
                     dev = [cp.asarray(f) for f in fields]
                     for blocks in (cuda_kvarn.MAX_BLOCKS, 1, 3):
                         monkeypatch.setattr(cuda_kvarn, "MAX_BLOCKS", blocks)

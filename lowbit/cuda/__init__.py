@@ -70,16 +70,20 @@ AGREEMENT: dict[str, str] = {
     "codebook_encode": "bit-identical (the CPU's float64 comparisons; one counter-based generator) - "
                        "tests/test_gpu_codebook.py",
     "block_dequantize": "bit-identical for float16 / bfloat16 / float32 / float64 input (one float64 "
-                        "product, rounded once to the output dtype) - "
+                        "product, rounded once to the output dtype; <= 4-bit codes by a per-CTA table of "
+                        "those products: passed on an H100 2026-12-07) - "
                         "tests/test_blockcodec.py",
     "block_quantize": "bit-identical for float16 / bfloat16 / float32 / float64 input (one pass per block; "
                       "one codec, lowbit/cuda/codec.cuh; one counter-based generator; MX formats in "
                       "integer-only kernels, one per mode, the OCP element formats compiled as constants; "
-                      "fp4 e2m1 (MXFP4, NVFP4 nearest even) by exact thresholds, one thread per block, "
-                      "not yet run on a GPU) - tests/test_blockcodec.py",
+                      "fp4 e2m1 (MXFP4, NVFP4 nearest even) by exact thresholds, one thread per block; NVFP4 "
+                      "scale table and MXFP4 float16 stochastic fast path of 2026-12-07: test_blockcodec "
+                      "passed on an H100 2026-12-07, 104 cases, none failed, run cut at its time limit) - "
+                      "tests/test_blockcodec.py",
     "finite_block_amax": "bit-identical for float16 / bfloat16 / float32 / float64 input (max is exact "
                          "in any order) - tests/test_blockcodec.py",
-    "decode_table": "bit-identical (one float64 product, rounded once to the output dtype) - "
+    "decode_table": "bit-identical (one float64 product, rounded once to the output dtype; the vector "
+                    "loop of 2026-12-07 passed on an H100 2026-12-07) - "
                     "tests/test_formats_backends.py",
     "diffuse_2d": "bit-identical (one thread per image, the CPU's visiting and summation order) - "
                   "tests/test_formats_backends.py",
@@ -88,7 +92,9 @@ AGREEMENT: dict[str, str] = {
     "minifloat_decode": "bit-identical (one codec, lowbit/cuda/codec.cuh) - tests/test_formats_backends.py",
     "minifloat_encode": "bit-identical (one codec, lowbit/cuda/codec.cuh; one counter-based generator; "
                         "direct conversions of float16 / bfloat16 / float32 in integer-only kernels, one "
-                        "per mode, the OCP formats compiled as constants (not yet run on a GPU)) - "
+                        "per mode, the OCP formats compiled as constants; float16 stochastic fast path: the "
+                        "fp8_e4m3 every-rbits case passed on an H100 2026-12-07, the other formats' not yet "
+                        "run) - "
                         "tests/test_formats_backends.py",
     "round_elementwise": "bit-identical (one counter-based generator) - tests/test_formats_backends.py",
     "balance_tiles": "bit-identical (same float32 operations in the same order, the two-pass std by "
@@ -96,7 +102,8 @@ AGREEMENT: dict[str, str] = {
                      "test_balance's CuPy / torch cases passed on an H100 2026-12-06, test_gpu_balance "
                      "not yet run after the order change nor with the fixed-size 128 x 128 sweeps of "
                      "2026-12-07) - tests/test_gpu_balance.py",
-    "fwht": "bit-identical (same butterflies in the same order) - tests/test_gpu_hadamard.py",
+    "fwht": "bit-identical (same butterflies in the same order; the warp kernel of 2026-12-07 and its "
+            "variants not yet run on a GPU) - tests/test_gpu_hadamard.py",
     "group_abs_mean": "bit-identical - tests/test_gpu_rtn.py",
     "group_range": "bit-identical - tests/test_gpu_rtn.py",
     "hadamard_signs": "bit-identical (one counter-based generator) - tests/test_gpu_hadamard.py",
@@ -105,14 +112,16 @@ AGREEMENT: dict[str, str] = {
                  "decoded exactly), 2/4/8-bit; other layouts raise NotImplementedError; the tensor-"
                  "core variant, lowbit.cuda.kv_attend.MMA, is off: not yet verified, and takes "
                  "kvarn / kivi tiles only, quarot / rtn / fp8 always run the CUDA-core kernel; the "
-                 "[G, D] path not yet run on a GPU) - tests/test_kv_attend.py",
+                 "[G, D] path: its rtn (Hq/Hk 1) and fp8 (Hq/Hk 8) float64-reference cases passed on an H100 "
+                 "2026-12-07, the others not yet run) - tests/test_kv_attend.py",
     "kvarn_decode": "bit-identical (float32 operations in the CPU's order; the output rounded once to "
-                    "its dtype; kvarn_decode128.cu and the s_col 2^e order of 2026-12-07 not yet run "
-                    "on a GPU) - tests/test_gpu_kvarn.py",
+                    "its dtype; kvarn_decode128.cu and the s_col 2^e order of 2026-12-07: test_gpu_kvarn "
+                    "passed on an H100 2026-12-07 but for 4 float16 random-record cases that a test bug "
+                    "failed (numpy's overflow warning; fixed, not re-run)) - tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
                     "float16 / bfloat16 tokens widened exactly; RTN rows by 8-lane groups; test_gpu_kvarn "
-                    "passed on an H100 2026-12-06; the D = 128 in-register rotation, fixed-size 128 x 128 "
-                    "balance and one-step codes + packing of 2026-12-07 not yet run on a GPU) - "
+                    "passed on an H100 2026-12-06 and, with the D = 128 in-register rotation, fixed-size "
+                    "128 x 128 balance and one-step codes + packing, on an H100 2026-12-07) - "
                     "tests/test_gpu_kvarn.py",
     "kvarn_grid_decode": "bit-identical (the CPU's float64 reconstruction rounded once to float32) - "
                          "tests/test_gpu_kvarn_grid.py",
