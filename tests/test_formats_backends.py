@@ -349,6 +349,28 @@ def sr_shifts(fmt) -> list[int]:
     return sorted({lo - 1, lo, 0, 1, hi - 1, hi, hi + 1, -30, 40})
 
 
+def _assert_sr_encode_equals_the_cpu(xg, xc: np.ndarray, scale: np.ndarray, args: tuple, msg: str,
+                                     without_status: bool = False) -> None:
+    """minifloat_encode of xg on the GPU (poisoned codes and status) == the CPU's of xc, bit for
+    bit; `without_status`: also the GPU call without a status array (the benchmark's call)."""
+    import cupy
+
+    import lowbit.cuda as cuda
+
+    n = xc.size
+    codes_c, stat_c = np.empty(n, np.uint8), np.empty(n, np.uint8)
+    cpu.minifloat_encode(xc, n, scale, *args, codes_c, stat_c)
+    codes_g = cupy.full(n, 0xAB, cupy.uint8)
+    stat_g = cupy.full(n, 0xCD, cupy.uint8)
+    cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, stat_g)
+    np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg)
+    np.testing.assert_array_equal(host(stat_g), stat_c, err_msg=msg)
+    if without_status:
+        codes_g.fill(0xAB)
+        cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, cupy.empty(0, cupy.uint8))
+        np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg + " (no status)")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", [f for f in MINIFLOATS if f.bits <= 8], ids=lambda f: f.name)
 def test_stochastic_float16_equals_the_cpu_for_every_rbits(fmt, rng):
@@ -358,13 +380,8 @@ def test_stochastic_float16_equals_the_cpu_for_every_rbits(fmt, rng):
     NaN take the GPU's fast path, the others the general one); every rbits of SR_RBITS, three
     seeds / offsets, power-of-two scales either side of the fast path's limits, every overflow
     policy, with and without a status array."""
-    import cupy
-
-    import lowbit.cuda as cuda
-
     bits = np.concatenate([np.arange(1 << 16, dtype=np.uint16), rng.permutation(1 << 16).astype(np.uint16)])
     xg, xc = _gpu_input(bits.view(np.float16), "float16")
-    n = xc.size
     policies = ["saturate", "error"] + (["nonfinite"] if fmt.has_nan else [])
     for shift in sr_shifts(fmt):
         scale = np.array([2.0 ** shift])
@@ -372,17 +389,8 @@ def test_stochastic_float16_equals_the_cpu_for_every_rbits(fmt, rng):
             for rbits in SR_RBITS:
                 for seed, offset in SR_STREAMS:
                     args = (fmt.spec, OVERFLOW[pol], mode_code("stochastic"), np.uint64(seed), offset, rbits)
-                    codes_c, stat_c = np.empty(n, np.uint8), np.empty(n, np.uint8)
-                    cpu.minifloat_encode(xc, n, scale, *args, codes_c, stat_c)
-                    codes_g = cupy.full(n, 0xAB, cupy.uint8)
-                    stat_g = cupy.full(n, 0xCD, cupy.uint8)
-                    cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, stat_g)
-                    msg = f"{fmt.name} shift {shift} {pol} rbits {rbits} seed {seed}"
-                    np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg)
-                    np.testing.assert_array_equal(host(stat_g), stat_c, err_msg=msg)
-                    codes_g.fill(0xAB)  # no status array (the benchmark's call)
-                    cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, cupy.empty(0, cupy.uint8))
-                    np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg + " (no status)")
+                    _assert_sr_encode_equals_the_cpu(xg, xc, scale, args, f"{fmt.name} shift {shift} {pol} "
+                                                     f"rbits {rbits} seed {seed}", without_status=True)
 
 
 @pytest.mark.gpu
@@ -391,25 +399,14 @@ def test_stochastic_float16_equals_the_cpu_for_every_rbits(fmt, rng):
 def test_stochastic_bfloat16_and_float32_equal_the_cpu_for_every_rbits(fmt, dtype, rng):
     """The same for bfloat16 (every pattern) and float32 (random patterns of every class, every
     float16 value and their midpoints) inputs, which take the general integer path."""
-    import cupy
-
-    import lowbit.cuda as cuda
-
     xg, xc = _gpu_input(_inputs(dtype, rng), dtype)
-    n = xc.size
     for shift in (0, 3, -5):
         scale = np.array([2.0 ** shift])
         for rbits in SR_RBITS:
             for seed, offset in SR_STREAMS[1:]:
                 args = (fmt.spec, OVERFLOW["saturate"], mode_code("stochastic"), np.uint64(seed), offset, rbits)
-                codes_c, stat_c = np.empty(n, np.uint8), np.empty(n, np.uint8)
-                cpu.minifloat_encode(xc, n, scale, *args, codes_c, stat_c)
-                codes_g = cupy.full(n, 0xAB, cupy.uint8)
-                stat_g = cupy.full(n, 0xCD, cupy.uint8)
-                cuda.minifloat_encode(xg, n, cupy.asarray(scale), *args, codes_g, stat_g)
-                msg = f"{fmt.name} {dtype} shift {shift} rbits {rbits} seed {seed}"
-                np.testing.assert_array_equal(host(codes_g), codes_c, err_msg=msg)
-                np.testing.assert_array_equal(host(stat_g), stat_c, err_msg=msg)
+                _assert_sr_encode_equals_the_cpu(xg, xc, scale, args,
+                                                 f"{fmt.name} {dtype} shift {shift} rbits {rbits} seed {seed}")
 
 
 @pytest.mark.gpu
