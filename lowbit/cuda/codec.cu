@@ -170,6 +170,18 @@ template <> __device__ __forceinline__ bool unit_is_plain<__half>(const Unit8<__
 
 // The 8 codes and status bytes of a unit (elements index .. index + 7); PLAIN: every
 // element +-0 or normal as float32 (unit_is_plain).
+// A unit's 8 status bytes st (byte j: element i + j) at status + i, if wanted: one 8-byte store
+// where status is 8-byte aligned (status_vector), else byte by byte.
+__device__ __forceinline__ void store_status8(u8* status, long long i, unsigned long long st, bool want_status,
+                                              bool status_vector) {
+    if (status_vector) {
+        *reinterpret_cast<unsigned long long*>(status + i) = st;
+    } else if (want_status) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) status[i + j] = (u8)(st >> (8 * j));
+    }
+}
+
 template <bool PLAIN, int MODE, typename T, typename C, typename S>
 __device__ __forceinline__ void encode_unit(const Unit8<T>& in, int shift, const S& s, int overflow,
                                             u64 seed, long long index, int rbits, Codes8<C>& out,
@@ -250,12 +262,7 @@ __device__ void minifloat_encode_sr16_loop(const __half* x, long long n, int shi
                 encode_unit<false, LOWBIT_STOCHASTIC>(in[u], shift, s, overflow, seed, offset + i, rbits, out, st);
             }
             *reinterpret_cast<unsigned long long*>(codes + i) = out.w[0];
-            if (status_vector) {
-                *reinterpret_cast<unsigned long long*>(status + i) = st;
-            } else if (want_status) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) status[i + j] = (u8)(st >> (8 * j));
-            }
+            store_status8(status, i, st, want_status, status_vector);
         }
     }
     for (long long i = vector_end + tid; i < n; i += stride) {
@@ -339,12 +346,7 @@ __device__ void minifloat_encode_bits_loop(const T* x, long long n, long long bl
                 unsigned long long* dst = reinterpret_cast<unsigned long long*>(codes + i);
 #pragma unroll
                 for (int w = 0; w < (int)sizeof(C); ++w) dst[w] = out.w[w];
-                if (status_vector) {
-                    *reinterpret_cast<unsigned long long*>(status + i) = st;
-                } else if (want_status) {
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) status[i + j] = (u8)(st >> (8 * j));
-                }
+                store_status8(status, i, st, want_status, status_vector);
             }
         }
     }
