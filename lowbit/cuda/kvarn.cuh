@@ -81,6 +81,34 @@ __device__ __forceinline__ void rotate_tokens(float* buf, int tokens, int dim, i
     __syncthreads();
 }
 
+// N decoded values as the 32-bit words of their output storage (float16 / bfloat16 pairs,
+// float32, float64 low / high halves), for the decoders' 16-byte stores: float16 pairs by one
+// cvt.rn.f16x2.f32 each (the same rounding as two conversions).
+template <int N> __device__ __forceinline__ void storage_words(const f32* v, __half*, u32* w) {
+#pragma unroll
+    for (int j = 0; j < N; j += 2) {
+        const __half2 h = __floats2half2_rn(v[j].v, v[j + 1].v);
+        w[j / 2] = *reinterpret_cast<const u32*>(&h);
+    }
+}
+template <int N> __device__ __forceinline__ void storage_words(const f32* v, u16*, u32* w) {
+#pragma unroll
+    for (int j = 0; j < N; j += 2)
+        w[j / 2] = (u32)f32_to_bf16_bits(v[j].v) | ((u32)f32_to_bf16_bits(v[j + 1].v) << 16);
+}
+template <int N> __device__ __forceinline__ void storage_words(const f32* v, float*, u32* w) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) w[j] = __float_as_uint(v[j].v);
+}
+template <int N> __device__ __forceinline__ void storage_words(const f32* v, double*, u32* w) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        const double d = f32_to_f64(v[j].v);
+        w[2 * j] = (u32)__double2loint(d);
+        w[2 * j + 1] = (u32)__double2hiint(d);
+    }
+}
+
 __device__ __forceinline__ void narrow_out(f32 v, __half* p) { narrow(v, p); }
 __device__ __forceinline__ void narrow_out(f32 v, u16* p) { narrow(v, p); }
 __device__ __forceinline__ void narrow_out(f32 v, float* p) { narrow(v, p); }

@@ -128,40 +128,13 @@ __device__ __forceinline__ u32 code_at(const u32* words, int pos, int bits, u32 
     return v & mask;
 }
 
-// 16 values as storage words (float16 / bfloat16 pairs, float32, float64 halves): float16 pairs
-// by one cvt.rn.f16x2.f32 each (the same rounding as two conversions)
-__device__ __forceinline__ void words16(const f32* v, __half*, u32* w) {
-#pragma unroll
-    for (int j = 0; j < LOWBIT_DECODE_E; j += 2) {
-        const __half2 h = __floats2half2_rn(v[j].v, v[j + 1].v);
-        w[j / 2] = *reinterpret_cast<const u32*>(&h);
-    }
-}
-__device__ __forceinline__ void words16(const f32* v, u16*, u32* w) {
-#pragma unroll
-    for (int j = 0; j < LOWBIT_DECODE_E; j += 2)
-        w[j / 2] = (u32)f32_to_bf16_bits(v[j].v) | ((u32)f32_to_bf16_bits(v[j + 1].v) << 16);
-}
-__device__ __forceinline__ void words16(const f32* v, float*, u32* w) {
-#pragma unroll
-    for (int j = 0; j < LOWBIT_DECODE_E; ++j) w[j] = __float_as_uint(v[j].v);
-}
-__device__ __forceinline__ void words16(const f32* v, double*, u32* w) {
-#pragma unroll
-    for (int j = 0; j < LOWBIT_DECODE_E; ++j) {
-        const double d = f32_to_f64(v[j].v);
-        w[2 * j] = (u32)__double2loint(d);
-        w[2 * j + 1] = (u32)__double2hiint(d);
-    }
-}
-
 // 16 values to dst (16-byte aligned) by st.global.v4 (uint4 stores, from a local array or from
 // registers, were split into 4-byte stores by NVVM here)
 template <typename TOut>
 __device__ __forceinline__ void store16(TOut* dst, const f32* v) {
     constexpr int W = LOWBIT_DECODE_E * (int)sizeof(TOut) / 4;
     u32 w[W];
-    words16(v, dst, w);
+    storage_words<LOWBIT_DECODE_E>(v, dst, w);
 #pragma unroll
     for (int k = 0; k < W / 4; ++k)
         asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(reinterpret_cast<uint4*>(dst) + k),

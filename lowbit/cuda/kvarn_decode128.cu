@@ -100,37 +100,21 @@ __device__ __forceinline__ void fwht128(f32 (&v)[32], f32 sign8, f32 sign16, f32
 }
 
 // Row `orow` of the output: chunk k (channels 32 k + 8 g .. + 7) from v[8 k .. 8 k + 7], 16-byte stores.
-__device__ __forceinline__ void store_row(__half* orow, int g, const f32 (&v)[32]) {
+template <typename TOut>
+__device__ __forceinline__ void store_row(TOut* orow, int g, const f32 (&v)[32]) {
+    constexpr int W = 8 * (int)sizeof(TOut) / 4;  // storage words of a chunk
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        u32 p[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const __half2 h = __floats2half2_rn(v[8 * k + 2 * j].v, v[8 * k + 2 * j + 1].v);  // cvt.rn.f16x2.f32
-            p[j] = *reinterpret_cast<const u32*>(&h);
-        }
-        *reinterpret_cast<uint4*>(orow + 32 * k + 8 * g) = make_uint4(p[0], p[1], p[2], p[3]);
-    }
-}
-__device__ __forceinline__ void store_row(u16* orow, int g, const f32 (&v)[32]) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        u32 p[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-            p[j] = (u32)f32_to_bf16_bits(v[8 * k + 2 * j].v) | ((u32)f32_to_bf16_bits(v[8 * k + 2 * j + 1].v) << 16);
-        *reinterpret_cast<uint4*>(orow + 32 * k + 8 * g) = make_uint4(p[0], p[1], p[2], p[3]);
-    }
-}
-__device__ __forceinline__ void store_row(float* orow, int g, const f32 (&v)[32]) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
+        u32 w[W];
+        storage_words<8>(v + 8 * k, orow, w);
         uint4* o = reinterpret_cast<uint4*>(orow + 32 * k + 8 * g);
-        const f32* x = v + 8 * k;
-        o[0] = make_uint4(__float_as_uint(x[0].v), __float_as_uint(x[1].v), __float_as_uint(x[2].v), __float_as_uint(x[3].v));
-        o[1] = make_uint4(__float_as_uint(x[4].v), __float_as_uint(x[5].v), __float_as_uint(x[6].v), __float_as_uint(x[7].v));
+#pragma unroll
+        for (int q = 0; q < W / 4; ++q) o[q] = make_uint4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
     }
 }
+
+// float64: a pair's two doubles stored as soon as they are converted (storage_words<8> first for the
+// whole chunk gives NVVM a different schedule: 3-4 more PTX instructions in the V kernels)
 __device__ __forceinline__ void store_row(double* orow, int g, const f32 (&v)[32]) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
