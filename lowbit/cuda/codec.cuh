@@ -481,3 +481,29 @@ __device__ __forceinline__ u64 fixed_encode_one(double x, int bits, int frac_bit
     }
     return (u64)((long long)r & mask);
 }
+
+// i // block_size without a 64-bit integer division (inv_block = 1.0 / block_size): the
+// quotient in float64 is off by at most one for i < 2**50 and is corrected (lowbit.cpu.codec.block_of).
+__device__ __forceinline__ long long block_of(long long i, long long block_size, double inv_block) {
+    long long b = (long long)((double)i * inv_block);
+    if (b * block_size > i) b -= 1;
+    else if ((b + 1) * block_size <= i) b += 1;
+    return b;
+}
+
+// Block of element i: a shift for power-of-two block sizes (block_shift >= 0), else block_of.
+struct Blocks {
+    long long size;
+    double inv;
+    int shift;
+};
+__device__ __forceinline__ Blocks blocks_of(long long block_size) {
+    Blocks b;
+    b.size = block_size;
+    b.inv = 1.0 / (double)block_size;
+    b.shift = (block_size & (block_size - 1)) == 0 ? __ffsll(block_size) - 1 : -1;
+    return b;
+}
+__device__ __forceinline__ long long block_index(long long i, const Blocks& b) {
+    return b.shift >= 0 ? i >> b.shift : block_of(i, b.size, b.inv);
+}

@@ -1,7 +1,8 @@
 """CUDA wrappers for the format codec kernels: same names and signatures as :mod:`lowbit.cpu.codec`.
 
-Kernels in ``lowbit/cuda/codec.cu`` (scalar codec in ``codec.cuh``), bit-identical to the
-Numba twins: the same float64 and integer operations on the same values.
+Kernels in ``lowbit/cuda/codec.cu`` (scalar codec in ``codec.cuh``, the decode_table and
+block_absmax loops in ``codec_table.cuh``), bit-identical to the Numba twins: the same float64
+and integer operations on the same values.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from lowbit.formats import MINIFLOATS
 
 #: Code dtypes of the encoders / decoders (the format's width) -> kernel-name suffix.
 _CODE_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
-#: Units of 8 codes per thread and iteration of decode_table's vector loop (LOWBIT_DT_UNITS in codec.cu).
+#: Units of 8 codes per thread and iteration of decode_table's vector loop (LOWBIT_DT_UNITS in codec_table.cuh).
 DT_UNITS = 4
 #: Elements per thread of block_absmax when a block is longer (then a multiple of 32 runs).
 ABSMAX_RUN = 256
