@@ -32,51 +32,36 @@ __device__ __forceinline__ int binade_f32(float a) {
 
 // The tile's exponent (kvarn.py tile_exponent_of): the binade of the lower-median nonzero
 // magnitude minus LOWBIT_MEDIAN_LOG, from a histogram of binades (integer atomics: the same
-// counts in any order).  `hist` holds LOWBIT_BINS + 2 ints: the bins, the nonzero count and the
-// non-finite flag.  Three steps: hist_clear; every element through a lane's BinadeCounts (add,
-// then flush); exponent_of_hist.
+// counts in any order).  `hist` holds LOWBIT_BINS + 2 ints: the bins, then the count of Inf / NaN
+// elements (the slot their exponent field 255 maps to), then a spare.  Three steps: hist_clear;
+// every element through binade_count; exponent_of_hist (the nonzero count is the bins' sum).
 
 __device__ __forceinline__ void hist_clear(int* hist) {
     for (int b = threadIdx.x; b < LOWBIT_BINS + 2; b += blockDim.x) hist[b] = 0;
 }
 
-// A lane's share of the histogram: bins by shared-memory atomics aggregated per warp (lanes with
-// the same binade add once: most magnitudes share a few binades, and one atomic per element
-// serialized on them), the nonzero count and the non-finite flag in registers until flush().
-struct BinadeCounts {
-    int nnz = 0;
-    unsigned bad = 0u;  // 1: an Inf or NaN
-    // every lane of the warp calls it (`valid`: the lane holds an element); branch-free
-    __device__ __forceinline__ void add(float v, bool valid, int* hist) {
-        // |v| by its bits: fabsf flushes subnormals under CuPy's -ftz=true (the CPU counts them)
-        const u32 bits = __float_as_uint(v) & 0x7fffffffu;
-        bad |= valid && bits >= 0x7f800000u ? 1u : 0u;  // Inf or NaN
-        const u32 ex = bits >> 23;  // binade_f32, for a nonzero finite |v|
-        const int b = (ex ? (int)ex - 127 : (31 - __clz(bits)) - 149) + LOWBIT_BIN0;
-        const bool counted = valid && bits - 1u < 0x7f7fffffu;  // nonzero and finite
-        const int bin = counted ? b : -1;
-        nnz += counted ? 1 : 0;
-        const unsigned same = __match_any_sync(0xffffffffu, bin);
-        const unsigned below = (1u << (threadIdx.x & 31)) - 1u;  // lanes before this one
-        if (counted && (same & below) == 0u) atomicAdd(hist + bin, __popc(same));  // the first of its bin
-    }
-    // every lane of the warp calls it, once, after its last add
-    __device__ __forceinline__ void flush(int* hist) const {
-        const int n = __reduce_add_sync(0xffffffffu, nnz);
-        const bool any = __any_sync(0xffffffffu, bad != 0u);
-        if ((threadIdx.x & 31) == 0) {
-            if (n) atomicAdd(hist + LOWBIT_BINS, n);
-            if (any) atomicOr(hist + LOWBIT_BINS + 1, 1);
-        }
-    }
-};
+// One element into the bins, by shared-memory atomics aggregated per warp: lanes with the same
+// binade add once (most magnitudes share a few binades, and one atomic per element serialized on
+// them).  Every lane of the warp calls it (`valid`: the lane holds an element).
+__device__ __forceinline__ void binade_count(float v, bool valid, int* hist) {
+    // |v| by its bits: fabsf flushes subnormals under CuPy's -ftz=true (the CPU counts them)
+    const u32 bits = valid ? __float_as_uint(v) & 0x7fffffffu : 0u;
+    const u32 ex = bits >> 23;
+    // binade_f32 + LOWBIT_BIN0 for a nonzero finite |v| (ex - 127, or (31 - clz) - 149 for a
+    // subnormal); zero: 31 - clz(0) = -1, not counted; Inf / NaN: 255 - 127 + 149 = LOWBIT_BINS
+    const int bin = ex ? (int)ex + (LOWBIT_BIN0 - 127) : 31 - __clz(bits);
+    const unsigned same = __match_any_sync(0xffffffffu, bin);
+    unsigned below;  // the lanes before this one
+    asm("mov.u32 %0, %%lanemask_lt;" : "=r"(below));
+    if (bin >= 0 && (same & below) == 0u) atomicAdd(hist + bin, __popc(same));  // the first of its bin
+}
 
 // The exponent from a complete histogram (starts with a barrier); every thread gets the result.
 __device__ int exponent_of_hist(const int* hist) {
     __syncthreads();
     __shared__ int result;
     const int lane = threadIdx.x & 31;
-    const int nnz = hist[LOWBIT_BINS], nonfinite = hist[LOWBIT_BINS + 1];
+    const int nonfinite = hist[LOWBIT_BINS];
     if (threadIdx.x < 32) {  // warp 0: lane l scans bins [9 l, 9 l + 9) after an exclusive prefix sum
         const int b0 = lane * 9;  // 32 * 9 = 288 >= LOWBIT_BINS
         int own = 0;
@@ -88,6 +73,7 @@ __device__ int exponent_of_hist(const int* hist) {
         }
         // med: the last nonzero bin whose preceding count is <= k (the lower median's); top: the
         // last nonzero bin; integer counts, so the warp's max equals the sequential scan's
+        const int nnz = __shfl_sync(0xffffffffu, incl, 31);  // every nonzero finite element is in one bin
         const int k = (nnz - 1) / 2;
         int cum = incl - own, med = -1, top = -1;
         for (int b = b0; b < b0 + 9 && b < LOWBIT_BINS; ++b) {
@@ -125,7 +111,6 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
     hist_clear(hist);
     __syncthreads();
     const int cshift = pow2_shift(cols);
-    BinadeCounts counts;
     for (int base = 0; base < rows * cols; base += blockDim.x) {  // uniform per warp (blockDim % 32 == 0)
         const int idx = base + threadIdx.x;
         const bool valid = idx < rows * cols;
@@ -134,9 +119,8 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
             const int r = div_by(idx, cols, cshift), c = idx - r * cols;
             v = tile[r * pitch + c];
         }
-        counts.add(v, valid, hist);
+        binade_count(v, valid, hist);
     }
-    counts.flush(hist);
     return exponent_of_hist(hist);
 }
 
@@ -146,14 +130,14 @@ __device__ int tile_exponent_of(const float* tile, int rows, int cols, int pitch
 // levels 1, 2, 4 in the thread and 8 .. 64 across the lanes (hadamard.cuh's butterfly_in_thread /
 // butterfly_across_warp: the same a + b and a - b per element as rotate_tokens and the CPU), then
 // the scale.  No barrier.
-// PITCH > 0: `pitch` == PITCH at compile time (immediate offsets for K tiles).
-template <typename T, bool KEY, int PITCH = 0>
+// PITCH > 0: `pitch` == PITCH at compile time (immediate offsets for K tiles).  HIST: count into
+// `hist` (a compile-time choice: no test per element).
+template <typename T, bool KEY, bool HIST, int PITCH = 0>
 __device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float* tile, int pitch, int* hist) {
     if (PITCH > 0) pitch = PITCH;
     constexpr int D = 128;
     const int lane = threadIdx.x & 31, L = lane & 15;
     const f32 scale = rotation_scale(D);
-    BinadeCounts counts;
     for (int t0 = 2 * (int)(threadIdx.x >> 5); t0 < tokens; t0 += 2 * (int)(blockDim.x >> 5)) {  // uniform per warp
         const int t = t0 + (lane >> 4);
         const bool valid = t < tokens;
@@ -170,11 +154,10 @@ __device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float
 #pragma unroll
         for (int m = 0; m < 8; ++m) {
             v[m] = scale * v[m];
-            if (hist) counts.add(v[m].v, valid, hist);
+            if (HIST) binade_count(v[m].v, valid, hist);
             if (valid) out[m * stride] = v[m].v;
         }
     }
-    if (hist) counts.flush(hist);
 }
 
 // The RTN code of a normalized value: clip(rint((v - base) / step), 0, L) (kvarn.py's row loop;
@@ -219,10 +202,14 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 hist_clear(hist);
                 __syncthreads();
             }
-            if (key && tokens == 128)
-                load_rotate_d128<T, true, kv_pitch(128)>(src, tokens, tile, pitch, normalize ? hist : nullptr);
-            else if (key) load_rotate_d128<T, true>(src, tokens, tile, pitch, normalize ? hist : nullptr);
-            else load_rotate_d128<T, false>(src, tokens, tile, pitch, normalize ? hist : nullptr);
+            if (key && tokens == 128) {
+                if (normalize) load_rotate_d128<T, true, true, kv_pitch(128)>(src, tokens, tile, pitch, hist);
+                else load_rotate_d128<T, true, false, kv_pitch(128)>(src, tokens, tile, pitch, hist);
+            } else if (key) {
+                if (normalize) load_rotate_d128<T, true, true>(src, tokens, tile, pitch, hist);
+                else load_rotate_d128<T, true, false>(src, tokens, tile, pitch, hist);
+            } else if (normalize) load_rotate_d128<T, false, true>(src, tokens, tile, pitch, hist);
+            else load_rotate_d128<T, false, false>(src, tokens, tile, pitch, hist);
             if (normalize) e = exponent_of_hist(hist);  // (its first barrier completes the tile)
             else __syncthreads();
         } else {
