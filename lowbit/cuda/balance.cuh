@@ -136,12 +136,14 @@ __device__ __forceinline__ f32 over_count(f32 s) {
     return (N & (N - 1)) == 0 ? s * f32(1.0f / (float)N) : s / f32((float)N);
 }
 
-// group_std for vectors of a compile-time length N (a multiple of 32, at most 8 * LOWBIT_LANE_CACHE):
-// the same operations in the same order, without bounds tests; x0 comes from lane 0 of the group
-// (a shuffle of its x[0] = t(0, j) * w[0]) and the lane's weights w[p + 8 k] from registers
-// (`wl`, loaded once per sweep).  Every lane of the warp must call it.
+// group_std for vectors of a compile-time length N (a multiple of 32, at most 8 * LOWBIT_LANE_CACHE),
+// in two parts: group_ssd_n, the sum of squared deviations sum((x - m)^2) in every lane of the
+// group, and std_of_ssd, sqrt(ssd / (N - 1)); the same operations in the same order, without
+// bounds tests.  x0 comes from lane 0 of the group (a shuffle of its x[0] = t(0, j) * w[0]) and the
+// lane's weights w[p + 8 k] from registers (`wl`, loaded once per sweep).  Every lane of the warp
+// must call group_ssd_n.
 template <int N, class V>
-__device__ __forceinline__ f32 group_std_n(const V& t, int j, const f32 (&wl)[N / LOWBIT_LANES], int p) {
+__device__ __forceinline__ f32 group_ssd_n(const V& t, int j, const f32 (&wl)[N / LOWBIT_LANES], int p) {
     constexpr int K = N / LOWBIT_LANES;
     static_assert(N % 32 == 0 && K <= LOWBIT_LANE_CACHE, "N: a multiple of 32, at most 128");
     f32 x[K];
@@ -161,30 +163,53 @@ __device__ __forceinline__ f32 group_std_n(const V& t, int j, const f32 (&wl)[N 
         for (int e = 0; e < 4; ++e) d[e] = x[4 * g + e] - mean;
         acc = acc + ((d[0] * d[0] + d[1] * d[1]) + (d[2] * d[2] + d[3] * d[3]));
     }
-    return sqrt_rn(over_count<N - 1>(lane_sum(acc)));
+    return lane_sum(acc);
 }
 
-// f(v, std over i of t(i, v) * w[i]) (group_std) in lane 0 of the group of every vector v < count
+template <int N>
+__device__ __forceinline__ f32 std_of_ssd(f32 ssd) { return sqrt_rn(over_count<N - 1>(ssd)); }
+
+// f(v, std over i of t(i, v) * w[i]) (group_std) in one lane of the group of every vector v < count
 // (the rounds above); every lane of every warp must call it.  N > 0: vectors of that compile-time
-// length n = N (group_std_n), the weights read once per sweep.
-template <int N = 0, class V, class F>
+// length n = N (group_ssd_n), the weights read once per sweep, and the last division and square
+// root of up to 8 rounds done by one instruction each: lane p of a group keeps its group's sum of
+// the warp's p-th pending round, and f runs in lanes p < pending.  COUNT > 0: count == COUNT at
+// compile time; a multiple of 32 fills every round (no vector tests).
+template <int N = 0, int COUNT = 0, class V, class F>
 __device__ __forceinline__ void sweep(const V& t, int n, int count, const float* w, F f) {
+    constexpr bool full = COUNT > 0 && COUNT % 32 == 0;
+    if (COUNT > 0) count = COUNT;
     const int lane = threadIdx.x & 31, p = lane & (LOWBIT_LANES - 1), q = lane >> 3;
     f32 wl[N > 0 ? N / LOWBIT_LANES : 1];
     if (N > 0) {
 #pragma unroll
         for (int k = 0; k < N / LOWBIT_LANES; ++k) wl[k] = f32(w[p + LOWBIT_LANES * k]);
     }
+    int pending = 0, v_held = 0;  // N > 0: rounds whose std is not taken yet (uniform), lane p's vector
+    f32 ssd_held(0.0f);
+    const auto finish = [&]() {
+        const f32 s = std_of_ssd<N>(ssd_held);
+        if (p < pending && (full || v_held < count)) f(v_held, s);
+        pending = 0;
+    };
     for (int rd = threadIdx.x >> 5; rd < round_count(count); rd += blockDim.x >> 5) {
         const int first = round_first(rd);
-        if (first >= count) continue;  // uniform across the warp
+        if (!full && first >= count) continue;  // uniform across the warp
         const int v = first + q * LOWBIT_LANES;
-        const int j = v < count ? v : first;
-        f32 s;
-        if constexpr (N > 0) s = group_std_n<N>(t, j, wl, p);
-        else s = group_std(t, n, j, w, p);
-        if (v < count && p == 0) f(v, s);
+        const int j = full || v < count ? v : first;
+        if constexpr (N > 0) {
+            const f32 ssd = group_ssd_n<N>(t, j, wl, p);
+            if (p == pending) {
+                ssd_held = ssd;
+                v_held = v;
+            }
+            if (++pending == LOWBIT_LANES) finish();
+        } else {
+            const f32 s = group_std(t, n, j, w, p);
+            if (v < count && p == 0) f(v, s);
+        }
     }
+    if (N > 0 && pending > 0) finish();
 }
 
 // Running min / max / NaN flag of the stds a lane owns, for the imbalance.
@@ -312,11 +337,11 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
     SpreadAcc sc, sr;
     sc.reset();
     sr.reset();
-    sweep<NR>(t, rows, cols, s.inv_row, [&](int c, f32 v) {
+    sweep<NR, NC>(t, rows, cols, s.inv_row, [&](int c, f32 v) {
         s.std_col[c] = v.v;
         sc.add(v);
     });
-    sweep<NC>(tt, cols, rows, s.inv_col, [&](int, f32 v) { sr.add(v); });
+    sweep<NC, NR>(tt, cols, rows, s.inv_col, [&](int, f32 v) { sr.add(v); });
     f32 best = block_imbalance(sc, sr, p.floor, s.red);  // std_col is read after its barrier
     bool identity = true;
     for (int it = 0; it < p.iterations; ++it) {
@@ -325,7 +350,7 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
             update_log_scale(s.log_col, s.inv_col, c, f32(s.std_col[c]), p.std_min, p.std_max, p.log_min, p.log_max);
         __syncthreads();
         // rows: std over columns of cur[r, :] = inv_row[r] * std of T[r, :] * inv_col
-        sweep<NC>(tt, cols, rows, s.inv_col, [&](int r, f32 base) { s.base_row[r] = base.v; });
+        sweep<NC, NR>(tt, cols, rows, s.inv_col, [&](int r, f32 base) { s.base_row[r] = base.v; });
         __syncthreads();
         sr.reset();
         for (int r = threadIdx.x; r < rows; r += blockDim.x) {
@@ -336,7 +361,7 @@ __device__ f32 balance_tile(const V& t, int rows, int cols, const BalanceParams&
         }
         __syncthreads();
         sc.reset();
-        sweep<NR>(t, rows, cols, s.inv_row, [&](int c, f32 base) {
+        sweep<NR, NC>(t, rows, cols, s.inv_row, [&](int c, f32 base) {
             const f32 v = f32(s.inv_col[c]) * base;
             s.std_col[c] = v.v;
             sc.add(v);
