@@ -212,13 +212,16 @@ __device__ __forceinline__ void sweep(const V& t, int n, int count, const float*
     if (N > 0 && pending > 0) finish();
 }
 
-// Running min / max / NaN flag of the stds a lane owns, for the imbalance.
+// Running min / max / NaN flag of the stds a lane owns, for the imbalance.  Every std added is
+// >= +0 (sign bit clear: the square root of a sum of squares from +0, or that times a positive
+// scale) or NaN, so +0 is the identity of their max and lo / hi (never NaN: min / max drop a NaN
+// operand) order as their bits do as unsigned integers.
 struct SpreadAcc {
     f32 lo, hi;
     unsigned bad;
     __device__ __forceinline__ void reset() {
         lo = f32(__uint_as_float(0x7f800000u));
-        hi = f32(__uint_as_float(0xff800000u));
+        hi = f32(0.0f);
         bad = 0u;
     }
     __device__ __forceinline__ void add(f32 v) {
@@ -232,20 +235,19 @@ struct SpreadAcc {
 // one std is NaN (balance.py _spread + _spread), from every lane's column and row accumulators;
 // every thread gets the result.  `red` holds 5 floats per warp; one barrier (red is next
 // written after at least one more barrier).  After the barrier lane w of every warp takes warp w's
-// values and a second butterfly combines them (min, max and or are exact: any order gives the same).
-__device__ __forceinline__ void spread_butterfly(SpreadAcc& c, SpreadAcc& r, unsigned& bad) {
-    for (int o = 16; o; o >>= 1) {
-        c.lo = minimum(c.lo, f32(__shfl_xor_sync(0xffffffffu, c.lo.v, o)));
-        c.hi = maximum(c.hi, f32(__shfl_xor_sync(0xffffffffu, c.hi.v, o)));
-        r.lo = minimum(r.lo, f32(__shfl_xor_sync(0xffffffffu, r.lo.v, o)));
-        r.hi = maximum(r.hi, f32(__shfl_xor_sync(0xffffffffu, r.hi.v, o)));
-        bad |= __shfl_xor_sync(0xffffffffu, bad, o);
-    }
+// values and a second warp reduction combines them (min, max and or are exact: any order gives the
+// same; lo / hi by their bits, SpreadAcc).
+__device__ __forceinline__ void spread_reduce(SpreadAcc& c, SpreadAcc& r, unsigned& bad) {
+    c.lo = f32(__uint_as_float(__reduce_min_sync(0xffffffffu, __float_as_uint(c.lo.v))));
+    c.hi = f32(__uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(c.hi.v))));
+    r.lo = f32(__uint_as_float(__reduce_min_sync(0xffffffffu, __float_as_uint(r.lo.v))));
+    r.hi = f32(__uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(r.hi.v))));
+    bad = __any_sync(0xffffffffu, bad != 0u) ? 1u : 0u;
 }
 
 __device__ __forceinline__ f32 block_imbalance(SpreadAcc c, SpreadAcc r, f32 floor, float* red) {
     unsigned bad = c.bad | r.bad;
-    spread_butterfly(c, r, bad);
+    spread_reduce(c, r, bad);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     if (lane == 0) {
         red[5 * warp] = c.lo.v;
@@ -265,7 +267,7 @@ __device__ __forceinline__ f32 block_imbalance(SpreadAcc c, SpreadAcc r, f32 flo
         r.hi = f32(red[5 * lane + 3]);
         bad = __float_as_uint(red[5 * lane + 4]);
     }
-    spread_butterfly(c, r, bad);
+    spread_reduce(c, r, bad);
     return bad ? f32(__uint_as_float(0x7fc00000u)) : c.hi / maximum(c.lo, floor) + r.hi / maximum(r.lo, floor);
 }
 
