@@ -167,6 +167,39 @@ __device__ __forceinline__ u32 rtn_code(f32 v, f32 base, f32 step, f32 lf) {
     return (u32)minimum(maximum(q, f32(0.0f)), lf).v;
 }
 
+// Codes and packing in one step for C % 8 == 0 (every unit's 8 codes in one row): the units of a
+// row to the lanes of its 8-lane group (balance.cuh's rounds), lane p taking units p, p + 8, ...,
+// each code shifted to its place in the unit register (32 bits for bits <= 4) and the unit stored.
+// BITS > 0: bits == BITS at compile time.
+template <int BITS>
+__device__ __forceinline__ void pack_rows(const float* tile, int rows, int cols, int pitch, int bits,
+                                          const float* rbase, const float* rstep, u8* dst) {
+    if (BITS > 0) bits = BITS;
+    const f32 lf((float)((1 << bits) - 1));
+    const int lane = threadIdx.x & 31, lp = lane & (LOWBIT_LANES - 1);
+    const int upr = cols >> 3;  // units per row
+    for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
+        const int r = round_first(rd) + (lane >> 3) * LOWBIT_LANES;
+        if (r >= rows) continue;  // no warp-wide operation below
+        const float* row = tile + r * pitch;
+        const f32 base(rbase[r]), step(rstep[r]);
+        for (int uu = lp; uu < upr; uu += LOWBIT_LANES) {
+            const float* u8v = row + 8 * uu;
+            u64 acc = 0ull;
+            if (bits <= 4) {
+                u32 a = 0u;
+#pragma unroll
+                for (int k = 0; k < 8; ++k) a |= rtn_code(f32(u8v[k]), base, step, lf) << (k * bits);
+                acc = a;
+            } else {
+#pragma unroll
+                for (int k = 0; k < 8; ++k) acc |= (u64)rtn_code(f32(u8v[k]), base, step, lf) << (k * bits);
+            }
+            store_unit(dst, (long long)r * upr + uu, bits, bits, acc);
+        }
+    }
+}
+
 // Shared memory of one encode block, in floats (kvarn.py's wrapper mirrors it: smem_bytes).
 __host__ __device__ constexpr int encode_smem_floats(int rows, int cols, int threads) {
     return rows * kv_pitch(cols) + cols + rows + balance_scratch_floats(rows, cols, threads) + LOWBIT_BINS + 2;
@@ -305,31 +338,10 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
         }
         __syncthreads();
         u8* dst = packed + i * code_bytes;
-        if (cols % 8 == 0) {
-            // codes and packing in one step (every unit's 8 codes in one row): the units of a row
-            // to the lanes of its group, lane p taking units p, p + 8, ..., each code shifted to its
-            // place in the unit register (32 bits for bits <= 4)
-            const int upr = cols >> 3;  // units per row
-            for (int rd = threadIdx.x >> 5; rd < round_count(rows); rd += blockDim.x >> 5) {
-                const int r = round_first(rd) + (lane >> 3) * LOWBIT_LANES;
-                if (r >= rows) continue;  // no warp-wide operation below
-                const float* row = tile + r * pitch;
-                const f32 base(rbase[r]), step(rstep[r]);
-                for (int uu = lp; uu < upr; uu += LOWBIT_LANES) {
-                    const float* u8v = row + 8 * uu;
-                    u64 acc = 0ull;
-                    if (bits <= 4) {
-                        u32 a = 0u;
-#pragma unroll
-                        for (int k = 0; k < 8; ++k) a |= rtn_code(f32(u8v[k]), base, step, lf) << (k * bits);
-                        acc = a;
-                    } else {
-#pragma unroll
-                        for (int k = 0; k < 8; ++k) acc |= (u64)rtn_code(f32(u8v[k]), base, step, lf) << (k * bits);
-                    }
-                    store_unit(dst, (long long)r * upr + uu, bits, bits, acc);
-                }
-            }
+        if (cols % 8 == 0) {  // the presets' code widths with a compile-time shift per code
+            if (bits == 4) pack_rows<4>(tile, rows, cols, pitch, bits, rbase, rstep, dst);
+            else if (bits == 2) pack_rows<2>(tile, rows, cols, pitch, bits, rbase, rstep, dst);
+            else pack_rows<0>(tile, rows, cols, pitch, bits, rbase, rstep, dst);
         } else {
             // the codes overwrite the row's own bytes: in step c0 the group reads floats c0 .. c0 + 7 and
             // then (after a __syncwarp) writes bytes c0 .. c0 + 7, which lie in floats c0 / 4 and
