@@ -89,7 +89,7 @@ def run(quick: bool = False) -> list[dict]:
     o32 = torch.empty_like(x32)
     t_mm32 = event_time(functools.partial(torch.matmul, x32, h32, out=o32), repeat=10)
     x32c, o32c = cp.from_dlpack(x32), cp.from_dlpack(o32)
-    for label in ("resident, prefetch, 64 B/lane, 3 blocks (default)", "one group per warp, 4 blocks"):
+    for label in ("one group per warp, 4 blocks (default)", "resident, prefetch, 64 B/lane, 3 blocks"):
         t = event_time(functools.partial(kh._fwht, x32c, core, none, True, scale, o32c, kh.VARIANTS[label]),
                        repeat=10)
         results.append(gpu_row(f"fwht-128 kernel f32, {label}", size.replace("f16", "f32"), t,

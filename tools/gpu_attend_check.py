@@ -223,7 +223,7 @@ def bench() -> None:
             for label, mma, split, warps, pack, per_sm in rows:
                 setv(mma, split, warps, pack)
                 ck.MMA_BLOCKS_PER_SM = per_sm
-                sec, _ = bk.lowbit_case(preset, b, t)
+                sec, _ = bk.lowbit_case(bk.CODECS[preset], b, t)
                 print(f"  {preset} {label:<22} {sec * 1e3:8.3f} ms  {fp / sec:5.2f}x", flush=True)
         import torch
 

@@ -99,34 +99,42 @@ AGREEMENT: dict[str, str] = {
     "round_elementwise": "bit-identical (one counter-based generator) - tests/test_formats_backends.py",
     "balance_tiles": "bit-identical (same float32 operations in the same order, the two-pass std by "
                      "8-lane groups in the order lowbit/cpu/balance.py documents; lowbit's own exp/log; "
-                     "test_balance's CuPy / torch cases passed on an H100 2026-12-06, test_gpu_balance "
-                     "not yet run after the order change nor with the fixed-size 128 x 128 sweeps of "
-                     "2026-12-07) - tests/test_gpu_balance.py",
-    "fwht": "bit-identical (same butterflies in the same order; the warp kernel of 2026-12-07 and its "
-            "variants not yet run on a GPU) - tests/test_gpu_hadamard.py",
+                     "test_balance's CuPy / torch cases passed on an H100 2026-12-06 and, with the "
+                     "fixed-size sweeps and bitwise imbalance reductions of 2026-12-07, on an H100 "
+                     "2026-12-08 (119 of 122 reached); test_gpu_balance not yet run after the order "
+                     "change) - tests/test_gpu_balance.py",
+    "fwht": "bit-identical (same butterflies in the same order; the warp kernel of 2026-12-07: "
+            "test_gpu_hadamard's every-length and every-element cases passed on an H100 2026-12-08 "
+            "with the resident grid, the now-default one-group-per-warp grid checked bit for bit "
+            "against it by the benchmark (2^23 float16 rows of 128); test_variants_match_cpu not "
+            "yet reached) - tests/test_gpu_hadamard.py",
     "group_abs_mean": "bit-identical - tests/test_gpu_rtn.py",
     "group_range": "bit-identical - tests/test_gpu_rtn.py",
     "hadamard_signs": "bit-identical (one counter-based generator) - tests/test_gpu_hadamard.py",
     "kv_attend": "float32 tolerance, deterministic, NaN / Inf propagated as dense attention (decode "
                  "L = 1; key codes [D, G] (kvarn, kivi) and [G, D] (quarot, rtn, fp8: e4m3 codes "
                  "decoded exactly), 2/4/8-bit; other layouts raise NotImplementedError; the tensor-"
-                 "core variant, lowbit.cuda.kv_attend.MMA, is off: not yet verified, and takes "
-                 "kvarn / kivi tiles only, quarot / rtn / fp8 always run the CUDA-core kernel; the "
+                 "core variant, lowbit.cuda.kv_attend.MMA, is off (every variant passed the float64 / "
+                 "error-bound and determinism checks of tools/gpu_attend_check.py on an H100 2026-12-08, "
+                 "138 cases; the test suite with it on not yet run), and takes kvarn / kivi tiles only, quarot / rtn / fp8 always run the CUDA-core kernel; the "
                  "[G, D] path: its rtn (Hq/Hk 1) and fp8 (Hq/Hk 8) float64-reference cases passed on an H100 "
                  "2026-12-07, the others not yet run) - tests/test_kv_attend.py",
     "kvarn_decode": "bit-identical (float32 operations in the CPU's order; the output rounded once to "
                     "its dtype; kvarn_decode128.cu and the s_col 2^e order of 2026-12-07: test_gpu_kvarn "
-                    "passed on an H100 2026-12-07 but for 4 float16 random-record cases that a test bug "
-                    "failed (numpy's overflow warning; fixed, not re-run)) - tests/test_gpu_kvarn.py",
+                    "passed on an H100 2026-12-07 and 2026-12-08, the wild float16 records included) - "
+                    "tests/test_gpu_kvarn.py",
     "kvarn_encode": "bit-identical (same float32 operations in the same order; lowbit's own exp/log; "
                     "float16 / bfloat16 tokens widened exactly; RTN rows by 8-lane groups; test_gpu_kvarn "
                     "passed on an H100 2026-12-06 and, with the D = 128 in-register rotation, fixed-size "
-                    "128 x 128 balance and one-step codes + packing, on an H100 2026-12-07) - "
+                    "128 x 128 balance and one-step codes + packing, on an H100 2026-12-07, and with the "
+                    "leaner histogram, sweeps, imbalance and packing of 2026-12-07 evening on an H100 "
+                    "2026-12-08) - "
                     "tests/test_gpu_kvarn.py",
     "kvarn_grid_decode": "bit-identical (the CPU's float64 reconstruction rounded once to float32) - "
                          "tests/test_gpu_kvarn_grid.py",
     "kvarn_grid_encode": "bit-identical (kvarn.cu's balance; the CPU's float64 fit in its order, one thread "
-                         "per row) - tests/test_gpu_kvarn_grid.py",
+                         "per row; the bitwise imbalance reductions of 2026-12-07 not yet run on a GPU "
+                         "here) - tests/test_gpu_kvarn_grid.py",
     "pack_codes": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_decode": "bit-identical - tests/test_gpu_rtn.py",
     "rtn_encode": "bit-identical - tests/test_gpu_rtn.py",
