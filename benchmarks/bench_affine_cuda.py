@@ -128,3 +128,11 @@ def _midpoint_decode_row(cuda, packed, group: int, ng: int, out, label: str, tra
     t = event_time(functools.partial(cuda.rtn_decode, packed, group, scale, offset, 2, False, out))
     return gpu_row("cuda rtn unpack+dequantize kernel 2-bit, every lane at a 16-bit midpoint",
                    f"{2 * n >> 20} MiB {label}", t, "(same run, no baseline)", t, traffic, n)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lowbit.benchrun import format_table
+
+    print(format_table(run("--quick" in sys.argv)))

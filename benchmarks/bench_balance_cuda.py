@@ -90,3 +90,9 @@ def run(quick: bool = False) -> list[dict]:
     row["baseline_us_per_tile"] = tb / n_tiles * 1e6
     results.append(row)
     return results
+
+
+if __name__ == "__main__":
+    from lowbit.benchrun import format_table
+
+    print(format_table(run("--quick" in sys.argv)))

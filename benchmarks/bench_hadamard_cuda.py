@@ -95,3 +95,9 @@ def run(quick: bool = False) -> list[dict]:
         results.append(gpu_row(f"fwht-128 kernel f32, {label}", size.replace("f16", "f32"), t,
                                "torch f32 x @ H (cuBLAS)", t_mm32, 2 * nbytes, x.numel()))
     return results
+
+
+if __name__ == "__main__":
+    from lowbit.benchrun import format_table
+
+    print(format_table(run("--quick" in sys.argv)))
