@@ -160,6 +160,14 @@ __device__ __forceinline__ void load_rotate_d128(const T* src, int tokens, float
     }
 }
 
+// load_rotate_d128 with the histogram (`counted`: a run-time choice) or without.
+template <typename T, bool KEY, int PITCH = 0>
+__device__ __forceinline__ void load_rotate_d128_counted(bool counted, const T* src, int tokens, float* tile,
+                                                         int pitch, int* hist) {
+    if (counted) load_rotate_d128<T, KEY, true, PITCH>(src, tokens, tile, pitch, hist);
+    else load_rotate_d128<T, KEY, false, PITCH>(src, tokens, tile, pitch, hist);
+}
+
 // The RTN code of a normalized value: clip(rint((v - base) / step), 0, L) (kvarn.py's row loop;
 // max / min are exact and give 0 for -0 and NaN, as the CPU's conversion does).
 __device__ __forceinline__ u32 rtn_code(f32 v, f32 base, f32 step, f32 lf) {
@@ -235,14 +243,10 @@ __device__ __forceinline__ void kvarn_encode_impl(const T* x, long long n, int t
                 hist_clear(hist);
                 __syncthreads();
             }
-            if (key && tokens == 128) {
-                if (normalize) load_rotate_d128<T, true, true, kv_pitch(128)>(src, tokens, tile, pitch, hist);
-                else load_rotate_d128<T, true, false, kv_pitch(128)>(src, tokens, tile, pitch, hist);
-            } else if (key) {
-                if (normalize) load_rotate_d128<T, true, true>(src, tokens, tile, pitch, hist);
-                else load_rotate_d128<T, true, false>(src, tokens, tile, pitch, hist);
-            } else if (normalize) load_rotate_d128<T, false, true>(src, tokens, tile, pitch, hist);
-            else load_rotate_d128<T, false, false>(src, tokens, tile, pitch, hist);
+            if (key && tokens == 128)
+                load_rotate_d128_counted<T, true, kv_pitch(128)>(normalize, src, tokens, tile, pitch, hist);
+            else if (key) load_rotate_d128_counted<T, true>(normalize, src, tokens, tile, pitch, hist);
+            else load_rotate_d128_counted<T, false>(normalize, src, tokens, tile, pitch, hist);
             if (normalize) e = exponent_of_hist(hist);  // (its first barrier completes the tile)
             else __syncthreads();
         } else {
