@@ -78,7 +78,7 @@ VARIANTS: dict[str, Knobs] = {
     "resident, prefetch, 64 B/lane, 3 blocks": Knobs(),
     "resident, prefetch, 32 B/lane, 4 blocks": Knobs(bytes_in_flight=32, min_blocks=4),
     "resident, no prefetch, 4 blocks": Knobs(prefetch=False, min_blocks=4),
-    "default without streaming hints": Knobs(streaming=False),
+    "resident, prefetch, no streaming hints": Knobs(streaming=False),
     "E=32 (16-bit), resident, prefetch, 2 blocks": Knobs(thread_bytes=_E32, min_blocks=2),
     "shared-memory lane levels, 64 B/lane, 3 blocks": Knobs(exchange=True),
     "shared-memory lane levels, 32 B/lane, 4 blocks": Knobs(exchange=True, bytes_in_flight=32, min_blocks=4),
