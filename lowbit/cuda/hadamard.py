@@ -66,7 +66,7 @@ class Knobs:
                 f"-DLOWBIT_WARP_MIN_BLOCKS={self.min_blocks}", f"-DLOWBIT_WARP_EXCHANGE={int(self.exchange)}")
 
 
-#: The launch every front uses: one group per warp, the grid covering the data (H100, 2026-12-07,
+#: The launch every front uses: one group per warp, the grid covering the data (H100, 2026-12-08,
 #: FWHT-128 on 2^23 float16 rows: 1.47 ms = 98.6% of copy and 1.05x cuBLAS x @ H, against 1.59 ms =
 #: 91.2% for the resident grid with prefetch; float32 97.5% against 91.5%).
 DEFAULT = Knobs(resident=False, prefetch=False, min_blocks=4)
